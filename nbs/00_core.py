@@ -1,0 +1,476 @@
+# %%
+#| default_exp core
+
+# %% [markdown]
+# # Core: profiles, seeds, figures, checkpoints and the model cache
+#
+# > The plumbing every chapter shares, so that no chapter writes it twice.
+#
+# A reproduction is only as trustworthy as its bookkeeping. Before we touch a causal model we settle
+# five things once:
+#
+# 1. **Profiles.** One switch, `CARMA_PROFILE`, decides how much work a run does. `quick` (the default
+#    under `nbdev_test`) keeps every chapter to about a minute; `paper` uses the paper's settings.
+#    The code path is the same: only the numbers change.
+# 2. **Seeds.** Every random draw comes from an explicit seed.
+# 3. **Figures and tables** go through one helper. Paper-profile output lands in `figures/` (committed);
+#    quick-profile output goes to a git-ignored folder, so a test run never overwrites a committed figure.
+# 4. **Checkpoints** hold weights, a JSON config and the data scaler together, are written atomically,
+#    and are read with `torch.load(..., weights_only=True)` so loading never unpickles arbitrary code.
+# 5. **A model cache** keyed by the full training configuration, safe when two notebooks train the
+#    same model at the same time.
+
+# %%
+#| export
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import random
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+# %%
+#| hide
+from fastcore.test import test_eq, test_fail, test_close, test_ne
+
+
+# %% [markdown]
+# ## Profiles
+#
+# A `Profile` is a frozen record of the knobs that make a run expensive. The `paper` values are
+# the ones in `SPEC.md` (§3 classifier 500 epochs, §4 flow 1000 epochs, §5 VACA 300 epochs, §8 CARMA's
+# per-SCM epochs, 10 seeds); `quick` shrinks each so the whole course runs in minutes under test.
+
+# %%
+#| export
+@dataclass(frozen=True)
+class Profile:
+    "How much work one run does; `quick` and `paper` share every code path."
+    name: str                 # 'quick' or 'paper'
+    seeds: int                # seeds per (SCM, method) for CARMA and the baselines
+    clf_epochs: int           # downstream classifier epochs (paper: 500)
+    flow_epochs: int          # causal normalizing flow epochs (paper: 1000)
+    vaca_epochs: int          # VACA epochs (paper: 300)
+    carma_epoch_frac: float   # fraction of each SCM's CARMA epochs from SPEC §8 (paper: 1.0)
+    oracle_people: int | None # test people the oracle solves per SCM (None: all of them)
+
+PROFILES: dict[str, Profile] = {
+    'quick': Profile('quick', seeds=2, clf_epochs=60, flow_epochs=120, vaca_epochs=30,
+                     carma_epoch_frac=0.2, oracle_people=200),
+    'paper': Profile('paper', seeds=10, clf_epochs=500, flow_epochs=1000, vaca_epochs=300,
+                     carma_epoch_frac=1.0, oracle_people=None),
+}
+
+
+# %% [markdown]
+# Which profile is active? An explicit argument wins; otherwise the `CARMA_PROFILE` environment
+# variable; otherwise `quick` when `nbdev_test` is running the chapter (it sets `IN_TEST`) and `paper`
+# when a person runs it.
+
+# %%
+#| export
+def get_profile(profile: str | Profile | None = None, # a name, a `Profile`, or None for the active one
+               ) -> Profile:
+    "The `Profile` to use: the argument, else `$CARMA_PROFILE`, else quick under test and paper otherwise."
+    if isinstance(profile, Profile): return profile
+    if profile is None:
+        profile = os.environ.get('CARMA_PROFILE') or ('quick' if os.environ.get('IN_TEST') else 'paper')
+    if not isinstance(profile, str) or profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)} "
+                         "(argument `profile=` or environment variable CARMA_PROFILE)")
+    return PROFILES[profile]
+
+
+# %%
+test_eq(get_profile('paper').flow_epochs, 1000)
+test_eq(get_profile(PROFILES['quick']).name, 'quick')
+test_fail(lambda: get_profile('fast'), contains="choose one of ['paper', 'quick']")
+get_profile()
+
+
+# %% [markdown]
+# ## Seeds
+#
+# Three generators matter here: Python's, NumPy's and torch's. `seed_everything` sets all three, and
+# returns a `torch.Generator` for code that prefers to carry its randomness explicitly (as the
+# data chapter does with NumPy generators).
+
+# %%
+#| export
+def seed_everything(seed: int, # a non-negative integer
+                   ) -> torch.Generator:
+    "Seed Python, NumPy and torch; return a torch generator seeded with `seed` too."
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(int(seed)); np.random.seed(int(seed) % 2**32); torch.manual_seed(int(seed))
+    return torch.Generator().manual_seed(int(seed))
+
+
+# %%
+seed_everything(3); a = torch.rand(3)
+seed_everything(3); test_eq(torch.rand(3), a)
+test_fail(lambda: seed_everything(-1), contains='non-negative integer')
+
+
+# %% [markdown]
+# ## Progress bars
+#
+# Long loops (training epochs, the oracle's chunks) show a `tqdm` bar. `CARMA_QUIET=1` silences every
+# bar at once, and each call can be silenced with `disable=True`.
+
+# %%
+#| export
+def progress(iterable=None, # what to iterate over
+             desc: str = '',  # the bar's label
+             total: int | None = None, # length, when `iterable` has none
+             disable: bool | None = None, # force the bar off (True) or on (False); None: follow CARMA_QUIET
+             **kwargs):
+    "A `tqdm.auto` progress bar that `CARMA_QUIET=1` silences globally."
+    if disable is None: disable = os.environ.get('CARMA_QUIET', '0') not in ('', '0')
+    return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False, **kwargs)
+
+
+# %%
+test_eq(sum(progress(range(5), disable=True)), 10)
+
+
+# %% [markdown]
+# ## Where things go
+#
+# Figures, tables and the model cache are found relative to the project: the `CARMA_HOME` environment
+# variable if set, else the nearest folder above the working directory that holds the project's
+# `settings.ini` (so a chapter run from `nbs/` writes to the repository's `figures/`), else the working
+# directory (a user who `pip install`ed the library).
+
+# %%
+#| export
+def project_root() -> Path:
+    "The folder results are written under: `$CARMA_HOME`, else the carma_nb checkout above cwd, else cwd."
+    if os.environ.get('CARMA_HOME'): return Path(os.environ['CARMA_HOME']).resolve()
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        ini = d/'settings.ini'
+        if ini.exists() and 'lib_name = carma_nb' in ini.read_text(encoding='utf-8'): return d
+    return here
+
+def figure_dir(profile: str | Profile | None = None) -> Path:
+    "`figures/` for the paper profile; the git-ignored `figures/_quick/` for any other."
+    p = get_profile(profile)
+    return project_root()/'figures' if p.name == 'paper' else project_root()/'figures'/'_quick'
+
+def cache_dir() -> Path:
+    "Where trained models are cached: `$CARMA_CACHE`, else `.carma_cache/` under the project root."
+    return Path(os.environ['CARMA_CACHE']) if os.environ.get('CARMA_CACHE') else project_root()/'.carma_cache'
+
+
+# %%
+test_eq(figure_dir('paper').name, 'figures')
+test_eq(figure_dir('quick').relative_to(project_root()), Path('figures/_quick'))
+
+
+# %% [markdown]
+# ## Atomic writes
+#
+# A file is either absent or complete: we write to a temporary file in the same folder and `os.replace`
+# it into place (an atomic rename on POSIX). An interrupted run, or a second process reading at the
+# wrong moment, never sees half a checkpoint or half a figure.
+
+# %%
+#| export
+@contextlib.contextmanager
+def atomic_write(path: str | Path, # the final file
+                 mode: str = 'wb', # 'wb' for bytes, 'w' for text
+                ):
+    "Context manager yielding a temporary file that replaces `path` only if the block succeeds."
+    path = Path(path)
+    if mode not in ('wb', 'w'): raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, mode, **({'encoding': 'utf-8'} if mode == 'w' else {})) as f:
+            yield f
+            f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        raise
+
+
+# %%
+with tempfile.TemporaryDirectory() as d:
+    target = Path(d)/'out.txt'
+    with atomic_write(target, 'w') as f: f.write('complete')
+    def _interrupted():
+        with atomic_write(target, 'w') as f: f.write('half'); raise RuntimeError('crash mid-write')
+    test_fail(_interrupted, contains='crash mid-write')
+    test_eq(target.read_text(), 'complete')   # the old file survives the interrupted write
+    test_eq(sorted(p.name for p in Path(d).iterdir()), ['out.txt'])  # and no temp file is left
+
+
+# %% [markdown]
+# ## Figures and tables
+#
+# `save_figure` and `save_table` are the only way chapters write results. Under the quick profile they
+# write to `figures/_quick/`; `save_table` writes both a CSV (for machines) and a Markdown table (for
+# people, and for the README).
+
+# %%
+#| export
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name or any(c in name for c in '/\\') or name.startswith('.'):
+        raise ValueError(f"name must be a plain file stem such as 'fig6_graphs', got {name!r}")
+    return name
+
+def save_figure(fig, # a matplotlib figure
+                name: str, # file stem, e.g. 'fig6_graphs'
+                profile: str | Profile | None = None, # decides figures/ vs figures/_quick/
+                dpi: int = 150) -> Path:
+    "Atomically save `fig` as `<figure_dir>/<name>.png` and return the path."
+    path = figure_dir(profile)/f'{_check_name(name)}.png'
+    with atomic_write(path) as f: fig.savefig(f, format='png', dpi=dpi, bbox_inches='tight',
+                                              metadata={'Software': None})
+    return path
+
+def markdown_table(df, floatfmt: str = '.4g') -> str:
+    "A GitHub-flavoured Markdown table of a DataFrame (index included when it is named)."
+    df = df.reset_index() if any(n is not None for n in df.index.names) else df
+    fmt = lambda v: format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v)
+    rows = [[str(c) for c in df.columns]] + [[fmt(v) for v in r] for r in df.itertuples(index=False)]
+    lines = ['| ' + ' | '.join(r) + ' |' for r in rows]
+    return '\n'.join([lines[0], '|' + '---|'*len(df.columns), *lines[1:]]) + '\n'
+
+def save_table(df, # a pandas DataFrame
+               name: str, # file stem, e.g. 'table1'
+               profile: str | Profile | None = None) -> Path:
+    "Atomically save `df` as `<name>.csv` and `<name>.md`; return the CSV path."
+    d = figure_dir(profile); _check_name(name)
+    with atomic_write(d/f'{name}.csv', 'w') as f: df.to_csv(f, index=any(n is not None for n in df.index.names))
+    with atomic_write(d/f'{name}.md', 'w') as f: f.write(markdown_table(df))
+    return d/f'{name}.csv'
+
+
+# %%
+import pandas as pd
+print(markdown_table(pd.DataFrame({'scm': ['loan'], 'cost': [6.25]})))
+test_fail(lambda: save_figure(None, '../escape'), contains='plain file stem')
+
+# %% [markdown]
+# ## Checkpoints
+#
+# A trained model travels as one file: its weights (a `state_dict`), the JSON-able configuration that
+# rebuilds it (including which SCM it belongs to), and the scaler of the data it was trained on.
+# Everything inside is a tensor, a string or a number, which is exactly what `torch.load(...,
+# weights_only=True)` accepts, so a checkpoint can never smuggle in code.
+
+# %%
+#| export
+CKPT_FORMAT = 'carma_nb-checkpoint-1'
+
+@dataclass(frozen=True)
+class Checkpoint:
+    "A loaded checkpoint: weights, the config that rebuilds the model, and the data scaler."
+    state_dict: dict   # name -> tensor
+    config: dict       # JSON-able configuration
+    scaler: dict | None  # name -> tensor (see `carma_nb.data.StandardScaler.state_dict`)
+    path: Path | None = None
+
+def _normalise_config(config: Mapping) -> dict:
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dict of JSON-able values, got {type(config).__name__}")
+    try: return json.loads(json.dumps(dict(config), sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"config must hold only JSON-able values (str, int, float, bool, None, lists, dicts): {e}") from None
+
+def _tensor_dict(d, what: str) -> dict | None:
+    if d is None: return None
+    if not isinstance(d, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items()):
+        raise TypeError(f"{what} must be a dict mapping names to tensors")
+    return {k: v.detach().cpu().clone() for k, v in d.items()}
+
+def save_checkpoint(path: str | Path, # destination file (parents are created)
+                    state_dict: Mapping[str, torch.Tensor], # model weights
+                    config: Mapping, # JSON-able config that rebuilds the model
+                    scaler: Mapping[str, torch.Tensor] | None = None, # the data scaler's tensors
+                   ) -> Path:
+    "Atomically write weights, config and scaler to `path`."
+    payload = {'format': CKPT_FORMAT, 'config': json.dumps(_normalise_config(config), sort_keys=True),
+               'state_dict': _tensor_dict(state_dict, 'state_dict'), 'scaler': _tensor_dict(scaler, 'scaler')}
+    with atomic_write(path) as f: torch.save(payload, f)
+    return Path(path)
+
+
+# %% [markdown]
+# Loading checks what it can: that the file exists, that it is one of ours, and that it matches what
+# the caller expects. Passing `expect={'scm': 'loan'}` turns "I loaded the triangle model by mistake"
+# into an error that says so, instead of silently wrong recommendations.
+
+# %%
+#| export
+def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
+                    expect: Mapping | None = None, # config entries that must match, e.g. {'scm': 'loan'}
+                   ) -> Checkpoint:
+    "Load a checkpoint safely (`weights_only=True`) and check its config against `expect`."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
+    try: payload = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable carma_nb checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(payload, dict) or payload.get('format') != CKPT_FORMAT:
+        raise ValueError(f"{path} is not a carma_nb checkpoint (expected format {CKPT_FORMAT!r})")
+    config = json.loads(payload['config'])
+    for k, v in _normalise_config(expect or {}).items():
+        if config.get(k) != v:
+            raise ValueError(f"checkpoint {path.name} has {k}={config.get(k)!r} but {k}={v!r} was requested; "
+                             f"load a checkpoint trained for {k}={v!r} or train one")
+    return Checkpoint(payload['state_dict'], config, payload['scaler'], path)
+
+
+# %%
+with tempfile.TemporaryDirectory() as d:
+    lin = torch.nn.Linear(3, 1)
+    p = save_checkpoint(Path(d)/'m.pt', lin.state_dict(), {'scm': 'loan', 'hidden': [32, 32]},
+                        scaler={'mean': torch.zeros(3), 'std': torch.ones(3)})
+    ck = load_checkpoint(p, expect={'scm': 'loan'})
+    test_eq(ck.config['hidden'], [32, 32])
+    test_eq(ck.state_dict['weight'], lin.weight.detach())
+    test_fail(lambda: load_checkpoint(p, expect={'scm': 'triangle-lin'}), contains="has scm='loan'")
+    test_fail(lambda: save_checkpoint(Path(d)/'bad.pt', lin.state_dict(), {'f': print}), contains='JSON-able')
+    (Path(d)/'junk.pt').write_bytes(b'not a checkpoint')
+    test_fail(lambda: load_checkpoint(Path(d)/'junk.pt'), contains='not a readable carma_nb checkpoint')
+
+
+# %% [markdown]
+# ## The model cache
+#
+# Training is the expensive step, and several chapters need the same model (the loan flow is used by
+# the flow, CARMA, preference and experiment chapters). `cached_checkpoint(kind, config, train)` looks
+# the model up by a hash of its **full** configuration (SCM, hyperparameters, seed, profile numbers):
+# change anything and it is a different model.
+#
+# Two notebooks run in parallel under `nbdev_test` may ask for the same model at once. An exclusive
+# `fcntl.flock` on a per-model lock file makes the second wait while the first trains, then read the
+# finished file instead of training again.
+
+# %%
+#| export
+def config_key(config: Mapping) -> str:
+    "A short, stable hash of a JSON-able config (key order does not matter)."
+    blob = json.dumps(_normalise_config(config), sort_keys=True, separators=(',', ':'))
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+@contextlib.contextmanager
+def file_lock(path: str | Path):
+    "Hold an exclusive advisory lock on `path` (created if needed) for the duration of the block."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# %%
+test_eq(config_key({'a': 1, 'b': [1, 2]}), config_key({'b': [1, 2], 'a': 1}))
+test_ne(config_key({'a': 1}), config_key({'a': 2}))
+
+
+# %%
+#| export
+def cached_checkpoint(kind: str, # model family, e.g. 'flow' (a sub-folder of the cache)
+                      config: Mapping, # the full JSON-able training configuration
+                      train: Callable[[], tuple], # trains the model; returns (state_dict, scaler_state or None)
+                      cache: str | Path | None = None, # cache folder; default `cache_dir()`
+                      refresh: bool = False, # retrain even if a cached model exists
+                     ) -> Checkpoint:
+    "Return the cached checkpoint for `config`, calling `train()` (once, under a lock) if it is missing."
+    _check_name(kind)
+    path = Path(cache or cache_dir())/kind/f'{config_key(config)}.pt'
+    if path.exists() and not refresh: return load_checkpoint(path, expect=config)
+    with file_lock(path.with_suffix('.lock')):
+        if path.exists() and not refresh: return load_checkpoint(path, expect=config)  # trained while we waited
+        out = train()
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError("train() must return (state_dict, scaler_state_or_None)")
+        save_checkpoint(path, out[0], config, out[1])
+    return load_checkpoint(path, expect=config)
+
+
+# %% [markdown]
+# Two threads asking for the same model at once: the lock makes training happen exactly once, and
+# both get the same weights. (The test suite checks the same with two separate processes.)
+
+# %%
+import threading, time
+with tempfile.TemporaryDirectory() as d:
+    calls = []
+    def train():
+        calls.append(1); time.sleep(0.2)
+        return torch.nn.Linear(2, 1).state_dict(), None
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cached_checkpoint('demo', {'seed': 0}, train, cache=d)))
+               for _ in range(2)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    test_eq(len(calls), 1)
+    test_eq(results[0].state_dict['weight'], results[1].state_dict['weight'])
+    cached_checkpoint('demo', {'seed': 1}, train, cache=d)   # another config is another model
+    test_eq(len(calls), 2)
+
+
+# %% [markdown]
+# ## Validating feature matrices
+#
+# Every public function of the library that takes people's features runs them through one check, so
+# the errors read the same everywhere: a 1-D row is promoted to one person, lists and NumPy arrays
+# become tensors, and a wrong column count, a non-numeric dtype, NaN or inf are refused with a message
+# that names the problem.
+
+# %%
+#| export
+def as_features(x, # people's features: (n, D) or a single row (D,); tensor, array or nested list
+                n_features: int, # D, the number of features expected
+                name: str = 'x', # how the argument is called in error messages
+                feature_names: tuple | list | None = None, # listed in the error for a wrong column count
+                dtype: torch.dtype | None = None, # convert to this float dtype (default: keep float, else float32)
+               ) -> torch.Tensor:
+    "Check and convert a feature matrix to a 2-D float tensor with `n_features` columns and finite values."
+    if not isinstance(x, torch.Tensor):
+        try: x = torch.as_tensor(np.asarray(x, dtype=np.float64))
+        except (TypeError, ValueError) as e: raise TypeError(f"{name} must be numeric (tensor, array or list): {e}") from None
+        x = x.to(dtype or torch.get_default_dtype())
+    if x.dtype == torch.bool or not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}")
+    if not x.is_floating_point() or (dtype is not None and x.dtype != dtype):
+        x = x.to(dtype or torch.get_default_dtype())
+    if x.ndim == 1: x = x.unsqueeze(0)
+    if x.ndim != 2: raise ValueError(f"{name} must be 2-D (people × features), got shape {tuple(x.shape)}")
+    if x.shape[1] != n_features:
+        names = f" ({', '.join(map(str, feature_names))})" if feature_names else ''
+        raise ValueError(f"{name} has {x.shape[1]} columns but {n_features} features are expected{names}")
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).nonzero()[0].tolist()
+        raise ValueError(f"{name} contains NaN or inf (first at row {bad[0]}, column {bad[1]}); "
+                         "impute or drop those rows first")
+    return x
+
+
+# %%
+test_eq(as_features([1., 2.], 2).shape, (1, 2))
+test_eq(as_features(np.zeros((3, 2)), 2, dtype=torch.float64).dtype, torch.float64)
+test_fail(lambda: as_features(torch.zeros(3, 4), 2, feature_names=['a', 'b']), contains='4 columns but 2 features are expected (a, b)')
+test_fail(lambda: as_features(torch.tensor([[0., float('nan')]]), 2), contains='NaN or inf (first at row 0, column 1)')
+test_fail(lambda: as_features(torch.zeros(2, 2, 2), 2), contains='must be 2-D')
+test_fail(lambda: as_features([['a', 'b']], 2), contains='must be numeric')
+
+# %%
+#| hide
+import nbdev; nbdev.nbdev_export()

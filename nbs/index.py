@@ -1,0 +1,65 @@
+# %% [markdown]
+# # carma_nb
+#
+# > Amortized causal algorithmic recourse — CARMA (Majumdar & Valera, ACM FAccT 2024) — as a literate
+# > course and a library.
+
+# %% [markdown]
+# When an automated system rejects someone — a loan, a job application — **algorithmic recourse** tells
+# them what to change to be accepted. **Causal** recourse does it right: it respects that acting on one
+# feature changes others (more income also means more savings), so recommendations are evaluated as
+# interventions in a causal model, not as edits of columns. It has two practical limits: it needs the
+# true structural causal model, and it solves a separate combinatorial search for every person, which
+# takes seconds to minutes each.
+#
+# **CARMA** removes both. A causal normalizing flow, learned from data and the causal graph, replaces
+# the true model; two neural networks — a *mask network* choosing which features to act on and an
+# *action network* choosing by how much — are trained once and then solve every person's problem in
+# one forward pass.
+#
+# This repository is that method as a course: the chapters in `nbs/` build it step by step, their
+# exported cells are the `carma_nb` package, and running them is the test suite and regenerates the
+# paper's figures.
+#
+# | chapter | module | what it teaches |
+# |---|---|---|
+# | 00 core | `carma_nb.core` | profiles, seeds, figures, checkpoints, the model cache |
+# | 01 scm | `carma_nb.scm` | structural causal models, abduction–action–prediction, the seven SCMs |
+# | 02 data | `carma_nb.data` | the three independent data pools per SCM and the scaler |
+#
+# Later chapters (classifier, causal flow, recourse and the oracle, CARMA, preferences, VACA, DiCE-VAE,
+# experiments) are on the way.
+
+# %% [markdown]
+# ## Install
+#
+# On Linux with Python 3.11, from a clone of this repository:
+#
+# ```sh
+# bash run_course.sh      # set up .venv and run every chapter at the paper's settings (figures/ refreshed)
+# bash .ci/run            # the full test suite: sync check, every chapter under nbdev_test, pytest
+# ```
+#
+# `run_course.sh` creates `.venv` with the pinned tool chain (CPU `torch==2.13.0`, `zuko==1.6.0`,
+# `nbdev==2.4.14`), installs the package in editable mode, and executes the chapters in order.
+# To read the chapters interactively afterwards: `.venv/bin/jupyter lab nbs/`.
+
+# %% [markdown]
+# ## Quick start
+
+# %%
+import pandas as pd, torch
+from carma_nb.scm import get_scm
+from carma_nb.data import make_pools
+
+loan = get_scm('loan')                                # one of the seven SCMs of the paper
+test = make_pools(loan, seed=0).recourse.test         # reproducible data pools (SPEC §2)
+person = test.x[test.x[:, loan.index('income')] > 0][:1]
+mask = torch.zeros(1, loan.n_features, dtype=torch.bool)
+mask[0, loan.index('income')] = True                  # intervene on income ...
+values = person.clone(); values[0, loan.index('income')] += 2   # ... raising it by 2
+cf = loan.counterfactual(person, mask, values)        # abduction, action, prediction
+pd.DataFrame(torch.cat([person, cf]).numpy(), columns=loan.names, index=['factual', 'do(income + 2)']).round(2)
+
+# %% [markdown]
+# Savings moved with income, through the causal graph; nothing upstream of income changed.

@@ -1,0 +1,55 @@
+"""Data pools (SPEC §2): sizes, explicit seeds, independence, labels, scaler."""
+import numpy as np
+import pytest
+import torch
+
+from carma_nb.data import POOL_SIZES, POOLS, SPLITS, StandardScaler, make_pools, split_seed
+from carma_nb.scm import SCM_NAMES, get_scm
+
+
+@pytest.mark.parametrize('name', SCM_NAMES)
+def test_pools_match_spec(name):
+    p = make_pools(name, seed=0)
+    scm = get_scm(name)
+    assert POOL_SIZES == {'classifier': (10_000, 5_000, 5_000), 'causal': (20_000, 2_500, 2_500),
+                          'recourse': (10_000, 5_000, 5_000)}
+    for pool in POOLS:
+        for split, n in zip(SPLITS, POOL_SIZES[pool]):
+            s = getattr(p[pool], split)
+            assert s.x.shape == (n, scm.n_features) and s.u.shape == s.x.shape and s.y.shape == (n,)
+            assert s.x.dtype == torch.float32 and s.y.dtype == torch.int64
+            # the stored split is exactly what its own seed regenerates
+            u = scm.sample_noise(n, np.random.default_rng(split_seed(0, pool, split)), torch.float64)
+            assert torch.equal(s.u, u.float())
+            assert torch.equal(s.y, scm.label(scm.generate(u), u))
+
+
+def test_splits_are_independent_and_seeded():
+    a, b = make_pools('triangle-lin', seed=0), make_pools('triangle-lin', seed=1)
+    assert not torch.equal(a.recourse.train.x, b.recourse.train.x)
+    seeds = {getattr(a[p], s).seed for p in POOLS for s in SPLITS}
+    assert len(seeds) == 9
+    first_rows = torch.stack([getattr(a[p], s).u[0] for p in POOLS for s in SPLITS])
+    assert len(torch.unique(first_rows, dim=0)) == 9
+
+
+def test_scaler_unbiased_and_round_trip():
+    x = torch.randn(50, 3, dtype=torch.float64) * torch.tensor([1., 10., 0.1], dtype=torch.float64) + 5
+    sc = StandardScaler().fit(x)
+    torch.testing.assert_close(sc.std, torch.tensor(np.std(x.numpy(), axis=0, ddof=1)))
+    torch.testing.assert_close(sc.inverse_transform(sc.transform(x)), x)
+    sc2 = StandardScaler.from_state_dict(sc.state_dict())
+    torch.testing.assert_close(sc2.transform(x), sc.transform(x))
+    with pytest.raises(ValueError, match="keys 'mean' and 'std'"):
+        StandardScaler.from_state_dict({'mean': sc.mean})
+    with pytest.raises(ValueError, match='at least 2 rows'):
+        StandardScaler().fit(x[:1])
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='valid names'):
+        make_pools('triangle')
+    with pytest.raises(ValueError, match='unknown pool'):
+        split_seed(0, 'oracle', 'train')
+    with pytest.raises(KeyError, match='unknown pool'):
+        make_pools('loan', sizes={'classifier': (10, 10, 10), 'causal': (10, 10, 10), 'recourse': (10, 10, 10)})['x']

@@ -11,27 +11,12 @@ then scaled to the full workload (said so in the output). Ratios come from one r
     python benchmarks/bench_scm.py --write    # also rewrite the SCM section of benchmarks/RESULTS.md
 """
 import argparse
-import os
-import platform
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
 
-from carma_nb.core import atomic_write
+from _results import machine, median_time as best_of, write_section
 from carma_nb.data import make_pools
 from carma_nb.scm import get_scm
-
-
-def best_of(fn, repeat=7):
-    """Median wall time of `repeat` calls after one warm-up (seconds)."""
-    fn()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def oracle_candidates(scm, person, bins=15):
@@ -88,9 +73,7 @@ def main(write=False):
     looped = torch.cat([scm.counterfactual(person, mask_a[r:r + 1], values_a[r:r + 1]) for r in range(100)])
     assert torch.equal(batched, looped)
 
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-               f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}")
-    lines = [f"Machine: {machine} (shared; absolute times are noisy, ratios are the claim).",
+    lines = [f"Machine: {machine()} (shared; absolute times are noisy, ratios are the claim).",
              f"Loop timed on the first {loop_rows} rows and scaled to the workload.", '',
              '| workload | rows | batched (ms) | per-row loop, scaled (s) | speed-up | target < 50 ms |',
              '|---|---|---|---|---|---|']
@@ -99,13 +82,7 @@ def main(write=False):
     text = '\n'.join(lines)
     print(text)
     if write:
-        path = Path(__file__).parent / 'RESULTS.md'
-        old = path.read_text() if path.exists() else '# Benchmark results\n'
-        head, sep, tail = old.partition('<!-- bench_scm start -->')
-        tail = tail.partition('<!-- bench_scm end -->')[2] if sep else ''
-        section = (f"<!-- bench_scm start -->\n## SCM counterfactuals (`python benchmarks/bench_scm.py`)\n\n"
-                   f"{text}\n<!-- bench_scm end -->")
-        with atomic_write(path, 'w') as f: f.write(head.rstrip('\n') + '\n\n' + section + tail)
+        write_section('bench_scm', 'SCM counterfactuals (`python benchmarks/bench_scm.py`)', text)
     return rows
 
 

@@ -21,9 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['PROFILES', 'CKPT_FORMAT', 'Profile', 'get_profile', 'seed_everything', 'progress', 'project_root', 'figure_dir',
-           'cache_dir', 'atomic_write', 'save_figure', 'markdown_table', 'save_table', 'Checkpoint', 'save_checkpoint',
-           'load_checkpoint', 'config_key', 'file_lock', 'cached_checkpoint', 'as_features']
+__all__ = ['PROFILES', 'CKPT_FORMAT', 'TRAINER_VERSION', 'Profile', 'get_profile', 'seed_everything', 'progress', 'project_root',
+           'figure_dir', 'cache_dir', 'atomic_write', 'save_figure', 'markdown_table', 'save_table', 'Checkpoint',
+           'save_checkpoint', 'load_checkpoint', 'config_key', 'file_lock', 'cached_checkpoint', 'as_features']
 
 # %% ../nbs/00_core.ipynb #4df50436
 @dataclass(frozen=True)
@@ -156,6 +156,7 @@ class Checkpoint:
     config: dict       # JSON-able configuration
     scaler: dict | None  # name -> tensor (see `carma_nb.data.StandardScaler.state_dict`)
     path: Path | None = None
+    extras: dict | None = None  # name -> tensor: anything else worth keeping (e.g. training curves)
 
 def _normalise_config(config: Mapping) -> dict:
     if not isinstance(config, Mapping):
@@ -174,10 +175,12 @@ def save_checkpoint(path: str | Path, # destination file (parents are created)
                     state_dict: Mapping[str, torch.Tensor], # model weights
                     config: Mapping, # JSON-able config that rebuilds the model
                     scaler: Mapping[str, torch.Tensor] | None = None, # the data scaler's tensors
+                    extras: Mapping[str, torch.Tensor] | None = None, # other tensors to keep (training curves)
                    ) -> Path:
-    "Atomically write weights, config and scaler to `path`."
+    "Atomically write weights, config, scaler (and extra tensors) to `path`."
     payload = {'format': CKPT_FORMAT, 'config': json.dumps(_normalise_config(config), sort_keys=True),
-               'state_dict': _tensor_dict(state_dict, 'state_dict'), 'scaler': _tensor_dict(scaler, 'scaler')}
+               'state_dict': _tensor_dict(state_dict, 'state_dict'), 'scaler': _tensor_dict(scaler, 'scaler'),
+               'extras': _tensor_dict(extras, 'extras')}
     with atomic_write(path) as f: torch.save(payload, f)
     return Path(path)
 
@@ -198,7 +201,7 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
         if config.get(k) != v:
             raise ValueError(f"checkpoint {path.name} has {k}={config.get(k)!r} but {k}={v!r} was requested; "
                              f"load a checkpoint trained for {k}={v!r} or train one")
-    return Checkpoint(payload['state_dict'], config, payload['scaler'], path)
+    return Checkpoint(payload['state_dict'], config, payload['scaler'], path, payload.get('extras'))
 
 # %% ../nbs/00_core.ipynb #f71ac7b0
 def config_key(config: Mapping) -> str:
@@ -216,9 +219,12 @@ def file_lock(path: str | Path):
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 # %% ../nbs/00_core.ipynb #f7e61f88
+#: Part of every cached model's config: bump it whenever training code changes, so no stale model is reused.
+TRAINER_VERSION = 1
+
 def cached_checkpoint(kind: str, # model family, e.g. 'flow' (a sub-folder of the cache)
                       config: Mapping, # the full JSON-able training configuration
-                      train: Callable[[], tuple], # trains the model; returns (state_dict, scaler_state or None)
+                      train: Callable[[], tuple], # trains; returns (state_dict, scaler_state or None[, extras])
                       cache: str | Path | None = None, # cache folder; default `cache_dir()`
                       refresh: bool = False, # retrain even if a cached model exists
                      ) -> Checkpoint:
@@ -229,9 +235,9 @@ def cached_checkpoint(kind: str, # model family, e.g. 'flow' (a sub-folder of th
     with file_lock(path.with_suffix('.lock')):
         if path.exists() and not refresh: return load_checkpoint(path, expect=config)  # trained while we waited
         out = train()
-        if not (isinstance(out, tuple) and len(out) == 2):
-            raise TypeError("train() must return (state_dict, scaler_state_or_None)")
-        save_checkpoint(path, out[0], config, out[1])
+        if not (isinstance(out, tuple) and len(out) in (2, 3)):
+            raise TypeError("train() must return (state_dict, scaler_state_or_None) or (state_dict, scaler, extras)")
+        save_checkpoint(path, out[0], config, *out[1:])
     return load_checkpoint(path, expect=config)
 
 # %% ../nbs/00_core.ipynb #3546d161

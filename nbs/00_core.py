@@ -283,6 +283,7 @@ class Checkpoint:
     config: dict       # JSON-able configuration
     scaler: dict | None  # name -> tensor (see `carma_nb.data.StandardScaler.state_dict`)
     path: Path | None = None
+    extras: dict | None = None  # name -> tensor: anything else worth keeping (e.g. training curves)
 
 def _normalise_config(config: Mapping) -> dict:
     if not isinstance(config, Mapping):
@@ -301,10 +302,12 @@ def save_checkpoint(path: str | Path, # destination file (parents are created)
                     state_dict: Mapping[str, torch.Tensor], # model weights
                     config: Mapping, # JSON-able config that rebuilds the model
                     scaler: Mapping[str, torch.Tensor] | None = None, # the data scaler's tensors
+                    extras: Mapping[str, torch.Tensor] | None = None, # other tensors to keep (training curves)
                    ) -> Path:
-    "Atomically write weights, config and scaler to `path`."
+    "Atomically write weights, config, scaler (and extra tensors) to `path`."
     payload = {'format': CKPT_FORMAT, 'config': json.dumps(_normalise_config(config), sort_keys=True),
-               'state_dict': _tensor_dict(state_dict, 'state_dict'), 'scaler': _tensor_dict(scaler, 'scaler')}
+               'state_dict': _tensor_dict(state_dict, 'state_dict'), 'scaler': _tensor_dict(scaler, 'scaler'),
+               'extras': _tensor_dict(extras, 'extras')}
     with atomic_write(path) as f: torch.save(payload, f)
     return Path(path)
 
@@ -332,7 +335,7 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
         if config.get(k) != v:
             raise ValueError(f"checkpoint {path.name} has {k}={config.get(k)!r} but {k}={v!r} was requested; "
                              f"load a checkpoint trained for {k}={v!r} or train one")
-    return Checkpoint(payload['state_dict'], config, payload['scaler'], path)
+    return Checkpoint(payload['state_dict'], config, payload['scaler'], path, payload.get('extras'))
 
 
 # %%
@@ -342,6 +345,7 @@ with tempfile.TemporaryDirectory() as d:
                         scaler={'mean': torch.zeros(3), 'std': torch.ones(3)})
     ck = load_checkpoint(p, expect={'scm': 'loan'})
     test_eq(ck.config['hidden'], [32, 32])
+    test_eq(ck.extras, None)
     test_eq(ck.state_dict['weight'], lin.weight.detach())
     test_fail(lambda: load_checkpoint(p, expect={'scm': 'triangle-lin'}), contains="has scm='loan'")
     test_fail(lambda: save_checkpoint(Path(d)/'bad.pt', lin.state_dict(), {'f': print}), contains='JSON-able')
@@ -382,12 +386,14 @@ def file_lock(path: str | Path):
 test_eq(config_key({'a': 1, 'b': [1, 2]}), config_key({'b': [1, 2], 'a': 1}))
 test_ne(config_key({'a': 1}), config_key({'a': 2}))
 
-
 # %%
 #| export
+#: Part of every cached model's config: bump it whenever training code changes, so no stale model is reused.
+TRAINER_VERSION = 1
+
 def cached_checkpoint(kind: str, # model family, e.g. 'flow' (a sub-folder of the cache)
                       config: Mapping, # the full JSON-able training configuration
-                      train: Callable[[], tuple], # trains the model; returns (state_dict, scaler_state or None)
+                      train: Callable[[], tuple], # trains; returns (state_dict, scaler_state or None[, extras])
                       cache: str | Path | None = None, # cache folder; default `cache_dir()`
                       refresh: bool = False, # retrain even if a cached model exists
                      ) -> Checkpoint:
@@ -398,9 +404,9 @@ def cached_checkpoint(kind: str, # model family, e.g. 'flow' (a sub-folder of th
     with file_lock(path.with_suffix('.lock')):
         if path.exists() and not refresh: return load_checkpoint(path, expect=config)  # trained while we waited
         out = train()
-        if not (isinstance(out, tuple) and len(out) == 2):
-            raise TypeError("train() must return (state_dict, scaler_state_or_None)")
-        save_checkpoint(path, out[0], config, out[1])
+        if not (isinstance(out, tuple) and len(out) in (2, 3)):
+            raise TypeError("train() must return (state_dict, scaler_state_or_None) or (state_dict, scaler, extras)")
+        save_checkpoint(path, out[0], config, *out[1:])
     return load_checkpoint(path, expect=config)
 
 

@@ -26,9 +26,11 @@
 # | 00 core | `carma_nb.core` | profiles, seeds, figures, checkpoints, the model cache |
 # | 01 scm | `carma_nb.scm` | structural causal models, abduction–action–prediction, the seven SCMs |
 # | 02 data | `carma_nb.data` | the three independent data pools per SCM and the scaler |
+# | 03 classifier | `carma_nb.classifier` | the frozen downstream classifier whose rejections recourse overturns |
+# | 04 causal flow | `carma_nb.flow` | a causal normalizing flow learned from data and the graph; its quality vs the true SCM |
 #
-# Later chapters (classifier, causal flow, recourse and the oracle, CARMA, preferences, VACA, DiCE-VAE,
-# experiments) are on the way.
+# Later chapters (recourse and the oracle, CARMA, preferences, VACA, DiCE-VAE, experiments) are on the
+# way. Measured speeds are in `benchmarks/RESULTS.md`; paper-fidelity figures and tables in `figures/`.
 
 # %% [markdown]
 # ## Install

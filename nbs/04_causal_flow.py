@@ -1,0 +1,645 @@
+# %%
+#| default_exp flow
+
+# %% [markdown]
+# # The causal normalizing flow
+#
+# > A causal model learned from data and the causal graph, standing in for the unknown true SCM.
+#
+# The true SCM of chapter 1 is a luxury: in practice nobody knows a bank's applicants' structural
+# equations. What one can often defend is the **causal graph** — age affects income, income affects
+# savings — plus observational data. A **causal normalizing flow** (Javaloy, Sánchez-Martín & Valera,
+# NeurIPS 2023) turns exactly that into a model that answers counterfactual questions, and CARMA uses
+# it in place of the true SCM.
+#
+# The flow is a masked autoregressive flow with a single affine layer whose conditioner is masked by
+# the causal graph instead of a full variable ordering. On standardised features $\tilde x$, for every
+# node $i$,
+#
+# $$u_i = \tilde x_i \, e^{s_i(\tilde x_{\mathrm{pa}(i)})} + b_i(\tilde x_{\mathrm{pa}(i)}), \qquad u \sim N(0, I).$$
+#
+# Read right to left, that *is* an SCM: $\tilde x_i = (u_i - b_i)\,e^{-s_i}$, a structural equation
+# with additive-and-scaled noise whose inputs are exactly node $i$'s parents. So the flow's map
+# $T: \tilde x \mapsto u$ is abduction, its inverse is generation, and the same
+# abduction–action–prediction recipe gives counterfactuals (`SPEC.md` §4). It is trained by maximum
+# likelihood, $\log p(\tilde x) = \sum_i \log N(u_i; 0, 1) + s_i$, which needs one conditioner pass.
+#
+# We build it on stock `zuko` (`MAF(D, transforms=1, adjacency=A + I)`) and add what the recourse
+# chapters need: counterfactuals that are differentiable with respect to the intervention values, the
+# latent-shift form CARMA optimises, and a fast inference path.
+
+# %%
+#| export
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import zuko
+from torch import nn
+
+from carma_nb.core import TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoint, get_profile, load_checkpoint, progress, save_checkpoint
+from carma_nb.data import Pool, Pools, StandardScaler, make_pools
+from carma_nb.scm import SCM, SCM_NAMES, _check_mask_values, get_scm
+
+# %%
+#| hide
+from fastcore.test import test_eq, test_fail, test_close
+import tempfile
+from pathlib import Path
+import matplotlib.pyplot as plt
+from carma_nb.core import save_figure, save_table
+
+# %% [markdown]
+# ## Building the flow
+#
+# Hidden sizes per SCM are the ones the paper chose by validation log-likelihood. The adjacency given
+# to zuko must include the diagonal ($A + I$): zuko removes it again internally, so node $i$'s
+# parameters depend on its parents only.
+
+# %%
+#| export
+FLOW_HIDDEN: dict[str, tuple[int, ...]] = {
+    'triangle-lin': (32,), 'collider-lin': (32,), 'chain-lin': (64,),
+    'triangle-nlin': (32, 32, 32), 'collider-nlin': (16, 16, 16), 'chain-nlin': (32, 32, 32), 'loan': (64,),
+}
+_SLOPE = 1e-3   # zuko's MonotonicAffineTransform minimum slope: log-scales are soft-clipped to ±|log 1e-3|
+
+def flow_hidden(scm: str | SCM) -> tuple[int, ...]:
+    "Hidden widths of the flow's conditioner for `scm` (new SCMs default to (64,))."
+    return FLOW_HIDDEN.get(get_scm(scm).name, (64,))
+
+def build_maf(adjacency: torch.Tensor, # (D, D), A[i, j] = 1 iff x_j -> x_i
+              hidden: tuple[int, ...]) -> zuko.flows.MAF:
+    "Stock zuko MAF with one affine transform whose conditioner is masked by the causal graph."
+    D = adjacency.shape[0]
+    return zuko.flows.MAF(D, 0, transforms=1, hidden_features=list(hidden), activation=nn.ELU,
+                          adjacency=adjacency.bool() | torch.eye(D, dtype=torch.bool))
+
+
+# %% [markdown]
+# ## The model
+#
+# `CausalFlow` wraps the zuko MAF with the scaler (as buffers) and exposes everything in raw units.
+# The heart is `conditioner(z) → (b, s)`: zuko's masked MLP followed by the same soft clip of the
+# log-scale that zuko's `MonotonicAffineTransform` applies.
+#
+# **The fast path.** zuko's `MaskedLinear` multiplies weight and mask on every call, and its
+# transforms are rebuilt as Python objects per call. A frozen flow does not need that: `freeze()`
+# precomputes $W \odot M$ once per layer, after which the conditioner is a plain chain of
+# `F.linear` and an in-place `F.elu_` (half the time of the allocating version on this CPU, and the
+# same gradients). The masked weights are constants, so gradients still flow to the *inputs* (which is
+# what CARMA needs), and the results are identical to zuko's (tested below). Large batches are
+# processed in blocks of 16 384 rows so each block's hidden activations stay in cache
+# (`benchmarks/bench_flow.py` measures both paths).
+
+# %%
+#| export
+class CausalFlow(nn.Module):
+    "Causal normalizing flow of one SCM's graph on raw features (standardisation built in)."
+    def __init__(self,
+                 scm: str, # name of the SCM whose graph masks the conditioner
+                 hidden: tuple[int, ...], # conditioner hidden widths
+                 scaler: StandardScaler, # fitted on the causal-model training split
+                ):
+        super().__init__()
+        s = get_scm(scm)
+        self.scm, self.hidden, self.depth = s.name, tuple(hidden), s.depth
+        self.names = self.feature_names = s.names
+        self.register_buffer('adjacency', s.adjacency.clone())
+        anc = torch.zeros(s.n_features, s.n_features)          # anc[i, j] = 1 iff x_j is an ancestor of x_i
+        for j in range(s.n_features): anc[s.descendants(j), j] = 1.
+        self.register_buffer('ancestors', anc)
+        self.maf = build_maf(s.adjacency, hidden)
+        self.register_buffer('mean', scaler.mean.clone().float())
+        self.register_buffer('std', scaler.std.clone().float())
+        self._prepared = {}   # dtype -> [(masked weight, bias), ...]; filled by freeze()
+
+    @property
+    def n_features(self) -> int: return self.mean.shape[0]
+    @property
+    def hyper(self) -> nn.Module: return self.maf.transform.transforms[0].hyper
+
+    def __repr__(self): return f"CausalFlow({self.scm!r}, hidden={list(self.hidden)}, D={self.n_features}, depth={self.depth})"
+
+    # ---- units -------------------------------------------------------------------------------
+    def standardise(self, x): return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+    def unstandardise(self, z): return z * self.std.to(z.dtype) + self.mean.to(z.dtype)
+    def _x(self, x, name='x'): return as_features(x, self.n_features, name, self.feature_names)
+
+    # ---- the conditioner -------------------------------------------------------------------
+    def freeze(self) -> 'CausalFlow':
+        "Evaluation mode, no parameter gradients, masked weights precomputed (the fast path)."
+        self.eval()
+        for p in self.parameters(): p.requires_grad_(False)
+        self._prepared = {}
+        return self
+
+    def _layers(self, dtype):
+        if dtype not in self._prepared:
+            lins = [m for m in self.hyper if isinstance(m, nn.Linear)]
+            self._prepared[dtype] = [((m.mask * m.weight).detach().to(dtype), m.bias.detach().to(dtype)) for m in lins]
+        return self._prepared[dtype]
+
+    def conditioner(self, z: torch.Tensor # (n, D) standardised features
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        "Shift b and log-scale s of every node, functions of its parents only: two (n, D) tensors."
+        if self.training or next(self.maf.parameters()).requires_grad:   # training: zuko's masked MLP
+            phi = self.hyper(z)
+        else:                                                           # frozen: precomputed masked weights
+            layers = self._layers(z.dtype)
+            h = z
+            for k, (w, b) in enumerate(layers):
+                h = F.linear(h, w, b)
+                if k < len(layers) - 1: h = F.elu_(h)   # in place: half the time, same gradients
+            phi = h
+        phi = phi.unflatten(-1, (self.n_features, 2))
+        a = phi[..., 1]
+        return phi[..., 0], a / (1 + (a / math.log(_SLOPE)).abs())
+
+
+# %% [markdown]
+# ### Density, abduction and generation
+#
+# - `log_prob_std(z)`: the training objective, on standardised features.
+# - `log_prob(x)`: the density of raw features, $\log p(x) = \log p(\tilde x) - \sum_j \log \sigma_j$.
+# - `abduct(x)`: $u = T(\tilde x)$, one conditioner pass.
+# - `decode(u)`: $\tilde x = T^{-1}(u)$ by sweeps. A node is exact once its parents are, so after
+#   $k+1$ sweeps every node at depth $k$ is exact: depth + 1 sweeps invert the flow (zuko uses the same
+#   number of passes).
+
+# %%
+#| export
+def _forward_u(self: CausalFlow, z):
+    b, s = self.conditioner(z)
+    return z * torch.exp(s) + b, s
+
+def _log_prob_std(self: CausalFlow, z: torch.Tensor) -> torch.Tensor:
+    "log p(z̃) of standardised features (n, D) → (n,)."
+    u, s = _forward_u(self, z)
+    return (-0.5 * u**2 - 0.5 * math.log(2 * math.pi) + s).sum(-1)
+
+def _log_prob(self: CausalFlow, x: torch.Tensor) -> torch.Tensor:
+    "log-density of raw features x (n, D) → (n,)."
+    x = self._x(x)
+    return self.log_prob_std(self.standardise(x)) - torch.log(self.std.to(x.dtype)).sum()
+
+def _abduct(self: CausalFlow, x: torch.Tensor) -> torch.Tensor:
+    "Exogenous latents u = T(x̃) of raw features x (n, D)."
+    return _forward_u(self, self.standardise(self._x(x)))[0]
+
+def _sweep(self: CausalFlow, u, z, mask=None, zv=None, sweeps=None):
+    "Fixed-point sweeps z ← (u − b(z))·e^{−s(z)}, with intervened entries held at zv."
+    for _ in range(self.depth + 1 if sweeps is None else sweeps):
+        b, s = self.conditioner(z)
+        z = (u - b) * torch.exp(-s)
+        if mask is not None: z = torch.where(mask, zv, z)
+    return z
+
+def _decode(self: CausalFlow, u: torch.Tensor, standardised: bool = False) -> torch.Tensor:
+    "Features from latents u (n, D): the inverse flow (raw units unless `standardised`)."
+    u = as_features(u, self.n_features, 'u')
+    z = _sweep(self, u, torch.zeros_like(u))
+    return z if standardised else self.unstandardise(z)
+
+CausalFlow.log_prob_std, CausalFlow.log_prob, CausalFlow.abduct, CausalFlow.decode = _log_prob_std, _log_prob, _abduct, _decode
+
+# %% [markdown]
+# ### Counterfactuals, two ways
+#
+# **Hard interventions** (how the oracle and the evaluation replay a recommendation), per `SPEC.md` §4:
+# abduct $u = T(\tilde x^F)$, set the intervened entries, and sweep with them held fixed. A node $k$
+# edges below the nearest intervened node is exact after $k$ sweeps, so the graph's depth is enough.
+# Everything is `torch.where`, never in-place, so gradients reach the intervention values. As in the
+# SCM chapter, features with no intervened ancestor keep their factual value exactly (one matrix
+# product with the graph's ancestor matrix decides which), rather than a re-computed copy that may
+# differ in the last bit.
+#
+# **Latent shifts** (what CARMA's action network outputs, §8): instead of setting values, shift the
+# intervened nodes' exogenous latents, $\tilde x^{CF} = T^{-1}(u + M \odot \delta)$. The intervened
+# features then move, and their descendants follow through the flow.
+
+# %%
+#| export
+ROW_CHUNK = 16_384   # rows per block: the hidden activations of a block stay in cache (measured: ~1.5x faster)
+
+def _by_rows(fn, *tensors, chunk: int = ROW_CHUNK):
+    "Apply `fn` to row blocks of same-length tensors and concatenate: the same result, cache-friendly."
+    if len(tensors[0]) <= chunk: return fn(*tensors)
+    return torch.cat([fn(*parts) for parts in zip(*(t.split(chunk) for t in tensors))])
+
+def _counterfactual(self: CausalFlow,
+                    x: torch.Tensor, # (n, D) factual raw features
+                    mask: torch.Tensor, # bool (m, D) or (D,): intervened features
+                    values: torch.Tensor, # (m, D) or (D,): target raw values (ignored where mask is False)
+                   ) -> torch.Tensor:
+    "Counterfactual raw features under do(x_j = values_j for mask_j), differentiable in `values`."
+    x = self._x(x)
+    mask, values, shape = _check_mask_values(self, x, mask, values)
+    u = _by_rows(lambda xb: _forward_u(self, self.standardise(xb))[0], x)     # abduct each person once
+    def hard_set(u, xf, mask, values):
+        zv = self.standardise(values)
+        z = _sweep(self, u, torch.where(mask, zv, self.standardise(xf)), mask, zv, sweeps=self.depth)
+        moved = mask | (mask.to(self.ancestors.dtype) @ self.ancestors.T > 0)   # intervened or below an intervention
+        return torch.where(mask, values, torch.where(moved, self.unstandardise(z), xf))
+    return _by_rows(hard_set, u.expand(shape), x.expand(shape), mask, values)
+
+def _latent_counterfactual(self: CausalFlow,
+                           u: torch.Tensor, # (n, D) factual latents, u = flow.abduct(x)
+                           mask: torch.Tensor, # (n, D) bool or 0/1 float: which latents to shift
+                           delta: torch.Tensor, # (n, D) latent shifts
+                           standardised: bool = False, # return x̃ instead of raw units
+                          ) -> torch.Tensor:
+    "CARMA's counterfactual: T⁻¹(u + mask ⊙ delta), in raw units unless `standardised`."
+    u = as_features(u, self.n_features, 'u')
+    m = mask.to(u.dtype) if isinstance(mask, torch.Tensor) else torch.as_tensor(mask, dtype=u.dtype)
+    u_cf = u + m * delta
+    z = _sweep(self, u_cf, torch.zeros_like(u_cf))
+    return z if standardised else self.unstandardise(z)
+
+CausalFlow.counterfactual, CausalFlow.latent_counterfactual = _counterfactual, _latent_counterfactual
+
+
+# %% [markdown]
+# ### Sampling, observational and interventional
+#
+# Draw $u \sim N(0, I)$ and decode. Under an intervention, decode with the intervened entries held at
+# their values: the flow's version of sampling from the mutilated SCM.
+
+# %%
+#| export
+def _sample(self: CausalFlow, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    "n observational samples in raw units."
+    u = torch.randn(n, self.n_features, generator=generator, dtype=self.mean.dtype)
+    return self.decode(u)
+
+def _interventional_sample(self: CausalFlow,
+                           n: int, # number of samples
+                           mask: torch.Tensor, # bool (D,) or (n, D): intervened features
+                           values: torch.Tensor, # (D,) or (n, D): their raw values
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    "n samples in raw units from the flow under do(x_j = values_j for mask_j)."
+    u = torch.randn(n, self.n_features, generator=generator, dtype=self.mean.dtype)
+    mask, values, shape = _check_mask_values(self, u, mask, values)
+    zv = self.standardise(values)
+    return self.unstandardise(_sweep(self, u, torch.where(mask, zv, torch.zeros_like(u)), mask, zv))
+
+CausalFlow.sample, CausalFlow.interventional_sample = _sample, _interventional_sample
+
+
+# %% [markdown]
+# ## Saving, loading and training
+#
+# A flow checkpoint holds the zuko weights, the config that rebuilds it, the scaler and its training
+# curves. `load_flow(path, scm=...)` refuses a flow of another SCM.
+
+# %%
+#| export
+def _flow_from_checkpoint(ck: Checkpoint) -> CausalFlow:
+    cfg = ck.config
+    flow = CausalFlow(cfg['scm'], tuple(cfg['hidden']), StandardScaler.from_state_dict(ck.scaler))
+    flow.load_state_dict(ck.state_dict)
+    flow.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
+    flow.config = cfg
+    return flow.freeze()
+
+def save_flow(flow: CausalFlow, path) -> Path:
+    "Save a flow (weights, architecture, scaler) to `path`."
+    cfg = {'kind': 'flow', 'scm': flow.scm, 'hidden': list(flow.hidden)}
+    return save_checkpoint(path, flow.state_dict(), cfg, {'mean': flow.mean, 'std': flow.std})
+
+def load_flow(path, scm: str | None = None) -> CausalFlow:
+    "Load a frozen flow; with `scm`, refuse a checkpoint of another SCM."
+    return _flow_from_checkpoint(load_checkpoint(path, expect={'kind': 'flow', **({'scm': get_scm(scm).name} if scm else {})}))
+
+
+# %% [markdown]
+# Training is maximum likelihood on the causal-model pool (standardised): Adam $10^{-3}$, batch 4 000,
+# 1 000 epochs at paper settings, and `ReduceLROnPlateau` on the validation loss (factor 0.95,
+# patience 30 epochs). The final epoch's weights are kept. Both losses are recorded per epoch.
+#
+# Two details keep a 1 000-epoch loan fit within seconds on a 2-core CPU (measured in
+# `benchmarks/bench_flow.py`): the training set is shuffled once per epoch and cut into contiguous
+# batches (instead of gathering every batch by index), and Adam runs its fused kernel.
+
+# %%
+#| export
+def _fit_flow(scm: SCM, pool: Pool, hidden, epochs, batch, lr, seed, verbose):
+    torch.manual_seed(seed)
+    scaler = StandardScaler().fit(pool.train.x)
+    flow = CausalFlow(scm.name, hidden, scaler).train()
+    opt = torch.optim.Adam(flow.maf.parameters(), lr=lr, fused=True)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.95, patience=30)
+    ztr, zva = scaler.transform(pool.train.x), scaler.transform(pool.val.x)
+    g = torch.Generator().manual_seed(seed)
+    tr_curve, va_curve = [], []
+    bar = progress(range(epochs), desc=f'flow {scm.name}', disable=None if verbose else True)
+    for _ in bar:
+        tot, zp = 0., ztr[torch.randperm(len(ztr), generator=g)]   # one shuffle per epoch, then contiguous batches
+        for zb in zp.split(batch):
+            loss = -flow.log_prob_std(zb).mean()
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+            tot += float(loss.detach()) * len(zb)
+        with torch.no_grad(): val = float(-flow.log_prob_std(zva).mean())
+        sched.step(val)
+        tr_curve.append(tot / len(ztr)); va_curve.append(val)
+    extras = {'history_train_nll': torch.tensor(tr_curve), 'history_val_nll': torch.tensor(va_curve)}
+    return flow.state_dict(), scaler.state_dict(), extras
+
+def fit_flow(scm: str | SCM, # the SCM whose graph the flow uses
+             pool: Pool | Pools | None = None, # causal-model pool (default: make_pools(scm).causal)
+             profile: str | Profile | None = None, # epochs come from the profile (paper: 1000)
+             seed: int = 0, # initialisation and batch order
+             hidden: tuple[int, ...] | None = None, # conditioner widths (default: the paper's per SCM)
+             epochs: int | None = None, # override the profile
+             batch: int = 4000, lr: float = 1e-3,
+             cache: bool = True, # reuse / store in the model cache
+             verbose: bool = True) -> CausalFlow:
+    "Fit (or fetch from the cache) the causal normalizing flow of `scm` by maximum likelihood (SPEC §4)."
+    scm = get_scm(scm)
+    pool = make_pools(scm).causal if pool is None else pool
+    if isinstance(pool, Pools): pool = pool.causal
+    if not isinstance(pool, Pool): raise TypeError(f"pool must be a data Pool (e.g. make_pools(scm).causal), got {type(pool).__name__}")
+    if pool.train.x.shape[1] != scm.n_features:
+        raise ValueError(f"pool has {pool.train.x.shape[1]} features but {scm.name} has {scm.n_features}")
+    epochs = get_profile(profile).flow_epochs if epochs is None else int(epochs)
+    hidden = flow_hidden(scm) if hidden is None else tuple(int(h) for h in hidden)
+    if epochs < 1 or batch < 1 or not lr > 0 or not hidden or min(hidden) < 1:
+        raise ValueError("epochs, batch and hidden widths must be ≥ 1 (hidden non-empty) and lr > 0")
+    cfg = {'kind': 'flow', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden), 'epochs': epochs, 'batch': batch, 'lr': lr,
+           'seed': seed, 'train': [*pool.train.seed, len(pool.train)], 'val': [*pool.val.seed, len(pool.val)]}
+    fit = lambda: _fit_flow(scm, pool, hidden, epochs, batch, lr, seed, verbose)
+    if cache: return _flow_from_checkpoint(cached_checkpoint('flow', cfg, fit))
+    sd, sc, extras = fit()
+    return _flow_from_checkpoint(Checkpoint(sd, cfg, sc, None, extras))
+
+
+# %%
+profile = get_profile()
+t0 = time.perf_counter()
+flow = fit_flow('loan', profile=profile, cache=False, verbose=False)
+fit_seconds = time.perf_counter() - t0
+print(f'{flow}: {profile.flow_epochs} epochs in {fit_seconds:.1f} s on this machine (profile {profile.name}, not cached)')
+
+# %% [markdown]
+# ## Checking the flow
+#
+# **It is zuko's flow.** Our log-density (fast path, and the training path) equals zuko's own
+# `log_prob` on the same weights, and our inverse equals zuko's inverse transform.
+
+# %%
+pools = make_pools('loan')
+z = flow.standardise(pools.causal.test.x[:500])
+with torch.no_grad():
+    zuko_lp = flow.maf().log_prob(z)
+    test_close(flow.log_prob_std(z), zuko_lp, eps=1e-4)
+    u = flow.abduct(pools.causal.test.x[:500])
+    test_close(flow.decode(u, standardised=True), flow.maf().transform.inv(u), eps=1e-4)
+    test_close(flow.decode(u), pools.causal.test.x[:500], eps=1e-3)   # the inverse inverts
+
+# %% [markdown]
+# **Its Jacobian has the graph's sparsity.** $\partial u / \partial \tilde x$ is lower triangular with
+# non-zeros only where $A + I$ has them: $u_i$ depends on $\tilde x_i$ and its parents, nothing else.
+# That is what makes the flow a causal model of *this* graph rather than of an arbitrary ordering.
+
+# %%
+J = torch.autograd.functional.jacobian(lambda z: flow.abduct(flow.unstandardise(z)).squeeze(0), z[:1]).squeeze(1)
+allowed = (flow.adjacency + torch.eye(7)).bool()
+test_eq((J.abs() > 0) & ~allowed, torch.zeros(7, 7, dtype=torch.bool))
+fig, ax = plt.subplots(figsize=(4.2, 3.6))
+im = ax.imshow(J.abs().log10().clamp(min=-4).numpy(), cmap='viridis')
+ax.set_xticks(range(7), flow.feature_names, rotation=60, fontsize=8); ax.set_yticks(range(7), flow.feature_names, fontsize=8)
+ax.set_xlabel('x̃ (input)'); ax.set_ylabel('u (output)'); ax.set_title('log10 |∂u/∂x̃| of the loan flow', fontsize=10)
+fig.colorbar(im, ax=ax, shrink=0.8)
+save_figure(fig, 'flow_jacobian_loan')
+plt.show()
+
+# %% [markdown]
+# **Interventions hold and gradients flow.** Intervened features take exactly their values, an empty
+# mask returns the factual (up to float rounding of abduction and generation), and the derivative of
+# a counterfactual with respect to an intervention value matches finite differences.
+
+# %%
+x = pools.causal.test.x[:4]
+mask = torch.zeros(4, 7, dtype=torch.bool); mask[:, 5] = True               # do(income = ...)
+values = x.clone(); values[:, 5] += 2.
+cf = flow.counterfactual(x, mask, values)
+test_eq(cf[:, 5], values[:, 5])
+test_eq(cf[:, :5], x[:, :5])                           # non-descendants of income never move
+test_close(flow.counterfactual(x, torch.zeros(7, dtype=torch.bool), x), x, eps=1e-3)
+v = values.double().requires_grad_(True)
+f64 = load_flow(save_flow(flow, Path(tempfile.mkdtemp())/'f.pt')).double()
+f64.counterfactual(x.double(), mask, v)[:, 6].sum().backward()
+h = 1e-4; vp = values.double().clone(); vp[:, 5] += h; vm = values.double().clone(); vm[:, 5] -= h
+fd = (f64.counterfactual(x.double(), mask, vp)[:, 6] - f64.counterfactual(x.double(), mask, vm)[:, 6]) / (2*h)
+test_close(v.grad[:, 5], fd, eps=1e-5)
+pd.DataFrame({'∂ savings / ∂ income (autograd)': v.grad[:, 5].numpy(), 'finite difference': fd.detach().numpy(),
+              'true SCM': [1.5 if i > 0 else 0. for i in values[:, 5].tolist()]})
+
+# %% [markdown]
+# The flow learned that savings grow by about 1.5 per unit of income when income is positive, and
+# barely at all otherwise: the kink of $S = -4 + 1.5\cdot\mathbb 1[I>0]\cdot I + u_S$, recovered from
+# data and the graph alone.
+#
+# **Bad input is refused**, as everywhere in the package:
+
+# %%
+test_fail(lambda: flow.counterfactual(x[:, :6], mask, values), contains='6 columns but 7 features')
+test_fail(lambda: flow.log_prob(torch.full((1, 7), float('nan'))), contains='NaN or inf')
+test_fail(lambda: flow.counterfactual(x, mask.float(), values), contains='mask must be a boolean')
+with tempfile.TemporaryDirectory() as d:
+    p = save_flow(flow, Path(d)/'flow.pt')
+    test_eq(load_flow(p, scm='loan').counterfactual(x, mask, values), cf)
+    test_fail(lambda: load_flow(p, scm='triangle-lin'), contains="has scm='loan' but scm='triangle-lin' was requested")
+
+# %% [markdown]
+# ## Evaluation against the true SCM
+#
+# How good a stand-in is the flow? Four measures on the causal-model **test** split, in raw units
+# (`SPEC.md` §4):
+#
+# - **log-likelihood** of the test data under the flow (higher is better);
+# - **observational MMD** between flow samples and test data;
+# - **interventional MMD** between flow and true-SCM samples under do(x_i = v);
+# - **counterfactual error**: for every test person, the Euclidean distance between the flow's and the
+#   true SCM's counterfactual under do(x_i = v), averaged over people and interventions.
+#
+# The interventions set each SCM's intervention nodes (4-node triangle and chain: $x_s$ and $x_1$;
+# collider: $x_1$; loan: gender and age) to the 25th, 50th and 75th percentile of its training values.
+# MMD uses a Gaussian kernel on features scaled by the training standard deviation, bandwidth by the
+# median heuristic; next to it we report the same statistic between two independent samples of the
+# **true** SCM, the floor any model can reach with that many samples. The counterfactual error is also
+# given in units of each feature's training standard deviation, for comparison with work that reports
+# it on standardised data; the raw-unit value is the one our targets use. The functions take any causal
+# model with `log_prob`, `sample`, `interventional_sample` and `counterfactual`, so chapter 9 evaluates
+# VACA with them too.
+
+# %%
+#| export
+INTERVENTION_NODES: dict[str, tuple[str, ...]] = {
+    'triangle-lin': ('x_s', 'x1'), 'triangle-nlin': ('x_s', 'x1'), 'chain-lin': ('x_s', 'x1'), 'chain-nlin': ('x_s', 'x1'),
+    'collider-lin': ('x1',), 'collider-nlin': ('x1',), 'loan': ('gender', 'age'),
+}
+#: Values reached by the original work's flows (SPEC §4): references shown next to ours, never results.
+PAPER_FLOW_CF_ERROR = {'triangle-lin': 0.036, 'triangle-nlin': 0.032, 'chain-lin': 0.022, 'chain-nlin': 0.145,
+                       'collider-lin': 0.012, 'collider-nlin': 0.032, 'loan': 0.196}
+PAPER_FLOW_LOGLIK = {'triangle-lin': -5.71, 'loan': -13.61}
+
+def interventions(scm: str | SCM, x_train: torch.Tensor, quantiles=(0.25, 0.5, 0.75)) -> list[tuple[str, float, float]]:
+    "(feature, quantile, value) for each intervention node of `scm` at the training-data quantiles."
+    scm = get_scm(scm)
+    names = INTERVENTION_NODES.get(scm.name) or tuple(scm.names[i] for i in range(scm.n_features) if not scm.parents(i))
+    return [(n, q, float(torch.quantile(x_train[:, scm.index(n)].double(), q))) for n in names for q in quantiles]
+
+def mmd(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> float:
+    "Biased MMD² between samples a and b (features divided by `scale`), Gaussian kernel, median-heuristic bandwidth."
+    a, b = (a / scale).double(), (b / scale).double()
+    ab = torch.cat([a, b])
+    d2 = torch.cdist(ab, ab).pow(2)
+    bw = d2[d2 > 0].median()
+    k = torch.exp(-d2 / bw)
+    n = len(a)
+    return float(k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean())
+
+def _do(D: int, j: int, v: float, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    mask = torch.zeros(n, D, dtype=torch.bool); mask[:, j] = True
+    return mask, torch.full((n, D), v)
+
+def evaluate_causal_model(model, # any causal model: log_prob, sample, interventional_sample, counterfactual
+                          scm: str | SCM, pools: Pools | None = None,
+                          n_mmd: int = 1000, # samples per MMD estimate
+                          seed: int = 0) -> dict:
+    "Log-likelihood, observational/interventional MMD and counterfactual error against the true SCM."
+    scm = get_scm(scm); pools = make_pools(scm) if pools is None else pools
+    test, train = pools.causal.test, pools.causal.train
+    scale = train.x.std(0)
+    g = torch.Generator().manual_seed(seed)
+    rng = lambda k: np.random.default_rng([seed, k])
+    with torch.inference_mode():
+        out = {'log-lik': float(model.log_prob(test.x).mean())}
+        x_true = scm.generate(scm.sample_noise(n_mmd, rng(1)))
+        out['obs MMD'] = mmd(model.sample(n_mmd, g), test.x[:n_mmd], scale)
+        out['obs MMD floor'] = mmd(x_true, test.x[:n_mmd], scale)
+        imm, imm_floor, cf_err, cf_err_std = [], [], [], []
+        for k, (name, q, v) in enumerate(interventions(scm, train.x)):
+            j = scm.index(name)
+            m1, v1 = _do(scm.n_features, j, v)
+            x_a = scm.generate(scm.sample_noise(n_mmd, rng(10 + k)))
+            x_b = scm.generate(scm.sample_noise(n_mmd, rng(100 + k)))
+            true_int = scm.counterfactual(x_a, m1, v1)                  # a sample of the true do-distribution
+            imm.append(mmd(model.interventional_sample(n_mmd, m1[0], v1[0], g), true_int, scale))
+            imm_floor.append(mmd(scm.counterfactual(x_b, m1, v1), true_int, scale))
+            mt, vt = _do(scm.n_features, j, v, len(test))
+            diff = model.counterfactual(test.x, mt, vt) - scm.counterfactual(test.x, mt, vt)
+            cf_err.append(float(diff.norm(dim=1).mean())); cf_err_std.append(float((diff / scale).norm(dim=1).mean()))
+        out.update({'int MMD': float(np.mean(imm)), 'int MMD floor': float(np.mean(imm_floor)),
+                    'cf error': float(np.mean(cf_err)), 'cf error (std units)': float(np.mean(cf_err_std))})
+    return out
+
+
+# %%
+ev = evaluate_causal_model(flow, 'loan', pools)
+{k: round(v, 4) for k, v in ev.items()}
+
+
+# %% [markdown]
+# ### All seven SCMs
+#
+# Each flow is fitted with the active profile's epochs (cached: a rerun reuses them), evaluated, and
+# shown next to the original work's values. The target at paper settings: counterfactual error no worse
+# than 1.1× the original work's on every SCM, and a loan test log-likelihood of at least −13.65
+# (the true SCM's own is −13.53).
+
+# %%
+#| export
+def flow_table(profile: str | Profile | None = None, seed: int = 0, verbose: bool = False) -> pd.DataFrame:
+    "Fit (or load) and evaluate the flow of every SCM; the original work's values alongside."
+    rows = []
+    for name in SCM_NAMES:
+        pools = make_pools(name, seed)
+        t0 = time.perf_counter()
+        flow = fit_flow(name, pools.causal, profile, verbose=verbose)
+        ev = evaluate_causal_model(flow, name, pools)
+        rows.append({'scm': name, 'hidden': 'x'.join(map(str, flow.hidden)), **ev,
+                     'paper cf error (reference)': PAPER_FLOW_CF_ERROR[name],
+                     'paper log-lik (reference)': PAPER_FLOW_LOGLIK.get(name, np.nan)})
+    df = pd.DataFrame(rows).set_index('scm')
+    df['cf error / paper'] = df['cf error'] / df['paper cf error (reference)']
+    return df
+
+
+# %%
+table = flow_table(profile)
+save_table(table.round(4), 'flow_quality')
+print(f'profile: {profile.name} ({profile.flow_epochs} epochs)')
+table.round(4)
+
+# %%
+if profile.name == 'paper':
+    assert table.loc['loan', 'log-lik'] >= -13.65, table.loc['loan']
+    assert table.loc['loan', 'cf error / paper'] <= 1.1, table.loc['loan']
+assert (table['obs MMD'] < 0.05).all()
+
+# %% [markdown]
+# What the table says, at the paper's settings (the committed `figures/flow_quality.md`):
+#
+# - **Loan**, the SCM the later chapters lean on most: the test log-likelihood matches the true SCM's
+#   own (≈ −13.53, above the −13.65 target) and the counterfactual error (≈ 0.17) is below the original
+#   work's 0.196. The observational and interventional MMDs sit close to their sampling floors.
+# - **triangle-lin, collider-nlin, chain-lin, chain-nlin** are within 1.1× of the original work's
+#   counterfactual error (chain-lin only just).
+# - **collider-lin** (≈ 0.023 vs 0.012) and **triangle-nlin** (≈ 0.046 vs 0.032) miss the 1.1× target.
+#   Both are systematic, not seed luck: four seeds give 0.021–0.024 and 0.046–0.048, and the whole error
+#   sits in $x_3$, the node with three parents. Training three times longer moves collider-lin only to
+#   0.022, so it is not under-training either. With one affine layer the flow models $x_3$'s noise
+#   as additive with a parent-dependent scale, and small errors of the learned slope of $b_3$ are nearly
+#   free in likelihood (they cost ~$10^{-4}$ nats) but show up in counterfactuals that move $x_1$ far.
+#   In standardised units triangle-nlin's error (≈ 0.026) is below the original value, so part of the
+#   gap may be a difference in how the metric was scaled; collider-lin's (≈ 0.019) is not.
+# - The observational MMDs of the 4-node SCMs stay above their floors: $u_1$ is a two-component
+#   mixture, which a single affine layer with a Gaussian base cannot represent exactly. This is a
+#   property of the model the paper specifies, and it barely affects counterfactuals, which use the
+#   person's own abducted noise rather than samples of it.
+
+# %% [markdown]
+# ### Flow vs true counterfactuals on loan
+#
+# Each panel takes every loan test person, intervenes on age (set to its median) and plots the flow's
+# counterfactual value of each downstream feature against the true SCM's. Points on the diagonal are
+# exact counterfactuals.
+
+# %%
+test = pools.causal.test
+(_, _, v_age) = [t for t in interventions('loan', pools.causal.train.x) if t[0] == 'age' and t[1] == 0.5][0]
+mt, vt = _do(7, 1, v_age, len(test))
+with torch.no_grad(): cf_flow, cf_true = flow.counterfactual(test.x, mt, vt), get_scm('loan').counterfactual(test.x, mt, vt)
+fig, axes = plt.subplots(1, 5, figsize=(16, 3.3))
+for ax, j in zip(axes, [2, 3, 4, 5, 6]):
+    ax.scatter(cf_true[:, j], cf_flow[:, j], s=2, alpha=.3)
+    lo, hi = float(cf_true[:, j].min()), float(cf_true[:, j].max())
+    ax.plot([lo, hi], [lo, hi], 'k--', lw=.8)
+    ax.set_title(flow.feature_names[j], fontsize=10); ax.set_xlabel('true counterfactual')
+axes[0].set_ylabel('flow counterfactual')
+fig.suptitle(f'loan, do(age = {v_age:.1f}): flow vs true counterfactuals of the descendants of age', y=1.04)
+save_figure(fig, 'flow_vs_true_cf_loan')
+plt.show()
+
+# %% [markdown]
+# Training curves of the loan flow: train and validation negative log-likelihood (standardised units)
+# per epoch.
+
+# %%
+loan_flow = fit_flow('loan', profile=profile, verbose=False)
+fig, ax = plt.subplots(figsize=(6, 3))
+ax.plot(loan_flow.history['train_nll'], label='train'); ax.plot(loan_flow.history['val_nll'], label='validation')
+ax.set_xlabel('epoch'); ax.set_ylabel('NLL (standardised)'); ax.legend(); ax.set_ylim(None, float(loan_flow.history['val_nll'][5]))
+save_figure(fig, 'flow_training_loan')
+plt.show()
+
+# %%
+#| hide
+import nbdev; nbdev.nbdev_export()

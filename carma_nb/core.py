@@ -220,7 +220,7 @@ def file_lock(path: str | Path):
 
 # %% ../nbs/00_core.ipynb #f7e61f88
 #: Part of every cached model's config: bump it whenever training code changes, so no stale model is reused.
-TRAINER_VERSION = 1
+TRAINER_VERSION = 2
 
 def cached_checkpoint(kind: str, # model family, e.g. 'flow' (a sub-folder of the cache)
                       config: Mapping, # the full JSON-able training configuration

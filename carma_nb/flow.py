@@ -58,6 +58,9 @@ class CausalFlow(nn.Module):
         anc = torch.zeros(s.n_features, s.n_features)          # anc[i, j] = 1 iff x_j is an ancestor of x_i
         for j in range(s.n_features): anc[s.descendants(j), j] = 1.
         self.register_buffer('ancestors', anc)
+        height = [0] * s.n_features                              # longest directed path starting at each node
+        for j in reversed(range(s.n_features)): height[j] = max((1 + height[c] for c in s.children(j)), default=0)
+        self.register_buffer('height', torch.tensor(height))
         self.maf = build_maf(s.adjacency, hidden)
         self.register_buffer('mean', scaler.mean.clone().float())
         self.register_buffer('std', scaler.std.clone().float())
@@ -84,23 +87,22 @@ class CausalFlow(nn.Module):
         return self
 
     def _layers(self, dtype):
+        "Masked (weight, bias) of each conditioner layer: live while training, precomputed once frozen."
+        lins = [m for m in self.hyper if isinstance(m, nn.Linear)]
+        if self.training or lins[0].weight.requires_grad:
+            return [(m.mask * m.weight, m.bias) for m in lins]
         if dtype not in self._prepared:
-            lins = [m for m in self.hyper if isinstance(m, nn.Linear)]
             self._prepared[dtype] = [((m.mask * m.weight).detach().to(dtype), m.bias.detach().to(dtype)) for m in lins]
         return self._prepared[dtype]
 
     def conditioner(self, z: torch.Tensor # (n, D) standardised features
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         "Shift b and log-scale s of every node, functions of its parents only: two (n, D) tensors."
-        if self.training or next(self.maf.parameters()).requires_grad:   # training: zuko's masked MLP
-            phi = self.hyper(z)
-        else:                                                           # frozen: precomputed masked weights
-            layers = self._layers(z.dtype)
-            h = z
-            for k, (w, b) in enumerate(layers):
-                h = F.linear(h, w, b)
-                if k < len(layers) - 1: h = F.elu_(h)   # in place: half the time, same gradients
-            phi = h
+        layers = self._layers(z.dtype)
+        phi = z
+        for k, (w, b) in enumerate(layers):
+            phi = F.linear(phi, w, b)
+            if k < len(layers) - 1: phi = F.elu_(phi)   # in place: faster, same gradients
         phi = phi.unflatten(-1, (self.n_features, 2))
         a = phi[..., 1]
         return phi[..., 0], a / (1 + (a / math.log(_SLOPE)).abs())
@@ -159,7 +161,9 @@ def _counterfactual(self: CausalFlow,
     u = _by_rows(lambda xb: _forward_u(self, self.standardise(xb))[0], x)     # abduct each person once
     def hard_set(u, xf, mask, values):
         zv = self.standardise(values)
-        z = _sweep(self, u, torch.where(mask, zv, self.standardise(xf)), mask, zv, sweeps=self.depth)
+        used = mask.any(0)
+        sweeps = int(self.height[used].max()) if used.any() else 0   # the longest path below an intervened node
+        z = _sweep(self, u, torch.where(mask, zv, self.standardise(xf)), mask, zv, sweeps=sweeps)
         moved = mask | (mask.to(self.ancestors.dtype) @ self.ancestors.T > 0)   # intervened or below an intervention
         return torch.where(mask, values, torch.where(moved, self.unstandardise(z), xf))
     return _by_rows(hard_set, u.expand(shape), x.expand(shape), mask, values)

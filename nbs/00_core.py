@@ -389,7 +389,7 @@ test_ne(config_key({'a': 1}), config_key({'a': 2}))
 # %%
 #| export
 #: Part of every cached model's config: bump it whenever training code changes, so no stale model is reused.
-TRAINER_VERSION = 1
+TRAINER_VERSION = 2
 
 def cached_checkpoint(kind: str, # model family, e.g. 'flow' (a sub-folder of the cache)
                       config: Mapping, # the full JSON-able training configuration

@@ -142,3 +142,14 @@ def test_evaluate_runs_on_true_scm_as_model():
         def counterfactual(self, x, mask, values): return scm.counterfactual(x, mask, values)
     ev = evaluate_causal_model(TrueModel(), scm, pools, n_mmd=300)
     assert ev['cf error'] == 0.0 and ev['obs MMD'] < 0.02
+
+
+def test_training_path_equals_zuko():
+    """Before freezing (live masked weights, parameters trainable) the density is zuko's too."""
+    from carma_nb.data import StandardScaler
+    pools = make_pools('loan', 0, SMALL)
+    flow = CausalFlow('loan', (64,), StandardScaler().fit(pools.causal.train.x)).train()
+    z = flow.standardise(pools.causal.val.x)
+    lp = flow.log_prob_std(z)
+    assert lp.requires_grad
+    torch.testing.assert_close(lp, flow.maf().log_prob(z), atol=1e-4, rtol=1e-5)

@@ -51,7 +51,7 @@ class Classifier(nn.Module):
         layers = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
             layers.append(nn.Linear(a, b))
-            if i < len(widths) - 2: layers.append(nn.ReLU())
+            if i < len(widths) - 2: layers.append(nn.ReLU(inplace=True))
         self.net = nn.Sequential(*layers)
         self.register_buffer('mean', scaler.mean.clone().float())
         self.register_buffer('std', scaler.std.clone().float())
@@ -59,14 +59,14 @@ class Classifier(nn.Module):
     @property
     def n_features(self) -> int: return self.mean.shape[0]
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        "Logit of the favourable outcome for raw features x (n, D) → (n,)."
-        x = as_features(x, self.n_features, 'x', self.feature_names)
+    def logits(self, x: torch.Tensor, check: bool = True) -> torch.Tensor:
+        "Logit of the favourable outcome for raw features x (n, D) → (n,); `check=False` skips validation."
+        if check: x = as_features(x, self.n_features, 'x', self.feature_names)
         return self.net(((x - self.mean.to(x.dtype)) / self.std.to(x.dtype)).to(self.mean.dtype)).squeeze(-1)
 
-    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        "Probability p = h(x) of the favourable outcome, shape (n,)."
-        return torch.sigmoid(self.logits(x))
+    def predict_proba(self, x: torch.Tensor, check: bool = True) -> torch.Tensor:
+        "Probability p = h(x) of the favourable outcome, shape (n,); `check=False` for pre-validated hot loops."
+        return torch.sigmoid(self.logits(x, check))
 
     def decide(self, x: torch.Tensor) -> torch.Tensor:
         "The decision: True (favourable) iff p ≥ 0.5, shape (n,)."
@@ -90,6 +90,7 @@ def _classifier_from_checkpoint(ck: Checkpoint) -> Classifier:
     clf = Classifier(cfg['scm'], tuple(cfg['hidden']), StandardScaler.from_state_dict(ck.scaler))
     clf.load_state_dict(ck.state_dict)
     clf.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
+    clf.config = cfg
     return clf.freeze()
 
 def save_classifier(clf: Classifier, path) -> Path:

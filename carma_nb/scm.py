@@ -233,17 +233,19 @@ def _counterfactual(self: SCM,
     "Counterfactual features under do(x_j = values_j for mask_j): abduction, action, prediction."
     x = as_features(x, self.n_features, 'x', self.names)
     mask, values, shape = _check_mask_values(self, x, mask, values)
-    u = self.abduct(x).expand(shape)
-    xf = x.expand(shape)
+    return _propagate(self, x, self.abduct(x), mask, values)
+
+def _propagate(scm: SCM, xf, u, mask, values) -> torch.Tensor:
+    "Action and prediction on pre-validated tensors that broadcast together over (..., D); no checks."
     cols, moved = [], []
-    for j, nd in enumerate(self.nodes):
-        m = mask[:, j]
-        changed = m.clone()
+    for j, nd in enumerate(scm.nodes):
+        m = mask[..., j]
+        changed = m
         for p in nd.parents: changed = changed | moved[p]
-        natural = torch.where(changed, nd.f(cols, u[:, j]), xf[:, j])
-        cols.append(torch.where(m, values[:, j], natural))
+        natural = torch.where(changed, nd.f(cols, u[..., j]), xf[..., j])
+        cols.append(torch.where(m, values[..., j], natural))
         moved.append(changed)
-    return torch.stack(cols, 1)
+    return torch.stack(torch.broadcast_tensors(*cols), -1)
 
 SCM.counterfactual = _counterfactual
 

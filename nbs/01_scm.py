@@ -311,7 +311,9 @@ SCM.label, SCM.sample = _label, _sample
 #
 # Implementation choices, each for a reason:
 #
-# - The loop runs over the D **nodes**, never over rows; each step is one vectorised equation.
+# - The loop runs over the D **nodes**, never over rows; each step is one vectorised equation. The
+#   prediction step (`_propagate`) accepts any tensors that broadcast over `(..., D)`, so the oracle can
+#   pass one person's row and noise once, against a block of candidates, without copying them.
 # - `torch.where`, not in-place writes, so gradients flow to `values` (the learned models reuse this).
 # - A node with no intervened ancestor in a row keeps its **factual value bit for bit**, rather than
 #   being recomputed as $f(\mathrm{pa}, f^{-1}(\mathrm{pa}, x))$, which may differ in the last bit.
@@ -352,17 +354,19 @@ def _counterfactual(self: SCM,
     "Counterfactual features under do(x_j = values_j for mask_j): abduction, action, prediction."
     x = as_features(x, self.n_features, 'x', self.names)
     mask, values, shape = _check_mask_values(self, x, mask, values)
-    u = self.abduct(x).expand(shape)
-    xf = x.expand(shape)
+    return _propagate(self, x, self.abduct(x), mask, values)
+
+def _propagate(scm: SCM, xf, u, mask, values) -> torch.Tensor:
+    "Action and prediction on pre-validated tensors that broadcast together over (..., D); no checks."
     cols, moved = [], []
-    for j, nd in enumerate(self.nodes):
-        m = mask[:, j]
-        changed = m.clone()
+    for j, nd in enumerate(scm.nodes):
+        m = mask[..., j]
+        changed = m
         for p in nd.parents: changed = changed | moved[p]
-        natural = torch.where(changed, nd.f(cols, u[:, j]), xf[:, j])
-        cols.append(torch.where(m, values[:, j], natural))
+        natural = torch.where(changed, nd.f(cols, u[..., j]), xf[..., j])
+        cols.append(torch.where(m, values[..., j], natural))
         moved.append(changed)
-    return torch.stack(cols, 1)
+    return torch.stack(torch.broadcast_tensors(*cols), -1)
 
 SCM.counterfactual = _counterfactual
 

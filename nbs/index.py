@@ -28,9 +28,10 @@
 # | 02 data | `carma_nb.data` | the three independent data pools per SCM and the scaler |
 # | 03 classifier | `carma_nb.classifier` | the frozen downstream classifier whose rejections recourse overturns |
 # | 04 causal flow | `carma_nb.flow` | a causal normalizing flow learned from data and the graph; its quality vs the true SCM |
+# | 05 recourse | `carma_nb.recourse` | actions, cost, coverage, causal validity: the metrics every method shares |
+# | 06 oracle | `carma_nb.oracle` | the combinatorial causal oracle, as a loop and batched over people × candidates |
 #
-# Later chapters (recourse and the oracle, CARMA, preferences, VACA, DiCE-VAE, experiments) are on the
-# way. Measured speeds are in `benchmarks/RESULTS.md`; paper-fidelity figures and tables in `figures/`.
+# Later chapters (CARMA, preferences, VACA, DiCE-VAE, experiments) are on the way. Measured speeds are in `benchmarks/RESULTS.md`; paper-fidelity figures and tables in `figures/`.
 
 # %% [markdown]
 # ## Install

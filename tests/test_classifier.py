@@ -22,6 +22,7 @@ def clf():
 def test_trained_frozen_differentiable(clf):
     c, pools = clf
     assert [type(m).__name__ for m in c.net] == ['Linear', 'ReLU', 'Linear', 'ReLU', 'Linear']
+    assert c.predict_proba(pools.recourse.train.x[:5], check=False).shape == (5,)
     acc = (c.decide(pools.classifier.val.x).long() == pools.classifier.val.y).float().mean()
     assert acc > 0.9
     x = pools.recourse.train.x[:8].clone().requires_grad_(True)

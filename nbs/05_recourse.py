@@ -1,0 +1,339 @@
+# %%
+#| default_exp recourse
+
+# %% [markdown]
+# # The recourse problem
+#
+# > One vocabulary for every method: actions, their cost, coverage, causal validity, and the metrics
+# > row of the paper's Table 1.
+#
+# A person $x^F$ whom the classifier rejects ($h(x^F) < 0.5$) asks what to do. An **action** answers:
+# a set $\mathcal I$ of actionable features and target values $\theta_{\mathcal I}$, carried out as hard
+# interventions $do(x_{\mathcal I} = \theta_{\mathcal I})$; everything else follows from the causal
+# model. The oracle (chapter 6), CARMA (chapter 7) and the baselines produce actions in different
+# ways, but they must be judged by **one** definition of cost and success (`SPEC.md` §6), or the
+# comparison means nothing. This chapter is that definition.
+#
+# **Cost** — the (weighted) squared change of the intervened features, in standardised units,
+# normalised by each feature's range:
+#
+# $$\mathrm{cost} = \frac1K \sum_{j\ \text{actionable}} w_j\, a_j\, \frac{(\tilde x^F_j - \tilde x^{CF}_j)^2}{R_j},$$
+#
+# with $K$ the number of actionable features, $a_j = 1$ iff $j \in \mathcal I$, $w_j \ge 1$ a preference
+# weight (default 1), and $R_j$ the range of standardised feature $j$ over the unfiltered recourse
+# training split. Only intervened features are charged: if raising income also raises savings, the
+# savings are a free consequence, not an effort.
+#
+# **Coverage** — the share of people whose counterfactual *under the model the method used* is
+# accepted. **Causal validity** — the share whose recommended values, replayed as hard interventions
+# in the **true** SCM (with the person's true noise), are accepted. A method with a wrong causal model
+# can have full coverage and poor validity; we always report both.
+
+# %%
+#| export
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from carma_nb.core import as_features
+from carma_nb.data import Pools, make_pools
+from carma_nb.scm import SCM, _check_mask_values, get_scm
+
+# %%
+#| hide
+from fastcore.test import test_eq, test_fail, test_close
+from carma_nb.classifier import train_classifier
+
+
+# %% [markdown]
+# ## Preference weights
+#
+# Weights say how hard a population finds each actionable feature to change (1 = easiest). They may
+# be given by position (one per actionable feature, in feature order) or by name, and every mistake is
+# refused with its reason: a wrong length, a value below 1, a name that is not an actionable feature.
+
+# %%
+#| export
+def as_weights(scm: SCM | str, # the SCM
+               weights: Sequence[float] | Mapping[str, float] | torch.Tensor | None = None, # per actionable feature
+              ) -> torch.Tensor:
+    "Preference weights as a (D,) tensor: w_j ≥ 1 on actionable features, 1 elsewhere (unused there)."
+    scm = get_scm(scm)
+    w = torch.ones(scm.n_features)
+    if weights is None: return w
+    act_names = [scm.names[i] for i in scm.actionable]
+    if isinstance(weights, Mapping):
+        for name, v in weights.items():
+            if name not in scm.names: raise ValueError(f"{scm.name} has no feature {name!r}; actionable features: {act_names}")
+            if name not in act_names:
+                raise ValueError(f"feature {name!r} of {scm.name} is not actionable ({scm.nodes[scm.index(name)].role}); "
+                                 f"weights apply to the actionable features {act_names}")
+            w[scm.index(name)] = float(v)
+    else:
+        vals = torch.as_tensor(np.asarray(weights, dtype=np.float64)).flatten().float()
+        if len(vals) != len(scm.actionable):
+            raise ValueError(f"got {len(vals)} weights but {scm.name} has {len(scm.actionable)} actionable features "
+                             f"{act_names}; give one weight per actionable feature, or a dict by name")
+        w[scm.actionable] = vals
+    bad = [(scm.names[i], float(w[i])) for i in scm.actionable if not (torch.isfinite(w[i]) and w[i] >= 1)]
+    if bad: raise ValueError(f"weights must be finite and ≥ 1 (1 = easiest to change); got {bad}")
+    return w
+
+
+# %%
+test_eq(as_weights('loan', {'education': 3, 'savings': 1})[[2, 6]], torch.tensor([3., 1.]))
+test_eq(as_weights('loan', [3, 2, 2, 1]), torch.tensor([1, 1, 3, 2, 1, 2, 1.]))
+test_fail(lambda: as_weights('loan', [3, 2, 2]), contains='3 weights but loan has 4 actionable features')
+test_fail(lambda: as_weights('loan', [3, 2, 0.5, 1]), contains='≥ 1')
+test_fail(lambda: as_weights('loan', {'age': 2}), contains="'age' of loan is not actionable (immutable)")
+
+
+# %% [markdown]
+# ## The problem of one SCM
+#
+# `RecourseProblem` gathers what the definitions above need from the data, computed once from the
+# **unfiltered** recourse training split: the standardisation, the ranges $R_j$, and the raw minimum and
+# maximum of each feature (the oracle's grid spans them). It turns raw features into costs, and checks
+# that an action only touches actionable features.
+
+# %%
+#| export
+@dataclass
+class RecourseProblem:
+    "What every recourse method of one SCM shares: scaling, feature ranges, weights, actionability."
+    scm: SCM
+    mean: torch.Tensor     # (D,) of the unfiltered recourse training split
+    std: torch.Tensor      # (D,) unbiased
+    ranges: torch.Tensor   # (D,) R_j: max − min of the standardised feature
+    lo: torch.Tensor       # (D,) raw minimum
+    hi: torch.Tensor       # (D,) raw maximum
+    weights: torch.Tensor  # (D,) preference weights (1 = easiest)
+
+    @property
+    def names(self): return self.scm.names
+    @property
+    def n_features(self): return self.scm.n_features
+
+    def standardise(self, x): return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def check_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        "Refuse a mask that intervenes on a non-actionable feature, naming it."
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise TypeError("mask must be a boolean tensor (True = intervene)")
+        if mask.shape[-1] != self.n_features: raise ValueError(f"mask must have {self.n_features} columns, got {tuple(mask.shape)}")
+        off = [j for j in range(self.n_features) if j not in self.scm.actionable and bool(mask[..., j].any())]
+        if off:
+            j = off[0]
+            raise ValueError(f"action intervenes on {self.names[j]!r}, which is not actionable in {self.scm.name} "
+                             f"({self.scm.nodes[j].role}); actionable features: {[self.names[i] for i in self.scm.actionable]}")
+        return mask
+
+    def cost(self,
+             x_f: torch.Tensor, # (n, D) factual raw features
+             x_cf: torch.Tensor, # (n, D) counterfactual (or target values) in raw units
+             mask: torch.Tensor, # (n, D) bool: intervened features
+             weights: torch.Tensor | None = None, # (D,) override of the problem's weights
+            ) -> torch.Tensor:
+        "Cost of SPEC §6 per person (n,): (1/K) Σ_actionable w_j a_j (x̃F_j − x̃CF_j)² / R_j."
+        self.check_mask(mask)
+        w = self.weights if weights is None else weights
+        d2 = (self.standardise(x_f) - self.standardise(x_cf)) ** 2 / self.ranges.to(x_f.dtype)
+        return (d2 * w.to(x_f.dtype) * mask).sum(-1) / len(self.scm.actionable)
+
+def recourse_problem(scm: SCM | str, # the SCM
+                     pools: Pools | None = None, # its pools (default: make_pools(scm))
+                     weights=None, # preference weights (see `as_weights`)
+                    ) -> RecourseProblem:
+    "The shared recourse problem of `scm`, from its unfiltered recourse training split."
+    scm = get_scm(scm)
+    x = (make_pools(scm) if pools is None else pools).recourse.train.x.double()
+    mean, std = x.mean(0), x.std(0)
+    z = (x - mean) / std
+    return RecourseProblem(scm, mean.float(), std.float(), (z.max(0).values - z.min(0).values).float(),
+                           x.min(0).values.float(), x.max(0).values.float(), as_weights(scm, weights))
+
+
+# %%
+pools = make_pools('loan')
+problem = recourse_problem('loan', pools)
+x = pools.recourse.test.x[:3]
+mask = torch.zeros(3, 7, dtype=torch.bool); mask[:, 5] = True
+target = x.clone(); target[:, 5] += 1.0
+problem.cost(x, target, mask)
+
+# %% [markdown]
+# Raising income by one unit costs the same for everybody, and the cost does not care about the
+# savings that follow. Weights multiply it; intervening on age is refused.
+
+# %%
+c1 = problem.cost(x, target, mask)
+test_close(c1, torch.full((3,), float((1 / problem.std[5])**2 / problem.ranges[5] / 4)), eps=1e-6)
+test_close(problem.cost(x, target, mask, as_weights('loan', {'income': 2})), 2 * c1, eps=1e-6)
+causal = get_scm('loan').counterfactual(x, mask, target)
+test_eq(problem.cost(x, causal, mask), c1)                         # downstream changes are free
+bad = mask.clone(); bad[0, 1] = True
+test_fail(lambda: problem.cost(x, target, bad), contains="intervenes on 'age', which is not actionable in loan (immutable)")
+
+
+# %% [markdown]
+# ## Who needs recourse
+#
+# The people the classifier rejects. `rejected(clf, x)` filters a split; with `limit`, the first ones
+# only (the quick profile evaluates fewer people).
+
+# %%
+#| export
+def rejected(clf, # a trained classifier with `predict_proba`
+             x: torch.Tensor, # (n, D) raw features
+             limit: int | None = None, # keep at most this many (the first ones)
+            ) -> torch.Tensor:
+    "The rows of x that the classifier rejects (p < 0.5)."
+    with torch.no_grad(): keep = clf.predict_proba(x) < 0.5
+    out = x[keep]
+    return out if limit is None else out[:limit]
+
+
+# %% [markdown]
+# ## Evaluating recommendations
+#
+# Every method hands over the same thing: per person a `mask` and target `values` (raw units), the
+# counterfactual its own model predicts (`x_cf`), and whether it found an action at all (`found`; the
+# oracle may find none). `evaluate_recourse` turns that into the paper's metrics:
+#
+# | metric | definition |
+# |---|---|
+# | cost ×100 | mean cost (SPEC §6) over people with an action, ×100 ("l2 × 100") |
+# | coverage % | people whose model counterfactual is accepted (p ≥ 0.5) |
+# | validity % | people whose action, replayed in the true SCM, is accepted |
+# | acts | mean number of intervened features |
+# | prob | mean post-recourse probability under the method's model |
+# | prob (true SCM) | the same after replaying in the true SCM |
+#
+# plus, per feature, how often it is intervened on and the shift $x^{CF} - x^F$ it receives.
+
+# %%
+#| export
+@dataclass
+class RecourseReport:
+    "Metrics of one method's recommendations for a set of people."
+    metrics: dict                 # the Table-1 row
+    per_feature: pd.DataFrame     # intervention frequency and mean shift per actionable feature
+    valid: torch.Tensor           # (n,) bool: accepted after replay in the true SCM
+    covered: torch.Tensor         # (n,) bool: accepted under the method's model
+    cost: torch.Tensor            # (n,) cost (nan where no action was found)
+    shift: torch.Tensor           # (n, D) x_cf − x_f under the method's model
+    mask: torch.Tensor            # (n, D)
+
+    def _repr_html_(self): return pd.DataFrame([self.metrics])._repr_html_()
+    def __repr__(self): return f"RecourseReport({ {k: round(v, 3) if isinstance(v, float) else v for k, v in self.metrics.items()} })"
+
+def evaluate_recourse(problem: RecourseProblem, # the shared problem (cost, actionability)
+                      clf, # the frozen classifier
+                      x: torch.Tensor, # (n, D) factual raw features of the people served
+                      mask: torch.Tensor, # (n, D) bool: recommended interventions
+                      values: torch.Tensor, # (n, D) recommended raw values (used where mask)
+                      x_cf: torch.Tensor | None = None, # (n, D) counterfactual under the method's model (default: true SCM)
+                      found: torch.Tensor | None = None, # (n,) bool: an action was found (default: all)
+                      weights: torch.Tensor | None = None, # override the problem's preference weights
+                     ) -> RecourseReport:
+    "Table-1 metrics (cost ×100, coverage, validity, acts, prob) of a method's recommendations."
+    scm = problem.scm
+    x = as_features(x, scm.n_features, 'x', scm.names)
+    problem.check_mask(mask)
+    if tuple(mask.shape) != tuple(x.shape) or tuple(getattr(values, 'shape', ())) != tuple(x.shape):
+        raise ValueError(f"give one action per person: x {tuple(x.shape)}, mask {tuple(mask.shape)}, "
+                         f"values {tuple(getattr(values, 'shape', ()))} must all have the same shape")
+    mask, values, shape = _check_mask_values(scm, x, mask, values)
+    found = torch.ones(len(x), dtype=torch.bool) if found is None else found.bool()
+    with torch.no_grad():
+        x_true = scm.counterfactual(x, mask, values)
+        x_cf = x_true if x_cf is None else as_features(x_cf, scm.n_features, 'x_cf', scm.names)
+        p_model, p_true = clf.predict_proba(x_cf), clf.predict_proba(x_true)
+        cost = torch.where(found, problem.cost(x, values, mask, weights), torch.nan)
+    covered, valid = (p_model >= 0.5) & found, (p_true >= 0.5) & found
+    shift = (x_cf - x) * mask
+    n = max(len(x), 1)
+    act = scm.actionable
+    freq = mask[found][:, act].float().mean(0) * 100 if found.any() else torch.zeros(len(act))
+    mean_shift = [float(shift[mask[:, j] & found, j].mean()) if (mask[:, j] & found).any() else float('nan') for j in act]
+    per_feature = pd.DataFrame({'feature': [scm.names[j] for j in act], 'intervened %': freq.numpy(),
+                                'mean shift (intervened)': mean_shift}).set_index('feature')
+    metrics = {'people': len(x), 'found': int(found.sum()),
+               'cost x100': float(cost[found].mean() * 100) if found.any() else float('nan'),
+               'coverage %': float(covered.sum() / n * 100), 'validity %': float(valid.sum() / n * 100),
+               'acts': float(mask[found].sum(1).float().mean()) if found.any() else float('nan'),
+               'prob': float(p_model[found].mean()) if found.any() else float('nan'),
+               'prob (true SCM)': float(p_true[found].mean()) if found.any() else float('nan')}
+    return RecourseReport(metrics, per_feature, valid, covered, cost, shift, mask)
+
+
+# %% [markdown]
+# A naive "method" to see the evaluation at work: raise everybody's income by 3 and nothing else.
+# Its counterfactual is computed in the true SCM, so coverage and validity coincide; savings follow
+# income for free, which is why this single action already helps many people.
+
+# %%
+clf = train_classifier('loan', pools.classifier)
+people = rejected(clf, pools.recourse.test.x)
+m = torch.zeros(len(people), 7, dtype=torch.bool); m[:, 5] = True
+v = people.clone(); v[:, 5] += 3
+rep = evaluate_recourse(problem, clf, people, m, v)
+test_eq(rep.metrics['coverage %'], rep.metrics['validity %'])
+test_eq(rep.per_feature.loc['income', 'intervened %'], 100.)
+rep
+
+# %%
+rep.per_feature
+
+# %% [markdown]
+# The evaluation refuses what it cannot judge: a non-actionable feature in an action, or a number of
+# actions that does not match the number of people.
+
+# %%
+bad = m.clone(); bad[:, 4] = True
+test_fail(lambda: evaluate_recourse(problem, clf, people, bad, v), contains="'duration', which is not actionable in loan (mutable)")
+test_fail(lambda: evaluate_recourse(problem, clf, people, m[:1], v[:1]), contains='one action per person')
+
+
+# %% [markdown]
+# ## Timing
+#
+# Speed is reported two ways (`SPEC.md` §6), and the label always says which: **latency at batch size
+# 1** — one person at a time, as the paper measured — and **batched time per person** — the whole set in
+# one call, divided by its size, which is how a deployed service would run.
+
+# %%
+#| export
+def time_per_person(fn: Callable[[torch.Tensor], object], # recommends for a batch of raw features
+                    x: torch.Tensor, # (n, D) the people
+                    single: int = 50, # how many people to time one by one
+                    repeat: int = 3, # batched repeats (median)
+                    batch: int | None = None, # batch size of the batched run (default: all of x at once)
+                   ) -> dict:
+    "Latency per person at batch size 1 (median over `single` people) and batched time per person, in ms."
+    fn(x[:1])
+    lat = []
+    for i in range(min(single, len(x))):
+        t0 = time.perf_counter(); fn(x[i:i + 1]); lat.append(time.perf_counter() - t0)
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for xb in (x.split(batch) if batch else [x]): fn(xb)
+        runs.append(time.perf_counter() - t0)
+    return {'ms per person, batch size 1': statistics.median(lat) * 1e3,
+            'ms per person, batched': statistics.median(runs) / len(x) * 1e3, 'people': len(x)}
+
+
+# %%
+time_per_person(lambda xb: get_scm('loan').counterfactual(xb, m[:len(xb)], v[:len(xb)]), people, single=20)
+
+# %%
+#| hide
+import nbdev; nbdev.nbdev_export()

@@ -1,0 +1,116 @@
+"""The oracle (SPEC §7) and the shared recourse evaluation (SPEC §6)."""
+import itertools
+import math
+
+import pytest
+import torch
+
+from carma_nb.classifier import train_classifier
+from carma_nb.data import make_pools
+from carma_nb.oracle import candidate_levels, oracle_bins, oracle_recourse, oracle_recourse_loop, person_grids
+from carma_nb.recourse import as_weights, evaluate_recourse, recourse_problem, rejected
+from carma_nb.scm import SCM_NAMES, get_scm
+
+SIZES = {'classifier': (3000, 500, 500), 'causal': (10, 10, 10), 'recourse': (3000, 1000, 1000)}
+
+
+@pytest.fixture(scope='module')
+def setups(tmp_path_factory):
+    import os
+    os.environ['CARMA_CACHE'] = str(tmp_path_factory.mktemp('cache'))
+    out = {}
+    for n in SCM_NAMES:
+        pools = make_pools(n, 0, SIZES)
+        clf = train_classifier(n, pools.classifier, epochs=15, verbose=False)
+        out[n] = (recourse_problem(n, pools), clf, rejected(clf, pools.recourse.test.x, 20))
+    del os.environ['CARMA_CACHE']
+    return out
+
+
+@pytest.mark.parametrize('name', SCM_NAMES)
+def test_batched_equals_loop_on_20_people(setups, name):
+    problem, clf, people = setups[name]
+    assert len(people) == 20
+    fast = oracle_recourse(problem, clf, people, bins=4, max_memory=3e5, verbose=False)   # many blocks
+    slow = oracle_recourse_loop(problem, clf, people, bins=4)
+    assert torch.equal(fast.found, slow.found) and torch.equal(fast.index, slow.index) and torch.equal(fast.mask, slow.mask)
+    torch.testing.assert_close(fast.values, slow.values)
+    torch.testing.assert_close(fast.cost[fast.found], slow.cost[slow.found])
+
+
+@pytest.mark.parametrize('name', ['triangle-nlin', 'loan'])
+def test_chosen_action_is_valid_and_no_cheaper_valid_candidate(setups, name):
+    problem, clf, people = setups[name]
+    scm = problem.scm
+    res = oracle_recourse(problem, clf, people, bins=5, verbose=False)
+    # valid in the true SCM
+    replay = scm.counterfactual(people, res.mask, res.values)
+    assert (clf.predict_proba(replay)[res.found] >= 0.5).all()
+    # enumerate every candidate by hand: none valid is cheaper
+    act = scm.actionable
+    grids = person_grids(problem, people, 5)
+    for p, person in enumerate(people[:5]):
+        best = math.inf
+        for levels in itertools.product(range(6), repeat=len(act)):
+            if not any(levels): continue
+            m = torch.zeros(1, scm.n_features, dtype=torch.bool); v = person[None].clone()
+            for k, (j, l) in enumerate(zip(act, levels)):
+                if l: m[0, j] = True; v[0, j] = grids[p, k, l - 1]
+            if clf.predict_proba(scm.counterfactual(person[None], m, v)) >= 0.5:
+                best = min(best, float(problem.cost(person[None], v, m)))
+        assert (best == math.inf and not res.found[p]) or abs(best - float(res.cost[p])) < 1e-6
+
+
+def test_grid_is_centred_on_the_person(setups):
+    problem, clf, people = setups['loan']
+    g = person_grids(problem, people[:3], 15)
+    act = problem.scm.actionable
+    torch.testing.assert_close(g[..., 0], 2 * problem.lo[act] - people[:3, act])
+    torch.testing.assert_close(g[..., -1], 2 * problem.hi[act] - people[:3, act])
+    torch.testing.assert_close((g[..., 0] + g[..., -1]) / 2, problem.lo[act] + problem.hi[act] - people[:3, act])
+    assert oracle_bins('loan') == 15 and oracle_bins('chain-lin') == 25
+    assert len(candidate_levels(4, 15)) == 65_535 and len(candidate_levels(3, 25)) == 17_575
+
+
+def test_weights_shift_the_choice_away_from_a_costly_feature(setups):
+    problem, clf, people = setups['loan']
+    base = oracle_recourse(problem, clf, people, bins=6, verbose=False)
+    heavy = oracle_recourse(problem, clf, people, bins=6, weights={'income': 50}, verbose=False)
+    j = problem.scm.index('income')
+    assert heavy.mask[:, j].sum() < base.mask[:, j].sum()
+    # weighted cost is never below the unweighted cost of the same people (weights ≥ 1)
+    assert (heavy.cost[heavy.found] >= base.cost[heavy.found] - 1e-7).all()
+
+
+def test_bad_inputs(setups):
+    problem, clf, people = setups['loan']
+    with pytest.raises(ValueError, match='3 columns but 7 features'):
+        oracle_recourse(problem, clf, people[:, :3])
+    with pytest.raises(ValueError, match='bins must be ≥ 2'):
+        oracle_recourse(problem, clf, people, bins=1)
+    with pytest.raises(ValueError, match='max_memory'):
+        oracle_recourse(problem, clf, people, max_memory=0)
+    with pytest.raises(ValueError, match="'age' of loan is not actionable"):
+        oracle_recourse(problem, clf, people, weights={'age': 2})
+    with pytest.raises(ValueError, match='NaN or inf'):
+        oracle_recourse(problem, clf, people * float('nan'))
+
+
+def test_evaluation_metrics_and_errors(setups):
+    problem, clf, people = setups['loan']
+    n = len(people)
+    m = torch.zeros(n, 7, dtype=torch.bool); m[:, 6] = True
+    v = people.clone(); v[:, 6] += 100.                                # huge savings: everybody accepted
+    rep = evaluate_recourse(problem, clf, people, m, v)
+    assert rep.metrics['validity %'] == 100.0 and rep.metrics['acts'] == 1.0
+    found = torch.zeros(n, dtype=torch.bool); found[:5] = True
+    rep2 = evaluate_recourse(problem, clf, people, m, v, found=found)
+    assert rep2.metrics['found'] == 5 and rep2.metrics['validity %'] == pytest.approx(500 / n)
+    assert torch.isnan(rep2.cost[5:]).all()
+    bad = m.clone(); bad[:, 1] = True
+    with pytest.raises(ValueError, match="'age', which is not actionable in loan"):
+        evaluate_recourse(problem, clf, people, bad, v)
+    with pytest.raises(ValueError, match='one action per person'):
+        evaluate_recourse(problem, clf, people, m[:1], v[:1])
+    with pytest.raises(ValueError, match='got 3 weights but loan has 4 actionable'):
+        as_weights('loan', [1, 2, 3])

@@ -14,7 +14,8 @@ from torch import nn
 import torch.nn.functional as F
 
 from .core import TRAINER_VERSION, Checkpoint, as_features, cached_checkpoint, get_profile, load_checkpoint, progress, save_checkpoint, Profile
-from .data import Pool, Pools, StandardScaler, make_pools
+from .data import (Pool, Pools, StandardScaler, load_model, make_pools, model_from_checkpoint, resolve_pool,
+                           save_model, split_id)
 from .scm import SCM, SCM_NAMES, get_scm
 
 # %% auto #0
@@ -85,29 +86,17 @@ class Classifier(nn.Module):
         return f"Classifier({self.scm!r}, {kind}, D={self.n_features})"
 
 # %% ../nbs/03_classifier.ipynb #c503c276
-def _classifier_from_checkpoint(ck: Checkpoint) -> Classifier:
-    cfg = ck.config
-    clf = Classifier(cfg['scm'], tuple(cfg['hidden']), StandardScaler.from_state_dict(ck.scaler))
-    clf.load_state_dict(ck.state_dict)
-    clf.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
-    clf.config = cfg
-    return clf.freeze()
-
 def save_classifier(clf: Classifier, path) -> Path:
     "Save a classifier (weights, architecture, scaler) to `path`."
-    cfg = {'kind': 'classifier', 'scm': clf.scm, 'hidden': list(clf.hidden)}
-    return save_checkpoint(path, clf.state_dict(), cfg, {'mean': clf.mean, 'std': clf.std})
+    return save_model(clf, path, 'classifier')
 
 def load_classifier(path, # a file written by `save_classifier` (or the cache)
                     scm: str | None = None, # if given, the checkpoint must belong to this SCM
                    ) -> Classifier:
     "Load a frozen classifier; refuses a checkpoint of another SCM."
-    return _classifier_from_checkpoint(load_checkpoint(path, expect={'kind': 'classifier', **({'scm': get_scm(scm).name} if scm else {})}))
+    return load_model(Classifier, path, 'classifier', scm)
 
 # %% ../nbs/03_classifier.ipynb #a1b009b8
-def _split_id(split) -> list:
-    return [*split.seed, len(split)]
-
 def _fit_classifier(scm: SCM, pool: Pool, hidden, epochs: int, batch: int, lr: float, seed: int, verbose: bool):
     torch.manual_seed(seed)
     scaler = StandardScaler().fit(pool.train.x)
@@ -135,20 +124,16 @@ def train_classifier(scm: str | SCM, # the SCM (or its name)
                     ) -> Classifier:
     "Train (or fetch from the cache) the frozen downstream classifier of `scm` (SPEC §3)."
     scm = get_scm(scm)
-    pool = make_pools(scm).classifier if pool is None else pool
-    if isinstance(pool, Pools): pool = pool.classifier
-    if not isinstance(pool, Pool): raise TypeError(f"pool must be a data Pool (e.g. make_pools(scm).classifier), got {type(pool).__name__}")
-    if pool.train.x.shape[1] != scm.n_features:
-        raise ValueError(f"pool has {pool.train.x.shape[1]} features but {scm.name} has {scm.n_features}")
+    pool = resolve_pool(scm, pool, 'classifier')
     epochs = get_profile(profile).clf_epochs if epochs is None else int(epochs)
     if epochs < 1 or batch < 1 or not lr > 0: raise ValueError("epochs and batch must be ≥ 1 and lr > 0")
     hidden = classifier_hidden(scm)
     cfg = {'kind': 'classifier', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden), 'epochs': epochs, 'batch': batch, 'lr': lr,
-           'seed': seed, 'train': _split_id(pool.train), 'val': _split_id(pool.val)}
+           'seed': seed, 'train': split_id(pool.train), 'val': split_id(pool.val)}
     fit = lambda: _fit_classifier(scm, pool, hidden, epochs, batch, lr, seed, verbose)
-    if cache: return _classifier_from_checkpoint(cached_checkpoint('classifier', cfg, fit))
+    if cache: return model_from_checkpoint(Classifier, cached_checkpoint('classifier', cfg, fit))
     sd, sc, extras = fit()
-    return _classifier_from_checkpoint(Checkpoint(sd, cfg, sc, None, extras))
+    return model_from_checkpoint(Classifier, Checkpoint(sd, cfg, sc, None, extras))
 
 # %% ../nbs/03_classifier.ipynb #9b7e4889
 PAPER_REJECTED_TEST = {'triangle-lin': 2248, 'collider-lin': 2284, 'chain-lin': 2095, 'triangle-nlin': 2106,

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import as_features
+from .core import Checkpoint, as_features, load_checkpoint, save_checkpoint
 from .scm import SCM, SCM_NAMES, get_scm
 
 # %% auto #0
 __all__ = ['POOL_SIZES', 'POOLS', 'SPLITS', 'split_seed', 'Split', 'Pool', 'Pools', 'make_pools', 'StandardScaler',
-           'pool_summary']
+           'resolve_pool', 'split_id', 'save_model', 'model_from_checkpoint', 'load_model', 'pool_summary']
 
 # %% ../nbs/02_data.ipynb #c7b5ea54
 POOL_SIZES: dict[str, tuple[int, int, int]] = {
@@ -139,6 +139,42 @@ class StandardScaler:
 
     def __repr__(self):
         return 'StandardScaler(unfitted)' if self.mean is None else f'StandardScaler(D={self.n_features})'
+
+# %% ../nbs/02_data.ipynb #59db9dff
+def resolve_pool(scm: SCM, # the SCM the pool must belong to
+                 pool, # a Pool, the Pools of the SCM (the `name` pool is taken), or None for make_pools(scm)
+                 name: str, # which pool: 'classifier', 'causal' or 'recourse'
+                ) -> Pool:
+    "The `name` pool from a Pool/Pools/None argument, checked against the SCM's number of features."
+    pool = make_pools(scm)[name] if pool is None else pool
+    if isinstance(pool, Pools): pool = pool[name]
+    if not isinstance(pool, Pool):
+        raise TypeError(f"pool must be a data Pool (e.g. make_pools(scm).{name}), got {type(pool).__name__}")
+    if pool.train.x.shape[1] != scm.n_features:
+        raise ValueError(f"pool has {pool.train.x.shape[1]} features but {scm.name} has {scm.n_features}")
+    return pool
+
+def split_id(split: Split) -> list:
+    "A JSON-able fingerprint of a split (its seed and size), for model-cache configs."
+    return [*split.seed, len(split)]
+
+def save_model(model, path, kind: str) -> 'Path':
+    "Save a scaler-carrying model (weights, SCM, hidden widths, scaler) as a checkpoint of `kind`."
+    cfg = {'kind': kind, 'scm': model.scm, 'hidden': list(model.hidden)}
+    return save_checkpoint(path, model.state_dict(), cfg, {'mean': model.mean, 'std': model.std})
+
+def model_from_checkpoint(cls, ck: Checkpoint):
+    "Rebuild a frozen `cls(scm, hidden, scaler)` model from a checkpoint, with its training curves and config."
+    cfg = ck.config
+    model = cls(cfg['scm'], tuple(cfg['hidden']), StandardScaler.from_state_dict(ck.scaler))
+    model.load_state_dict(ck.state_dict)
+    model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
+    model.config = cfg
+    return model.freeze()
+
+def load_model(cls, path, kind: str, scm: str | None = None):
+    "Load a frozen model of `kind`; with `scm`, refuse a checkpoint trained for another SCM."
+    return model_from_checkpoint(cls, load_checkpoint(path, expect={'kind': kind, **({'scm': get_scm(scm).name} if scm else {})}))
 
 # %% ../nbs/02_data.ipynb #2ae37373
 def pool_summary(scms=SCM_NAMES, # SCM names to summarise

@@ -16,7 +16,8 @@ import zuko
 from torch import nn
 
 from .core import TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoint, get_profile, load_checkpoint, progress, save_checkpoint
-from .data import Pool, Pools, StandardScaler, make_pools
+from .data import (Pool, Pools, StandardScaler, load_model, make_pools, model_from_checkpoint, resolve_pool,
+                           save_model, split_id)
 from .scm import SCM, SCM_NAMES, _check_mask_values, get_scm
 
 # %% auto #0
@@ -203,22 +204,13 @@ def _interventional_sample(self: CausalFlow,
 CausalFlow.sample, CausalFlow.interventional_sample = _sample, _interventional_sample
 
 # %% ../nbs/04_causal_flow.ipynb #1f4b95b1
-def _flow_from_checkpoint(ck: Checkpoint) -> CausalFlow:
-    cfg = ck.config
-    flow = CausalFlow(cfg['scm'], tuple(cfg['hidden']), StandardScaler.from_state_dict(ck.scaler))
-    flow.load_state_dict(ck.state_dict)
-    flow.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
-    flow.config = cfg
-    return flow.freeze()
-
 def save_flow(flow: CausalFlow, path) -> Path:
     "Save a flow (weights, architecture, scaler) to `path`."
-    cfg = {'kind': 'flow', 'scm': flow.scm, 'hidden': list(flow.hidden)}
-    return save_checkpoint(path, flow.state_dict(), cfg, {'mean': flow.mean, 'std': flow.std})
+    return save_model(flow, path, 'flow')
 
 def load_flow(path, scm: str | None = None) -> CausalFlow:
     "Load a frozen flow; with `scm`, refuse a checkpoint of another SCM."
-    return _flow_from_checkpoint(load_checkpoint(path, expect={'kind': 'flow', **({'scm': get_scm(scm).name} if scm else {})}))
+    return load_model(CausalFlow, path, 'flow', scm)
 
 # %% ../nbs/04_causal_flow.ipynb #b542117d
 def _fit_flow(scm: SCM, pool: Pool, hidden, epochs, batch, lr, seed, verbose):
@@ -254,21 +246,17 @@ def fit_flow(scm: str | SCM, # the SCM whose graph the flow uses
              verbose: bool = True) -> CausalFlow:
     "Fit (or fetch from the cache) the causal normalizing flow of `scm` by maximum likelihood (SPEC §4)."
     scm = get_scm(scm)
-    pool = make_pools(scm).causal if pool is None else pool
-    if isinstance(pool, Pools): pool = pool.causal
-    if not isinstance(pool, Pool): raise TypeError(f"pool must be a data Pool (e.g. make_pools(scm).causal), got {type(pool).__name__}")
-    if pool.train.x.shape[1] != scm.n_features:
-        raise ValueError(f"pool has {pool.train.x.shape[1]} features but {scm.name} has {scm.n_features}")
+    pool = resolve_pool(scm, pool, 'causal')
     epochs = get_profile(profile).flow_epochs if epochs is None else int(epochs)
     hidden = flow_hidden(scm) if hidden is None else tuple(int(h) for h in hidden)
     if epochs < 1 or batch < 1 or not lr > 0 or not hidden or min(hidden) < 1:
         raise ValueError("epochs, batch and hidden widths must be ≥ 1 (hidden non-empty) and lr > 0")
     cfg = {'kind': 'flow', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden), 'epochs': epochs, 'batch': batch, 'lr': lr,
-           'seed': seed, 'train': [*pool.train.seed, len(pool.train)], 'val': [*pool.val.seed, len(pool.val)]}
+           'seed': seed, 'train': split_id(pool.train), 'val': split_id(pool.val)}
     fit = lambda: _fit_flow(scm, pool, hidden, epochs, batch, lr, seed, verbose)
-    if cache: return _flow_from_checkpoint(cached_checkpoint('flow', cfg, fit))
+    if cache: return model_from_checkpoint(CausalFlow, cached_checkpoint('flow', cfg, fit))
     sd, sc, extras = fit()
-    return _flow_from_checkpoint(Checkpoint(sd, cfg, sc, None, extras))
+    return model_from_checkpoint(CausalFlow, Checkpoint(sd, cfg, sc, None, extras))
 
 # %% ../nbs/04_causal_flow.ipynb #4e3c2ddb
 INTERVENTION_NODES: dict[str, tuple[str, ...]] = {

@@ -17,7 +17,7 @@ import torch
 
 from .classifier import train_classifier
 from .core import as_features, cached_checkpoint, get_profile, progress
-from .data import Pools, make_pools
+from .data import Pools, make_pools, split_id
 from .recourse import RecourseProblem, as_weights, evaluate_recourse, recourse_problem, rejected
 from .scm import SCM, SCM_NAMES, _propagate, get_scm
 
@@ -197,7 +197,7 @@ def cached_oracle(scm: SCM | str, pools: Pools, clf, people: torch.Tensor, bins:
     problem = recourse_problem(scm, pools, weights)
     cfg = {'kind': 'oracle', 'scm': scm.name, 'classifier': getattr(clf, 'config', None),
            'people': hashlib.sha256(people.contiguous().numpy().tobytes()).hexdigest()[:20], 'bins': bins or oracle_bins(scm),
-           'weights': problem.weights.tolist(), 'recourse_train': [*pools.recourse.train.seed, len(pools.recourse.train)]}
+           'weights': problem.weights.tolist(), 'recourse_train': split_id(pools.recourse.train)}
     def run():
         t0 = time.perf_counter()
         r = oracle_recourse(problem, clf, people, bins, verbose=verbose)

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from carma_nb.core import as_features
+from carma_nb.core import Checkpoint, as_features, load_checkpoint, save_checkpoint
 from carma_nb.scm import SCM, SCM_NAMES, get_scm
 
 # %%
@@ -217,6 +217,58 @@ test_fail(lambda: StandardScaler().transform(z), contains='not fitted yet')
 test_fail(lambda: sc.transform(z[:, :3]), contains='3 columns but 7')
 test_fail(lambda: StandardScaler().fit(torch.ones(10, 2)), contains='constant feature')
 sc
+
+
+# %% [markdown]
+# ### Models that carry their scaler
+#
+# The classifier (chapter 3) and the causal flow (chapter 4) share a shape: an SCM name, hidden widths,
+# and the scaler of their training data stored as `mean`/`std` buffers. One set of helpers saves,
+# rebuilds and loads any such model, and one function resolves the `pool` argument their training
+# functions accept (a `Pool`, the `Pools` of an SCM, or nothing for the default pools).
+
+# %%
+#| export
+def resolve_pool(scm: SCM, # the SCM the pool must belong to
+                 pool, # a Pool, the Pools of the SCM (the `name` pool is taken), or None for make_pools(scm)
+                 name: str, # which pool: 'classifier', 'causal' or 'recourse'
+                ) -> Pool:
+    "The `name` pool from a Pool/Pools/None argument, checked against the SCM's number of features."
+    pool = make_pools(scm)[name] if pool is None else pool
+    if isinstance(pool, Pools): pool = pool[name]
+    if not isinstance(pool, Pool):
+        raise TypeError(f"pool must be a data Pool (e.g. make_pools(scm).{name}), got {type(pool).__name__}")
+    if pool.train.x.shape[1] != scm.n_features:
+        raise ValueError(f"pool has {pool.train.x.shape[1]} features but {scm.name} has {scm.n_features}")
+    return pool
+
+def split_id(split: Split) -> list:
+    "A JSON-able fingerprint of a split (its seed and size), for model-cache configs."
+    return [*split.seed, len(split)]
+
+def save_model(model, path, kind: str) -> 'Path':
+    "Save a scaler-carrying model (weights, SCM, hidden widths, scaler) as a checkpoint of `kind`."
+    cfg = {'kind': kind, 'scm': model.scm, 'hidden': list(model.hidden)}
+    return save_checkpoint(path, model.state_dict(), cfg, {'mean': model.mean, 'std': model.std})
+
+def model_from_checkpoint(cls, ck: Checkpoint):
+    "Rebuild a frozen `cls(scm, hidden, scaler)` model from a checkpoint, with its training curves and config."
+    cfg = ck.config
+    model = cls(cfg['scm'], tuple(cfg['hidden']), StandardScaler.from_state_dict(ck.scaler))
+    model.load_state_dict(ck.state_dict)
+    model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
+    model.config = cfg
+    return model.freeze()
+
+def load_model(cls, path, kind: str, scm: str | None = None):
+    "Load a frozen model of `kind`; with `scm`, refuse a checkpoint trained for another SCM."
+    return model_from_checkpoint(cls, load_checkpoint(path, expect={'kind': kind, **({'scm': get_scm(scm).name} if scm else {})}))
+
+
+# %%
+test_eq(resolve_pool(get_scm('loan'), pools, 'causal'), pools.causal)
+test_fail(lambda: resolve_pool(get_scm('loan'), torch.zeros(3), 'causal'), contains='must be a data Pool')
+test_fail(lambda: resolve_pool(get_scm('chain-lin'), pools, 'causal'), contains='7 features but chain-lin has 4')
 
 
 # %% [markdown]

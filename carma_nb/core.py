@@ -39,7 +39,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     'quick': Profile('quick', seeds=2, clf_epochs=60, flow_epochs=120, vaca_epochs=30,
-                     carma_epoch_frac=0.2, oracle_people=200),
+                     carma_epoch_frac=0.05, oracle_people=200),
     'paper': Profile('paper', seeds=10, clf_epochs=500, flow_epochs=1000, vaca_epochs=300,
                      carma_epoch_frac=1.0, oracle_people=None),
 }

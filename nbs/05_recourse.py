@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 
 from carma_nb.core import as_features
-from carma_nb.data import Pools, make_pools
+from carma_nb.data import Pool, Pools, make_pools, resolve_pool
 from carma_nb.scm import SCM, _check_mask_values, get_scm
 
 # %%
@@ -76,6 +76,8 @@ def as_weights(scm: SCM | str, # the SCM
                 raise ValueError(f"feature {name!r} of {scm.name} is not actionable ({scm.nodes[scm.index(name)].role}); "
                                  f"weights apply to the actionable features {act_names}")
             w[scm.index(name)] = float(v)
+    elif isinstance(weights, torch.Tensor) and weights.shape == (scm.n_features,):   # already per feature
+        w = weights.detach().float().clone(); w[[i for i in range(scm.n_features) if i not in scm.actionable]] = 1.
     else:
         vals = torch.as_tensor(np.asarray(weights, dtype=np.float64)).flatten().float()
         if len(vals) != len(scm.actionable):
@@ -90,6 +92,7 @@ def as_weights(scm: SCM | str, # the SCM
 # %%
 test_eq(as_weights('loan', {'education': 3, 'savings': 1})[[2, 6]], torch.tensor([3., 1.]))
 test_eq(as_weights('loan', [3, 2, 2, 1]), torch.tensor([1, 1, 3, 2, 1, 2, 1.]))
+test_eq(as_weights('loan', as_weights('loan', [3, 2, 2, 1])), torch.tensor([1, 1, 3, 2, 1, 2, 1.]))   # (D,) accepted as is
 test_fail(lambda: as_weights('loan', [3, 2, 2]), contains='3 weights but loan has 4 actionable features')
 test_fail(lambda: as_weights('loan', [3, 2, 0.5, 1]), contains='≥ 1')
 test_fail(lambda: as_weights('loan', {'age': 2}), contains="'age' of loan is not actionable (immutable)")
@@ -124,9 +127,9 @@ class RecourseProblem:
     def standardise(self, x): return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def check_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        "Refuse a mask that intervenes on a non-actionable feature, naming it."
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-            raise TypeError("mask must be a boolean tensor (True = intervene)")
+        "Refuse a mask that intervenes on a non-actionable feature, naming it (bool, or 0/1 float when training)."
+        if not isinstance(mask, torch.Tensor) or not (mask.dtype == torch.bool or mask.is_floating_point()):
+            raise TypeError("mask must be a boolean tensor (True = intervene), or a 0/1 float tensor for differentiable training")
         if mask.shape[-1] != self.n_features: raise ValueError(f"mask must have {self.n_features} columns, got {tuple(mask.shape)}")
         off = [j for j in range(self.n_features) if j not in self.scm.actionable and bool(mask[..., j].any())]
         if off:
@@ -138,7 +141,7 @@ class RecourseProblem:
     def cost(self,
              x_f: torch.Tensor, # (n, D) factual raw features
              x_cf: torch.Tensor, # (n, D) counterfactual (or target values) in raw units
-             mask: torch.Tensor, # (n, D) bool: intervened features
+             mask: torch.Tensor, # (n, D) bool (or 0/1 float, differentiable): intervened features
              weights: torch.Tensor | None = None, # (D,) override of the problem's weights
             ) -> torch.Tensor:
         "Cost of SPEC §6 per person (n,): (1/K) Σ_actionable w_j a_j (x̃F_j − x̃CF_j)² / R_j."
@@ -148,12 +151,12 @@ class RecourseProblem:
         return (d2 * w.to(x_f.dtype) * mask).sum(-1) / len(self.scm.actionable)
 
 def recourse_problem(scm: SCM | str, # the SCM
-                     pools: Pools | None = None, # its pools (default: make_pools(scm))
+                     pools: Pools | Pool | None = None, # its pools, or its recourse pool (default: make_pools(scm))
                      weights=None, # preference weights (see `as_weights`)
                     ) -> RecourseProblem:
     "The shared recourse problem of `scm`, from its unfiltered recourse training split."
     scm = get_scm(scm)
-    x = (make_pools(scm) if pools is None else pools).recourse.train.x.double()
+    x = resolve_pool(scm, pools, 'recourse').train.x.double()
     mean, std = x.mean(0), x.std(0)
     z = (x - mean) / std
     return RecourseProblem(scm, mean.float(), std.float(), (z.max(0).values - z.min(0).values).float(),

@@ -30,8 +30,9 @@
 # | 04 causal flow | `carma_nb.flow` | a causal normalizing flow learned from data and the graph; its quality vs the true SCM |
 # | 05 recourse | `carma_nb.recourse` | actions, cost, coverage, causal validity: the metrics every method shares |
 # | 06 oracle | `carma_nb.oracle` | the combinatorial causal oracle, as a loop and batched over people × candidates |
+# | 07 carma | `carma_nb.carma` | CARMA's mask and action networks, their loss and training (in progress: paper-scale results pending) |
 #
-# Later chapters (CARMA, preferences, VACA, DiCE-VAE, experiments) are on the way. Measured speeds are in `benchmarks/RESULTS.md`; paper-fidelity figures and tables in `figures/`.
+# Later chapters (preferences, VACA, DiCE-VAE, experiments) are on the way. Measured speeds are in `benchmarks/RESULTS.md`; paper-fidelity figures and tables in `figures/`.
 
 # %% [markdown]
 # ## Install

@@ -158,7 +158,7 @@ def _fit_carma(scm, flow, clf, pool, hp, weights, prior_kind, seed, verbose):
     w = problem.weights
     prior = (1 / (2 * w)) if prior_kind == 'preference' else torch.full_like(w, 0.5)
     params = [*model.mask_net.parameters(), *model.action_net.parameters()]
-    opt = torch.optim.Adam(params, lr=hp['lr'], weight_decay=WEIGHT_DECAY)
+    opt = torch.optim.Adam(params, lr=hp["lr"], weight_decay=WEIGHT_DECAY, fused=True)
     g = torch.Generator().manual_seed(seed)
     lam, curves = 0.0, {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
     for _ in progress(range(hp['epochs']), desc=f'CARMA {scm.name}', disable=None if verbose else True):

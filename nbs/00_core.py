@@ -269,8 +269,8 @@ test_fail(lambda: save_figure(None, '../escape'), contains='plain file stem')
 #
 # A trained model travels as one file: its weights (a `state_dict`), the JSON-able configuration that
 # rebuilds it (including which SCM it belongs to), and the scaler of the data it was trained on.
-# Everything inside is a tensor, a string or a number, which is exactly what `torch.load(...,
-# weights_only=True)` accepts, so a checkpoint can never smuggle in code.
+# Everything inside is a tensor, a string or a number, which is exactly what
+# `torch.load(path, weights_only=True)` accepts, so a checkpoint can never smuggle in code.
 
 # %%
 #| export

@@ -40,13 +40,16 @@
 # On Linux with Python 3.11, from a clone of this repository:
 #
 # ```sh
-# bash run_course.sh      # set up .venv and run every chapter at the paper's settings (figures/ refreshed)
+# bash run_course.sh      # set up .venv and run every chapter (quick profile, a few minutes)
 # bash .ci/run            # the full test suite: sync check, every chapter under nbdev_test, pytest
 # ```
 #
 # `run_course.sh` creates `.venv` with the pinned tool chain (CPU `torch==2.13.0`, `zuko==1.6.0`,
-# `nbdev==2.4.14`), installs the package in editable mode, and executes the chapters in order.
-# To read the chapters interactively afterwards: `.venv/bin/jupyter lab nbs/`.
+# `nbdev==2.4.14`), installs the package in editable mode, and executes the chapters in order with the
+# quick profile (figures in `figures/_quick/`). `CARMA_PROFILE=paper bash run_course.sh` uses the
+# paper's settings and refreshes the committed `figures/`; it is long, because the CARMA chapter trains
+# ten seeds per SCM. To read the chapters interactively: `.venv/bin/jupyter lab nbs/`. On this 2-core
+# machine `bash .ci/run` takes about 6 minutes from a fresh clone, including the installation.
 
 # %% [markdown]
 # ## Quick start

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .core import TRAINER_VERSION, Checkpoint, as_features, cached_checkpoint, get_profile, load_checkpoint, progress, save_checkpoint, Profile
 from .data import (Pool, Pools, StandardScaler, load_model, make_pools, model_from_checkpoint, resolve_pool,
-                           save_model, split_id)
+                           save_model, split_id, trained_model)
 from .scm import SCM, SCM_NAMES, get_scm
 
 # %% auto #0
@@ -131,9 +131,7 @@ def train_classifier(scm: str | SCM, # the SCM (or its name)
     cfg = {'kind': 'classifier', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden), 'epochs': epochs, 'batch': batch, 'lr': lr,
            'seed': seed, 'train': split_id(pool.train), 'val': split_id(pool.val)}
     fit = lambda: _fit_classifier(scm, pool, hidden, epochs, batch, lr, seed, verbose)
-    if cache: return model_from_checkpoint(Classifier, cached_checkpoint('classifier', cfg, fit))
-    sd, sc, extras = fit()
-    return model_from_checkpoint(Classifier, Checkpoint(sd, cfg, sc, None, extras))
+    return trained_model(Classifier, 'classifier', cfg, fit, cache)
 
 # %% ../nbs/03_classifier.ipynb #9b7e4889
 PAPER_REJECTED_TEST = {'triangle-lin': 2248, 'collider-lin': 2284, 'chain-lin': 2095, 'triangle-nlin': 2106,

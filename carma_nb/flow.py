@@ -17,7 +17,7 @@ from torch import nn
 
 from .core import TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoint, get_profile, load_checkpoint, progress, save_checkpoint
 from .data import (Pool, Pools, StandardScaler, load_model, make_pools, model_from_checkpoint, resolve_pool,
-                           save_model, split_id)
+                           save_model, split_id, trained_model)
 from .scm import SCM, SCM_NAMES, _check_mask_values, get_scm
 
 # %% auto #0
@@ -254,9 +254,7 @@ def fit_flow(scm: str | SCM, # the SCM whose graph the flow uses
     cfg = {'kind': 'flow', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden), 'epochs': epochs, 'batch': batch, 'lr': lr,
            'seed': seed, 'train': split_id(pool.train), 'val': split_id(pool.val)}
     fit = lambda: _fit_flow(scm, pool, hidden, epochs, batch, lr, seed, verbose)
-    if cache: return model_from_checkpoint(CausalFlow, cached_checkpoint('flow', cfg, fit))
-    sd, sc, extras = fit()
-    return model_from_checkpoint(CausalFlow, Checkpoint(sd, cfg, sc, None, extras))
+    return trained_model(CausalFlow, 'flow', cfg, fit, cache)
 
 # %% ../nbs/04_causal_flow.ipynb #4e3c2ddb
 INTERVENTION_NODES: dict[str, tuple[str, ...]] = {

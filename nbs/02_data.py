@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from carma_nb.core import Checkpoint, as_features, load_checkpoint, save_checkpoint
+from carma_nb.core import Checkpoint, as_features, cached_checkpoint, load_checkpoint, save_checkpoint
 from carma_nb.scm import SCM, SCM_NAMES, get_scm
 
 # %%
@@ -259,6 +259,12 @@ def model_from_checkpoint(cls, ck: Checkpoint):
     model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
     model.config = cfg
     return model.freeze()
+
+def trained_model(cls, kind: str, cfg: dict, fit, cache: bool = True):
+    "Rebuild a `cls` model trained by `fit()` (through the model cache under `kind` unless `cache=False`)."
+    if cache: return model_from_checkpoint(cls, cached_checkpoint(kind, cfg, fit))
+    sd, scaler, extras = fit()
+    return model_from_checkpoint(cls, Checkpoint(sd, cfg, scaler, None, extras))
 
 def load_model(cls, path, kind: str, scm: str | None = None):
     "Load a frozen model of `kind`; with `scm`, refuse a checkpoint trained for another SCM."

@@ -23,7 +23,8 @@ from .scm import SCM, SCM_NAMES, _propagate, get_scm
 
 # %% auto #0
 __all__ = ['PAPER_ORACLE', 'oracle_bins', 'candidate_levels', 'person_grids', 'OracleResult', 'oracle_recourse_loop',
-           'oracle_recourse', 'loop_seconds_per_person', 'cached_oracle', 'oracle_table']
+           'oracle_recourse', 'loop_seconds_per_person', 'cached_oracle', 'OracleReference', 'oracle_reference',
+           'oracle_table']
 
 # %% ../nbs/06_oracle.ipynb #7b5d7125
 def oracle_bins(scm: SCM | str) -> int:
@@ -57,34 +58,41 @@ class OracleResult:
     index: torch.Tensor    # (P,) chosen candidate's index (−1 if none)
 
 def _better(cost, nfeat, idx, best_cost, best_nfeat, best_idx):
-    "Lexicographic (cost, number of features, index) comparison, elementwise."
+    "Lexicographic (cost, number of features, index) comparison, elementwise on tensors (batched oracle)."
     return (cost < best_cost) | ((cost == best_cost) & ((nfeat < best_nfeat) | ((nfeat == best_nfeat) & (idx < best_idx))))
+
+def _loop_candidates(scm: SCM, person: torch.Tensor, grid: torch.Tensor, bins: int):
+    "Yield (index, mask (1, D), values (1, D)) for one person's candidates, one at a time, in grid order."
+    cands = itertools.product(range(bins + 1), repeat=len(scm.actionable))
+    next(cands)                                                           # skip the empty action
+    for idx, levels in enumerate(cands):
+        mask = torch.zeros(1, scm.n_features, dtype=torch.bool)
+        values = person[None].clone()
+        for k, (j, l) in enumerate(zip(scm.actionable, levels)):
+            if l: mask[0, j] = True; values[0, j] = grid[k, l - 1]
+        yield idx, mask, values
+
+def _try_candidate(problem: RecourseProblem, clf, person, mask, values) -> float | None:
+    "Replay one candidate in the true SCM: its cost if the classifier accepts it, else None."
+    with torch.no_grad():
+        cf = problem.scm.counterfactual(person[None], mask, values)
+        if float(clf.predict_proba(cf)) < 0.5: return None
+        return float(problem.cost(person[None], values, mask))
 
 def oracle_recourse_loop(problem: RecourseProblem, clf, x: torch.Tensor, bins: int | None = None) -> OracleResult:
     "Reference oracle: a Python loop over people and candidates (slow; for teaching and tests)."
     scm = problem.scm
     x = as_features(x, scm.n_features, 'x', scm.names)
     bins = oracle_bins(scm) if bins is None else bins
-    act = scm.actionable
     out = {k: [] for k in ('mask', 'values', 'x_cf', 'cost', 'prob', 'found', 'index')}
     for person, grid in zip(x, person_grids(problem, x, bins)):
-        best = (math.inf, math.inf, math.inf, None, None)
-        cands = itertools.product(range(bins + 1), repeat=len(act))
-        next(cands)                                                       # skip the empty action
-        for idx, levels in enumerate(cands):
-            mask = torch.zeros(1, scm.n_features, dtype=torch.bool)
-            values = person[None].clone()
-            for k, (j, l) in enumerate(zip(act, levels)):
-                if l: mask[0, j] = True; values[0, j] = grid[k, l - 1]
-            with torch.no_grad():
-                cf = scm.counterfactual(person[None], mask, values)
-                if float(clf.predict_proba(cf)) < 0.5: continue
-                c = float(problem.cost(person[None], values, mask))
-            if _better(torch.tensor(c), torch.tensor(int(mask.sum())), torch.tensor(idx), *map(torch.tensor, best[:3])):
-                best = (c, int(mask.sum()), idx, mask[0], values[0])
-        found = best[3] is not None
-        m = best[3] if found else torch.zeros(scm.n_features, dtype=torch.bool)
-        v = best[4] if found else person.clone()
+        best, best_action = (math.inf, math.inf, math.inf), None         # (cost, features, index)
+        for idx, mask, values in _loop_candidates(scm, person, grid, bins):
+            c = _try_candidate(problem, clf, person, mask, values)
+            if c is not None and (c, int(mask.sum()), idx) < best:
+                best, best_action = (c, int(mask.sum()), idx), (mask[0], values[0])
+        found = best_action is not None
+        m, v = best_action if found else (torch.zeros(scm.n_features, dtype=torch.bool), person.clone())
         with torch.no_grad(): cf = scm.counterfactual(person[None], m[None], v[None])[0]
         for k, val in zip(out, (m, v, cf, best[0] if found else math.nan, float(clf.predict_proba(cf[None])),
                                 found, best[2] if found else -1)):
@@ -172,15 +180,9 @@ def loop_seconds_per_person(problem: RecourseProblem, clf, person: torch.Tensor,
     bins = oracle_bins(scm) if bins is None else bins
     C = (bins + 1) ** len(scm.actionable) - 1
     grid = person_grids(problem, person[None], bins)[0]
-    cands = itertools.product(range(bins + 1), repeat=len(scm.actionable)); next(cands)
     t0 = time.perf_counter()
-    for levels in itertools.islice(cands, candidates):
-        mask = torch.zeros(1, scm.n_features, dtype=torch.bool); values = person[None].clone()
-        for k, (j, l) in enumerate(zip(scm.actionable, levels)):
-            if l: mask[0, j] = True; values[0, j] = grid[k, l - 1]
-        with torch.no_grad():
-            if float(clf.predict_proba(scm.counterfactual(person[None], mask, values))) >= 0.5:
-                float(problem.cost(person[None], values, mask))
+    for _, mask, values in itertools.islice(_loop_candidates(scm, person, grid, bins), candidates):
+        _try_candidate(problem, clf, person, mask, values)
     return (time.perf_counter() - t0) / min(candidates, C) * C
 
 # %% ../nbs/06_oracle.ipynb #b7cf6f1a
@@ -208,15 +210,31 @@ def cached_oracle(scm: SCM | str, pools: Pools, clf, people: torch.Tensor, bins:
     out.seconds = float(ck.extras['seconds'])
     return out
 
+@dataclass
+class OracleReference:
+    "Everything a method is compared against on one SCM: data, classifier, problem, people, oracle."
+    pools: Pools
+    clf: object
+    problem: RecourseProblem
+    people: torch.Tensor     # the rejected test people served
+    result: OracleResult
+    metrics: dict            # the oracle's Table-1 row (evaluate_recourse)
+
+def oracle_reference(name: str, profile=None, seed: int = 0) -> OracleReference:
+    "The rejected test people of `name` (the profile's number), its classifier, and the (cached) oracle on them."
+    p = get_profile(profile)
+    pools = make_pools(name, seed)
+    clf = train_classifier(name, pools.classifier, p, verbose=False)
+    problem = recourse_problem(name, pools)
+    people = rejected(clf, pools.recourse.test.x, p.oracle_people)
+    r = cached_oracle(name, pools, clf, people)
+    metrics = evaluate_recourse(problem, clf, people, r.mask, r.values, r.x_cf, r.found).metrics
+    return OracleReference(pools, clf, problem, people, r, metrics)
+
 def oracle_table(profile=None, seed: int = 0) -> pd.DataFrame:
     "The oracle's Table-1 metrics on every SCM's rejected test people, with the paper's values alongside."
-    p = get_profile(profile)
     rows = []
     for name in SCM_NAMES:
-        pools = make_pools(name, seed)
-        clf = train_classifier(name, pools.classifier, p, verbose=False)
-        people = rejected(clf, pools.recourse.test.x, p.oracle_people)
-        r = cached_oracle(name, pools, clf, people)
-        rep = evaluate_recourse(recourse_problem(name, pools), clf, people, r.mask, r.values, r.x_cf, r.found)
-        rows.append({'scm': name, **rep.metrics, 'ms per person (batched)': r.seconds / len(people) * 1e3})
+        ref = oracle_reference(name, profile, seed)
+        rows.append({'scm': name, **ref.metrics, 'ms per person (batched)': ref.result.seconds / len(ref.people) * 1e3})
     return pd.DataFrame(rows).set_index('scm').join(PAPER_ORACLE)

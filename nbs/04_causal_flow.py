@@ -533,6 +533,15 @@ def evaluate_causal_model(model, # any causal model: log_prob, sample, intervent
     return out
 
 
+# %% [markdown]
+# `mmd` is near zero for two samples of one distribution and clearly positive when one is shifted:
+
+# %%
+_g = torch.Generator().manual_seed(0)
+_a, _b = torch.randn(500, 3, generator=_g), torch.randn(500, 3, generator=_g)
+assert mmd(_a, _b, torch.ones(3)) < 0.01 < mmd(_a, _b + 1, torch.ones(3))
+round(mmd(_a, _b, torch.ones(3)), 4), round(mmd(_a, _b + 1, torch.ones(3)), 4)
+
 # %%
 ev = evaluate_causal_model(flow, 'loan', pools)
 {k: round(v, 4) for k, v in ev.items()}

@@ -5,9 +5,11 @@
 # %% ../nbs/07_carma.ipynb #de430926
 from __future__ import annotations
 
+import importlib
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,8 +27,9 @@ from .recourse import as_weights, evaluate_recourse, recourse_problem, rejected,
 from .scm import SCM, SCM_NAMES, get_scm
 
 # %% auto #0
-__all__ = ['CARMA_HPARAMS', 'DAMPING', 'WEIGHT_DECAY', 'PAPER_CARMA', 'carma_hparams', 'mlp', 'CARMA', 'Recommendation',
-           'mask_kl', 'carma_loss', 'train_carma', 'save_carma', 'load_carma', 'carma_table']
+__all__ = ['CARMA_HPARAMS', 'DAMPING', 'WEIGHT_DECAY', 'METHOD_COLORS', 'PAPER_CARMA', 'carma_hparams', 'binary_gumbel_st', 'mlp',
+           'CARMA', 'Recommendation', 'mask_kl', 'mask_prior', 'validity_penalty', 'carma_loss', 'train_carma',
+           'save_carma', 'load_carma', 'plot_shifts', 'plot_feature_use', 'carma_table']
 
 # %% ../nbs/07_carma.ipynb #0f2897c0
 CARMA_HPARAMS: dict[str, dict] = {
@@ -38,14 +41,17 @@ CARMA_HPARAMS: dict[str, dict] = {
     'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256, margin=0.007, tau=0.08),
     'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=450, batch=256, margin=0.011, tau=0.45),
     'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32), epochs=450, batch=256, margin=0.007, tau=0.33),
+    'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256, margin=0.003, tau=0.4),
 }
 DAMPING = 10.0       # c of the modified differential method of multipliers
 WEIGHT_DECAY = 5e-4
 
-def carma_hparams(scm: SCM | str, weighted: bool = False, **overrides) -> dict:
-    "The paper's CARMA hyperparameters for `scm` (the weighted loan variant with `weighted=True`)."
+def carma_hparams(scm: SCM | str, variant: str | None = None, **overrides) -> dict:
+    "The paper's CARMA hyperparameters for `scm`; `variant` 'weighted' or 'vaca' picks loan's other rows of Table 5."
     name = get_scm(scm).name
-    key = 'loan-weighted' if weighted and name == 'loan' else name
+    if variant not in (None, 'weighted', 'vaca'): raise ValueError(f"variant must be None, 'weighted' or 'vaca', got {variant!r}")
+    key = f'{name}-{variant}' if variant else name
+    if variant and key not in CARMA_HPARAMS: key = f'loan-{variant}'   # only loan was tuned for the variants; reuse its row
     hp = dict(CARMA_HPARAMS.get(key, CARMA_HPARAMS['loan']))
     unknown = set(overrides) - set(hp)
     if unknown: raise ValueError(f"unknown CARMA hyperparameters {sorted(unknown)}; known: {sorted(hp)}")
@@ -55,6 +61,15 @@ def carma_hparams(scm: SCM | str, weighted: bool = False, **overrides) -> dict:
     return hp
 
 # %% ../nbs/07_carma.ipynb #6c83e4a8
+def binary_gumbel_st(diff: torch.Tensor, # (…) logit of "intervene" minus logit of "keep"
+                     tau: float, # temperature τ
+                    ) -> torch.Tensor:
+    "Straight-through hard Gumbel-softmax sample of the 'intervene' class of a two-class categorical."
+    # for two classes, the difference of two Gumbel variables is Logistic(0, 1): one uniform draw per feature
+    u = torch.rand_like(diff).clamp_(1e-6, 1 - 1e-6)
+    soft = torch.sigmoid((diff + torch.log(u) - torch.log1p(-u)) / tau)
+    return (soft > 0.5).to(diff.dtype) - soft.detach() + soft
+
 def mlp(sizes: list[int]) -> nn.Sequential:
     "ReLU MLP with Xavier-uniform (ReLU gain) weights and 0.01 biases; no activation after the last layer."
     layers = []
@@ -67,29 +82,36 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 class CARMA(nn.Module):
-    "Mask and action networks over a frozen causal flow and classifier."
-    def __init__(self, flow: CausalFlow, clf: Classifier, hp: dict, z_range: tuple[float, float]):
+    "Mask and action networks over a frozen causal model (the flow, or VACA in chapter 9) and classifier."
+    def __init__(self,
+                 causal_model: nn.Module, # abduct(x) → (n, D·d_z) latents; latent_counterfactual(z, a, δ) → x_cf
+                 clf: Classifier, # the frozen classifier h
+                 hp: dict, # hyperparameters (carma_hparams)
+                 z_range: tuple[float, float], # clamp range of the latent shift
+                ):
         super().__init__()
-        if flow.scm != clf.scm: raise ValueError(f"flow is for {flow.scm!r} but the classifier for {clf.scm!r}")
-        scm = get_scm(flow.scm)
-        D = scm.n_features
+        if causal_model.scm != clf.scm: raise ValueError(f"the causal model is for {causal_model.scm!r} but the classifier for {clf.scm!r}")
+        scm = get_scm(causal_model.scm)
+        D, dz = scm.n_features, causal_model.latent_size
         self.scm, self.hp, self.names = scm.name, dict(hp), scm.names
-        self.flow, self.clf = flow, clf
-        self.mask_net = mlp([D, *hp['mask_hidden'], 2 * D])
-        self.action_net = mlp([2 * D, *hp['action_hidden'], D])
+        self.causal_model, self.clf = causal_model, clf
+        self.mask_net = mlp([D * dz, *hp['mask_hidden'], 2 * D])
+        self.action_net = mlp([D * dz + D, *hp['action_hidden'], D * dz])
         act = torch.zeros(D); act[scm.actionable] = 1.
         self.register_buffer('actionable', act)
         self.register_buffer('z_range', torch.tensor(z_range, dtype=torch.float32))
 
     @property
     def n_features(self): return len(self.names)
+    @property
+    def flow(self): return self.causal_model
 
-    def policy(self, z: torch.Tensor, # (n, D) factual latents
+    def policy(self, z: torch.Tensor, # (n, D·d_z) factual latents
                sample: bool = False, # True: straight-through hard Gumbel-softmax (training); False: argmax
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        "Mask a (n, D) in {0,1}, clamped latent shift δ (n, D), and the mask logits (n, D, 2)."
+        "Mask a (n, D) in {0,1}, clamped latent shift δ (n, D·d_z), and the mask logits (n, D, 2)."
         logits = self.mask_net(z).unflatten(-1, (self.n_features, 2))     # [..., 0] keep, [..., 1] intervene
-        if sample: a = F.gumbel_softmax(logits, tau=self.hp['tau'], hard=True)[..., 1]
+        if sample: a = binary_gumbel_st(logits[..., 1] - logits[..., 0], self.hp['tau'])
         else: a = (logits[..., 1] > logits[..., 0]).to(z.dtype)
         a = a * self.actionable
         delta = self.action_net(torch.cat([z, a], -1)).clamp(float(self.z_range[0]), float(self.z_range[1]))
@@ -97,7 +119,7 @@ class CARMA(nn.Module):
 
     def __repr__(self):
         return (f"CARMA({self.scm!r}, mask {list(self.hp['mask_hidden'])}, action {list(self.hp['action_hidden'])}, "
-                f"flow {list(self.flow.hidden)}, classifier {list(self.clf.hidden) or 'logistic'})")
+                f"{type(self.causal_model).__name__} {list(self.causal_model.hidden)}, classifier {list(self.clf.hidden) or 'logistic'})")
 
 # %% ../nbs/07_carma.ipynb #186e3bd4
 @dataclass
@@ -114,10 +136,10 @@ def _recommend(self: CARMA, x: torch.Tensor) -> Recommendation:
     x = as_features(x, self.n_features, 'x', self.names)
     with torch.inference_mode():
         accepted = self.clf.predict_proba(x, check=False) >= 0.5
-        z = self.flow.abduct(x)
+        z = self.causal_model.abduct(x)
         a, delta, _ = self.policy(z)
         a = a * ~accepted[:, None]
-        x_cf = torch.where(accepted[:, None], x, self.flow.latent_counterfactual(z, a, delta))
+        x_cf = torch.where(accepted[:, None], x, self.causal_model.latent_counterfactual(z, a, delta))
         mask = a.bool()
         return Recommendation(mask, torch.where(mask, x_cf, x), x_cf, self.clf.predict_proba(x_cf, check=False), accepted)
 
@@ -134,30 +156,45 @@ def mask_kl(logits: torch.Tensor, # (n, D, 2) mask logits
     kl = q1 * (logq[..., 1] - torch.log(prior)) + (1 - q1) * (logq[..., 0] - torch.log1p(-prior))
     return (kl * actionable).sum(-1)
 
+def mask_prior(weights: torch.Tensor, # (D,) preference weights w_j ≥ 1
+               kind: str = 'uniform', # 'uniform' (π_j = 0.5) or 'preference' (π_j = 1/(2 w_j), chapter 8)
+              ) -> torch.Tensor:
+    "The mask network's prior probability of intervening on each feature, (D,)."
+    if kind not in ('uniform', 'preference'): raise ValueError(f"prior must be 'uniform' or 'preference', got {kind!r}")
+    return 1 / (2 * weights) if kind == 'preference' else torch.full_like(weights, 0.5)
+
+def validity_penalty(p: torch.Tensor, # (B,) classifier probabilities of the counterfactuals
+                     margin: float, # hinge margin ε
+                     lam: float, # current multiplier λ
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    "(λ + c·sg(g))·g and the hinge g = mean max(0, 1 + ε − 2p): the damped multiplier term of SPEC §8."
+    g = F.relu(1 + margin - 2 * p).mean()
+    return (lam + DAMPING * g.detach()) * g, g
+
 def carma_loss(model: CARMA, problem, xb: torch.Tensor, zb: torch.Tensor, weights: torch.Tensor,
                prior: torch.Tensor, lam: float) -> tuple[torch.Tensor, dict]:
     "CARMA's loss on one batch, and its parts (cost, kl, hinge, validity) as floats."
     a, delta, logits = model.policy(zb, sample=True)
-    x_cf = model.flow.latent_counterfactual(zb, a, delta)
+    x_cf = model.causal_model.latent_counterfactual(zb, a, delta)
     p = model.clf.predict_proba(x_cf, check=False)
     cost = problem.cost(xb, x_cf, a, weights).mean()
     kl = mask_kl(logits, prior, model.actionable).mean()
-    g = F.relu(1 + model.hp['margin'] - 2 * p).mean()
-    loss = cost + kl + (lam + DAMPING * g.detach()) * g
+    penalty, g = validity_penalty(p, model.hp['margin'], lam)
+    loss = cost + kl + penalty
     return loss, {'cost': float(cost.detach()), 'kl': float(kl.detach()), 'hinge': float(g.detach()),
                   'valid': float((p >= 0.5).float().mean())}
 
 # %% ../nbs/07_carma.ipynb #e0dbd5e1
-def _fit_carma(scm, flow, clf, pool, hp, weights, prior_kind, seed, verbose):
+def _fit_carma(scm, cm, clf, pool, hp, weights, prior_kind, seed, verbose):
     torch.manual_seed(seed)
     problem = recourse_problem(scm, pool, weights)
     with torch.no_grad():
         x = rejected(clf, pool.train.x)
-        z = flow.abduct(x)
+        z = cm.abduct(x)
     z_range = (math.floor(float(z.min())), math.ceil(float(z.max())))
-    model = CARMA(flow, clf, hp, z_range)
+    model = CARMA(cm, clf, hp, z_range)
     w = problem.weights
-    prior = (1 / (2 * w)) if prior_kind == 'preference' else torch.full_like(w, 0.5)
+    prior = mask_prior(w, prior_kind)
     params = [*model.mask_net.parameters(), *model.action_net.parameters()]
     opt = torch.optim.Adam(params, lr=hp["lr"], weight_decay=WEIGHT_DECAY, fused=True)
     g = torch.Generator().manual_seed(seed)
@@ -177,28 +214,29 @@ def _fit_carma(scm, flow, clf, pool, hp, weights, prior_kind, seed, verbose):
 
 def train_carma(scm: SCM | str, # the SCM
                 clf: Classifier, # its frozen classifier
-                flow: CausalFlow, # its fitted causal flow
+                flow, # its fitted causal model: the CausalFlow (or a VACA, chapter 9)
                 pool: Pool | Pools | None = None, # the recourse pool (default: make_pools(scm).recourse)
                 hparams: dict | None = None, # overrides of the paper's hyperparameters (carma_hparams)
                 profile: str | Profile | None = None, # scales the epochs (paper: as in SPEC §8)
                 seed: int = 0, # initialisation, Gumbel noise, batch order
                 weights=None, # preference weights (chapter 8)
                 prior: str = 'uniform', # mask prior: 'uniform' (π = 0.5) or 'preference' (π = 1/(2w))
+                variant: str | None = None, # Table 5 row: None, 'weighted' (default when weights are given) or 'vaca'
                 cache: bool = True, verbose: bool = True) -> CARMA:
     "Train (or fetch from the cache) CARMA's mask and action networks for `scm` (SPEC §8)."
     scm = get_scm(scm)
-    for what, m in (('classifier', clf), ('flow', flow)):
+    for what, m in (('classifier', clf), ('causal model', flow)):
         if m.scm != scm.name: raise ValueError(f"the {what} was trained for {m.scm!r}, not {scm.name!r}")
     if prior not in ('uniform', 'preference'): raise ValueError(f"prior must be 'uniform' or 'preference', got {prior!r}")
     pool = resolve_pool(scm, pool, 'recourse')
-    weighted = weights is not None
-    hp = carma_hparams(scm, weighted, **(hparams or {}))
+    if variant is None and weights is not None: variant = 'weighted'
+    hp = carma_hparams(scm, variant, **(hparams or {}))
     if hparams is None or 'epochs' not in hparams:
         hp['epochs'] = max(1, round(hp['epochs'] * get_profile(profile).carma_epoch_frac))
     hp = {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()}
     w = as_weights(scm, weights)
     cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hp': hp, 'seed': seed, 'prior': prior,
-           'weights': w.tolist(), 'train': split_id(pool.train), 'flow': getattr(flow, 'config', None),
+           'weights': w.tolist(), 'train': split_id(pool.train), 'causal_model': getattr(flow, 'config', None),
            'classifier': getattr(clf, 'config', None)}
     fit = lambda: _fit_carma(scm, flow, clf, pool, hp, w, prior, seed, verbose)
     if cache: ck = cached_checkpoint('carma', cfg, fit)
@@ -207,9 +245,9 @@ def train_carma(scm: SCM | str, # the SCM
         ck = Checkpoint(sd, cfg, sc, None, extras)
     return _carma_from_checkpoint(ck, flow, clf)
 
-def _carma_from_checkpoint(ck: Checkpoint, flow: CausalFlow, clf: Classifier) -> CARMA:
+def _carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier) -> CARMA:
     cfg = ck.config
-    model = CARMA(flow, clf, cfg['hp'], tuple(ck.state_dict['z_range'].tolist()))
+    model = CARMA(cm, clf, cfg['hp'], tuple(ck.state_dict['z_range'].tolist()))
     model.load_state_dict(ck.state_dict, strict=False)
     model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
     model.config = cfg
@@ -219,22 +257,64 @@ def _carma_from_checkpoint(ck: Checkpoint, flow: CausalFlow, clf: Classifier) ->
 
 # %% ../nbs/07_carma.ipynb #5d1b4d1b
 def save_carma(model: CARMA, path) -> Path:
-    "Save CARMA with its flow and classifier (weights, scalers, configs) in one checkpoint."
-    cfg = {'kind': 'carma-model', 'scm': model.scm, 'hp': model.hp, 'flow_hidden': list(model.flow.hidden),
+    "Save CARMA with its causal model and classifier (weights, scalers, configs) in one checkpoint."
+    cm = model.causal_model
+    cfg = {'kind': 'carma-model', 'scm': model.scm, 'hp': model.hp,
+           'causal_class': f'{type(cm).__module__}.{type(cm).__qualname__}', 'causal_hidden': list(cm.hidden),
            'clf_hidden': list(model.clf.hidden), 'train_config': getattr(model, 'config', None)}
     return save_checkpoint(path, model.state_dict(), cfg)
 
+def _causal_class(path: str) -> type:
+    "The causal-model class named in a checkpoint; only this package's classes are accepted."
+    module, _, name = path.rpartition('.')
+    if not module.startswith('carma_nb.'): raise ValueError(f"checkpoint names causal model class {path!r}, which is not part of carma_nb")
+    return getattr(importlib.import_module(module), name)
+
 def load_carma(path, scm: str | None = None) -> CARMA:
-    "Load a saved CARMA model (flow and classifier included); with `scm`, refuse one of another SCM."
+    "Load a saved CARMA model (causal model and classifier included); with `scm`, refuse one of another SCM."
     ck = load_checkpoint(path, expect={'kind': 'carma-model', **({'scm': get_scm(scm).name} if scm else {})})
     cfg, sd = ck.config, ck.state_dict
     sub = lambda p: {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
-    flow = CausalFlow(cfg['scm'], tuple(cfg['flow_hidden']), StandardScaler(sub('flow.')['mean'], sub('flow.')['std']))
-    flow.load_state_dict(sub('flow.')); flow.freeze()
-    clf = Classifier(cfg['scm'], tuple(cfg['clf_hidden']), StandardScaler(sub('clf.')['mean'], sub('clf.')['std']))
-    clf.load_state_dict(sub('clf.')); clf.freeze()
-    model = _carma_from_checkpoint(Checkpoint(sd, cfg['train_config'] or {'hp': cfg['hp']}, None), flow, clf)
-    return model
+    cms, cs = sub('causal_model.'), sub('clf.')
+    cm = _causal_class(cfg['causal_class'])(cfg['scm'], tuple(cfg['causal_hidden']), StandardScaler(cms['mean'], cms['std']))
+    cm.load_state_dict(cms); cm.freeze()
+    clf = Classifier(cfg['scm'], tuple(cfg['clf_hidden']), StandardScaler(cs['mean'], cs['std']))
+    clf.load_state_dict(cs); clf.freeze()
+    return _carma_from_checkpoint(Checkpoint(sd, cfg['train_config'] or {'hp': cfg['hp']}, None), cm, clf)
+
+# %% ../nbs/07_carma.ipynb #23e1cc66
+METHOD_COLORS = {'CARMA': '#1b9e77', 'oracle': '#d95f02', 'DiCE-VAE': '#7570b3', 'CARMA (weighted)': '#e7298a',
+                 'oracle (weighted)': '#66a61e', 'CARMA (VACA)': '#e6ab02'}
+
+def plot_shifts(scm: SCM | str, # the SCM whose actionable features get one panel each
+                reports: dict, # method name -> RecourseReport (evaluate_recourse)
+                title: str = ''):
+    "Histograms of the shift x_CF − x_F of each actionable feature among the people who act on it, per method."
+    import matplotlib.pyplot as plt
+    scm = get_scm(scm)
+    fig, axes = plt.subplots(1, len(scm.actionable), figsize=(4 * len(scm.actionable), 3), squeeze=False)
+    for ax, j in zip(axes[0], scm.actionable):
+        for name, rep in reports.items():
+            s = rep.shift[rep.mask[:, j], j].numpy()
+            if len(s): ax.hist(s, bins=30, alpha=.6, color=METHOD_COLORS.get(name), label=f'{name} (n={len(s)})', density=True)
+        ax.set_title(scm.names[j]); ax.legend(fontsize=8)
+    fig.suptitle(title, y=1.05)
+    return fig
+
+def plot_feature_use(scm: SCM | str, reports: dict, title: str = ''):
+    "Two panels per method: % of people by number of features intervened, and % of people acting on each feature."
+    import matplotlib.pyplot as plt
+    scm = get_scm(scm)
+    colors = [METHOD_COLORS.get(n) for n in reports]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3))
+    counts = pd.DataFrame({n: pd.Series(r.mask.sum(1).numpy()).value_counts(normalize=True) * 100 for n, r in reports.items()})
+    counts.reindex(range(len(scm.actionable) + 1)).fillna(0).plot.bar(ax=a1, color=colors)
+    a1.set_xlabel('number of features intervened'); a1.set_ylabel('% of people')
+    pd.DataFrame({n: r.per_feature['intervened %'] for n, r in reports.items()}).plot.bar(ax=a2, color=colors)
+    a2.set_ylabel('% of people'); a2.set_xlabel('')
+    for ax in (a1, a2): ax.tick_params(axis='x', rotation=0)
+    fig.suptitle(title, y=1.03)
+    return fig
 
 # %% ../nbs/07_carma.ipynb #ecca7951
 PAPER_CARMA = pd.DataFrame({  # paper Table 1, CARMA columns: references shown next to ours, never results

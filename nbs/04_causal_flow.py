@@ -123,6 +123,8 @@ class CausalFlow(nn.Module):
         self.register_buffer('std', scaler.std.clone().float())
         self._prepared = {}   # dtype -> [(masked weight, bias), ...]; filled by freeze()
 
+    latent_size = 1   # one exogenous latent per node (CARMA's interface; VACA has 4)
+
     @property
     def n_features(self) -> int: return self.mean.shape[0]
     @property
@@ -149,7 +151,8 @@ class CausalFlow(nn.Module):
         if self.training or lins[0].weight.requires_grad:
             return [(m.mask * m.weight, m.bias) for m in lins]
         if dtype not in self._prepared:
-            self._prepared[dtype] = [((m.mask * m.weight).detach().to(dtype), m.bias.detach().to(dtype)) for m in lins]
+            with torch.inference_mode(False), torch.no_grad():   # normal tensors: usable later under autograd too (CARMA's training)
+                self._prepared[dtype] = [((m.mask * m.weight).to(dtype), m.bias.to(dtype)) for m in lins]
         return self._prepared[dtype]
 
     def conditioner(self, z: torch.Tensor # (n, D) standardised features

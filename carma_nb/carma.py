@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .classifier import Classifier, train_classifier
-from .core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoint, config_key,
+from .core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cache_dir, cached_checkpoint, config_key,
                            get_profile, load_checkpoint, progress, save_checkpoint)
 from .data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
 from .flow import CausalFlow, fit_flow
@@ -27,9 +27,10 @@ from .recourse import as_weights, evaluate_recourse, recourse_problem, rejected,
 from .scm import SCM, SCM_NAMES, get_scm
 
 # %% auto #0
-__all__ = ['CARMA_HPARAMS', 'DAMPING', 'WEIGHT_DECAY', 'METHOD_COLORS', 'PAPER_CARMA', 'carma_hparams', 'binary_gumbel_st', 'mlp',
-           'CARMA', 'Recommendation', 'mask_kl', 'mask_prior', 'validity_penalty', 'carma_loss', 'train_carma',
-           'save_carma', 'load_carma', 'plot_shifts', 'plot_feature_use', 'carma_table']
+__all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'WEIGHT_DECAY', 'SMALL_BATCH', 'METHOD_COLORS', 'PAPER_CARMA',
+           'carma_hparams', 'binary_gumbel_st', 'mlp', 'CARMA', 'Recommendation', 'NumpyPolicy', 'mask_kl',
+           'mask_prior', 'validity_penalty', 'hinge_temperature', 'carma_loss', 'StackedMLP', 'train_carma_seeds',
+           'train_carma', 'save_carma', 'load_carma', 'plot_shifts', 'plot_feature_use', 'carma_table']
 
 # %% ../nbs/07_carma.ipynb #0f2897c0
 CARMA_HPARAMS: dict[str, dict] = {
@@ -44,6 +45,7 @@ CARMA_HPARAMS: dict[str, dict] = {
     'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256, margin=0.003, tau=0.4),
 }
 DAMPING = 10.0       # c of the modified differential method of multipliers
+TEMPERATURE = 1.0    # our addition: the hinge sees σ(logit / T), T = max(1, TEMPERATURE · median |logit| of the rejected; 0 = the paper's loss)
 WEIGHT_DECAY = 5e-4
 
 def carma_hparams(scm: SCM | str, variant: str | None = None, **overrides) -> dict:
@@ -52,21 +54,22 @@ def carma_hparams(scm: SCM | str, variant: str | None = None, **overrides) -> di
     if variant not in (None, 'weighted', 'vaca'): raise ValueError(f"variant must be None, 'weighted' or 'vaca', got {variant!r}")
     key = f'{name}-{variant}' if variant else name
     if variant and key not in CARMA_HPARAMS: key = f'loan-{variant}'   # only loan was tuned for the variants; reuse its row
-    hp = dict(CARMA_HPARAMS.get(key, CARMA_HPARAMS['loan']))
+    hp = dict(CARMA_HPARAMS.get(key, CARMA_HPARAMS['loan']), temperature=TEMPERATURE)
     unknown = set(overrides) - set(hp)
     if unknown: raise ValueError(f"unknown CARMA hyperparameters {sorted(unknown)}; known: {sorted(hp)}")
     hp.update(overrides)
-    if not (hp['lr'] > 0 and hp['epochs'] >= 1 and hp['batch'] >= 1 and hp['tau'] > 0 and hp['margin'] >= 0):
-        raise ValueError(f"invalid CARMA hyperparameters {hp}: need lr > 0, epochs ≥ 1, batch ≥ 1, tau > 0, margin ≥ 0")
+    if not (hp['lr'] > 0 and hp['epochs'] >= 1 and hp['batch'] >= 1 and hp['tau'] > 0 and hp['margin'] >= 0 and hp['temperature'] >= 0):
+        raise ValueError(f"invalid CARMA hyperparameters {hp}: need lr > 0, epochs ≥ 1, batch ≥ 1, tau > 0, margin ≥ 0, temperature ≥ 0")
     return hp
 
 # %% ../nbs/07_carma.ipynb #6c83e4a8
 def binary_gumbel_st(diff: torch.Tensor, # (…) logit of "intervene" minus logit of "keep"
                      tau: float, # temperature τ
+                     u: torch.Tensor | None = None, # uniform(0, 1) draws shaped like diff (default: fresh ones)
                     ) -> torch.Tensor:
     "Straight-through hard Gumbel-softmax sample of the 'intervene' class of a two-class categorical."
     # for two classes, the difference of two Gumbel variables is Logistic(0, 1): one uniform draw per feature
-    u = torch.rand_like(diff).clamp_(1e-6, 1 - 1e-6)
+    u = (torch.rand_like(diff) if u is None else u).clamp(1e-6, 1 - 1e-6)
     soft = torch.sigmoid((diff + torch.log(u) - torch.log1p(-u)) / tau)
     return (soft > 0.5).to(diff.dtype) - soft.detach() + soft
 
@@ -145,6 +148,77 @@ def _recommend(self: CARMA, x: torch.Tensor) -> Recommendation:
 
 CARMA.recommend = _recommend
 
+# %% ../nbs/07_carma.ipynb #06086e63
+SMALL_BATCH = 64   # recommend() takes the NumPy path up to this many people (flow models)
+
+def _np_mlp(seq: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in seq if isinstance(m, nn.Linear)]
+
+def _np_relu_mlp(h, layers):
+    for k, (w, b) in enumerate(layers):
+        h = h @ w + b
+        if k < len(layers) - 1: h = np.maximum(h, 0)
+    return h
+
+class NumpyPolicy:
+    "A frozen CARMA model (flow as causal model) evaluated in NumPy: the same results as `recommend`, less overhead per call."
+    def __init__(self, model: CARMA):
+        cm, clf = model.causal_model, model.clf
+        if not hasattr(cm, '_layers') or getattr(cm, 'latent_size', 1) != 1:
+            raise TypeError(f"the NumPy path needs a causal flow (masked-MLP conditioner); got {type(cm).__name__}")
+        f32 = lambda t: t.detach().float().numpy().copy()
+        self.D, self.height = model.n_features, cm.height.numpy().copy()
+        self.clf = (_np_mlp(clf.net), f32(clf.mean), f32(clf.std))
+        self.flow = ([(f32(w).T.copy(), f32(b)) for w, b in cm._layers(torch.float32)], f32(cm.mean), f32(cm.std))
+        self.mask_net, self.action_net = _np_mlp(model.mask_net), _np_mlp(model.action_net)
+        self.actionable = f32(model.actionable)
+        self.lo, self.hi = (float(v) for v in model.z_range)
+        self.log_slope = abs(math.log(1e-3))
+
+    def prob(self, x):
+        layers, mean, std = self.clf
+        return 1 / (1 + np.exp(-_np_relu_mlp((x - mean) / std, layers)[:, 0]))
+
+    def _conditioner(self, z):
+        layers = self.flow[0]
+        h = z
+        for k, (w, b) in enumerate(layers):
+            h = h @ w + b
+            if k < len(layers) - 1: h = np.where(h > 0, h, np.expm1(np.minimum(h, 0)))
+        h = h.reshape(len(z), self.D, 2)
+        a = h[..., 1]
+        return h[..., 0], a / (1 + np.abs(a) / self.log_slope)
+
+    def recommend(self, x: np.ndarray):
+        "(mask, values, x_cf, prob, accepted) as NumPy arrays for raw features x (n, D) float32."
+        _, fmean, fstd = self.flow
+        accepted = self.prob(x) >= 0.5
+        z = (x - fmean) / fstd
+        b, s = self._conditioner(z)
+        u = z * np.exp(s) + b
+        logits = _np_relu_mlp(u, self.mask_net).reshape(len(x), self.D, 2)
+        a = (logits[..., 1] > logits[..., 0]).astype(np.float32) * self.actionable * ~accepted[:, None]
+        delta = np.clip(_np_relu_mlp(np.concatenate([u, a], 1), self.action_net), self.lo, self.hi)
+        u_cf, zc = u + a * delta, z                 # start from the factual: only the acted nodes' descendants move
+        acted = a.any(0)
+        for _ in range(1 + int(self.height[acted].max()) if acted.any() else 0):   # 1 + the longest path below an acted node
+            b, s = self._conditioner(zc)
+            zc = (u_cf - b) * np.exp(-s)
+        x_cf = np.where(accepted[:, None], x, zc * fstd + fmean)
+        mask = a.astype(bool)
+        return mask, np.where(mask, x_cf, x), x_cf, self.prob(x_cf), accepted
+
+def _recommend_dispatch(self: CARMA, x) -> Recommendation:
+    "Recommendations for raw features x (n, D): the NumPy path for small batches with a flow, torch otherwise."
+    x = as_features(x, self.n_features, 'x', self.names)
+    if len(x) <= SMALL_BATCH and x.dtype == torch.float32 and hasattr(self.causal_model, '_layers'):
+        if getattr(self, '_np_policy', None) is None: self._np_policy = NumpyPolicy(self)
+        out = self._np_policy.recommend(x.numpy())
+        return Recommendation(*(torch.from_numpy(np.ascontiguousarray(o)) for o in out))
+    return _recommend(self, x)
+
+CARMA.recommend = _recommend_dispatch
+
 # %% ../nbs/07_carma.ipynb #3911461e
 def mask_kl(logits: torch.Tensor, # (n, D, 2) mask logits
             prior: torch.Tensor, # (D,) prior probability of intervening π_j
@@ -165,18 +239,22 @@ def mask_prior(weights: torch.Tensor, # (D,) preference weights w_j ≥ 1
 
 def validity_penalty(p: torch.Tensor, # (B,) classifier probabilities of the counterfactuals
                      margin: float, # hinge margin ε
-                     lam: float, # current multiplier λ
+                     lam: float | torch.Tensor, # current multiplier λ (one per stacked model: shape p.shape[:-1])
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    "(λ + c·sg(g))·g and the hinge g = mean max(0, 1 + ε − 2p): the damped multiplier term of SPEC §8."
-    g = F.relu(1 + margin - 2 * p).mean()
+    "(λ + c·sg(g))·g and the hinge g = mean max(0, 1 + ε − 2p) over the last axis: the damped multiplier term of SPEC §8."
+    g = F.relu(1 + margin - 2 * p).mean(-1)
     return (lam + DAMPING * g.detach()) * g, g
 
+def hinge_temperature(clf, x: torch.Tensor, factor: float) -> float:
+    "T = max(1, factor · median |logit| of the people x): the classifier temperature the hinge uses while training."
+    with torch.no_grad(): return max(1.0, factor * float(clf.logits(x, check=False).abs().median()))
+
 def carma_loss(model: CARMA, problem, xb: torch.Tensor, zb: torch.Tensor, weights: torch.Tensor,
-               prior: torch.Tensor, lam: float) -> tuple[torch.Tensor, dict]:
-    "CARMA's loss on one batch, and its parts (cost, kl, hinge, validity) as floats."
+               prior: torch.Tensor, lam: float, temperature: float = 1.0) -> tuple[torch.Tensor, dict]:
+    "CARMA's loss on one batch (one model; the stacked trainer computes the same per model), and its parts as floats."
     a, delta, logits = model.policy(zb, sample=True)
     x_cf = model.causal_model.latent_counterfactual(zb, a, delta)
-    p = model.clf.predict_proba(x_cf, check=False)
+    p = torch.sigmoid(model.clf.logits(x_cf, check=False) / temperature)
     cost = problem.cost(xb, x_cf, a, weights).mean()
     kl = mask_kl(logits, prior, model.actionable).mean()
     penalty, g = validity_penalty(p, model.hp['margin'], lam)
@@ -185,49 +263,82 @@ def carma_loss(model: CARMA, problem, xb: torch.Tensor, zb: torch.Tensor, weight
                   'valid': float((p >= 0.5).float().mean())}
 
 # %% ../nbs/07_carma.ipynb #e0dbd5e1
-def _fit_carma(scm, cm, clf, pool, hp, weights, prior_kind, seed, verbose):
-    torch.manual_seed(seed)
+class StackedMLP(nn.Module):
+    "S independent ReLU MLPs with `mlp`'s architecture and init, evaluated by batched matmuls: (S, n, i) → (S, n, o)."
+    def __init__(self, sizes: list[int], generators: list[torch.Generator]):
+        super().__init__()
+        gain = nn.init.calculate_gain('relu')
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            bound = gain * math.sqrt(6 / (a + b))                       # Xavier-uniform, as nn.init.xavier_uniform_
+            self.weights.append(nn.Parameter(torch.stack([(torch.rand(a, b, generator=g) * 2 - 1) * bound for g in generators])))
+            self.biases.append(nn.Parameter(torch.full((len(generators), 1, b), 0.01)))
+
+    def forward(self, h):
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b, h, w)
+            if k < len(self.weights) - 1: h = F.relu(h)
+        return h
+
+    def member(self, s: int, prefix: str) -> dict:
+        "The state dict of member `s` as an `mlp` (nn.Sequential) under `prefix`."
+        return {**{f'{prefix}.{2 * k}.weight': w[s].detach().T.contiguous() for k, w in enumerate(self.weights)},
+                **{f'{prefix}.{2 * k}.bias': b[s, 0].detach().clone() for k, b in enumerate(self.biases)}}
+
+def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose):
+    "Train one CARMA per seed, all at once: each seed has its own init, batch order and Gumbel noise."
+    t0 = time.perf_counter()
     problem = recourse_problem(scm, pool, weights)
     with torch.no_grad():
         x = rejected(clf, pool.train.x)
         z = cm.abduct(x)
-    z_range = (math.floor(float(z.min())), math.ceil(float(z.max())))
-    model = CARMA(cm, clf, hp, z_range)
+    lo, hi = math.floor(float(z.min())), math.ceil(float(z.max()))
+    T = hinge_temperature(clf, x, hp['temperature'])
+    S, N, D, dz = len(seeds), len(x), scm.n_features, cm.latent_size
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    mask_net = StackedMLP([D * dz, *hp['mask_hidden'], 2 * D], gens)
+    action_net = StackedMLP([D * dz + D, *hp['action_hidden'], D * dz], gens)
+    act = torch.zeros(D); act[scm.actionable] = 1.
     w = problem.weights
     prior = mask_prior(w, prior_kind)
-    params = [*model.mask_net.parameters(), *model.action_net.parameters()]
-    opt = torch.optim.Adam(params, lr=hp["lr"], weight_decay=WEIGHT_DECAY, fused=True)
-    g = torch.Generator().manual_seed(seed)
-    lam, curves = 0.0, {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
-    for _ in progress(range(hp['epochs']), desc=f'CARMA {scm.name}', disable=None if verbose else True):
-        sums, n = dict.fromkeys(('cost', 'kl', 'hinge', 'valid'), 0.), 0
-        for idx in torch.randperm(len(x), generator=g).split(hp['batch']):
-            loss, parts = carma_loss(model, problem, x[idx], z[idx], w, prior, lam)
+    opt = torch.optim.Adam([*mask_net.parameters(), *action_net.parameters()], lr=hp['lr'], weight_decay=WEIGHT_DECAY, fused=True)
+    lam, curves = torch.zeros(S), {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
+    for _ in progress(range(hp['epochs']), desc=f'CARMA {scm.name} ×{S}', disable=None if verbose else True):
+        sums = torch.zeros(4, S)
+        perms = torch.stack([torch.randperm(N, generator=g) for g in gens])
+        for k in range(0, N, hp['batch']):
+            idx = perms[:, k:k + hp['batch']]
+            xb, zb, b = x[idx], z[idx], idx.shape[1]                           # (S, b, D), (S, b, D·d_z)
+            logits = mask_net(zb).unflatten(-1, (D, 2))
+            u = torch.stack([torch.rand(b, D, generator=g) for g in gens])
+            a = binary_gumbel_st(logits[..., 1] - logits[..., 0], hp['tau'], u) * act
+            delta = action_net(torch.cat([zb, a], -1)).clamp(lo, hi)
+            x_cf = cm.latent_counterfactual(zb.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
+            p = torch.sigmoid(clf.logits(x_cf, check=False) / T).view(S, b)
+            cost = problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), w).view(S, b).mean(-1)
+            kl = mask_kl(logits, prior, act).mean(-1)
+            penalty, g = validity_penalty(p, hp['margin'], lam)
+            loss = (cost + kl + penalty).sum()                                   # the models share no parameter
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-            lam = max(0.0, lam + parts['hinge'])
-            for k in sums: sums[k] += parts[k] * len(idx)
-            n += len(idx)
-        for k in sums: curves[k].append(sums[k] / n)
-        curves['lambda'].append(lam)
-    sd = {k: v for k, v in model.state_dict().items() if k.startswith(('mask_net.', 'action_net.', 'actionable', 'z_range'))}
-    return sd, None, {f'history_{k}': torch.tensor(v) for k, v in curves.items()}
+            lam = (lam + g.detach()).clamp_(min=0)
+            sums += torch.stack([cost.detach(), kl.detach(), g.detach(), (p >= 0.5).float().mean(-1)]) * b
+        for k, v in zip(('cost', 'kl', 'hinge', 'valid'), sums / N): curves[k].append(v)
+        curves['lambda'].append(lam.clone())
+    seconds = (time.perf_counter() - t0) / S
+    out = []
+    for s in range(S):
+        sd = {**mask_net.member(s, 'mask_net'), **action_net.member(s, 'action_net'),
+              'actionable': act.clone(), 'z_range': torch.tensor([lo, hi], dtype=torch.float32)}
+        extras = {f'history_{k}': torch.stack(v)[:, s].clone() for k, v in curves.items()}
+        out.append((sd, None, {**extras, 'train_seconds': torch.tensor(seconds), 'stacked_seeds': torch.tensor(S), 'temperature_T': torch.tensor(T)}))
+    return out
 
-def train_carma(scm: SCM | str, # the SCM
-                clf: Classifier, # its frozen classifier
-                flow, # its fitted causal model: the CausalFlow (or a VACA, chapter 9)
-                pool: Pool | Pools | None = None, # the recourse pool (default: make_pools(scm).recourse)
-                hparams: dict | None = None, # overrides of the paper's hyperparameters (carma_hparams)
-                profile: str | Profile | None = None, # scales the epochs (paper: as in SPEC §8)
-                seed: int = 0, # initialisation, Gumbel noise, batch order
-                weights=None, # preference weights (chapter 8)
-                prior: str = 'uniform', # mask prior: 'uniform' (π = 0.5) or 'preference' (π = 1/(2w))
-                variant: str | None = None, # Table 5 row: None, 'weighted' (default when weights are given) or 'vaca'
-                cache: bool = True, verbose: bool = True) -> CARMA:
-    "Train (or fetch from the cache) CARMA's mask and action networks for `scm` (SPEC §8)."
+def _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant):
+    "Validated inputs and the cache configuration (without the seed) of a CARMA training run."
     scm = get_scm(scm)
     for what, m in (('classifier', clf), ('causal model', flow)):
         if m.scm != scm.name: raise ValueError(f"the {what} was trained for {m.scm!r}, not {scm.name!r}")
-    if prior not in ('uniform', 'preference'): raise ValueError(f"prior must be 'uniform' or 'preference', got {prior!r}")
+    mask_prior(torch.ones(1), prior)                                             # validates `prior`
     pool = resolve_pool(scm, pool, 'recourse')
     if variant is None and weights is not None: variant = 'weighted'
     hp = carma_hparams(scm, variant, **(hparams or {}))
@@ -235,15 +346,40 @@ def train_carma(scm: SCM | str, # the SCM
         hp['epochs'] = max(1, round(hp['epochs'] * get_profile(profile).carma_epoch_frac))
     hp = {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()}
     w = as_weights(scm, weights)
-    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hp': hp, 'seed': seed, 'prior': prior,
-           'weights': w.tolist(), 'train': split_id(pool.train), 'causal_model': getattr(flow, 'config', None),
-           'classifier': getattr(clf, 'config', None)}
-    fit = lambda: _fit_carma(scm, flow, clf, pool, hp, w, prior, seed, verbose)
-    if cache: ck = cached_checkpoint('carma', cfg, fit)
-    else:
-        sd, sc, extras = fit()
-        ck = Checkpoint(sd, cfg, sc, None, extras)
-    return _carma_from_checkpoint(ck, flow, clf)
+    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'carma_trainer': 'stacked-1', 'scm': scm.name, 'hp': hp,
+           'prior': prior, 'weights': w.tolist(), 'train': split_id(pool.train),
+           'causal_model': getattr(flow, 'config', None), 'classifier': getattr(clf, 'config', None)}
+    return scm, pool, hp, w, cfg
+
+def train_carma_seeds(scm: SCM | str, # the SCM
+                      clf: Classifier, # its frozen classifier
+                      flow, # its fitted causal model: the CausalFlow (or a VACA, chapter 9)
+                      pool: Pool | Pools | None = None, # the recourse pool (default: make_pools(scm).recourse)
+                      seeds=(0,), # one model per seed; the missing ones are trained together
+                      hparams: dict | None = None, # overrides of the paper's hyperparameters (carma_hparams)
+                      profile: str | Profile | None = None, # scales the epochs (paper: as in SPEC §8)
+                      weights=None, # preference weights (chapter 8)
+                      prior: str = 'uniform', # mask prior: 'uniform' (π = 0.5) or 'preference' (π = 1/(2w))
+                      variant: str | None = None, # Table 5 row: None, 'weighted' (default when weights are given) or 'vaca'
+                      cache: bool = True, verbose: bool = True) -> list[CARMA]:
+    "CARMA models for several seeds (SPEC §8): cached ones are loaded, the others trained at once as a stack."
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds): raise ValueError(f"seeds must be distinct and non-empty, got {seeds}")
+    scm, pool, hp, w, base = _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant)
+    cfgs = [{**base, 'seed': s} for s in seeds]
+    todo = [i for i, c in enumerate(cfgs) if not (cache and (cache_dir()/'carma'/f'{config_key(c)}.pt').exists())]
+    fits = dict(zip(todo, _fit_carma_seeds(scm, flow, clf, pool, hp, w, prior, [seeds[i] for i in todo], verbose))) if todo else {}
+    models = []
+    for i, cfg in enumerate(cfgs):
+        ck = cached_checkpoint('carma', cfg, lambda i=i: fits[i]) if cache else Checkpoint(fits[i][0], cfg, None, None, fits[i][2])
+        models.append(_carma_from_checkpoint(ck, flow, clf))
+    return models
+
+def train_carma(scm: SCM | str, clf: Classifier, flow, pool: Pool | Pools | None = None, hparams: dict | None = None,
+                profile: str | Profile | None = None, seed: int = 0, weights=None, prior: str = 'uniform',
+                variant: str | None = None, cache: bool = True, verbose: bool = True) -> CARMA:
+    "Train (or fetch from the cache) CARMA's mask and action networks for `scm` and one seed (see `train_carma_seeds`)."
+    return train_carma_seeds(scm, clf, flow, pool, [seed], hparams, profile, weights, prior, variant, cache, verbose)[0]
 
 def _carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier) -> CARMA:
     cfg = ck.config

@@ -164,7 +164,8 @@ def project_root() -> Path:
     return here
 
 def figure_dir(profile: str | Profile | None = None) -> Path:
-    "`figures/` for the paper profile; the git-ignored `figures/_quick/` for any other."
+    "`$CARMA_FIGURE_DIR` if set; else `figures/` for the paper profile and the git-ignored `figures/_quick/` for any other."
+    if os.environ.get('CARMA_FIGURE_DIR'): return Path(os.environ['CARMA_FIGURE_DIR'])
     p = get_profile(profile)
     return project_root()/'figures' if p.name == 'paper' else project_root()/'figures'/'_quick'
 

@@ -50,9 +50,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carma_nb.carma import Recommendation, mlp, train_carma, validity_penalty, WEIGHT_DECAY
+from carma_nb.carma import (TEMPERATURE, WEIGHT_DECAY, Recommendation, StackedMLP, hinge_temperature, mlp, train_carma_seeds,
+                            validity_penalty)
 from carma_nb.classifier import Classifier
-from carma_nb.core import TRAINER_VERSION, Checkpoint, as_features, cached_checkpoint, get_profile, progress
+from carma_nb.core import TRAINER_VERSION, Checkpoint, as_features, cache_dir, cached_checkpoint, config_key, get_profile, progress
 from carma_nb.data import Pool, Pools, resolve_pool, split_id
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import oracle_reference
@@ -72,7 +73,8 @@ from carma_nb.data import make_pools
 # ## Hyperparameters
 #
 # The paper's Table 4: one hidden layer of 64, lr $5\cdot10^{-5}$, batch 128, 250 epochs (loan 200),
-# and a margin per SCM. The profile scales the epochs as it does for CARMA.
+# and a margin per SCM. The profile scales the epochs as it does for CARMA. Its validity hinge sees the
+# classifier at the same temperature as CARMA's (chapter 7), so both methods get the same training signal.
 
 # %%
 #| export
@@ -82,11 +84,12 @@ DICE_MARGIN = {'triangle-lin': 0.003, 'collider-lin': 0.003, 'chain-lin': 0.003,
 def dice_hparams(scm: SCM | str, **overrides) -> dict:
     "The paper's DiCE-VAE hyperparameters for `scm` (Table 4), with overrides."
     name = get_scm(scm).name
-    hp = dict(lr=5e-5, hidden=64, batch=128, epochs=200 if name == 'loan' else 250, margin=DICE_MARGIN.get(name, 0.003))
+    hp = dict(lr=5e-5, hidden=64, batch=128, epochs=200 if name == 'loan' else 250, margin=DICE_MARGIN.get(name, 0.003),
+              temperature=TEMPERATURE)   # the hinge's classifier temperature, as for CARMA (chapter 7)
     unknown = set(overrides) - set(hp)
     if unknown: raise ValueError(f"unknown DiCE-VAE hyperparameters {sorted(unknown)}; known: {sorted(hp)}")
     hp.update(overrides)
-    if not (hp['lr'] > 0 and hp['hidden'] >= 1 and hp['batch'] >= 1 and hp['epochs'] >= 1 and hp['margin'] >= 0):
+    if not (hp['lr'] > 0 and hp['hidden'] >= 1 and hp['batch'] >= 1 and hp['epochs'] >= 1 and hp['margin'] >= 0 and hp['temperature'] >= 0):
         raise ValueError(f"invalid DiCE-VAE hyperparameters {hp}: need lr > 0, hidden, batch, epochs ≥ 1, margin ≥ 0")
     return hp
 
@@ -146,68 +149,95 @@ class DiceVAE(nn.Module):
 
 
 # %% [markdown]
-# The loss — edit distance, KL, damped hinge — on one batch:
+# The loss — edit distance, KL, damped hinge — on one batch of one model (the training below computes
+# the same for all seeds at once, stacked like CARMA's in chapter 7):
 
 # %%
 #| export
-def dice_loss(model: DiceVAE, xb: torch.Tensor, lam: float) -> tuple[torch.Tensor, dict]:
-    "DiCE-VAE's loss on one batch of raw rows, and its parts as floats."
+def dice_loss(model: DiceVAE, xb: torch.Tensor, lam: float, temperature: float = 1.0) -> tuple[torch.Tensor, dict]:
+    "DiCE-VAE's loss on one batch of raw rows (hinge on σ(logit / temperature)), and its parts as floats."
     x_new, mu, logvar = model.edit(xb, sample=True)
-    p = model.clf.predict_proba(x_new, check=False)
+    p = torch.sigmoid(model.clf.logits(x_new, check=False) / temperature)
     dist = model.problem.cost(xb, x_new, model.mutable.expand_as(xb)).mean()
     kl = (0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(-1)).mean()
     penalty, g = validity_penalty(p, model.hp['margin'], lam)
     return dist + kl + penalty, {'cost': float(dist.detach()), 'kl': float(kl.detach()), 'hinge': float(g.detach()),
                                  'valid': float((p >= 0.5).float().mean())}
 
-def _fit_dice(problem, clf, pool, hp, seed, verbose):
-    torch.manual_seed(seed)
+def _fit_dice_seeds(problem, clf, pool, hp, seeds, verbose):
+    "Train one DiCE-VAE per seed, all at once (stacked, as CARMA in chapter 7); each seed has its own init, order and noise."
+    t0 = time.perf_counter()
     with torch.no_grad(): x = rejected(clf, pool.train.x)
-    model = DiceVAE(problem, clf, hp)
-    opt = torch.optim.Adam([*model.encoder.parameters(), *model.decoder.parameters()], lr=hp['lr'], weight_decay=WEIGHT_DECAY)
-    g = torch.Generator().manual_seed(seed)
-    lam, curves = 0.0, {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
-    for _ in progress(range(hp['epochs']), desc=f'DiCE-VAE {problem.scm.name}', disable=None if verbose else True):
-        sums, n = dict.fromkeys(('cost', 'kl', 'hinge', 'valid'), 0.), 0
-        for idx in torch.randperm(len(x), generator=g).split(hp['batch']):
-            loss, parts = dice_loss(model, x[idx], lam)
+    S, N, D, H = len(seeds), len(x), problem.scm.n_features, hp['hidden']
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    enc, dec = StackedMLP([D, H, 2 * D], gens), StackedMLP([2 * D, H, D], gens)
+    mutable = torch.zeros(D); mutable[problem.scm.actionable] = 1.
+    T = hinge_temperature(clf, x, hp['temperature'])
+    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=hp['lr'], weight_decay=WEIGHT_DECAY, fused=True)
+    lam, curves = torch.zeros(S), {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
+    for _ in progress(range(hp['epochs']), desc=f'DiCE-VAE {problem.scm.name} ×{S}', disable=None if verbose else True):
+        sums = torch.zeros(4, S)
+        perms = torch.stack([torch.randperm(N, generator=g) for g in gens])
+        for k in range(0, N, hp['batch']):
+            idx = perms[:, k:k + hp['batch']]
+            xb, b = x[idx], idx.shape[1]
+            xt = problem.standardise(xb)
+            mu, logvar = enc(xt).chunk(2, -1)
+            eps = torch.stack([torch.randn(b, D, generator=g) for g in gens])
+            xt_new = xt + dec(torch.cat([mu + eps * (0.5 * logvar).exp(), xt], -1)) * mutable
+            x_new = torch.where(mutable.bool(), xt_new * problem.std + problem.mean, xb).flatten(0, 1)
+            p = torch.sigmoid(clf.logits(x_new, check=False) / T).view(S, b)
+            dist = problem.cost(xb.flatten(0, 1), x_new, mutable.expand(S * b, D)).view(S, b).mean(-1)
+            kl = (0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(-1)).mean(-1)
+            penalty, g = validity_penalty(p, hp['margin'], lam)
+            loss = (dist + kl + penalty).sum()
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-            lam = max(0.0, lam + parts['hinge'])
-            for k in sums: sums[k] += parts[k] * len(idx)
-            n += len(idx)
-        for k in sums: curves[k].append(sums[k] / n)
-        curves['lambda'].append(lam)
-    sd = {k: v for k, v in model.state_dict().items() if k.startswith(('encoder.', 'decoder.', 'mutable'))}
-    return sd, None, {f'history_{k}': torch.tensor(v) for k, v in curves.items()}
+            lam = (lam + g.detach()).clamp_(min=0)
+            sums += torch.stack([dist.detach(), kl.detach(), g.detach(), (p >= 0.5).float().mean(-1)]) * b
+        for k, v in zip(('cost', 'kl', 'hinge', 'valid'), sums / N): curves[k].append(v)
+        curves['lambda'].append(lam.clone())
+    seconds = (time.perf_counter() - t0) / S
+    return [({**enc.member(s, 'encoder'), **dec.member(s, 'decoder'), 'mutable': mutable.clone()}, None,
+             {**{f'history_{k}': torch.stack(v)[:, s].clone() for k, v in curves.items()}, 'train_seconds': torch.tensor(seconds)})
+            for s in range(S)]
 
-def train_dice_vae(scm: SCM | str, # the SCM
-                   clf: Classifier, # its frozen classifier
-                   pool: Pool | Pools | None = None, # the recourse pool (default: make_pools(scm).recourse)
-                   hparams: dict | None = None, # overrides of dice_hparams
-                   profile=None, # scales the epochs (paper: Table 4)
-                   seed: int = 0, cache: bool = True, verbose: bool = True) -> DiceVAE:
-    "Train (or fetch from the cache) the DiCE-VAE baseline on the rejected recourse-training people (SPEC §10)."
+def train_dice_vae_seeds(scm: SCM | str, # the SCM
+                         clf: Classifier, # its frozen classifier
+                         pool: Pool | Pools | None = None, # the recourse pool (default: make_pools(scm).recourse)
+                         seeds=(0,), # one model per seed; the missing ones are trained together
+                         hparams: dict | None = None, # overrides of dice_hparams
+                         profile=None, # scales the epochs (paper: Table 4)
+                         cache: bool = True, verbose: bool = True) -> list[DiceVAE]:
+    "DiCE-VAE baselines for several seeds, trained on the rejected recourse-training people (SPEC §10)."
     scm = get_scm(scm)
     if clf.scm != scm.name: raise ValueError(f"the classifier was trained for {clf.scm!r}, not {scm.name!r}")
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds): raise ValueError(f"seeds must be distinct and non-empty, got {seeds}")
     pool = resolve_pool(scm, pool, 'recourse')
     hp = dice_hparams(scm, **(hparams or {}))
     if not hparams or 'epochs' not in hparams:
         hp['epochs'] = max(1, round(hp['epochs'] * get_profile(profile).carma_epoch_frac))
     problem = recourse_problem(scm, pool)
-    cfg = {'kind': 'dice-vae', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hp': hp, 'seed': seed,
-           'train': split_id(pool.train), 'classifier': getattr(clf, 'config', None)}
-    fit = lambda: _fit_dice(problem, clf, pool, hp, seed, verbose)
-    if cache: ck = cached_checkpoint('dice-vae', cfg, fit)
-    else:
-        sd, _, extras = fit()
-        ck = Checkpoint(sd, cfg, None, None, extras)
-    model = DiceVAE(problem, clf, ck.config['hp'])
-    model.load_state_dict(ck.state_dict, strict=False)
-    model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
-    model.config = ck.config
-    model.eval()
-    for p in model.parameters(): p.requires_grad_(False)
-    return model
+    cfgs = [{'kind': 'dice-vae', 'trainer': TRAINER_VERSION, 'dice_trainer': 'stacked-1', 'scm': scm.name, 'hp': hp, 'seed': s,
+             'train': split_id(pool.train), 'classifier': getattr(clf, 'config', None)} for s in seeds]
+    todo = [i for i, c in enumerate(cfgs) if not (cache and (cache_dir()/'dice-vae'/f'{config_key(c)}.pt').exists())]
+    fits = dict(zip(todo, _fit_dice_seeds(problem, clf, pool, hp, [seeds[i] for i in todo], verbose))) if todo else {}
+    models = []
+    for i, cfg in enumerate(cfgs):
+        ck = cached_checkpoint('dice-vae', cfg, lambda i=i: fits[i]) if cache else Checkpoint(fits[i][0], cfg, None, None, fits[i][2])
+        model = DiceVAE(problem, clf, ck.config['hp'])
+        model.load_state_dict(ck.state_dict, strict=False)
+        model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
+        model.config = ck.config
+        model.eval()
+        for p in model.parameters(): p.requires_grad_(False)
+        models.append(model)
+    return models
+
+def train_dice_vae(scm: SCM | str, clf: Classifier, pool: Pool | Pools | None = None, hparams: dict | None = None,
+                   profile=None, seed: int = 0, cache: bool = True, verbose: bool = True) -> DiceVAE:
+    "Train (or fetch from the cache) one DiCE-VAE (see `train_dice_vae_seeds`)."
+    return train_dice_vae_seeds(scm, clf, pool, [seed], hparams, profile, cache, verbose)[0]
 
 
 # %% [markdown]
@@ -243,6 +273,11 @@ m = DiceVAE(dice.problem, dice.clf, dice.hp); m.load_state_dict(dice.state_dict(
 loss, _ = dice_loss(m, ref.people[:32], 1.0); loss.backward()
 assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in [*m.encoder.parameters(), *m.decoder.parameters()] if p.ndim == 2)
 test_fail(lambda: train_dice_vae('loan', train_classifier('chain-lin', verbose=False)), contains="trained for 'chain-lin'")
+# seeds are trained together (stacked, as CARMA's): a seed trained alone or in a stack gives the same model
+alone = train_dice_vae('loan', ref.clf, ref.pools.recourse, hparams={'epochs': 2}, seed=1, cache=False, verbose=False)
+both = train_dice_vae_seeds('loan', ref.clf, ref.pools.recourse, seeds=[0, 1], hparams={'epochs': 2}, cache=False, verbose=False)
+for k, v in alone.state_dict().items():
+    if k.startswith(('encoder', 'decoder')): test_close(both[1].state_dict()[k], v, eps=1e-5)
 
 # %% [markdown]
 # ## All seven SCMs: DiCE-VAE vs CARMA vs the oracle
@@ -263,10 +298,11 @@ def baseline_table(profile=None, scms=SCM_NAMES, seed0: int = 0, verbose: bool =
     for name in scms:
         ref = oracle_reference(name, p)
         flow = fit_flow(name, ref.pools.causal, p, verbose=False)
+        seeds = range(seed0, seed0 + p.seeds)
         per = {'DiCE-VAE': [], 'CARMA': []}
-        for s in range(seed0, seed0 + p.seeds):
-            for method, model in (('DiCE-VAE', train_dice_vae(name, ref.clf, ref.pools.recourse, profile=p, seed=s, verbose=verbose)),
-                                  ('CARMA', train_carma(name, ref.clf, flow, ref.pools.recourse, profile=p, seed=s, verbose=verbose))):
+        for method, models in (('DiCE-VAE', train_dice_vae_seeds(name, ref.clf, ref.pools.recourse, seeds, profile=p, verbose=verbose)),
+                               ('CARMA', train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds, profile=p, verbose=verbose))):
+            for s, model in zip(seeds, models):
                 r = model.recommend(ref.people)
                 rep = evaluate_recourse(ref.problem, ref.clf, ref.people, r.mask, r.values, r.x_cf)
                 per[method].append(rep.metrics)

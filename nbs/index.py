@@ -30,9 +30,14 @@
 # | 04 causal flow | `carma_nb.flow` | a causal normalizing flow learned from data and the graph; its quality vs the true SCM |
 # | 05 recourse | `carma_nb.recourse` | actions, cost, coverage, causal validity: the metrics every method shares |
 # | 06 oracle | `carma_nb.oracle` | the combinatorial causal oracle, as a loop and batched over people × candidates |
-# | 07 carma | `carma_nb.carma` | CARMA's mask and action networks, their loss and training (in progress: paper-scale results pending) |
+# | 07 carma | `carma_nb.carma` | CARMA's mask and action networks, their loss, stacked multi-seed training |
+# | 08 preferences | `carma_nb.preferences` | population preference weights in the cost and the mask prior (paper Table 7, Figs. 4–5) |
+# | 09 vaca | `carma_nb.vaca` | VACA, a graph VAE, as a second causal model for CARMA (paper Fig. 3) |
+# | 10 dice vae | `carma_nb.dice_vae` | the non-causal amortized baseline DiCE-VAE (paper Figs. 9–10) |
+# | 11 experiments | `carma_nb.experiments` | the experiment runner and the `carma-nb` command line (reproduce, recommend, tune) |
+# | 12 paper | `carma_nb.paper` | Table 1, Table 7 and every figure of the paper, our numbers next to the paper's |
 #
-# Later chapters (preferences, VACA, DiCE-VAE, experiments) are on the way. Measured speeds are in `benchmarks/RESULTS.md`; paper-fidelity figures and tables in `figures/`.
+# Measured speeds are in `benchmarks/RESULTS.md`; paper-fidelity figures and tables in `figures/`.
 
 # %% [markdown]
 # ## Install

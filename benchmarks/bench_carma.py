@@ -1,0 +1,64 @@
+"""CARMA speed (issue #5): training at paper settings and inference, on loan.
+
+  A. train one loan CARMA model at paper settings (450 epochs, batch 256), not cached, one torch thread;
+  B. train ten seeds at once (stacked) and report the time per model, and its ratio to A;
+  C. latency per person at batch size 1 (median over 200 people): `recommend` (NumPy path for small
+     batches) vs the torch path, and their ratio;
+  D. the whole rejected test set in one batch: microseconds per person.
+The NumPy and torch paths are checked to agree before they are timed. Ratios come from one run.
+
+    python benchmarks/bench_carma.py [--write] [--seeds 10]
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+from _results import machine, median_time, write_section
+from carma_nb.carma import _recommend, train_carma_seeds
+from carma_nb.flow import fit_flow
+from carma_nb.oracle import oracle_reference
+
+
+def latency(fn, people, n=200):
+    ts = []
+    for i in range(min(n, len(people))):
+        x = people[i:i + 1]
+        t0 = time.perf_counter(); fn(x); ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main(write=False, seeds=10):
+    torch.set_num_threads(1)
+    ref = oracle_reference('loan', 'paper')
+    flow = fit_flow('loan', ref.pools.causal, 'paper', verbose=False)
+    t0 = time.perf_counter()
+    one = train_carma_seeds('loan', ref.clf, flow, ref.pools.recourse, seeds=[0], profile='paper', cache=False, verbose=False)[0]
+    one_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    train_carma_seeds('loan', ref.clf, flow, ref.pools.recourse, seeds=range(seeds), profile='paper', cache=False, verbose=False)
+    many_s = (time.perf_counter() - t0) / seeds
+    people = ref.people
+    fast, slow = one.recommend(people[:64]), _recommend(one, people[:64])
+    assert torch.equal(fast.mask, slow.mask) and torch.allclose(fast.values, slow.values, atol=1e-3)
+    lat_fast, lat_torch = latency(one.recommend, people), latency(lambda x: _recommend(one, x), people)
+    batched = median_time(lambda: one.recommend(people), repeat=5) / len(people)
+    lines = [f"Machine: {machine()} (shared; absolute times are noisy, ratios are the claims).", '',
+             '| measurement | value | target |', '|---|---|---|',
+             f'| A. one loan model, 450 epochs, 1 thread | {one_s:.1f} s | < 40 s |',
+             f'| B. {seeds} seeds stacked, per model | {many_s:.1f} s ({one_s / many_s:.1f}× faster than A) | |',
+             f'| C. latency at batch size 1, `recommend` (NumPy path) | {lat_fast * 1e3:.3f} ms | ≤ 0.15 ms |',
+             f'| C. latency at batch size 1, torch path | {lat_torch * 1e3:.3f} ms ({lat_torch / lat_fast:.1f}× slower) | |',
+             f'| D. whole test set ({len(people)} people) in one batch | {batched * 1e6:.2f} µs per person | ≤ 3 µs |']
+    text = '\n'.join(lines)
+    print(text)
+    if write: write_section('carma', 'CARMA training and inference (loan, paper settings)', text)
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--write', action='store_true', help='update benchmarks/RESULTS.md')
+    ap.add_argument('--seeds', type=int, default=10)
+    a = ap.parse_args()
+    main(a.write, a.seeds)

@@ -1,0 +1,501 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+# ---
+
+# %%
+#| default_exp experiments
+
+# %% [markdown]
+# # Experiments: the paper in one command
+#
+# > A runner that plans every experiment, reuses cached models, runs independent jobs in parallel and
+# > writes one tidy table; and the `carma-nb` command line around it.
+#
+# The earlier chapters each answer one question on their own. Reproducing the paper means answering all
+# of them — seven SCMs, ten seeds, four methods, the preference study, VACA and the training-data
+# ablation — and collecting every number in one place. That is bookkeeping, and bookkeeping is what
+# this chapter automates:
+#
+# - **plan**: a list of `Job`s, one per (SCM, method[, training fraction]); a CARMA or DiCE-VAE job
+#   trains all the profile's seeds at once (chapter 7's stacked training) and yields one row per seed;
+# - **run**: each job writes its rows to its own JSON file, atomically; a job whose file exists is not
+#   run again, so an interrupted run resumes where it stopped, and independent jobs run in parallel
+#   worker processes (the model cache's file locks make two jobs needing the same classifier or flow
+#   train it once);
+# - **collect**: all rows in one tidy CSV — one row per SCM, method and seed, with every metric of the
+#   shared evaluation and the timings.
+
+# %%
+#| export
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from carma_nb.carma import PAPER_CARMA, load_carma, train_carma_seeds
+from carma_nb.core import atomic_write, figure_dir, get_profile, progress, project_root, save_table
+from carma_nb.data import Pool, Split
+from carma_nb.dice_vae import PAPER_DICE_COST, train_dice_vae_seeds
+from carma_nb.flow import fit_flow
+from carma_nb.oracle import PAPER_ORACLE, cached_oracle, oracle_reference
+from carma_nb.preferences import PAPER_PREFERENCE_WEIGHTS
+from carma_nb.recourse import as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
+from carma_nb.scm import SCM_NAMES, get_scm
+from carma_nb.vaca import fit_vaca
+
+# %%
+#| hide
+from fastcore.test import test_eq, test_fail, test_close
+import tempfile
+import matplotlib.pyplot as plt
+
+# %% [markdown]
+# ## Planning
+#
+# The methods of Table 1 run on every SCM; the loan studies (weighted oracle and CARMA, CARMA with
+# VACA, and the training-data fraction ablation of Fig. 8) run on loan. Jobs are ordered longest
+# first, so that two workers finish at about the same time.
+
+# %%
+#| export
+TABLE1_METHODS = ('oracle', 'carma', 'dice-vae')
+LOAN_STUDIES = ('oracle-weighted', 'carma-weighted', 'carma-vaca', 'carma-fraction')
+ABLATION_FRACTIONS = (0.05, 0.1, 0.25, 0.5, 0.75)   # 1.0 is the plain CARMA job
+_WEIGHT = {'carma': 3, 'carma-vaca': 4, 'carma-weighted': 3, 'carma-fraction': 1, 'dice-vae': 2, 'oracle': 1, 'oracle-weighted': 1}
+
+@dataclass(frozen=True)
+class Job:
+    "One unit of work: a method on an SCM (all the profile's seeds), at a training-data fraction."
+    scm: str
+    method: str
+    fraction: float = 1.0
+    @property
+    def key(self) -> str: return f'{self.scm}__{self.method}' + (f'__{self.fraction:g}' if self.fraction != 1.0 else '')
+
+def plan_jobs(scms=SCM_NAMES, # SCM names
+              methods=TABLE1_METHODS, # Table 1 methods to run on every SCM
+              studies=LOAN_STUDIES, # loan studies (run only when loan is among `scms`)
+             ) -> list[Job]:
+    "The jobs to run, longest first."
+    scms = [get_scm(s).name for s in scms]
+    bad = [m for m in (*methods, *studies) if m not in _WEIGHT]
+    if bad: raise ValueError(f"unknown methods {bad}; known: {sorted(_WEIGHT)}")
+    jobs = [Job(s, m) for s in scms for m in methods]
+    if 'loan' in scms:
+        for st in studies:
+            jobs += [Job('loan', st, f) for f in ABLATION_FRACTIONS] if st == 'carma-fraction' else [Job('loan', st)]
+    size = lambda j: _WEIGHT[j.method] * (4 if j.scm == 'loan' else 1) * (5 if j.scm == 'triangle-lin' and 'carma' in j.method else 1)
+    return sorted(jobs, key=size, reverse=True)
+
+
+# %%
+jobs = plan_jobs()
+test_eq(len(jobs), 7 * 3 + 3 + len(ABLATION_FRACTIONS))
+test_eq(jobs[0].key, 'triangle-lin__carma')
+test_eq(Job('loan', 'carma-fraction', 0.25).key, 'loan__carma-fraction__0.25')
+test_eq(len(plan_jobs(['chain-lin'])), 3)
+test_fail(lambda: plan_jobs(methods=['magic']), contains="unknown methods ['magic']")
+[j.key for j in jobs[:6]]
+
+
+# %% [markdown]
+# ## Running one job
+#
+# Every method is evaluated by the shared evaluation of chapter 5 on the SCM's rejected test people
+# (the oracle's people), and timed both ways (batch size 1 and the whole set in one batch). A training
+# fraction keeps the first share of the recourse training split (the splits are already random).
+
+# %%
+#| export
+def _fraction_pool(pool: Pool, fraction: float) -> Pool:
+    "The recourse pool with only the first `fraction` of its training split."
+    if not 0 < fraction <= 1: raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if fraction == 1: return pool
+    k = max(1, round(len(pool.train) * fraction))
+    t = pool.train
+    return Pool(pool.name, Split(t.x[:k], t.u[:k], t.y[:k], t.seed), pool.val, pool.test)
+
+def _score(ref, problem, model_recommend, extra: dict) -> dict:
+    r = model_recommend(ref.people)
+    met = evaluate_recourse(problem, ref.clf, ref.people, r.mask, r.values, r.x_cf).metrics
+    t = time_per_person(model_recommend, ref.people, single=30)
+    return {**extra, **met, 'ms per person (batch size 1)': t['ms per person, batch size 1'],
+            'ms per person (batched)': t['ms per person, batched']}
+
+def run_job(job: Job, profile=None) -> list[dict]:
+    "Run one job and return its rows (one per seed; one row for the oracle)."
+    p = get_profile(profile)
+    ref = oracle_reference(job.scm, p)
+    base = {'scm': job.scm, 'method': job.method, 'fraction': job.fraction, 'profile': p.name}
+    seeds = list(range(p.seeds))
+    if job.method in ('oracle', 'oracle-weighted'):
+        w = PAPER_PREFERENCE_WEIGHTS if job.method == 'oracle-weighted' else None
+        problem = recourse_problem(job.scm, ref.pools, w)
+        r = ref.result if w is None else cached_oracle(job.scm, ref.pools, ref.clf, ref.people, weights=w)
+        met = evaluate_recourse(problem, ref.clf, ref.people, r.mask, r.values, r.x_cf, r.found).metrics
+        return [{**base, 'seed': None, **met, 'ms per person (batched)': r.seconds / len(ref.people) * 1e3}]
+    if job.method == 'dice-vae':
+        models = train_dice_vae_seeds(job.scm, ref.clf, ref.pools.recourse, seeds, profile=p, verbose=False)
+        return [_score(ref, ref.problem, m.recommend, {**base, 'seed': s, 'train s per model': float(m.history['train_seconds'])})
+                for s, m in zip(seeds, models)]
+    w = PAPER_PREFERENCE_WEIGHTS if job.method == 'carma-weighted' else None
+    cm = fit_vaca(job.scm, ref.pools.causal, p, verbose=False) if job.method == 'carma-vaca' else fit_flow(job.scm, ref.pools.causal, p, verbose=False)
+    models = train_carma_seeds(job.scm, ref.clf, cm, _fraction_pool(ref.pools.recourse, job.fraction), seeds=seeds, profile=p,
+                               weights=w, prior='preference' if w else 'uniform', variant='vaca' if job.method == 'carma-vaca' else None,
+                               verbose=False)
+    problem = recourse_problem(job.scm, ref.pools, w)
+    rows = []
+    for s, m in zip(seeds, models):
+        extra = {**base, 'seed': s, 'train s per model': float(m.history.get('train_seconds', torch.tensor(float('nan')))),
+                 'stacked seeds': int(m.history.get('stacked_seeds', torch.tensor(0)))}
+        rows.append(_score(ref, problem, m.recommend, extra))
+    return rows
+
+
+# %%
+rows = run_job(Job('chain-lin', 'oracle'), 'quick')
+test_eq(len(rows), 1); test_eq(rows[0]['method'], 'oracle')
+test_fail(lambda: _fraction_pool(oracle_reference('chain-lin', 'quick').pools.recourse, 0), contains='fraction must be in (0, 1]')
+test_eq(len(_fraction_pool(oracle_reference('chain-lin', 'quick').pools.recourse, 0.1).train), 1000)
+pd.DataFrame(rows).round(3)
+
+
+# %% [markdown]
+# ## Running the plan
+#
+# `run_experiments` writes each job's rows to `<out>/jobs/<profile>/<job>.json` (atomically) and skips
+# jobs whose file exists; then it collects everything into `<out>/results_<profile>.csv`. With `jobs > 1`
+# it runs jobs in that many worker processes, each limited to one thread (on a 2-core machine two
+# single-threaded workers are much faster than one two-threaded process on these small models).
+
+# %%
+#| export
+def _worker_init():
+    torch.set_num_threads(1)
+    os.environ['CARMA_QUIET'] = '1'
+
+def _run_and_store(job: Job, profile_name: str, path: str) -> str:
+    t0 = time.perf_counter()
+    rows = run_job(job, profile_name)
+    for r in rows: r['job seconds'] = time.perf_counter() - t0
+    with atomic_write(path, 'w') as f: json.dump(rows, f)
+    return job.key
+
+def results_path(out: str | Path, profile=None) -> Path:
+    "The tidy results table of a run: `<out>/results_<profile>.csv`."
+    return Path(out)/f'results_{get_profile(profile).name}.csv'
+
+def run_experiments(profile=None, # quick or paper
+                    scms=SCM_NAMES, methods=TABLE1_METHODS, studies=LOAN_STUDIES,
+                    jobs: int = 1, # worker processes (1: run here, in order)
+                    out: str | Path | None = None, # where job files and the results CSV go (default: the figure folder)
+                    verbose: bool = True) -> pd.DataFrame:
+    "Run (or resume) every planned job and return the tidy results table (also written as CSV)."
+    p = get_profile(profile)
+    if jobs < 1: raise ValueError(f"jobs must be ≥ 1, got {jobs}")
+    out = Path(out) if out is not None else figure_dir(p)
+    job_dir = out/'jobs'/p.name
+    job_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_jobs(scms, methods, studies)
+    todo = [j for j in plan if not (job_dir/f'{j.key}.json').exists()]
+    if verbose: print(f'{len(plan)} jobs planned, {len(plan) - len(todo)} already done, {len(todo)} to run ({p.name} profile, {jobs} worker(s))')
+    bar = progress(total=len(todo), desc='experiments', disable=None if verbose else True)
+    if jobs == 1:
+        for j in todo: _run_and_store(j, p.name, str(job_dir/f'{j.key}.json')); bar.update()
+    elif todo:
+        with ProcessPoolExecutor(jobs, mp_context=get_context('spawn'), initializer=_worker_init) as ex:
+            futs = {ex.submit(_run_and_store, j, p.name, str(job_dir/f'{j.key}.json')): j for j in todo}
+            for f in as_completed(futs):
+                f.result(); bar.update()
+    bar.close()
+    rows = [r for j in plan for r in json.loads((job_dir/f'{j.key}.json').read_text())]
+    df = pd.DataFrame(rows)
+    with atomic_write(results_path(out, p), 'w') as f: df.to_csv(f, index=False)
+    return df
+
+
+# %% [markdown]
+# A small run at the quick profile: the oracle and CARMA on chain-lin. Running it again finds both jobs
+# done and only reads their files.
+
+# %%
+with tempfile.TemporaryDirectory() as d:
+    res = run_experiments('quick', ['chain-lin'], methods=('oracle', 'carma'), studies=(), out=d, verbose=False)
+    test_eq(sorted(res['method'].unique()), ['carma', 'oracle'])
+    test_eq(len(res), 1 + get_profile('quick').seeds)
+    t0 = time.perf_counter()
+    again = run_experiments('quick', ['chain-lin'], methods=('oracle', 'carma'), studies=(), out=d, verbose=False)
+    assert time.perf_counter() - t0 < 5
+    test_eq(again[['cost x100']].to_numpy(), res[['cost x100']].to_numpy())
+    assert results_path(d, 'quick').exists()
+res[['scm', 'method', 'seed', 'cost x100', 'validity %', 'acts', 'ms per person (batch size 1)']].round(3)
+
+
+# %% [markdown]
+# ## Table 1
+#
+# From the tidy results to the paper's Table 1: per SCM, the oracle's cost, acts and time, DiCE-VAE's
+# cost and CARMA's mean ± standard deviation over seeds, next to the paper's values.
+
+# %%
+#| export
+def table1(results: pd.DataFrame) -> pd.DataFrame:
+    "The paper's Table 1 from a results table: ours (means; CARMA ± std over seeds) and the paper's alongside."
+    r = results[results['fraction'] == 1.0]
+    rows = []
+    for scm in [s for s in SCM_NAMES if s in set(r['scm'])]:
+        o, c, d = (r[(r['scm'] == scm) & (r['method'] == m)] for m in ('oracle', 'carma', 'dice-vae'))
+        row = {'scm': scm}
+        if len(o): row.update({'oracle cost x100': o['cost x100'].mean(), 'oracle acts': o['acts'].mean(),
+                               'oracle ms (batched)': o['ms per person (batched)'].mean()})
+        if len(d): row['DiCE-VAE cost x100'] = d['cost x100'].mean()
+        if len(c): row.update({'CARMA cost x100': c['cost x100'].mean(), 'CARMA cost std': c['cost x100'].std(),
+                               'CARMA acts': c['acts'].mean(), 'CARMA ms (batch size 1)': c['ms per person (batch size 1)'].mean(),
+                               'CARMA µs (batched)': c['ms per person (batched)'].mean() * 1e3,
+                               'CARMA validity %': c['validity %'].mean(), 'CARMA validity min %': c['validity %'].min(),
+                               'CARMA coverage %': c['coverage %'].mean(), 'seeds': len(c)})
+        if len(o) and len(c): row['CARMA / oracle cost'] = row['CARMA cost x100'] / row['oracle cost x100']
+        rows.append(row)
+    ours = pd.DataFrame(rows).set_index('scm')
+    paper = PAPER_ORACLE.join(PAPER_CARMA)
+    paper = paper.rename(columns={c: c if c.startswith('paper') else f'paper {c}' for c in paper.columns})
+    paper['paper DiCE-VAE cost x100'] = pd.Series(PAPER_DICE_COST)
+    return ours.join(paper)
+
+
+# %%
+table1(res).round(3)
+
+
+# %% [markdown]
+# ## The command line
+#
+# `carma-nb` (installed with the package) wraps the runner and the deployment path:
+#
+# - `carma-nb reproduce [--profile quick|paper] [--scm NAME ...] [--seeds N] [--jobs N] [--out DIR]` runs the
+#   plan, writes the results table, Table 1, Table 7 and Fig. 8, and — from a source checkout — executes
+#   the chapters so that every figure is regenerated into the same folder;
+# - `carma-nb recommend --scm loan --model PATH --input people.csv --output actions.csv` serves a file
+#   of applicants with a saved CARMA model (`save_carma`, chapter 7);
+# - `carma-nb tune --scm NAME --trials N [--storage URL]` runs the two-objective hyperparameter search of
+#   `SPEC.md` §8 with Optuna; workers on several machines share one study through a database URL.
+
+# %% [markdown]
+# ### `recommend`: the deployment path
+#
+# The input is a CSV with one column per feature, named as in the SCM (any order). Missing or unknown
+# columns, non-numeric or missing values are refused with a message that names them. The output has the
+# applicant's columns, whether they were already accepted, the recommended action (`act_<feature>`,
+# `<feature>_target`) and the classifier's probability before and after. Everything is one batched
+# forward pass, with the CSV parsing done by pandas.
+
+# %%
+#| export
+def read_applicants(path: str | Path, scm) -> torch.Tensor:
+    "Read a CSV of applicants with one column per feature of `scm`; clear errors for bad files."
+    scm = get_scm(scm)
+    try: df = pd.read_csv(path)
+    except FileNotFoundError: raise FileNotFoundError(f"input file {str(path)!r} does not exist") from None
+    except pd.errors.EmptyDataError: raise ValueError(f"input file {str(path)!r} is empty; it needs a header row {list(scm.names)}") from None
+    missing, extra = [n for n in scm.names if n not in df.columns], [c for c in df.columns if c not in scm.names]
+    if missing or extra:
+        raise ValueError(f"{path}: columns must be exactly the features of {scm.name} {list(scm.names)}; "
+                         + (f"missing {missing}" if missing else '') + ('; ' if missing and extra else '')
+                         + (f"unknown {extra}" if extra else ''))
+    df = df[list(scm.names)]
+    num = df.apply(pd.to_numeric, errors='coerce')
+    bad = num.isna() & df.notna()
+    if bad.any().any():
+        col = bad.any().idxmax(); row = int(bad[col].to_numpy().argmax())
+        raise ValueError(f"{path}: column {col!r} has a non-numeric value {df[col].iloc[row]!r} (data row {row + 1})")
+    if num.isna().any().any():
+        col = num.isna().any().idxmax(); row = int(num[col].isna().to_numpy().argmax())
+        raise ValueError(f"{path}: column {col!r} has a missing value (data row {row + 1}); impute or drop it first")
+    if not np.isfinite(num.to_numpy()).all(): raise ValueError(f"{path}: values must be finite numbers (found inf)")
+    return torch.as_tensor(num.to_numpy(np.float32))
+
+def recommend_file(model_path: str | Path, input_path: str | Path, output_path: str | Path, scm: str | None = None) -> pd.DataFrame:
+    "Recommendations for every applicant of a CSV with a saved CARMA model, written atomically to `output_path`."
+    model = load_carma(model_path, scm)
+    x = read_applicants(input_path, model.scm)
+    s = get_scm(model.scm)
+    rec = model.recommend(x)
+    out = pd.DataFrame(x.numpy(), columns=s.names)
+    out['accepted'] = rec.accepted.numpy()
+    out['prob_before'] = model.clf.predict_proba(x).numpy()
+    for j in s.actionable:
+        out[f'act_{s.names[j]}'] = rec.mask[:, j].numpy()
+        out[f'{s.names[j]}_target'] = np.where(rec.mask[:, j].numpy(), rec.values[:, j].numpy(), np.nan)
+    out['prob_after'] = rec.prob.numpy()
+    with atomic_write(output_path, 'w') as f: out.to_csv(f, index=False)
+    return out
+
+
+# %% [markdown]
+# ### `tune`: the hyperparameter search of `SPEC.md` §8
+#
+# Two objectives measured on the **validation** people (never the test people): cost ↓ and causal
+# validity ↑. Optuna's TPE sampler proposes each trial; the study lives in a database (a sqlite file by
+# default), so several workers — on one machine or many — can run `carma-nb tune` against the same URL
+# and share the trials. The point reported is the Pareto trial minimising cost + (1 − validity).
+
+# %%
+#| export
+def _suggest(trial) -> dict:
+    width = lambda n: trial.suggest_categorical(n, [8, 16, 32])
+    return dict(lr=trial.suggest_float('lr', 1e-5, 1e-1, log=True),
+                mask_hidden=[width('mask_width')] * trial.suggest_int('mask_layers', 1, 3),
+                action_hidden=[width('action_width')] * trial.suggest_int('action_layers', 2, 4),
+                epochs=trial.suggest_int('epochs', 100, 500, step=50),
+                batch=trial.suggest_categorical('batch', [8, 16, 32, 64, 128, 256]),
+                margin=trial.suggest_float('margin', 0.001, 0.020), tau=trial.suggest_float('tau', 0.01, 1.0),
+                temperature=trial.suggest_categorical('temperature', [0., 1., 2., 4., 8.]))   # our addition (chapter 7)
+
+def tune_carma(scm: str, # the SCM
+               trials: int = 20, # trials run by this worker
+               storage: str | None = None, # Optuna storage URL (default: sqlite file carma_tune_<scm>.db here)
+               study_name: str | None = None, profile=None, seed: int = 0, verbose: bool = True) -> dict:
+    "Two-objective CARMA hyperparameter search (cost ↓, validity ↑ on validation people); returns the chosen trial."
+    try: import optuna
+    except ImportError: raise ImportError("tuning needs Optuna: pip install optuna") from None
+    if trials < 1: raise ValueError(f"trials must be ≥ 1, got {trials}")
+    name = get_scm(scm).name
+    p = get_profile(profile)
+    ref = oracle_reference(name, p)
+    flow = fit_flow(name, ref.pools.causal, p, verbose=False)
+    val = rejected(ref.clf, ref.pools.recourse.val.x)
+    def objective(trial):
+        hp = _suggest(trial)
+        if p.name != 'paper': hp['epochs'] = max(1, round(hp['epochs'] * p.carma_epoch_frac))
+        m = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds=[seed], hparams=hp, profile=p, verbose=False)[0]
+        r = m.recommend(val)
+        met = evaluate_recourse(ref.problem, ref.clf, val, r.mask, r.values, r.x_cf).metrics
+        return met['cost x100'], met['validity %']
+    if not verbose: optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=study_name or f'carma-{name}-{p.name}', storage=storage or f'sqlite:///carma_tune_{name}.db',
+                                directions=['minimize', 'maximize'], load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(objective, n_trials=trials)
+    best = min(study.best_trials, key=lambda t: t.values[0] / 100 + (1 - t.values[1] / 100))
+    return {'trial': best.number, 'cost x100': best.values[0], 'validity %': best.values[1], 'params': best.params,
+            'trials in study': len(study.trials)}
+
+
+# %% [markdown]
+# ### The entry point
+
+# %%
+#| export
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog='carma-nb', description='Amortized causal algorithmic recourse (CARMA): reproduce the paper, serve recommendations, tune.')
+    sub = ap.add_subparsers(dest='command', required=True)
+    r = sub.add_parser('reproduce', help='regenerate every table and figure of the paper', description='Run every experiment (resuming finished jobs) and write the tables and figures.')
+    r.add_argument('--profile', choices=['quick', 'paper'], default='quick', help='quick: minutes; paper: the paper settings (default: quick)')
+    r.add_argument('--scm', nargs='+', default=list(SCM_NAMES), choices=list(SCM_NAMES), metavar='NAME', help='SCMs to run (default: all seven)')
+    r.add_argument('--seeds', type=int, default=None, help="seeds per SCM and method (default: the profile's)")
+    r.add_argument('--jobs', type=int, default=2, help='parallel worker processes (default: 2)')
+    r.add_argument('--out', default=None, help='output folder (default: figures/ for paper, figures/_quick/ for quick)')
+    r.add_argument('--no-notebooks', action='store_true', help='do not execute the chapters (their figures are then not refreshed)')
+    c = sub.add_parser('recommend', help='recommendations for a CSV of applicants', description='Serve a CSV of applicants with a saved CARMA model.')
+    c.add_argument('--scm', required=True, help='the SCM the model was trained for (checked against the model)')
+    c.add_argument('--model', required=True, help='a CARMA checkpoint written by save_carma')
+    c.add_argument('--input', required=True, help='CSV with one column per feature, named as in the SCM')
+    c.add_argument('--output', required=True, help='CSV to write (atomically)')
+    t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)', description='Tune CARMA for one SCM (SPEC §8).')
+    t.add_argument('--scm', required=True, choices=list(SCM_NAMES))
+    t.add_argument('--trials', type=int, default=20, help='trials run by this worker (default: 20)')
+    t.add_argument('--storage', default=None, help='Optuna storage URL shared by workers (default: sqlite file carma_tune_<scm>.db)')
+    t.add_argument('--profile', choices=['quick', 'paper'], default='paper')
+    return ap
+
+def _reproduce(a) -> None:
+    import dataclasses
+    p = get_profile(a.profile)
+    if a.seeds is not None:
+        if a.seeds < 1: raise SystemExit('carma-nb: --seeds must be ≥ 1')
+        p = dataclasses.replace(p, seeds=a.seeds)
+    out = Path(a.out) if a.out else figure_dir(p)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ['CARMA_FIGURE_DIR'] = str(out.resolve()); os.environ['CARMA_PROFILE'] = p.name
+    t0 = time.perf_counter()
+    res = run_experiments(p, a.scm, jobs=a.jobs, out=out)
+    path = save_table(table1(res).round(3), 'table1', p)
+    print(f'experiments done in {time.perf_counter() - t0:.0f} s; results in {results_path(out, p)}, Table 1 in {path}')
+    nbs = project_root()/'nbs'
+    if not a.no_notebooks and nbs.is_dir() and p.seeds == get_profile(a.profile).seeds:
+        from execnb.nbio import read_nb
+        from execnb.shell import CaptureShell
+        for nb in sorted(nbs.glob('[01][0-9]_*.ipynb')):
+            t = time.perf_counter()
+            cwd = os.getcwd(); os.chdir(nbs)
+            try: CaptureShell().run_all(read_nb(nb), exc_stop=True)
+            finally: os.chdir(cwd)
+            print(f'{nb.name}: figures refreshed in {time.perf_counter() - t:.0f} s')
+    print(f'reproduce finished in {time.perf_counter() - t0:.0f} s; outputs in {out}')
+
+def main(argv: list[str] | None = None) -> int:
+    "The `carma-nb` command."
+    a = _parser().parse_args(argv)
+    try:
+        if a.command == 'reproduce': _reproduce(a)
+        elif a.command == 'recommend':
+            t0 = time.perf_counter()
+            out = recommend_file(a.model, a.input, a.output, a.scm)
+            print(f'{len(out)} applicants ({int(out["accepted"].sum())} already accepted) served in {time.perf_counter() - t0:.2f} s → {a.output}')
+        elif a.command == 'tune':
+            best = tune_carma(a.scm, a.trials, a.storage, profile=a.profile)
+            print(json.dumps(best, indent=1))
+    except (ValueError, FileNotFoundError, ImportError, KeyError) as e:
+        print(f'carma-nb {a.command}: error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+# %% [markdown]
+# The command line at work, in-process: a saved CARMA model of loan serves a CSV of applicants, and
+# bad files are refused with a clear message.
+
+# %%
+from carma_nb.carma import save_carma, train_carma
+ref = oracle_reference('loan', 'quick')
+carma = train_carma('loan', ref.clf, fit_flow('loan', ref.pools.causal, 'quick', verbose=False), ref.pools.recourse, profile='quick', verbose=False)
+with tempfile.TemporaryDirectory() as d:
+    d = Path(d)
+    save_carma(carma, d/'carma_loan.pt')
+    pd.DataFrame(ref.pools.recourse.test.x[:1000].numpy(), columns=get_scm('loan').names).to_csv(d/'people.csv', index=False)
+    test_eq(main(['recommend', '--scm', 'loan', '--model', str(d/'carma_loan.pt'), '--input', str(d/'people.csv'), '--output', str(d/'actions.csv')]), 0)
+    actions = pd.read_csv(d/'actions.csv')
+    test_eq(len(actions), 1000)
+    test_eq(actions.loc[actions['accepted'], [c for c in actions if c.startswith('act_')]].to_numpy().any(), False)
+    pd.DataFrame({'age': [30]}).to_csv(d/'bad.csv', index=False)
+    test_fail(lambda: read_applicants(d/'bad.csv', 'loan'), contains="missing ['gender', 'education'")
+    pd.read_csv(d/'people.csv').assign(colour=1).to_csv(d/'extra.csv', index=False)
+    test_fail(lambda: read_applicants(d/'extra.csv', 'loan'), contains="unknown ['colour']")
+    df = pd.read_csv(d/'people.csv').astype(object); df.loc[3, 'income'] = 'lots'; df.to_csv(d/'nan.csv', index=False)
+    test_fail(lambda: read_applicants(d/'nan.csv', 'loan'), contains="column 'income' has a non-numeric value 'lots' (data row 4)")
+    test_eq(main(['recommend', '--scm', 'chain-lin', '--model', str(d/'carma_loan.pt'), '--input', str(d/'people.csv'), '--output', str(d/'x.csv')]), 2)
+    assert not (d/'x.csv').exists()
+actions.head(3).T
+
+# %%
+#| hide
+import nbdev; nbdev.nbdev_export()

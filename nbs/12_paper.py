@@ -1,0 +1,261 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+# ---
+
+# %%
+#| default_exp paper
+
+# %% [markdown]
+# # The paper, reproduced
+#
+# > Table 1, Table 7 and every figure of the paper from one run of the experiment runner, our numbers
+# > next to the paper's, and what differs and why.
+#
+# This chapter reads the tidy results of chapter 11 (running whatever jobs are missing, reusing every
+# cached model) and turns them into the paper's tables and figures. At the quick profile — what
+# `nbdev_test` runs — the numbers are small-budget stand-ins; the committed `figures/` come from
+# `carma-nb reproduce --profile paper`.
+
+# %%
+#| export
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from carma_nb.carma import plot_feature_use, plot_shifts, train_carma_seeds
+from carma_nb.core import get_profile
+from carma_nb.dice_vae import plot_targets, train_dice_vae_seeds
+from carma_nb.experiments import ABLATION_FRACTIONS, run_experiments, table1
+from carma_nb.flow import fit_flow
+from carma_nb.oracle import cached_oracle, loop_seconds_per_person, oracle_recourse, oracle_reference
+from carma_nb.preferences import PAPER_PREFERENCE_WEIGHTS, PAPER_TABLE7
+from carma_nb.recourse import evaluate_recourse, recourse_problem
+from carma_nb.scm import SCM_NAMES, get_scm
+
+# %%
+#| hide
+from fastcore.test import test_eq, test_fail, test_close
+import matplotlib.pyplot as plt
+from carma_nb.core import save_figure, save_table
+
+# %% [markdown]
+# ## The results
+#
+# One row per SCM, method and seed (and training fraction for the ablation).
+
+# %%
+profile = get_profile()
+t0 = time.perf_counter()
+results = run_experiments(profile, jobs=1, verbose=False)
+print(f'{len(results)} result rows ({profile.name} profile, {profile.seeds} seeds) in {time.perf_counter() - t0:.0f} s')
+results.groupby(['scm', 'method']).size().unstack(fill_value=0)
+
+# %% [markdown]
+# ## Table 1
+#
+# Our oracle, DiCE-VAE and CARMA (mean and standard deviation over seeds) on every SCM, with the paper's
+# values in the `paper …` columns. Times: the paper timed its oracle and CARMA one person at a time on
+# its own CPU; our oracle is timed batched over all people (its natural mode), CARMA both ways.
+
+# %%
+t1 = table1(results)
+save_table(t1.round(3), 'table1')
+cols = ['oracle cost x100', 'paper oracle cost x100', 'CARMA cost x100', 'CARMA cost std', 'paper CARMA cost x100',
+        'CARMA / oracle cost', 'CARMA validity %', 'CARMA validity min %', 'paper CARMA validity %', 'CARMA acts', 'paper CARMA acts',
+        'DiCE-VAE cost x100', 'paper DiCE-VAE cost x100', 'oracle ms (batched)', 'CARMA ms (batch size 1)', 'CARMA µs (batched)']
+t1[[c for c in cols if c in t1]].round(2)
+
+# %% [markdown]
+# **Reading it.** Three differences with the paper are worth knowing before comparing numbers:
+#
+# 1. *Our classifiers are sharper.* `SPEC.md` defines deterministic labels; our classifiers reach
+#    98.6–99.9 % validation accuracy where the original work reports 91–99 % (chapter 3). A sharper
+#    classifier draws a crisper boundary, so the oracle's cheapest valid action is cheaper than the
+#    paper's on most SCMs, and every method's post-recourse probability is higher.
+# 2. *The sharpness changes CARMA's training signal.* The rejected training people of loan have a median
+#    classifier logit around −70: the probability and its gradient are zero to machine precision, so the
+#    paper's hinge on $p$ gives the action network nothing to follow except through the few people near
+#    the boundary, and it learns a blanket over-shoot. We let the hinge see the classifier at a
+#    temperature $T$ (chapter 7), which leaves every decision ($p \ge 0.5$) unchanged and restores the
+#    gradient. This is our addition, stated wherever CARMA's results appear.
+# 3. *Times are measured differently* (above): batched oracle time per person is not the paper's
+#    one-at-a-time loop.
+
+# %%
+assert (t1['CARMA validity %'] > 80).all() and (t1['oracle cost x100'] > 0).all()
+
+
+# %% [markdown]
+# ## Table 7: population preferences (loan)
+
+# %%
+#| export
+def table7(results: pd.DataFrame) -> pd.DataFrame:
+    "Unweighted vs weighted CARMA and the weighted oracle on loan, from a results table; the paper's values alongside."
+    r = results[(results['scm'] == 'loan') & (results['fraction'] == 1.0)]
+    names = {'carma': 'CARMA', 'carma-weighted': 'CARMA (weighted)', 'oracle-weighted': 'oracle (weighted)', 'oracle': 'oracle'}
+    rows = []
+    for m, label in names.items():
+        d = r[r['method'] == m]
+        if not len(d): continue
+        rows.append({'method': label, 'seeds': d['seed'].notna().sum(), 'cost x100 (own objective)': d['cost x100'].mean(),
+                     'cost std': d['cost x100'].std(), 'validity %': d['validity %'].mean(), 'acts': d['acts'].mean()})
+    return pd.DataFrame(rows).set_index('method').join(PAPER_TABLE7)
+
+
+# %%
+t7 = table7(results)
+save_table(t7.round(3), 'table7')
+t7.round(2)
+
+
+# %% [markdown]
+# `cost x100 (own objective)` is the weighted cost for the weighted rows and the plain cost for the
+# others: each method is scored by what it optimises, as in the paper's Table 7.
+
+# %% [markdown]
+# ## Fig. 8: how much training data CARMA needs (loan)
+#
+# CARMA trained on a fraction of the recourse training split and evaluated on the same test people.
+
+# %%
+#| export
+def plot_ablation(results: pd.DataFrame):
+    "Paper Fig. 8: cost, validity and acts of CARMA on loan against the training-data fraction (mean ± std over seeds)."
+    import matplotlib.pyplot as plt
+    r = results[(results['scm'] == 'loan') & results['method'].isin(['carma', 'carma-fraction'])]
+    g = r.groupby('fraction')
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3))
+    for ax, col in zip(axes, ['cost x100', 'validity %', 'acts']):
+        ax.errorbar(g[col].mean().index, g[col].mean(), yerr=g[col].std().fillna(0), marker='o', capsize=3, color='#1b9e77')
+        ax.set_xscale('log'); ax.set_xlabel('fraction of the training people'); ax.set_title(col)
+    fig.suptitle('loan: CARMA vs training-data fraction (paper Fig. 8)', y=1.04)
+    return fig
+
+
+# %%
+fig = plot_ablation(results)
+save_figure(fig, 'fig8_training_fraction')
+plt.show()
+
+
+# %% [markdown]
+# ## Fig. 3: CARMA with the flow vs with VACA (loan)
+
+# %%
+#| export
+def plot_causal_models(results: pd.DataFrame):
+    "Paper Fig. 3: loan, CARMA with the causal flow vs with VACA — cost, validity, acts, time (mean ± std over seeds)."
+    import matplotlib.pyplot as plt
+    r = results[(results['scm'] == 'loan') & (results['fraction'] == 1.0) & results['method'].isin(['carma', 'carma-vaca'])]
+    g = r.groupby('method')
+    fig, axes = plt.subplots(1, 4, figsize=(14, 2.8))
+    for ax, col in zip(axes, ['cost x100', 'validity %', 'acts', 'ms per person (batch size 1)']):
+        m, s = g[col].mean(), g[col].std().fillna(0)
+        ax.bar([{'carma': 'flow', 'carma-vaca': 'VACA'}[k] for k in m.index], m, yerr=s, capsize=4, color=['#1b9e77', '#e6ab02'][:len(m)])
+        ax.set_title(col, fontsize=10)
+    fig.suptitle('loan: CARMA with the causal flow vs with VACA (paper Fig. 3)', y=1.06)
+    return fig
+
+
+# %%
+fig = plot_causal_models(results)
+save_figure(fig, 'fig3_flow_vs_vaca')
+plt.show()
+
+# %% [markdown]
+# ## Figs. 2, 4, 5, 7, 9 and 10: what the methods do
+#
+# These need each person's action, not just the summary rows; the models come from the cache, so
+# recomputing the first seed's recommendations takes a few seconds.
+
+# %%
+ref = oracle_reference('loan', profile)
+flow = fit_flow('loan', ref.pools.causal, profile, verbose=False)
+carma0 = train_carma_seeds('loan', ref.clf, flow, ref.pools.recourse, seeds=range(profile.seeds), profile=profile, verbose=False)[0]
+carmaw = train_carma_seeds('loan', ref.clf, flow, ref.pools.recourse, seeds=range(profile.seeds), profile=profile, verbose=False,
+                           weights=PAPER_PREFERENCE_WEIGHTS, prior='preference')[0]
+rep = lambda m: (lambda r: evaluate_recourse(ref.problem, ref.clf, ref.people, r.mask, r.values, r.x_cf))(m.recommend(ref.people))
+reports = {'CARMA': rep(carma0), 'oracle': evaluate_recourse(ref.problem, ref.clf, ref.people, ref.result.mask, ref.result.values, ref.result.x_cf, ref.result.found),
+           'CARMA (weighted)': rep(carmaw)}
+for name, fig in [('fig2_shifts_carma_vs_oracle', plot_shifts('loan', {k: reports[k] for k in ('CARMA', 'oracle')}, 'loan: shifts, CARMA vs oracle (paper Fig. 2)')),
+                  ('fig7_features_carma_vs_oracle', plot_feature_use('loan', {k: reports[k] for k in ('CARMA', 'oracle')}, 'loan: CARMA vs oracle (paper Fig. 7)')),
+                  ('fig4_preferences_features', plot_feature_use('loan', {k: reports[k] for k in ('CARMA', 'CARMA (weighted)')}, 'loan: unweighted vs weighted CARMA (paper Fig. 4)')),
+                  ('fig5_preferences_shifts', plot_shifts('loan', {k: reports[k] for k in ('CARMA', 'CARMA (weighted)')}, 'loan: unweighted vs weighted CARMA (paper Fig. 5)'))]:
+    save_figure(fig, name)
+plt.show()
+
+# %%
+synth = {}
+for name in [n for n in SCM_NAMES if n != 'loan']:
+    r_ = oracle_reference(name, profile)
+    f_ = fit_flow(name, r_.pools.causal, profile, verbose=False)
+    c_ = train_carma_seeds(name, r_.clf, f_, r_.pools.recourse, seeds=range(profile.seeds), profile=profile, verbose=False)[0]
+    d_ = train_dice_vae_seeds(name, r_.clf, r_.pools.recourse, range(profile.seeds), profile=profile, verbose=False)[0]
+    ev = lambda rec: evaluate_recourse(r_.problem, r_.clf, r_.people, rec.mask, rec.values, rec.x_cf)
+    synth[name] = {'oracle': evaluate_recourse(r_.problem, r_.clf, r_.people, r_.result.mask, r_.result.values, r_.result.x_cf, r_.result.found),
+                   'CARMA': ev(c_.recommend(r_.people)), 'DiCE-VAE': ev(d_.recommend(r_.people))}
+save_figure(plot_targets(synth, ['triangle-lin', 'collider-lin', 'chain-lin'], 'linear SCMs (paper Fig. 9)'), 'fig9_targets_linear')
+save_figure(plot_targets(synth, ['triangle-nlin', 'collider-nlin', 'chain-nlin'], 'non-linear SCMs (paper Fig. 10)'), 'fig10_targets_nonlinear')
+plt.show()
+
+
+# %% [markdown]
+# ## New: time per person against the number of people
+#
+# The point of amortization, in one picture. The loop oracle's time per person is constant (it solves
+# each person from scratch, tens of seconds on loan); the batched oracle gets cheaper per person as
+# more people share each tensor operation, down to its arithmetic cost; CARMA's time per person falls
+# until the forward pass itself dominates. Log scales; this shared 2-core machine's times are noisy.
+
+# %%
+#| export
+def scaling_times(name: str = 'loan', sizes=(1, 10, 100, 1000, 10_000, 100_000), oracle_max: int = 1000, profile=None) -> pd.DataFrame:
+    "Seconds per person for the loop oracle, the batched oracle and CARMA at several numbers of people."
+    p = get_profile(profile)
+    ref = oracle_reference(name, p)
+    flow = fit_flow(name, ref.pools.causal, p, verbose=False)
+    carma = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds=range(p.seeds), profile=p, verbose=False)[0]
+    loop = loop_seconds_per_person(ref.problem, ref.clf, ref.people[0])
+    rows = []
+    for n in sizes:
+        x = ref.people[torch.arange(n) % len(ref.people)]
+        t = time.perf_counter(); carma.recommend(x); c = (time.perf_counter() - t) / n
+        o = np.nan
+        if n <= oracle_max:
+            t = time.perf_counter(); oracle_recourse(ref.problem, ref.clf, x, verbose=False); o = (time.perf_counter() - t) / n
+        rows.append({'people': n, 'loop oracle s': loop, 'batched oracle s': o, 'CARMA s': c})
+    return pd.DataFrame(rows).set_index('people')
+
+
+# %%
+sizes = (1, 10, 100, 1000, 10_000, 100_000) if profile.name == 'paper' else (1, 10, 100, 10_000)
+scaling = scaling_times('loan', sizes, oracle_max=1000 if profile.name == 'paper' else 10, profile=profile)
+save_table(scaling, 'scaling_loan')
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for col, c in zip(scaling.columns, ['#7570b3', '#d95f02', '#1b9e77']):
+    ax.plot(scaling.index, scaling[col], marker='o', label=col.removesuffix(' s'), color=c)
+ax.set_xscale('log'); ax.set_yscale('log'); ax.set_xlabel('number of people'); ax.set_ylabel('seconds per person'); ax.legend()
+ax.set_title('loan: time per person vs number of people')
+save_figure(fig, 'scaling_time_per_person')
+plt.show()
+scaling
+
+# %%
+assert scaling['CARMA s'].iloc[-1] < scaling['loop oracle s'].iloc[0]
+
+# %%
+#| hide
+import nbdev; nbdev.nbdev_export()

@@ -1,0 +1,105 @@
+"""The `carma-nb` command line (chapter 11): recommend on a file, its failure modes, the runner's resume, tune."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from carma_nb.carma import NumpyPolicy, _recommend, save_carma, train_carma
+from carma_nb.classifier import train_classifier
+from carma_nb.data import make_pools
+from carma_nb.experiments import main, read_applicants, run_experiments
+from carma_nb.flow import fit_flow
+from carma_nb.scm import get_scm
+
+SMALL = {'classifier': (3000, 500, 500), 'causal': (3000, 500, 500), 'recourse': (2000, 500, 500)}
+LOAN = get_scm('loan').names
+
+
+@pytest.fixture(scope='module')
+def saved(tmp_path_factory):
+    d = tmp_path_factory.mktemp('cli')
+    pools = make_pools('loan', 0, SMALL)
+    clf = train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False)
+    flow = fit_flow('loan', pools.causal, epochs=40, batch=1000, cache=False, verbose=False)
+    m = train_carma('loan', clf, flow, pools.recourse, hparams={'epochs': 10}, cache=False, verbose=False)
+    save_carma(m, d / 'carma.pt')
+    pd.DataFrame(pools.recourse.test.x.numpy(), columns=LOAN).to_csv(d / 'people.csv', index=False)
+    return d, m, pools
+
+
+def run_cli(*args):
+    code = 'import sys; from carma_nb.experiments import main; sys.exit(main())'
+    return subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True)
+
+
+def test_recommend_file_matches_the_library(saved):
+    d, m, pools = saved
+    assert main(['recommend', '--scm', 'loan', '--model', str(d / 'carma.pt'), '--input', str(d / 'people.csv'),
+                 '--output', str(d / 'out.csv')]) == 0
+    out = pd.read_csv(d / 'out.csv')
+    rec = m.recommend(pools.recourse.test.x)
+    assert len(out) == len(pools.recourse.test.x)
+    assert np.array_equal(out['accepted'].to_numpy(), rec.accepted.numpy())
+    assert np.array_equal(out['act_income'].to_numpy(), rec.mask[:, 5].numpy())
+    np.testing.assert_allclose(out.loc[out['act_income'], 'income_target'], rec.values[rec.mask[:, 5], 5].numpy(), rtol=1e-5)
+
+
+def test_columns_in_any_order_are_accepted(saved, tmp_path):
+    d, m, pools = saved
+    df = pd.read_csv(d / 'people.csv')
+    df[list(reversed(LOAN))].to_csv(tmp_path / 'rev.csv', index=False)
+    assert torch.equal(read_applicants(tmp_path / 'rev.csv', 'loan'), read_applicants(d / 'people.csv', 'loan'))
+
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda df: df.drop(columns='income'), "missing ['income']"),
+    (lambda df: df.assign(height=1.7), "unknown ['height']"),
+    (lambda df: df.astype(object).assign(savings=['x'] + list(df['savings'][1:])), "column 'savings' has a non-numeric value 'x' (data row 1)"),
+    (lambda df: df.assign(age=[np.nan] + list(df['age'][1:])), "column 'age' has a missing value (data row 1)"),
+])
+def test_bad_input_files_are_refused_with_a_clear_message(saved, tmp_path, edit, message):
+    d, _, _ = saved
+    edit(pd.read_csv(d / 'people.csv')).to_csv(tmp_path / 'bad.csv', index=False)
+    r = run_cli('recommend', '--scm', 'loan', '--model', str(d / 'carma.pt'), '--input', str(tmp_path / 'bad.csv'),
+                '--output', str(tmp_path / 'o.csv'))
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert not (tmp_path / 'o.csv').exists()
+
+
+def test_wrong_scm_and_missing_files(saved, tmp_path):
+    d, _, _ = saved
+    r = run_cli('recommend', '--scm', 'chain-lin', '--model', str(d / 'carma.pt'), '--input', str(d / 'people.csv'), '--output', str(tmp_path / 'o.csv'))
+    assert r.returncode == 2 and "scm='chain-lin' was requested" in r.stderr
+    r = run_cli('recommend', '--scm', 'loan', '--model', str(d / 'carma.pt'), '--input', str(tmp_path / 'nope.csv'), '--output', str(tmp_path / 'o.csv'))
+    assert r.returncode == 2 and 'does not exist' in r.stderr
+
+
+def test_every_command_has_help():
+    for cmd in ([], ['reproduce'], ['recommend'], ['tune']):
+        r = run_cli(*cmd, '--help')
+        assert r.returncode == 0 and 'usage: carma-nb' in r.stdout
+
+
+def test_numpy_path_equals_torch_path(saved):
+    _, m, pools = saved
+    x = pools.recourse.test.x[:500]
+    mask, values, x_cf, prob, accepted = NumpyPolicy(m).recommend(x.numpy())
+    ref = _recommend(m, x)
+    assert torch.equal(torch.from_numpy(mask), ref.mask) and torch.equal(torch.from_numpy(accepted), ref.accepted)
+    torch.testing.assert_close(torch.from_numpy(values), ref.values, atol=1e-3, rtol=1e-4)
+
+
+def test_runner_resumes_and_never_reads_half_written_files(tmp_path):
+    res = run_experiments('quick', ['chain-lin'], methods=('oracle',), studies=(), out=tmp_path, verbose=False)
+    job = tmp_path / 'jobs' / 'quick' / 'chain-lin__oracle.json'
+    assert job.exists() and len(json.loads(job.read_text())) == 1
+    assert not list((tmp_path / 'jobs' / 'quick').glob('*.tmp*'))
+    job.write_text(json.dumps([{**json.loads(job.read_text())[0], 'cost x100': -1.0}]))   # a finished job is not redone
+    again = run_experiments('quick', ['chain-lin'], methods=('oracle',), studies=(), out=tmp_path, verbose=False)
+    assert float(again['cost x100'].iloc[0]) == -1.0 and len(again) == len(res)
+    with pytest.raises(ValueError, match='jobs must be ≥ 1'):
+        run_experiments('quick', ['chain-lin'], jobs=0, out=tmp_path, verbose=False)

@@ -34,16 +34,16 @@ __all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'WEIGHT_DECAY', 'SMALL_BAT
 
 # %% ../nbs/07_carma.ipynb #0f2897c0
 CARMA_HPARAMS: dict[str, dict] = {
-    'triangle-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(8, 8, 8, 8), epochs=500, batch=32, margin=0.007, tau=0.55),
-    'collider-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(32, 32, 32, 32), epochs=350, batch=256, margin=0.013, tau=0.31),
-    'chain-lin':     dict(lr=5e-3, mask_hidden=(16,), action_hidden=(8, 8), epochs=150, batch=128, margin=0.004, tau=0.87),
-    'triangle-nlin': dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(8, 8, 8, 8), epochs=450, batch=256, margin=0.003, tau=0.2),
-    'collider-nlin': dict(lr=1e-2, mask_hidden=(16, 16, 16), action_hidden=(8, 8, 8), epochs=250, batch=64, margin=0.002, tau=0.83),
-    'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256, margin=0.007, tau=0.08),
-    'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=450, batch=256, margin=0.011, tau=0.45),
-    'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32), epochs=450, batch=256, margin=0.007, tau=0.33),
-    'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256, margin=0.003, tau=0.4),
-}
+    'triangle-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(8, 8, 8, 8), epochs=500, batch=32, margin=0.007, tau=0.55, temperature=4),
+    'collider-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(32, 32, 32, 32), epochs=350, batch=256, margin=0.013, tau=0.31, temperature=4),
+    'chain-lin':     dict(lr=5e-3, mask_hidden=(16,), action_hidden=(8, 8), epochs=150, batch=128, margin=0.004, tau=0.87, temperature=1),
+    'triangle-nlin': dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(8, 8, 8, 8), epochs=450, batch=256, margin=0.003, tau=0.2, temperature=1),
+    'collider-nlin': dict(lr=1e-2, mask_hidden=(16, 16, 16), action_hidden=(8, 8, 8), epochs=250, batch=64, margin=0.002, tau=0.83, temperature=1),
+    'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256, margin=0.007, tau=0.08, temperature=1),
+    'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=450, batch=256, margin=0.011, tau=0.45, temperature=4),
+    'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32), epochs=450, batch=256, margin=0.007, tau=0.33, temperature=4),
+    'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256, margin=0.003, tau=0.4, temperature=4),
+}   # temperature: our addition, chosen per SCM on the validation people (tools/sweep_temperature.py; chapter status)
 DAMPING = 10.0       # c of the modified differential method of multipliers
 TEMPERATURE = 1.0    # our addition: the hinge sees σ(logit / T), T = max(1, TEMPERATURE · median |logit| of the rejected; 0 = the paper's loss)
 WEIGHT_DECAY = 5e-4
@@ -54,7 +54,7 @@ def carma_hparams(scm: SCM | str, variant: str | None = None, **overrides) -> di
     if variant not in (None, 'weighted', 'vaca'): raise ValueError(f"variant must be None, 'weighted' or 'vaca', got {variant!r}")
     key = f'{name}-{variant}' if variant else name
     if variant and key not in CARMA_HPARAMS: key = f'loan-{variant}'   # only loan was tuned for the variants; reuse its row
-    hp = dict(CARMA_HPARAMS.get(key, CARMA_HPARAMS['loan']), temperature=TEMPERATURE)
+    hp = {'temperature': TEMPERATURE, **CARMA_HPARAMS.get(key, CARMA_HPARAMS['loan'])}
     unknown = set(overrides) - set(hp)
     if unknown: raise ValueError(f"unknown CARMA hyperparameters {sorted(unknown)}; known: {sorted(hp)}")
     hp.update(overrides)
@@ -211,7 +211,7 @@ class NumpyPolicy:
 def _recommend_dispatch(self: CARMA, x) -> Recommendation:
     "Recommendations for raw features x (n, D): the NumPy path for small batches with a flow, torch otherwise."
     x = as_features(x, self.n_features, 'x', self.names)
-    if len(x) <= SMALL_BATCH and x.dtype == torch.float32 and hasattr(self.causal_model, '_layers'):
+    if len(x) <= SMALL_BATCH and x.dtype == torch.float32 and hasattr(self.causal_model, '_layers') and isinstance(self.clf, Classifier):
         if getattr(self, '_np_policy', None) is None: self._np_policy = NumpyPolicy(self)
         out = self._np_policy.recommend(x.numpy())
         return Recommendation(*(torch.from_numpy(np.ascontiguousarray(o)) for o in out))
@@ -467,8 +467,7 @@ def carma_table(profile=None, scms=SCM_NAMES, seed0: int = 0, verbose: bool = Fa
         ref = oracle_reference(name, p)
         flow = fit_flow(name, ref.pools.causal, p, verbose=False)
         per_seed = []
-        for s in range(seed0, seed0 + p.seeds):
-            m = train_carma(name, ref.clf, flow, ref.pools.recourse, profile=p, seed=s, verbose=verbose)
+        for m in train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, range(seed0, seed0 + p.seeds), profile=p, verbose=verbose):
             r = m.recommend(ref.people)
             per_seed.append(evaluate_recourse(ref.problem, ref.clf, ref.people, r.mask, r.values, r.x_cf).metrics)
         df, o = pd.DataFrame(per_seed), ref.metrics

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from carma_nb.carma import mask_prior, train_carma
+from carma_nb.carma import mask_prior, train_carma_seeds
 from carma_nb.core import get_profile
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import cached_oracle, oracle_reference
@@ -145,9 +145,9 @@ def preference_study(name: str = 'loan', # the SCM
     for method, r in (('oracle', ref.result), ('oracle (weighted)', orc_w)):
         reps = score(r.mask, r.values, r.x_cf, r.found)
         reports[method] = reps[0]; rows.append(_row(method, None, *reps, scm))
-    for s in range(seed0, seed0 + p.seeds):
-        for method, kw in (('CARMA', {}), ('CARMA (weighted)', {'weights': w, 'prior': 'preference'})):
-            m = train_carma(scm, ref.clf, flow, ref.pools.recourse, profile=p, seed=s, verbose=verbose, **kw)
+    seeds = range(seed0, seed0 + p.seeds)
+    for method, kw in (('CARMA', {}), ('CARMA (weighted)', {'weights': w, 'prior': 'preference'})):
+        for s, m in zip(seeds, train_carma_seeds(scm, ref.clf, flow, ref.pools.recourse, seeds, profile=p, verbose=verbose, **kw)):
             rec = m.recommend(ref.people)
             reps = score(rec.mask, rec.values, rec.x_cf)
             if s == seed0: reports[method] = reps[0]

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carma_nb.carma import carma_hparams, train_carma
+from carma_nb.carma import carma_hparams, train_carma_seeds
 from carma_nb.core import TRAINER_VERSION, as_features, get_profile, progress
 from carma_nb.data import Pool, Pools, StandardScaler, load_model, make_pools, resolve_pool, save_model, split_id, trained_model
 from carma_nb.flow import PAPER_FLOW_CF_ERROR, evaluate_causal_model, fit_flow
@@ -375,9 +375,9 @@ def causal_model_comparison(profile=None, seed0: int = 0, verbose: bool = False)
     models = {'flow': (fit_flow('loan', ref.pools.causal, p, verbose=False), None),
               'VACA': (fit_vaca('loan', ref.pools.causal, p, verbose=False), 'vaca')}
     rows = []
-    for s in range(seed0, seed0 + p.seeds):
-        for name, (cm, variant) in models.items():
-            m = train_carma('loan', ref.clf, cm, ref.pools.recourse, profile=p, seed=s, variant=variant, verbose=verbose)
+    seeds = range(seed0, seed0 + p.seeds)
+    for name, (cm, variant) in models.items():
+        for s, m in zip(seeds, train_carma_seeds('loan', ref.clf, cm, ref.pools.recourse, seeds, profile=p, variant=variant, verbose=verbose)):
             r = m.recommend(ref.people)
             met = evaluate_recourse(ref.problem, ref.clf, ref.people, r.mask, r.values, r.x_cf).metrics
             t = time_per_person(lambda xb: m.recommend(xb), ref.people, single=50)

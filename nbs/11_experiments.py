@@ -111,7 +111,7 @@ def plan_jobs(scms=SCM_NAMES, # SCM names
 # %%
 jobs = plan_jobs()
 test_eq(len(jobs), 7 * 3 + 3 + len(ABLATION_FRACTIONS))
-test_eq(jobs[0].key, 'triangle-lin__carma')
+test_eq(jobs[0].key, 'loan__carma-vaca')                         # the longest job first
 test_eq(Job('loan', 'carma-fraction', 0.25).key, 'loan__carma-fraction__0.25')
 test_eq(len(plan_jobs(['chain-lin'])), 3)
 test_fail(lambda: plan_jobs(methods=['magic']), contains="unknown methods ['magic']")

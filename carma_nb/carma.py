@@ -177,7 +177,7 @@ class NumpyPolicy:
 
     def prob(self, x):
         layers, mean, std = self.clf
-        return 1 / (1 + np.exp(-_np_relu_mlp((x - mean) / std, layers)[:, 0]))
+        return np.exp(-np.logaddexp(0, -_np_relu_mlp((x - mean) / std, layers)[:, 0]))   # σ, without overflow
 
     def _conditioner(self, z):
         layers = self.flow[0]

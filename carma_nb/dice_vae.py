@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .carma import (TEMPERATURE, WEIGHT_DECAY, Recommendation, StackedMLP, hinge_temperature, mlp, train_carma_seeds,
+from .carma import (METHOD_COLORS, TEMPERATURE, WEIGHT_DECAY, Recommendation, StackedMLP, hinge_temperature, mlp, train_carma_seeds,
                             validity_penalty)
 from .classifier import Classifier
 from .core import TRAINER_VERSION, Checkpoint, as_features, cache_dir, cached_checkpoint, config_key, get_profile, progress

@@ -175,8 +175,15 @@ def cache_dir() -> Path:
 
 
 # %%
-test_eq(figure_dir('paper').name, 'figures')
-test_eq(figure_dir('quick').relative_to(project_root()), Path('figures/_quick'))
+_saved = os.environ.pop('CARMA_FIGURE_DIR', None)   # `carma-nb reproduce --out DIR` sets it; the defaults are tested without it
+try:
+    test_eq(figure_dir('paper').name, 'figures')
+    test_eq(figure_dir('quick').relative_to(project_root()), Path('figures/_quick'))
+    os.environ['CARMA_FIGURE_DIR'] = '/tmp/elsewhere'
+    test_eq(figure_dir('paper'), Path('/tmp/elsewhere'))
+finally:
+    if _saved is None: os.environ.pop('CARMA_FIGURE_DIR', None)
+    else: os.environ['CARMA_FIGURE_DIR'] = _saved
 
 
 # %% [markdown]

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carma_nb.carma import (TEMPERATURE, WEIGHT_DECAY, Recommendation, StackedMLP, hinge_temperature, mlp, train_carma_seeds,
+from carma_nb.carma import (METHOD_COLORS, TEMPERATURE, WEIGHT_DECAY, Recommendation, StackedMLP, hinge_temperature, mlp, train_carma_seeds,
                             validity_penalty)
 from carma_nb.classifier import Classifier
 from carma_nb.core import TRAINER_VERSION, Checkpoint, as_features, cache_dir, cached_checkpoint, config_key, get_profile, progress
@@ -64,7 +64,7 @@ from carma_nb.scm import SCM, SCM_NAMES, get_scm
 #| hide
 from fastcore.test import test_eq, test_fail, test_close
 import matplotlib.pyplot as plt
-from carma_nb.carma import METHOD_COLORS
+
 from carma_nb.classifier import train_classifier
 from carma_nb.core import save_figure, save_table
 from carma_nb.data import make_pools

@@ -415,6 +415,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument('--jobs', type=int, default=2, help='parallel worker processes (default: 2)')
     r.add_argument('--out', default=None, help='output folder (default: figures/ for paper, figures/_quick/ for quick)')
     r.add_argument('--no-notebooks', action='store_true', help='do not execute the chapters (their figures are then not refreshed)')
+    r.add_argument('--update-notebooks', action='store_true', help='save the executed chapters with their new outputs (for maintainers)')
     c = sub.add_parser('recommend', help='recommendations for a CSV of applicants', description='Serve a CSV of applicants with a saved CARMA model.')
     c.add_argument('--scm', required=True, help='the SCM the model was trained for (checked against the model)')
     c.add_argument('--model', required=True, help='a CARMA checkpoint written by save_carma')
@@ -426,6 +427,18 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--storage', default=None, help='Optuna storage URL shared by workers (default: sqlite file carma_tune_<scm>.db)')
     t.add_argument('--profile', choices=['quick', 'paper'], default='paper')
     return ap
+
+def _run_notebook(path: str, write: bool = False) -> str:
+    "Execute one chapter in its folder (figures go to $CARMA_FIGURE_DIR); with `write`, save its outputs in place."
+    from execnb.nbio import read_nb, write_nb
+    from execnb.shell import CaptureShell
+    nb, cwd = read_nb(path), os.getcwd()
+    os.chdir(Path(path).parent)
+    skip = lambda c: c.source.strip() == '#| hide\nimport nbdev; nbdev.nbdev_export()'   # parallel chapters must not rewrite the package
+    try: CaptureShell().run_all(nb, exc_stop=True, preproc=skip)
+    finally: os.chdir(cwd)
+    if write: write_nb(nb, path)
+    return Path(path).name
 
 def _reproduce(a) -> None:
     import dataclasses
@@ -442,14 +455,15 @@ def _reproduce(a) -> None:
     print(f'experiments done in {time.perf_counter() - t0:.0f} s; results in {results_path(out, p)}, Table 1 in {path}')
     nbs = project_root()/'nbs'
     if not a.no_notebooks and nbs.is_dir() and p.seeds == get_profile(a.profile).seeds:
-        from execnb.nbio import read_nb
-        from execnb.shell import CaptureShell
-        for nb in sorted(nbs.glob('[01][0-9]_*.ipynb')):
-            t = time.perf_counter()
-            cwd = os.getcwd(); os.chdir(nbs)
-            try: CaptureShell().run_all(read_nb(nb), exc_stop=True)
-            finally: os.chdir(cwd)
-            print(f'{nb.name}: figures refreshed in {time.perf_counter() - t:.0f} s')
+        heavy = ('12_paper.ipynb', '09_vaca.ipynb', '07_carma.ipynb', '06_oracle.ipynb')
+        order = sorted(sorted(nbs.glob('[01][0-9]_*.ipynb')), key=lambda f: f.name not in heavy)   # longest first
+        t, failed = time.perf_counter(), []
+        with ProcessPoolExecutor(a.jobs, mp_context=get_context('spawn'), initializer=_worker_init) as ex:
+            futs = {ex.submit(_run_notebook, str(f), a.update_notebooks): f.name for f in order}
+            for f in as_completed(futs):
+                try: f.result(); print(f'{futs[f]}: executed ({time.perf_counter() - t:.0f} s since the chapters started)')
+                except Exception as e: failed.append(futs[f]); print(f'{futs[f]}: FAILED: {type(e).__name__}: {e}', file=sys.stderr)
+        if failed: raise RuntimeError(f"chapters failed: {failed}; run them one by one to see the traceback")
     print(f'reproduce finished in {time.perf_counter() - t0:.0f} s; outputs in {out}')
 
 def main(argv: list[str] | None = None) -> int:
@@ -464,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         elif a.command == 'tune':
             best = tune_carma(a.scm, a.trials, a.storage, profile=a.profile)
             print(json.dumps(best, indent=1))
-    except (ValueError, FileNotFoundError, ImportError, KeyError) as e:
+    except (ValueError, FileNotFoundError, ImportError, KeyError, RuntimeError) as e:
         print(f'carma-nb {a.command}: error: {e}', file=sys.stderr)
         return 2
     return 0

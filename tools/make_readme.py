@@ -18,6 +18,8 @@ def cell_text(cell):
         return src.strip() + '\n'
     if cell['cell_type'] != 'code' or src.lstrip().startswith('#| hide'):
         return ''
+    if src.lstrip().startswith('#| output: asis'):   # a cell that prints Markdown: its output only, verbatim
+        return ''.join(''.join(o['text']) for o in cell.get('outputs', []) if o.get('output_type') == 'stream').strip() + '\n'
     out = ['```python\n' + src.strip() + '\n```\n']
     texts = []
     for o in cell.get('outputs', []):

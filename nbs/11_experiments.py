@@ -23,7 +23,8 @@
 # of them — seven SCMs, ten seeds, four methods, the preference study, VACA and the training-data
 # ablation — and collecting every number in one place. That is bookkeeping, and bookkeeping is what
 # this chapter automates:
-#
+
+# %% [markdown]
 # - **plan**: a list of `Job`s, one per (SCM, method[, training fraction]); a CARMA or DiCE-VAE job
 #   trains all the profile's seeds at once (chapter 7's stacked training) and yields one row per seed;
 # - **run**: each job writes its rows to its own JSON file, atomically; a job whose file exists is not

@@ -200,7 +200,7 @@ def read_applicants(path: str | Path, scm) -> torch.Tensor:
         col = num.isna().any().idxmax(); row = int(num[col].isna().to_numpy().argmax())
         raise ValueError(f"{path}: column {col!r} has a missing value (data row {row + 1}); impute or drop it first")
     if not np.isfinite(num.to_numpy()).all(): raise ValueError(f"{path}: values must be finite numbers (found inf)")
-    return torch.as_tensor(num.to_numpy(np.float32))
+    return torch.from_numpy(np.array(num.to_numpy(np.float32)))   # a writable copy
 
 def recommend_file(model_path: str | Path, input_path: str | Path, output_path: str | Path, scm: str | None = None) -> pd.DataFrame:
     "Recommendations for every applicant of a CSV with a saved CARMA model, written atomically to `output_path`."

@@ -52,9 +52,13 @@
 # `run_course.sh` creates `.venv` with the pinned tool chain (CPU `torch==2.13.0`, `zuko==1.6.0`,
 # `nbdev==2.4.14`), installs the package in editable mode, and executes the chapters in order with the
 # quick profile (figures in `figures/_quick/`). `CARMA_PROFILE=paper bash run_course.sh` uses the
-# paper's settings and refreshes the committed `figures/`; it is long, because the CARMA chapter trains
-# ten seeds per SCM. To read the chapters interactively: `.venv/bin/jupyter lab nbs/`. On this 2-core
-# machine `bash .ci/run` takes about 6 minutes from a fresh clone, including the installation.
+# paper's settings and refreshes the committed `figures/`. To reproduce the paper, `carma-nb reproduce
+# --profile paper --jobs 2` (below) is the faster route: it trains every model in two parallel workers,
+# ten seeds at once per SCM and method, and then runs the chapters. On this shared 2-core machine the 29
+# experiment jobs took 17.5 minutes from an empty model cache and the chapters about 8 more;
+# `--profile quick` took under 5 minutes. To read the chapters interactively:
+# `.venv/bin/jupyter lab nbs/`. `bash .ci/run` takes about 5–6 minutes from a fresh clone, including the
+# installation.
 
 # %% [markdown]
 # ## Quick start

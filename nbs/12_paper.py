@@ -230,6 +230,7 @@ def scaling_times(name: str = 'loan', sizes=(1, 10, 100, 1000, 10_000, 100_000),
     flow = fit_flow(name, ref.pools.causal, p, verbose=False)
     carma = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds=range(p.seeds), profile=p, verbose=False)[0]
     loop = loop_seconds_per_person(ref.problem, ref.clf, ref.people[0])
+    carma.recommend(ref.people[:1])                                            # warm-up: builds the small-batch NumPy policy once
     rows = []
     for n in sizes:
         x = ref.people[torch.arange(n) % len(ref.people)]

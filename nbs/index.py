@@ -54,9 +54,9 @@
 # quick profile (figures in `figures/_quick/`). `CARMA_PROFILE=paper bash run_course.sh` uses the
 # paper's settings and refreshes the committed `figures/`. To reproduce the paper, `carma-nb reproduce
 # --profile paper --jobs 2` (below) is the faster route: it trains every model in two parallel workers,
-# ten seeds at once per SCM and method, and then runs the chapters. On this shared 2-core machine the 29
-# experiment jobs took 17.5 minutes from an empty model cache and the chapters about 8 more;
-# `--profile quick` took under 5 minutes. To read the chapters interactively:
+# ten seeds at once per SCM and method, and then runs the chapters. On this shared 2-core machine one
+# run from an empty model cache took 23 minutes (29 experiment jobs in 14.6, then the chapters in 8.3)
+# and reproduced the committed Table 1 exactly; `--profile quick` took under 5 minutes. To read the chapters interactively:
 # `.venv/bin/jupyter lab nbs/`. `bash .ci/run` takes about 5–6 minutes from a fresh clone, including the
 # installation.
 

@@ -29,8 +29,9 @@ from .scm import SCM, SCM_NAMES, get_scm
 # %% auto #0
 __all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'WEIGHT_DECAY', 'SMALL_BATCH', 'METHOD_COLORS', 'PAPER_CARMA',
            'carma_hparams', 'binary_gumbel_st', 'mlp', 'CARMA', 'Recommendation', 'NumpyPolicy', 'mask_kl',
-           'mask_prior', 'validity_penalty', 'hinge_temperature', 'carma_loss', 'StackedMLP', 'train_carma_seeds',
-           'train_carma', 'save_carma', 'load_carma', 'plot_shifts', 'plot_feature_use', 'carma_table']
+           'mask_prior', 'validity_penalty', 'hinge_temperature', 'carma_loss', 'StackedMLP', 'stacked_training',
+           'cached_stack', 'train_carma_seeds', 'train_carma', 'save_carma', 'load_carma', 'plot_shifts',
+           'plot_feature_use', 'carma_table']
 
 # %% ../nbs/07_carma.ipynb #0f2897c0
 CARMA_HPARAMS: dict[str, dict] = {
@@ -285,6 +286,39 @@ class StackedMLP(nn.Module):
         return {**{f'{prefix}.{2 * k}.weight': w[s].detach().T.contiguous() for k, w in enumerate(self.weights)},
                 **{f'{prefix}.{2 * k}.bias': b[s, 0].detach().clone() for k, b in enumerate(self.biases)}}
 
+def stacked_training(step, # step(idx (S, b) person indices, lam (S,)) → (loss (S,), parts (4, S): cost, kl, hinge, valid)
+                     params, # the stacked parameters
+                     n_people: int, # people in the training set
+                     gens: list[torch.Generator], # one generator per model: its batch order
+                     hp: dict, # lr, epochs, batch
+                     desc: str, verbose: bool = True) -> dict:
+    "The loop shared by every stacked trainer: per-model batch orders, Adam, one multiplier λ per model; per-epoch curves (epochs, S)."
+    S = len(gens)
+    opt = torch.optim.Adam(params, lr=hp['lr'], weight_decay=WEIGHT_DECAY, fused=True)
+    lam, curves = torch.zeros(S), {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
+    for _ in progress(range(hp['epochs']), desc=f'{desc} ×{S}', disable=None if verbose else True):
+        sums = torch.zeros(4, S)
+        perms = torch.stack([torch.randperm(n_people, generator=g) for g in gens])
+        for k in range(0, n_people, hp['batch']):
+            idx = perms[:, k:k + hp['batch']]
+            loss, parts = step(idx, lam)
+            opt.zero_grad(set_to_none=True); loss.sum().backward(); opt.step()   # the models share no parameter
+            lam = (lam + parts[2]).clamp_(min=0)                                  # λ ← max(0, λ + g), per model
+            sums += parts * idx.shape[1]
+        for k, v in zip(('cost', 'kl', 'hinge', 'valid'), sums / n_people): curves[k].append(v)
+        curves['lambda'].append(lam.clone())
+    return {k: torch.stack(v) for k, v in curves.items()}
+
+def cached_stack(kind: str, # model-cache folder
+                 cfgs: list[dict], # one full configuration per seed
+                 fit_missing, # fit_missing(indices) → [(state_dict, scaler, extras)] for those configurations, trained together
+                 cache: bool = True) -> list[Checkpoint]:
+    "One checkpoint per configuration: cached ones are loaded, the missing ones trained in one call."
+    todo = [i for i, c in enumerate(cfgs) if not (cache and (cache_dir()/kind/f'{config_key(c)}.pt').exists())]
+    fits = dict(zip(todo, fit_missing(todo))) if todo else {}
+    return [cached_checkpoint(kind, c, lambda i=i: fits[i]) if cache else Checkpoint(fits[i][0], c, None, None, fits[i][2])
+            for i, c in enumerate(cfgs)]
+
 def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose):
     "Train one CARMA per seed, all at once: each seed has its own init, batch order and Gumbel noise."
     t0 = time.perf_counter()
@@ -301,35 +335,25 @@ def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose
     act = torch.zeros(D); act[scm.actionable] = 1.
     w = problem.weights
     prior = mask_prior(w, prior_kind)
-    opt = torch.optim.Adam([*mask_net.parameters(), *action_net.parameters()], lr=hp['lr'], weight_decay=WEIGHT_DECAY, fused=True)
-    lam, curves = torch.zeros(S), {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
-    for _ in progress(range(hp['epochs']), desc=f'CARMA {scm.name} ×{S}', disable=None if verbose else True):
-        sums = torch.zeros(4, S)
-        perms = torch.stack([torch.randperm(N, generator=g) for g in gens])
-        for k in range(0, N, hp['batch']):
-            idx = perms[:, k:k + hp['batch']]
-            xb, zb, b = x[idx], z[idx], idx.shape[1]                           # (S, b, D), (S, b, D·d_z)
-            logits = mask_net(zb).unflatten(-1, (D, 2))
-            u = torch.stack([torch.rand(b, D, generator=g) for g in gens])
-            a = binary_gumbel_st(logits[..., 1] - logits[..., 0], hp['tau'], u) * act
-            delta = action_net(torch.cat([zb, a], -1)).clamp(lo, hi)
-            x_cf = cm.latent_counterfactual(zb.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
-            p = torch.sigmoid(clf.logits(x_cf, check=False) / T).view(S, b)
-            cost = problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), w).view(S, b).mean(-1)
-            kl = mask_kl(logits, prior, act).mean(-1)
-            penalty, g = validity_penalty(p, hp['margin'], lam)
-            loss = (cost + kl + penalty).sum()                                   # the models share no parameter
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-            lam = (lam + g.detach()).clamp_(min=0)
-            sums += torch.stack([cost.detach(), kl.detach(), g.detach(), (p >= 0.5).float().mean(-1)]) * b
-        for k, v in zip(('cost', 'kl', 'hinge', 'valid'), sums / N): curves[k].append(v)
-        curves['lambda'].append(lam.clone())
+    def step(idx, lam):
+        xb, zb, b = x[idx], z[idx], idx.shape[1]                                 # (S, b, D), (S, b, D·d_z)
+        logits = mask_net(zb).unflatten(-1, (D, 2))
+        u = torch.stack([torch.rand(b, D, generator=g) for g in gens])
+        a = binary_gumbel_st(logits[..., 1] - logits[..., 0], hp['tau'], u) * act
+        delta = action_net(torch.cat([zb, a], -1)).clamp(lo, hi)
+        x_cf = cm.latent_counterfactual(zb.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
+        p = torch.sigmoid(clf.logits(x_cf, check=False) / T).view(S, b)
+        cost = problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), w).view(S, b).mean(-1)
+        kl = mask_kl(logits, prior, act).mean(-1)
+        penalty, g = validity_penalty(p, hp['margin'], lam)
+        return cost + kl + penalty, torch.stack([cost, kl, g, (p >= 0.5).float().mean(-1)]).detach()
+    curves = stacked_training(step, [*mask_net.parameters(), *action_net.parameters()], N, gens, hp, f'CARMA {scm.name}', verbose)
     seconds = (time.perf_counter() - t0) / S
     out = []
     for s in range(S):
         sd = {**mask_net.member(s, 'mask_net'), **action_net.member(s, 'action_net'),
               'actionable': act.clone(), 'z_range': torch.tensor([lo, hi], dtype=torch.float32)}
-        extras = {f'history_{k}': torch.stack(v)[:, s].clone() for k, v in curves.items()}
+        extras = {f'history_{k}': v[:, s].clone() for k, v in curves.items()}
         out.append((sd, None, {**extras, 'train_seconds': torch.tensor(seconds), 'stacked_seeds': torch.tensor(S), 'temperature_T': torch.tensor(T)}))
     return out
 
@@ -367,13 +391,8 @@ def train_carma_seeds(scm: SCM | str, # the SCM
     if not seeds or len(set(seeds)) != len(seeds): raise ValueError(f"seeds must be distinct and non-empty, got {seeds}")
     scm, pool, hp, w, base = _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant)
     cfgs = [{**base, 'seed': s} for s in seeds]
-    todo = [i for i, c in enumerate(cfgs) if not (cache and (cache_dir()/'carma'/f'{config_key(c)}.pt').exists())]
-    fits = dict(zip(todo, _fit_carma_seeds(scm, flow, clf, pool, hp, w, prior, [seeds[i] for i in todo], verbose))) if todo else {}
-    models = []
-    for i, cfg in enumerate(cfgs):
-        ck = cached_checkpoint('carma', cfg, lambda i=i: fits[i]) if cache else Checkpoint(fits[i][0], cfg, None, None, fits[i][2])
-        models.append(_carma_from_checkpoint(ck, flow, clf))
-    return models
+    fit = lambda todo: _fit_carma_seeds(scm, flow, clf, pool, hp, w, prior, [seeds[i] for i in todo], verbose)
+    return [_carma_from_checkpoint(ck, flow, clf) for ck in cached_stack('carma', cfgs, fit, cache)]
 
 def train_carma(scm: SCM | str, clf: Classifier, flow, pool: Pool | Pools | None = None, hparams: dict | None = None,
                 profile: str | Profile | None = None, seed: int = 0, weights=None, prior: str = 'uniform',

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .carma import (METHOD_COLORS, TEMPERATURE, WEIGHT_DECAY, Recommendation, StackedMLP, hinge_temperature, mlp, train_carma_seeds,
-                            validity_penalty)
+from .carma import (METHOD_COLORS, TEMPERATURE, Recommendation, StackedMLP, cached_stack, hinge_temperature, mlp, stacked_training,
+                            train_carma_seeds, validity_penalty)
 from .classifier import Classifier
-from .core import TRAINER_VERSION, Checkpoint, as_features, cache_dir, cached_checkpoint, config_key, get_profile, progress
+from .core import TRAINER_VERSION, as_features, get_profile
 from .data import Pool, Pools, resolve_pool, split_id
 from .flow import fit_flow
 from .oracle import oracle_reference
@@ -102,32 +102,22 @@ def _fit_dice_seeds(problem, clf, pool, hp, seeds, verbose):
     enc, dec = StackedMLP([D, H, 2 * D], gens), StackedMLP([2 * D, H, D], gens)
     mutable = torch.zeros(D); mutable[problem.scm.actionable] = 1.
     T = hinge_temperature(clf, x, hp['temperature'])
-    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=hp['lr'], weight_decay=WEIGHT_DECAY, fused=True)
-    lam, curves = torch.zeros(S), {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
-    for _ in progress(range(hp['epochs']), desc=f'DiCE-VAE {problem.scm.name} ×{S}', disable=None if verbose else True):
-        sums = torch.zeros(4, S)
-        perms = torch.stack([torch.randperm(N, generator=g) for g in gens])
-        for k in range(0, N, hp['batch']):
-            idx = perms[:, k:k + hp['batch']]
-            xb, b = x[idx], idx.shape[1]
-            xt = problem.standardise(xb)
-            mu, logvar = enc(xt).chunk(2, -1)
-            eps = torch.stack([torch.randn(b, D, generator=g) for g in gens])
-            xt_new = xt + dec(torch.cat([mu + eps * (0.5 * logvar).exp(), xt], -1)) * mutable
-            x_new = torch.where(mutable.bool(), xt_new * problem.std + problem.mean, xb).flatten(0, 1)
-            p = torch.sigmoid(clf.logits(x_new, check=False) / T).view(S, b)
-            dist = problem.cost(xb.flatten(0, 1), x_new, mutable.expand(S * b, D)).view(S, b).mean(-1)
-            kl = (0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(-1)).mean(-1)
-            penalty, g = validity_penalty(p, hp['margin'], lam)
-            loss = (dist + kl + penalty).sum()
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-            lam = (lam + g.detach()).clamp_(min=0)
-            sums += torch.stack([dist.detach(), kl.detach(), g.detach(), (p >= 0.5).float().mean(-1)]) * b
-        for k, v in zip(('cost', 'kl', 'hinge', 'valid'), sums / N): curves[k].append(v)
-        curves['lambda'].append(lam.clone())
+    def step(idx, lam):
+        xb, b = x[idx], idx.shape[1]
+        xt = problem.standardise(xb)
+        mu, logvar = enc(xt).chunk(2, -1)
+        eps = torch.stack([torch.randn(b, D, generator=g) for g in gens])
+        xt_new = xt + dec(torch.cat([mu + eps * (0.5 * logvar).exp(), xt], -1)) * mutable
+        x_new = torch.where(mutable.bool(), xt_new * problem.std + problem.mean, xb).flatten(0, 1)
+        p = torch.sigmoid(clf.logits(x_new, check=False) / T).view(S, b)
+        dist = problem.cost(xb.flatten(0, 1), x_new, mutable.expand(S * b, D)).view(S, b).mean(-1)
+        kl = (0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(-1)).mean(-1)
+        penalty, g = validity_penalty(p, hp['margin'], lam)
+        return dist + kl + penalty, torch.stack([dist, kl, g, (p >= 0.5).float().mean(-1)]).detach()
+    curves = stacked_training(step, [*enc.parameters(), *dec.parameters()], N, gens, hp, f'DiCE-VAE {problem.scm.name}', verbose)
     seconds = (time.perf_counter() - t0) / S
     return [({**enc.member(s, 'encoder'), **dec.member(s, 'decoder'), 'mutable': mutable.clone()}, None,
-             {**{f'history_{k}': torch.stack(v)[:, s].clone() for k, v in curves.items()}, 'train_seconds': torch.tensor(seconds)})
+             {**{f'history_{k}': v[:, s].clone() for k, v in curves.items()}, 'train_seconds': torch.tensor(seconds)})
             for s in range(S)]
 
 def train_dice_vae_seeds(scm: SCM | str, # the SCM
@@ -149,11 +139,9 @@ def train_dice_vae_seeds(scm: SCM | str, # the SCM
     problem = recourse_problem(scm, pool)
     cfgs = [{'kind': 'dice-vae', 'trainer': TRAINER_VERSION, 'dice_trainer': 'stacked-1', 'scm': scm.name, 'hp': hp, 'seed': s,
              'train': split_id(pool.train), 'classifier': getattr(clf, 'config', None)} for s in seeds]
-    todo = [i for i, c in enumerate(cfgs) if not (cache and (cache_dir()/'dice-vae'/f'{config_key(c)}.pt').exists())]
-    fits = dict(zip(todo, _fit_dice_seeds(problem, clf, pool, hp, [seeds[i] for i in todo], verbose))) if todo else {}
+    fit = lambda todo: _fit_dice_seeds(problem, clf, pool, hp, [seeds[i] for i in todo], verbose)
     models = []
-    for i, cfg in enumerate(cfgs):
-        ck = cached_checkpoint('dice-vae', cfg, lambda i=i: fits[i]) if cache else Checkpoint(fits[i][0], cfg, None, None, fits[i][2])
+    for ck in cached_stack('dice-vae', cfgs, fit, cache):
         model = DiceVAE(problem, clf, ck.config['hp'])
         model.load_state_dict(ck.state_dict, strict=False)
         model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}

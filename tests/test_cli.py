@@ -103,3 +103,13 @@ def test_runner_resumes_and_never_reads_half_written_files(tmp_path):
     assert float(again['cost x100'].iloc[0]) == -1.0 and len(again) == len(res)
     with pytest.raises(ValueError, match='jobs must be ≥ 1'):
         run_experiments('quick', ['chain-lin'], jobs=0, out=tmp_path, verbose=False)
+
+
+def test_tune_workers_share_one_study(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    for _ in range(2):                                                  # two workers, one after the other, same storage
+        r = run_cli('tune', '--scm', 'chain-lin', '--trials', '1', '--profile', 'quick', '--storage', url)
+        assert r.returncode == 0, r.stderr
+    best = json.loads(r.stdout)
+    assert best['trials in study'] == 2 and set(best['params']) >= {'lr', 'epochs', 'batch', 'margin', 'tau', 'temperature'}
+    assert 0 <= best['validity %'] <= 100

@@ -824,7 +824,7 @@ assert (table['CARMA validity %'] > 80).all()
 # paper's epochs, every rejected test person), with the models trained by `carma-nb reproduce`.
 #
 # *What changed on the way.* With the paper's loss unchanged, CARMA was valid but expensive on our
-# classifiers (loan: cost 11–38 over ten seeds, 3–9× the oracle), because the hinge's gradient is zero
+# classifiers (loan: cost 11–38 over ten seeds, 2.7–9.4× the oracle), because the hinge's gradient is zero
 # for almost every rejected person (logits around −70). The tempered hinge fixes the gradient without
 # touching any decision. Its factor was chosen per SCM on the **validation** people by
 # `tools/sweep_temperature.py` (4 seeds, paper settings; score = cost + (1 − validity), SPEC §8's rule).

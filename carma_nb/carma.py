@@ -27,26 +27,27 @@ from .recourse import as_weights, evaluate_recourse, recourse_problem, rejected,
 from .scm import SCM, SCM_NAMES, get_scm
 
 # %% auto #0
-__all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'WEIGHT_DECAY', 'SMALL_BATCH', 'METHOD_COLORS', 'PAPER_CARMA',
-           'carma_hparams', 'binary_gumbel_st', 'mlp', 'CARMA', 'Recommendation', 'NumpyPolicy', 'mask_kl',
-           'mask_prior', 'validity_penalty', 'hinge_temperature', 'carma_loss', 'StackedMLP', 'stacked_training',
-           'cached_stack', 'train_carma_seeds', 'train_carma', 'save_carma', 'load_carma', 'plot_shifts',
-           'plot_feature_use', 'carma_table']
+__all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'SHIFT_SCALE', 'WEIGHT_DECAY', 'SMALL_BATCH', 'METHOD_COLORS',
+           'PAPER_CARMA', 'carma_hparams', 'binary_gumbel_st', 'mlp', 'CARMA', 'Recommendation', 'NumpyPolicy',
+           'mask_kl', 'mask_prior', 'validity_penalty', 'hinge_temperature', 'carma_loss', 'StackedMLP',
+           'stacked_training', 'cached_stack', 'train_carma_seeds', 'train_carma', 'save_carma', 'load_carma',
+           'plot_shifts', 'plot_feature_use', 'carma_table']
 
 # %% ../nbs/07_carma.ipynb #0f2897c0
 CARMA_HPARAMS: dict[str, dict] = {
     'triangle-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(8, 8, 8, 8), epochs=500, batch=32, margin=0.007, tau=0.55, temperature=4),
     'collider-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(32, 32, 32, 32), epochs=350, batch=256, margin=0.013, tau=0.31, temperature=4),
     'chain-lin':     dict(lr=5e-3, mask_hidden=(16,), action_hidden=(8, 8), epochs=150, batch=128, margin=0.004, tau=0.87, temperature=1),
-    'triangle-nlin': dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(8, 8, 8, 8), epochs=450, batch=256, margin=0.003, tau=0.2, temperature=1),
+    'triangle-nlin': dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(8, 8, 8, 8), epochs=450, batch=256, margin=0.003, tau=0.2, temperature=1, shift_scale=2),
     'collider-nlin': dict(lr=1e-2, mask_hidden=(16, 16, 16), action_hidden=(8, 8, 8), epochs=250, batch=64, margin=0.002, tau=0.83, temperature=1),
-    'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256, margin=0.007, tau=0.08, temperature=1),
+    'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256, margin=0.007, tau=0.08, temperature=1, shift_scale=2),
     'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=450, batch=256, margin=0.011, tau=0.45, temperature=4),
     'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32), epochs=450, batch=256, margin=0.007, tau=0.33, temperature=4),
     'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256, margin=0.003, tau=0.4, temperature=4),
-}   # temperature: our addition, chosen per SCM on the validation people (tools/sweep_temperature.py; chapter status)
+}   # temperature and shift_scale: our additions, chosen per SCM on the validation people (tools/sweep_hparam.py; chapter status)
 DAMPING = 10.0       # c of the modified differential method of multipliers
 TEMPERATURE = 1.0    # our addition: the hinge sees σ(logit / T), T = max(1, TEMPERATURE · median |logit| of the rejected; 0 = the paper's loss)
+SHIFT_SCALE = 1.0    # our addition: δ is clamped to shift_scale · [⌊min Z⌋, ⌈max Z⌉]; 1 = the paper's clamp
 WEIGHT_DECAY = 5e-4
 
 def carma_hparams(scm: SCM | str, variant: str | None = None, **overrides) -> dict:
@@ -55,12 +56,13 @@ def carma_hparams(scm: SCM | str, variant: str | None = None, **overrides) -> di
     if variant not in (None, 'weighted', 'vaca'): raise ValueError(f"variant must be None, 'weighted' or 'vaca', got {variant!r}")
     key = f'{name}-{variant}' if variant else name
     if variant and key not in CARMA_HPARAMS: key = f'loan-{variant}'   # only loan was tuned for the variants; reuse its row
-    hp = {'temperature': TEMPERATURE, **CARMA_HPARAMS.get(key, CARMA_HPARAMS['loan'])}
+    hp = {'temperature': TEMPERATURE, 'shift_scale': SHIFT_SCALE, **CARMA_HPARAMS.get(key, CARMA_HPARAMS['loan'])}
     unknown = set(overrides) - set(hp)
     if unknown: raise ValueError(f"unknown CARMA hyperparameters {sorted(unknown)}; known: {sorted(hp)}")
     hp.update(overrides)
-    if not (hp['lr'] > 0 and hp['epochs'] >= 1 and hp['batch'] >= 1 and hp['tau'] > 0 and hp['margin'] >= 0 and hp['temperature'] >= 0):
-        raise ValueError(f"invalid CARMA hyperparameters {hp}: need lr > 0, epochs ≥ 1, batch ≥ 1, tau > 0, margin ≥ 0, temperature ≥ 0")
+    if not (hp['lr'] > 0 and hp['epochs'] >= 1 and hp['batch'] >= 1 and hp['tau'] > 0 and hp['margin'] >= 0 and hp['temperature'] >= 0
+            and hp['shift_scale'] > 0):
+        raise ValueError(f"invalid CARMA hyperparameters {hp}: need lr > 0, epochs ≥ 1, batch ≥ 1, tau > 0, margin ≥ 0, temperature ≥ 0, shift_scale > 0")
     return hp
 
 # %% ../nbs/07_carma.ipynb #6c83e4a8
@@ -326,7 +328,7 @@ def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose
     with torch.no_grad():
         x = rejected(clf, pool.train.x)
         z = cm.abduct(x)
-    lo, hi = math.floor(float(z.min())), math.ceil(float(z.max()))
+    lo, hi = (hp['shift_scale'] * v for v in (math.floor(float(z.min())), math.ceil(float(z.max()))))
     T = hinge_temperature(clf, x, hp['temperature'])
     S, N, D, dz = len(seeds), len(x), scm.n_features, cm.latent_size
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]

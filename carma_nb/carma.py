@@ -187,7 +187,7 @@ class NumpyPolicy:
         h = z
         for k, (w, b) in enumerate(layers):
             h = h @ w + b
-            if k < len(layers) - 1: h = np.where(h > 0, h, np.expm1(np.minimum(h, 0)))
+            if k < len(layers) - 1: h = np.maximum(h, 0) + np.expm1(np.minimum(h, 0))   # ELU in three ufuncs
         h = h.reshape(len(z), self.D, 2)
         a = h[..., 1]
         return h[..., 0], a / (1 + np.abs(a) / self.log_slope)

@@ -409,6 +409,13 @@ fig.suptitle(f'loan: CARMA with the causal flow vs with VACA ({profile.name} pro
 save_figure(fig, 'fig3_flow_vs_vaca')
 plt.show()
 
+# %% [markdown]
+# **Measured** (paper profile, 10 seeds, the 2 310 rejected loan test people): CARMA with VACA is
+# causally valid for 99.70 % of people on average (every seed ≥ 99.44 %), with coverage under VACA
+# 100 %; its cost is 4.83 against the flow's 4.09 and the oracle's 4.10 (1.18×), and it takes about 3.5×
+# the flow's time per person at batch size 1. The flow is the better causal model for CARMA here: more
+# accurate counterfactuals (table above), so a thin margin suffices and the actions are cheaper.
+
 # %%
 #| hide
 import nbdev; nbdev.nbdev_export()

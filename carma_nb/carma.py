@@ -27,11 +27,11 @@ from .recourse import as_weights, evaluate_recourse, recourse_problem, rejected,
 from .scm import SCM, SCM_NAMES, get_scm
 
 # %% auto #0
-__all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'SHIFT_SCALE', 'WEIGHT_DECAY', 'SMALL_BATCH', 'METHOD_COLORS',
+__all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'SHIFT_SCALE', 'RESTARTS', 'WEIGHT_DECAY', 'SMALL_BATCH', 'METHOD_COLORS',
            'PAPER_CARMA', 'carma_hparams', 'binary_gumbel_st', 'mlp', 'CARMA', 'Recommendation', 'NumpyPolicy',
            'mask_kl', 'mask_prior', 'validity_penalty', 'hinge_temperature', 'carma_loss', 'StackedMLP',
-           'stacked_training', 'cached_stack', 'train_carma_seeds', 'train_carma', 'save_carma', 'load_carma',
-           'plot_shifts', 'plot_feature_use', 'carma_table']
+           'stacked_training', 'cached_stack', 'restart_seed', 'restart_scores', 'train_carma_seeds', 'train_carma',
+           'save_carma', 'load_carma', 'plot_shifts', 'plot_feature_use', 'carma_table']
 
 # %% ../nbs/07_carma.ipynb #0f2897c0
 CARMA_HPARAMS: dict[str, dict] = {
@@ -48,6 +48,7 @@ CARMA_HPARAMS: dict[str, dict] = {
 DAMPING = 10.0       # c of the modified differential method of multipliers
 TEMPERATURE = 1.0    # our addition: the hinge sees σ(logit / T), T = max(1, TEMPERATURE · median |logit| of the rejected; 0 = the paper's loss)
 SHIFT_SCALE = 1.0    # our addition: δ is clamped to shift_scale · [⌊min Z⌋, ⌈max Z⌉]; 1 = the paper's clamp
+RESTARTS = 3         # our addition: train this many candidates per seed, keep the best on the training people (1 = the paper)
 WEIGHT_DECAY = 5e-4
 
 def carma_hparams(scm: SCM | str, variant: str | None = None, **overrides) -> dict:
@@ -56,13 +57,14 @@ def carma_hparams(scm: SCM | str, variant: str | None = None, **overrides) -> di
     if variant not in (None, 'weighted', 'vaca'): raise ValueError(f"variant must be None, 'weighted' or 'vaca', got {variant!r}")
     key = f'{name}-{variant}' if variant else name
     if variant and key not in CARMA_HPARAMS: key = f'loan-{variant}'   # only loan was tuned for the variants; reuse its row
-    hp = {'temperature': TEMPERATURE, 'shift_scale': SHIFT_SCALE, **CARMA_HPARAMS.get(key, CARMA_HPARAMS['loan'])}
+    hp = {'temperature': TEMPERATURE, 'shift_scale': SHIFT_SCALE, 'restarts': RESTARTS, **CARMA_HPARAMS.get(key, CARMA_HPARAMS['loan'])}
     unknown = set(overrides) - set(hp)
     if unknown: raise ValueError(f"unknown CARMA hyperparameters {sorted(unknown)}; known: {sorted(hp)}")
     hp.update(overrides)
     if not (hp['lr'] > 0 and hp['epochs'] >= 1 and hp['batch'] >= 1 and hp['tau'] > 0 and hp['margin'] >= 0 and hp['temperature'] >= 0
-            and hp['shift_scale'] > 0):
-        raise ValueError(f"invalid CARMA hyperparameters {hp}: need lr > 0, epochs ≥ 1, batch ≥ 1, tau > 0, margin ≥ 0, temperature ≥ 0, shift_scale > 0")
+            and hp['shift_scale'] > 0 and hp['restarts'] >= 1 and hp['restarts'] == int(hp['restarts'])):
+        raise ValueError(f"invalid CARMA hyperparameters {hp}: need lr > 0, epochs ≥ 1, batch ≥ 1, tau > 0, margin ≥ 0, temperature ≥ 0, "
+                         "shift_scale > 0, restarts a whole number ≥ 1")
     return hp
 
 # %% ../nbs/07_carma.ipynb #6c83e4a8
@@ -321,9 +323,28 @@ def cached_stack(kind: str, # model-cache folder
     return [cached_checkpoint(kind, c, lambda i=i: fits[i]) if cache else Checkpoint(fits[i][0], c, None, None, fits[i][2])
             for i, c in enumerate(cfgs)]
 
+def restart_seed(seed: int, r: int) -> int:
+    "The random seed of restart r of `seed`: restart 0 is the seed itself, so restarts=1 is plain training."
+    return seed if r == 0 else seed + 7919 * r + 1_000_003
+
+def restart_scores(mask_net: StackedMLP, action_net: StackedMLP, cm, clf, problem, x, z, act, lo, hi, w) -> torch.Tensor:
+    "Per stacked model: mean cost + share of people left invalid under the causal model, deterministic masks, all people x."
+    with torch.no_grad():
+        S, n = mask_net.weights[0].shape[0], len(x)
+        zs = z.expand(S, *z.shape)
+        logits = mask_net(zs).unflatten(-1, (len(act), 2))
+        a = (logits[..., 1] > logits[..., 0]).to(z.dtype) * act
+        delta = action_net(torch.cat([zs, a], -1)).clamp(lo, hi)
+        x_cf = cm.latent_counterfactual(zs.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
+        valid = (clf.logits(x_cf, check=False) >= 0).view(S, n).float().mean(-1)
+        cost = problem.cost(x.repeat(S, 1), x_cf, a.flatten(0, 1), w).view(S, n).mean(-1)
+        return cost + (1 - valid)
+
 def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose):
-    "Train one CARMA per seed, all at once: each seed has its own init, batch order and Gumbel noise."
+    "Train one CARMA per seed, all at once: each seed (and each of its restarts) has its own init, batch order and Gumbel noise."
     t0 = time.perf_counter()
+    R, n_seeds = int(hp.get('restarts', 1)), len(seeds)
+    seeds = [restart_seed(s, r) for s in seeds for r in range(R)]         # seed-major: model k is seed k // R, restart k % R
     problem = recourse_problem(scm, pool, weights)
     with torch.no_grad():
         x = rejected(clf, pool.train.x)
@@ -350,13 +371,16 @@ def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose
         penalty, g = validity_penalty(p, hp['margin'], lam)
         return cost + kl + penalty, torch.stack([cost, kl, g, (p >= 0.5).float().mean(-1)]).detach()
     curves = stacked_training(step, [*mask_net.parameters(), *action_net.parameters()], N, gens, hp, f'CARMA {scm.name}', verbose)
-    seconds = (time.perf_counter() - t0) / S
+    scores = restart_scores(mask_net, action_net, cm, clf, problem, x, z, act, lo, hi, w).view(n_seeds, R)
+    seconds = (time.perf_counter() - t0) / n_seeds
     out = []
-    for s in range(S):
+    for i in range(n_seeds):
+        s = i * R + int(scores[i].argmin())                                 # the restart with the best training score
         sd = {**mask_net.member(s, 'mask_net'), **action_net.member(s, 'action_net'),
               'actionable': act.clone(), 'z_range': torch.tensor([lo, hi], dtype=torch.float32)}
         extras = {f'history_{k}': v[:, s].clone() for k, v in curves.items()}
-        out.append((sd, None, {**extras, 'train_seconds': torch.tensor(seconds), 'stacked_seeds': torch.tensor(S), 'temperature_T': torch.tensor(T)}))
+        out.append((sd, None, {**extras, 'train_seconds': torch.tensor(seconds), 'stacked_seeds': torch.tensor(S),
+                               'temperature_T': torch.tensor(T), 'restart_scores': scores[i].clone()}))
     return out
 
 def _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant):

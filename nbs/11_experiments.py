@@ -466,6 +466,9 @@ def _reproduce(a) -> None:
                 try: f.result(); print(f'{futs[f]}: executed ({time.perf_counter() - t:.0f} s since the chapters started)')
                 except Exception as e: failed.append(futs[f]); print(f'{futs[f]}: FAILED: {type(e).__name__}: {e}', file=sys.stderr)
         if failed: raise RuntimeError(f"chapters failed: {failed}; run them one by one to see the traceback")
+        if (nbs/'index.ipynb').exists():        # last: its results table reads the Table 1 that chapter 12 writes
+            _run_notebook(str(nbs/'index.ipynb'), a.update_notebooks)
+            print('index.ipynb: executed' + ('; run `python tools/make_readme.py` to refresh README.md' if a.update_notebooks else ''))
     print(f'reproduce finished in {time.perf_counter() - t0:.0f} s; outputs in {out}')
 
 def main(argv: list[str] | None = None) -> int:

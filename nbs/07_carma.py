@@ -66,22 +66,22 @@ from carma_nb.oracle import cached_oracle
 # %% [markdown]
 # ## Hyperparameters
 #
-# The paper tuned each SCM separately (its Table 5); `temperature` and `shift_scale` are our additions,
+# The paper tuned each SCM separately (its Table 5); `temperature`, `shift_scale` and `restarts` are our additions,
 # explained with the loss below. The profile scales the number of epochs (`carma_epoch_frac`: 1.0 at paper settings).
 
 # %%
 #| export
 CARMA_HPARAMS: dict[str, dict] = {
-    'triangle-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(8, 8, 8, 8), epochs=500, batch=32, margin=0.007, tau=0.55, temperature=4),
+    'triangle-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(8, 8, 8, 8), epochs=500, batch=32, margin=0.007, tau=0.55, temperature=4, restarts=6),
     'collider-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(32, 32, 32, 32), epochs=350, batch=256, margin=0.013, tau=0.31, temperature=4),
-    'chain-lin':     dict(lr=5e-3, mask_hidden=(16,), action_hidden=(8, 8), epochs=150, batch=128, margin=0.004, tau=0.87, temperature=1),
-    'triangle-nlin': dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(8, 8, 8, 8), epochs=450, batch=256, margin=0.003, tau=0.2, temperature=1, shift_scale=2),
-    'collider-nlin': dict(lr=1e-2, mask_hidden=(16, 16, 16), action_hidden=(8, 8, 8), epochs=250, batch=64, margin=0.002, tau=0.83, temperature=1),
+    'chain-lin':     dict(lr=5e-3, mask_hidden=(16,), action_hidden=(8, 8), epochs=150, batch=128, margin=0.004, tau=0.87, temperature=1, restarts=6),
+    'triangle-nlin': dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(8, 8, 8, 8), epochs=450, batch=256, margin=0.003, tau=0.2, temperature=1, shift_scale=2, restarts=6),
+    'collider-nlin': dict(lr=1e-2, mask_hidden=(16, 16, 16), action_hidden=(8, 8, 8), epochs=250, batch=64, margin=0.002, tau=0.83, temperature=1, restarts=6),
     'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256, margin=0.007, tau=0.08, temperature=1, shift_scale=2),
     'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=450, batch=256, margin=0.011, tau=0.45, temperature=4),
     'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32), epochs=450, batch=256, margin=0.007, tau=0.33, temperature=4),
     'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256, margin=0.03, tau=0.4, temperature=4),   # ε: 0.003 in Table 5 (chapter 9)
-}   # temperature and shift_scale: our additions, chosen per SCM on the validation people (tools/sweep_hparam.py; chapter status)
+}   # temperature, shift_scale and restarts: our additions, chosen per SCM on the validation people (tools/sweep_hparam.py; chapter status)
 DAMPING = 10.0       # c of the modified differential method of multipliers
 TEMPERATURE = 1.0    # our addition: the hinge sees σ(logit / T), T = max(1, TEMPERATURE · median |logit| of the rejected; 0 = the paper's loss)
 SHIFT_SCALE = 1.0    # our addition: δ is clamped to shift_scale · [⌊min Z⌋, ⌈max Z⌉]; 1 = the paper's clamp
@@ -455,7 +455,23 @@ test_eq(hinge_temperature(_clf, _rej, 0.), 1.)                                # 
 # model's time includes its discarded restarts. Measured on the validation people (10 seeds, paper
 # settings, `tools/sweep_hparam.py … restarts 1,3`), cost / oracle went from 1.45× to 1.13× on
 # triangle-lin (where one seed left 17.5 % invalid, and now none), from 1.21× to 1.15× on chain-lin,
-# from 1.56× to 1.14× on collider-nlin and from 1.39× to 1.30× on triangle-nlin.
+# from 1.56× to 1.14× on collider-nlin and from 1.39× to 1.30× on triangle-nlin. On some SCMs a bad
+# candidate is common enough that three are too few (trained alone, all three candidates of
+# triangle-lin's seed 3 cost 1.40–1.65× the oracle on the test people, and two of seed 8's three,
+# while the training score ranked them as the test people do), so we compared three with six where
+# the seeds varied most (`tools/sweep_hparam.py … restarts 3,6`, 10 seeds, validation people):
+#
+# | SCM | restarts 3 | 6 | kept |
+# |---|---|---|---|
+# | triangle-lin | 1.13× (seed 8: 17.3 against the oracle's 8.8) | 0.97× (every seed 0.86–1.07×) | 6 |
+# | chain-lin | 1.15× (seed 7: 15.4 against 8.4) | 1.01× (0.93–1.09×) | 6 |
+# | collider-nlin | 1.14× (two seeds at 1.40× and 1.45×) | 1.06× (0.96–1.18×) | 6 |
+# | triangle-nlin | 1.30× | 1.26× (1.19–1.33×) | 6 |
+#
+# (validity 99.7–100 % on every seed in all of these runs.) Six wins the selection score everywhere;
+# on triangle-nlin it barely moves the cost, whose gap to the oracle is in every seed, not a few bad
+# ones. The other SCMs keep three: their seeds already agree (collider-lin, chain-nlin, loan), and
+# loan's training time matters for serving.
 
 # %%
 #| export

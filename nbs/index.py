@@ -54,10 +54,10 @@
 # quick profile (figures in `figures/_quick/`). `CARMA_PROFILE=paper bash run_course.sh` uses the
 # paper's settings and refreshes the committed `figures/`. To reproduce the paper, `carma-nb reproduce
 # --profile paper --jobs 2` (below) is the faster route: it trains every model in two parallel workers,
-# ten seeds at once per SCM and method, and then runs the chapters. On a shared 2-core machine one run
-# from an empty model cache took 23 minutes (29 experiment jobs in 14.6, then the chapters in 8.3) and,
-# repeated there, gave the committed Table 1 exactly; the committed figures come from a later run on a
-# faster machine of the same kind, with some flows and oracles already cached: 10 minutes 11 s. Another
+# ten seeds at once per SCM and method, and then runs the chapters. On a shared 2-core machine the
+# run that produced the committed figures started from an empty model cache and took 32 minutes (the 29
+# experiment jobs in 25, then the chapters in 7); every job whose settings had not changed since an
+# earlier run on another machine of the same kind gave exactly that run's numbers. Another kind of
 # CPU can change the trained models in their last digits and so a seed's result; the tables report
 # every seed. `--profile quick` takes under 5 minutes. To read the chapters interactively:
 # `.venv/bin/jupyter lab nbs/`. `bash .ci/run` takes about 5–6 minutes from a fresh clone, including the

@@ -27,29 +27,32 @@ from .recourse import as_weights, evaluate_recourse, recourse_problem, rejected,
 from .scm import SCM, SCM_NAMES, get_scm
 
 # %% auto #0
-__all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'SHIFT_SCALE', 'RESTARTS', 'WEIGHT_DECAY', 'SMALL_BATCH', 'METHOD_COLORS',
-           'PAPER_CARMA', 'carma_hparams', 'binary_gumbel_st', 'mlp', 'CARMA', 'Recommendation', 'NumpyPolicy',
-           'mask_kl', 'mask_prior', 'validity_penalty', 'hinge_temperature', 'carma_loss', 'StackedMLP',
-           'stacked_training', 'cached_stack', 'restart_seed', 'restart_scores', 'train_carma_seeds', 'train_carma',
-           'save_carma', 'load_carma', 'plot_shifts', 'plot_feature_use', 'carma_table']
+__all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'SHIFT_SCALE', 'RESTARTS', 'WEIGHT_DECAY', 'POLISH_LR', 'OPTIONAL_HPARAMS',
+           'SMALL_BATCH', 'METHOD_COLORS', 'PAPER_CARMA', 'carma_hparams', 'binary_gumbel_st', 'mlp', 'CARMA',
+           'Recommendation', 'NumpyPolicy', 'mask_kl', 'mask_prior', 'validity_penalty', 'hinge_temperature',
+           'carma_loss', 'StackedMLP', 'stacked_training', 'cached_stack', 'restart_seed', 'restart_scores',
+           'train_carma_seeds', 'train_carma', 'save_carma', 'load_carma', 'plot_shifts', 'plot_feature_use',
+           'carma_table']
 
 # %% ../nbs/07_carma.ipynb #0f2897c0
 CARMA_HPARAMS: dict[str, dict] = {
-    'triangle-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(8, 8, 8, 8), epochs=500, batch=32, margin=0.007, tau=0.55, temperature=4, restarts=6),
-    'collider-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(32, 32, 32, 32), epochs=350, batch=256, margin=0.013, tau=0.31, temperature=4),
-    'chain-lin':     dict(lr=5e-3, mask_hidden=(16,), action_hidden=(8, 8), epochs=150, batch=128, margin=0.004, tau=0.87, temperature=1, restarts=6),
-    'triangle-nlin': dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(8, 8, 8, 8), epochs=450, batch=256, margin=0.003, tau=0.2, temperature=1, shift_scale=2, restarts=6),
-    'collider-nlin': dict(lr=1e-2, mask_hidden=(16, 16, 16), action_hidden=(8, 8, 8), epochs=250, batch=64, margin=0.002, tau=0.83, temperature=1, restarts=6),
-    'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256, margin=0.007, tau=0.08, temperature=1, shift_scale=2),
-    'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=450, batch=256, margin=0.011, tau=0.45, temperature=4),
+    'triangle-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(8, 8, 8, 8), epochs=500, batch=32, margin=0.007, tau=0.55, temperature=4, restarts=6, polish_epochs=150),
+    'collider-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(32, 32, 32, 32), epochs=350, batch=256, margin=0.013, tau=0.31, temperature=4, polish_epochs=150),
+    'chain-lin':     dict(lr=5e-3, mask_hidden=(16,), action_hidden=(8, 8), epochs=150, batch=128, margin=0.004, tau=0.87, temperature=1, restarts=6, polish_epochs=150),
+    'triangle-nlin': dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(8, 8, 8, 8), epochs=450, batch=256, margin=0.003, tau=0.2, temperature=1, shift_scale=2, restarts=6, polish_epochs=150),
+    'collider-nlin': dict(lr=1e-2, mask_hidden=(16, 16, 16), action_hidden=(8, 8, 8), epochs=250, batch=64, margin=0.002, tau=0.83, temperature=1, restarts=6, polish_epochs=150),
+    'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256, margin=0.007, tau=0.08, temperature=1, shift_scale=2, polish_epochs=150),
+    'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=450, batch=256, margin=0.011, tau=0.45, temperature=4, polish_epochs=150),
     'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32), epochs=450, batch=256, margin=0.007, tau=0.33, temperature=4),
     'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256, margin=0.03, tau=0.4, temperature=4),   # ε: 0.003 in Table 5 (chapter 9)
-}   # temperature, shift_scale and restarts: our additions, chosen per SCM on the validation people (tools/sweep_hparam.py; chapter status)
+}   # temperature, shift_scale, restarts and polish_epochs: our additions, chosen per SCM on the validation people (tools/sweep_hparam.py; chapter status)
 DAMPING = 10.0       # c of the modified differential method of multipliers
 TEMPERATURE = 1.0    # our addition: the hinge sees σ(logit / T), T = max(1, TEMPERATURE · median |logit| of the rejected; 0 = the paper's loss)
 SHIFT_SCALE = 1.0    # our addition: δ is clamped to shift_scale · [⌊min Z⌋, ⌈max Z⌉]; 1 = the paper's clamp
 RESTARTS = 3         # our addition: train this many candidates per seed, keep the best on the training people (1 = the paper)
 WEIGHT_DECAY = 5e-4
+POLISH_LR = 1e-4     # our addition: learning rate of the optional amount-polishing phase (`polish_epochs`, 0 = none = the paper)
+OPTIONAL_HPARAMS = ('polish_epochs', 'polish_lr')   # set only in the rows that use them, so the other rows' cache keys stay unchanged
 
 def carma_hparams(scm: SCM | str, variant: str | None = None, **overrides) -> dict:
     "The paper's CARMA hyperparameters for `scm`; `variant` 'weighted' or 'vaca' picks loan's other rows of Table 5."
@@ -58,13 +61,15 @@ def carma_hparams(scm: SCM | str, variant: str | None = None, **overrides) -> di
     key = f'{name}-{variant}' if variant else name
     if variant and key not in CARMA_HPARAMS: key = f'loan-{variant}'   # only loan was tuned for the variants; reuse its row
     hp = {'temperature': TEMPERATURE, 'shift_scale': SHIFT_SCALE, 'restarts': RESTARTS, **CARMA_HPARAMS.get(key, CARMA_HPARAMS['loan'])}
-    unknown = set(overrides) - set(hp)
+    unknown = set(overrides) - set(hp) - set(OPTIONAL_HPARAMS)
     if unknown: raise ValueError(f"unknown CARMA hyperparameters {sorted(unknown)}; known: {sorted(hp)}")
     hp.update(overrides)
     if not (hp['lr'] > 0 and hp['epochs'] >= 1 and hp['batch'] >= 1 and hp['tau'] > 0 and hp['margin'] >= 0 and hp['temperature'] >= 0
-            and hp['shift_scale'] > 0 and hp['restarts'] >= 1 and hp['restarts'] == int(hp['restarts'])):
+            and hp['shift_scale'] > 0 and hp['restarts'] >= 1 and hp['restarts'] == int(hp['restarts'])
+            and hp.get('polish_epochs', 0) >= 0 and hp.get('polish_epochs', 0) == int(hp.get('polish_epochs', 0))
+            and hp.get('polish_lr', POLISH_LR) > 0):
         raise ValueError(f"invalid CARMA hyperparameters {hp}: need lr > 0, epochs ≥ 1, batch ≥ 1, tau > 0, margin ≥ 0, temperature ≥ 0, "
-                         "shift_scale > 0, restarts a whole number ≥ 1")
+                         "shift_scale > 0, restarts a whole number ≥ 1, polish_epochs a whole number ≥ 0, polish_lr > 0")
     return hp
 
 # %% ../nbs/07_carma.ipynb #6c83e4a8
@@ -295,11 +300,14 @@ def stacked_training(step, # step(idx (S, b) person indices, lam (S,)) → (loss
                      n_people: int, # people in the training set
                      gens: list[torch.Generator], # one generator per model: its batch order
                      hp: dict, # lr, epochs, batch
-                     desc: str, verbose: bool = True) -> dict:
+                     desc: str, verbose: bool = True,
+                     lam0: torch.Tensor | None = None, # starting multipliers (S,); default zeros
+                    ) -> dict:
     "The loop shared by every stacked trainer: per-model batch orders, Adam, one multiplier λ per model; per-epoch curves (epochs, S)."
     S = len(gens)
     opt = torch.optim.Adam(params, lr=hp['lr'], weight_decay=WEIGHT_DECAY, fused=True)
-    lam, curves = torch.zeros(S), {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
+    lam = torch.zeros(S) if lam0 is None else lam0.clone()
+    curves = {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
     for _ in progress(range(hp['epochs']), desc=f'{desc} ×{S}', disable=None if verbose else True):
         sums = torch.zeros(4, S)
         perms = torch.stack([torch.randperm(n_people, generator=g) for g in gens])
@@ -371,6 +379,24 @@ def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose
         penalty, g = validity_penalty(p, hp['margin'], lam)
         return cost + kl + penalty, torch.stack([cost, kl, g, (p >= 0.5).float().mean(-1)]).detach()
     curves = stacked_training(step, [*mask_net.parameters(), *action_net.parameters()], N, gens, hp, f'CARMA {scm.name}', verbose)
+    P = int(hp.get('polish_epochs', 0))
+    if P:   # our fourth addition: the masks frozen at their deterministic choice, the action network alone refines the amounts
+        with torch.no_grad():
+            logits = mask_net(z.expand(S, *z.shape)).unflatten(-1, (D, 2))
+            a_det = (logits[..., 1] > logits[..., 0]).to(z.dtype) * act            # (S, N, D): the masks served at evaluation
+        rows = torch.arange(S)[:, None]
+        def polish_step(idx, lam):
+            xb, zb, ab, b = x[idx], z[idx], a_det[rows, idx], idx.shape[1]
+            delta = action_net(torch.cat([zb, ab], -1)).clamp(lo, hi)
+            x_cf = cm.latent_counterfactual(zb.flatten(0, 1), ab.flatten(0, 1), delta.flatten(0, 1))
+            p = torch.sigmoid(clf.logits(x_cf, check=False) / T).view(S, b)
+            cost = problem.cost(xb.flatten(0, 1), x_cf, ab.flatten(0, 1), w).view(S, b).mean(-1)
+            penalty, g = validity_penalty(p, hp['margin'], lam)
+            return cost + penalty, torch.stack([cost, torch.zeros_like(cost), g, (p >= 0.5).float().mean(-1)]).detach()
+        more = stacked_training(polish_step, list(action_net.parameters()), N, gens,
+                                {'lr': hp.get('polish_lr', POLISH_LR), 'epochs': P, 'batch': hp['batch']},
+                                f'CARMA {scm.name} polish', verbose, lam0=curves['lambda'][-1])
+        curves = {k: torch.cat([v, more[k]]) for k, v in curves.items()}
     scores = restart_scores(mask_net, action_net, cm, clf, problem, x, z, act, lo, hi, w).view(n_seeds, R)
     seconds = (time.perf_counter() - t0) / n_seeds
     out = []
@@ -394,6 +420,8 @@ def _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant
     hp = carma_hparams(scm, variant, **(hparams or {}))
     if hparams is None or 'epochs' not in hparams:
         hp['epochs'] = max(1, round(hp['epochs'] * get_profile(profile).carma_epoch_frac))
+    if hp.get('polish_epochs') and (hparams is None or 'polish_epochs' not in hparams):
+        hp['polish_epochs'] = max(1, round(hp['polish_epochs'] * get_profile(profile).carma_epoch_frac))
     hp = {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()}
     w = as_weights(scm, weights)
     cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'carma_trainer': 'stacked-1', 'scm': scm.name, 'hp': hp,

@@ -54,10 +54,13 @@
 # quick profile (figures in `figures/_quick/`). `CARMA_PROFILE=paper bash run_course.sh` uses the
 # paper's settings and refreshes the committed `figures/`. To reproduce the paper, `carma-nb reproduce
 # --profile paper --jobs 2` (below) is the faster route: it trains every model in two parallel workers,
-# ten seeds at once per SCM and method, and then runs the chapters. On a shared 2-core machine the
-# run that produced the committed figures started from an empty model cache and took 32 minutes (the 29
-# experiment jobs in 25, then the chapters in 7); every job whose settings had not changed since an
-# earlier run on another machine of the same kind gave exactly that run's numbers. Another kind of
+# ten seeds at once per SCM and method, and then runs the chapters. On a shared 2-core machine a
+# run from an empty model cache took 32 minutes (the 29 experiment jobs in 25, then the chapters in 7)
+# before CARMA's polishing phase was added (chapter 7); re-running the twelve CARMA jobs it changes
+# then took 23 minutes, against about 16 for the same jobs without it, so expect about 40 minutes from
+# an empty cache now (the machine was slower during the second run, so this is an upper estimate).
+# Every job whose settings had not changed since an earlier run on another machine of the same kind
+# gave exactly that run's numbers. Another kind of
 # CPU can change the trained models in their last digits and so a seed's result; the tables report
 # every seed. `--profile quick` takes under 5 minutes. To read the chapters interactively:
 # `.venv/bin/jupyter lab nbs/`. `bash .ci/run` takes about 5–6 minutes from a fresh clone, including the
@@ -95,7 +98,9 @@ pd.DataFrame(torch.cat([person, cf]).numpy(), columns=loan.names, index=['factua
 # differ from the paper's, both chosen on validation people: a wider shift clamp on chain-nlin and
 # triangle-nlin, and a wider hinge margin for CARMA with VACA (chapters 7 and 9). And each CARMA seed
 # trains three candidates (six on triangle-lin, triangle-nlin, chain-lin and collider-nlin) and keeps the one with the
-# best score on its own training people, which removes most of the bad seeds (chapter 7).
+# best score on its own training people, which removes most of the bad seeds, and then polishes its action
+# network with the masks frozen at the ones it will serve, which removes most of the over-shoot that
+# amortization leaves (chapter 7).
 
 # %%
 #| output: asis

@@ -223,7 +223,7 @@ class Recommendation:
 
 def _recommend(self: CARMA, x: torch.Tensor) -> Recommendation:
     "Recommendations for raw features x (n, D) in one forward pass."
-    x = as_features(x, self.n_features, 'x', self.names)
+    x = as_features(x, self.n_features, 'x', self.names, dtype=torch.float32)   # the networks are float32
     with torch.inference_mode():
         accepted = self.clf.predict_proba(x, check=False) >= 0.5
         z = self.causal_model.abduct(x)
@@ -272,6 +272,8 @@ class NumpyPolicy:
         self.clf = (_np_mlp(clf.net), f32(clf.mean), f32(clf.std))
         self.flow = ([(f32(w).T.copy(), f32(b)) for w, b in cm._layers(torch.float32)], f32(cm.mean), f32(cm.std))
         self.mask_net, self.action_net = _np_mlp(model.mask_net), _np_mlp(model.action_net)
+        w, b = self.mask_net[-1]                    # only "intervene" minus "keep" matters: one output per feature
+        self.mask_net[-1] = (w[:, 1::2] - w[:, 0::2], b[1::2] - b[0::2])
         self.actionable = f32(model.actionable)
         self.lo, self.hi = (float(v) for v in model.z_range)
         self.log_slope = abs(math.log(1e-3))
@@ -297,9 +299,8 @@ class NumpyPolicy:
         z = (x - fmean) / fstd
         b, s = self._conditioner(z)
         u = z * np.exp(s) + b
-        logits = _np_relu_mlp(u, self.mask_net).reshape(len(x), self.D, 2)
-        a = (logits[..., 1] > logits[..., 0]).astype(np.float32) * self.actionable * ~accepted[:, None]
-        delta = np.clip(_np_relu_mlp(np.concatenate([u, a], 1), self.action_net), self.lo, self.hi)
+        a = (_np_relu_mlp(u, self.mask_net) > 0).astype(np.float32) * self.actionable * ~accepted[:, None]
+        delta = np.minimum(np.maximum(_np_relu_mlp(np.concatenate([u, a], 1), self.action_net), self.lo), self.hi)   # np.clip, without its wrapper
         u_cf, zc = u + a * delta, z                 # start from the factual: only the acted nodes' descendants move
         acted = a.any(0)
         for _ in range(1 + int(self.height[acted].max()) if acted.any() else 0):   # 1 + the longest path below an acted node
@@ -311,10 +312,16 @@ class NumpyPolicy:
 
 def _recommend_dispatch(self: CARMA, x) -> Recommendation:
     "Recommendations for raw features x (n, D): the NumPy path for small batches with a flow, torch otherwise."
-    x = as_features(x, self.n_features, 'x', self.names)
-    if len(x) <= SMALL_BATCH and x.dtype == torch.float32 and hasattr(self.causal_model, '_layers') and isinstance(self.clf, Classifier):
+    small = (isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.ndim == 2 and x.shape[1] == self.n_features
+             and len(x) <= SMALL_BATCH and not x.requires_grad)
+    xn = x.numpy() if small else None
+    if not (small and np.isfinite(xn).all()):     # anything unusual gets the full checks (and their error messages)
+        x = as_features(x, self.n_features, 'x', self.names, dtype=torch.float32)   # the networks are float32
+        small = len(x) <= SMALL_BATCH and x.dtype == torch.float32
+        xn = x.numpy() if small else None
+    if small and hasattr(self.causal_model, '_layers') and isinstance(self.clf, Classifier):
         if getattr(self, '_np_policy', None) is None: self._np_policy = NumpyPolicy(self)
-        out = self._np_policy.recommend(x.numpy())
+        out = self._np_policy.recommend(xn)
         return Recommendation(*(torch.from_numpy(np.ascontiguousarray(o)) for o in out))
     return _recommend(self, x)
 
@@ -803,6 +810,10 @@ test_eq(torch.from_numpy(fast[0]), r_torch.mask)
 test_close(torch.from_numpy(fast[1]), r_torch.values, eps=1e-3)
 test_close(torch.from_numpy(fast[3]), r_torch.prob, eps=1e-4)
 test_eq(carma.recommend(many[:5]).mask, r_torch.mask[:5])                    # recommend() dispatches small batches to NumPy
+test_eq(carma.recommend(many[:5].double()).mask, r_torch.mask[:5])           # float64 input (either path) is served in float32
+test_eq(carma.recommend(many[:100].double()).mask, r_torch.mask[:100])
+test_eq(carma.recommend(many[0].tolist()).mask, r_torch.mask[:1])             # one row, as a plain list
+test_fail(lambda: carma.recommend(torch.full((2, 7), float('nan'))), contains='NaN')   # the fast check falls back to the full one
 
 
 # %% [markdown]

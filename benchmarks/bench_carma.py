@@ -1,9 +1,9 @@
 """CARMA speed (issue #5): training at paper settings and inference, on loan.
 
   A. train one loan CARMA model at paper settings (450 epochs, batch 256), not cached, one torch thread,
-     with our additions (three restart candidates trained stacked, the kept one is the model; 150 polish
-     epochs of the action network), and the same with the paper's procedure (one candidate, no polish)
-     for what the additions cost;
+     with our additions as configured for loan (its restart candidates, trained stacked, the kept one is
+     the model: one since polishing was added; 150 polish epochs of the action network), and the same with
+     the paper's procedure (one candidate, no polish) for what the additions cost;
   B. train ten seeds at once (stacked, additions included) and report the time per model, and its ratio to A;
   C. latency per person at batch size 1 (median over 200 people): `recommend` (NumPy path for small
      batches) vs the torch path, and their ratio;

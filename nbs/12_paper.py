@@ -96,7 +96,7 @@ t1[[c for c in cols if c in t1]].round(2)
 #    (chapters 7 and 9): the shift clamp is twice as wide on chain-nlin and triangle-nlin, and CARMA
 #    with VACA uses the hinge margin 0.03 instead of 0.003.
 # 5. *Restarts* (chapter 7): each CARMA seed trains three candidates — six on triangle-lin, triangle-nlin,
-#    chain-lin and collider-nlin, where the seeds varied most — and keeps the one with the lowest cost + share
+#    chain-lin and collider-nlin, where the seeds varied most, one on loan — and keeps the one with the lowest cost + share
 #    invalid on its own training people; the paper trains one. Times include the discarded candidates.
 # 6. *Polishing* (chapter 7): after the main training, each model's action network trains 150 more
 #    epochs alone with the masks frozen at the deterministic ones it will serve, which removes most of

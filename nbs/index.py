@@ -97,7 +97,7 @@ pd.DataFrame(torch.cat([person, cf]).numpy(), columns=loan.names, index=['factua
 # addition to CARMA, a classifier temperature in its training hinge (chapter 7). Two more settings
 # differ from the paper's, both chosen on validation people: a wider shift clamp on chain-nlin and
 # triangle-nlin, and a wider hinge margin for CARMA with VACA (chapters 7 and 9). And each CARMA seed
-# trains three candidates (six on triangle-lin, triangle-nlin, chain-lin and collider-nlin) and keeps the one with the
+# trains three candidates (six on triangle-lin, triangle-nlin, chain-lin and collider-nlin, one on loan) and keeps the one with the
 # best score on its own training people, which removes most of the bad seeds, and then polishes its action
 # network with the masks frozen at the ones it will serve, which removes most of the over-shoot that
 # amortization leaves (chapter 7).

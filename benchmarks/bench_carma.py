@@ -53,7 +53,7 @@ def main(write=False, seeds=10):
     batched = median_time(lambda: one.recommend(people), repeat=5) / len(people)
     lines = [f"Machine: {machine()} (shared; absolute times are noisy, ratios are the claims).", '',
              '| measurement | value | target |', '|---|---|---|',
-             f'| A. one loan model, 450 epochs, 1 thread, {R} restart candidates, {P} polish epochs | {one_s:.1f} s | < 40 s |',
+             f'| A. one loan model, 450 epochs, 1 thread, {R} restart candidate{"s" if R > 1 else ""}, {P} polish epochs | {one_s:.1f} s | < 40 s |',
              f'| A. the paper\'s procedure: one candidate, no polish | {single_s:.1f} s (A takes {one_s / single_s:.1f}× as long) | |',
              f'| B. {seeds} seeds stacked, per model | {many_s:.1f} s ({one_s / many_s:.1f}× faster than A) | |',
              f'| C. latency at batch size 1, `recommend` (NumPy path) | {lat_fast * 1e3:.3f} ms | ≤ 0.15 ms |',

@@ -1025,7 +1025,8 @@ assert (table['CARMA validity %'] > 80).all()
 # CARMA can beat the oracle because the oracle searches a grid of 15–25 values per feature (chapter 6)
 # while CARMA's amounts are continuous; polishing is what lets it use that freedom. Triangle-nlin misses
 # the target at 1.12× (seeds 1.07–1.16×), down from 1.25× before polishing. What remains is its choice
-# of features, not the flow (CARMA with the true SCM has the same gap, above) and not the amounts: a
+# of features, not the flow (CARMA with the true SCM has the same gap: polished, 1.11× against the flow's
+# 1.13× on the validation people, seeds 0–3, `tools/carma_true_scm.py triangle-nlin`) and not the amounts: a
 # mask network that found the oracle's $x_1$-alone actions would close it, which the paper's Table 5
 # row, tuned for a softer classifier, does not; the full hyperparameter search of SPEC §8
 # (`carma-nb tune`) for our sharper classifier is the next thing to try. Speed is measured by

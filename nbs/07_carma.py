@@ -1028,7 +1028,8 @@ assert (table['CARMA validity %'] > 80).all()
 # of features, not the flow (CARMA with the true SCM has the same gap: polished, 1.11× against the flow's
 # 1.13× on the validation people, seeds 0–3, `tools/carma_true_scm.py triangle-nlin`) and not the amounts: a
 # mask network that found the oracle's $x_1$-alone actions would close it, which the paper's Table 5
-# row, tuned for a softer classifier, does not; the full hyperparameter search of SPEC §8
+# row, tuned for a softer classifier, does not (nor do other main learning rates: 2·10⁻³ gave 1.14× and
+# 10⁻² 1.13× on the validation people, polished); the full hyperparameter search of SPEC §8
 # (`carma-nb tune`) for our sharper classifier is the next thing to try. Speed is measured by
 # `benchmarks/bench_carma.py` (RESULTS.md); restarts and polishing multiply the training work, which the
 # stacked training absorbs in part (the runner's time per model, two workers on this shared machine,

@@ -604,13 +604,15 @@ assert (table['obs MMD'] < 0.05).all()
 #   free in likelihood (they cost ~$10^{-4}$ nats) but show up in counterfactuals that move $x_1$ far.
 #   In standardised units triangle-nlin's error (≈ 0.026) is below the original value, so part of the
 #   gap may be a difference in how the metric was scaled; collider-lin's (≈ 0.019) is not.
-#   The data are not the limit: least squares on the same 20 000 training rows recovers collider-lin's
-#   $x_3$ equation well enough for a counterfactual error of ≈ 0.004. Nor is the optimiser: on the
-#   validation rows (base 0.024), weight decay (AdamW 0.01 and 0.1), batches of 1 000, keeping the
-#   best-validation epoch, or 300 more epochs at a learning rate of 10⁻⁴ all give 0.022–0.024. What
-#   the flow gets wrong is the shape of its conditioner: its log-scale $s_3$ varies with the parents
-#   (standard deviation 0.011 over the test rows) though the true noise of $x_3$ has one scale, and a
-#   counterfactual multiplies that variation by the person's own noise.
+#   `tools/flow_cf_diagnostics.py collider-lin` takes it apart. The data are not the limit: the SCM
+#   whose linear equations are fitted by least squares on the same 20 000 training rows has a
+#   counterfactual error of 0.004. Nor is the optimiser: on the validation rows (paper settings 0.024),
+#   batches of 1 000 give 0.022 and three times the epochs 0.023; so did weight decay (AdamW 0.01 and
+#   0.1), keeping the best-validation epoch, and 300 more epochs at 10⁻⁴ (0.022–0.024, one-off runs of
+#   a modified trainer, not in the repository). What the flow gets wrong is the shape of its
+#   conditioner: its log-scale $s_3$ varies with the parents (standard deviation 0.011 over the test
+#   rows) though the true noise of $x_3$ has one scale, and a counterfactual multiplies that variation
+#   by the person's own noise.
 # - The observational MMDs of the 4-node SCMs stay above their floors: $u_1$ is a two-component
 #   mixture, which a single affine layer with a Gaussian base cannot represent exactly. This is a
 #   property of the model the paper specifies, and it barely affects counterfactuals, which use the

@@ -100,10 +100,10 @@ def carma_hparams(scm: SCM | str, variant: str | None = None, **overrides) -> di
     unknown = set(overrides) - set(hp) - set(OPTIONAL_HPARAMS)
     if unknown: raise ValueError(f"unknown CARMA hyperparameters {sorted(unknown)}; known: {sorted(hp)}")
     hp.update(overrides)
+    P = hp.get('polish_epochs', 0)
     if not (hp['lr'] > 0 and hp['epochs'] >= 1 and hp['batch'] >= 1 and hp['tau'] > 0 and hp['margin'] >= 0 and hp['temperature'] >= 0
             and hp['shift_scale'] > 0 and hp['restarts'] >= 1 and hp['restarts'] == int(hp['restarts'])
-            and hp.get('polish_epochs', 0) >= 0 and hp.get('polish_epochs', 0) == int(hp.get('polish_epochs', 0))
-            and hp.get('polish_lr', POLISH_LR) > 0):
+            and P >= 0 and P == int(P) and hp.get('polish_lr', POLISH_LR) > 0):
         raise ValueError(f"invalid CARMA hyperparameters {hp}: need lr > 0, epochs ≥ 1, batch ≥ 1, tau > 0, margin ≥ 0, temperature ≥ 0, "
                          "shift_scale > 0, restarts a whole number ≥ 1, polish_epochs a whole number ≥ 0, polish_lr > 0")
     return hp
@@ -516,7 +516,8 @@ test_eq(hinge_temperature(_clf, _rej, 0.), 1.)                                # 
 # re-tuned and train without it. With polishing, loan's restarts no longer pay for themselves: on the
 # validation people (10 seeds) three candidates cost 0.716× the oracle and one 0.727× (validity ≥ 99.79 %
 # on every seed either way), but three take 2.7× the training time, and loan's training time is what a
-# service retrains. So loan trains one candidate, as in the paper. Polishing adds roughly 20–70 % to the training time (loan: 31 %). What remains on
+# service retrains. So loan trains one candidate, as in the paper. Polishing adds to the training time
+# (loan, one candidate: 1.3× the paper's procedure, `benchmarks/bench_carma.py`). What remains on
 # triangle-nlin is the mask: CARMA acts on $x_2$ and $x_3$ for 56 % of the people, where the oracle acts
 # on $x_1$ alone for 54 %, and 93 % of CARMA's excess cost over the oracle comes from people whose mask
 # differs from the oracle's (seed 0, before polishing).
@@ -585,18 +586,26 @@ def restart_seed(seed: int, r: int) -> int:
     "The random seed of restart r of `seed`: restart 0 is the seed itself, so restarts=1 is plain training."
     return seed if r == 0 else seed + 7919 * r + 1_000_003
 
+def served_masks(mask_net: StackedMLP, z: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    "The deterministic masks (S, N, D) each of the S stacked mask networks serves for latents z (N, D·d_z)."
+    S = mask_net.weights[0].shape[0]
+    logits = mask_net(z.expand(S, *z.shape)).unflatten(-1, (len(act), 2))
+    return (logits[..., 1] > logits[..., 0]).to(z.dtype) * act
+
+def stacked_outcome(action_net: StackedMLP, cm, clf, problem, xb, zb, a, lo, hi, w) -> tuple[torch.Tensor, torch.Tensor]:
+    "Classifier logits (S, b) of the counterfactuals of S stacked action networks under masks a (S, b, D), and their mean cost (S,)."
+    S, b = a.shape[:2]
+    delta = action_net(torch.cat([zb, a], -1)).clamp(lo, hi)
+    x_cf = cm.latent_counterfactual(zb.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
+    cost = problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), w).view(S, b).mean(-1)
+    return clf.logits(x_cf, check=False).view(S, b), cost
+
 def restart_scores(mask_net: StackedMLP, action_net: StackedMLP, cm, clf, problem, x, z, act, lo, hi, w) -> torch.Tensor:
     "Per stacked model: mean cost + share of people left invalid under the causal model, deterministic masks, all people x."
     with torch.no_grad():
-        S, n = mask_net.weights[0].shape[0], len(x)
-        zs = z.expand(S, *z.shape)
-        logits = mask_net(zs).unflatten(-1, (len(act), 2))
-        a = (logits[..., 1] > logits[..., 0]).to(z.dtype) * act
-        delta = action_net(torch.cat([zs, a], -1)).clamp(lo, hi)
-        x_cf = cm.latent_counterfactual(zs.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
-        valid = (clf.logits(x_cf, check=False) >= 0).view(S, n).float().mean(-1)
-        cost = problem.cost(x.repeat(S, 1), x_cf, a.flatten(0, 1), w).view(S, n).mean(-1)
-        return cost + (1 - valid)
+        a = served_masks(mask_net, z, act)
+        logits, cost = stacked_outcome(action_net, cm, clf, problem, x.expand(len(a), *x.shape), z.expand(len(a), *z.shape), a, lo, hi, w)
+        return cost + (1 - (logits >= 0).float().mean(-1))
 
 def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose):
     "Train one CARMA per seed, all at once: each seed (and each of its restarts) has its own init, batch order and Gumbel noise."
@@ -621,26 +630,19 @@ def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose
         logits = mask_net(zb).unflatten(-1, (D, 2))
         u = torch.stack([torch.rand(b, D, generator=g) for g in gens])
         a = binary_gumbel_st(logits[..., 1] - logits[..., 0], hp['tau'], u) * act
-        delta = action_net(torch.cat([zb, a], -1)).clamp(lo, hi)
-        x_cf = cm.latent_counterfactual(zb.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
-        p = torch.sigmoid(clf.logits(x_cf, check=False) / T).view(S, b)
-        cost = problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), w).view(S, b).mean(-1)
+        lg, cost = stacked_outcome(action_net, cm, clf, problem, xb, zb, a, lo, hi, w)
+        p = torch.sigmoid(lg / T)
         kl = mask_kl(logits, prior, act).mean(-1)
         penalty, g = validity_penalty(p, hp['margin'], lam)
         return cost + kl + penalty, torch.stack([cost, kl, g, (p >= 0.5).float().mean(-1)]).detach()
     curves = stacked_training(step, [*mask_net.parameters(), *action_net.parameters()], N, gens, hp, f'CARMA {scm.name}', verbose)
     P = int(hp.get('polish_epochs', 0))
     if P:   # our fourth addition: the masks frozen at their deterministic choice, the action network alone refines the amounts
-        with torch.no_grad():
-            logits = mask_net(z.expand(S, *z.shape)).unflatten(-1, (D, 2))
-            a_det = (logits[..., 1] > logits[..., 0]).to(z.dtype) * act            # (S, N, D): the masks served at evaluation
+        with torch.no_grad(): a_det = served_masks(mask_net, z, act)              # (S, N, D)
         rows = torch.arange(S)[:, None]
         def polish_step(idx, lam):
-            xb, zb, ab, b = x[idx], z[idx], a_det[rows, idx], idx.shape[1]
-            delta = action_net(torch.cat([zb, ab], -1)).clamp(lo, hi)
-            x_cf = cm.latent_counterfactual(zb.flatten(0, 1), ab.flatten(0, 1), delta.flatten(0, 1))
-            p = torch.sigmoid(clf.logits(x_cf, check=False) / T).view(S, b)
-            cost = problem.cost(xb.flatten(0, 1), x_cf, ab.flatten(0, 1), w).view(S, b).mean(-1)
+            lg, cost = stacked_outcome(action_net, cm, clf, problem, x[idx], z[idx], a_det[rows, idx], lo, hi, w)
+            p = torch.sigmoid(lg / T)
             penalty, g = validity_penalty(p, hp['margin'], lam)
             return cost + penalty, torch.stack([cost, torch.zeros_like(cost), g, (p >= 0.5).float().mean(-1)]).detach()
         more = stacked_training(polish_step, list(action_net.parameters()), N, gens,
@@ -668,10 +670,9 @@ def _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant
     pool = resolve_pool(scm, pool, 'recourse')
     if variant is None and weights is not None: variant = 'weighted'
     hp = carma_hparams(scm, variant, **(hparams or {}))
-    if hparams is None or 'epochs' not in hparams:
-        hp['epochs'] = max(1, round(hp['epochs'] * get_profile(profile).carma_epoch_frac))
-    if hp.get('polish_epochs') and (hparams is None or 'polish_epochs' not in hparams):
-        hp['polish_epochs'] = max(1, round(hp['polish_epochs'] * get_profile(profile).carma_epoch_frac))
+    for k in ('epochs', 'polish_epochs'):                                        # the profile scales both phases (unless given)
+        if hp.get(k) and k not in (hparams or {}):
+            hp[k] = max(1, round(hp[k] * get_profile(profile).carma_epoch_frac))
     hp = {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()}
     w = as_weights(scm, weights)
     cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'carma_trainer': 'stacked-1', 'scm': scm.name, 'hp': hp,
@@ -759,13 +760,16 @@ test_fail(lambda: carma_hparams('loan', polish_lr=0), contains='polish_lr > 0')
 # %% [markdown]
 # The training curves tell the story of the multiplier: early on many counterfactuals are invalid,
 # the hinge is large and $\lambda$ climbs; as validity reaches 100 % the hinge vanishes, $\lambda$ stops
-# growing, and the cost term is free to shrink the actions.
+# growing, and the cost term is free to shrink the actions. Right of the dashed line is polishing: the
+# masks are now the deterministic ones, no longer Gumbel samples, so the cost drops at once, and the
+# action network alone trims the amounts it no longer needs to hedge.
 
 # %%
 h = carma.history
 fig, axes = plt.subplots(1, 4, figsize=(15, 2.8))
 for ax, k, t in zip(axes, ('cost', 'hinge', 'lambda', 'valid'), ('cost (SPEC §6 units)', 'validity hinge g', 'multiplier λ', 'valid under the flow')):
     ax.plot(h[k].numpy()); ax.set_title(t, fontsize=10); ax.set_xlabel('epoch')
+    if carma.hp.get('polish_epochs'): ax.axvline(carma.hp['epochs'] - 0.5, color='grey', ls='--', lw=1)   # polishing starts
 fig.suptitle(f'CARMA on loan: training curves ({profile.name} profile)', y=1.05)
 save_figure(fig, 'carma_training_loan')
 plt.show()
@@ -1023,7 +1027,7 @@ assert (table['CARMA validity %'] > 80).all()
 # collider-nlin (0.76×), triangle-lin (0.88×) and chain-lin (0.93×), and 1.03× of it on collider-lin:
 # within the 1.10× target on six SCMs, including chain-nlin, where the paper was furthest (1.21×).
 # CARMA can beat the oracle because the oracle searches a grid of 15–25 values per feature (chapter 6)
-# while CARMA's amounts are continuous; polishing is what lets it use that freedom. Triangle-nlin misses
+# while CARMA's amounts are continuous; polishing lets it use more of that freedom. Triangle-nlin misses
 # the target at 1.12× (seeds 1.07–1.16×), down from 1.25× before polishing. What remains is its choice
 # of features, not the flow (CARMA with the true SCM has the same gap: polished, 1.11× against the flow's
 # 1.13× on the validation people, seeds 0–3, `tools/carma_true_scm.py triangle-nlin`) and not the amounts: a

@@ -22,9 +22,8 @@ from torch import nn
 from carma_nb.carma import train_carma_seeds
 from carma_nb.core import markdown_table
 from carma_nb.flow import fit_flow
-from carma_nb.oracle import cached_oracle, oracle_reference
-from carma_nb.recourse import evaluate_recourse, recourse_problem, rejected
 from carma_nb.scm import get_scm
+from sweep_hparam import hparam_value, score_models, validation_setup   # tools/ is on the path when this runs as a script
 
 
 class TrueSCMModel(nn.Module):
@@ -53,11 +52,7 @@ class TrueSCMModel(nn.Module):
 
 def main(name, seeds, fixed=None):
     torch.set_num_threads(1)
-    ref = oracle_reference(name, 'paper')
-    problem = recourse_problem(name, ref.pools)
-    people = rejected(ref.clf, ref.pools.recourse.val.x)
-    orc = cached_oracle(name, ref.pools, ref.clf, people)
-    ocost = evaluate_recourse(problem, ref.clf, people, orc.mask, orc.values, orc.x_cf, orc.found).metrics['cost x100']
+    ref, problem, people, ocost = validation_setup(name)
     models = {'flow': fit_flow(name, ref.pools.causal, 'paper', verbose=False),
               'true SCM': TrueSCMModel(name, ref.pools.recourse.train.x)}
     rows = []
@@ -65,8 +60,7 @@ def main(name, seeds, fixed=None):
         t0 = time.perf_counter()
         trained = train_carma_seeds(name, ref.clf, cm, ref.pools.recourse, seeds=range(seeds), hparams=fixed or None, profile='paper',
                                     cache=label == 'flow', verbose=False)
-        df = pd.DataFrame([evaluate_recourse(problem, ref.clf, people, r.mask, r.values, r.x_cf).metrics
-                           for r in (m.recommend(people) for m in trained)])
+        df = score_models(trained, problem, ref.clf, people)
         rows.append({'causal model': label, 'cost / oracle': df['cost x100'].mean() / ocost,
                      'min seed': df['cost x100'].min() / ocost, 'max seed': df['cost x100'].max() / ocost,
                      'validity %': df['validity %'].mean(), 'acts': df['acts'].mean(), 'seconds': time.perf_counter() - t0})
@@ -81,5 +75,5 @@ if __name__ == '__main__':
     ap.add_argument('--seeds', type=int, default=4)
     ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='a numeric hyperparameter override (repeatable)')
     a = ap.parse_args()
-    fixed = {k: (int(float(v)) if k in ('polish_epochs', 'restarts', 'epochs') else float(v)) for k, v in (kv.split('=', 1) for kv in a.set)}
+    fixed = {k: hparam_value(k, v) for k, v in (kv.split('=', 1) for kv in a.set)}
     main(a.scm, a.seeds, fixed)

@@ -28,23 +28,42 @@ from carma_nb.recourse import evaluate_recourse, recourse_problem, rejected
 from carma_nb.vaca import fit_vaca
 
 
+WHOLE_NUMBERS = ('epochs', 'batch', 'restarts', 'polish_epochs')   # hyperparameters that must be ints
+
+
+def hparam_value(key: str, text: str):
+    "A command-line hyperparameter value: an int for the whole-number ones, a float otherwise."
+    return int(float(text)) if key in WHOLE_NUMBERS else float(text)
+
+
+def validation_setup(name, weights=None):
+    "The paper-profile reference of `name`, its recourse problem, its rejected validation people and the oracle's cost on them."
+    ref = oracle_reference(name, 'paper')
+    problem = recourse_problem(name, ref.pools, weights)
+    people = rejected(ref.clf, ref.pools.recourse.val.x)
+    orc = cached_oracle(name, ref.pools, ref.clf, people, weights=weights)
+    ocost = evaluate_recourse(problem, ref.clf, people, orc.mask, orc.values, orc.x_cf, orc.found).metrics['cost x100']
+    return ref, problem, people, ocost
+
+
+def score_models(models, problem, clf, people) -> pd.DataFrame:
+    "One row of recourse metrics per trained CARMA model, on `people`."
+    return pd.DataFrame([evaluate_recourse(problem, clf, people, r.mask, r.values, r.x_cf).metrics
+                         for r in (m.recommend(people) for m in models)])
+
+
 def main(name, param, values, seeds, fixed=None, variant=None):
     torch.set_num_threads(1)
-    ref = oracle_reference(name, 'paper')
-    cm = (fit_vaca if variant == 'vaca' else fit_flow)(name, ref.pools.causal, 'paper', verbose=False)
     w = PAPER_PREFERENCE_WEIGHTS if variant == 'weighted' else None
+    ref, problem, people, ocost = validation_setup(name, w)
+    cm = (fit_vaca if variant == 'vaca' else fit_flow)(name, ref.pools.causal, 'paper', verbose=False)
     kw = {'weights': w, 'prior': 'preference'} if w else {'variant': variant}
-    problem = recourse_problem(name, ref.pools, w)
-    people = rejected(ref.clf, ref.pools.recourse.val.x)
-    orc = cached_oracle(name, ref.pools, ref.clf, people, weights=w)
-    ocost = evaluate_recourse(problem, ref.clf, people, orc.mask, orc.values, orc.x_cf, orc.found).metrics['cost x100']
     name_v = f'{name} ({variant})' if variant else name
     for k in values:
         t0 = time.perf_counter()
         models = train_carma_seeds(name, ref.clf, cm, ref.pools.recourse, seeds=range(seeds), hparams={**(fixed or {}), param: k},
                                    profile='paper', verbose=False, **kw)
-        df = pd.DataFrame([evaluate_recourse(problem, ref.clf, people, r.mask, r.values, r.x_cf).metrics
-                           for r in (m.recommend(people) for m in models)])
+        df = score_models(models, problem, ref.clf, people)
         score = (df['cost x100'] / 100 + 1 - df['validity %'] / 100).mean()
         print(f"{name_v} (validation, {len(people)} people) {param}={k:g}: cost {df['cost x100'].round(2).tolist()} "
               f"(oracle {ocost:.2f}, ratio {df['cost x100'].mean() / ocost:.3f}), validity {df['validity %'].round(2).tolist()}, "
@@ -60,5 +79,5 @@ if __name__ == '__main__':
     ap.add_argument('--variant', choices=['vaca', 'weighted'], default=None, help='CARMA with VACA, or with preference weights')
     ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='a fixed numeric override (repeatable)')
     a = ap.parse_args()
-    fixed = {k: float(v) for k, v in (kv.split('=', 1) for kv in a.set)}
-    main(a.scm, a.param, [float(k) for k in a.values.split(',')], a.seeds, fixed, a.variant)
+    fixed = {k: hparam_value(k, v) for k, v in (kv.split('=', 1) for kv in a.set)}
+    main(a.scm, a.param, [hparam_value(a.param, k) for k in a.values.split(',')], a.seeds, fixed, a.variant)

@@ -28,7 +28,7 @@ from carma_nb.recourse import evaluate_recourse, recourse_problem, rejected
 from carma_nb.vaca import fit_vaca
 
 
-WHOLE_NUMBERS = ('epochs', 'batch', 'restarts', 'polish_epochs')   # hyperparameters that must be ints
+WHOLE_NUMBERS = ('epochs', 'batch', 'restarts', 'polish_epochs', 'refine_epochs')   # hyperparameters that must be ints
 
 
 def hparam_value(key: str, text: str):

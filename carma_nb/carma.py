@@ -351,13 +351,13 @@ def served_masks(mask_net: StackedMLP, z: torch.Tensor, act: torch.Tensor) -> to
     logits = mask_net(z.expand(S, *z.shape)).unflatten(-1, (len(act), 2))
     return (logits[..., 1] > logits[..., 0]).to(z.dtype) * act
 
-def stacked_outcome(action_net: StackedMLP, cm, clf, problem, xb, zb, a, lo, hi, w) -> tuple[torch.Tensor, torch.Tensor]:
-    "Classifier logits (S, b) of the counterfactuals of S stacked action networks under masks a (S, b, D), and their mean cost (S,)."
+def stacked_outcome(action_net: StackedMLP, cm, clf, problem, xb, zb, a, lo, hi, w, per_person: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    "Classifier logits (S, b) of the counterfactuals of S stacked action networks under masks a (S, b, D), and their mean cost (S,) (per person (S, b) with `per_person`)."
     S, b = a.shape[:2]
     delta = action_net(torch.cat([zb, a], -1)).clamp(lo, hi)
     x_cf = cm.latent_counterfactual(zb.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
-    cost = problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), w).view(S, b).mean(-1)
-    return clf.logits(x_cf, check=False).view(S, b), cost
+    cost = problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), w).view(S, b)
+    return clf.logits(x_cf, check=False).view(S, b), cost if per_person else cost.mean(-1)
 
 def restart_scores(mask_net: StackedMLP, action_net: StackedMLP, cm, clf, problem, x, z, act, lo, hi, w) -> torch.Tensor:
     "Per stacked model: mean cost + share of people left invalid under the causal model, deterministic masks, all people x."
@@ -510,11 +510,9 @@ def cheapest_valid_masks(action_net: StackedMLP, cm, clf, problem, x, z, # x (N,
     best_cost, best = torch.full((S, N), torch.inf), fallback.clone()
     with torch.no_grad():
         for m, pen in zip(cands, penalty):   # one pass per mask (at most 15 here), each batched over all models and people
-            a = m.expand(S, N, -1)
-            delta = action_net(torch.cat([zs, a], -1)).clamp(lo, hi)
-            x_cf = cm.latent_counterfactual(zs.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
-            cost = problem.cost(xs.flatten(0, 1), x_cf, a.flatten(0, 1), w).view(S, N) + pen
-            better = (clf.logits(x_cf, check=False).view(S, N) >= 0) & (cost < best_cost)   # ties keep the earlier, smaller mask
+            logits, cost = stacked_outcome(action_net, cm, clf, problem, xs, zs, m.expand(S, N, -1), lo, hi, w, per_person=True)
+            cost = cost + pen
+            better = (logits >= 0) & (cost < best_cost)   # ties keep the earlier, smaller mask
             best_cost = torch.where(better, cost, best_cost)
             best = torch.where(better[..., None], m, best)
     return best

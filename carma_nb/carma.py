@@ -31,20 +31,20 @@ __all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'SHIFT_SCALE', 'RESTARTS',
            'SMALL_BATCH', 'METHOD_COLORS', 'PAPER_CARMA', 'carma_hparams', 'binary_gumbel_st', 'mlp', 'CARMA',
            'Recommendation', 'NumpyPolicy', 'mask_kl', 'mask_prior', 'validity_penalty', 'hinge_temperature',
            'carma_loss', 'StackedMLP', 'stacked_training', 'cached_stack', 'restart_seed', 'served_masks',
-           'stacked_outcome', 'restart_scores', 'train_carma_seeds', 'train_carma', 'mask_subsets', 'mask_penalty',
-           'cheapest_valid_masks', 'refine_masks', 'save_carma', 'load_carma', 'plot_shifts', 'plot_feature_use',
-           'carma_table']
+           'stacked_outcome', 'restart_scores', 'train_carma_seeds', 'train_carma', 'flush_subnormal_', 'mask_subsets',
+           'mask_penalty', 'cheapest_valid_masks', 'refine_masks', 'save_carma', 'load_carma', 'plot_shifts',
+           'plot_feature_use', 'carma_table']
 
 # %% ../nbs/07_carma.ipynb #0f2897c0
 CARMA_HPARAMS: dict[str, dict] = {
-    'triangle-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(8, 8, 8, 8), epochs=500, batch=32, margin=0.007, tau=0.55, temperature=4, restarts=6, polish_epochs=150),
-    'collider-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(32, 32, 32, 32), epochs=350, batch=256, margin=0.013, tau=0.31, temperature=4, polish_epochs=150),
+    'triangle-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(8, 8, 8, 8), epochs=500, batch=32, margin=0.007, tau=0.55, temperature=4, restarts=6, refine_epochs=300, polish_epochs=150),
+    'collider-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(32, 32, 32, 32), epochs=350, batch=256, margin=0.013, tau=0.31, temperature=4, refine_epochs=300, polish_epochs=150),
     'chain-lin':     dict(lr=5e-3, mask_hidden=(16,), action_hidden=(8, 8), epochs=150, batch=128, margin=0.004, tau=0.87, temperature=1, restarts=6, polish_epochs=150),
     'triangle-nlin': dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(8, 8, 8, 8), epochs=450, batch=256, margin=0.03, tau=0.2, temperature=1, shift_scale=2, restarts=6, refine_epochs=300, polish_epochs=150),   # ε: 0.003 in Table 5
     'collider-nlin': dict(lr=1e-2, mask_hidden=(16, 16, 16), action_hidden=(8, 8, 8), epochs=250, batch=64, margin=0.002, tau=0.83, temperature=1, restarts=6, polish_epochs=150),
     'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256, margin=0.007, tau=0.08, temperature=1, shift_scale=2, polish_epochs=150),
     'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=450, batch=256, margin=0.011, tau=0.45, temperature=4, restarts=1, polish_epochs=150),
-    'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32), epochs=450, batch=256, margin=0.007, tau=0.33, temperature=4),
+    'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32), epochs=450, batch=256, margin=0.007, tau=0.33, temperature=4, polish_epochs=150),
     'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256, margin=0.03, tau=0.4, temperature=4),   # ε: 0.003 in Table 5 (chapter 9)
 }   # temperature, shift_scale, restarts, refine_epochs and polish_epochs: our additions, chosen per SCM on the validation people (tools/sweep_hparam.py; chapter status)
 DAMPING = 10.0       # c of the modified differential method of multipliers
@@ -466,10 +466,22 @@ def train_carma(scm: SCM | str, clf: Classifier, flow, pool: Pool | Pools | None
     "Train (or fetch from the cache) CARMA's mask and action networks for `scm` and one seed (see `train_carma_seeds`)."
     return train_carma_seeds(scm, clf, flow, pool, [seed], hparams, profile, weights, prior, variant, cache, verbose)[0]
 
+def flush_subnormal_(module: nn.Module) -> int:
+    "Set the subnormal entries (0 < |w| < 1.18e-38) of `module`'s float parameters to zero, in place; returns how many."
+    tiny, n = torch.finfo(torch.float32).tiny, 0
+    with torch.no_grad():
+        for p in module.parameters():
+            if not p.is_floating_point(): continue
+            sub = (p != 0) & (p.abs() < tiny)
+            n += int(sub.sum())
+            p.masked_fill_(sub, 0.0)
+    return n
+
 def _carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier) -> CARMA:
     cfg = ck.config
     model = CARMA(cm, clf, cfg['hp'], tuple(ck.state_dict['z_range'].tolist()))
     model.load_state_dict(ck.state_dict, strict=False)
+    flush_subnormal_(model.mask_net); flush_subnormal_(model.action_net)   # weight decay leaves dead weights subnormal: slow on some CPUs
     model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
     model.config = cfg
     model.eval()

@@ -410,9 +410,9 @@ save_figure(fig, 'fig3_flow_vs_vaca')
 plt.show()
 
 # %% [markdown]
-# **Measured** (paper profile, 10 seeds, the 2 310 rejected loan test people): CARMA with VACA is
-# causally valid for 99.70 % of people on average (every seed ≥ 99.52 %), with coverage under VACA
-# 100 %; its cost is 4.33 against the flow's 2.98 and the oracle's 4.10 (1.06× the oracle, 1.45× CARMA
+# **Measured** (paper profile, 10 seeds, the 2 311 rejected loan test people): CARMA with VACA is
+# causally valid for 99.84 % of people on average (every seed ≥ 99.65 %), with coverage under VACA
+# 100 %; its cost is 4.16 against the flow's 3.05 and the oracle's 4.10 (1.01× the oracle, 1.37× CARMA
 # with the flow, which is polished and VACA's row is not: chapter 7), and it takes about 5× the flow's
 # time per person at batch size 1 (the flow has the NumPy serving path of chapter 7; VACA runs in torch). The flow is the
 # better causal model for CARMA here: more

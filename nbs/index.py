@@ -56,13 +56,15 @@
 # --profile paper --jobs 2` (below) is the faster route: it trains every model in two parallel workers,
 # ten seeds at once per SCM and method, and then runs the chapters. On a shared 2-core machine a
 # run from an empty model cache took 32 minutes (the 29 experiment jobs in 25, then the chapters in 7)
-# before CARMA's polishing phase was added (chapter 7); re-running the twelve CARMA jobs it changes
-# then took 23 minutes, against about 16 for the same jobs without it, so expect about 40 minutes from
-# an empty cache now (the machine was slower during the second run, so this is an upper estimate).
-# Every job whose settings had not changed since an earlier run on another machine of the same kind
-# gave exactly that run's numbers. Another kind of
-# CPU can change the trained models in their last digits and so a seed's result; the tables report
-# every seed. `--profile quick` takes under 5 minutes. To read the chapters interactively:
+# before CARMA's polishing and refinement phases were added (chapter 7). With them, on an empty cache,
+# three CARMA jobs took 14 minutes and the chapters then 28 (they trained the other jobs' models
+# themselves, two chapters at a time), after which the remaining 26 jobs took 2.5 minutes from the
+# cache; so expect 45–50 minutes from an empty cache.
+# Re-runs on the same machine give the same numbers. Another machine can change the trained models in
+# their last digits and so a seed's result: the latest full re-run, on a different machine, rejected
+# one loan test person more (2 311) and moved CARMA's cost / oracle by at most 0.02 on every SCM whose
+# settings had not changed; the committed tables all come from that one re-run, and they report every
+# seed. `--profile quick` takes under 5 minutes. To read the chapters interactively:
 # `.venv/bin/jupyter lab nbs/`. `bash .ci/run` takes about 5–6 minutes from a fresh clone, including the
 # installation.
 
@@ -100,7 +102,8 @@ pd.DataFrame(torch.cat([person, cf]).numpy(), columns=loan.names, index=['factua
 # trains three candidates (six on triangle-lin, triangle-nlin, chain-lin and collider-nlin, one on loan) and keeps the one with the
 # best score on its own training people, which removes most of the bad seeds, and then polishes its action
 # network with the masks frozen at the ones it will serve, which removes most of the over-shoot that
-# amortization leaves (chapter 7).
+# amortization leaves. On triangle-lin, triangle-nlin and collider-lin a mask-refinement phase before
+# polishing also teaches the mask network each training person's cheapest valid mask (chapter 7).
 
 # %%
 #| output: asis

@@ -47,9 +47,12 @@ def validation_setup(name, weights=None):
 
 
 def score_models(models, problem, clf, people) -> pd.DataFrame:
-    "One row of recourse metrics per trained CARMA model, on `people`."
-    return pd.DataFrame([evaluate_recourse(problem, clf, people, r.mask, r.values, r.x_cf).metrics
-                         for r in (m.recommend(people) for m in models)])
+    "One row of recourse metrics per trained CARMA model, on `people`, with the % of people acting on each feature."
+    rows = []
+    for r in (m.recommend(people) for m in models):
+        rep = evaluate_recourse(problem, clf, people, r.mask, r.values, r.x_cf)
+        rows.append({**rep.metrics, **{f'{n} %': v for n, v in rep.per_feature['intervened %'].items()}})
+    return pd.DataFrame(rows)
 
 
 def main(name, param, values, seeds, fixed=None, variant=None):
@@ -68,6 +71,8 @@ def main(name, param, values, seeds, fixed=None, variant=None):
         print(f"{name_v} (validation, {len(people)} people) {param}={k:g}: cost {df['cost x100'].round(2).tolist()} "
               f"(oracle {ocost:.2f}, ratio {df['cost x100'].mean() / ocost:.3f}), validity {df['validity %'].round(2).tolist()}, "
               f"acts {df['acts'].mean():.2f}, score {score:.4f}, {time.perf_counter() - t0:.0f} s", flush=True)
+        used = {n: round(float(df[f'{n} %'].mean()), 1) for n in models[0].names if f'{n} %' in df}
+        print(f"    % of people acting on each feature (mean over seeds): {used}", flush=True)
 
 
 if __name__ == '__main__':

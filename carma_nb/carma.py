@@ -468,6 +468,7 @@ def train_carma(scm: SCM | str, clf: Classifier, flow, pool: Pool | Pools | None
 
 def flush_subnormal_(module: nn.Module) -> int:
     "Set the subnormal entries (0 < |w| < 1.18e-38) of `module`'s float parameters to zero, in place; returns how many."
+    if not isinstance(module, nn.Module): raise TypeError(f"flush_subnormal_ needs a torch nn.Module (e.g. model.action_net), got {type(module).__name__}")
     tiny, n = torch.finfo(torch.float32).tiny, 0
     with torch.no_grad():
         for p in module.parameters():

@@ -711,6 +711,7 @@ def train_carma(scm: SCM | str, clf: Classifier, flow, pool: Pool | Pools | None
 
 def flush_subnormal_(module: nn.Module) -> int:
     "Set the subnormal entries (0 < |w| < 1.18e-38) of `module`'s float parameters to zero, in place; returns how many."
+    if not isinstance(module, nn.Module): raise TypeError(f"flush_subnormal_ needs a torch nn.Module (e.g. model.action_net), got {type(module).__name__}")
     tiny, n = torch.finfo(torch.float32).tiny, 0
     with torch.no_grad():
         for p in module.parameters():
@@ -1088,6 +1089,7 @@ test_eq(flush_subnormal_(raw.mask_net) + flush_subnormal_(raw.action_net), 2)
 r_flush = raw.recommend(test_people)
 assert torch.equal(r_raw.mask, r_flush.mask) and torch.equal(r_raw.values, r_flush.values)
 test_eq(flush_subnormal_(carma.mask_net) + flush_subnormal_(carma.action_net), 0)   # a loaded model has none left
+test_fail(lambda: flush_subnormal_(carma.state_dict()), contains='needs a torch nn.Module')
 
 # %% [markdown]
 # ### Paper Fig. 2 and Fig. 7

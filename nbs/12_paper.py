@@ -102,11 +102,11 @@ t1[[c for c in cols if c in t1]].round(2)
 #    epochs alone with the masks frozen at the deterministic ones it will serve, which removes most of
 #    the amortized over-shoot (cost / oracle fell by 0.05–0.3 on the validation people of every SCM).
 #    Not in the paper; the VACA variant of loan trains without it.
-# 7. *Mask refinement* (chapter 7), on triangle-lin, triangle-nlin and collider-lin: between the main
+# 7. *Mask refinement* (chapter 7), on triangle-lin, triangle-nlin, collider-lin and chain-lin: between the main
 #    training and polishing, the action network learns amounts for every mask, each training person is
 #    labelled with the cheapest mask that is valid under the flow, and the mask network learns those
 #    labels. Serving stays one forward pass. Not in the paper; chosen on validation people, where it cut
-#    cost / oracle by 0.12–0.30 on those three SCMs and lost on loan.
+#    cost / oracle by 0.12–0.30 on those four SCMs, tied on collider-nlin and lost on loan.
 
 # %%
 assert (t1['CARMA validity %'] > 80).all() and (t1['oracle cost x100'] > 0).all()

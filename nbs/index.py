@@ -102,7 +102,7 @@ pd.DataFrame(torch.cat([person, cf]).numpy(), columns=loan.names, index=['factua
 # trains three candidates (six on triangle-lin, triangle-nlin, chain-lin and collider-nlin, one on loan) and keeps the one with the
 # best score on its own training people, which removes most of the bad seeds, and then polishes its action
 # network with the masks frozen at the ones it will serve, which removes most of the over-shoot that
-# amortization leaves. On triangle-lin, triangle-nlin and collider-lin a mask-refinement phase before
+# amortization leaves. On triangle-lin, triangle-nlin, collider-lin and chain-lin a mask-refinement phase before
 # polishing also teaches the mask network each training person's cheapest valid mask (chapter 7).
 
 # %%

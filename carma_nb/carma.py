@@ -453,12 +453,17 @@ def train_carma_seeds(scm: SCM | str, # the SCM
                       variant: str | None = None, # Table 5 row: None, 'weighted' (default when weights are given) or 'vaca'
                       cache: bool = True, verbose: bool = True) -> list[CARMA]:
     "CARMA models for several seeds (SPEC §8): cached ones are loaded, the others trained at once as a stack."
+    cks = _carma_checkpoints(scm, clf, flow, pool, seeds, hparams, profile, weights, prior, variant, cache, verbose)
+    return [_carma_from_checkpoint(ck, flow, clf) for ck in cks]
+
+def _carma_checkpoints(scm, clf, flow, pool, seeds, hparams, profile, weights, prior, variant, cache, verbose) -> list[Checkpoint]:
+    "The checkpoints (trained weights as saved) behind `train_carma_seeds`, same arguments."
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds): raise ValueError(f"seeds must be distinct and non-empty, got {seeds}")
     scm, pool, hp, w, base = _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant)
     cfgs = [{**base, 'seed': s} for s in seeds]
     fit = lambda todo: _fit_carma_seeds(scm, flow, clf, pool, hp, w, prior, [seeds[i] for i in todo], verbose)
-    return [_carma_from_checkpoint(ck, flow, clf) for ck in cached_stack('carma', cfgs, fit, cache)]
+    return cached_stack('carma', cfgs, fit, cache)
 
 def train_carma(scm: SCM | str, clf: Classifier, flow, pool: Pool | Pools | None = None, hparams: dict | None = None,
                 profile: str | Profile | None = None, seed: int = 0, weights=None, prior: str = 'uniform',
@@ -467,22 +472,22 @@ def train_carma(scm: SCM | str, clf: Classifier, flow, pool: Pool | Pools | None
     return train_carma_seeds(scm, clf, flow, pool, [seed], hparams, profile, weights, prior, variant, cache, verbose)[0]
 
 def flush_subnormal_(module: nn.Module) -> int:
-    "Set the subnormal entries (0 < |w| < 1.18e-38) of `module`'s float parameters to zero, in place; returns how many."
+    "Set the subnormal entries (0 < |w| < the dtype's smallest normal, 1.18e-38 in float32) of `module`'s float parameters to zero, in place; returns how many."
     if not isinstance(module, nn.Module): raise TypeError(f"flush_subnormal_ needs a torch nn.Module (e.g. model.action_net), got {type(module).__name__}")
-    tiny, n = torch.finfo(torch.float32).tiny, 0
+    n = 0
     with torch.no_grad():
-        for p in module.parameters():
+        for p in module.parameters():   # a handful of tensors, once per load
             if not p.is_floating_point(): continue
-            sub = (p != 0) & (p.abs() < tiny)
+            sub = (p != 0) & (p.abs() < torch.finfo(p.dtype).tiny)
             n += int(sub.sum())
             p.masked_fill_(sub, 0.0)
     return n
 
-def _carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier) -> CARMA:
+def _carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier, flush: bool = True) -> CARMA:
     cfg = ck.config
     model = CARMA(cm, clf, cfg['hp'], tuple(ck.state_dict['z_range'].tolist()))
-    model.load_state_dict(ck.state_dict, strict=False)
-    flush_subnormal_(model.mask_net); flush_subnormal_(model.action_net)   # weight decay leaves dead weights subnormal: slow on some CPUs
+    model.load_state_dict(ck.state_dict, strict=False)   # copies: ck keeps its own tensors
+    if flush: flush_subnormal_(model.mask_net); flush_subnormal_(model.action_net)   # weight decay leaves dead weights subnormal: slow on some CPUs
     model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
     model.config = cfg
     model.eval()

@@ -598,28 +598,26 @@ assert (table['obs MMD'] < 0.05).all()
 #   counterfactual error (chain-lin only just).
 # - **collider-lin** (≈ 0.023 vs 0.012) and **triangle-nlin** (≈ 0.046 vs 0.032) miss the 1.1× target.
 #   Both are systematic, not seed luck: four seeds give 0.021–0.024 and 0.046–0.048, and the whole error
-#   sits in $x_3$, the node with three parents. Training three times longer moves collider-lin only to
-#   0.022, so it is not under-training either. With one affine layer the flow models $x_3$'s noise
-#   as additive with a parent-dependent scale, and small errors of the learned slope of $b_3$ are nearly
-#   free in likelihood (they cost ~$10^{-4}$ nats) but show up in counterfactuals that move $x_1$ far.
-#   In standardised units triangle-nlin's error (≈ 0.026) is below the original value, so part of the
-#   gap may be a difference in how the metric was scaled; collider-lin's (≈ 0.019) is not.
-#   `tools/flow_cf_diagnostics.py collider-lin` takes it apart. The data are not the limit: the SCM
-#   whose linear equations are fitted by least squares on the same 20 000 training rows has a
-#   counterfactual error of 0.004. Nor is the optimiser: on the validation rows (paper settings 0.024),
-#   batches of 1 000 give 0.022 and three times the epochs 0.023; so did weight decay (AdamW 0.01 and
-#   0.1), keeping the best-validation epoch, and 300 more epochs at 10⁻⁴ (0.022–0.024, one-off runs of
-#   a modified trainer, not in the repository). Nor is it the scale: the learned log-scale $s_3$ varies
-#   with the parents (standard deviation 0.012 over the test rows) though the true noise of $x_3$ has one
-#   scale, but a flow trained with a penalty on that variation (10 × the batch variance of every $s_j$,
-#   added to the likelihood) brings it down to 0.002 and its counterfactual error only from 0.024 to
-#   0.023. Nor the conditioner's size: widths 4, 8 and 128 give 0.019, 0.021 and 0.022. And it is not a
-#   wrong slope: removing from each row's error the part linear in the change of $x_1$ leaves almost all
-#   of it (0.024 → 0.024, 0.022 → 0.022, 0.025 → 0.024 for the three intervention values). What is left
-#   varies from person to person: the learned shift $b_3$ is not exactly linear and additive in the
-#   parents, so its change under $x_1 \to x_1'$ scatters around the true $0.25\,(x_1' - x_1)$. The flow fits it by maximum
-#   likelihood like every other node, and we found no setting of SPEC §4's model and training that moves
-#   it; the original work's 0.012 may come from details of its training we do not know.
+#   sits in $x_3$, the node with three parents. In standardised units triangle-nlin's error (≈ 0.026) is
+#   below the original value, so part of the gap may be a difference in how the metric was scaled;
+#   collider-lin's (≈ 0.019) is not. `tools/flow_cf_diagnostics.py collider-lin` takes it apart (every
+#   number from here to the end of this item is its output, seed 0, unless marked otherwise). The data are
+#   not the limit: the SCM whose linear equations are fitted by least squares on the same 20 000 training
+#   rows has a counterfactual error of 0.004. Nor is the optimiser: on the validation rows (paper settings
+#   0.024), batches of 1 000 give 0.022 and three times the epochs 0.023; so did weight decay (AdamW 0.01
+#   and 0.1), keeping the best-validation epoch, and 300 more epochs at 10⁻⁴ (0.022–0.024; these three are
+#   one-off runs of a modified trainer, not in the repository). Nor is it the scale: the learned log-scale
+#   $s_3$ varies with the parents (standard deviation 0.011 over the test rows) though the true noise of
+#   $x_3$ has one scale, but a flow trained with a penalty on that variation (10 × the batch variance of
+#   every $s_j$, added to the likelihood) brings it down to 0.002 and its counterfactual error only from
+#   0.024 to 0.023. Nor the conditioner's size: widths 4, 8 and 128 give 0.019, 0.021 and 0.022. And it is
+#   not a wrong slope: removing from each row's error the part linear in the change of $x_1$ leaves almost
+#   all of it (0.024 → 0.024, 0.022 → 0.022, 0.025 → 0.024 for the three intervention values). What is
+#   left varies from person to person: the learned shift $b_3$ is not exactly linear and additive in the
+#   parents, so its change under $x_1 \to x_1'$ scatters around the true $0.25\,(x_1' - x_1)$. The flow
+#   fits it by maximum likelihood like every other node, and we found no setting of SPEC §4's model and
+#   training that moves it; the original work's 0.012 may come from details of its training we do not
+#   know.
 # - The observational MMDs of the 4-node SCMs stay above their floors: $u_1$ is a two-component
 #   mixture, which a single affine layer with a Gaussian base cannot represent exactly. This is a
 #   property of the model the paper specifies, and it barely affects counterfactuals, which use the

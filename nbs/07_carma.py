@@ -515,9 +515,9 @@ test_eq(hinge_temperature(_clf, _rej, 0.), 1.)                                # 
 #
 # It wins the selection score on every SCM, so every SCM keeps 150 (300 epochs gave triangle-nlin only
 # 1.12×, and a learning rate of 3·10⁻⁴ 1.12× as well). The weighted row of loan polishes too since a
-# later check (below, mask refinement); the VACA row was not re-tuned and trains without it. With polishing, loan's restarts no longer pay for themselves: on the
-# validation people (10 seeds) three candidates cost 0.716× the oracle and one 0.727× (validity ≥ 99.79 %
-# on every seed either way), but three take 2.7× the training time, and loan's training time is what a
+# later check (below, mask refinement); the VACA row was not re-tuned and trains without it. With
+# polishing, loan's restarts no longer pay for themselves: on the validation people (10 seeds) three
+# candidates cost 0.716× the oracle and one 0.727× (validity ≥ 99.79 % on every seed either way), but three take 2.7× the training time, and loan's training time is what a
 # service retrains. So loan trains one candidate, as in the paper. Polishing adds to the training time
 # (loan, one candidate: 1.3× the paper's procedure, `benchmarks/bench_carma.py`). What remains on
 # triangle-nlin is the mask: CARMA acts on $x_2$ and $x_3$ for 56 % of the people, where the oracle acts
@@ -696,12 +696,17 @@ def train_carma_seeds(scm: SCM | str, # the SCM
                       variant: str | None = None, # Table 5 row: None, 'weighted' (default when weights are given) or 'vaca'
                       cache: bool = True, verbose: bool = True) -> list[CARMA]:
     "CARMA models for several seeds (SPEC §8): cached ones are loaded, the others trained at once as a stack."
+    cks = _carma_checkpoints(scm, clf, flow, pool, seeds, hparams, profile, weights, prior, variant, cache, verbose)
+    return [_carma_from_checkpoint(ck, flow, clf) for ck in cks]
+
+def _carma_checkpoints(scm, clf, flow, pool, seeds, hparams, profile, weights, prior, variant, cache, verbose) -> list[Checkpoint]:
+    "The checkpoints (trained weights as saved) behind `train_carma_seeds`, same arguments."
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds): raise ValueError(f"seeds must be distinct and non-empty, got {seeds}")
     scm, pool, hp, w, base = _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant)
     cfgs = [{**base, 'seed': s} for s in seeds]
     fit = lambda todo: _fit_carma_seeds(scm, flow, clf, pool, hp, w, prior, [seeds[i] for i in todo], verbose)
-    return [_carma_from_checkpoint(ck, flow, clf) for ck in cached_stack('carma', cfgs, fit, cache)]
+    return cached_stack('carma', cfgs, fit, cache)
 
 def train_carma(scm: SCM | str, clf: Classifier, flow, pool: Pool | Pools | None = None, hparams: dict | None = None,
                 profile: str | Profile | None = None, seed: int = 0, weights=None, prior: str = 'uniform',
@@ -710,22 +715,22 @@ def train_carma(scm: SCM | str, clf: Classifier, flow, pool: Pool | Pools | None
     return train_carma_seeds(scm, clf, flow, pool, [seed], hparams, profile, weights, prior, variant, cache, verbose)[0]
 
 def flush_subnormal_(module: nn.Module) -> int:
-    "Set the subnormal entries (0 < |w| < 1.18e-38) of `module`'s float parameters to zero, in place; returns how many."
+    "Set the subnormal entries (0 < |w| < the dtype's smallest normal, 1.18e-38 in float32) of `module`'s float parameters to zero, in place; returns how many."
     if not isinstance(module, nn.Module): raise TypeError(f"flush_subnormal_ needs a torch nn.Module (e.g. model.action_net), got {type(module).__name__}")
-    tiny, n = torch.finfo(torch.float32).tiny, 0
+    n = 0
     with torch.no_grad():
-        for p in module.parameters():
+        for p in module.parameters():   # a handful of tensors, once per load
             if not p.is_floating_point(): continue
-            sub = (p != 0) & (p.abs() < tiny)
+            sub = (p != 0) & (p.abs() < torch.finfo(p.dtype).tiny)
             n += int(sub.sum())
             p.masked_fill_(sub, 0.0)
     return n
 
-def _carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier) -> CARMA:
+def _carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier, flush: bool = True) -> CARMA:
     cfg = ck.config
     model = CARMA(cm, clf, cfg['hp'], tuple(ck.state_dict['z_range'].tolist()))
-    model.load_state_dict(ck.state_dict, strict=False)
-    flush_subnormal_(model.mask_net); flush_subnormal_(model.action_net)   # weight decay leaves dead weights subnormal: slow on some CPUs
+    model.load_state_dict(ck.state_dict, strict=False)   # copies: ck keeps its own tensors
+    if flush: flush_subnormal_(model.mask_net); flush_subnormal_(model.action_net)   # weight decay leaves dead weights subnormal: slow on some CPUs
     model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
     model.config = cfg
     model.eval()
@@ -824,8 +829,9 @@ test_fail(lambda: carma_hparams('loan', polish_lr=0), contains='polish_lr > 0')
 # | chain-lin | 0.917× → 0.785× | 100 % → 100 % | 0.0770 → 0.0660 | refine |
 # | collider-nlin | 0.787× → 0.770× | 99.77–99.95 → 99.68–99.95 % | 0.0240 → 0.0240 | plain (a tie) |
 #
-# Chain-nlin was not tried (0.50× the oracle on the test people without it). On loan it lost: 0.668× the oracle but validity 99.23–99.79 % (score 0.0322,
-# against about 0.030 estimated from the earlier 4-seed run without it), so loan keeps the plain row.
+# Chain-nlin was not tried (0.50× the oracle on the test people without it). On loan it lost: 0.668×
+# the oracle but validity 99.23–99.79 % (score 0.0322, against about 0.030 estimated from the earlier
+# 4-seed run without it), so loan keeps the plain row.
 # For the weighted row (chapter 8) the labels include the mask prior's term,
 # $-\sum_j \log \mathrm{Bernoulli}(a_j; \pi_j)$ (`mask_penalty`, zero for the uniform prior): with the
 # preference prior it sends every person to savings alone, 1.14× the weighted oracle's weighted cost
@@ -1073,22 +1079,27 @@ timing = time_per_person(lambda xb: carma.recommend(xb), test_people, single=100
 
 # %% [markdown]
 # One detail matters for that batched time. Weight decay drives the weights of dead units towards zero,
-# and after 600 epochs hundreds of them (about 950 in a loan model) are *subnormal* floats, below
-# $1.18 \cdot 10^{-38}$. Some CPUs handle each multiplication by a subnormal in microcode, many times
-# slower: on the machine of the latest full re-run, the whole-test-set pass took 4.3 µs per person with them and
-# 1.7 µs after setting them to zero. Their contribution is below float32's resolution next to any
-# normal number, so a model is loaded with them set to zero (`flush_subnormal_`, in
-# `_carma_from_checkpoint`) and its recommendations stay bit-identical: the check below.
+# and after 600 epochs hundreds of them (790–980 in the four loan models we counted) are *subnormal*
+# floats, below $1.18 \cdot 10^{-38}$. Some CPUs handle each multiplication by a subnormal in microcode,
+# many times slower: on the machine of the latest full re-run the whole-test-set pass of a loan model
+# takes 4.08 µs per person with them and 1.74 µs without, 2.3× faster (`benchmarks/bench_carma.py`,
+# rows D). Next to any normal number their contribution is
+# below float32's resolution, so every model is loaded with them set to zero (`flush_subnormal_`, in
+# `_carma_from_checkpoint`), and its recommendations stay bit-identical. The check: a copy with two
+# weights made subnormal, saved and loaded again, has them at zero and recommends exactly what the
+# copy does.
 
 # %%
 import copy
-with torch.no_grad():   # a copy with one subnormal weight put back: identical recommendations, then flushed
+with torch.no_grad():
     raw = copy.deepcopy(carma); raw.mask_net[0].weight[0, 0] = 1e-40; raw.action_net[0].weight[0, 0] = 1e-40
-r_raw = raw.recommend(test_people)
-test_eq(flush_subnormal_(raw.mask_net) + flush_subnormal_(raw.action_net), 2)
-r_flush = raw.recommend(test_people)
-assert torch.equal(r_raw.mask, r_flush.mask) and torch.equal(r_raw.values, r_flush.values)
-test_eq(flush_subnormal_(carma.mask_net) + flush_subnormal_(carma.action_net), 0)   # a loaded model has none left
+with tempfile.TemporaryDirectory() as d:
+    back = load_carma(save_carma(raw, Path(d)/'raw.pt'))             # loading flushes them
+test_eq(float(back.mask_net[0].weight[0, 0]), 0.); test_eq(float(back.action_net[0].weight[0, 0]), 0.)
+r_raw, r_back = raw.recommend(test_people), back.recommend(test_people)
+assert torch.equal(r_raw.mask, r_back.mask) and torch.equal(r_raw.values, r_back.values)   # bit-identical
+test_eq(flush_subnormal_(raw.mask_net) + flush_subnormal_(raw.action_net), 2)     # the same two, in place
+test_eq(flush_subnormal_(carma.mask_net) + flush_subnormal_(carma.action_net), 0) # a loaded model has none left
 test_fail(lambda: flush_subnormal_(carma.state_dict()), contains='needs a torch nn.Module')
 
 # %% [markdown]
@@ -1228,9 +1239,10 @@ assert (table['CARMA validity %'] > 80).all()
 # at least 99.87 % on average on every SCM, and at least 99.61 % on every seed of every SCM (the lowest
 # seeds: triangle-nlin 99.61 %, collider-nlin and chain-lin 99.86 %). Cost is below the oracle's on every
 # SCM: chain-nlin 0.50×, loan 0.74×, triangle-lin 0.76×, collider-nlin 0.76×, chain-lin 0.78×,
-# triangle-nlin 0.88× and collider-lin 0.89×, so within the 1.10× target everywhere, including chain-nlin, where the paper was
-# furthest (1.21×). CARMA can beat the oracle because the oracle searches a grid of 15–25 values per
-# feature (chapter 6) while CARMA's amounts are continuous; polishing lets it use more of that freedom.
+# triangle-nlin 0.88× and collider-lin 0.89×, so within the 1.10× target everywhere, including
+# chain-nlin, where the paper was furthest (1.21×). CARMA can beat the oracle because the oracle
+# searches a grid of 15–25 values per feature (chapter 6) while CARMA's amounts are continuous;
+# polishing lets it use more of that freedom.
 # Triangle-nlin was at 1.12× (seeds 1.07–1.16×) with polishing alone; its choice of features was the gap
 # (CARMA with the true SCM had the same one: 1.11× against the flow's 1.13× on the validation people,
 # `tools/carma_true_scm.py triangle-nlin`). Mask refinement closed it (0.88×, seeds 0.85–0.90×, 1.67

@@ -56,10 +56,11 @@
 # --profile paper --jobs 2` (below) is the faster route: it trains every model in two parallel workers,
 # ten seeds at once per SCM and method, and then runs the chapters. On a shared 2-core machine a
 # run from an empty model cache took 32 minutes (the 29 experiment jobs in 25, then the chapters in 7)
-# before CARMA's polishing and refinement phases were added (chapter 7). With them, on an empty cache,
-# three CARMA jobs took 14 minutes and the chapters then 28 (they trained the other jobs' models
-# themselves, two chapters at a time), after which the remaining 26 jobs took 2.5 minutes from the
-# cache; so expect 45–50 minutes from an empty cache.
+# before CARMA's polishing and refinement phases were added (chapter 7). With them, the latest re-run
+# (started on a cache partly filled by an interrupted attempt) took 14 minutes for three CARMA jobs and then 28 for the chapters, which trained most of the
+# other jobs' models themselves, two chapters at a time; the remaining 26 jobs then took 2.5 minutes
+# from the cache. From an empty cache expect roughly 45–50 minutes (an estimate from those runs, not a
+# measured full run).
 # Re-runs on the same machine give the same numbers. Another machine can change the trained models in
 # their last digits and so a seed's result: the latest full re-run, on a different machine, rejected
 # one loan test person more (2 311) and moved CARMA's cost / oracle by at most 0.02 on every SCM whose

@@ -94,7 +94,7 @@ def main(name):
         print(f'{name}: flow counterfactual error (test rows) {cf_error(flow.counterfactual, scm, pool.test, pool.train):.4f}')
         print(f'  least-squares floor, same training rows (test rows): {cf_error(least_squares_scm(scm, pool.train.x), scm, pool.test, pool.train):.4f}')
         _, s = flow.conditioner(flow.standardise(pool.test.x))
-        print('  std of the learned log-scale s_j over the test rows:', dict(zip(scm.names, s.std(0).numpy().round(4).tolist())))
+        print('  std of the learned log-scale s_j over the test rows:', dict(zip(scm.names, s.std(0).double().numpy().round(4).tolist())))
         print(f'  validation rows: paper settings {cf_error(flow.counterfactual, scm, pool.val, pool.train):.4f}', flush=True)
         for line in error_split(flow, scm, pool.val, pool.train): print('  validation rows:', line)
     for label, kw in (('batch 1 000', {'batch': 1000}), ('3× the epochs', {'epochs': 3000}),
@@ -106,7 +106,7 @@ def main(name):
     with torch.no_grad():
         _, s = f.conditioner(f.standardise(pool.test.x))
         print(f'  validation rows: scale-variance penalty 10: {cf_error(f.counterfactual, scm, pool.val, pool.train):.4f} '
-              f'(std of s_j over the test rows {dict(zip(scm.names, s.std(0).numpy().round(4).tolist()))})', flush=True)
+              f'(std of s_j over the test rows {dict(zip(scm.names, s.std(0).double().numpy().round(4).tolist()))})', flush=True)
 
 
 if __name__ == '__main__':

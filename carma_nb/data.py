@@ -5,6 +5,7 @@
 # %% ../nbs/02_data.ipynb #dce53d1a
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,8 +157,10 @@ def resolve_pool(scm: SCM, # the SCM the pool must belong to
     return pool
 
 def split_id(split: Split) -> list:
-    "A JSON-able fingerprint of a split (its seed and size), for model-cache configs."
-    return [*split.seed, len(split)]
+    "A JSON-able fingerprint of a split for model-cache configs: its seed, size and a digest of its data."
+    h = hashlib.sha256()
+    for t in (split.x, split.u, split.y): h.update(str(t.dtype).encode()); h.update(t.contiguous().numpy().tobytes())
+    return [*split.seed, len(split), h.hexdigest()[:16]]
 
 def save_model(model, path, kind: str) -> 'Path':
     "Save a scaler-carrying model (weights, SCM, hidden widths, scaler) as a checkpoint of `kind`."

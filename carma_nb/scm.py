@@ -350,14 +350,18 @@ def get_scm(name: str | SCM, # one of SCM_NAMES (or a registered name), or an SC
     if name not in _CACHE: _CACHE[name] = _BUILDERS[name]()
     return _CACHE[name]
 
-def register_scm(name: str, # a new, unused name
+def register_scm(name: str, # a new name (or, with `replace`, one registered earlier by `register_scm`)
                  builder: Callable[[], SCM], # returns the SCM (called once, lazily)
+                 replace: bool = False, # allow redefining an SCM registered earlier (never one of SCM_NAMES)
                 ) -> None:
     "Make a new SCM available to `get_scm` and every chapter that takes an SCM name."
     if not isinstance(name, str) or not name: raise ValueError("name must be a non-empty string")
-    if name in _BUILDERS: raise ValueError(f"an SCM called {name!r} is already registered")
     if not callable(builder): raise TypeError("builder must be a callable returning an SCM")
+    if name in SCM_NAMES: raise ValueError(f"{name!r} is one of the paper's SCMs and cannot be redefined; register yours under a new name")
+    if name in _BUILDERS and not replace:
+        raise ValueError(f"an SCM called {name!r} is already registered; pass replace=True to redefine it")
     _BUILDERS[name] = builder
+    _CACHE.pop(name, None)                                       # the next get_scm builds the new definition
 
 # %% ../nbs/01_scm.ipynb #db81bb0c
 ROLE_COLORS = {'immutable': '#b0b0b0', 'mutable': '#f4b860', 'actionable': '#7fc97f'}

@@ -506,14 +506,18 @@ def get_scm(name: str | SCM, # one of SCM_NAMES (or a registered name), or an SC
     if name not in _CACHE: _CACHE[name] = _BUILDERS[name]()
     return _CACHE[name]
 
-def register_scm(name: str, # a new, unused name
+def register_scm(name: str, # a new name (or, with `replace`, one registered earlier by `register_scm`)
                  builder: Callable[[], SCM], # returns the SCM (called once, lazily)
+                 replace: bool = False, # allow redefining an SCM registered earlier (never one of SCM_NAMES)
                 ) -> None:
     "Make a new SCM available to `get_scm` and every chapter that takes an SCM name."
     if not isinstance(name, str) or not name: raise ValueError("name must be a non-empty string")
-    if name in _BUILDERS: raise ValueError(f"an SCM called {name!r} is already registered")
     if not callable(builder): raise TypeError("builder must be a callable returning an SCM")
+    if name in SCM_NAMES: raise ValueError(f"{name!r} is one of the paper's SCMs and cannot be redefined; register yours under a new name")
+    if name in _BUILDERS and not replace:
+        raise ValueError(f"an SCM called {name!r} is already registered; pass replace=True to redefine it")
     _BUILDERS[name] = builder
+    _CACHE.pop(name, None)                                       # the next get_scm builds the new definition
 
 
 # %%
@@ -531,6 +535,29 @@ test_eq(loan.descendants('education'), [5, 6])                      # income, sa
 test_eq(loan.descendants('gender'), [2, 3, 4, 5, 6])
 test_eq({n: get_scm(n).depth for n in SCM_NAMES},
         {'triangle-lin': 3, 'triangle-nlin': 3, 'collider-lin': 2, 'collider-nlin': 2, 'chain-lin': 3, 'chain-nlin': 3, 'loan': 3})
+
+
+# %% [markdown]
+# Registering a world of one's own takes a name and a function that builds it. A second registration
+# under the same name is refused unless it says `replace=True`, which is what a notebook cell that
+# registers and is run again (perhaps with an edited equation) needs; the seven SCMs of the paper can
+# never be redefined. Models trained on the old definition are not reused after a replacement: the model
+# cache recognises a split by a digest of its data, not by the SCM's name (chapter 2).
+
+# %%
+def demo_pair(slope):
+    "A two-node SCM a → b with b = slope·a + noise (a throw-away example)."
+    nodes = [additive('a', (), lambda x: 0., normal(0, 1)), additive('b', (0,), lambda x: slope * x[0], normal(0, 1))]
+    return lambda: SCM('demo-pair', nodes, lambda x, u: x[1] > 0, 'a → b')
+
+register_scm('demo-pair', demo_pair(2.))
+x, u, _ = get_scm('demo-pair').sample(5, seed=0)
+test_close(x[:, 1], 2 * x[:, 0] + u[:, 1])
+test_fail(lambda: register_scm('demo-pair', demo_pair(-1.)), contains='replace=True')
+register_scm('demo-pair', demo_pair(-1.), replace=True)                  # redefined: get_scm builds the new one
+x, u, _ = get_scm('demo-pair').sample(5, seed=0)
+test_close(x[:, 1], -x[:, 0] + u[:, 1])
+test_fail(lambda: register_scm('loan', demo_pair(1.), replace=True), contains="one of the paper's SCMs")
 
 # %% [markdown]
 # A table of the graphs: every SCM, its roles, its edges and its depth.

@@ -27,6 +27,7 @@
 #| export
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -243,8 +244,10 @@ def resolve_pool(scm: SCM, # the SCM the pool must belong to
     return pool
 
 def split_id(split: Split) -> list:
-    "A JSON-able fingerprint of a split (its seed and size), for model-cache configs."
-    return [*split.seed, len(split)]
+    "A JSON-able fingerprint of a split for model-cache configs: its seed, size and a digest of its data."
+    h = hashlib.sha256()
+    for t in (split.x, split.u, split.y): h.update(str(t.dtype).encode()); h.update(t.contiguous().numpy().tobytes())
+    return [*split.seed, len(split), h.hexdigest()[:16]]
 
 def save_model(model, path, kind: str) -> 'Path':
     "Save a scaler-carrying model (weights, SCM, hidden widths, scaler) as a checkpoint of `kind`."
@@ -270,6 +273,20 @@ def load_model(cls, path, kind: str, scm: str | None = None):
     "Load a frozen model of `kind`; with `scm`, refuse a checkpoint trained for another SCM."
     return model_from_checkpoint(cls, load_checkpoint(path, expect={'kind': kind, **({'scm': get_scm(scm).name} if scm else {})}))
 
+
+# %% [markdown]
+# `split_id` is what a cached model records about its training data. Seed and size alone are not
+# enough: a researcher who edits the equations of their own SCM and keeps its name would draw different
+# people from the same seeds, and the cache would hand back models trained on the old world without a
+# word. So the fingerprint also carries a digest of the split's features, noise and labels: same draw,
+# same id; any change to the data, a new id and a fresh training run.
+
+# %%
+test_eq(split_id(pools.causal.train), split_id(make_pools('loan', seed=0).causal.train))   # a redraw is the same data
+tr = pools.causal.train
+moved = Split(tr.x.clone(), tr.u, tr.y, tr.seed); moved.x[0, 5] += 1e-3                     # same seed and size, other data
+test_ne(split_id(moved), split_id(tr))
+test_eq(split_id(moved)[:-1], split_id(tr)[:-1])
 
 # %%
 test_eq(resolve_pool(get_scm('loan'), pools, 'causal'), pools.causal)

@@ -165,7 +165,7 @@ def savings_world() -> SCM:
              additive('savings', [1], lambda x: 0.5 * x[1], normal(0, 1))]
     return SCM('savings-world', nodes, lambda x, u: x[1] + x[2] >= 1.5, 'skill → income → savings')
 
-if 'savings-world' not in __import__('carma_nb.scm', fromlist=['_BUILDERS'])._BUILDERS: register_scm('savings-world', savings_world)
+register_scm('savings-world', savings_world, replace=True)   # replace=True: this cell can be run again after an edit
 small = {'classifier': (3000, 500, 500), 'causal': (3000, 500, 500), 'recourse': (3000, 500, 500)}
 world = make_pools('savings-world', seed=0, sizes=small)
 clf = train_classifier('savings-world', world.classifier, epochs=40, verbose=False)

@@ -53,3 +53,25 @@ def test_bad_arguments():
         split_seed(0, 'oracle', 'train')
     with pytest.raises(KeyError, match='unknown pool'):
         make_pools('loan', sizes={'classifier': (10, 10, 10), 'causal': (10, 10, 10), 'recourse': (10, 10, 10)})['x']
+
+
+def test_model_cache_retrains_after_an_scm_is_redefined(tmp_path, monkeypatch):
+    """A cached model must not outlive the equations it was trained on: redefining a registered SCM under
+    the same name (same seeds, same sizes) gives new data, a new split_id and a freshly trained flow."""
+    from carma_nb.data import split_id
+    from carma_nb.flow import fit_flow
+    from carma_nb.scm import SCM, additive, normal, register_scm
+    monkeypatch.setenv('CARMA_CACHE', str(tmp_path))
+    small = {'classifier': (600, 100, 100), 'causal': (1500, 300, 300), 'recourse': (600, 100, 100)}
+    mask, x, v = torch.tensor([[True, False]]), torch.zeros(1, 2), torch.tensor([[1., 0.]])
+    effects = []
+    for i, slope in enumerate((2., -1.)):
+        nodes = [additive('a', (), lambda x: 0., normal(0, 1)), additive('b', (0,), lambda x, s=slope: s * x[0], normal(0, 1))]
+        register_scm('cache-pair', lambda nodes=nodes: SCM('cache-pair', nodes, lambda x, u: x[1] > 0), replace=i > 0)
+        pools = make_pools('cache-pair', seed=0, sizes=small)
+        flow = fit_flow('cache-pair', pools.causal, epochs=150, batch=500, verbose=False)
+        effects.append(float(flow.counterfactual(x, mask, v)[0, 1]))
+        ids = split_id(pools.causal.train)
+    assert len(list((tmp_path / 'flow').glob('*.pt'))) == 2          # two configs, two trainings
+    assert effects[0] == pytest.approx(2., abs=0.3) and effects[1] == pytest.approx(-1., abs=0.3), effects
+    assert len(ids) == 5 and isinstance(ids[-1], str)

@@ -229,7 +229,7 @@ def test_register_new_scm_and_topological_order_check():
     toy = get_scm('toy-pair')
     x, u, y = toy.sample(10, seed=0)
     torch.testing.assert_close(x[:, 1], 2 * x[:, 0] + u[:, 1])
-    with pytest.raises(ValueError, match='already registered'):
+    with pytest.raises(ValueError, match='already registered; pass replace=True'):
         register_scm('toy-pair', lambda: toy)
     with pytest.raises(ValueError, match='topological order'):
         SCM('bad', [additive('a', (1,), lambda x: x[1], normal(0, 1)), additive('b', (), lambda x: 0., normal(0, 1))],

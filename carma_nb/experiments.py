@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import math
 import os
@@ -33,7 +35,7 @@ from .vaca import fit_vaca
 
 # %% auto #0
 __all__ = ['TABLE1_METHODS', 'LOAN_STUDIES', 'ABLATION_FRACTIONS', 'Job', 'plan_jobs', 'run_job', 'results_path',
-           'run_experiments', 'table1', 'read_applicants', 'recommend_file', 'tune_carma', 'main']
+           'run_experiments', 'table1', 'read_applicants', 'recommend_file', 'tune_carma', 'import_user_module', 'main']
 
 # %% ../nbs/11_experiments.ipynb #d51a765b
 TABLE1_METHODS = ('oracle', 'carma', 'dice-vae')
@@ -258,6 +260,35 @@ def tune_carma(scm: str, # the SCM
             'trials in study': len(study.trials)}
 
 # %% ../nbs/11_experiments.ipynb #bdac0df1
+def import_user_module(spec: str # a dotted module name importable from here, or a path to a .py file
+                      ):
+    "Import the module that registers a user's SCM (`--import`); return the module."
+    if not isinstance(spec, str) or not spec.strip(): raise ValueError("--import needs a module name or a .py file path")
+    if spec.endswith('.py') or os.sep in spec:
+        path = Path(spec).expanduser().resolve()
+        if not path.is_file(): raise FileNotFoundError(f"--import {spec}: no such file; give a .py file that calls register_scm")
+        name = f'_carma_user_{path.stem}_{abs(hash(str(path))):x}'
+        if name in sys.modules: return sys.modules[name]
+        mod_spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(mod_spec)
+        sys.modules[name] = mod
+        try: mod_spec.loader.exec_module(mod)
+        except BaseException: del sys.modules[name]; raise
+        return mod
+    if os.getcwd() not in sys.path: sys.path.insert(0, os.getcwd())     # as `python -m` does: modules beside the user
+    try: return importlib.import_module(spec)
+    except ModuleNotFoundError as e:
+        raise ImportError(f"--import {spec}: {e}; give a module importable from this folder or the path to its .py file") from None
+
+def _known_scm(scm: str, imports=()) -> str:
+    "Import the `--import` modules, then check that `scm` names a registered SCM (with the fix in the error)."
+    for m in imports: import_user_module(m)
+    try: return get_scm(scm).name
+    except ValueError as e:
+        raise ValueError(f"{e}. An SCM of your own must be registered in this process: add --import MODULE "
+                         "(a module or .py file that calls register_scm)") from None
+
+# %% ../nbs/11_experiments.ipynb #286cc656
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='carma-nb', description='Amortized causal algorithmic recourse (CARMA): reproduce the paper, serve recommendations, tune.')
     sub = ap.add_subparsers(dest='command', required=True)
@@ -275,7 +306,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument('--input', required=True, help='CSV with one column per feature, named as in the SCM')
     c.add_argument('--output', required=True, help='CSV to write (atomically)')
     t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)', description='Tune CARMA for one SCM (SPEC §8).')
-    t.add_argument('--scm', required=True, choices=list(SCM_NAMES))
+    t.add_argument('--scm', required=True, help=f"one of {', '.join(SCM_NAMES)}, or an SCM registered by an --import module")
+    for q in (c, t):
+        q.add_argument('--import', dest='imports', action='append', default=[], metavar='MODULE',
+                       help='a module (dotted name or .py file) to import first; it registers your own SCM with register_scm (repeatable)')
     t.add_argument('--trials', type=int, default=20, help='trials run by this worker (default: 20)')
     t.add_argument('--storage', default=None, help='Optuna storage URL shared by workers (default: sqlite file carma_tune_<scm>.db)')
     t.add_argument('--profile', choices=['quick', 'paper'], default='paper')
@@ -327,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     "The `carma-nb` command."
     a = _parser().parse_args(argv)
     try:
+        if a.command in ('recommend', 'tune'): _known_scm(a.scm, a.imports)
         if a.command == 'reproduce': _reproduce(a)
         elif a.command == 'recommend':
             t0 = time.perf_counter()

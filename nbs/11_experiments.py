@@ -39,6 +39,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import math
 import os
@@ -300,6 +302,11 @@ table1(res).round(3)
 #   of applicants with a saved CARMA model (`save_carma`, chapter 7);
 # - `carma-nb tune --scm NAME --trials N [--storage URL]` runs the two-objective hyperparameter search of
 #   `SPEC.md` §8 with Optuna; workers on several machines share one study through a database URL.
+#
+# `recommend` and `tune` also serve SCMs of one's own. A new process knows only the seven SCMs of the
+# paper, and an SCM's equations are code, which no checkpoint carries (checkpoints hold tensors and
+# JSON only, and are never unpickled). So the module that calls `register_scm` is named on the command
+# line, `--import my_world` (a dotted module name) or `--import path/to/my_world.py`, and imported first.
 
 # %% [markdown]
 # ### `recommend`: the deployment path
@@ -404,6 +411,55 @@ def tune_carma(scm: str, # the SCM
 # %% [markdown]
 # ### The entry point
 
+# %% [markdown]
+# Importing the user's module is the one step that runs their code, exactly as `python -c "import
+# my_world"` would; it happens only when they name it. A file path is imported under a name of its own
+# (once per process, so a second call is a no-op), and every way it can fail says what to give instead.
+
+# %%
+#| export
+def import_user_module(spec: str # a dotted module name importable from here, or a path to a .py file
+                      ):
+    "Import the module that registers a user's SCM (`--import`); return the module."
+    if not isinstance(spec, str) or not spec.strip(): raise ValueError("--import needs a module name or a .py file path")
+    if spec.endswith('.py') or os.sep in spec:
+        path = Path(spec).expanduser().resolve()
+        if not path.is_file(): raise FileNotFoundError(f"--import {spec}: no such file; give a .py file that calls register_scm")
+        name = f'_carma_user_{path.stem}_{abs(hash(str(path))):x}'
+        if name in sys.modules: return sys.modules[name]
+        mod_spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(mod_spec)
+        sys.modules[name] = mod
+        try: mod_spec.loader.exec_module(mod)
+        except BaseException: del sys.modules[name]; raise
+        return mod
+    if os.getcwd() not in sys.path: sys.path.insert(0, os.getcwd())     # as `python -m` does: modules beside the user
+    try: return importlib.import_module(spec)
+    except ModuleNotFoundError as e:
+        raise ImportError(f"--import {spec}: {e}; give a module importable from this folder or the path to its .py file") from None
+
+def _known_scm(scm: str, imports=()) -> str:
+    "Import the `--import` modules, then check that `scm` names a registered SCM (with the fix in the error)."
+    for m in imports: import_user_module(m)
+    try: return get_scm(scm).name
+    except ValueError as e:
+        raise ValueError(f"{e}. An SCM of your own must be registered in this process: add --import MODULE "
+                         "(a module or .py file that calls register_scm)") from None
+
+
+# %%
+with tempfile.TemporaryDirectory() as d:
+    world = Path(d)/'toy_world.py'
+    world.write_text("from carma_nb.scm import SCM, additive, normal, register_scm\n"
+                     "nodes = [additive('a', (), lambda x: 0., normal(0, 1)), additive('b', (0,), lambda x: x[0], normal(0, 1))]\n"
+                     "register_scm('toy-world', lambda: SCM('toy-world', nodes, lambda x, u: x[1] > 0))\n")
+    test_fail(lambda: _known_scm('toy-world'), contains='add --import MODULE')
+    test_eq(_known_scm('toy-world', [str(world)]), 'toy-world')
+    test_eq(import_user_module(str(world)), import_user_module(str(world)))           # once per process: no second registration
+    test_fail(lambda: import_user_module(str(Path(d)/'nope.py')), contains='no such file')
+    test_fail(lambda: import_user_module('no_such_module_xyz'), contains='give a module importable')
+
+
 # %%
 #| export
 def _parser() -> argparse.ArgumentParser:
@@ -423,7 +479,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument('--input', required=True, help='CSV with one column per feature, named as in the SCM')
     c.add_argument('--output', required=True, help='CSV to write (atomically)')
     t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)', description='Tune CARMA for one SCM (SPEC §8).')
-    t.add_argument('--scm', required=True, choices=list(SCM_NAMES))
+    t.add_argument('--scm', required=True, help=f"one of {', '.join(SCM_NAMES)}, or an SCM registered by an --import module")
+    for q in (c, t):
+        q.add_argument('--import', dest='imports', action='append', default=[], metavar='MODULE',
+                       help='a module (dotted name or .py file) to import first; it registers your own SCM with register_scm (repeatable)')
     t.add_argument('--trials', type=int, default=20, help='trials run by this worker (default: 20)')
     t.add_argument('--storage', default=None, help='Optuna storage URL shared by workers (default: sqlite file carma_tune_<scm>.db)')
     t.add_argument('--profile', choices=['quick', 'paper'], default='paper')
@@ -475,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     "The `carma-nb` command."
     a = _parser().parse_args(argv)
     try:
+        if a.command in ('recommend', 'tune'): _known_scm(a.scm, a.imports)
         if a.command == 'reproduce': _reproduce(a)
         elif a.command == 'recommend':
             t0 = time.perf_counter()

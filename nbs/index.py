@@ -175,3 +175,10 @@ applicants = world.recourse.test.x[:5]
 rec = carma.recommend(applicants)
 pd.DataFrame({'accepted': rec.accepted.numpy(), 'act on': [', '.join(n for n, m in zip(get_scm('savings-world').names, row) if m) for row in rec.mask],
               'p before': clf.predict_proba(applicants).numpy().round(3), 'p after': rec.prob.numpy().round(3)})
+
+# %% [markdown]
+# To serve this world from the command line, put `savings_world` and its `register_scm` call in a
+# module of their own (say `savings_world.py`), save the model with `save_carma`, and name the module:
+# `carma-nb recommend --import savings_world.py --scm savings-world --model carma_savings.pt --input
+# applicants.csv --output actions.csv`. `carma-nb tune --import savings_world.py --scm savings-world`
+# searches its hyperparameters the same way.

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -113,3 +114,41 @@ def test_tune_workers_share_one_study(tmp_path):
     best = json.loads(r.stdout)
     assert best['trials in study'] == 2 and set(best['params']) >= {'lr', 'epochs', 'batch', 'margin', 'tau', 'temperature'}
     assert 0 <= best['validity %'] <= 100
+
+
+WORLD = '''from carma_nb.scm import SCM, additive, normal, register_scm
+nodes = [additive('skill', [], lambda x: 0., normal(0, 1)),
+         additive('income', [0], lambda x: 1 + 0.8 * x[0], normal(0, 1)),
+         additive('savings', [1], lambda x: 0.5 * x[1], normal(0, 1))]
+register_scm('cli-world', lambda: SCM('cli-world', nodes, lambda x, u: x[1] + x[2] >= 1.5), replace=True)
+'''
+
+
+def test_recommend_serves_a_registered_scm_of_ones_own(tmp_path):
+    "A model of a user's SCM is served in a new process once --import names the module that registers it."
+    from carma_nb.experiments import import_user_module
+    (tmp_path / 'cli_world.py').write_text(WORLD)
+    import_user_module(str(tmp_path / 'cli_world.py'))
+    small = {'classifier': (2000, 300, 300), 'causal': (2000, 300, 300), 'recourse': (1500, 300, 300)}
+    pools = make_pools('cli-world', 0, small)
+    clf = train_classifier('cli-world', pools.classifier, epochs=20, cache=False, verbose=False)
+    flow = fit_flow('cli-world', pools.causal, epochs=40, batch=1000, cache=False, verbose=False)
+    m = train_carma('cli-world', clf, flow, pools.recourse, hparams={'epochs': 10}, cache=False, verbose=False)
+    save_carma(m, tmp_path / 'carma.pt')
+    pd.DataFrame(pools.recourse.test.x.numpy(), columns=['skill', 'income', 'savings']).to_csv(tmp_path / 'people.csv', index=False)
+    io = ['--scm', 'cli-world', '--model', str(tmp_path / 'carma.pt'), '--input', str(tmp_path / 'people.csv')]
+    r = run_cli('recommend', *io, '--output', str(tmp_path / 'a.csv'))
+    assert r.returncode == 2 and 'add --import MODULE' in r.stderr and not (tmp_path / 'a.csv').exists()
+    r = run_cli('recommend', '--import', str(tmp_path / 'cli_world.py'), *io, '--output', str(tmp_path / 'a.csv'))
+    assert r.returncode == 0, r.stderr
+    script = Path(sys.executable).with_name('carma-nb')              # the installed command, run beside the module:
+    r = subprocess.run([str(script), 'recommend', '--import', 'cli_world', *io, '--output', 'b.csv'],   # a dotted name
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    a, b = pd.read_csv(tmp_path / 'a.csv'), pd.read_csv(tmp_path / 'b.csv')
+    rec = m.recommend(pools.recourse.test.x)
+    pd.testing.assert_frame_equal(a, b)
+    assert np.array_equal(a['accepted'].to_numpy(), rec.accepted.numpy())
+    assert np.array_equal(a['act_savings'].to_numpy(), rec.mask[:, 2].numpy())
+    r = run_cli('recommend', '--import', str(tmp_path / 'missing.py'), *io, '--output', str(tmp_path / 'c.csv'))
+    assert r.returncode == 2 and 'no such file' in r.stderr

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .classifier import Classifier, train_classifier
-from .core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cache_dir, cached_checkpoint, config_key,
+from .core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cache_dir, cached_checkpoint, config_key, one_thread,
                            get_profile, load_checkpoint, progress, save_checkpoint)
 from .data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
 from .flow import CausalFlow, fit_flow
@@ -366,6 +366,7 @@ def restart_scores(mask_net: StackedMLP, action_net: StackedMLP, cm, clf, proble
         logits, cost = stacked_outcome(action_net, cm, clf, problem, x.expand(len(a), *x.shape), z.expand(len(a), *z.shape), a, lo, hi, w)
         return cost + (1 - (logits >= 0).float().mean(-1))
 
+@one_thread()   # models must not depend on the caller's thread count (chapter 0)
 def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose):
     "Train one CARMA per seed, all at once: each seed (and each of its restarts) has its own init, batch order and Gumbel noise."
     t0 = time.perf_counter()

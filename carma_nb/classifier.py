@@ -13,7 +13,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .core import TRAINER_VERSION, Checkpoint, as_features, cached_checkpoint, get_profile, load_checkpoint, progress, save_checkpoint, Profile
+from .core import TRAINER_VERSION, Checkpoint, as_features, cached_checkpoint, get_profile, load_checkpoint, one_thread, progress, save_checkpoint, Profile
 from .data import (Pool, Pools, StandardScaler, load_model, make_pools, model_from_checkpoint, resolve_pool,
                            save_model, split_id, trained_model)
 from .scm import SCM, SCM_NAMES, get_scm
@@ -97,6 +97,7 @@ def load_classifier(path, # a file written by `save_classifier` (or the cache)
     return load_model(Classifier, path, 'classifier', scm)
 
 # %% ../nbs/03_classifier.ipynb #a1b009b8
+@one_thread()   # models must not depend on the caller's thread count (chapter 0)
 def _fit_classifier(scm: SCM, pool: Pool, hidden, epochs: int, batch: int, lr: float, seed: int, verbose: bool):
     torch.manual_seed(seed)
     scaler = StandardScaler().fit(pool.train.x)

@@ -21,9 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['PROFILES', 'CKPT_FORMAT', 'TRAINER_VERSION', 'Profile', 'get_profile', 'seed_everything', 'progress', 'project_root',
-           'figure_dir', 'cache_dir', 'atomic_write', 'save_figure', 'markdown_table', 'save_table', 'Checkpoint',
-           'save_checkpoint', 'load_checkpoint', 'config_key', 'file_lock', 'cached_checkpoint', 'as_features']
+__all__ = ['PROFILES', 'CKPT_FORMAT', 'TRAINER_VERSION', 'Profile', 'get_profile', 'seed_everything', 'one_thread', 'progress',
+           'project_root', 'figure_dir', 'cache_dir', 'atomic_write', 'save_figure', 'markdown_table', 'save_table',
+           'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'config_key', 'file_lock', 'cached_checkpoint',
+           'as_features']
 
 # %% ../nbs/00_core.ipynb #4df50436
 @dataclass(frozen=True)
@@ -64,6 +65,15 @@ def seed_everything(seed: int, # a non-negative integer
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     random.seed(int(seed)); np.random.seed(int(seed) % 2**32); torch.manual_seed(int(seed))
     return torch.Generator().manual_seed(int(seed))
+
+# %% ../nbs/00_core.ipynb #1e9152bf
+@contextlib.contextmanager
+def one_thread():
+    "Run the block (or, as a decorator, the function) on one torch thread, restoring the caller's count after."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try: yield
+    finally: torch.set_num_threads(n)
 
 # %% ../nbs/00_core.ipynb #8bfaaf34
 def progress(iterable=None, # what to iterate over

@@ -17,7 +17,7 @@ from torch import nn
 from .carma import (METHOD_COLORS, TEMPERATURE, Recommendation, StackedMLP, cached_stack, hinge_temperature, mlp, stacked_training,
                             train_carma_seeds, validity_penalty)
 from .classifier import Classifier
-from .core import TRAINER_VERSION, as_features, get_profile
+from .core import TRAINER_VERSION, as_features, get_profile, one_thread
 from .data import Pool, Pools, resolve_pool, split_id
 from .flow import fit_flow
 from .oracle import oracle_reference
@@ -93,6 +93,7 @@ def dice_loss(model: DiceVAE, xb: torch.Tensor, lam: float, temperature: float =
     return dist + kl + penalty, {'cost': float(dist.detach()), 'kl': float(kl.detach()), 'hinge': float(g.detach()),
                                  'valid': float((p >= 0.5).float().mean())}
 
+@one_thread()   # models must not depend on the caller's thread count (chapter 0)
 def _fit_dice_seeds(problem, clf, pool, hp, seeds, verbose):
     "Train one DiCE-VAE per seed, all at once (stacked, as CARMA in chapter 7); each seed has its own init, order and noise."
     t0 = time.perf_counter()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import zuko
 from torch import nn
 
-from .core import TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoint, get_profile, load_checkpoint, progress, save_checkpoint
+from .core import TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoint, get_profile, load_checkpoint, one_thread, progress, save_checkpoint
 from .data import (Pool, Pools, StandardScaler, load_model, make_pools, model_from_checkpoint, resolve_pool,
                            save_model, split_id, trained_model)
 from .scm import SCM, SCM_NAMES, _check_mask_values, get_scm
@@ -216,6 +216,7 @@ def load_flow(path, scm: str | None = None) -> CausalFlow:
     return load_model(CausalFlow, path, 'flow', scm)
 
 # %% ../nbs/04_causal_flow.ipynb #b542117d
+@one_thread()   # models must not depend on the caller's thread count (chapter 0)
 def _fit_flow(scm: SCM, pool: Pool, hidden, epochs, batch, lr, seed, verbose):
     torch.manual_seed(seed)
     scaler = StandardScaler().fit(pool.train.x)

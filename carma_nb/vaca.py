@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .carma import carma_hparams, train_carma_seeds
-from .core import TRAINER_VERSION, as_features, get_profile, progress
+from .core import TRAINER_VERSION, as_features, get_profile, one_thread, progress
 from .data import Pool, Pools, StandardScaler, load_model, make_pools, resolve_pool, save_model, split_id, trained_model
 from .flow import PAPER_FLOW_CF_ERROR, evaluate_causal_model, fit_flow
 from .oracle import oracle_reference
@@ -162,6 +162,7 @@ VACA.log_prob, VACA.abduct, VACA.latent_counterfactual = _vaca_log_prob, _vaca_a
 VACA.counterfactual, VACA.sample, VACA.interventional_sample = _vaca_counterfactual, _vaca_sample, _vaca_interventional_sample
 
 # %% ../nbs/09_vaca.ipynb #05e7b828
+@one_thread()   # models must not depend on the caller's thread count (chapter 0)
 def _fit_vaca(scm: SCM, pool: Pool, hidden, epochs, batch, lr, seed, verbose):
     torch.manual_seed(seed)
     scaler = StandardScaler().fit(pool.train.x)

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 import zuko
 from torch import nn
 
-from carma_nb.core import TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoint, get_profile, load_checkpoint, progress, save_checkpoint
+from carma_nb.core import TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoint, get_profile, load_checkpoint, one_thread, progress, save_checkpoint
 from carma_nb.data import (Pool, Pools, StandardScaler, load_model, make_pools, model_from_checkpoint, resolve_pool,
                            save_model, split_id, trained_model)
 from carma_nb.scm import SCM, SCM_NAMES, _check_mask_values, get_scm
@@ -329,6 +329,7 @@ def load_flow(path, scm: str | None = None) -> CausalFlow:
 
 # %%
 #| export
+@one_thread()   # models must not depend on the caller's thread count (chapter 0)
 def _fit_flow(scm: SCM, pool: Pool, hidden, epochs, batch, lr, seed, verbose):
     torch.manual_seed(seed)
     scaler = StandardScaler().fit(pool.train.x)

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from carma_nb.carma import carma_hparams, train_carma_seeds
-from carma_nb.core import TRAINER_VERSION, as_features, get_profile, progress
+from carma_nb.core import TRAINER_VERSION, as_features, get_profile, one_thread, progress
 from carma_nb.data import Pool, Pools, StandardScaler, load_model, make_pools, resolve_pool, save_model, split_id, trained_model
 from carma_nb.flow import PAPER_FLOW_CF_ERROR, evaluate_causal_model, fit_flow
 from carma_nb.oracle import oracle_reference
@@ -250,6 +250,7 @@ VACA.counterfactual, VACA.sample, VACA.interventional_sample = _vaca_counterfact
 
 # %%
 #| export
+@one_thread()   # models must not depend on the caller's thread count (chapter 0)
 def _fit_vaca(scm: SCM, pool: Pool, hidden, epochs, batch, lr, seed, verbose):
     torch.manual_seed(seed)
     scaler = StandardScaler().fit(pool.train.x)

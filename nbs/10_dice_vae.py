@@ -53,7 +53,7 @@ from torch import nn
 from carma_nb.carma import (METHOD_COLORS, TEMPERATURE, Recommendation, StackedMLP, cached_stack, hinge_temperature, mlp, stacked_training,
                             train_carma_seeds, validity_penalty)
 from carma_nb.classifier import Classifier
-from carma_nb.core import TRAINER_VERSION, as_features, get_profile
+from carma_nb.core import TRAINER_VERSION, as_features, get_profile, one_thread
 from carma_nb.data import Pool, Pools, resolve_pool, split_id
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import oracle_reference
@@ -164,6 +164,7 @@ def dice_loss(model: DiceVAE, xb: torch.Tensor, lam: float, temperature: float =
     return dist + kl + penalty, {'cost': float(dist.detach()), 'kl': float(kl.detach()), 'hinge': float(g.detach()),
                                  'valid': float((p >= 0.5).float().mean())}
 
+@one_thread()   # models must not depend on the caller's thread count (chapter 0)
 def _fit_dice_seeds(problem, clf, pool, hp, seeds, verbose):
     "Train one DiCE-VAE per seed, all at once (stacked, as CARMA in chapter 7); each seed has its own init, order and noise."
     t0 = time.perf_counter()

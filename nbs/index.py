@@ -54,20 +54,17 @@
 # quick profile (figures in `figures/_quick/`). `CARMA_PROFILE=paper bash run_course.sh` uses the
 # paper's settings and refreshes the committed `figures/`. To reproduce the paper, `carma-nb reproduce
 # --profile paper --jobs 2` (below) is the faster route: it trains every model in two parallel workers,
-# ten seeds at once per SCM and method, and then runs the chapters. On a shared 2-core machine a
-# run from an empty model cache took 32 minutes (the 29 experiment jobs in 25, then the chapters in 7)
-# before CARMA's polishing and refinement phases were added (chapter 7). With them, the latest re-run
-# (started on a cache partly filled by an interrupted attempt) took 14 minutes for three CARMA jobs and then 28 for the chapters, which trained most of the
-# other jobs' models themselves, two chapters at a time; the remaining 26 jobs then took 2.5 minutes
-# from the cache. From an empty cache expect roughly 45–50 minutes (an estimate from those runs, not a
-# measured full run).
-# Re-runs on the same machine give the same numbers. Another machine can change the trained models in
-# their last digits and so a seed's result: the latest full re-run, on a different machine, rejected
-# one loan test person more (2 311) and moved CARMA's cost / oracle by at most 0.02 on every SCM whose
-# settings had not changed; the committed tables all come from that one re-run, and they report every
-# seed. `--profile quick` takes under 5 minutes. To read the chapters interactively:
-# `.venv/bin/jupyter lab nbs/`. `bash .ci/run` takes about 5–6 minutes from a fresh clone, including the
-# installation.
+# ten seeds at once per SCM and method, and then runs the chapters. On this project's shared 2-core
+# machine, the latest run from an empty model cache took 50 minutes: the 29 experiment jobs in 45, then
+# the chapters in 5.
+# Trained models depend only on their configuration: every trainer runs on one torch thread, whatever
+# the caller set, because the thread count changes the last digits of every sum. Re-runs give the same
+# numbers: that latest run reproduced the tables of the previous full run, in an earlier session, exactly
+# but for one chain-lin seed (1.10 features per person instead of 1.02, cost 6.05 either way) and the
+# times. A different CPU may still change the trained models in their last digits and so a seed's
+# result; the committed tables all come from one run and report every seed. `--profile quick` takes
+# under 5 minutes. To read the chapters interactively: `.venv/bin/jupyter lab nbs/`. `bash .ci/run`
+# takes about 4–6 minutes from a fresh clone, including the installation.
 
 # %% [markdown]
 # ## Quick start

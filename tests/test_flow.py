@@ -153,3 +153,20 @@ def test_training_path_equals_zuko():
     lp = flow.log_prob_std(z)
     assert lp.requires_grad
     torch.testing.assert_close(lp, flow.maf().log_prob(z), atol=1e-4, rtol=1e-5)
+
+
+def test_trained_models_do_not_depend_on_the_callers_thread_count():
+    "Trainers run on one thread (core.one_thread): a model depends only on its configuration."
+    from carma_nb.classifier import train_classifier
+    pools = make_pools('loan', 0, {'classifier': (2000, 200, 200), 'causal': (2000, 200, 200), 'recourse': (200, 100, 100)})
+    n0, out = torch.get_num_threads(), []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            clf = train_classifier('loan', pools.classifier, epochs=5, cache=False, verbose=False)
+            flow = fit_flow('loan', pools.causal, epochs=20, batch=500, cache=False, verbose=False)
+            assert torch.get_num_threads() == threads                  # the caller's setting is restored
+            out.append((clf.predict_proba(pools.causal.test.x), flow.abduct(pools.causal.test.x)))
+    finally:
+        torch.set_num_threads(n0)
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])

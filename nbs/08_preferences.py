@@ -217,6 +217,7 @@ fig = plot_shifts('loan', carmas, 'loan: shifts of unweighted vs weighted CARMA 
 save_figure(fig, 'fig5_preferences_shifts')
 plt.show()
 
+
 # %% [markdown]
 # The paper states its finding in two ways: weighted CARMA "intervenes on fewer features and changes the
 # more preferred features like Savings a lot more" (the authors' summary), and, in numbers, savings

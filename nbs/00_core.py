@@ -128,8 +128,10 @@ test_fail(lambda: seed_everything(-1), contains='non-negative integer')
 # trained with one thread and with two differs by up to 0.002 in probability after 30 epochs, enough
 # to move a person across the decision boundary after 500 (2 310 instead of 2 311 rejected test people).
 # So every trainer of the package runs on **one thread**, whatever the caller set: a model then depends
-# only on its configuration, in a notebook, a test, the experiment runner or a user's own script. (Small
-# networks lose nothing by it; two processes, one thread each, is also what runs fastest here.)
+# only on its configuration, in a notebook, a test, the experiment runner or a user's own script. The
+# price is paid by the one trainer with large batches, the flow: the loan flow's paper-settings fit takes
+# about 10 s on one thread (`benchmarks/RESULTS.md`, target under 20 s). The experiment runner already
+# trained on one thread per worker, two workers at a time, which is the fastest use of this machine.
 
 # %%
 #| export

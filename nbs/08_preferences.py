@@ -230,9 +230,9 @@ def shift_table(reports: dict) -> pd.DataFrame:
     "Per actionable feature and method: % of people acting on it, and the median and mean shift among them."
     cols = {}
     for name, rep in reports.items():
-        med = [float(rep.shift[rep.mask[:, j], j].median()) if rep.mask[:, j].any() else float('nan') for j in loan.actionable]
+        acting = torch.where(rep.mask, rep.shift, torch.nan)[:, loan.actionable]      # shifts of the people who act, else NaN
         cols[(name, 'acting %')] = rep.per_feature['intervened %']
-        cols[(name, 'median shift')] = pd.Series(med, index=rep.per_feature.index)
+        cols[(name, 'median shift')] = pd.Series(acting.nanmedian(0).values.numpy(), index=rep.per_feature.index)
         cols[(name, 'mean shift')] = rep.per_feature['mean shift (intervened)']
     return pd.DataFrame(cols)
 

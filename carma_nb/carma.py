@@ -29,11 +29,11 @@ from .scm import SCM, SCM_NAMES, get_scm
 # %% auto #0
 __all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'SHIFT_SCALE', 'RESTARTS', 'WEIGHT_DECAY', 'POLISH_LR', 'OPTIONAL_HPARAMS',
            'SMALL_BATCH', 'METHOD_COLORS', 'PAPER_CARMA', 'carma_hparams', 'binary_gumbel_st', 'mlp', 'CARMA',
-           'Recommendation', 'NumpyPolicy', 'mask_kl', 'mask_prior', 'validity_penalty', 'hinge_temperature',
-           'carma_loss', 'StackedMLP', 'stacked_training', 'cached_stack', 'restart_seed', 'served_masks',
-           'stacked_outcome', 'restart_scores', 'train_carma_seeds', 'train_carma', 'flush_subnormal_', 'mask_subsets',
-           'mask_penalty', 'cheapest_valid_masks', 'refine_masks', 'save_carma', 'load_carma', 'plot_shifts',
-           'plot_feature_use', 'carma_table']
+           'Recommendation', 'idle_acts', 'drop_idle_acts', 'NumpyPolicy', 'mask_kl', 'mask_prior', 'validity_penalty',
+           'hinge_temperature', 'carma_loss', 'StackedMLP', 'stacked_training', 'cached_stack', 'restart_seed',
+           'served_masks', 'stacked_outcome', 'restart_scores', 'train_carma_seeds', 'train_carma', 'flush_subnormal_',
+           'mask_subsets', 'mask_penalty', 'cheapest_valid_masks', 'refine_masks', 'save_carma', 'load_carma',
+           'plot_shifts', 'plot_feature_use', 'carma_table']
 
 # %% ../nbs/07_carma.ipynb #0f2897c0
 CARMA_HPARAMS: dict[str, dict] = {
@@ -161,6 +161,45 @@ def _recommend(self: CARMA, x: torch.Tensor) -> Recommendation:
 
 CARMA.recommend = _recommend
 
+# %% ../nbs/07_carma.ipynb #0d6163ba
+def idle_acts(model: CARMA, # a trained CARMA (flow or VACA as causal model)
+              x: torch.Tensor, # (n, D) raw features
+              tol: float = 0.05, # an act is idle when its latent shift is smaller than this
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    "The served mask (n, D) bool, and which of its acts are idle (latent shift below `tol`), (n, D) bool."
+    x = as_features(x, model.n_features, 'x', model.names, dtype=torch.float32)
+    _check_idle_tol(tol)
+    with torch.inference_mode():
+        mask, _, delta = _idle_parts(model, x, model.clf.predict_proba(x, check=False) >= 0.5)
+        return mask, _idle(model, mask, delta, tol)
+
+def _check_idle_tol(tol):
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
+        raise ValueError(f"idle_tol must be a number ≥ 0 (a latent shift size such as 0.05; 0 drops nothing), got {tol!r}")
+
+def _idle_parts(model: CARMA, x, accepted):
+    "Served mask (n, D) bool, latents and latent shifts, as `_recommend` computes them."
+    z = model.causal_model.abduct(x)
+    a, delta, _ = model.policy(z)
+    return a.bool() & ~accepted[:, None], z, delta
+
+def _idle(model: CARMA, mask, delta, tol):
+    return mask & (delta.unflatten(-1, (model.n_features, -1)).norm(dim=-1) < tol)   # one latent per node (flow), four (VACA)
+
+def drop_idle_acts(model: CARMA, x: torch.Tensor, rec: Recommendation, tol: float) -> Recommendation:
+    "`rec` with each person's idle acts dropped where the counterfactual stays accepted or gets no less likely."
+    if tol == 0: return rec
+    with torch.inference_mode():
+        _, z, delta = _idle_parts(model, x, rec.accepted)
+        idle = _idle(model, rec.mask, delta, tol)
+        kept = rec.mask & ~idle
+        x_kept = torch.where(rec.accepted[:, None], x, model.causal_model.latent_counterfactual(z, kept.to(z.dtype), delta))
+        p_kept = model.clf.predict_proba(x_kept, check=False)
+        use = idle.any(1) & ((p_kept >= 0.5) | (p_kept >= rec.prob))
+        new_mask = torch.where(use[:, None], kept, rec.mask)
+        x_cf = torch.where(use[:, None], x_kept, rec.x_cf)
+        return Recommendation(new_mask, torch.where(new_mask, x_cf, x), x_cf, torch.where(use, p_kept, rec.prob), rec.accepted)
+
 # %% ../nbs/07_carma.ipynb #06086e63
 SMALL_BATCH = 64   # recommend() takes the NumPy path up to this many people (flow models)
 
@@ -222,8 +261,11 @@ class NumpyPolicy:
         mask = a.astype(bool)
         return mask, np.where(mask, x_cf, x), x_cf, self.prob(x_cf), accepted
 
-def _recommend_dispatch(self: CARMA, x) -> Recommendation:
+def _recommend_dispatch(self: CARMA, x,
+                        idle_tol: float | None = None, # drop acts whose latent shift is below this (`idle_acts`); None keeps every act (the paper)
+                       ) -> Recommendation:
     "Recommendations for raw features x (n, D): the NumPy path for small batches with a flow, torch otherwise."
+    if idle_tol is not None: _check_idle_tol(idle_tol)
     small = (isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.ndim == 2 and x.shape[1] == self.n_features
              and len(x) <= SMALL_BATCH and not x.requires_grad)
     xn = x.numpy() if small else None
@@ -233,9 +275,9 @@ def _recommend_dispatch(self: CARMA, x) -> Recommendation:
         xn = x.numpy() if small else None
     if small and hasattr(self.causal_model, '_layers') and isinstance(self.clf, Classifier):
         if getattr(self, '_np_policy', None) is None: self._np_policy = NumpyPolicy(self)
-        out = self._np_policy.recommend(xn)
-        return Recommendation(*(torch.from_numpy(np.ascontiguousarray(o)) for o in out))
-    return _recommend(self, x)
+        rec = Recommendation(*(torch.from_numpy(np.ascontiguousarray(o)) for o in self._np_policy.recommend(xn)))
+    else: rec = _recommend(self, x)
+    return rec if idle_tol is None else drop_idle_acts(self, torch.as_tensor(x, dtype=torch.float32), rec, idle_tol)
 
 CARMA.recommend = _recommend_dispatch
 

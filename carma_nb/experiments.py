@@ -34,7 +34,7 @@ from .scm import SCM_NAMES, get_scm
 from .vaca import fit_vaca
 
 # %% auto #0
-__all__ = ['TABLE1_METHODS', 'LOAN_STUDIES', 'ABLATION_FRACTIONS', 'Job', 'plan_jobs', 'run_job', 'results_path',
+__all__ = ['TABLE1_METHODS', 'LOAN_STUDIES', 'ABLATION_FRACTIONS', 'IDLE_TOL', 'Job', 'plan_jobs', 'run_job', 'results_path',
            'run_experiments', 'table1', 'read_applicants', 'recommend_file', 'tune_carma', 'import_user_module', 'main']
 
 # %% ../nbs/11_experiments.ipynb #d51a765b
@@ -204,12 +204,16 @@ def read_applicants(path: str | Path, scm) -> torch.Tensor:
     if not np.isfinite(num.to_numpy()).all(): raise ValueError(f"{path}: values must be finite numbers (found inf)")
     return torch.from_numpy(np.array(num.to_numpy(np.float32)))   # a writable copy
 
-def recommend_file(model_path: str | Path, input_path: str | Path, output_path: str | Path, scm: str | None = None) -> pd.DataFrame:
+IDLE_TOL = 0.05   # recommend_file / carma-nb recommend: acts with a smaller latent shift are dropped (chapter 7)
+
+def recommend_file(model_path: str | Path, input_path: str | Path, output_path: str | Path, scm: str | None = None,
+                   idle_tol: float = IDLE_TOL, # drop acts whose latent shift is below this; 0 keeps every act
+                  ) -> pd.DataFrame:
     "Recommendations for every applicant of a CSV with a saved CARMA model, written atomically to `output_path`."
     model = load_carma(model_path, scm)
     x = read_applicants(input_path, model.scm)
     s = get_scm(model.scm)
-    rec = model.recommend(x)
+    rec = model.recommend(x, idle_tol=idle_tol)
     out = pd.DataFrame(x.numpy(), columns=s.names)
     out['accepted'] = rec.accepted.numpy()
     out['prob_before'] = model.clf.predict_proba(x).numpy()
@@ -305,6 +309,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument('--model', required=True, help='a CARMA checkpoint written by save_carma')
     c.add_argument('--input', required=True, help='CSV with one column per feature, named as in the SCM')
     c.add_argument('--output', required=True, help='CSV to write (atomically)')
+    c.add_argument('--idle-tol', type=float, default=IDLE_TOL, metavar='TOL',
+                   help='drop acts whose latent shift is below TOL, where the applicant stays accepted (default %(default)s; 0 keeps every act)')
     t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)', description='Tune CARMA for one SCM (SPEC §8).')
     t.add_argument('--scm', required=True, help=f"one of {', '.join(SCM_NAMES)}, or an SCM registered by an --import module")
     for q in (c, t):
@@ -365,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == 'reproduce': _reproduce(a)
         elif a.command == 'recommend':
             t0 = time.perf_counter()
-            out = recommend_file(a.model, a.input, a.output, a.scm)
+            out = recommend_file(a.model, a.input, a.output, a.scm, a.idle_tol)
             print(f'{len(out)} applicants ({int(out["accepted"].sum())} already accepted) served in {time.perf_counter() - t0:.2f} s → {a.output}')
         elif a.command == 'tune':
             best = tune_carma(a.scm, a.trials, a.storage, profile=a.profile)

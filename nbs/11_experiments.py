@@ -315,7 +315,10 @@ table1(res).round(3)
 # columns, non-numeric or missing values are refused with a message that names them. The output has the
 # applicant's columns, whether they were already accepted, the recommended action (`act_<feature>`,
 # `<feature>_target`) and the classifier's probability before and after. Everything is one batched
-# forward pass, with the CSV parsing done by pandas.
+# forward pass, with the CSV parsing done by pandas. Idle acts (chapter 7: a latent shift below
+# `idle_tol`, a target equal to the applicant's own value up to rounding) are dropped by default, since
+# a file handed to applicants should not ask them to change a feature by nothing; `--idle-tol 0` keeps
+# every act the mask network chose, as the paper's tables count them.
 
 # %%
 #| export
@@ -342,12 +345,16 @@ def read_applicants(path: str | Path, scm) -> torch.Tensor:
     if not np.isfinite(num.to_numpy()).all(): raise ValueError(f"{path}: values must be finite numbers (found inf)")
     return torch.from_numpy(np.array(num.to_numpy(np.float32)))   # a writable copy
 
-def recommend_file(model_path: str | Path, input_path: str | Path, output_path: str | Path, scm: str | None = None) -> pd.DataFrame:
+IDLE_TOL = 0.05   # recommend_file / carma-nb recommend: acts with a smaller latent shift are dropped (chapter 7)
+
+def recommend_file(model_path: str | Path, input_path: str | Path, output_path: str | Path, scm: str | None = None,
+                   idle_tol: float = IDLE_TOL, # drop acts whose latent shift is below this; 0 keeps every act
+                  ) -> pd.DataFrame:
     "Recommendations for every applicant of a CSV with a saved CARMA model, written atomically to `output_path`."
     model = load_carma(model_path, scm)
     x = read_applicants(input_path, model.scm)
     s = get_scm(model.scm)
-    rec = model.recommend(x)
+    rec = model.recommend(x, idle_tol=idle_tol)
     out = pd.DataFrame(x.numpy(), columns=s.names)
     out['accepted'] = rec.accepted.numpy()
     out['prob_before'] = model.clf.predict_proba(x).numpy()
@@ -478,6 +485,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument('--model', required=True, help='a CARMA checkpoint written by save_carma')
     c.add_argument('--input', required=True, help='CSV with one column per feature, named as in the SCM')
     c.add_argument('--output', required=True, help='CSV to write (atomically)')
+    c.add_argument('--idle-tol', type=float, default=IDLE_TOL, metavar='TOL',
+                   help='drop acts whose latent shift is below TOL, where the applicant stays accepted (default %(default)s; 0 keeps every act)')
     t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)', description='Tune CARMA for one SCM (SPEC §8).')
     t.add_argument('--scm', required=True, help=f"one of {', '.join(SCM_NAMES)}, or an SCM registered by an --import module")
     for q in (c, t):
@@ -538,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == 'reproduce': _reproduce(a)
         elif a.command == 'recommend':
             t0 = time.perf_counter()
-            out = recommend_file(a.model, a.input, a.output, a.scm)
+            out = recommend_file(a.model, a.input, a.output, a.scm, a.idle_tol)
             print(f'{len(out)} applicants ({int(out["accepted"].sum())} already accepted) served in {time.perf_counter() - t0:.2f} s → {a.output}')
         elif a.command == 'tune':
             best = tune_carma(a.scm, a.trials, a.storage, profile=a.profile)
@@ -565,6 +574,11 @@ with tempfile.TemporaryDirectory() as d:
     actions = pd.read_csv(d/'actions.csv')
     test_eq(len(actions), 1000)
     test_eq(actions.loc[actions['accepted'], [c for c in actions if c.startswith('act_')]].to_numpy().any(), False)
+    test_eq(main(['recommend', '--scm', 'loan', '--model', str(d/'carma_loan.pt'), '--input', str(d/'people.csv'), '--output', str(d/'all.csv'), '--idle-tol', '0']), 0)
+    every = pd.read_csv(d/'all.csv'); acts = [c for c in actions if c.startswith('act_')]
+    assert not (actions[acts].to_numpy() & ~every[acts].to_numpy()).any()   # dropping idle acts only removes acts
+    test_eq(main(['recommend', '--scm', 'loan', '--model', str(d/'carma_loan.pt'), '--input', str(d/'people.csv'), '--output', str(d/'x.csv'), '--idle-tol', '-1']), 2)
+    assert not (d/'x.csv').exists()
     pd.DataFrame({'age': [30]}).to_csv(d/'bad.csv', index=False)
     test_fail(lambda: read_applicants(d/'bad.csv', 'loan'), contains="missing ['gender', 'education'")
     pd.read_csv(d/'people.csv').assign(colour=1).to_csv(d/'extra.csv', index=False)

@@ -139,7 +139,9 @@ else: print('*Run `carma-nb reproduce --profile paper` to produce `figures/table
 # whether they were already accepted, the features to act on (`act_<feature>`), their target values
 # (`<feature>_target`) and the classifier's probability before and after. A model file is written by
 # `carma_nb.carma.save_carma` and holds everything needed: the two networks, the causal flow and the
-# classifier, each with its scaler.
+# classifier, each with its scaler. Acts the model chose but does not use (a target equal to the
+# person's own value; chapter 7's idle acts) are left out of `actions.csv` unless you pass
+# `--idle-tol 0`.
 
 # %% [markdown]
 # ## Your own SCM and classifier

@@ -12,7 +12,7 @@ import torch
 from carma_nb.carma import NumpyPolicy, _recommend, save_carma, train_carma
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
-from carma_nb.experiments import main, read_applicants, run_experiments
+from carma_nb.experiments import IDLE_TOL, main, read_applicants, run_experiments
 from carma_nb.flow import fit_flow
 from carma_nb.scm import get_scm
 
@@ -42,11 +42,25 @@ def test_recommend_file_matches_the_library(saved):
     assert main(['recommend', '--scm', 'loan', '--model', str(d / 'carma.pt'), '--input', str(d / 'people.csv'),
                  '--output', str(d / 'out.csv')]) == 0
     out = pd.read_csv(d / 'out.csv')
-    rec = m.recommend(pools.recourse.test.x)
+    rec = m.recommend(pools.recourse.test.x, idle_tol=IDLE_TOL)          # the command drops idle acts by default
     assert len(out) == len(pools.recourse.test.x)
     assert np.array_equal(out['accepted'].to_numpy(), rec.accepted.numpy())
-    assert np.array_equal(out['act_income'].to_numpy(), rec.mask[:, 5].numpy())
-    np.testing.assert_allclose(out.loc[out['act_income'], 'income_target'], rec.values[rec.mask[:, 5], 5].numpy(), rtol=1e-5)
+    for j, name in ((2, 'education'), (5, 'income')):
+        assert np.array_equal(out[f'act_{name}'].to_numpy(), rec.mask[:, j].numpy())
+        np.testing.assert_allclose(out.loc[out[f'act_{name}'], f'{name}_target'], rec.values[rec.mask[:, j], j].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out['prob_after'], rec.prob.numpy(), rtol=1e-5)
+
+
+def test_recommend_idle_tol_zero_keeps_every_act(saved):
+    d, m, pools = saved
+    assert main(['recommend', '--scm', 'loan', '--model', str(d / 'carma.pt'), '--input', str(d / 'people.csv'),
+                 '--output', str(d / 'every.csv'), '--idle-tol', '0']) == 0
+    out, rec = pd.read_csv(d / 'every.csv'), m.recommend(pools.recourse.test.x)
+    for j, name in enumerate(LOAN):
+        if f'act_{name}' in out: assert np.array_equal(out[f'act_{name}'].to_numpy(), rec.mask[:, j].numpy()), name
+    r = run_cli('recommend', '--scm', 'loan', '--model', str(d / 'carma.pt'), '--input', str(d / 'people.csv'),
+                '--output', str(d / 'neg.csv'), '--idle-tol', 'nan')
+    assert r.returncode == 2 and 'idle_tol must be a number ≥ 0' in r.stderr and not (d / 'neg.csv').exists()
 
 
 def test_columns_in_any_order_are_accepted(saved, tmp_path):
@@ -146,7 +160,7 @@ def test_recommend_serves_a_registered_scm_of_ones_own(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     a, b = pd.read_csv(tmp_path / 'a.csv'), pd.read_csv(tmp_path / 'b.csv')
-    rec = m.recommend(pools.recourse.test.x)
+    rec = m.recommend(pools.recourse.test.x, idle_tol=IDLE_TOL)
     pd.testing.assert_frame_equal(a, b)
     assert np.array_equal(a['accepted'].to_numpy(), rec.accepted.numpy())
     assert np.array_equal(a['act_savings'].to_numpy(), rec.mask[:, 2].numpy())

@@ -1,0 +1,58 @@
+"""How a flow's counterfactual error (chapter 4) changes with the size of its training set.
+
+SPEC §2 gives the flow 20 000 training rows. This script draws the causal-model pool of an SCM with larger
+training splits (the validation and test splits keep their seeds and sizes, so every flow is scored on the
+same 2 500 test rows), fits the flow with the paper's conditioner, batch, learning rate and schedule, and
+prints the counterfactual error of chapter 4 on the test rows, per training size, number of epochs and
+flow seed. Nothing is cached. A falling error with more rows says the 20 000-row error is estimation
+error of the conditioner, not a fault of the model or its training.
+
+    python tools/flow_data_size.py collider-lin
+    python tools/flow_data_size.py triangle-nlin --runs 20000:1000,80000:250 --seeds 0
+"""
+import argparse
+import time
+
+import torch
+
+from carma_nb.data import make_pools
+from carma_nb.flow import fit_flow
+from carma_nb.scm import SCM_NAMES, get_scm
+from flow_cf_diagnostics import cf_error
+
+
+def runs_arg(text: str) -> list[tuple[int, int]]:
+    "'20000:1000,80000:250' → [(20000, 1000), (80000, 250)] (training rows : epochs)."
+    try:
+        runs = [tuple(int(v) for v in item.split(':')) for item in text.split(',')]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--runs takes rows:epochs pairs separated by commas, e.g. 20000:1000,80000:250; got {text!r}")
+    if not runs or any(len(r) != 2 or r[0] < 100 or r[1] < 1 for r in runs):
+        raise argparse.ArgumentTypeError(f"each run needs at least 100 training rows and 1 epoch, e.g. 20000:1000; got {text!r}")
+    return runs
+
+
+def main(name: str, runs: list[tuple[int, int]], seeds: list[int]):
+    torch.set_num_threads(1)
+    scm, base = get_scm(name), make_pools(name).causal
+    steps = lambda n, epochs: epochs * -(-n // 4000)
+    print(f'{name}: counterfactual error on the same {len(base.test.x)} test rows (chapter 4 metric); paper settings = 20 000 rows, 1000 epochs')
+    for n, epochs in runs:
+        pool = make_pools(name, sizes={'causal': (n, len(base.val.x), len(base.test.x))}).causal
+        assert torch.equal(pool.test.x, base.test.x), 'the test split changed with the training size'
+        for seed in seeds:
+            t = time.perf_counter()
+            flow = fit_flow(scm, pool, 'paper', seed=seed, epochs=epochs, cache=False, verbose=False)
+            with torch.no_grad(): err = cf_error(flow.counterfactual, scm, pool.test, pool.train)
+            print(f'  {n:>7} rows, {epochs:>4} epochs ({steps(n, epochs):>6} steps), flow seed {seed}: {err:.4f}   '
+                  f'({time.perf_counter() - t:.0f} s)', flush=True)
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('scm', choices=SCM_NAMES, help='a paper SCM, e.g. collider-lin')
+    ap.add_argument('--runs', type=runs_arg, default=runs_arg('20000:1000,80000:1000,80000:250,320000:250'),
+                    help='training rows:epochs pairs (default: %(default)s)')
+    ap.add_argument('--seeds', type=lambda s: [int(v) for v in s.split(',')], default=[0, 1], help='flow seeds, e.g. 0,1')
+    a = ap.parse_args()
+    main(a.scm, a.runs, a.seeds)

@@ -238,6 +238,7 @@ def _recommend(self: CARMA, x: torch.Tensor) -> Recommendation:
 
 CARMA.recommend = _recommend
 
+
 # %% [markdown]
 # ### Idle acts
 #
@@ -291,6 +292,7 @@ def drop_idle_acts(model: CARMA, x: torch.Tensor, rec: Recommendation, tol: floa
         new_mask = torch.where(use[:, None], kept, rec.mask)
         x_cf = torch.where(use[:, None], x_kept, rec.x_cf)
         return Recommendation(new_mask, torch.where(new_mask, x_cf, x), x_cf, torch.where(use, p_kept, rec.prob), rec.accepted)
+
 
 # %% [markdown]
 # ### Serving one person at a time

@@ -687,13 +687,14 @@ def carma_table(profile=None, scms=SCM_NAMES, seed0: int = 0, verbose: bool = Fa
         per_seed = []
         for m in train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, range(seed0, seed0 + p.seeds), profile=p, verbose=verbose):
             r = m.recommend(ref.people)
-            per_seed.append(evaluate_recourse(ref.problem, ref.clf, ref.people, r.mask, r.values, r.x_cf).metrics)
+            idle = float(idle_acts(m, ref.people)[1].sum(1).double().mean())
+            per_seed.append({**evaluate_recourse(ref.problem, ref.clf, ref.people, r.mask, r.values, r.x_cf).metrics, 'idle acts': idle})
         df, o = pd.DataFrame(per_seed), ref.metrics
         rows.append({'scm': name, 'seeds': p.seeds, 'people': len(ref.people),
                      'CARMA cost x100': df['cost x100'].mean(), 'cost std': df['cost x100'].std(),
                      'oracle cost x100': o['cost x100'], 'cost / oracle': df['cost x100'].mean() / o['cost x100'],
                      'CARMA validity %': df['validity %'].mean(), 'validity min %': df['validity %'].min(),
-                     'CARMA coverage %': df['coverage %'].mean(), 'CARMA acts': df['acts'].mean(), 'oracle acts': o['acts'],
+                     'CARMA coverage %': df['coverage %'].mean(), 'CARMA acts': df['acts'].mean(), 'CARMA idle acts': df['idle acts'].mean(), 'oracle acts': o['acts'],
                      'CARMA prob': df['prob'].mean()})
     paper_oracle = PAPER_ORACLE[['paper cost x100']].rename(columns={'paper cost x100': 'paper oracle cost x100'})
     return pd.DataFrame(rows).set_index('scm').join(PAPER_CARMA).join(paper_oracle)

@@ -8,7 +8,9 @@
   C. latency per person at batch size 1 (median over 200 people): `recommend` (NumPy path for small
      batches) vs the torch path, and their ratio;
   D. the whole rejected test set in one batch: microseconds per person, for the model as served
-     (subnormal weights flushed to zero when loaded) and for the same trained weights unflushed.
+     (subnormal weights flushed to zero when loaded) and for the same trained weights unflushed;
+  E. what dropping idle acts (`recommend(x, idle_tol=0.05)`, the default of `carma-nb recommend`) costs:
+     the whole test set in one batch and one person at a time, as ratios to D and C.
 The NumPy and torch paths are checked to agree before they are timed. Ratios come from one run.
 
     python benchmarks/bench_carma.py [--write] [--seeds 10]
@@ -59,6 +61,10 @@ def main(write=False, seeds=10):
     batched_raw = median_time(lambda: raw.recommend(people), repeat=5) / len(people)
     r_one, r_raw = one.recommend(people), raw.recommend(people)
     assert torch.equal(r_one.mask, r_raw.mask) and torch.equal(r_one.values, r_raw.values)
+    idle = lambda x: one.recommend(x, idle_tol=0.05)
+    batched_idle = median_time(lambda: idle(people), repeat=5) / len(people)
+    lat_idle = latency(idle, people)
+    dropped = float((r_one.mask.sum(1) - idle(people).mask.sum(1)).double().mean())
     lines = [f"Machine: {machine()} (shared; absolute times are noisy, ratios are the claims).", '',
              '| measurement | value | target |', '|---|---|---|',
              f'| A. one loan model, 450 epochs, 1 thread, {R} restart candidate{"s" if R > 1 else ""}, {P} polish epochs | {one_s:.1f} s | < 40 s |',
@@ -67,7 +73,9 @@ def main(write=False, seeds=10):
              f'| C. latency at batch size 1, `recommend` (NumPy path) | {lat_fast * 1e3:.3f} ms | ≤ 0.15 ms |',
              f'| C. latency at batch size 1, torch path | {lat_torch * 1e3:.3f} ms ({lat_torch / lat_fast:.1f}× slower) | |',
              f'| D. whole test set ({len(people)} people) in one batch | {batched * 1e6:.2f} µs per person | ≤ 3 µs |',
-             f'| D. same, the {n_sub} subnormal weights kept (not flushed; identical recommendations) | {batched_raw * 1e6:.2f} µs per person ({batched_raw / batched:.1f}× slower) | |']
+             f'| D. same, the {n_sub} subnormal weights kept (not flushed; identical recommendations) | {batched_raw * 1e6:.2f} µs per person ({batched_raw / batched:.1f}× slower) | |',
+             f'| E. whole test set, idle acts dropped ({dropped:.2f} acts per person fewer) | {batched_idle * 1e6:.2f} µs per person ({batched_idle / batched:.1f}× D) | |',
+             f'| E. latency at batch size 1, idle acts dropped (torch path) | {lat_idle * 1e3:.3f} ms ({lat_idle / lat_fast:.1f}× C) | |']
     text = '\n'.join(lines)
     print(text)
     if write: write_section('carma', 'CARMA training and inference (loan, paper settings)', text)

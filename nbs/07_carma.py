@@ -1166,7 +1166,10 @@ test_fail(lambda: idle_acts(carma, test_people[:, :3]), contains='3 columns but 
 # 3.023 to 3.017 and coverage (99.91 %) and causal validity (99.96 %) do not move. Table 1 and the study
 # tables keep the paper's count (every act the mask network chooses), so they stay comparable with the
 # paper; `carma-nb recommend` drops idle acts by default (chapter 11), because telling a person to set
-# their education to its current value is not advice.
+# their education to its current value is not advice. Dropping them takes one more pass through the
+# policy and the flow: 2.85 µs per person for the whole test set in one batch against 1.43 µs (2.0×),
+# and 0.51 ms for one person, on the torch path, against the NumPy path's 0.09 ms
+# (`benchmarks/bench_carma.py`, rows E; one run on this shared machine).
 
 # %% [markdown]
 # Speed, both ways (`SPEC.md` §6): one person at a time, and the whole test set in one batch.
@@ -1180,7 +1183,7 @@ timing = time_per_person(lambda xb: carma.recommend(xb), test_people, single=100
 # and after 600 epochs hundreds of them (790–980 in the four loan models we counted) are *subnormal*
 # floats, below $1.18 \cdot 10^{-38}$. Some CPUs handle each multiplication by a subnormal in microcode,
 # many times slower: on the machine of the latest full re-run the whole-test-set pass of a loan model
-# takes 4.08 µs per person with them and 1.74 µs without, 2.3× faster (`benchmarks/bench_carma.py`,
+# takes 3.52 µs per person with them and 1.43 µs without, 2.5× faster (`benchmarks/bench_carma.py`,
 # rows D). Next to any normal number their contribution is
 # below float32's resolution, so every model is loaded with them set to zero (`flush_subnormal_`, in
 # `_carma_from_checkpoint`), and its recommendations stay bit-identical. The check: a copy with two

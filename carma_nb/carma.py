@@ -29,7 +29,7 @@ from .scm import SCM, SCM_NAMES, get_scm
 # %% auto #0
 __all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'SHIFT_SCALE', 'RESTARTS', 'WEIGHT_DECAY', 'POLISH_LR', 'OPTIONAL_HPARAMS',
            'SMALL_BATCH', 'METHOD_COLORS', 'PAPER_CARMA', 'carma_hparams', 'binary_gumbel_st', 'mlp', 'CARMA',
-           'Recommendation', 'idle_acts', 'drop_idle_acts', 'NumpyPolicy', 'mask_kl', 'mask_prior', 'validity_penalty',
+           'Recommendation', 'idle_acts', 'NumpyPolicy', 'mask_kl', 'mask_prior', 'validity_penalty',
            'hinge_temperature', 'carma_loss', 'StackedMLP', 'stacked_training', 'cached_stack', 'restart_seed',
            'served_masks', 'stacked_outcome', 'restart_scores', 'train_carma_seeds', 'train_carma', 'flush_subnormal_',
            'mask_subsets', 'mask_penalty', 'cheapest_valid_masks', 'refine_masks', 'save_carma', 'load_carma',
@@ -186,7 +186,7 @@ def _idle_parts(model: CARMA, x, accepted):
 def _idle(model: CARMA, mask, delta, tol):
     return mask & (delta.unflatten(-1, (model.n_features, -1)).norm(dim=-1) < tol)   # one latent per node (flow), four (VACA)
 
-def drop_idle_acts(model: CARMA, x: torch.Tensor, rec: Recommendation, tol: float) -> Recommendation:
+def _drop_idle_acts(model: CARMA, x: torch.Tensor, rec: Recommendation, tol: float) -> Recommendation:
     "`rec` with each person's idle acts dropped where the counterfactual stays accepted or gets no less likely."
     if tol == 0: return rec
     with torch.inference_mode():
@@ -277,7 +277,7 @@ def _recommend_dispatch(self: CARMA, x,
         if getattr(self, '_np_policy', None) is None: self._np_policy = NumpyPolicy(self)
         rec = Recommendation(*(torch.from_numpy(np.ascontiguousarray(o)) for o in self._np_policy.recommend(xn)))
     else: rec = _recommend(self, x)
-    return rec if idle_tol is None else drop_idle_acts(self, torch.as_tensor(x, dtype=torch.float32), rec, idle_tol)
+    return rec if idle_tol is None else _drop_idle_acts(self, torch.as_tensor(x, dtype=torch.float32), rec, idle_tol)
 
 CARMA.recommend = _recommend_dispatch
 

@@ -279,7 +279,7 @@ def _idle_parts(model: CARMA, x, accepted):
 def _idle(model: CARMA, mask, delta, tol):
     return mask & (delta.unflatten(-1, (model.n_features, -1)).norm(dim=-1) < tol)   # one latent per node (flow), four (VACA)
 
-def drop_idle_acts(model: CARMA, x: torch.Tensor, rec: Recommendation, tol: float) -> Recommendation:
+def _drop_idle_acts(model: CARMA, x: torch.Tensor, rec: Recommendation, tol: float) -> Recommendation:
     "`rec` with each person's idle acts dropped where the counterfactual stays accepted or gets no less likely."
     if tol == 0: return rec
     with torch.inference_mode():
@@ -385,7 +385,7 @@ def _recommend_dispatch(self: CARMA, x,
         if getattr(self, '_np_policy', None) is None: self._np_policy = NumpyPolicy(self)
         rec = Recommendation(*(torch.from_numpy(np.ascontiguousarray(o)) for o in self._np_policy.recommend(xn)))
     else: rec = _recommend(self, x)
-    return rec if idle_tol is None else drop_idle_acts(self, torch.as_tensor(x, dtype=torch.float32), rec, idle_tol)
+    return rec if idle_tol is None else _drop_idle_acts(self, torch.as_tensor(x, dtype=torch.float32), rec, idle_tol)
 
 CARMA.recommend = _recommend_dispatch
 

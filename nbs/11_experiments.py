@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from carma_nb.carma import PAPER_CARMA, load_carma, train_carma_seeds
+from carma_nb.carma import PAPER_CARMA, _check_idle_tol, _drop_idle_acts, load_carma, train_carma_seeds
 from carma_nb.core import atomic_write, figure_dir, get_profile, progress, project_root, save_table
 from carma_nb.data import Pool, Split
 from carma_nb.dice_vae import PAPER_DICE_COST, train_dice_vae_seeds
@@ -351,10 +351,12 @@ def recommend_file(model_path: str | Path, input_path: str | Path, output_path: 
                    idle_tol: float = IDLE_TOL, # drop acts whose latent shift is below this; 0 keeps every act
                   ) -> pd.DataFrame:
     "Recommendations for every applicant of a CSV with a saved CARMA model, written atomically to `output_path`."
+    _check_idle_tol(idle_tol)
     model = load_carma(model_path, scm)
     x = read_applicants(input_path, model.scm)
     s = get_scm(model.scm)
-    rec = model.recommend(x, idle_tol=idle_tol)
+    every = model.recommend(x)
+    rec = _drop_idle_acts(model, x, every, idle_tol)
     out = pd.DataFrame(x.numpy(), columns=s.names)
     out['accepted'] = rec.accepted.numpy()
     out['prob_before'] = model.clf.predict_proba(x).numpy()
@@ -363,6 +365,7 @@ def recommend_file(model_path: str | Path, input_path: str | Path, output_path: 
         out[f'{s.names[j]}_target'] = np.where(rec.mask[:, j].numpy(), rec.values[:, j].numpy(), np.nan)
     out['prob_after'] = rec.prob.numpy()
     with atomic_write(output_path, 'w') as f: out.to_csv(f, index=False)
+    out.attrs['idle acts dropped'] = int(every.mask.sum() - rec.mask.sum())
     return out
 
 
@@ -548,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         elif a.command == 'recommend':
             t0 = time.perf_counter()
             out = recommend_file(a.model, a.input, a.output, a.scm, a.idle_tol)
-            print(f'{len(out)} applicants ({int(out["accepted"].sum())} already accepted) served in {time.perf_counter() - t0:.2f} s → {a.output}')
+            print(f'{len(out)} applicants ({int(out["accepted"].sum())} already accepted) served in {time.perf_counter() - t0:.2f} s → {a.output}'
+                  + (f'; {out.attrs["idle acts dropped"]} idle acts left out (--idle-tol 0 keeps them)' if out.attrs['idle acts dropped'] else ''))
         elif a.command == 'tune':
             best = tune_carma(a.scm, a.trials, a.storage, profile=a.profile)
             print(json.dumps(best, indent=1))

@@ -12,7 +12,7 @@ import torch
 from carma_nb.carma import NumpyPolicy, _recommend, save_carma, train_carma
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
-from carma_nb.experiments import IDLE_TOL, main, read_applicants, run_experiments
+from carma_nb.experiments import IDLE_TOL, main, read_applicants, recommend_file, run_experiments
 from carma_nb.flow import fit_flow
 from carma_nb.scm import get_scm
 
@@ -49,6 +49,8 @@ def test_recommend_file_matches_the_library(saved):
         assert np.array_equal(out[f'act_{name}'].to_numpy(), rec.mask[:, j].numpy())
         np.testing.assert_allclose(out.loc[out[f'act_{name}'], f'{name}_target'], rec.values[rec.mask[:, j], j].numpy(), rtol=1e-5)
     np.testing.assert_allclose(out['prob_after'], rec.prob.numpy(), rtol=1e-5)
+    dropped = recommend_file(d / 'carma.pt', d / 'people.csv', d / 'out2.csv').attrs['idle acts dropped']
+    assert dropped == int(m.recommend(pools.recourse.test.x).mask.sum() - rec.mask.sum())
 
 
 def test_recommend_idle_tol_zero_keeps_every_act(saved):

@@ -1,12 +1,16 @@
 """CARMA (SPEC §8): invariants of a briefly trained model on small pools (the chapter trains the real ones)."""
+import copy
+
 import pytest
 import torch
+from torch import nn
 
-from carma_nb.carma import CARMA, carma_hparams, load_carma, mask_kl, save_carma, train_carma
+from carma_nb.carma import CARMA, carma_hparams, idle_acts, load_carma, mask_kl, save_carma, train_carma
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
 from carma_nb.flow import fit_flow
 from carma_nb.recourse import rejected
+from carma_nb.vaca import fit_vaca
 
 SMALL = {'classifier': (3000, 500, 500), 'causal': (3000, 500, 500), 'recourse': (2000, 500, 500)}
 
@@ -62,3 +66,50 @@ def test_bad_inputs_and_hparams(model):
 
 def test_mask_kl_zero_at_prior():
     assert torch.allclose(mask_kl(torch.zeros(2, 7, 2), torch.full((7,), 0.5), torch.ones(7)), torch.zeros(2), atol=1e-6)
+
+
+def _force_idle_education(m):
+    "A copy of `m` that always acts on education (j = 2) with latent shift 0: every education act is idle."
+    mm = copy.deepcopy(m)
+    mm._np_policy = None
+    dz = mm.causal_model.latent_size
+    with torch.no_grad():
+        last_a = [l for l in mm.action_net if isinstance(l, nn.Linear)][-1]
+        last_a.weight[2 * dz:3 * dz].zero_(); last_a.bias[2 * dz:3 * dz] = 0.
+        last_m = [l for l in mm.mask_net if isinstance(l, nn.Linear)][-1]
+        last_m.weight[4:6].zero_(); last_m.bias[4], last_m.bias[5] = -5., 5.     # logits (keep, intervene) of education
+    return mm
+
+
+def test_idle_acts_are_found_and_dropped(model):
+    m, clf, flow, pools = model
+    people = rejected(clf, pools.recourse.test.x)
+    mm = _force_idle_education(m)
+    tol = 1e-6                                                         # only the forced, exactly-zero shifts are this small
+    mask, idle = idle_acts(mm, people, tol)
+    assert mask[:, 2].all() and torch.equal(idle[:, 2], mask[:, 2]) and not idle[:, [3, 5, 6]].any()
+    full, dropped = mm.recommend(people), mm.recommend(people, idle_tol=tol)
+    assert full.mask[:, 2].all() and not dropped.mask[:, 2].any()      # dropped for everyone: nothing changes without it
+    assert torch.equal(dropped.mask[:, [3, 5, 6]], full.mask[:, [3, 5, 6]])   # the other acts stay
+    torch.testing.assert_close(dropped.x_cf, full.x_cf, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(dropped.prob, full.prob, atol=1e-5, rtol=1e-5)
+    assert torch.equal(dropped.values[:, 2], people[:, 2])              # no education target is reported
+    assert torch.equal(mm.recommend(people[:5], idle_tol=tol).mask, dropped.mask[:5])   # NumPy path, same answer
+    assert torch.equal(mm.recommend(people, idle_tol=0).mask, full.mask)
+    loose = mm.recommend(people, idle_tol=0.05)                         # a looser tolerance only ever drops idle acts
+    assert not (loose.mask & ~full.mask).any() and not (full.mask & ~loose.mask & ~idle_acts(mm, people, 0.05)[1]).any()
+    with pytest.raises(ValueError, match='idle_tol must be a number ≥ 0'):
+        mm.recommend(people, idle_tol=float('nan'))
+
+
+def test_idle_acts_with_vaca():
+    "VACA has four latents per node: an act is idle when their shift's norm is below tol."
+    pools = make_pools('loan', 0, SMALL)
+    clf = train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False)
+    vaca = fit_vaca('loan', pools.causal, epochs=5, cache=False, verbose=False)
+    m = train_carma('loan', clf, vaca, pools.recourse, hparams={'epochs': 5}, cache=False, verbose=False)
+    people = rejected(clf, pools.recourse.test.x)
+    mm = _force_idle_education(m)
+    mask, idle = idle_acts(mm, people, 1e-6)
+    assert mask[:, 2].all() and idle[:, 2].all()
+    assert not mm.recommend(people, idle_tol=1e-6).mask[:, 2].any()

@@ -147,21 +147,15 @@ class Recommendation:
     prob: torch.Tensor      # (n,) classifier probability of x_cf
     accepted: torch.Tensor  # (n,) bool: already accepted, nothing to do
 
-def _recommend(self: CARMA, x: torch.Tensor) -> Recommendation:
-    "Recommendations for raw features x (n, D) in one forward pass."
-    x = as_features(x, self.n_features, 'x', self.names, dtype=torch.float32)   # the networks are float32
-    with torch.inference_mode():
-        accepted = self.clf.predict_proba(x, check=False) >= 0.5
-        z = self.causal_model.abduct(x)
-        a, delta, _ = self.policy(z)
-        a = a * ~accepted[:, None]
-        x_cf = torch.where(accepted[:, None], x, self.causal_model.latent_counterfactual(z, a, delta))
-        mask = a.bool()
-        return Recommendation(mask, torch.where(mask, x_cf, x), x_cf, self.clf.predict_proba(x_cf, check=False), accepted)
+# %% ../nbs/07_carma.ipynb #ac7fe08f
+def _check_idle_tol(tol):
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
+        raise ValueError(f"idle_tol must be a number ≥ 0 (a latent shift size such as 0.05; 0 drops nothing), got {tol!r}")
 
-CARMA.recommend = _recommend
+def _idle(model: CARMA, mask: torch.Tensor, delta: torch.Tensor, tol: float) -> torch.Tensor:
+    "The acts of `mask` (n, D) whose latent shift is below `tol`: one latent per node (flow), four (VACA)."
+    return mask.bool() & (delta.unflatten(-1, (model.n_features, -1)).norm(dim=-1) < tol)
 
-# %% ../nbs/07_carma.ipynb #0d6163ba
 def idle_acts(model: CARMA, # a trained CARMA (flow or VACA as causal model)
               x: torch.Tensor, # (n, D) raw features
               tol: float = 0.05, # an act is idle when its latent shift is smaller than this
@@ -170,35 +164,35 @@ def idle_acts(model: CARMA, # a trained CARMA (flow or VACA as causal model)
     x = as_features(x, model.n_features, 'x', model.names, dtype=torch.float32)
     _check_idle_tol(tol)
     with torch.inference_mode():
-        mask, _, delta = _idle_parts(model, x, model.clf.predict_proba(x, check=False) >= 0.5)
+        a, delta, _ = model.policy(model.causal_model.abduct(x))
+        mask = a.bool() & (model.clf.predict_proba(x, check=False) < 0.5)[:, None]
         return mask, _idle(model, mask, delta, tol)
 
-def _check_idle_tol(tol):
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
-        raise ValueError(f"idle_tol must be a number ≥ 0 (a latent shift size such as 0.05; 0 drops nothing), got {tol!r}")
+def _drop_idle(model: CARMA, z, a, delta, x_cf, prob, tol):
+    "Mask, counterfactual and probability with the idle acts dropped, for each person who stays accepted (or no less likely)."
+    idle = _idle(model, a, delta, tol)
+    kept = a * ~idle
+    x_kept = model.causal_model.latent_counterfactual(z, kept, delta)
+    p_kept = model.clf.predict_proba(x_kept, check=False)
+    use = idle.any(1) & ((p_kept >= 0.5) | (p_kept >= prob))
+    return torch.where(use[:, None], kept, a), torch.where(use[:, None], x_kept, x_cf), torch.where(use, p_kept, prob)
 
-def _idle_parts(model: CARMA, x, accepted):
-    "Served mask (n, D) bool, latents and latent shifts, as `_recommend` computes them."
-    z = model.causal_model.abduct(x)
-    a, delta, _ = model.policy(z)
-    return a.bool() & ~accepted[:, None], z, delta
-
-def _idle(model: CARMA, mask, delta, tol):
-    return mask & (delta.unflatten(-1, (model.n_features, -1)).norm(dim=-1) < tol)   # one latent per node (flow), four (VACA)
-
-def _drop_idle_acts(model: CARMA, x: torch.Tensor, rec: Recommendation, tol: float) -> Recommendation:
-    "`rec` with each person's idle acts dropped where the counterfactual stays accepted or gets no less likely."
-    if tol == 0: return rec
+# %% ../nbs/07_carma.ipynb #e359176b
+def _recommend(self: CARMA, x: torch.Tensor, idle_tol: float | None = None) -> Recommendation:
+    "Recommendations for raw features x (n, D) in one forward pass (idle acts dropped if `idle_tol`)."
+    x = as_features(x, self.n_features, 'x', self.names, dtype=torch.float32)   # the networks are float32
     with torch.inference_mode():
-        _, z, delta = _idle_parts(model, x, rec.accepted)
-        idle = _idle(model, rec.mask, delta, tol)
-        kept = rec.mask & ~idle
-        x_kept = torch.where(rec.accepted[:, None], x, model.causal_model.latent_counterfactual(z, kept.to(z.dtype), delta))
-        p_kept = model.clf.predict_proba(x_kept, check=False)
-        use = idle.any(1) & ((p_kept >= 0.5) | (p_kept >= rec.prob))
-        new_mask = torch.where(use[:, None], kept, rec.mask)
-        x_cf = torch.where(use[:, None], x_kept, rec.x_cf)
-        return Recommendation(new_mask, torch.where(new_mask, x_cf, x), x_cf, torch.where(use, p_kept, rec.prob), rec.accepted)
+        accepted = self.clf.predict_proba(x, check=False) >= 0.5
+        z = self.causal_model.abduct(x)
+        a, delta, _ = self.policy(z)
+        a = a * ~accepted[:, None]
+        x_cf = torch.where(accepted[:, None], x, self.causal_model.latent_counterfactual(z, a, delta))
+        prob = self.clf.predict_proba(x_cf, check=False)
+        if idle_tol: a, x_cf, prob = _drop_idle(self, z, a, delta, x_cf, prob, idle_tol)
+        mask = a.bool()
+        return Recommendation(mask, torch.where(mask, x_cf, x), x_cf, prob, accepted)
+
+CARMA.recommend = _recommend
 
 # %% ../nbs/07_carma.ipynb #06086e63
 SMALL_BATCH = 64   # recommend() takes the NumPy path up to this many people (flow models)
@@ -264,7 +258,7 @@ class NumpyPolicy:
 def _recommend_dispatch(self: CARMA, x,
                         idle_tol: float | None = None, # drop acts whose latent shift is below this (`idle_acts`); None keeps every act (the paper)
                        ) -> Recommendation:
-    "Recommendations for raw features x (n, D): the NumPy path for small batches with a flow, torch otherwise."
+    "Recommendations for raw features x (n, D): the NumPy path for small batches with a flow, torch otherwise (and when dropping idle acts)."
     if idle_tol is not None: _check_idle_tol(idle_tol)
     small = (isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.ndim == 2 and x.shape[1] == self.n_features
              and len(x) <= SMALL_BATCH and not x.requires_grad)
@@ -273,11 +267,11 @@ def _recommend_dispatch(self: CARMA, x,
         x = as_features(x, self.n_features, 'x', self.names, dtype=torch.float32)   # the networks are float32
         small = len(x) <= SMALL_BATCH and x.dtype == torch.float32
         xn = x.numpy() if small else None
-    if small and hasattr(self.causal_model, '_layers') and isinstance(self.clf, Classifier):
+    if small and not idle_tol and hasattr(self.causal_model, '_layers') and isinstance(self.clf, Classifier):
         if getattr(self, '_np_policy', None) is None: self._np_policy = NumpyPolicy(self)
-        rec = Recommendation(*(torch.from_numpy(np.ascontiguousarray(o)) for o in self._np_policy.recommend(xn)))
-    else: rec = _recommend(self, x)
-    return rec if idle_tol is None else _drop_idle_acts(self, torch.as_tensor(x, dtype=torch.float32), rec, idle_tol)
+        out = self._np_policy.recommend(xn)
+        return Recommendation(*(torch.from_numpy(np.ascontiguousarray(o)) for o in out))
+    return _recommend(self, x, idle_tol)
 
 CARMA.recommend = _recommend_dispatch
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .carma import PAPER_CARMA, _check_idle_tol, _drop_idle_acts, load_carma, train_carma_seeds
+from .carma import PAPER_CARMA, load_carma, train_carma_seeds
 from .core import atomic_write, figure_dir, get_profile, progress, project_root, save_table
 from .data import Pool, Split
 from .dice_vae import PAPER_DICE_COST, train_dice_vae_seeds
@@ -210,12 +210,11 @@ def recommend_file(model_path: str | Path, input_path: str | Path, output_path: 
                    idle_tol: float = IDLE_TOL, # drop acts whose latent shift is below this; 0 keeps every act
                   ) -> pd.DataFrame:
     "Recommendations for every applicant of a CSV with a saved CARMA model, written atomically to `output_path`."
-    _check_idle_tol(idle_tol)
     model = load_carma(model_path, scm)
     x = read_applicants(input_path, model.scm)
     s = get_scm(model.scm)
-    every = model.recommend(x)
-    rec = _drop_idle_acts(model, x, every, idle_tol)
+    every = model.recommend(x)                                  # every act, to count the idle ones left out
+    rec = model.recommend(x, idle_tol=idle_tol) if idle_tol != 0 else every
     out = pd.DataFrame(x.numpy(), columns=s.names)
     out['accepted'] = rec.accepted.numpy()
     out['prob_before'] = model.clf.predict_proba(x).numpy()

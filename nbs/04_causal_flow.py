@@ -619,24 +619,24 @@ assert (table['obs MMD'] < 0.05).all()
 #   fits it by maximum likelihood like every other node, and we found no setting of SPEC §4's model and
 #   training that moves it.
 #
-#   **More data does.** `tools/flow_data_size.py` fits the same flow on larger training splits (the
-#   test rows stay the same 2 500) and prints the error per flow seed (seeds 0 and 1):
+#   **More data does.** `tools/flow_data_size.py` fits the same flow on larger training splits and
+#   prints the error per flow seed (seeds 0 and 1); every flow is asked the same questions (the same
+#   2 500 test rows and intervention values):
 #
 #   | training rows, epochs | collider-lin | triangle-nlin |
 #   |---|---|---|
 #   | 20 000, 1000 (SPEC) | 0.023, 0.021 | 0.046, 0.047 |
 #   | 80 000, 250 (same number of steps) | 0.017, 0.015 | 0.031, 0.029 |
 #   | 80 000, 1000 | 0.015, 0.014 | 0.026, 0.030 |
-#   | 320 000, 250 | 0.006, 0.010 | 0.038, 0.018 |
+#   | 320 000, 250 | 0.006, 0.010 | 0.038, 0.017 |
 #   | original work (reference) | 0.012 | 0.032 |
 #
 #   Four times the rows bring triangle-nlin inside 1.1× of the original (0.035) on both seeds and
 #   collider-lin to 1.1–1.3×; sixteen times the rows bring collider-lin below the original, while
-#   triangle-nlin's two seeds then disagree (0.038 and 0.018, the optimiser's noise at a fixed learning
-#   rate). So at SPEC's 20 000 rows the error is the conditioner's estimation error, which shrinks as
-#   the rows grow. Meeting the original's values on these two SCMs
-#   would take a larger causal-model pool than SPEC §2's; the original work's 0.012 may come from one,
-#   or from details of its training we do not know.
+#   triangle-nlin's two seeds then disagree (0.038 and 0.017; we did not look into why). So at SPEC's
+#   20 000 rows most of the error is the conditioner's estimation error, which shrinks as the rows grow.
+#   Meeting the original's values on these two SCMs would take a larger causal-model pool than SPEC §2's;
+#   the original work's 0.012 may come from one, or from details of its training we do not know.
 # - The observational MMDs of the 4-node SCMs stay above their floors: $u_1$ is a two-component
 #   mixture, which a single affine layer with a Gaussian base cannot represent exactly. This is a
 #   property of the model the paper specifies, and it barely affects counterfactuals, which use the

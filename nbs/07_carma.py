@@ -212,6 +212,18 @@ CARMA(fit_flow('loan', verbose=False), train_classifier('loan', verbose=False), 
 # counterfactual through the flow. The recommended values are the counterfactual values of the
 # intervened features. People the classifier already accepts need nothing: they get an empty action
 # and `accepted=True`, not an error.
+#
+# **Idle acts.** The mask network decides *which* features to act on, the action network *by how
+# much*. Nothing stops the first from choosing a feature the second then leaves alone: with the flat
+# prior π = ½ neither the mask term nor the cost cares about a feature whose latent shift is zero, so
+# the mask network may sit at a coin flip for it, and the argmax of 0.52 against 0.48 is an act. In the
+# latent-shift form an act with δ_j = 0 is no act at all (the feature follows its parents, as it would
+# have), yet the recommendation would list it, with the value the feature takes anyway. `idle_acts`
+# finds such acts: those whose latent shift is smaller than `tol` (in units of the standard-normal
+# latent; for VACA, the norm of the node's four latents). `recommend(x, idle_tol=...)` drops them,
+# keeping the other acts' shifts, for each person whose counterfactual stays accepted (or gets no less
+# likely); everyone else keeps the full action. The default, `idle_tol=None`, serves every act, as the
+# paper does. How many idle acts there are, and what dropping them changes, is measured on loan below.
 
 # %%
 #| export
@@ -224,37 +236,16 @@ class Recommendation:
     prob: torch.Tensor      # (n,) classifier probability of x_cf
     accepted: torch.Tensor  # (n,) bool: already accepted, nothing to do
 
-def _recommend(self: CARMA, x: torch.Tensor) -> Recommendation:
-    "Recommendations for raw features x (n, D) in one forward pass."
-    x = as_features(x, self.n_features, 'x', self.names, dtype=torch.float32)   # the networks are float32
-    with torch.inference_mode():
-        accepted = self.clf.predict_proba(x, check=False) >= 0.5
-        z = self.causal_model.abduct(x)
-        a, delta, _ = self.policy(z)
-        a = a * ~accepted[:, None]
-        x_cf = torch.where(accepted[:, None], x, self.causal_model.latent_counterfactual(z, a, delta))
-        mask = a.bool()
-        return Recommendation(mask, torch.where(mask, x_cf, x), x_cf, self.clf.predict_proba(x_cf, check=False), accepted)
-
-CARMA.recommend = _recommend
-
-
-# %% [markdown]
-# ### Idle acts
-#
-# The mask network decides *which* features to act on, the action network *by how much*. Nothing stops
-# the first from choosing a feature the second then leaves alone: with the flat prior π = ½ neither the
-# mask term nor the cost cares about a feature whose latent shift is zero, so the mask network may sit at
-# a coin flip for it, and the argmax of 0.52 against 0.48 is an act. In the latent-shift form an act with
-# δ_j = 0 is no act at all (the feature follows its parents, as it would have), yet the recommendation
-# would tell the person to "set" it to (almost) its current value. `idle_acts` finds such acts: those
-# whose latent shift is smaller than `tol` (in units of the standard-normal latent; for VACA, the norm of
-# the node's four latents). `recommend(x, idle_tol=...)` drops them, keeping the other acts' shifts,
-# for each person whose counterfactual stays accepted (or gets no less likely); everyone else keeps
-# the full action. How many there are, and what dropping them changes, is measured on loan below.
-
 # %%
 #| export
+def _check_idle_tol(tol):
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
+        raise ValueError(f"idle_tol must be a number ≥ 0 (a latent shift size such as 0.05; 0 drops nothing), got {tol!r}")
+
+def _idle(model: CARMA, mask: torch.Tensor, delta: torch.Tensor, tol: float) -> torch.Tensor:
+    "The acts of `mask` (n, D) whose latent shift is below `tol`: one latent per node (flow), four (VACA)."
+    return mask.bool() & (delta.unflatten(-1, (model.n_features, -1)).norm(dim=-1) < tol)
+
 def idle_acts(model: CARMA, # a trained CARMA (flow or VACA as causal model)
               x: torch.Tensor, # (n, D) raw features
               tol: float = 0.05, # an act is idle when its latent shift is smaller than this
@@ -263,35 +254,36 @@ def idle_acts(model: CARMA, # a trained CARMA (flow or VACA as causal model)
     x = as_features(x, model.n_features, 'x', model.names, dtype=torch.float32)
     _check_idle_tol(tol)
     with torch.inference_mode():
-        mask, _, delta = _idle_parts(model, x, model.clf.predict_proba(x, check=False) >= 0.5)
+        a, delta, _ = model.policy(model.causal_model.abduct(x))
+        mask = a.bool() & (model.clf.predict_proba(x, check=False) < 0.5)[:, None]
         return mask, _idle(model, mask, delta, tol)
 
-def _check_idle_tol(tol):
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
-        raise ValueError(f"idle_tol must be a number ≥ 0 (a latent shift size such as 0.05; 0 drops nothing), got {tol!r}")
+def _drop_idle(model: CARMA, z, a, delta, x_cf, prob, tol):
+    "Mask, counterfactual and probability with the idle acts dropped, for each person who stays accepted (or no less likely)."
+    idle = _idle(model, a, delta, tol)
+    kept = a * ~idle
+    x_kept = model.causal_model.latent_counterfactual(z, kept, delta)
+    p_kept = model.clf.predict_proba(x_kept, check=False)
+    use = idle.any(1) & ((p_kept >= 0.5) | (p_kept >= prob))
+    return torch.where(use[:, None], kept, a), torch.where(use[:, None], x_kept, x_cf), torch.where(use, p_kept, prob)
 
-def _idle_parts(model: CARMA, x, accepted):
-    "Served mask (n, D) bool, latents and latent shifts, as `_recommend` computes them."
-    z = model.causal_model.abduct(x)
-    a, delta, _ = model.policy(z)
-    return a.bool() & ~accepted[:, None], z, delta
-
-def _idle(model: CARMA, mask, delta, tol):
-    return mask & (delta.unflatten(-1, (model.n_features, -1)).norm(dim=-1) < tol)   # one latent per node (flow), four (VACA)
-
-def _drop_idle_acts(model: CARMA, x: torch.Tensor, rec: Recommendation, tol: float) -> Recommendation:
-    "`rec` with each person's idle acts dropped where the counterfactual stays accepted or gets no less likely."
-    if tol == 0: return rec
+# %%
+#| export
+def _recommend(self: CARMA, x: torch.Tensor, idle_tol: float | None = None) -> Recommendation:
+    "Recommendations for raw features x (n, D) in one forward pass (idle acts dropped if `idle_tol`)."
+    x = as_features(x, self.n_features, 'x', self.names, dtype=torch.float32)   # the networks are float32
     with torch.inference_mode():
-        _, z, delta = _idle_parts(model, x, rec.accepted)
-        idle = _idle(model, rec.mask, delta, tol)
-        kept = rec.mask & ~idle
-        x_kept = torch.where(rec.accepted[:, None], x, model.causal_model.latent_counterfactual(z, kept.to(z.dtype), delta))
-        p_kept = model.clf.predict_proba(x_kept, check=False)
-        use = idle.any(1) & ((p_kept >= 0.5) | (p_kept >= rec.prob))
-        new_mask = torch.where(use[:, None], kept, rec.mask)
-        x_cf = torch.where(use[:, None], x_kept, rec.x_cf)
-        return Recommendation(new_mask, torch.where(new_mask, x_cf, x), x_cf, torch.where(use, p_kept, rec.prob), rec.accepted)
+        accepted = self.clf.predict_proba(x, check=False) >= 0.5
+        z = self.causal_model.abduct(x)
+        a, delta, _ = self.policy(z)
+        a = a * ~accepted[:, None]
+        x_cf = torch.where(accepted[:, None], x, self.causal_model.latent_counterfactual(z, a, delta))
+        prob = self.clf.predict_proba(x_cf, check=False)
+        if idle_tol: a, x_cf, prob = _drop_idle(self, z, a, delta, x_cf, prob, idle_tol)
+        mask = a.bool()
+        return Recommendation(mask, torch.where(mask, x_cf, x), x_cf, prob, accepted)
+
+CARMA.recommend = _recommend
 
 
 # %% [markdown]
@@ -372,7 +364,7 @@ class NumpyPolicy:
 def _recommend_dispatch(self: CARMA, x,
                         idle_tol: float | None = None, # drop acts whose latent shift is below this (`idle_acts`); None keeps every act (the paper)
                        ) -> Recommendation:
-    "Recommendations for raw features x (n, D): the NumPy path for small batches with a flow, torch otherwise."
+    "Recommendations for raw features x (n, D): the NumPy path for small batches with a flow, torch otherwise (and when dropping idle acts)."
     if idle_tol is not None: _check_idle_tol(idle_tol)
     small = (isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.ndim == 2 and x.shape[1] == self.n_features
              and len(x) <= SMALL_BATCH and not x.requires_grad)
@@ -381,11 +373,11 @@ def _recommend_dispatch(self: CARMA, x,
         x = as_features(x, self.n_features, 'x', self.names, dtype=torch.float32)   # the networks are float32
         small = len(x) <= SMALL_BATCH and x.dtype == torch.float32
         xn = x.numpy() if small else None
-    if small and hasattr(self.causal_model, '_layers') and isinstance(self.clf, Classifier):
+    if small and not idle_tol and hasattr(self.causal_model, '_layers') and isinstance(self.clf, Classifier):
         if getattr(self, '_np_policy', None) is None: self._np_policy = NumpyPolicy(self)
-        rec = Recommendation(*(torch.from_numpy(np.ascontiguousarray(o)) for o in self._np_policy.recommend(xn)))
-    else: rec = _recommend(self, x)
-    return rec if idle_tol is None else _drop_idle_acts(self, torch.as_tensor(x, dtype=torch.float32), rec, idle_tol)
+        out = self._np_policy.recommend(xn)
+        return Recommendation(*(torch.from_numpy(np.ascontiguousarray(o)) for o in out))
+    return _recommend(self, x, idle_tol)
 
 CARMA.recommend = _recommend_dispatch
 
@@ -1145,17 +1137,17 @@ act_names = [get_scm('loan').names[j] for j in get_scm('loan').actionable]
 with torch.no_grad():
     _, delta_t, logits_t = carma.policy(flow.abduct(test_people))
 p_act = torch.softmax(logits_t.double(), -1)[..., 1]                          # the mask network's probability of acting
-median_among = lambda v, m: [float(v[m[:, j], j].median()) if m[:, j].any() else float('nan') for j in range(v.shape[1])]
+median_among = lambda v, m: torch.where(m, v, torch.nan).nanmedian(0).values    # per feature, over the people where m (NaN if none)
 display(pd.DataFrame({'acting %': 100 * served.double().mean(0), 'idle %': 100 * idle.double().mean(0),
                       'median p(act), idle acts': median_among(p_act, idle), 'median p(act), other acts': median_among(p_act, served & ~idle),
-                      'median |latent shift|, idle acts': median_among(delta_t.abs(), idle)},
+                      'median |latent shift|, idle acts': median_among(delta_t.abs().double(), idle)},
                      index=get_scm('loan').names).loc[act_names].round(3))
 pd.DataFrame([rep.metrics, rep_drop.metrics], index=['CARMA', 'CARMA, idle acts dropped']).round(3).T
 
 # %%
 test_eq(served, rec.mask)                                                     # idle_acts sees the served mask
 assert not (rec_drop.mask & ~rec.mask).any() and not (rec.mask & ~rec_drop.mask & ~idle).any()   # it only drops idle acts
-test_eq(carma.recommend(test_people[:5], idle_tol=0.05).mask, rec_drop.mask[:5])   # the NumPy path drops the same
+test_eq(carma.recommend(test_people[:5], idle_tol=0.05).mask, rec_drop.mask[:5])   # a small batch drops the same (torch path)
 test_eq(carma.recommend(test_people, idle_tol=0).mask, rec.mask)             # 0 drops nothing
 test_eq(carma.recommend(ok, idle_tol=0.05).mask.any(), torch.tensor(False))   # accepted people still get nothing
 assert rep_drop.metrics['validity %'] >= rep.metrics['validity %'] - 0.5 and rep_drop.metrics['cost x100'] <= 1.01 * rep.metrics['cost x100']
@@ -1175,9 +1167,11 @@ test_fail(lambda: idle_acts(carma, test_people[:, :3]), contains='3 columns but 
 # tables keep the paper's count (every act the mask network chooses), so they stay comparable with the
 # paper; `carma-nb recommend` drops idle acts by default (chapter 11), because telling a person to set
 # their education to its current value is not advice. Dropping them takes one more pass through the
-# policy and the flow: 2.85 µs per person for the whole test set in one batch against 1.43 µs (2.0×),
-# and 0.51 ms for one person, on the torch path, against the NumPy path's 0.09 ms
-# (`benchmarks/bench_carma.py`, rows E; one run on this shared machine).
+# flow and the classifier, reusing the latents and shifts already computed: 2.34 µs per person for the
+# whole test set in one batch against 1.56 µs (1.5×), and 0.57 ms for one person on the torch path,
+# against 0.34 ms on the torch path without dropping and 0.09 ms on the NumPy path, which serves small
+# batches only when nothing is dropped (`benchmarks/bench_carma.py`, rows C–E; one run on this shared
+# machine).
 
 # %% [markdown]
 # Speed, both ways (`SPEC.md` §6): one person at a time, and the whole test set in one batch.
@@ -1191,7 +1185,7 @@ timing = time_per_person(lambda xb: carma.recommend(xb), test_people, single=100
 # and after 600 epochs hundreds of them (790–980 in the four loan models we counted) are *subnormal*
 # floats, below $1.18 \cdot 10^{-38}$. Some CPUs handle each multiplication by a subnormal in microcode,
 # many times slower: on the machine of the latest full re-run the whole-test-set pass of a loan model
-# takes 3.52 µs per person with them and 1.43 µs without, 2.5× faster (`benchmarks/bench_carma.py`,
+# takes 3.78 µs per person with them and 1.56 µs without, 2.4× faster (`benchmarks/bench_carma.py`,
 # rows D). Next to any normal number their contribution is
 # below float32's resolution, so every model is loaded with them set to zero (`flush_subnormal_`, in
 # `_carma_from_checkpoint`), and its recommendations stay bit-identical. The check: a copy with two

@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from carma_nb.carma import PAPER_CARMA, _check_idle_tol, _drop_idle_acts, load_carma, train_carma_seeds
+from carma_nb.carma import PAPER_CARMA, load_carma, train_carma_seeds
 from carma_nb.core import atomic_write, figure_dir, get_profile, progress, project_root, save_table
 from carma_nb.data import Pool, Split
 from carma_nb.dice_vae import PAPER_DICE_COST, train_dice_vae_seeds
@@ -315,10 +315,10 @@ table1(res).round(3)
 # columns, non-numeric or missing values are refused with a message that names them. The output has the
 # applicant's columns, whether they were already accepted, the recommended action (`act_<feature>`,
 # `<feature>_target`) and the classifier's probability before and after. Everything is one batched
-# forward pass, with the CSV parsing done by pandas. Idle acts (chapter 7: a latent shift below
-# `idle_tol`, a target equal to the applicant's own value up to rounding) are dropped by default, since
-# a file handed to applicants should not ask them to change a feature by nothing; `--idle-tol 0` keeps
-# every act the mask network chose, as the paper's tables count them.
+# forward pass, with the CSV parsing done by pandas. Idle acts (chapter 7: acts whose latent shift is
+# below `idle_tol`, so that the feature takes the value it would have taken anyway) are dropped by
+# default, since a file handed to applicants should not ask them to do something that changes nothing;
+# `--idle-tol 0` keeps every act the mask network chose, as the paper's tables count them.
 
 # %%
 #| export
@@ -351,12 +351,11 @@ def recommend_file(model_path: str | Path, input_path: str | Path, output_path: 
                    idle_tol: float = IDLE_TOL, # drop acts whose latent shift is below this; 0 keeps every act
                   ) -> pd.DataFrame:
     "Recommendations for every applicant of a CSV with a saved CARMA model, written atomically to `output_path`."
-    _check_idle_tol(idle_tol)
     model = load_carma(model_path, scm)
     x = read_applicants(input_path, model.scm)
     s = get_scm(model.scm)
-    every = model.recommend(x)
-    rec = _drop_idle_acts(model, x, every, idle_tol)
+    every = model.recommend(x)                                  # every act, to count the idle ones left out
+    rec = model.recommend(x, idle_tol=idle_tol) if idle_tol != 0 else every
     out = pd.DataFrame(x.numpy(), columns=s.names)
     out['accepted'] = rec.accepted.numpy()
     out['prob_before'] = model.clf.predict_proba(x).numpy()

@@ -142,9 +142,9 @@ else: print('*Run `carma-nb reproduce --profile paper` to produce `figures/table
 # whether they were already accepted, the features to act on (`act_<feature>`), their target values
 # (`<feature>_target`) and the classifier's probability before and after. A model file is written by
 # `carma_nb.carma.save_carma` and holds everything needed: the two networks, the causal flow and the
-# classifier, each with its scaler. Acts the model chose but does not use (a target equal to the
-# person's own value; chapter 7's idle acts) are left out of `actions.csv` unless you pass
-# `--idle-tol 0`.
+# classifier, each with its scaler. Acts the model chose but that change nothing (chapter 7's idle
+# acts: a latent shift of almost zero, so the feature takes the value it would have taken anyway) are
+# left out of `actions.csv` unless you pass `--idle-tol 0`.
 
 # %% [markdown]
 # ## Your own SCM and classifier

@@ -94,7 +94,7 @@ def test_idle_acts_are_found_and_dropped(model):
     torch.testing.assert_close(dropped.x_cf, full.x_cf, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(dropped.prob, full.prob, atol=1e-5, rtol=1e-5)
     assert torch.equal(dropped.values[:, 2], people[:, 2])              # no education target is reported
-    assert torch.equal(mm.recommend(people[:5], idle_tol=tol).mask, dropped.mask[:5])   # NumPy path, same answer
+    assert torch.equal(mm.recommend(people[:5], idle_tol=tol).mask, dropped.mask[:5])   # a small batch, same answer
     assert torch.equal(mm.recommend(people, idle_tol=0).mask, full.mask)
     loose = mm.recommend(people, idle_tol=0.05)                         # a looser tolerance only ever drops idle acts
     assert not (loose.mask & ~full.mask).any() and not (full.mask & ~loose.mask & ~idle_acts(mm, people, 0.05)[1]).any()

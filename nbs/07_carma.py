@@ -236,6 +236,7 @@ class Recommendation:
     prob: torch.Tensor      # (n,) classifier probability of x_cf
     accepted: torch.Tensor  # (n,) bool: already accepted, nothing to do
 
+
 # %%
 #| export
 def _check_idle_tol(tol):
@@ -267,6 +268,7 @@ def _drop_idle(model: CARMA, z, a, delta, x_cf, prob, tol):
     use = idle.any(1) & ((p_kept >= 0.5) | (p_kept >= prob))
     return torch.where(use[:, None], kept, a), torch.where(use[:, None], x_kept, x_cf), torch.where(use, p_kept, prob)
 
+
 # %%
 #| export
 def _recommend(self: CARMA, x: torch.Tensor, idle_tol: float | None = None) -> Recommendation:
@@ -284,7 +286,6 @@ def _recommend(self: CARMA, x: torch.Tensor, idle_tol: float | None = None) -> R
         return Recommendation(mask, torch.where(mask, x_cf, x), x_cf, prob, accepted)
 
 CARMA.recommend = _recommend
-
 
 # %% [markdown]
 # ### Serving one person at a time

@@ -220,11 +220,13 @@ class OracleReference:
     result: OracleResult
     metrics: dict            # the oracle's Table-1 row (evaluate_recourse)
 
-def oracle_reference(name: str, profile=None, seed: int = 0) -> OracleReference:
+def oracle_reference(name: str, profile=None, seed: int = 0,
+                     clf_optimizer: str = 'adam', # the classifier's optimizer (chapter 3): 'adam' (SPEC) or 'sgd' (original code)
+                    ) -> OracleReference:
     "The rejected test people of `name` (the profile's number), its classifier, and the (cached) oracle on them."
     p = get_profile(profile)
     pools = make_pools(name, seed)
-    clf = train_classifier(name, pools.classifier, p, verbose=False)
+    clf = train_classifier(name, pools.classifier, p, verbose=False, optimizer=clf_optimizer)
     problem = recourse_problem(name, pools)
     people = rejected(clf, pools.recourse.test.x, p.oracle_people)
     r = cached_oracle(name, pools, clf, people)

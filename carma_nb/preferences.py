@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .carma import mask_prior, train_carma_seeds
+from .carma import idle_acts, mask_prior, train_carma_seeds
 from .core import get_profile
 from .flow import fit_flow
 from .oracle import cached_oracle, oracle_reference
@@ -18,7 +18,7 @@ from .recourse import RecourseReport, as_weights, evaluate_recourse, recourse_pr
 from .scm import get_scm
 
 # %% auto #0
-__all__ = ['PAPER_PREFERENCE_WEIGHTS', 'PAPER_TABLE7', 'PreferenceStudy', 'preference_study']
+__all__ = ['PAPER_PREFERENCE_WEIGHTS', 'PAPER_TABLE7', 'PreferenceStudy', 'preference_study', 'idle_summary']
 
 # %% ../nbs/08_preferences.ipynb #8743fab0
 PAPER_PREFERENCE_WEIGHTS = {'education': 3., 'loan_amount': 2., 'income': 2., 'savings': 1.}   # SPEC §9 case study
@@ -37,6 +37,8 @@ class PreferenceStudy:
     per_seed: pd.DataFrame  # one row per method and seed
     reports: dict           # method -> RecourseReport of the first seed (for the figures)
     weights: torch.Tensor   # (D,) the weights used
+    models: dict            # 'CARMA' / 'CARMA (weighted)' -> the trained models, one per seed
+    people: torch.Tensor    # (n, D) the rejected test people served
 
 def _row(method, seed, rep: RecourseReport, rep_w: RecourseReport, scm) -> dict:
     pf = rep.per_feature['intervened %']
@@ -47,23 +49,26 @@ def _row(method, seed, rep: RecourseReport, rep_w: RecourseReport, scm) -> dict:
 def preference_study(name: str = 'loan', # the SCM
                      weights=PAPER_PREFERENCE_WEIGHTS, # preference weights (by name or position)
                      profile=None, # seeds, epochs and people from the profile
-                     seed0: int = 0, verbose: bool = False) -> PreferenceStudy:
+                     seed0: int = 0, verbose: bool = False,
+                     clf_optimizer: str = 'adam', # the classifier's optimizer (chapter 3): 'adam' (SPEC) or 'sgd' (original code)
+                    ) -> PreferenceStudy:
     "Oracle and CARMA, unweighted and weighted (preference prior), on the same people; SPEC §9."
     p, scm = get_profile(profile), get_scm(name)
     w = as_weights(scm, weights)
-    ref = oracle_reference(scm.name, p)
+    ref = oracle_reference(scm.name, p, clf_optimizer=clf_optimizer)
     flow = fit_flow(scm.name, ref.pools.causal, p, verbose=False)
     prob_w = recourse_problem(scm, ref.pools, w)
     score = lambda m, v, x_cf, found=None: (evaluate_recourse(ref.problem, ref.clf, ref.people, m, v, x_cf, found),
                                             evaluate_recourse(prob_w, ref.clf, ref.people, m, v, x_cf, found))
-    rows, reports = [], {}
+    rows, reports, models = [], {}, {}
     orc_w = cached_oracle(scm, ref.pools, ref.clf, ref.people, weights=w)
     for method, r in (('oracle', ref.result), ('oracle (weighted)', orc_w)):
         reps = score(r.mask, r.values, r.x_cf, r.found)
         reports[method] = reps[0]; rows.append(_row(method, None, *reps, scm))
     seeds = range(seed0, seed0 + p.seeds)
     for method, kw in (('CARMA', {}), ('CARMA (weighted)', {'weights': w, 'prior': 'preference'})):
-        for s, m in zip(seeds, train_carma_seeds(scm, ref.clf, flow, ref.pools.recourse, seeds, profile=p, verbose=verbose, **kw)):
+        models[method] = train_carma_seeds(scm, ref.clf, flow, ref.pools.recourse, seeds, profile=p, verbose=verbose, **kw)
+        for s, m in zip(seeds, models[method]):
             rec = m.recommend(ref.people)
             reps = score(rec.mask, rec.values, rec.x_cf)
             if s == seed0: reports[method] = reps[0]
@@ -73,4 +78,17 @@ def preference_study(name: str = 'loan', # the SCM
     table = g.mean()
     table.insert(2, 'weighted cost std', g['weighted cost x100'].std())
     table.insert(0, 'seeds', per_seed.groupby('method', sort=False)['seed'].count().clip(lower=1))
-    return PreferenceStudy(table, per_seed, reports, w)
+    return PreferenceStudy(table, per_seed, reports, w, models, ref.people)
+
+def idle_summary(study: PreferenceStudy, tol: float = 0.05) -> pd.DataFrame:
+    "Per CARMA row of `study`, averaged over seeds: acts, idle acts (chapter 7), and per feature the % of people acting, idle, changing."
+    rows = []
+    for method, models in study.models.items():
+        for m in models:
+            mask, idle = idle_acts(m, study.people, tol)
+            rows.append({'method': method, 'acts': mask.sum(1).float().mean().item(), 'idle acts': idle.sum(1).float().mean().item(),
+                         **{f'{m.names[j]} {k} %': 100 * t[:, j].float().mean().item()
+                            for j in m.actionable.nonzero().flatten().tolist() for k, t in (('acting', mask), ('idle', idle), ('changing', mask & ~idle))}})
+    out = pd.DataFrame(rows).groupby('method', sort=False).mean()
+    out.insert(2, 'acts that change something', out['acts'] - out['idle acts'])
+    return out

@@ -152,15 +152,24 @@ def load_classifier(path, # a file written by `save_classifier` (or the cache)
 # adds nothing for in-memory tensors). The validation accuracy is recorded every epoch so the
 # chapter can show the curve. Training goes through the model cache: the same SCM, data seeds,
 # architecture and epochs return the stored model instantly.
+#
+# `optimizer='sgd'` trains with plain SGD at the same learning rate instead. That is what the original
+# code did (its classifier trainer builds `torch.optim.SGD`), and the last section of this chapter
+# shows what it changes. Adam stays the default, as SPEC §3 asks. Only a non-default optimizer
+# enters the cache key, so every model trained before this option existed keeps its key.
 
 # %%
 #| export
+#: 'adam': SPEC §3 and the default; 'sgd': plain SGD, as the original code trained its classifiers.
+CLASSIFIER_OPTIMIZERS = {'adam': torch.optim.Adam, 'sgd': torch.optim.SGD}
+
 @one_thread()   # models must not depend on the caller's thread count (chapter 0)
-def _fit_classifier(scm: SCM, pool: Pool, hidden, epochs: int, batch: int, lr: float, seed: int, verbose: bool):
+def _fit_classifier(scm: SCM, pool: Pool, hidden, epochs: int, batch: int, lr: float, seed: int, verbose: bool,
+                    optimizer: str = 'adam'):
     torch.manual_seed(seed)
     scaler = StandardScaler().fit(pool.train.x)
     clf = Classifier(scm.name, hidden, scaler)
-    opt = torch.optim.Adam(clf.net.parameters(), lr=lr)
+    opt = CLASSIFIER_OPTIMIZERS[optimizer](clf.net.parameters(), lr=lr)
     xtr = scaler.transform(pool.train.x); ytr = pool.train.y.float()
     xva = scaler.transform(pool.val.x); yva = pool.val.y
     g = torch.Generator().manual_seed(seed)
@@ -180,16 +189,20 @@ def train_classifier(scm: str | SCM, # the SCM (or its name)
                      batch: int = 256, lr: float = 1e-3,
                      cache: bool = True, # reuse / store the trained model in the model cache
                      verbose: bool = True, # progress bar
+                     optimizer: str = 'adam', # 'adam' (SPEC §3) or 'sgd' (what the original code used)
                     ) -> Classifier:
     "Train (or fetch from the cache) the frozen downstream classifier of `scm` (SPEC §3)."
     scm = get_scm(scm)
     pool = resolve_pool(scm, pool, 'classifier')
     epochs = get_profile(profile).clf_epochs if epochs is None else int(epochs)
     if epochs < 1 or batch < 1 or not lr > 0: raise ValueError("epochs and batch must be ≥ 1 and lr > 0")
+    if optimizer not in CLASSIFIER_OPTIMIZERS:
+        raise ValueError(f"optimizer must be 'adam' (SPEC §3, the default) or 'sgd' (the original code's), got {optimizer!r}")
     hidden = classifier_hidden(scm)
     cfg = {'kind': 'classifier', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden), 'epochs': epochs, 'batch': batch, 'lr': lr,
-           'seed': seed, 'train': split_id(pool.train), 'val': split_id(pool.val)}
-    fit = lambda: _fit_classifier(scm, pool, hidden, epochs, batch, lr, seed, verbose)
+           'seed': seed, 'train': split_id(pool.train), 'val': split_id(pool.val),
+           **({} if optimizer == 'adam' else {'optimizer': optimizer})}   # Adam models keep their cache keys
+    fit = lambda: _fit_classifier(scm, pool, hidden, epochs, batch, lr, seed, verbose, optimizer)
     return trained_model(Classifier, 'classifier', cfg, fit, cache)
 
 
@@ -238,12 +251,14 @@ with tempfile.TemporaryDirectory() as d:
 PAPER_REJECTED_TEST = {'triangle-lin': 2248, 'collider-lin': 2284, 'chain-lin': 2095, 'triangle-nlin': 2106,
                        'collider-nlin': 2179, 'chain-nlin': 2320, 'loan': 2364}
 
-def classifier_table(profile: str | Profile | None = None, seed: int = 0, verbose: bool = False) -> pd.DataFrame:
+def classifier_table(profile: str | Profile | None = None, seed: int = 0, verbose: bool = False,
+                     optimizer: str = 'adam', # see `train_classifier`
+                    ) -> pd.DataFrame:
     "Validation/test accuracy of every SCM's classifier, with the original work's values alongside."
     rows = []
     for name in SCM_NAMES:
         pools = make_pools(name, seed)
-        clf = train_classifier(name, pools.classifier, profile, verbose=verbose)
+        clf = train_classifier(name, pools.classifier, profile, verbose=verbose, optimizer=optimizer)
         with torch.no_grad():
             acc = lambda s: float((clf.decide(s.x).long() == s.y).float().mean())
             rejected = int((~clf.decide(pools.recourse.test.x)).sum())
@@ -269,11 +284,11 @@ assert (table['val acc'] > 0.85).all()
 
 # %% [markdown]
 # At the paper's settings our classifiers are **more** accurate than the original work's, by up to
-# 7–8 points on collider-nlin and loan. That is expected from the spec: every label is a deterministic
-# function of the observed features (for the 4-node SCMs, $u_1 = x_1 - x_s$ is itself observable), so
-# a well-trained model can separate the classes almost perfectly; the original numbers presumably
-# reflect training details we cannot see. We do not degrade our models to match. What matters
-# downstream is the population they reject, and those counts are close to the paper's.
+# 7–8 points on collider-nlin and loan. Every label is a deterministic function of the observed
+# features (for the 4-node SCMs, $u_1 = x_1 - x_s$ is itself observable), so a well-trained model can
+# separate the classes almost perfectly. The last section of this chapter finds where the original
+# numbers come from: the original code trained with plain SGD. What matters downstream is the
+# population the classifier rejects, and those counts are close to the paper's.
 
 # %% [markdown]
 # The validation curves: the linear SCMs' logistic regressions converge within a few dozen epochs;
@@ -288,6 +303,44 @@ ax.set_xlabel('epoch'); ax.set_ylabel('validation accuracy'); ax.set_ylim(0.85, 
 ax.set_title(f'downstream classifiers ({profile.name} profile)')
 save_figure(fig, 'classifier_curves')
 plt.show()
+
+# %% [markdown]
+# ## What the original code did differently
+#
+# The original work's public code trains its classifiers with `torch.optim.SGD`, not Adam, at the
+# same learning rate ($10^{-3}$), batch (256) and epochs (500). Plain SGD at that rate is still far
+# from converged after 500 epochs, and the models it stops at are weakest where the boundary is
+# hardest to learn. We retrain every classifier that way (`optimizer='sgd'`, same data and seed) and
+# put it next to the Adam models above and the original numbers.
+
+# %%
+sgd = classifier_table(profile, optimizer='sgd')
+save_table(sgd.round(4), 'classifier_accuracy_sgd')
+compare = pd.DataFrame({'Adam val acc (SPEC, ours)': table['val acc'], 'SGD val acc (original code, ours)': sgd['val acc'],
+                        'paper val acc (reference)': table['paper val acc (reference)'],
+                        'Adam − paper (pts)': table['difference (pts)'], 'SGD − paper (pts)': sgd['difference (pts)'],
+                        'SGD rejected test people': sgd['rejected test people'],
+                        'paper rejected (reference)': table['paper rejected (reference)']})
+compare.round(4)
+
+# %%
+test_fail(lambda: train_classifier('loan', optimizer='adamw'), contains="optimizer must be 'adam'")
+if profile.name == 'paper':
+    gap = compare[['Adam − paper (pts)', 'SGD − paper (pts)']].abs()
+    assert gap['SGD − paper (pts)'].mean() < gap['Adam − paper (pts)'].mean() / 2, gap
+    assert set(sgd['val acc'].nsmallest(2).index) == {'loan', 'collider-nlin'}, sgd   # the original's two weakest
+
+# %% [markdown]
+# **Measured** (paper profile, seed 0, `figures/classifier_accuracy_sgd.md`): with SGD, five of the
+# seven classifiers land within 0.7 points of the original numbers. The remaining two are loan (1.8
+# points below) and collider-nlin (1.9 above), which are also the original work's two weakest
+# classifiers. With Adam the gaps reach 7.6 and 7.0 points. So the original accuracies are mostly an
+# optimisation effect: their classifiers had not finished learning.
+#
+# This package keeps Adam, as SPEC §3 says. A converged classifier is the better stand-in for a
+# deployed decision-maker, and every number in later chapters uses it. Passing `optimizer='sgd'` gives
+# the original code's classifier instead. The choice is not cosmetic: chapter 8 reruns the
+# preference study with the SGD classifier, and there the savings result changes direction.
 
 # %%
 #| hide

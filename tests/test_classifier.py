@@ -52,3 +52,14 @@ def test_bad_inputs(clf):
         train_classifier('loan', pool=torch.zeros(3, 7))
     with pytest.raises(ValueError, match='epochs and batch'):
         train_classifier('loan', pools.classifier, epochs=0, cache=False)
+
+
+def test_optimizer_choice(clf):
+    """'sgd' (the original code's optimizer) trains a different, less converged model; Adam keeps its cache key."""
+    c, pools = clf
+    sgd = train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False, optimizer='sgd')
+    assert 'optimizer' not in c.config and sgd.config['optimizer'] == 'sgd'
+    acc = lambda m: float((m.decide(pools.classifier.val.x).long() == pools.classifier.val.y).float().mean())
+    assert acc(sgd) < acc(c)          # 20 epochs of SGD at lr 1e-3 are far from converged
+    with pytest.raises(ValueError, match="optimizer must be 'adam'"):
+        train_classifier('loan', pools.classifier, epochs=1, cache=False, optimizer='adamw')

@@ -390,6 +390,7 @@ if profile.name == 'paper':
     assert g.loc['CARMA (weighted)', 'savings changing %'] > g.loc['CARMA', 'savings changing %']   # the paper's direction ...
     assert a.loc['CARMA (weighted)', 'savings changing %'] < a.loc['CARMA', 'savings changing %']   # ... which SPEC's classifier misses
 
+
 # %% [markdown]
 # **Measured** (paper profile, ten seeds each, `figures/preferences_by_classifier.md`; full tables in
 # `figures/table7_preferences_sgd_classifier.md` and `figures/preferences_idle_acts_sgd_classifier.md`):

@@ -457,9 +457,9 @@ test_close(pen, torch.tensor([0., (2 + DAMPING * 0.35) * 0.35]))
 # %% [markdown]
 # ### Our one addition: the hinge sees a tempered classifier
 #
-# The hinge only pushes through $\partial p / \partial x$. Our classifiers are trained on `SPEC.md`'s
-# deterministic labels and become very confident: the rejected training people of loan have logits
-# with a median near −70, where $p = \sigma(\text{logit})$ and its gradient are zero to machine
+# The hinge only pushes through $\partial p / \partial x$. Our classifiers are trained with Adam on
+# `SPEC.md`'s deterministic labels and become very confident: the rejected training people of loan have
+# logits with a median near −70 (the original code's SGD classifier: −2.8, chapter 3), where $p = \sigma(\text{logit})$ and its gradient are zero to machine
 # precision. The action network then gets a signal only from the few people near the boundary and
 # learns to over-shoot for everyone (at paper settings: valid, but 3–5× the oracle's cost). So in
 # training the hinge uses $p_T = \sigma(\text{logit}/T)$ with

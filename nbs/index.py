@@ -92,8 +92,8 @@ pd.DataFrame(torch.cat([person, cf]).numpy(), columns=loan.names, index=['factua
 # The paper's Table 1 as reproduced here by `carma-nb reproduce --profile paper` (10 seeds; test people
 # the classifier rejects; cost = l2 × 100; validity = the recommended values replayed in the true SCM).
 # The `paper` columns are the published values, shown for comparison, never used. Chapter 12 discusses
-# the differences; in short, SPEC's deterministic labels make our classifiers sharper than the original
-# work's, which lowers the oracle's cost and saturates the classifier CARMA learns from — hence our
+# the differences; in short, our classifiers are trained with Adam as SPEC asks, the original code's
+# with plain SGD (chapter 3), so ours are sharper than the original work's, which lowers the oracle's cost and saturates the classifier CARMA learns from — hence our
 # addition to CARMA, a classifier temperature in its training hinge (chapter 7). Two more settings
 # differ from the paper's, both chosen on validation people: a wider shift clamp on chain-nlin and
 # triangle-nlin, and a wider hinge margin for CARMA with VACA (chapters 7 and 9). And each CARMA seed

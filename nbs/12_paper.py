@@ -141,7 +141,6 @@ t7 = table7(results)
 save_table(t7.round(3), 'table7')
 t7.round(2)
 
-
 # %% [markdown]
 # `cost x100 (own objective)` is the weighted cost for the weighted rows and the plain cost for the
 # others: each method is scored by what it optimises, as in the paper's Table 7.
@@ -171,6 +170,7 @@ loan_rows[('paper (reference)', 'CARMA')] = pd.Series({'cost x100': PAPER_CARMA.
 loan_by_clf = pd.DataFrame(loan_rows).T.rename_axis(['classifier', 'method'])
 save_table(loan_by_clf.round(3), 'loan_by_classifier')
 loan_by_clf.round(2)
+
 
 # %% [markdown]
 # **Measured** (paper profile; `figures/loan_by_classifier.md`). The paper gives the oracle's

@@ -1274,12 +1274,14 @@ PAPER_CARMA = pd.DataFrame({  # paper Table 1, CARMA columns: references shown n
     'paper CARMA acts': [1.45, 2.37, 2.26, 1.96, 2.62, 2.32, 2.89],
     'paper CARMA validity %': [99.94, 99.98, 99.91, 99.89, 99.74, 99.98, 99.95]}).set_index('scm')
 
-def carma_table(profile=None, scms=SCM_NAMES, seed0: int = 0, verbose: bool = False) -> pd.DataFrame:
+def carma_table(profile=None, scms=SCM_NAMES, seed0: int = 0, verbose: bool = False,
+                clf_optimizer: str = 'adam', # the classifiers' optimizer (chapter 3): 'adam' (SPEC) or 'sgd' (original code)
+               ) -> pd.DataFrame:
     "CARMA (mean ± std over the profile's seeds) and the oracle on every SCM's rejected test people."
     p = get_profile(profile)
     rows = []
     for name in scms:
-        ref = oracle_reference(name, p)
+        ref = oracle_reference(name, p, clf_optimizer=clf_optimizer)
         flow = fit_flow(name, ref.pools.causal, p, verbose=False)
         per_seed = []
         for m in train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, range(seed0, seed0 + p.seeds), profile=p, verbose=verbose):

@@ -179,6 +179,7 @@ if profile.name == 'paper':
         assert ((sgd_cmp[f'paper {who} cost'] - sgd_cmp[f'{who} cost, SGD']).abs()
                 < (sgd_cmp[f'paper {who} cost'] - sgd_cmp[f'{who} cost, Adam']).abs()).all(), who
 
+
 # %% [markdown]
 # **Measured** (paper profile, 10 seeds per SCM; `figures/table1_by_classifier.md`,
 # `figures/table1_sgd_classifier.md`):

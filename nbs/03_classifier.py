@@ -307,11 +307,13 @@ plt.show()
 # %% [markdown]
 # ## What the original code did differently
 #
-# The original work's public code trains its classifiers with `torch.optim.SGD`, not Adam, at the
-# same learning rate ($10^{-3}$), batch (256) and epochs (500). Plain SGD at that rate is still far
-# from converged after 500 epochs, and the models it stops at are weakest where the boundary is
-# hardest to learn. We retrain every classifier that way (`optimizer='sgd'`, same data and seed) and
-# put it next to the Adam models above and the original numbers.
+# The original work's public code (github.com/ayanmaj92/carma-recourse: `recourse_utils/clf_trainer.py`
+# and the settings in `_params/_clf/`) trains its classifiers with `torch.optim.SGD`, not Adam, at the
+# same learning rate ($10^{-3}$), batch (256) and epochs (500). Its labels are thresholded, as in SPEC,
+# so the labels are not the difference. Plain SGD at that rate is still far from converged after 500
+# epochs, and the models it stops at are weakest where the boundary is hardest to learn. We retrain
+# every classifier that way (`optimizer='sgd'`, same data and seed) and put it next to the Adam models
+# above and the original numbers.
 
 # %%
 sgd = classifier_table(profile, optimizer='sgd')

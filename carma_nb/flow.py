@@ -217,12 +217,12 @@ def load_flow(path, scm: str | None = None) -> CausalFlow:
 
 # %% ../nbs/04_causal_flow.ipynb #b542117d
 @one_thread()   # models must not depend on the caller's thread count (chapter 0)
-def _fit_flow(scm: SCM, pool: Pool, hidden, epochs, batch, lr, seed, verbose):
+def _fit_flow(scm: SCM, pool: Pool, hidden, epochs, batch, lr, seed, verbose, patience: int = 30):
     torch.manual_seed(seed)
     scaler = StandardScaler().fit(pool.train.x)
     flow = CausalFlow(scm.name, hidden, scaler).train()
     opt = torch.optim.Adam(flow.maf.parameters(), lr=lr, fused=True)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.95, patience=30)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.95, patience=patience)
     ztr, zva = scaler.transform(pool.train.x), scaler.transform(pool.val.x)
     g = torch.Generator().manual_seed(seed)
     tr_curve, va_curve = [], []
@@ -247,17 +247,20 @@ def fit_flow(scm: str | SCM, # the SCM whose graph the flow uses
              epochs: int | None = None, # override the profile
              batch: int = 4000, lr: float = 1e-3,
              cache: bool = True, # reuse / store in the model cache
-             verbose: bool = True) -> CausalFlow:
+             verbose: bool = True,
+             patience: int = 30, # epochs without a better validation loss before the learning rate drops (SPEC §4: 30)
+            ) -> CausalFlow:
     "Fit (or fetch from the cache) the causal normalizing flow of `scm` by maximum likelihood (SPEC §4)."
     scm = get_scm(scm)
     pool = resolve_pool(scm, pool, 'causal')
     epochs = get_profile(profile).flow_epochs if epochs is None else int(epochs)
     hidden = flow_hidden(scm) if hidden is None else tuple(int(h) for h in hidden)
-    if epochs < 1 or batch < 1 or not lr > 0 or not hidden or min(hidden) < 1:
-        raise ValueError("epochs, batch and hidden widths must be ≥ 1 (hidden non-empty) and lr > 0")
+    if epochs < 1 or batch < 1 or not lr > 0 or not hidden or min(hidden) < 1 or int(patience) != patience or patience < 0:
+        raise ValueError("epochs, batch and hidden widths must be ≥ 1 (hidden non-empty), lr > 0 and patience a whole number ≥ 0")
     cfg = {'kind': 'flow', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden), 'epochs': epochs, 'batch': batch, 'lr': lr,
-           'seed': seed, 'train': split_id(pool.train), 'val': split_id(pool.val)}
-    fit = lambda: _fit_flow(scm, pool, hidden, epochs, batch, lr, seed, verbose)
+           'seed': seed, 'train': split_id(pool.train), 'val': split_id(pool.val),
+           **({} if patience == 30 else {'patience': int(patience)})}   # flows trained before this option keep their cache keys
+    fit = lambda: _fit_flow(scm, pool, hidden, epochs, batch, lr, seed, verbose, int(patience))
     return trained_model(CausalFlow, 'flow', cfg, fit, cache)
 
 # %% ../nbs/04_causal_flow.ipynb #4e3c2ddb

@@ -121,6 +121,17 @@ def test_bad_inputs(flows):
         fit_flow('loan', pool=x)
     with pytest.raises(ValueError, match='valid names'):
         fit_flow('loans')
+    with pytest.raises(ValueError, match='patience a whole number'):
+        fit_flow('loan', pools.causal, epochs=1, cache=False, patience=-1)
+
+
+def test_patience_enters_the_config_only_when_not_spec():
+    """SPEC's plateau patience (30) keeps the cache keys of earlier flows; another value is part of the key and changes training."""
+    pool = make_pools('collider-lin', 0, SMALL).causal
+    fit = lambda p: fit_flow('collider-lin', pool, epochs=40, batch=500, cache=False, verbose=False, patience=p)
+    spec, zero = fit(30), fit(0)
+    assert 'patience' not in spec.config and zero.config['patience'] == 0
+    assert not torch.equal(spec.log_prob(pool.test.x), zero.log_prob(pool.test.x))   # patience 0 lowers the rate on every stall
 
 
 def test_mmd_detects_difference():

@@ -323,10 +323,16 @@ if profile.name == 'paper':
 # asked to change.
 
 # %%
-served = {}
-for method, m in firsts.items():
-    r = m.recommend(ref.people, idle_tol=0.05)
-    served[method] = evaluate_recourse(ref.problem, ref.clf, ref.people, r.mask, r.values, r.x_cf)
+def served_reports(st: PreferenceStudy) -> dict:
+    "Each CARMA row's first-seed recommendations with idle acts left out, scored with the plain cost."
+    out = {}
+    for method, models in st.models.items():
+        m = models[0]
+        r = m.recommend(st.people, idle_tol=0.05)
+        out[method] = evaluate_recourse(ref.problem, m.clf, st.people, r.mask, r.values, r.x_cf)
+    return out
+
+served = served_reports(study)
 fig = plot_feature_use('loan', served, 'loan: unweighted vs weighted CARMA, idle acts left out (first seed)')
 save_figure(fig, 'fig4_preferences_features_no_idle')
 plt.show()
@@ -430,6 +436,22 @@ pd.DataFrame({(c, k): income_split(st, k) for c, st in (('Adam (SPEC)', study), 
 # With the SGD classifier weighted CARMA takes it for only 1 % of people. This package keeps SPEC's
 # classifier, so its headline result is the miss. The SGD rows show that the savings effect belongs to
 # the classifier CARMA explains, not to CARMA itself.
+#
+# Fig. 4 for the SGD classifier, first seed, idle acts left out:
+
+# %%
+served_sgd = served_reports(study_sgd)
+fig = plot_feature_use('loan', served_sgd, 'loan, SGD classifier: unweighted vs weighted CARMA, idle acts left out (first seed)')
+save_figure(fig, 'fig4_preferences_features_sgd_classifier')
+plt.show()
+pd.DataFrame({k: {'acts': r.metrics['acts'], 'validity %': r.metrics['validity %'], **r.per_feature['intervened %'].add_suffix(' %')}
+              for k, r in served_sgd.items()}).astype(float).round(2)
+
+# %% [markdown]
+# In this seed the weights take people off loan amount (100 → 4 %) and education (26 → 0 %) and move
+# them to savings (88 → 99 %), at 1.74 features per person instead of 3.14. This is the shape of the
+# paper's Fig. 4, which SPEC's classifier does not give (the no-idle figure above: savings 77.5 and
+# 77.6 %).
 
 # %%
 #| hide

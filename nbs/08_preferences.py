@@ -304,6 +304,7 @@ test_fail(lambda: idle_acts(firsts['CARMA'], ref.people, tol=-1), contains='idle
 if profile.name == 'paper':
     assert idle_table.loc['CARMA', 'education idle %'] > 0.8 * idle_table.loc['CARMA', 'education acting %']
 
+
 # %% [markdown]
 # **Measured** (paper profile, ten seeds, `figures/preferences_idle_acts.md`): of unweighted CARMA's 3.73
 # acts per person, 1.02 are idle, nearly all of them its education acts (91.4 % of people, of the 92.1 %

@@ -255,12 +255,12 @@ def fit_flow(scm: str | SCM, # the SCM whose graph the flow uses
     pool = resolve_pool(scm, pool, 'causal')
     epochs = get_profile(profile).flow_epochs if epochs is None else int(epochs)
     hidden = flow_hidden(scm) if hidden is None else tuple(int(h) for h in hidden)
-    if epochs < 1 or batch < 1 or not lr > 0 or not hidden or min(hidden) < 1 or int(patience) != patience or patience < 0:
+    if epochs < 1 or batch < 1 or not lr > 0 or not hidden or min(hidden) < 1 or not (isinstance(patience, int) and patience >= 0):
         raise ValueError("epochs, batch and hidden widths must be ≥ 1 (hidden non-empty), lr > 0 and patience a whole number ≥ 0")
     cfg = {'kind': 'flow', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden), 'epochs': epochs, 'batch': batch, 'lr': lr,
            'seed': seed, 'train': split_id(pool.train), 'val': split_id(pool.val),
-           **({} if patience == 30 else {'patience': int(patience)})}   # flows trained before this option keep their cache keys
-    fit = lambda: _fit_flow(scm, pool, hidden, epochs, batch, lr, seed, verbose, int(patience))
+           **({} if patience == 30 else {'patience': patience})}   # flows trained before this option keep their cache keys
+    fit = lambda: _fit_flow(scm, pool, hidden, epochs, batch, lr, seed, verbose, patience)
     return trained_model(CausalFlow, 'flow', cfg, fit, cache)
 
 # %% ../nbs/04_causal_flow.ipynb #4e3c2ddb

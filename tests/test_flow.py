@@ -121,8 +121,9 @@ def test_bad_inputs(flows):
         fit_flow('loan', pool=x)
     with pytest.raises(ValueError, match='valid names'):
         fit_flow('loans')
-    with pytest.raises(ValueError, match='patience a whole number'):
-        fit_flow('loan', pools.causal, epochs=1, cache=False, patience=-1)
+    for bad in (-1, 2.5, None):
+        with pytest.raises(ValueError, match='patience a whole number'):
+            fit_flow('loan', pools.causal, epochs=1, cache=False, patience=bad)
 
 
 def test_patience_enters_the_config_only_when_not_spec():

@@ -64,7 +64,7 @@
 # times. A different CPU may still change the trained models in their last digits and so a seed's
 # result; the committed tables all come from one run and report every seed. `--profile quick` takes
 # under 5 minutes. To read the chapters interactively: `.venv/bin/jupyter lab nbs/`. `bash .ci/run`
-# took 203 s in its latest run from a fresh clone, including the installation (from pip's cache).
+# took 233 s in its latest run from a fresh clone, including the installation (from pip's cache).
 
 # %% [markdown]
 # ## Quick start

@@ -324,21 +324,21 @@ if profile.name == 'paper':
 # asked to change.
 
 # %%
-def served_reports(st: PreferenceStudy) -> dict:
-    "Each CARMA row's first-seed recommendations with idle acts left out, scored with the plain cost."
-    out = {}
+def served_figure(st: PreferenceStudy, title: str, name: str) -> tuple[dict, pd.DataFrame]:
+    "Fig. 4 of each CARMA row's first-seed recommendations with idle acts left out (drawn, saved); their reports and a summary."
+    served = {}
     for method, models in st.models.items():
         m = models[0]
         r = m.recommend(st.people, idle_tol=0.05)
-        out[method] = evaluate_recourse(ref.problem, m.clf, st.people, r.mask, r.values, r.x_cf)
-    return out
+        served[method] = evaluate_recourse(ref.problem, m.clf, st.people, r.mask, r.values, r.x_cf)
+    save_figure(plot_feature_use('loan', served, title), name)
+    plt.show()
+    summary = pd.DataFrame({k: {'acts': r.metrics['acts'], 'validity %': r.metrics['validity %'], **r.per_feature['intervened %'].add_suffix(' %')}
+                            for k, r in served.items()}).astype(float).round(2)
+    return served, summary
 
-served = served_reports(study)
-fig = plot_feature_use('loan', served, 'loan: unweighted vs weighted CARMA, idle acts left out (first seed)')
-save_figure(fig, 'fig4_preferences_features_no_idle')
-plt.show()
-pd.DataFrame({k: {'acts': r.metrics['acts'], 'validity %': r.metrics['validity %'], **r.per_feature['intervened %'].add_suffix(' %')}
-              for k, r in served.items()}).astype(float).round(2)
+served, summary = served_figure(study, 'loan: unweighted vs weighted CARMA, idle acts left out (first seed)', 'fig4_preferences_features_no_idle')
+summary
 
 # %%
 for method in served:   # leaving idle acts out only removes acts, and keeps (almost) every person's recourse
@@ -441,12 +441,9 @@ pd.DataFrame({(c, k): income_split(st, k) for c, st in (('Adam (SPEC)', study), 
 # Fig. 4 for the SGD classifier, first seed, idle acts left out:
 
 # %%
-served_sgd = served_reports(study_sgd)
-fig = plot_feature_use('loan', served_sgd, 'loan, SGD classifier: unweighted vs weighted CARMA, idle acts left out (first seed)')
-save_figure(fig, 'fig4_preferences_features_sgd_classifier')
-plt.show()
-pd.DataFrame({k: {'acts': r.metrics['acts'], 'validity %': r.metrics['validity %'], **r.per_feature['intervened %'].add_suffix(' %')}
-              for k, r in served_sgd.items()}).astype(float).round(2)
+served_sgd, summary_sgd = served_figure(study_sgd, 'loan, SGD classifier: unweighted vs weighted CARMA, idle acts left out (first seed)',
+                                        'fig4_preferences_features_sgd_classifier')
+summary_sgd
 
 # %% [markdown]
 # In this seed the weights take people off loan amount (100 → 4 %) and education (26 → 0 %) and move

@@ -197,6 +197,64 @@ if profile.name == 'paper':
 # especially on chain-nlin, but not all of it.
 
 # %% [markdown]
+# ### The paper's algorithm on the original code's classifiers
+#
+# Our CARMA differs from the paper's in five ways (chapter 7): a tempered hinge, a wider shift clamp on
+# two SCMs, restarts, mask refinement and polishing. Each was added because the paper's algorithm did
+# badly against our sharp Adam classifiers, whose rejected people have logits near −70. Against the SGD
+# classifiers that reason is gone. `paper_algorithm` switches all five off and restores Table 5's
+# margins. Trained that way against the SGD classifiers, CARMA is as close to the original experiment
+# as we can get (the damping keeps SPEC's sign). The same algorithm against the Adam classifiers is
+# shown too.
+
+# %%
+PAPER_CARMA_COST_STD = {'triangle-lin': 4.13, 'collider-lin': 4.06, 'chain-lin': 5.12, 'triangle-nlin': 3.13,   # paper Table 1 (reference)
+                        'collider-nlin': 1.10, 'chain-nlin': 2.05, 'loan': 1.36}
+paper_alg = {opt: carma_table(profile, clf_optimizer=opt, algorithm='paper') for opt in ('sgd', 'adam')}
+for opt, t in paper_alg.items(): save_table(t.round(3), f'table1_paper_algorithm_{opt}_classifier')
+pa = paper_alg['sgd']
+repro = pd.DataFrame({
+    'CARMA cost, paper alg. + SGD': pa['CARMA cost x100'], '± std': pa['cost std'],
+    'paper CARMA cost': t1['paper CARMA cost x100'], 'paper ± std': pd.Series(PAPER_CARMA_COST_STD),
+    'CARMA cost, paper alg. + Adam': paper_alg['adam']['CARMA cost x100'], 'CARMA cost, ours + Adam': t1['CARMA cost x100'],
+    'CARMA / oracle, paper alg. + SGD': pa['cost / oracle'], 'paper CARMA / oracle': t1['paper CARMA cost x100'] / t1['paper cost x100'],
+    'validity %, paper alg. + SGD': pa['CARMA validity %'], 'validity min %': pa['validity min %'],
+    'paper validity %': t1['paper CARMA validity %'], 'validity %, paper alg. + Adam': paper_alg['adam']['CARMA validity %'],
+    'acts, paper alg. + SGD': pa['CARMA acts'], 'paper acts': t1['paper CARMA acts'], 'prob, paper alg. + SGD': pa['CARMA prob']}
+   ).reindex(pa.index).rename_axis('scm')
+save_table(repro.round(3), 'table1_paper_algorithm')
+repro.round(2)
+
+# %%
+assert (pa['CARMA validity %'] > 80).all()
+if profile.name == 'paper':
+    ratio = {opt: (t['CARMA cost x100'] / t1['paper CARMA cost x100']).median() for opt, t in paper_alg.items()}
+    assert ratio['sgd'] < 1.5 and ratio['sgd'] < ratio['adam'], ratio      # SGD classifiers: the paper's costs, roughly
+    assert (pa['CARMA validity %'] >= 98).all() and ((pa['CARMA acts'] - t1['paper CARMA acts']).abs() < 0.6).all(), pa
+
+# %% [markdown]
+# **Measured** (paper profile, 10 seeds per SCM; `figures/table1_paper_algorithm.md`):
+#
+# - **The paper's algorithm against the SGD classifiers lands near the paper's Table 1.** Costs are
+#   0.86–1.75× the paper's (median 1.32×): loan 5.78 ± 1.15 against 6.69 ± 1.36, chain-nlin 13.82 ± 2.50
+#   against 11.81 ± 2.05. Five of the seven means are within one of the paper's standard deviations of
+#   its mean; collider-lin and collider-nlin are not. Acts are within 0.25 of the paper's on six SCMs
+#   (loan: 3.45 against 2.89). The seed-to-seed spread is as large as the paper's, or larger: ± 9.1 on
+#   triangle-lin, ± 19.4 on collider-lin, where a few seeds go badly.
+# - Causal validity averages 98.7–100 % per SCM (paper 99.74–99.98 %). The lowest seeds are on
+#   collider-lin (92.2 %) and chain-lin (93.3 %).
+# - **The same algorithm against the Adam classifiers does not.** Costs are 2.3–16× the oracle's, and
+#   validity falls to 95.0 % on chain-nlin and 95.3 % on triangle-nlin. This is chapter 7's starting
+#   point.
+# - **Our additions** (Table 1 above, Adam classifiers) give costs 0.50–0.89× the oracle's, validity
+#   99.87 % or more on every SCM, and standard deviations over seeds of 0.01–0.2.
+#
+# So the paper's numbers are reproduced, within its own seed-to-seed spread, by its own algorithm run
+# against classifiers trained the way its code trained them. The departures in this package's headline
+# table come from SPEC's better-trained classifiers, and from the additions CARMA needed to cope with
+# them.
+
+# %% [markdown]
 # ## Fig. 8: how much training data CARMA needs (loan)
 #
 # CARMA trained on a fraction of the recourse training split and evaluated on the same test people.

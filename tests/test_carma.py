@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from carma_nb.carma import CARMA, carma_hparams, idle_acts, load_carma, mask_kl, save_carma, train_carma
+from carma_nb.carma import CARMA, carma_hparams, carma_table, idle_acts, load_carma, mask_kl, paper_algorithm, save_carma, train_carma
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
 from carma_nb.flow import fit_flow
@@ -113,3 +113,13 @@ def test_idle_acts_with_vaca():
     mask, idle = idle_acts(mm, people, 1e-6)
     assert mask[:, 2].all() and idle[:, 2].all()
     assert not mm.recommend(people, idle_tol=1e-6).mask[:, 2].any()
+
+
+def test_paper_algorithm_switches_our_additions_off():
+    """`paper_algorithm` gives Table 5's CARMA: no temperature, restarts, wider clamp, refinement or polishing, Table 5's margin."""
+    hp = carma_hparams('triangle-nlin', **paper_algorithm('triangle-nlin'))
+    assert (hp['temperature'], hp['restarts'], hp['shift_scale'], hp['polish_epochs'], hp['refine_epochs'], hp['margin']) == (0, 1, 1, 0, 0, 0.003)
+    assert carma_hparams('loan', **paper_algorithm('loan'))['margin'] == 0.011      # the same as ours where Table 5's is kept
+    assert paper_algorithm('loan', 'vaca')['margin'] == 0.003
+    with pytest.raises(ValueError, match="algorithm must be 'ours' or 'paper'"):
+        carma_table('quick', scms=['loan'], algorithm='table5')

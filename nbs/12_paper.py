@@ -179,7 +179,6 @@ if profile.name == 'paper':
         assert ((sgd_cmp[f'paper {who} cost'] - sgd_cmp[f'{who} cost, SGD']).abs()
                 < (sgd_cmp[f'paper {who} cost'] - sgd_cmp[f'{who} cost, Adam']).abs()).all(), who
 
-
 # %% [markdown]
 # **Measured** (paper profile, 10 seeds per SCM; `figures/table1_by_classifier.md`,
 # `figures/table1_sgd_classifier.md`):
@@ -231,6 +230,7 @@ if profile.name == 'paper':
     ratio = {opt: (t['CARMA cost x100'] / t1['paper CARMA cost x100']).median() for opt, t in paper_alg.items()}
     assert ratio['sgd'] < 1.5 and ratio['sgd'] < ratio['adam'], ratio      # SGD classifiers: the paper's costs, roughly
     assert (pa['CARMA validity %'] >= 98).all() and ((pa['CARMA acts'] - t1['paper CARMA acts']).abs() < 0.6).all(), pa
+
 
 # %% [markdown]
 # **Measured** (paper profile, 10 seeds per SCM; `figures/table1_paper_algorithm.md`):

@@ -98,8 +98,8 @@ pd.DataFrame(torch.cat([person, cf]).numpy(), columns=loan.names, index=['factua
 # temperature in its training hinge (chapter 7). Chapter 12 reruns Table 1 with SGD classifiers: both
 # costs move toward the paper's on every SCM, and validity stays at 99.9–100 %. With our additions to
 # CARMA switched off as well (`paper_algorithm`), CARMA's costs land at 0.86–1.75× the paper's (median
-# 1.32×), five of seven within one of the paper's standard deviations: the paper's numbers are
-# reproduced by its own algorithm and its code's classifiers. Two more settings
+# 1.32×), five of seven within one of the paper's standard deviations: the paper's own algorithm and
+# its code's classifiers largely reproduce its numbers. Two more settings
 # differ from the paper's, both chosen on validation people: a wider shift clamp on chain-nlin and
 # triangle-nlin, and a wider hinge margin for CARMA with VACA (chapters 7 and 9). And each CARMA seed
 # trains three candidates (six on triangle-lin, triangle-nlin, chain-lin and collider-nlin, one on loan) and keeps the one with the

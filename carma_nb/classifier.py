@@ -20,7 +20,7 @@ from .scm import SCM, SCM_NAMES, get_scm
 
 # %% auto #0
 __all__ = ['CLASSIFIER_HIDDEN', 'PAPER_CLF_ACCURACY', 'CLASSIFIER_OPTIMIZERS', 'PAPER_REJECTED_TEST', 'classifier_hidden',
-           'Classifier', 'save_classifier', 'load_classifier', 'train_classifier', 'classifier_table']
+           'Classifier', 'save_classifier', 'load_classifier', 'train_classifier', 'accuracy', 'classifier_table']
 
 # %% ../nbs/03_classifier.ipynb #a9b19576
 CLASSIFIER_HIDDEN: dict[str, tuple[int, ...]] = {
@@ -146,6 +146,10 @@ def train_classifier(scm: str | SCM, # the SCM (or its name)
 PAPER_REJECTED_TEST = {'triangle-lin': 2248, 'collider-lin': 2284, 'chain-lin': 2095, 'triangle-nlin': 2106,
                        'collider-nlin': 2179, 'chain-nlin': 2320, 'loan': 2364}
 
+def accuracy(clf: Classifier, split) -> float:
+    "Share of a data split's rows (`split.x`, `split.y`) whose label the classifier decides correctly."
+    with torch.no_grad(): return float((clf.decide(split.x).long() == split.y).float().mean())
+
 def classifier_table(profile: str | Profile | None = None, seed: int = 0, verbose: bool = False,
                      optimizer: str = 'adam', # see `train_classifier`
                     ) -> pd.DataFrame:
@@ -154,11 +158,9 @@ def classifier_table(profile: str | Profile | None = None, seed: int = 0, verbos
     for name in SCM_NAMES:
         pools = make_pools(name, seed)
         clf = train_classifier(name, pools.classifier, profile, verbose=verbose, optimizer=optimizer)
-        with torch.no_grad():
-            acc = lambda s: float((clf.decide(s.x).long() == s.y).float().mean())
-            rejected = int((~clf.decide(pools.recourse.test.x)).sum())
-        rows.append({'scm': name, 'model': repr(clf).split(', ')[1], 'val acc': acc(pools.classifier.val),
-                     'test acc': acc(pools.classifier.test), 'paper val acc (reference)': PAPER_CLF_ACCURACY[name],
+        with torch.no_grad(): rejected = int((~clf.decide(pools.recourse.test.x)).sum())
+        rows.append({'scm': name, 'model': repr(clf).split(', ')[1], 'val acc': accuracy(clf, pools.classifier.val),
+                     'test acc': accuracy(clf, pools.classifier.test), 'paper val acc (reference)': PAPER_CLF_ACCURACY[name],
                      'rejected test people': rejected, 'paper rejected (reference)': PAPER_REJECTED_TEST[name]})
     df = pd.DataFrame(rows).set_index('scm')
     df['difference (pts)'] = 100 * (df['val acc'] - df['paper val acc (reference)'])

@@ -452,6 +452,8 @@ pd.DataFrame({'∂ savings / ∂ income (autograd)': v.grad[:, 5].numpy(), 'fini
 test_fail(lambda: flow.counterfactual(x[:, :6], mask, values), contains='6 columns but 7 features')
 test_fail(lambda: flow.log_prob(torch.full((1, 7), float('nan'))), contains='NaN or inf')
 test_fail(lambda: flow.counterfactual(x, mask.float(), values), contains='mask must be a boolean')
+test_fail(lambda: fit_flow('loan', patience=2.5, cache=False), contains='patience a whole number ≥ 0')
+test_eq('patience' in flow.config, False)                     # SPEC's patience (30) is not part of the cache key
 with tempfile.TemporaryDirectory() as d:
     p = save_flow(flow, Path(d)/'flow.pt')
     test_eq(load_flow(p, scm='loan').counterfactual(x, mask, values), cf)

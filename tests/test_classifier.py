@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from carma_nb.classifier import CLASSIFIER_HIDDEN, Classifier, load_classifier, save_classifier, train_classifier
+from carma_nb.classifier import CLASSIFIER_HIDDEN, Classifier, accuracy, load_classifier, save_classifier, train_classifier
 from carma_nb.data import make_pools
 
 SMALL = {'classifier': (2000, 500, 500), 'causal': (10, 10, 10), 'recourse': (500, 10, 10)}
@@ -23,7 +23,7 @@ def test_trained_frozen_differentiable(clf):
     c, pools = clf
     assert [type(m).__name__ for m in c.net] == ['Linear', 'ReLU', 'Linear', 'ReLU', 'Linear']
     assert c.predict_proba(pools.recourse.train.x[:5], check=False).shape == (5,)
-    acc = (c.decide(pools.classifier.val.x).long() == pools.classifier.val.y).float().mean()
+    acc = accuracy(c, pools.classifier.val)
     assert acc > 0.9
     x = pools.recourse.train.x[:8].clone().requires_grad_(True)
     c.predict_proba(x).sum().backward()
@@ -59,7 +59,6 @@ def test_optimizer_choice(clf):
     c, pools = clf
     sgd = train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False, optimizer='sgd')
     assert 'optimizer' not in c.config and sgd.config['optimizer'] == 'sgd'
-    acc = lambda m: float((m.decide(pools.classifier.val.x).long() == pools.classifier.val.y).float().mean())
-    assert acc(sgd) < acc(c)          # 20 epochs of SGD at lr 1e-3 are far from converged
+    assert accuracy(sgd, pools.classifier.val) < accuracy(c, pools.classifier.val)   # 20 epochs of SGD at lr 1e-3 are far from converged
     with pytest.raises(ValueError, match="optimizer must be 'adam'"):
         train_classifier('loan', pools.classifier, epochs=1, cache=False, optimizer='adamw')

@@ -605,8 +605,9 @@ assert (table['obs MMD'] < 0.05).all()
 # - **triangle-lin, collider-nlin, chain-lin, chain-nlin** are within 1.1× of the original work's
 #   counterfactual error (chain-lin only just).
 # - **collider-lin** (≈ 0.023 vs 0.012) and **triangle-nlin** (≈ 0.046 vs 0.032) miss the 1.1× target.
-#   Both are systematic, not seed luck: four seeds give 0.021–0.024 and 0.046–0.048, and the whole error
-#   sits in $x_3$, the node with three parents. In standardised units triangle-nlin's error (≈ 0.026) is
+#   Neither is the flow's seed: on the same data, ten seeds give 0.021–0.024 and 0.045–0.049
+#   (`tools/flow_data_size.py SCM --runs 20000:1000 --seeds 0,1,…,9`), and the whole error sits in $x_3$,
+#   the node with three parents. The draw of the data matters more (see "One draw of data" below). In standardised units triangle-nlin's error (≈ 0.026) is
 #   below the original value, so part of the gap may be a difference in how the metric was scaled;
 #   collider-lin's (≈ 0.019) is not. `tools/flow_cf_diagnostics.py collider-lin` takes it apart (every
 #   number from here to the end of this item is its output, seed 0, unless marked otherwise). The data are
@@ -652,6 +653,49 @@ assert (table['obs MMD'] < 0.05).all()
 #   mixture, which a single affine layer with a Gaussian base cannot represent exactly. This is a
 #   property of the model the paper specifies, and it barely affects counterfactuals, which use the
 #   person's own abducted noise rather than samples of it.
+
+# %% [markdown]
+# ### One draw of data
+#
+# The table above, like the original work's numbers, comes from one flow fitted on one draw of the
+# causal-model pool. Ten flow seeds on the same draw change the error by less than 10 %. A new draw of the
+# 25 000 rows changes it much more. `tools/flow_data_size.py SCM --draws 31` fits the flow at SPEC's
+# settings (flow seed 0) on 31 independent draws (pool seeds 0–30). It scores each flow on its own draw's
+# test split and training percentiles, as the original code scored its one draw. The output of the seven
+# runs is `figures/flow_cf_draws.txt`; they are too slow for the test suite (about 30 minutes on this
+# 2-core machine), so this table is quoted from that file, not recomputed here.
+#
+# | SCM | ours, draw 0 (the table above) | min | median | max | original (reference) | our median / original | draws ≤ original | draws ≤ 1.1× original |
+# |---|---|---|---|---|---|---|---|---|
+# | triangle-lin | 0.0349 | 0.0290 | 0.0379 | 0.0534 | 0.036 | 1.05× | 14 of 31 | 19 of 31 |
+# | triangle-nlin | 0.0460 | 0.0289 | 0.0386 | 0.0531 | 0.032 | 1.21× | 4 of 31 | 9 of 31 |
+# | collider-lin | 0.0230 | 0.0145 | 0.0202 | 0.0281 | 0.012 | 1.68× | 0 of 31 | 0 of 31 |
+# | collider-nlin | 0.0301 | 0.0254 | 0.0338 | 0.0459 | 0.032 | 1.06× | 10 of 31 | 19 of 31 |
+# | chain-lin | 0.0242 | 0.0141 | 0.0258 | 0.0409 | 0.022 | 1.17× | 7 of 31 | 11 of 31 |
+# | chain-nlin | 0.1312 | 0.0889 | 0.1291 | 0.1705 | 0.145 | 0.89× | 25 of 31 | 29 of 31 |
+# | loan | 0.1745 | 0.1745 | 0.2059 | 0.2227 | 0.196 | 1.05× | 7 of 31 | 29 of 31 |
+#
+# What this shows:
+#
+# - **The draw moves the error by a factor of about 1.3 to 2.9 from the best draw to the worst.** So one
+#   draw against one draw, the comparison the 1.1× target makes, is partly luck.
+# - **Our draw 0 is lucky on some SCMs and unlucky on others.** For loan it is the best of the 31 draws.
+#   For triangle-nlin only three draws are worse. The median is the fairer number.
+# - **Six of seven SCMs are consistent with the original work.** Its value lies inside the range of our
+#   draws. On four (triangle-lin, collider-nlin, chain-nlin, loan) our median is within 1.06× of it or
+#   below. On two (chain-lin, triangle-nlin) its value sits at the good end of our range, where a lucky
+#   draw would put it: 7 and 4 of our 31 draws do as well.
+# - **collider-lin is the exception.** The original's 0.012 is below every one of our 31 draws (best
+#   0.0145; median 1.68× the original). Neither the seed, the draw, the plateau patience, the optimiser
+#   nor the conditioner's width explains this gap (the list above). Only a training split several times
+#   larger closes it.
+# - We also compared the original code's flow with ours line by line. It imports the Causal NF authors'
+#   copy of zuko, which we read in their repository (psanch21/causal-flows). The masked conditioner (same unique-row precedence masks), the affine
+#   transform (log-scale soft-clipped at log 10⁻³), ELU, one transform, the 0.8/0.1/0.1 split of
+#   25 000 rows, batch 4 000 and the plateau schedule all match ours. The counterfactual is the same
+#   computation, and its error is the same per-row Euclidean distance, averaged over the 25th, 50th and
+#   75th training percentiles (the original rounds the three values to two decimals; we do not). We
+#   found no difference that would explain collider-lin.
 
 # %% [markdown]
 # ### Flow vs true counterfactuals on loan

@@ -355,6 +355,44 @@ if profile.name == 'paper':                                                  # t
     assert ((seeds_sgd['mean'] - seeds_sgd['paper']).abs() > 0.015).all() and ((gap <= 0.015).sum(axis=1) == 1).all(), seeds_sgd
 
 # %% [markdown]
+# ### One draw of data
+#
+# The seeds above all train on the same draw of the classifier pool, and so did the original work's one
+# classifier per SCM. `tools/classifier_draws.py SCM --optimizer OPT --draws 31` trains the classifier at
+# the paper profile (seed 0) on 31 independent draws of the pool (pool seeds 0–30) and scores each on
+# its own validation split. The output of its fourteen runs is in `figures/classifier_draws.txt`. The
+# runs take about 40 minutes of compute on this 2-core machine, too slow for the test suite, so the table quotes
+# that file rather than recomputing it. Draw 0 is the data every table above uses.
+#
+# | SCM | optimizer | draw 0 | min | median | max | original (reference) | median − original (pts) | draws within 1.5 pts |
+# |---|---|---|---|---|---|---|---|---|
+# | triangle-lin | Adam (SPEC) | 0.9986 | 0.9948 | 0.9984 | 0.9996 | 0.98 | +1.8 | 1 of 31 |
+# | triangle-nlin | Adam (SPEC) | 0.9980 | 0.9958 | 0.9980 | 0.9994 | 0.98 | +1.8 | 0 of 31 |
+# | collider-lin | Adam (SPEC) | 0.9988 | 0.9976 | 0.9984 | 0.9998 | 0.99 | +0.8 | 31 of 31 |
+# | collider-nlin | Adam (SPEC) | 0.9862 | 0.9810 | 0.9838 | 0.9896 | 0.91 | +7.4 | 0 of 31 |
+# | chain-lin | Adam (SPEC) | 0.9988 | 0.9950 | 0.9984 | 0.9998 | 0.98 | +1.8 | 0 of 31 |
+# | chain-nlin | Adam (SPEC) | 0.9958 | 0.9944 | 0.9962 | 0.9980 | 0.97 | +2.6 | 0 of 31 |
+# | loan | Adam (SPEC) | 0.9896 | 0.9834 | 0.9886 | 0.9926 | 0.92 | +6.9 | 0 of 31 |
+# | triangle-lin | SGD (original code) | 0.9864 | 0.9822 | 0.9864 | 0.9892 | 0.98 | +0.6 | 31 of 31 |
+# | triangle-nlin | SGD (original code) | 0.9834 | 0.9774 | 0.9818 | 0.9874 | 0.98 | +0.2 | 31 of 31 |
+# | collider-lin | SGD (original code) | 0.9888 | 0.9848 | 0.9880 | 0.9916 | 0.99 | −0.2 | 31 of 31 |
+# | collider-nlin | SGD (original code) | 0.9294 | 0.9106 | 0.9232 | 0.9294 | 0.91 | +1.3 | 23 of 31 |
+# | chain-lin | SGD (original code) | 0.9848 | 0.9774 | 0.9836 | 0.9864 | 0.98 | +0.4 | 31 of 31 |
+# | chain-nlin | SGD (original code) | 0.9710 | 0.9586 | 0.9662 | 0.9736 | 0.97 | −0.4 | 31 of 31 |
+# | loan | SGD (original code) | 0.9024 | 0.9022 | 0.9098 | 0.9248 | 0.92 | −1.0 | 27 of 31 |
+#
+# What this shows:
+#
+# - **With SGD, every SCM is within 1.5 points of the original on the median draw.** Five SCMs are
+#   within on all 31 draws. Loan is within on 27 draws and collider-nlin on 23.
+# - **Draw 0 is among the worst draws for exactly those two.** It is collider-nlin's highest accuracy of
+#   the 31, and only one draw of loan is further from the original's value. So the two misses of the SGD
+#   table above come from the data draw, not from the way we train.
+# - **With Adam (SPEC §3), the gap is the optimiser.** It is within 1.5 points on every draw only for
+#   collider-lin. Triangle-lin and chain-lin come within on one draw each, the other four SCMs on none. Adam's accuracies sit 0.8 to 7.4 points above the
+#   original's, on the median draw.
+
+# %% [markdown]
 # How confident each loan classifier is about the people recourse will serve: the median logit of the
 # people it rejects in the recourse training split.
 
@@ -375,8 +413,10 @@ confidence
 # points below) and collider-nlin (1.9 above), which are also the original work's two weakest
 # classifiers. Over five SGD seeds their means stay outside 1.5 points: loan 0.902 (seeds 0.896–0.905,
 # paper 0.92), collider-nlin 0.929 (seeds 0.924–0.932, paper 0.91); one seed of each comes within
-# (loan 0.905, collider-nlin 0.924). With Adam the gaps reach 7.6 and 7.0 points. So the original accuracies
-# are mostly an optimisation effect: their classifiers had not finished learning.
+# (loan 0.905, collider-nlin 0.924). With Adam the gaps reach 7.6 and 7.0 points. Over 31 draws of
+# data (the table above), SGD is within 1.5 points of every original number on the median draw, and our
+# draw 0 is the worst draw for collider-nlin and the second worst for loan. So the original accuracies are an optimisation
+# effect plus one draw of data: their classifiers had not finished learning.
 #
 # The unfinished classifier is also far less confident. The median logit of the loan people it rejects
 # is −2.8 (p ≈ 0.06), against −71 for Adam's (p ≈ 10⁻³¹). CARMA learns from the gradient of p, so this

@@ -8,28 +8,23 @@ many draws come within 1.5 points of the original work's value. Nothing is cache
     python tools/classifier_draws.py loan --optimizer sgd --draws 10
 """
 import argparse
-import time
-
-import torch
 
 from carma_nb.classifier import CLASSIFIER_OPTIMIZERS, PAPER_CLF_ACCURACY, accuracy, train_classifier
 from carma_nb.data import make_pools
 from carma_nb.scm import SCM_NAMES
+from draws import over_draws
 
 
 def main(name: str, n: int, optimizer: str):
-    ref, accs = PAPER_CLF_ACCURACY[name], []
+    ref = PAPER_CLF_ACCURACY[name]
     print(f'{name}: validation accuracy of the {optimizer} classifier (paper profile, seed 0) on {n} draws of the '
           f'classifier pool; original work (reference): {ref}')
-    for draw in range(n):
-        t = time.perf_counter()
+
+    def score(draw: int) -> float:
         pool = make_pools(name, draw).classifier
-        clf = train_classifier(name, pool, 'paper', optimizer=optimizer, cache=False, verbose=False)
-        accs.append(accuracy(clf, pool.val))
-        print(f'  pool seed {draw:>3}: {accs[-1]:.4f}   ({time.perf_counter() - t:.0f} s)', flush=True)
-    a = torch.tensor(accs)
-    print(f'{name} ({optimizer}): min {a.min():.4f}, median {a.median():.4f}, max {a.max():.4f}; '
-          f'{int(((a - ref).abs() <= 0.015).sum())} of {n} draws within 1.5 points of the original ({ref})')
+        return accuracy(train_classifier(name, pool, 'paper', optimizer=optimizer, cache=False, verbose=False), pool.val)
+    over_draws(f'{name} ({optimizer})', n, score, lambda a: (a - ref).abs() <= 0.015,
+               f'within 1.5 points of the original ({ref})')
 
 
 if __name__ == '__main__':

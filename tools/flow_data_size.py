@@ -27,6 +27,7 @@ import torch
 from carma_nb.data import make_pools
 from carma_nb.flow import PAPER_FLOW_CF_ERROR, fit_flow
 from carma_nb.scm import SCM_NAMES, get_scm
+from draws import over_draws
 from flow_cf_diagnostics import cf_error
 
 
@@ -61,18 +62,15 @@ def main(name: str, runs: list[tuple[int, int]], seeds: list[int], patience: int
 def draws(name: str, n: int, patience: int = 30):
     "The flow's counterfactual error at SPEC's settings on `n` independent draws of the causal-model pool."
     torch.set_num_threads(1)
-    scm, ref, errs = get_scm(name), PAPER_FLOW_CF_ERROR[name], []
+    scm, ref = get_scm(name), PAPER_FLOW_CF_ERROR[name]
     print(f'{name}: counterfactual error at SPEC settings (20 000 rows, 1000 epochs, flow seed 0) on {n} draws of the '
           f'causal-model pool, each scored on its own test split; original work (reference): {ref}')
-    for draw in range(n):
-        t = time.perf_counter()
+
+    def score(draw: int) -> float:
         pool = make_pools(name, draw).causal
         flow = fit_flow(scm, pool, 'paper', seed=0, cache=False, verbose=False, patience=patience)
-        with torch.no_grad(): errs.append(cf_error(flow.counterfactual, scm, pool.test, pool.train))
-        print(f'  pool seed {draw:>3}: {errs[-1]:.4f}   ({time.perf_counter() - t:.0f} s)', flush=True)
-    e = torch.tensor(errs)
-    print(f'{name}: min {e.min():.4f}, median {e.median():.4f}, max {e.max():.4f}; '
-          f'{int((e <= 1.1 * ref).sum())} of {n} draws within 1.1x of the original ({1.1 * ref:.4f})')
+        with torch.no_grad(): return cf_error(flow.counterfactual, scm, pool.test, pool.train)
+    over_draws(name, n, score, lambda e: e <= 1.1 * ref, f'within 1.1x of the original ({1.1 * ref:.4f})')
 
 
 if __name__ == '__main__':

@@ -80,12 +80,15 @@ def preference_study(name: str = 'loan', # the SCM
     table.insert(0, 'seeds', per_seed.groupby('method', sort=False)['seed'].count().clip(lower=1))
     return PreferenceStudy(table, per_seed, reports, w, models, ref.people)
 
-def idle_summary(study: PreferenceStudy, tol: float = 0.05) -> pd.DataFrame:
-    "Per CARMA row of `study`, averaged over seeds: acts, idle acts (chapter 7), and per feature the % of people acting, idle, changing."
+def idle_summary(models: dict, # name -> trained CARMA models (e.g. one per seed), as `PreferenceStudy.models`
+                 people: torch.Tensor, # (n, D) the people they serve
+                 tol: float = 0.05, # an act is idle when its latent shift is below this (`idle_acts`)
+                ) -> pd.DataFrame:
+    "Per entry of `models`, averaged over its models: acts, idle acts (chapter 7), and per feature the % of people acting, idle, changing."
     rows = []
-    for method, models in study.models.items():
-        for m in models:
-            mask, idle = idle_acts(m, study.people, tol)
+    for method, ms in models.items():
+        for m in ms:
+            mask, idle = idle_acts(m, people, tol)
             rows.append({'method': method, 'acts': mask.sum(1).float().mean().item(), 'idle acts': idle.sum(1).float().mean().item(),
                          **{f'{m.names[j]} {k} %': 100 * t[:, j].float().mean().item()
                             for j in m.actionable.nonzero().flatten().tolist() for k, t in (('acting', mask), ('idle', idle), ('changing', mask & ~idle))}})

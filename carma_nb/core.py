@@ -11,20 +11,22 @@ import hashlib
 import json
 import os
 import random
+import re
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['PROFILES', 'CKPT_FORMAT', 'TRAINER_VERSION', 'Profile', 'get_profile', 'seed_everything', 'one_thread', 'progress',
            'project_root', 'figure_dir', 'cache_dir', 'atomic_write', 'save_figure', 'markdown_table', 'save_table',
-           'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'config_key', 'file_lock', 'cached_checkpoint',
-           'as_features']
+           'read_draws', 'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'config_key', 'file_lock',
+           'cached_checkpoint', 'as_features']
 
 # %% ../nbs/00_core.ipynb #4df50436
 @dataclass(frozen=True)
@@ -156,6 +158,23 @@ def save_table(df, # a pandas DataFrame
     with atomic_write(d/f'{name}.csv', 'w') as f: df.to_csv(f, index=any(n is not None for n in df.index.names))
     with atomic_write(d/f'{name}.md', 'w') as f: f.write(markdown_table(df))
     return d/f'{name}.csv'
+
+# %% ../nbs/00_core.ipynb #a039f3ee
+_DRAW = re.compile(r'^\s+pool seed\s+(\d+):\s+([-+0-9.eE]+)')
+_SUMMARY = re.compile(r'^(\S.*?): min ')
+
+def read_draws(path, # a file of runs printed by the tools' `over_draws` (e.g. figures/flow_cf_draws.txt)
+              ) -> pd.DataFrame:
+    "One row per draw of every run in `path`: the run's label, the pool seed and the value printed for it."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{path} does not exist: run the tool that writes it (see the chapter that reads it)")
+    rows, pending = [], []
+    for line in path.read_text().splitlines():
+        if m := _DRAW.match(line): pending.append((int(m[1]), float(m[2])))
+        elif m := _SUMMARY.match(line):
+            rows += [{'run': m[1], 'pool seed': seed, 'value': v} for seed, v in pending]; pending = []
+    if not rows: raise ValueError(f"{path} holds no complete run (per-draw lines followed by a 'label: min …' summary line)")
+    return pd.DataFrame(rows)
 
 # %% ../nbs/00_core.ipynb #374e8fca
 CKPT_FORMAT = 'carma_nb-checkpoint-1'

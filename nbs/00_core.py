@@ -30,12 +30,14 @@ import hashlib
 import json
 import os
 import random
+import re
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -306,6 +308,46 @@ def save_table(df, # a pandas DataFrame
 import pandas as pd
 print(markdown_table(pd.DataFrame({'scm': ['loan'], 'cost': [6.25]})))
 test_fail(lambda: save_figure(None, '../escape'), contains='plain file stem')
+
+# %% [markdown]
+# Some studies are too slow for the test suite: the scripts in `tools/` that repeat a measurement on
+# many independent draws of the data (chapters 3, 4 and 8). Their printed output is committed under
+# `figures/` as it came out, and a chapter reads it with `read_draws` instead of copying numbers by
+# hand. Each run prints a header, one line per draw (`  pool seed   3: 0.0169   (6 s)`) and a summary
+# line that starts with the run's label (`collider-lin: min …`).
+
+# %%
+#| export
+_DRAW = re.compile(r'^\s+pool seed\s+(\d+):\s+([-+0-9.eE]+)')
+_SUMMARY = re.compile(r'^(\S.*?): min ')
+
+def read_draws(path, # a file of runs printed by the tools' `over_draws` (e.g. figures/flow_cf_draws.txt)
+              ) -> pd.DataFrame:
+    "One row per draw of every run in `path`: the run's label, the pool seed and the value printed for it."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{path} does not exist: run the tool that writes it (see the chapter that reads it)")
+    rows, pending = [], []
+    for line in path.read_text().splitlines():
+        if m := _DRAW.match(line): pending.append((int(m[1]), float(m[2])))
+        elif m := _SUMMARY.match(line):
+            rows += [{'run': m[1], 'pool seed': seed, 'value': v} for seed, v in pending]; pending = []
+    if not rows: raise ValueError(f"{path} holds no complete run (per-draw lines followed by a 'label: min …' summary line)")
+    return pd.DataFrame(rows)
+
+# %%
+with tempfile.TemporaryDirectory() as d:
+    log = Path(d)/'draws.txt'
+    log.write_text('collider-lin: counterfactual error …\n  pool seed   0: 0.0230   (7 s)\n  pool seed   1: 0.0205   (6 s)\n'
+                   'collider-lin: min 0.0205, median 0.0205, max 0.0230; 0 of 2 draws within 1.1x of the original (0.0132)\n'
+                   'loan (sgd): validation accuracy …\n  pool seed   0: 0.9024   (6 s)\n'
+                   'loan (sgd): min 0.9024, median 0.9024, max 0.9024; 1 of 1 draws within 1.5 points of the original (0.92)\n')
+    runs = read_draws(log)
+    print(runs)
+    test_eq(runs['run'].tolist(), ['collider-lin', 'collider-lin', 'loan (sgd)'])
+    test_eq(runs['value'].tolist(), [0.0230, 0.0205, 0.9024])
+    log.write_text('  pool seed   0: 0.0230   (7 s)\n')                  # a run cut off before its summary
+    test_fail(lambda: read_draws(log), contains='no complete run')
+    test_fail(lambda: read_draws(Path(d)/'missing.txt'), contains='does not exist')
 
 # %% [markdown]
 # ## Checkpoints

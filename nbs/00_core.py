@@ -334,6 +334,7 @@ def read_draws(path, # a file of runs printed by the tools' `over_draws` (e.g. f
     if not rows: raise ValueError(f"{path} holds no complete run (per-draw lines followed by a 'label: min …' summary line)")
     return pd.DataFrame(rows)
 
+
 # %%
 with tempfile.TemporaryDirectory() as d:
     log = Path(d)/'draws.txt'

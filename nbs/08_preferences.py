@@ -457,6 +457,7 @@ served_sgd, summary_sgd = served_figure(study_sgd, 'loan, SGD classifier: unweig
                                         'fig4_preferences_features_sgd_classifier')
 summary_sgd
 
+
 # %% [markdown]
 # In this seed the weights take people off loan amount (100 → 4 %) and education (26 → 0 %) and move
 # them to savings (88 → 99 %), at 1.74 features per person instead of 3.14. This is the shape of the

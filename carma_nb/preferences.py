@@ -89,9 +89,9 @@ def idle_summary(models: dict, # name -> trained CARMA models (e.g. one per seed
     for method, ms in models.items():
         for m in ms:
             mask, idle = idle_acts(m, people, tol)
+            share = {k: 100 * t.float().mean(0) for k, t in (('acting', mask), ('idle', idle), ('changing', mask & ~idle))}   # (D,) each
             rows.append({'method': method, 'acts': mask.sum(1).float().mean().item(), 'idle acts': idle.sum(1).float().mean().item(),
-                         **{f'{m.names[j]} {k} %': 100 * t[:, j].float().mean().item()
-                            for j in m.actionable.nonzero().flatten().tolist() for k, t in (('acting', mask), ('idle', idle), ('changing', mask & ~idle))}})
+                         **{f'{m.names[j]} {k} %': v[j].item() for j in m.actionable.nonzero().flatten().tolist() for k, v in share.items()}})
     out = pd.DataFrame(rows).groupby('method', sort=False).mean()
     out.insert(2, 'acts that change something', out['acts'] - out['idle acts'])
     return out

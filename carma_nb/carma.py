@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from torch import nn
 
 from .classifier import Classifier, train_classifier
 from .core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cache_dir, cached_checkpoint, config_key, one_thread,
-                           get_profile, load_checkpoint, progress, save_checkpoint)
+                           get_profile, load_checkpoint, load_weights, progress, save_checkpoint, check_positive, check_seeds,
+                           check_whole, check_widths)
 from .data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
 from .flow import CausalFlow, fit_flow
 from .oracle import PAPER_ORACLE, oracle_reference
@@ -28,10 +30,11 @@ from .scm import SCM, SCM_NAMES, get_scm
 
 # %% auto #0
 __all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'SHIFT_SCALE', 'RESTARTS', 'WEIGHT_DECAY', 'POLISH_LR', 'OPTIONAL_HPARAMS',
-           'TABLE5_MARGIN', 'SMALL_BATCH', 'METHOD_COLORS', 'PAPER_CARMA', 'carma_hparams', 'paper_algorithm',
-           'binary_gumbel_st', 'mlp', 'CARMA', 'Recommendation', 'idle_acts', 'NumpyPolicy', 'mask_kl', 'mask_prior',
-           'validity_penalty', 'hinge_temperature', 'carma_loss', 'StackedMLP', 'stacked_training', 'cached_stack',
-           'restart_seed', 'served_masks', 'stacked_outcome', 'restart_scores', 'train_carma_seeds', 'train_carma',
+           'TABLE5_MARGIN', 'SMALL_BATCH', 'ALIGN', 'COLLAPSED', 'CAUSAL_MODELS', 'METHOD_COLORS', 'PAPER_CARMA',
+           'carma_hparams', 'paper_algorithm', 'binary_gumbel_st', 'mlp', 'CARMA', 'Recommendation', 'idle_acts',
+           'NumpyPolicy', 'mask_kl', 'mask_prior', 'masked_mean', 'validity_penalty', 'hinge_temperature', 'carma_loss',
+           'StackedMLP', 'aligned', 'stacked_training', 'cached_stack', 'restart_seed', 'served_masks',
+           'stacked_outcome', 'restart_scores', 'train_carma_seeds', 'TrainingCollapsed', 'train_carma',
            'flush_subnormal_', 'mask_subsets', 'mask_penalty', 'cheapest_valid_masks', 'refine_masks', 'save_carma',
            'load_carma', 'plot_shifts', 'plot_feature_use', 'carma_table']
 
@@ -65,14 +68,17 @@ def carma_hparams(scm: SCM | str, variant: str | None = None, **overrides) -> di
     unknown = set(overrides) - set(hp) - set(OPTIONAL_HPARAMS)
     if unknown: raise ValueError(f"unknown CARMA hyperparameters {sorted(unknown)}; known: {sorted(hp)}")
     hp.update(overrides)
-    P, Rf = hp.get('polish_epochs', 0), hp.get('refine_epochs', 0)
-    if not (hp['lr'] > 0 and hp['epochs'] >= 1 and hp['batch'] >= 1 and hp['tau'] > 0 and hp['margin'] >= 0 and hp['temperature'] >= 0
-            and hp['shift_scale'] > 0 and hp['restarts'] >= 1 and hp['restarts'] == int(hp['restarts'])
-            and P >= 0 and P == int(P) and hp.get('polish_lr', POLISH_LR) > 0
-            and Rf >= 0 and Rf == int(Rf) and hp.get('refine_lr', hp['lr']) > 0):
-        raise ValueError(f"invalid CARMA hyperparameters {hp}: need lr > 0, epochs ≥ 1, batch ≥ 1, tau > 0, margin ≥ 0, temperature ≥ 0, "
-                         "shift_scale > 0, restarts a whole number ≥ 1, polish_epochs and refine_epochs whole numbers ≥ 0, "
-                         "polish_lr > 0, refine_lr > 0")
+    return _checked_hparams(hp)
+
+def _checked_hparams(hp: dict) -> dict:
+    "CARMA's hyperparameters checked one by one (counts whole, rates finite and positive, widths ≥ 1), up front."
+    for k in ('lr', 'tau', 'shift_scale', 'polish_lr', 'refine_lr'):
+        if k in hp: hp[k] = check_positive(hp[k], k)
+    for k in ('margin', 'temperature'): hp[k] = check_positive(hp[k], k, zero=True)
+    for k in ('epochs', 'batch', 'restarts'): hp[k] = check_whole(hp[k], k)
+    for k in ('polish_epochs', 'refine_epochs'):
+        if k in hp: hp[k] = check_whole(hp[k], k, 0)
+    for k in ('mask_hidden', 'action_hidden'): hp[k] = check_widths(hp[k], k)
     return hp
 
 #: Table 5's hinge margin where our rows use another one (chosen on validation people; chapters 7 and 9).
@@ -303,12 +309,19 @@ def mask_prior(weights: torch.Tensor, # (D,) preference weights w_j ≥ 1
     if kind not in ('uniform', 'preference'): raise ValueError(f"prior must be 'uniform' or 'preference', got {kind!r}")
     return 1 / (2 * weights) if kind == 'preference' else torch.full_like(weights, 0.5)
 
+def masked_mean(v: torch.Tensor, # (…, B) values
+                keep: torch.Tensor | None = None, # (B,) 1 for the entries to average, 0 for padding; None: all
+               ) -> torch.Tensor:
+    "The mean over the last axis of the entries `keep` marks (all of them without `keep`)."
+    return v.mean(-1) if keep is None else (v * keep).sum(-1) / keep.sum()
+
 def validity_penalty(p: torch.Tensor, # (B,) classifier probabilities of the counterfactuals
                      margin: float, # hinge margin ε
                      lam: float | torch.Tensor, # current multiplier λ (one per stacked model: shape p.shape[:-1])
+                     keep: torch.Tensor | None = None, # (B,) 1 for real people, 0 for padding (`masked_mean`)
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     "(λ + c·sg(g))·g and the hinge g = mean max(0, 1 + ε − 2p) over the last axis: the damped multiplier term of SPEC §8."
-    g = F.relu(1 + margin - 2 * p).mean(-1)
+    g = masked_mean(F.relu(1 + margin - 2 * p), keep)
     return (lam + DAMPING * g.detach()) * g, g
 
 def hinge_temperature(clf, x: torch.Tensor, factor: float) -> float:
@@ -351,7 +364,16 @@ class StackedMLP(nn.Module):
         return {**{f'{prefix}.{2 * k}.weight': w[s].detach().T.contiguous() for k, w in enumerate(self.weights)},
                 **{f'{prefix}.{2 * k}.bias': b[s, 0].detach().clone() for k, b in enumerate(self.biases)}}
 
-def stacked_training(step, # step(idx (S, b) person indices, lam (S,)) → (loss (S,), parts (4, S): cost, kl, hinge, valid)
+ALIGN = 64   # each model's people are padded to a multiple of this many, so its results never depend on its stack
+
+def aligned(n: int, # people in a batch (or in the whole training set)
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    "Positions (n_pad,) that pad n people to a multiple of `ALIGN` by repeating the first ones, and `keep` (n_pad,): 1 on the real ones."
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n must be a whole number ≥ 1, got {n!r}")
+    pos = torch.arange(-(-n // ALIGN) * ALIGN)
+    return pos % n, (pos < n).float()
+
+def stacked_training(step, # step(idx (S, b) person indices, lam (S,), keep (b,)) → (loss (S,), parts (4, S): cost, kl, hinge, valid)
                      params, # the stacked parameters
                      n_people: int, # people in the training set
                      gens: list[torch.Generator], # one generator per model: its batch order
@@ -361,7 +383,8 @@ def stacked_training(step, # step(idx (S, b) person indices, lam (S,)) → (loss
                     ) -> dict:
     "The loop shared by every stacked trainer: per-model batch orders, Adam, one multiplier λ per model; per-epoch curves (epochs, S)."
     S = len(gens)
-    opt = torch.optim.Adam(params, lr=hp['lr'], weight_decay=WEIGHT_DECAY, fused=True)
+    # one tensor at a time: the fused and multi-tensor kernels round a model's last weights differently in another stack
+    opt = torch.optim.Adam(params, lr=hp['lr'], weight_decay=WEIGHT_DECAY, foreach=False, fused=False)
     lam = torch.zeros(S) if lam0 is None else lam0.clone()
     curves = {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
     for _ in progress(range(hp['epochs']), desc=f'{desc} ×{S}', disable=None if verbose else True):
@@ -369,7 +392,8 @@ def stacked_training(step, # step(idx (S, b) person indices, lam (S,)) → (loss
         perms = torch.stack([torch.randperm(n_people, generator=g) for g in gens])
         for k in range(0, n_people, hp['batch']):
             idx = perms[:, k:k + hp['batch']]
-            loss, parts = step(idx, lam)
+            pos, keep = aligned(idx.shape[1])                                    # pad the batch; padding weighs 0
+            loss, parts = step(idx[:, pos], lam, keep)
             opt.zero_grad(set_to_none=True); loss.sum().backward(); opt.step()   # the models share no parameter
             lam = (lam + parts[2]).clamp_(min=0)                                  # λ ← max(0, λ + g), per model
             sums += parts * idx.shape[1]
@@ -397,20 +421,27 @@ def served_masks(mask_net: StackedMLP, z: torch.Tensor, act: torch.Tensor) -> to
     logits = mask_net(z.expand(S, *z.shape)).unflatten(-1, (len(act), 2))
     return (logits[..., 1] > logits[..., 0]).to(z.dtype) * act
 
-def stacked_outcome(action_net: StackedMLP, cm, clf, problem, xb, zb, a, lo, hi, w, per_person: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def stacked_outcome(action_net: StackedMLP, cm, clf, problem, xb, zb, a, lo, hi, w, per_person: bool = False,
+                    keep: torch.Tensor | None = None, # (b,) the real people of a padded batch (`aligned`)
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     "Classifier logits (S, b) of the counterfactuals of S stacked action networks under masks a (S, b, D), and their mean cost (S,) (per person (S, b) with `per_person`)."
     S, b = a.shape[:2]
     delta = action_net(torch.cat([zb, a], -1)).clamp(lo, hi)
     x_cf = cm.latent_counterfactual(zb.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
     cost = problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), w).view(S, b)
-    return clf.logits(x_cf, check=False).view(S, b), cost if per_person else cost.mean(-1)
+    return clf.logits(x_cf, check=False).view(S, b), cost if per_person else masked_mean(cost, keep)
 
-def restart_scores(mask_net: StackedMLP, action_net: StackedMLP, cm, clf, problem, x, z, act, lo, hi, w) -> torch.Tensor:
-    "Per stacked model: mean cost + share of people left invalid under the causal model, deterministic masks, all people x."
+def restart_scores(mask_net: StackedMLP, action_net: StackedMLP, cm, clf, problem, x, z, act, lo, hi, w
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    "Per stacked model (S,): mean cost + share of people left invalid under the causal model (deterministic masks, all people x), and the coverage."
+    pos, keep = aligned(len(x))
+    x, z = x[pos], z[pos]
     with torch.no_grad():
         a = served_masks(mask_net, z, act)
-        logits, cost = stacked_outcome(action_net, cm, clf, problem, x.expand(len(a), *x.shape), z.expand(len(a), *z.shape), a, lo, hi, w)
-        return cost + (1 - (logits >= 0).float().mean(-1))
+        logits, cost = stacked_outcome(action_net, cm, clf, problem, x.expand(len(a), *x.shape), z.expand(len(a), *z.shape), a, lo, hi, w,
+                                       keep=keep)
+        coverage = masked_mean((logits >= 0).float(), keep)
+        return cost + (1 - coverage), coverage
 
 @one_thread()   # models must not depend on the caller's thread count (chapter 0)
 def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose):
@@ -431,16 +462,16 @@ def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose
     act = torch.zeros(D); act[scm.actionable] = 1.
     w = problem.weights
     prior = mask_prior(w, prior_kind)
-    def step(idx, lam):
+    def step(idx, lam, keep):
         xb, zb, b = x[idx], z[idx], idx.shape[1]                                 # (S, b, D), (S, b, D·d_z)
         logits = mask_net(zb).unflatten(-1, (D, 2))
         u = torch.stack([torch.rand(b, D, generator=g) for g in gens])
         a = binary_gumbel_st(logits[..., 1] - logits[..., 0], hp['tau'], u) * act
-        lg, cost = stacked_outcome(action_net, cm, clf, problem, xb, zb, a, lo, hi, w)
+        lg, cost = stacked_outcome(action_net, cm, clf, problem, xb, zb, a, lo, hi, w, keep=keep)
         p = torch.sigmoid(lg / T)
-        kl = mask_kl(logits, prior, act).mean(-1)
-        penalty, g = validity_penalty(p, hp['margin'], lam)
-        return cost + kl + penalty, torch.stack([cost, kl, g, (p >= 0.5).float().mean(-1)]).detach()
+        kl = masked_mean(mask_kl(logits, prior, act), keep)
+        penalty, g = validity_penalty(p, hp['margin'], lam, keep)
+        return cost + kl + penalty, torch.stack([cost, kl, g, masked_mean((p >= 0.5).float(), keep)]).detach()
     curves = stacked_training(step, [*mask_net.parameters(), *action_net.parameters()], N, gens, hp, f'CARMA {scm.name}', verbose)
     if hp.get('refine_epochs'):   # our fifth addition (below): every mask's amounts, then each person's cheapest valid mask
         curves = refine_masks(mask_net, action_net, cm, clf, problem, x, z, act, lo, hi, w, prior, T, hp, gens, curves, f'CARMA {scm.name}', verbose)
@@ -448,25 +479,27 @@ def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose
     if P:   # our fourth addition: the masks frozen at their deterministic choice, the action network alone refines the amounts
         with torch.no_grad(): a_det = served_masks(mask_net, z, act)              # (S, N, D)
         rows = torch.arange(S)[:, None]
-        def polish_step(idx, lam):
-            lg, cost = stacked_outcome(action_net, cm, clf, problem, x[idx], z[idx], a_det[rows, idx], lo, hi, w)
+        def polish_step(idx, lam, keep):
+            lg, cost = stacked_outcome(action_net, cm, clf, problem, x[idx], z[idx], a_det[rows, idx], lo, hi, w, keep=keep)
             p = torch.sigmoid(lg / T)
-            penalty, g = validity_penalty(p, hp['margin'], lam)
-            return cost + penalty, torch.stack([cost, torch.zeros_like(cost), g, (p >= 0.5).float().mean(-1)]).detach()
+            penalty, g = validity_penalty(p, hp['margin'], lam, keep)
+            return cost + penalty, torch.stack([cost, torch.zeros_like(cost), g, masked_mean((p >= 0.5).float(), keep)]).detach()
         more = stacked_training(polish_step, list(action_net.parameters()), N, gens,
                                 {'lr': hp.get('polish_lr', POLISH_LR), 'epochs': P, 'batch': hp['batch']},
                                 f'CARMA {scm.name} polish', verbose, lam0=curves['lambda'][-1])
         curves = {k: torch.cat([v, more[k]]) for k, v in curves.items()}
-    scores = restart_scores(mask_net, action_net, cm, clf, problem, x, z, act, lo, hi, w).view(n_seeds, R)
+    scores, coverage = (v.view(n_seeds, R) for v in restart_scores(mask_net, action_net, cm, clf, problem, x, z, act, lo, hi, w))
     seconds = (time.perf_counter() - t0) / n_seeds
     out = []
     for i in range(n_seeds):
-        s = i * R + int(scores[i].argmin())                                 # the restart with the best training score
+        r = int(scores[i].argmin())                                         # the restart with the best training score
+        s = i * R + r
         sd = {**mask_net.member(s, 'mask_net'), **action_net.member(s, 'action_net'),
               'actionable': act.clone(), 'z_range': torch.tensor([lo, hi], dtype=torch.float32)}
         extras = {f'history_{k}': v[:, s].clone() for k, v in curves.items()}
         out.append((sd, None, {**extras, 'train_seconds': torch.tensor(seconds), 'stacked_seeds': torch.tensor(S),
-                               'temperature_T': torch.tensor(T), 'restart_scores': scores[i].clone()}))
+                               'temperature_T': torch.tensor(T), 'restart_scores': scores[i].clone(),
+                               'train_coverage': coverage[i, r].clone()}))
     return out
 
 def _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant):
@@ -483,7 +516,7 @@ def _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant
             hp[k] = max(1, round(hp[k] * get_profile(profile).carma_epoch_frac))
     hp = {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()}
     w = as_weights(scm, weights)
-    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'carma_trainer': 'stacked-1', 'scm': scm.name, 'hp': hp,
+    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'carma_trainer': 'stacked-2', 'scm': scm.name, 'hp': hp,
            'prior': prior, 'weights': w.tolist(), 'train': split_id(pool.train),
            'causal_model': getattr(flow, 'config', None), 'classifier': getattr(clf, 'config', None)}
     return scm, pool, hp, w, cfg
@@ -500,13 +533,29 @@ def train_carma_seeds(scm: SCM | str, # the SCM
                       variant: str | None = None, # Table 5 row: None, 'weighted' (default when weights are given) or 'vaca'
                       cache: bool = True, verbose: bool = True) -> list[CARMA]:
     "CARMA models for several seeds (SPEC §8): cached ones are loaded, the others trained at once as a stack."
+    seeds = check_seeds(seeds)
     cks = _carma_checkpoints(scm, clf, flow, pool, seeds, hparams, profile, weights, prior, variant, cache, verbose)
-    return [_carma_from_checkpoint(ck, flow, clf) for ck in cks]
+    models = [_carma_from_checkpoint(ck, flow, clf) for ck in cks]
+    for s, m in zip(seeds, models): _warn_collapse(m, s)
+    return models
+
+COLLAPSED = 0.5   # a model whose counterfactuals help fewer of its own training people than this has failed to train
+
+class TrainingCollapsed(UserWarning):
+    "A trained model that helps too few of its own training people (see `COLLAPSED`)."
+
+def _warn_collapse(model: CARMA, seed: int):
+    "Warn, naming the seed and what to try, when a model's coverage on its own training people is below `COLLAPSED`."
+    cov = model.history.get('train_coverage')
+    if cov is not None and float(cov) < COLLAPSED:
+        warnings.warn(f"CARMA {model.scm} seed {seed}: its recommendations help only {100 * float(cov):.1f} % of its own "
+                      f"training people (under the causal model it trained with; below {100 * COLLAPSED:.0f} %): training "
+                      f"failed. Check the hyperparameters (lr={model.hp['lr']:g}, epochs={model.hp['epochs']}) — "
+                      "a smaller learning rate or more epochs usually helps", TrainingCollapsed, stacklevel=3)
 
 def _carma_checkpoints(scm, clf, flow, pool, seeds, hparams, profile, weights, prior, variant, cache, verbose) -> list[Checkpoint]:
     "The checkpoints (trained weights as saved) behind `train_carma_seeds`, same arguments."
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds): raise ValueError(f"seeds must be distinct and non-empty, got {seeds}")
+    seeds = check_seeds(seeds)
     scm, pool, hp, w, base = _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant)
     cfgs = [{**base, 'seed': s} for s in seeds]
     fit = lambda todo: _fit_carma_seeds(scm, flow, clf, pool, hp, w, prior, [seeds[i] for i in todo], verbose)
@@ -530,10 +579,16 @@ def flush_subnormal_(module: nn.Module) -> int:
             p.masked_fill_(sub, 0.0)
     return n
 
+_FROZEN = ('causal_model.', 'clf.')   # a CARMA's tensors that belong to its causal model and classifier
+
 def _carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier, flush: bool = True) -> CARMA:
-    cfg = ck.config
-    model = CARMA(cm, clf, cfg['hp'], tuple(ck.state_dict['z_range'].tolist()))
-    model.load_state_dict(ck.state_dict, strict=False)   # copies: ck keeps its own tensors
+    cfg, source = ck.config, ck.path or 'a CARMA checkpoint'
+    own = {k: v for k, v in ck.state_dict.items() if not k.startswith(_FROZEN)}
+    z_range = own.get('z_range')
+    if not (isinstance(z_range, torch.Tensor) and z_range.shape == (2,) and torch.isfinite(z_range).all()):
+        raise ValueError(f"{source}: no valid 'z_range' tensor (the clamp range of the latent shift); train or save the model again")
+    model = CARMA(cm, clf, cfg['hp'], tuple(z_range.tolist()))
+    load_weights(model, own, source, skip=_FROZEN)   # every tensor present, shaped and finite; copies: ck keeps its own
     if flush: flush_subnormal_(model.mask_net); flush_subnormal_(model.action_net)   # weight decay leaves dead weights subnormal: slow on some CPUs
     model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
     model.config = cfg
@@ -571,16 +626,17 @@ def cheapest_valid_masks(action_net: StackedMLP, cm, clf, problem, x, z, # x (N,
     "Per stacked model and person, the valid candidate mask (accepted under cm, amounts from action_net) of least cost + penalty."
     S, N = fallback.shape[:2]
     penalty = torch.zeros(len(cands)) if penalty is None else penalty
-    xs, zs = x.expand(S, *x.shape), z.expand(S, *z.shape)
-    best_cost, best = torch.full((S, N), torch.inf), fallback.clone()
+    pos, _ = aligned(N)                     # padded like a training batch; the padding is cut off at the end
+    xs, zs = x[pos].expand(S, len(pos), -1), z[pos].expand(S, len(pos), -1)
+    best_cost, best = torch.full((S, len(pos)), torch.inf), fallback[:, pos].clone()
     with torch.no_grad():
         for m, pen in zip(cands, penalty):   # one pass per mask (at most 15 here), each batched over all models and people
-            logits, cost = stacked_outcome(action_net, cm, clf, problem, xs, zs, m.expand(S, N, -1), lo, hi, w, per_person=True)
+            logits, cost = stacked_outcome(action_net, cm, clf, problem, xs, zs, m.expand(S, len(pos), -1), lo, hi, w, per_person=True)
             cost = cost + pen
             better = (logits >= 0) & (cost < best_cost)   # ties keep the earlier, smaller mask
             best_cost = torch.where(better, cost, best_cost)
             best = torch.where(better[..., None], m, best)
-    return best
+    return best[:, :N]
 
 def refine_masks(mask_net: StackedMLP, action_net: StackedMLP, cm, clf, problem, x, z, act, lo, hi, w,
                  prior: torch.Tensor, # (D,) the mask prior π_j
@@ -594,20 +650,20 @@ def refine_masks(mask_net: StackedMLP, action_net: StackedMLP, cm, clf, problem,
     cands = mask_subsets(act)
     lam = curves['lambda'][-1]     # held fixed in this phase: some masks can never be made valid and would inflate it
     zero = torch.zeros(S)
-    def every_mask_step(idx, _):
+    def every_mask_step(idx, _, keep):
         a = cands[torch.stack([torch.randint(len(cands), (idx.shape[1],), generator=g) for g in gens])]   # uniform over the masks
-        lg, cost = stacked_outcome(action_net, cm, clf, problem, x[idx], z[idx], a, lo, hi, w)
+        lg, cost = stacked_outcome(action_net, cm, clf, problem, x[idx], z[idx], a, lo, hi, w, keep=keep)
         p = torch.sigmoid(lg / T)
-        penalty, g = validity_penalty(p, hp['margin'], lam)
-        return cost + penalty, torch.stack([cost, zero, zero, (p >= 0.5).float().mean(-1)]).detach()
+        penalty, g = validity_penalty(p, hp['margin'], lam, keep)
+        return cost + penalty, torch.stack([cost, zero, zero, masked_mean((p >= 0.5).float(), keep)]).detach()
     more = stacked_training(every_mask_step, list(action_net.parameters()), len(x), gens, {'lr': lr, 'epochs': E, 'batch': hp['batch']},
                             f'{desc} every mask', verbose, lam0=lam)
     with torch.no_grad(): labels = cheapest_valid_masks(action_net, cm, clf, problem, x, z, cands, lo, hi, w, served_masks(mask_net, z, act),
                                                         mask_penalty(cands, prior, act))
     rows = torch.arange(S)[:, None]
-    def label_step(idx, _):
+    def label_step(idx, _, keep):
         d = mask_net(z[idx]).unflatten(-1, (D, 2)).diff(dim=-1).squeeze(-1)       # logit of "intervene" minus "keep"
-        bce = (F.binary_cross_entropy_with_logits(d, labels[rows, idx], reduction='none') * act).sum(-1).mean(-1)
+        bce = masked_mean((F.binary_cross_entropy_with_logits(d, labels[rows, idx], reduction='none') * act).sum(-1), keep)
         return bce, torch.stack([bce, zero, zero, zero]).detach()
     stacked_training(label_step, list(mask_net.parameters()), len(x), gens, {'lr': lr, 'epochs': E, 'batch': hp['batch']},
                      f'{desc} mask labels', verbose, lam0=lam)
@@ -622,23 +678,32 @@ def save_carma(model: CARMA, path) -> Path:
            'clf_hidden': list(model.clf.hidden), 'train_config': getattr(model, 'config', None)}
     return save_checkpoint(path, model.state_dict(), cfg)
 
-def _causal_class(path: str) -> type:
-    "The causal-model class named in a checkpoint; only this package's classes are accepted."
-    module, _, name = path.rpartition('.')
-    if not module.startswith('carma_nb.'): raise ValueError(f"checkpoint names causal model class {path!r}, which is not part of carma_nb")
-    return getattr(importlib.import_module(module), name)
+#: The causal models a saved CARMA may name: this package's own classes, by exact name (an allow-list).
+CAUSAL_MODELS = ('carma_nb.flow.CausalFlow', 'carma_nb.vaca.VACA')
+
+def _causal_class(name: str, source) -> type:
+    "The causal-model class a checkpoint names, if it is one of `CAUSAL_MODELS`."
+    if name not in CAUSAL_MODELS:
+        raise ValueError(f"{source} names causal model class {name!r}; only {', '.join(CAUSAL_MODELS)} can be loaded")
+    module, _, cls = name.rpartition('.')
+    return getattr(importlib.import_module(module), cls)
+
+def _frozen_part(cls, sd: dict, prefix: str, cfg: dict, hidden_key: str, source):
+    "The causal model or classifier stored under `prefix` in a saved CARMA, checked tensor by tensor and frozen."
+    part = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    if not {'mean', 'std'} <= set(part): raise ValueError(f"{source}: the {prefix[:-1]}'s scaler (mean, std) is missing; save the model again")
+    model = cls(cfg['scm'], tuple(cfg[hidden_key]), StandardScaler(part['mean'], part['std']))
+    return load_weights(model, part, f'{source} ({prefix[:-1]})').freeze()
 
 def load_carma(path, scm: str | None = None) -> CARMA:
     "Load a saved CARMA model (causal model and classifier included); with `scm`, refuse one of another SCM."
     ck = load_checkpoint(path, expect={'kind': 'carma-model', **({'scm': get_scm(scm).name} if scm else {})})
     cfg, sd = ck.config, ck.state_dict
-    sub = lambda p: {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
-    cms, cs = sub('causal_model.'), sub('clf.')
-    cm = _causal_class(cfg['causal_class'])(cfg['scm'], tuple(cfg['causal_hidden']), StandardScaler(cms['mean'], cms['std']))
-    cm.load_state_dict(cms); cm.freeze()
-    clf = Classifier(cfg['scm'], tuple(cfg['clf_hidden']), StandardScaler(cs['mean'], cs['std']))
-    clf.load_state_dict(cs); clf.freeze()
-    return _carma_from_checkpoint(Checkpoint(sd, cfg['train_config'] or {'hp': cfg['hp']}, None), cm, clf)
+    lacking = [k for k in ('scm', 'hp', 'causal_class', 'causal_hidden', 'clf_hidden') if k not in cfg]
+    if lacking: raise ValueError(f"{path}: the saved configuration lacks {lacking}; save the model again with save_carma")
+    cm = _frozen_part(_causal_class(cfg['causal_class'], path), sd, 'causal_model.', cfg, 'causal_hidden', path)
+    clf = _frozen_part(Classifier, sd, 'clf.', cfg, 'clf_hidden', path)
+    return _carma_from_checkpoint(Checkpoint(sd, cfg.get('train_config') or {'hp': cfg['hp']}, None, Path(path)), cm, clf)
 
 # %% ../nbs/07_carma.ipynb #23e1cc66
 METHOD_COLORS = {'CARMA': '#1b9e77', 'oracle': '#d95f02', 'DiCE-VAE': '#7570b3', 'CARMA (weighted)': '#e7298a',

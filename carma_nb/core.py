@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -25,8 +26,9 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['PROFILES', 'CKPT_FORMAT', 'TRAINER_VERSION', 'Profile', 'get_profile', 'seed_everything', 'one_thread', 'progress',
            'project_root', 'figure_dir', 'cache_dir', 'atomic_write', 'save_figure', 'markdown_table', 'save_table',
-           'read_draws', 'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'config_key', 'file_lock',
-           'cached_checkpoint', 'as_features']
+           'read_draws', 'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'config_key', 'file_lock',
+           'cached_checkpoint', 'as_features', 'check_whole', 'check_positive', 'check_seed', 'check_seeds',
+           'check_widths']
 
 # %% ../nbs/00_core.ipynb #4df50436
 @dataclass(frozen=True)
@@ -233,6 +235,32 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
                              f"load a checkpoint trained for {k}={v!r} or train one")
     return Checkpoint(payload['state_dict'], config, payload['scaler'], path, payload.get('extras'))
 
+# %% ../nbs/00_core.ipynb #4b91598b
+def load_weights(module: torch.nn.Module, # the freshly built model to fill
+                 state: Mapping[str, torch.Tensor], # the saved tensors (a checkpoint's state_dict)
+                 source: str | Path, # named in every error: the file, or what the tensors come from
+                 skip: tuple[str, ...] = (), # prefixes of `module`'s tensors filled elsewhere (e.g. 'clf.')
+                ) -> torch.nn.Module:
+    "Fill `module` from `state` only if every tensor it needs is present, of its shape and dtype, and finite."
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{source}: the weights are not a mapping of names to tensors; the file is damaged")
+    need = {k: v for k, v in module.state_dict().items() if not k.startswith(tuple(skip))}
+    missing, unknown = sorted(set(need) - set(state)), sorted(set(state) - set(need))
+    if missing or unknown:
+        raise ValueError(f"{source}: " + '; '.join(f'{what} tensors {names[:4]}' + (' …' if len(names) > 4 else '')
+                         for what, names in (('missing', missing), ('unexpected', unknown)) if names)
+                         + ". The file is damaged or was written for another model or version; train or save it again")
+    for k, v in need.items():
+        t = state[k]
+        if t.shape != v.shape or t.dtype != v.dtype:
+            raise ValueError(f"{source}: tensor {k!r} is {t.dtype} {tuple(t.shape)} but the model needs {v.dtype} "
+                             f"{tuple(v.shape)}; the file was written for another architecture")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ValueError(f"{source}: tensor {k!r} holds NaN or inf ({int((~torch.isfinite(t)).sum())} entries); "
+                             "the model is broken: train it again")
+    module.load_state_dict({k: state[k] for k in need}, strict=not skip)
+    return module
+
 # %% ../nbs/00_core.ipynb #f71ac7b0
 def config_key(config: Mapping) -> str:
     "A short, stable hash of a JSON-able config (key order does not matter)."
@@ -296,3 +324,47 @@ def as_features(x, # people's features: (n, D) or a single row (D,); tensor, arr
         raise ValueError(f"{name} contains NaN or inf (first at row {bad[0]}, column {bad[1]}); "
                          "impute or drop those rows first")
     return x
+
+# %% ../nbs/00_core.ipynb #a9a188cf
+def _real(v) -> bool: return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
+
+def check_whole(value, # the argument
+                name: str, # its name, quoted in the error
+                minimum: int = 1, # the smallest allowed value
+               ) -> int:
+    "`value` as an int if it is a whole number ≥ `minimum` (ints, or floats without a fraction); else a ValueError."
+    if not (_real(value) and math.isfinite(value) and float(value) == int(value) and value >= minimum):
+        raise ValueError(f"{name} must be a whole number ≥ {minimum}, got {value!r}")
+    return int(value)
+
+def check_positive(value, # the argument
+                   name: str, # its name, quoted in the error
+                   zero: bool = False, # allow 0 as well
+                  ) -> float:
+    "`value` as a float if it is finite and > 0 (≥ 0 with `zero`); else a ValueError."
+    if not (_real(value) and math.isfinite(value) and (value >= 0 if zero else value > 0)):
+        raise ValueError(f"{name} must be a finite number {'≥' if zero else '>'} 0, got {value!r}")
+    return float(value)
+
+def check_seed(value, name: str = 'seed') -> int:
+    "A random seed: a whole number ≥ 0."
+    return check_whole(value, name, 0)
+
+def check_seeds(value, name: str = 'seeds') -> list[int]:
+    "A non-empty list of distinct seeds, each a whole number ≥ 0."
+    if isinstance(value, (str, bytes)) or not hasattr(value, '__iter__'):
+        raise ValueError(f"{name} must be a list of seeds such as [0, 1, 2], got {value!r}")
+    seeds = [check_seed(s, f'every seed in {name}') for s in value]
+    if not seeds or len(set(seeds)) != len(seeds): raise ValueError(f"{name} must be distinct and non-empty, got {seeds}")
+    return seeds
+
+def check_widths(value, # a sequence of layer widths
+                 name: str, # its name, quoted in the error
+                 empty: bool = False, # allow no hidden layer at all
+                ) -> tuple[int, ...]:
+    "Layer widths as a tuple of whole numbers ≥ 1 (possibly empty with `empty`); else a ValueError."
+    if isinstance(value, (str, bytes)) or not hasattr(value, '__iter__'):
+        raise ValueError(f"{name} must be a list of layer widths such as [32, 32], got {value!r}")
+    widths = tuple(check_whole(w, f'every width in {name}') for w in value)
+    if not widths and not empty: raise ValueError(f"{name} needs at least one layer width, got {value!r}")
+    return widths

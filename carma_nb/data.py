@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import Checkpoint, as_features, cached_checkpoint, load_checkpoint, save_checkpoint
+from .core import Checkpoint, as_features, cached_checkpoint, check_seed, load_checkpoint, load_weights, save_checkpoint
 from .scm import SCM, SCM_NAMES, get_scm
 
 # %% auto #0
@@ -75,8 +75,7 @@ def make_pools(scm: str | SCM, # an SCM or its name
               ) -> Pools:
     "Draw the classifier, causal-model and recourse pools of `scm`, each split from its own seed."
     scm = get_scm(scm)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_seed(seed)
     sizes = {**POOL_SIZES, **(sizes or {})}
     if set(sizes) != set(POOLS): raise ValueError(f"sizes may only name the pools {POOLS}, got {sorted(sizes)}")
     pools = {}
@@ -171,7 +170,7 @@ def model_from_checkpoint(cls, ck: Checkpoint):
     "Rebuild a frozen `cls(scm, hidden, scaler)` model from a checkpoint, with its training curves and config."
     cfg = ck.config
     model = cls(cfg['scm'], tuple(cfg['hidden']), StandardScaler.from_state_dict(ck.scaler))
-    model.load_state_dict(ck.state_dict)
+    load_weights(model, ck.state_dict, ck.path or f"a {cfg.get('kind', 'model')} checkpoint")   # all present, shaped, finite
     model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
     model.config = cfg
     return model.freeze()

@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .carma import (METHOD_COLORS, TEMPERATURE, Recommendation, StackedMLP, cached_stack, hinge_temperature, mlp, stacked_training,
-                            train_carma_seeds, validity_penalty)
+from .carma import (METHOD_COLORS, TEMPERATURE, Recommendation, StackedMLP, cached_stack, hinge_temperature, masked_mean, mlp,
+                            stacked_training, train_carma_seeds, validity_penalty)
 from .classifier import Classifier
-from .core import TRAINER_VERSION, as_features, get_profile, one_thread
+from .core import (TRAINER_VERSION, as_features, check_positive, check_seeds, check_whole, get_profile, load_weights,
+                           one_thread)
 from .data import Pool, Pools, resolve_pool, split_id
 from .flow import fit_flow
 from .oracle import oracle_reference
@@ -40,8 +41,9 @@ def dice_hparams(scm: SCM | str, **overrides) -> dict:
     unknown = set(overrides) - set(hp)
     if unknown: raise ValueError(f"unknown DiCE-VAE hyperparameters {sorted(unknown)}; known: {sorted(hp)}")
     hp.update(overrides)
-    if not (hp['lr'] > 0 and hp['hidden'] >= 1 and hp['batch'] >= 1 and hp['epochs'] >= 1 and hp['margin'] >= 0 and hp['temperature'] >= 0):
-        raise ValueError(f"invalid DiCE-VAE hyperparameters {hp}: need lr > 0, hidden, batch, epochs ≥ 1, margin ≥ 0")
+    hp['lr'] = check_positive(hp['lr'], 'lr')
+    for k in ('hidden', 'batch', 'epochs'): hp[k] = check_whole(hp[k], k)
+    for k in ('margin', 'temperature'): hp[k] = check_positive(hp[k], k, zero=True)
     return hp
 
 # %% ../nbs/10_dice_vae.ipynb #627c8f43
@@ -103,7 +105,7 @@ def _fit_dice_seeds(problem, clf, pool, hp, seeds, verbose):
     enc, dec = StackedMLP([D, H, 2 * D], gens), StackedMLP([2 * D, H, D], gens)
     mutable = torch.zeros(D); mutable[problem.scm.actionable] = 1.
     T = hinge_temperature(clf, x, hp['temperature'])
-    def step(idx, lam):
+    def step(idx, lam, keep):
         xb, b = x[idx], idx.shape[1]
         xt = problem.standardise(xb)
         mu, logvar = enc(xt).chunk(2, -1)
@@ -111,10 +113,10 @@ def _fit_dice_seeds(problem, clf, pool, hp, seeds, verbose):
         xt_new = xt + dec(torch.cat([mu + eps * (0.5 * logvar).exp(), xt], -1)) * mutable
         x_new = torch.where(mutable.bool(), xt_new * problem.std + problem.mean, xb).flatten(0, 1)
         p = torch.sigmoid(clf.logits(x_new, check=False) / T).view(S, b)
-        dist = problem.cost(xb.flatten(0, 1), x_new, mutable.expand(S * b, D)).view(S, b).mean(-1)
-        kl = (0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(-1)).mean(-1)
-        penalty, g = validity_penalty(p, hp['margin'], lam)
-        return dist + kl + penalty, torch.stack([dist, kl, g, (p >= 0.5).float().mean(-1)]).detach()
+        dist = masked_mean(problem.cost(xb.flatten(0, 1), x_new, mutable.expand(S * b, D)).view(S, b), keep)
+        kl = masked_mean(0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(-1), keep)
+        penalty, g = validity_penalty(p, hp['margin'], lam, keep)
+        return dist + kl + penalty, torch.stack([dist, kl, g, masked_mean((p >= 0.5).float(), keep)]).detach()
     curves = stacked_training(step, [*enc.parameters(), *dec.parameters()], N, gens, hp, f'DiCE-VAE {problem.scm.name}', verbose)
     seconds = (time.perf_counter() - t0) / S
     return [({**enc.member(s, 'encoder'), **dec.member(s, 'decoder'), 'mutable': mutable.clone()}, None,
@@ -131,20 +133,19 @@ def train_dice_vae_seeds(scm: SCM | str, # the SCM
     "DiCE-VAE baselines for several seeds, trained on the rejected recourse-training people (SPEC §10)."
     scm = get_scm(scm)
     if clf.scm != scm.name: raise ValueError(f"the classifier was trained for {clf.scm!r}, not {scm.name!r}")
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds): raise ValueError(f"seeds must be distinct and non-empty, got {seeds}")
+    seeds = check_seeds(seeds)
     pool = resolve_pool(scm, pool, 'recourse')
     hp = dice_hparams(scm, **(hparams or {}))
     if not hparams or 'epochs' not in hparams:
         hp['epochs'] = max(1, round(hp['epochs'] * get_profile(profile).carma_epoch_frac))
     problem = recourse_problem(scm, pool)
-    cfgs = [{'kind': 'dice-vae', 'trainer': TRAINER_VERSION, 'dice_trainer': 'stacked-1', 'scm': scm.name, 'hp': hp, 'seed': s,
+    cfgs = [{'kind': 'dice-vae', 'trainer': TRAINER_VERSION, 'dice_trainer': 'stacked-2', 'scm': scm.name, 'hp': hp, 'seed': s,
              'train': split_id(pool.train), 'classifier': getattr(clf, 'config', None)} for s in seeds]
     fit = lambda todo: _fit_dice_seeds(problem, clf, pool, hp, [seeds[i] for i in todo], verbose)
     models = []
     for ck in cached_stack('dice-vae', cfgs, fit, cache):
         model = DiceVAE(problem, clf, ck.config['hp'])
-        model.load_state_dict(ck.state_dict, strict=False)
+        load_weights(model, ck.state_dict, ck.path or 'a DiCE-VAE checkpoint', skip=('clf.',))   # present, shaped, finite
         model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
         model.config = ck.config
         model.eval()

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .carma import PAPER_CARMA, load_carma, train_carma_seeds
-from .core import atomic_write, figure_dir, get_profile, progress, project_root, save_table
+from .carma import PAPER_CARMA, carma_hparams, load_carma, train_carma_seeds
+from .core import TRAINER_VERSION, Profile, atomic_write, config_key, figure_dir, get_profile, progress, project_root, save_table
 from .data import Pool, Split
-from .dice_vae import PAPER_DICE_COST, train_dice_vae_seeds
+from .dice_vae import PAPER_DICE_COST, dice_hparams, train_dice_vae_seeds
 from .flow import fit_flow
 from .oracle import PAPER_ORACLE, cached_oracle, oracle_reference
 from .preferences import PAPER_PREFERENCE_WEIGHTS
@@ -34,8 +34,9 @@ from .scm import SCM_NAMES, get_scm
 from .vaca import fit_vaca
 
 # %% auto #0
-__all__ = ['TABLE1_METHODS', 'LOAN_STUDIES', 'ABLATION_FRACTIONS', 'IDLE_TOL', 'Job', 'plan_jobs', 'run_job', 'results_path',
-           'run_experiments', 'table1', 'read_applicants', 'recommend_file', 'tune_carma', 'import_user_module', 'main']
+__all__ = ['TABLE1_METHODS', 'LOAN_STUDIES', 'ABLATION_FRACTIONS', 'IDLE_TOL', 'Job', 'plan_jobs', 'run_job', 'job_config',
+           'job_path', 'results_path', 'run_experiments', 'table1', 'read_applicants', 'recommend_file', 'tune_carma',
+           'import_user_module', 'main']
 
 # %% ../nbs/11_experiments.ipynb #d51a765b
 TABLE1_METHODS = ('oracle', 'carma', 'dice-vae')
@@ -117,11 +118,23 @@ def _worker_init():
     torch.set_num_threads(1)
     os.environ['CARMA_QUIET'] = '1'
 
-def _run_and_store(job: Job, profile_name: str, path: str) -> str:
+def job_config(job: Job, profile=None) -> dict:
+    "Everything that decides a job's rows: the job, every field of the profile (its seeds among them), the trainers' version and hyperparameters."
+    p = get_profile(profile)
+    hp = (carma_hparams(job.scm, 'vaca' if job.method == 'carma-vaca' else 'weighted' if job.method == 'carma-weighted' else None)
+          if job.method.startswith('carma') else dice_hparams(job.scm) if job.method == 'dice-vae' else None)
+    return {'job': asdict(job), 'profile': asdict(p), 'seeds': list(range(p.seeds)), 'trainer': TRAINER_VERSION,
+            'hparams': {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()} if hp else None}
+
+def job_path(job_dir: str | Path, job: Job, profile=None) -> Path:
+    "The file that stores a job's rows: `<job key>__<hash of job_config>.json`, so a changed setting never reuses old rows."
+    return Path(job_dir)/f'{job.key}__{config_key(job_config(job, profile))[:12]}.json'
+
+def _run_and_store(job: Job, profile: Profile, path: str) -> str:
     t0 = time.perf_counter()
-    rows = run_job(job, profile_name)
+    rows = run_job(job, profile)            # the Profile itself, not its name: a worker must not reload the stock one
     for r in rows: r['job seconds'] = time.perf_counter() - t0
-    with atomic_write(path, 'w') as f: json.dump(rows, f)
+    with atomic_write(path, 'w') as f: json.dump({'config': job_config(job, profile), 'rows': rows}, f)
     return job.key
 
 def results_path(out: str | Path, profile=None) -> Path:
@@ -140,18 +153,19 @@ def run_experiments(profile=None, # quick or paper
     job_dir = out/'jobs'/p.name
     job_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_jobs(scms, methods, studies)
-    todo = [j for j in plan if not (job_dir/f'{j.key}.json').exists()]
+    paths = {j: job_path(job_dir, j, p) for j in plan}
+    todo = [j for j in plan if not paths[j].exists()]
     if verbose: print(f'{len(plan)} jobs planned, {len(plan) - len(todo)} already done, {len(todo)} to run ({p.name} profile, {jobs} worker(s))')
     bar = progress(total=len(todo), desc='experiments', disable=None if verbose else True)
     if jobs == 1:
-        for j in todo: _run_and_store(j, p.name, str(job_dir/f'{j.key}.json')); bar.update()
+        for j in todo: _run_and_store(j, p, str(paths[j])); bar.update()
     elif todo:
         with ProcessPoolExecutor(jobs, mp_context=get_context('spawn'), initializer=_worker_init) as ex:
-            futs = {ex.submit(_run_and_store, j, p.name, str(job_dir/f'{j.key}.json')): j for j in todo}
+            futs = {ex.submit(_run_and_store, j, p, str(paths[j])): j for j in todo}
             for f in as_completed(futs):
                 f.result(); bar.update()
     bar.close()
-    rows = [r for j in plan for r in json.loads((job_dir/f'{j.key}.json').read_text())]
+    rows = [r for j in plan for r in json.loads(paths[j].read_text())['rows']]
     df = pd.DataFrame(rows)
     with atomic_write(results_path(out, p), 'w') as f: df.to_csv(f, index=False)
     return df

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from .classifier import train_classifier
-from .core import as_features, cached_checkpoint, get_profile, progress
+from .core import as_features, cached_checkpoint, check_whole, get_profile, progress
 from .data import Pools, make_pools, split_id
 from .recourse import RecourseProblem, as_weights, evaluate_recourse, recourse_problem, rejected
 from .scm import SCM, SCM_NAMES, _propagate, get_scm
@@ -33,7 +33,7 @@ def oracle_bins(scm: SCM | str) -> int:
 
 def candidate_levels(n_actionable: int, bins: int) -> torch.Tensor:
     "All (bins+1)^K − 1 non-empty candidates as a (C, K) table of levels (0 = no intervention)."
-    if bins < 2: raise ValueError(f"bins must be ≥ 2 (the grid spans two end points), got {bins}")
+    bins = check_whole(bins, 'bins (the grid spans two end points)', 2)
     levels = torch.cartesian_prod(*[torch.arange(bins + 1)] * n_actionable)
     return levels.reshape(-1, n_actionable)[1:]           # row 0 is the empty action
 
@@ -118,7 +118,7 @@ def oracle_recourse(problem: RecourseProblem | SCM | str, # the recourse problem
     problem = problem if isinstance(problem, RecourseProblem) else recourse_problem(problem)
     scm = problem.scm
     x = as_features(x, scm.n_features, 'x', scm.names)
-    bins = oracle_bins(scm) if bins is None else int(bins)
+    bins = oracle_bins(scm) if bins is None else check_whole(bins, 'bins (the grid spans two end points)', 2)
     w = problem.weights if weights is None else as_weights(scm, weights)
     if not max_memory > 0: raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory}")
     act, D, P, K = scm.actionable, scm.n_features, len(x), len(scm.actionable)
@@ -198,7 +198,8 @@ def cached_oracle(scm: SCM | str, pools: Pools, clf, people: torch.Tensor, bins:
     scm = get_scm(scm)
     problem = recourse_problem(scm, pools, weights)
     cfg = {'kind': 'oracle', 'scm': scm.name, 'classifier': getattr(clf, 'config', None),
-           'people': hashlib.sha256(people.contiguous().numpy().tobytes()).hexdigest()[:20], 'bins': bins or oracle_bins(scm),
+           'people': hashlib.sha256(people.contiguous().numpy().tobytes()).hexdigest()[:20],
+           'bins': oracle_bins(scm) if bins is None else check_whole(bins, 'bins (the grid spans two end points)', 2),
            'weights': problem.weights.tolist(), 'recourse_train': split_id(pools.recourse.train)}
     def run():
         t0 = time.perf_counter()

@@ -28,6 +28,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -440,6 +441,51 @@ with tempfile.TemporaryDirectory() as d:
 
 
 # %% [markdown]
+# A checkpoint that loads is not yet a model that works. A file missing one weight, or holding a NaN,
+# would give a network that runs and answers — wrongly: PyTorch's `load_state_dict(strict=False)` keeps
+# the random initial value of a missing layer, and a NaN weight silently makes every output NaN. So
+# every model of the package is filled by `load_weights`, which refuses the file unless each tensor the
+# model needs is there, with its shape and dtype, with finite values, and nothing unknown is left over.
+
+# %%
+#| export
+def load_weights(module: torch.nn.Module, # the freshly built model to fill
+                 state: Mapping[str, torch.Tensor], # the saved tensors (a checkpoint's state_dict)
+                 source: str | Path, # named in every error: the file, or what the tensors come from
+                 skip: tuple[str, ...] = (), # prefixes of `module`'s tensors filled elsewhere (e.g. 'clf.')
+                ) -> torch.nn.Module:
+    "Fill `module` from `state` only if every tensor it needs is present, of its shape and dtype, and finite."
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{source}: the weights are not a mapping of names to tensors; the file is damaged")
+    need = {k: v for k, v in module.state_dict().items() if not k.startswith(tuple(skip))}
+    missing, unknown = sorted(set(need) - set(state)), sorted(set(state) - set(need))
+    if missing or unknown:
+        raise ValueError(f"{source}: " + '; '.join(f'{what} tensors {names[:4]}' + (' …' if len(names) > 4 else '')
+                         for what, names in (('missing', missing), ('unexpected', unknown)) if names)
+                         + ". The file is damaged or was written for another model or version; train or save it again")
+    for k, v in need.items():
+        t = state[k]
+        if t.shape != v.shape or t.dtype != v.dtype:
+            raise ValueError(f"{source}: tensor {k!r} is {t.dtype} {tuple(t.shape)} but the model needs {v.dtype} "
+                             f"{tuple(v.shape)}; the file was written for another architecture")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ValueError(f"{source}: tensor {k!r} holds NaN or inf ({int((~torch.isfinite(t)).sum())} entries); "
+                             "the model is broken: train it again")
+    module.load_state_dict({k: state[k] for k in need}, strict=not skip)
+    return module
+
+
+# %%
+lin, good = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2).state_dict()
+test_eq(load_weights(lin, good, "m.pt").weight.detach(), good["weight"])
+test_fail(lambda: load_weights(lin, {'weight': good['weight']}, 'm.pt'), contains="m.pt: missing tensors ['bias']")
+test_fail(lambda: load_weights(lin, {**good, 'extra': torch.ones(1)}, 'm.pt'), contains="unexpected tensors ['extra']")
+test_fail(lambda: load_weights(lin, {**good, 'bias': torch.ones(3)}, 'm.pt'), contains="'bias' is torch.float32 (3,)")
+test_fail(lambda: load_weights(lin, {**good, 'bias': torch.tensor([0., float('nan')])}, 'm.pt'), contains='NaN or inf')
+test_fail(lambda: load_weights(lin, {**good, 'bias': good['bias'].double()}, 'm.pt'), contains='float64')
+
+
+# %% [markdown]
 # ## The model cache
 #
 # Training is the expensive step, and several chapters need the same model (the loan flow is used by
@@ -562,6 +608,79 @@ test_fail(lambda: as_features(torch.zeros(3, 4), 2, feature_names=['a', 'b']), c
 test_fail(lambda: as_features(torch.tensor([[0., float('nan')]]), 2), contains='NaN or inf (first at row 0, column 1)')
 test_fail(lambda: as_features(torch.zeros(2, 2, 2), 2), contains='must be 2-D')
 test_fail(lambda: as_features([['a', 'b']], 2), contains='must be numeric')
+
+
+# %% [markdown]
+# ## Checking hyperparameters
+#
+# A trainer should refuse a bad setting before it trains, not fail a minute later or — worse — train
+# something else than what was asked (`epochs=2.5` run as 2, `hidden=[0]` a network with an empty
+# layer). Every trainer of the package checks each argument with one of these, so the same kind of
+# value follows the same rule everywhere: counts are **whole numbers** (an int, or a float with no
+# fractional part such as Optuna or JSON may give), rates and scales are **finite positive numbers**,
+# seeds are whole numbers **≥ 0**, and layer widths are whole numbers ≥ 1. Strings and booleans are
+# never numbers here, whatever Python would let them pass for.
+
+# %%
+#| export
+def _real(v) -> bool: return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
+
+def check_whole(value, # the argument
+                name: str, # its name, quoted in the error
+                minimum: int = 1, # the smallest allowed value
+               ) -> int:
+    "`value` as an int if it is a whole number ≥ `minimum` (ints, or floats without a fraction); else a ValueError."
+    if not (_real(value) and math.isfinite(value) and float(value) == int(value) and value >= minimum):
+        raise ValueError(f"{name} must be a whole number ≥ {minimum}, got {value!r}")
+    return int(value)
+
+def check_positive(value, # the argument
+                   name: str, # its name, quoted in the error
+                   zero: bool = False, # allow 0 as well
+                  ) -> float:
+    "`value` as a float if it is finite and > 0 (≥ 0 with `zero`); else a ValueError."
+    if not (_real(value) and math.isfinite(value) and (value >= 0 if zero else value > 0)):
+        raise ValueError(f"{name} must be a finite number {'≥' if zero else '>'} 0, got {value!r}")
+    return float(value)
+
+def check_seed(value, name: str = 'seed') -> int:
+    "A random seed: a whole number ≥ 0."
+    return check_whole(value, name, 0)
+
+def check_seeds(value, name: str = 'seeds') -> list[int]:
+    "A non-empty list of distinct seeds, each a whole number ≥ 0."
+    if isinstance(value, (str, bytes)) or not hasattr(value, '__iter__'):
+        raise ValueError(f"{name} must be a list of seeds such as [0, 1, 2], got {value!r}")
+    seeds = [check_seed(s, f'every seed in {name}') for s in value]
+    if not seeds or len(set(seeds)) != len(seeds): raise ValueError(f"{name} must be distinct and non-empty, got {seeds}")
+    return seeds
+
+def check_widths(value, # a sequence of layer widths
+                 name: str, # its name, quoted in the error
+                 empty: bool = False, # allow no hidden layer at all
+                ) -> tuple[int, ...]:
+    "Layer widths as a tuple of whole numbers ≥ 1 (possibly empty with `empty`); else a ValueError."
+    if isinstance(value, (str, bytes)) or not hasattr(value, '__iter__'):
+        raise ValueError(f"{name} must be a list of layer widths such as [32, 32], got {value!r}")
+    widths = tuple(check_whole(w, f'every width in {name}') for w in value)
+    if not widths and not empty: raise ValueError(f"{name} needs at least one layer width, got {value!r}")
+    return widths
+
+
+# %%
+test_eq(check_whole(3.0, 'epochs'), 3); test_eq(type(check_whole(np.int64(3), 'epochs')), int)
+for bad in (2.5, '5', True, 0, float('inf'), None):
+    test_fail(lambda: check_whole(bad, 'epochs'), contains='epochs must be a whole number ≥ 1')
+test_eq(check_positive(1e-3, 'lr'), 1e-3); test_eq(check_positive(0, 'margin', zero=True), 0.)
+for bad in (0, -1, float('inf'), float('nan'), '1e-3', True):
+    test_fail(lambda: check_positive(bad, 'lr'), contains='lr must be a finite number > 0')
+test_eq(check_seed(0), 0); test_fail(lambda: check_seed(-1), contains='seed must be a whole number ≥ 0')
+test_eq(check_seeds(range(3)), [0, 1, 2]); test_fail(lambda: check_seeds([1, 1]), contains='seeds must be distinct')
+test_fail(lambda: check_seeds([0, -1]), contains='every seed in seeds must be a whole number ≥ 0')
+test_eq(check_widths([32, 32.0], 'hidden'), (32, 32)); test_eq(check_widths((), 'hidden', empty=True), ())
+test_fail(lambda: check_widths([0], 'mask_hidden'), contains='every width in mask_hidden must be a whole number ≥ 1')
+test_fail(lambda: check_widths(32, 'hidden'), contains='a list of layer widths')
+test_fail(lambda: check_widths([], 'mask_hidden'), contains='at least one layer width')
 
 # %%
 #| hide

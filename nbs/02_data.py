@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from carma_nb.core import Checkpoint, as_features, cached_checkpoint, load_checkpoint, save_checkpoint
+from carma_nb.core import Checkpoint, as_features, cached_checkpoint, check_seed, load_checkpoint, load_weights, save_checkpoint
 from carma_nb.scm import SCM, SCM_NAMES, get_scm
 
 # %%
@@ -109,8 +109,7 @@ def make_pools(scm: str | SCM, # an SCM or its name
               ) -> Pools:
     "Draw the classifier, causal-model and recourse pools of `scm`, each split from its own seed."
     scm = get_scm(scm)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_seed(seed)
     sizes = {**POOL_SIZES, **(sizes or {})}
     if set(sizes) != set(POOLS): raise ValueError(f"sizes may only name the pools {POOLS}, got {sorted(sizes)}")
     pools = {}
@@ -138,7 +137,7 @@ small = make_pools('loan', seed=0, sizes={'recourse': (100, 50, 50)})
 test_eq(len(small.recourse.val), 50)
 test_eq(small.classifier.train.x, pools.classifier.train.x)   # other pools do not depend on this size
 test_fail(lambda: make_pools('loan', sizes={'oracle': (1, 1, 1)}), contains='may only name the pools')
-test_fail(lambda: make_pools('loan', seed=-1), contains='non-negative integer')
+test_fail(lambda: make_pools('loan', seed=-1), contains='seed must be a whole number ≥ 0')
 
 
 # %% [markdown]
@@ -258,7 +257,7 @@ def model_from_checkpoint(cls, ck: Checkpoint):
     "Rebuild a frozen `cls(scm, hidden, scaler)` model from a checkpoint, with its training curves and config."
     cfg = ck.config
     model = cls(cfg['scm'], tuple(cfg['hidden']), StandardScaler.from_state_dict(ck.scaler))
-    model.load_state_dict(ck.state_dict)
+    load_weights(model, ck.state_dict, ck.path or f"a {cfg.get('kind', 'model')} checkpoint")   # all present, shaped, finite
     model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
     model.config = cfg
     return model.freeze()

@@ -37,7 +37,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from carma_nb.core import TRAINER_VERSION, Checkpoint, as_features, cached_checkpoint, get_profile, load_checkpoint, one_thread, progress, save_checkpoint, Profile
+from carma_nb.core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoint, check_positive, check_seed,
+                           check_whole, get_profile, load_checkpoint, one_thread, progress, save_checkpoint)
 from carma_nb.data import (Pool, Pools, StandardScaler, load_model, make_pools, model_from_checkpoint, resolve_pool,
                            save_model, split_id, trained_model)
 from carma_nb.scm import SCM, SCM_NAMES, get_scm
@@ -194,8 +195,8 @@ def train_classifier(scm: str | SCM, # the SCM (or its name)
     "Train (or fetch from the cache) the frozen downstream classifier of `scm` (SPEC §3)."
     scm = get_scm(scm)
     pool = resolve_pool(scm, pool, 'classifier')
-    epochs = get_profile(profile).clf_epochs if epochs is None else int(epochs)
-    if epochs < 1 or batch < 1 or not lr > 0: raise ValueError("epochs and batch must be ≥ 1 and lr > 0")
+    epochs = check_whole(get_profile(profile).clf_epochs if epochs is None else epochs, 'epochs')
+    batch, lr, seed = check_whole(batch, 'batch'), check_positive(lr, 'lr'), check_seed(seed)
     if optimizer not in CLASSIFIER_OPTIMIZERS:
         raise ValueError(f"optimizer must be 'adam' (SPEC §3, the default) or 'sgd' (the original code's), got {optimizer!r}")
     hidden = classifier_hidden(scm)

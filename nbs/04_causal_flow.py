@@ -42,7 +42,8 @@ import torch.nn.functional as F
 import zuko
 from torch import nn
 
-from carma_nb.core import TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoint, get_profile, load_checkpoint, one_thread, progress, save_checkpoint
+from carma_nb.core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoint, check_positive, check_seed,
+                           check_whole, check_widths, get_profile, load_checkpoint, one_thread, progress, save_checkpoint)
 from carma_nb.data import (Pool, Pools, StandardScaler, load_model, make_pools, model_from_checkpoint, resolve_pool,
                            save_model, split_id, trained_model)
 from carma_nb.scm import SCM, SCM_NAMES, _check_mask_values, get_scm
@@ -368,10 +369,9 @@ def fit_flow(scm: str | SCM, # the SCM whose graph the flow uses
     "Fit (or fetch from the cache) the causal normalizing flow of `scm` by maximum likelihood (SPEC §4)."
     scm = get_scm(scm)
     pool = resolve_pool(scm, pool, 'causal')
-    epochs = get_profile(profile).flow_epochs if epochs is None else int(epochs)
-    hidden = flow_hidden(scm) if hidden is None else tuple(int(h) for h in hidden)
-    if epochs < 1 or batch < 1 or not lr > 0 or not hidden or min(hidden) < 1 or not (isinstance(patience, int) and patience >= 0):
-        raise ValueError("epochs, batch and hidden widths must be ≥ 1 (hidden non-empty), lr > 0 and patience a whole number ≥ 0")
+    epochs = check_whole(get_profile(profile).flow_epochs if epochs is None else epochs, 'epochs')
+    hidden = flow_hidden(scm) if hidden is None else check_widths(hidden, 'hidden')
+    batch, lr, seed, patience = check_whole(batch, 'batch'), check_positive(lr, 'lr'), check_seed(seed), check_whole(patience, 'patience', 0)
     cfg = {'kind': 'flow', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden), 'epochs': epochs, 'batch': batch, 'lr': lr,
            'seed': seed, 'train': split_id(pool.train), 'val': split_id(pool.val),
            **({} if patience == 30 else {'patience': patience})}   # flows trained before this option keep their cache keys
@@ -452,7 +452,7 @@ pd.DataFrame({'∂ savings / ∂ income (autograd)': v.grad[:, 5].numpy(), 'fini
 test_fail(lambda: flow.counterfactual(x[:, :6], mask, values), contains='6 columns but 7 features')
 test_fail(lambda: flow.log_prob(torch.full((1, 7), float('nan'))), contains='NaN or inf')
 test_fail(lambda: flow.counterfactual(x, mask.float(), values), contains='mask must be a boolean')
-test_fail(lambda: fit_flow('loan', patience=2.5, cache=False), contains='patience a whole number ≥ 0')
+test_fail(lambda: fit_flow('loan', patience=2.5, cache=False), contains='patience must be a whole number ≥ 0')
 test_eq('patience' in flow.config, False)                     # SPEC's patience (30) is not part of the cache key
 with tempfile.TemporaryDirectory() as d:
     p = save_flow(flow, Path(d)/'flow.pt')

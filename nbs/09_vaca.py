@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from carma_nb.carma import carma_hparams, train_carma_seeds
-from carma_nb.core import TRAINER_VERSION, as_features, get_profile, one_thread, progress
+from carma_nb.core import TRAINER_VERSION, as_features, check_positive, check_seed, check_whole, check_widths, get_profile, one_thread, progress
 from carma_nb.data import Pool, Pools, StandardScaler, load_model, make_pools, resolve_pool, save_model, split_id, trained_model
 from carma_nb.flow import PAPER_FLOW_CF_ERROR, evaluate_causal_model, fit_flow
 from carma_nb.oracle import oracle_reference
@@ -280,10 +280,10 @@ def fit_vaca(scm: str | SCM, # the SCM whose graph VACA uses
     "Fit (or fetch from the cache) VACA on `scm`'s causal-model pool by maximising the ELBO (SPEC §5)."
     scm = get_scm(scm)
     pool = resolve_pool(scm, pool, 'causal')
-    epochs = get_profile(profile).vaca_epochs if epochs is None else int(epochs)
-    hidden = tuple(int(h) for h in hidden)
-    if epochs < 1 or batch < 1 or not lr > 0 or len(hidden) != 2 or min(hidden) < 1:
-        raise ValueError("epochs and batch must be ≥ 1, lr > 0, hidden = (embedding width ≥ 1, latent size ≥ 1)")
+    epochs = check_whole(get_profile(profile).vaca_epochs if epochs is None else epochs, 'epochs')
+    hidden = check_widths(hidden, 'hidden')
+    if len(hidden) != 2: raise ValueError(f"hidden must be (embedding width, latent size), two whole numbers ≥ 1, got {hidden}")
+    batch, lr, seed = check_whole(batch, 'batch'), check_positive(lr, 'lr'), check_seed(seed)
     cfg = {'kind': 'vaca', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden), 'epochs': epochs,
            'batch': batch, 'lr': lr, 'seed': seed, 'train': split_id(pool.train), 'val': split_id(pool.val)}
     return trained_model(VACA, 'vaca', cfg, lambda: _fit_vaca(scm, pool, hidden, epochs, batch, lr, seed, verbose), cache)
@@ -327,7 +327,7 @@ with tempfile.TemporaryDirectory() as d:
     test_eq(load_vaca(p_, 'loan').counterfactual(x, m, v), cf)
     test_fail(lambda: load_vaca(p_, 'chain-lin'), contains="scm='chain-lin' was requested")
 test_fail(lambda: vaca.counterfactual(x[:, :5], m, v), contains='5 columns but 7 features')
-test_fail(lambda: fit_vaca('loan', hidden=(16,)), contains='hidden = (embedding width')
+test_fail(lambda: fit_vaca('loan', hidden=(16,)), contains='hidden must be (embedding width, latent size)')
 
 
 # %% [markdown]

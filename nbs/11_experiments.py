@@ -55,10 +55,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from carma_nb.carma import PAPER_CARMA, load_carma, train_carma_seeds
-from carma_nb.core import atomic_write, figure_dir, get_profile, progress, project_root, save_table
+from carma_nb.carma import PAPER_CARMA, carma_hparams, load_carma, train_carma_seeds
+from carma_nb.core import TRAINER_VERSION, Profile, atomic_write, config_key, figure_dir, get_profile, progress, project_root, save_table
 from carma_nb.data import Pool, Split
-from carma_nb.dice_vae import PAPER_DICE_COST, train_dice_vae_seeds
+from carma_nb.dice_vae import PAPER_DICE_COST, dice_hparams, train_dice_vae_seeds
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import PAPER_ORACLE, cached_oracle, oracle_reference
 from carma_nb.preferences import PAPER_PREFERENCE_WEIGHTS
@@ -68,7 +68,8 @@ from carma_nb.vaca import fit_vaca
 
 # %%
 #| hide
-from fastcore.test import test_eq, test_fail, test_close
+from fastcore.test import test_eq, test_fail, test_close, test_ne
+import dataclasses
 import tempfile
 import matplotlib.pyplot as plt
 
@@ -186,10 +187,14 @@ pd.DataFrame(rows).round(3)
 # %% [markdown]
 # ## Running the plan
 #
-# `run_experiments` writes each job's rows to `<out>/jobs/<profile>/<job>.json` (atomically) and skips
-# jobs whose file exists; then it collects everything into `<out>/results_<profile>.csv`. With `jobs > 1`
-# it runs jobs in that many worker processes, each limited to one thread (on a 2-core machine two
-# single-threaded workers are much faster than one two-threaded process on these small models).
+# `run_experiments` writes each job's rows to `<out>/jobs/<profile>/<job>__<hash>.json` (atomically) and
+# skips jobs whose file exists. The hash is of `job_config`: everything that decides the rows — the job,
+# every field of the profile (the seed count among them), the trainers' version and the method's
+# hyperparameters — so a run with other settings (`--seeds 3`, say) never picks up an older run's rows.
+# Then it collects everything into `<out>/results_<profile>.csv`. With `jobs > 1` it runs jobs in that
+# many worker processes, each limited to one thread (on a 2-core machine two single-threaded workers are
+# much faster than one two-threaded process on these small models). The workers receive the `Profile`
+# itself, not its name, so a profile changed on the command line reaches them.
 
 # %%
 #| export
@@ -197,11 +202,23 @@ def _worker_init():
     torch.set_num_threads(1)
     os.environ['CARMA_QUIET'] = '1'
 
-def _run_and_store(job: Job, profile_name: str, path: str) -> str:
+def job_config(job: Job, profile=None) -> dict:
+    "Everything that decides a job's rows: the job, every field of the profile (its seeds among them), the trainers' version and hyperparameters."
+    p = get_profile(profile)
+    hp = (carma_hparams(job.scm, 'vaca' if job.method == 'carma-vaca' else 'weighted' if job.method == 'carma-weighted' else None)
+          if job.method.startswith('carma') else dice_hparams(job.scm) if job.method == 'dice-vae' else None)
+    return {'job': asdict(job), 'profile': asdict(p), 'seeds': list(range(p.seeds)), 'trainer': TRAINER_VERSION,
+            'hparams': {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()} if hp else None}
+
+def job_path(job_dir: str | Path, job: Job, profile=None) -> Path:
+    "The file that stores a job's rows: `<job key>__<hash of job_config>.json`, so a changed setting never reuses old rows."
+    return Path(job_dir)/f'{job.key}__{config_key(job_config(job, profile))[:12]}.json'
+
+def _run_and_store(job: Job, profile: Profile, path: str) -> str:
     t0 = time.perf_counter()
-    rows = run_job(job, profile_name)
+    rows = run_job(job, profile)            # the Profile itself, not its name: a worker must not reload the stock one
     for r in rows: r['job seconds'] = time.perf_counter() - t0
-    with atomic_write(path, 'w') as f: json.dump(rows, f)
+    with atomic_write(path, 'w') as f: json.dump({'config': job_config(job, profile), 'rows': rows}, f)
     return job.key
 
 def results_path(out: str | Path, profile=None) -> Path:
@@ -220,18 +237,19 @@ def run_experiments(profile=None, # quick or paper
     job_dir = out/'jobs'/p.name
     job_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_jobs(scms, methods, studies)
-    todo = [j for j in plan if not (job_dir/f'{j.key}.json').exists()]
+    paths = {j: job_path(job_dir, j, p) for j in plan}
+    todo = [j for j in plan if not paths[j].exists()]
     if verbose: print(f'{len(plan)} jobs planned, {len(plan) - len(todo)} already done, {len(todo)} to run ({p.name} profile, {jobs} worker(s))')
     bar = progress(total=len(todo), desc='experiments', disable=None if verbose else True)
     if jobs == 1:
-        for j in todo: _run_and_store(j, p.name, str(job_dir/f'{j.key}.json')); bar.update()
+        for j in todo: _run_and_store(j, p, str(paths[j])); bar.update()
     elif todo:
         with ProcessPoolExecutor(jobs, mp_context=get_context('spawn'), initializer=_worker_init) as ex:
-            futs = {ex.submit(_run_and_store, j, p.name, str(job_dir/f'{j.key}.json')): j for j in todo}
+            futs = {ex.submit(_run_and_store, j, p, str(paths[j])): j for j in todo}
             for f in as_completed(futs):
                 f.result(); bar.update()
     bar.close()
-    rows = [r for j in plan for r in json.loads((job_dir/f'{j.key}.json').read_text())]
+    rows = [r for j in plan for r in json.loads(paths[j].read_text())['rows']]
     df = pd.DataFrame(rows)
     with atomic_write(results_path(out, p), 'w') as f: df.to_csv(f, index=False)
     return df
@@ -251,6 +269,9 @@ with tempfile.TemporaryDirectory() as d:
     assert time.perf_counter() - t0 < 5
     test_eq(again[['cost x100']].to_numpy(), res[['cost x100']].to_numpy())
     assert results_path(d, 'quick').exists()
+    one_seed = dataclasses.replace(get_profile('quick'), seeds=1)          # what `--seeds 1` makes
+    test_ne(job_path(d, Job('chain-lin', 'carma'), one_seed), job_path(d, Job('chain-lin', 'carma'), 'quick'))
+    test_eq(len(run_experiments(one_seed, ['chain-lin'], methods=('carma',), studies=(), out=d, verbose=False)), 1)
 res[['scm', 'method', 'seed', 'cost x100', 'validity %', 'acts', 'ms per person (batch size 1)']].round(3)
 
 

@@ -50,7 +50,7 @@ def test_bad_inputs(clf):
         c.decide(torch.full((2, 7), float('inf')))
     with pytest.raises(TypeError, match='must be a data Pool'):
         train_classifier('loan', pool=torch.zeros(3, 7))
-    with pytest.raises(ValueError, match='epochs and batch'):
+    with pytest.raises(ValueError, match='epochs must be a whole number ≥ 1'):
         train_classifier('loan', pools.classifier, epochs=0, cache=False)
 
 

@@ -12,7 +12,7 @@ import torch
 from carma_nb.carma import NumpyPolicy, _recommend, save_carma, train_carma
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
-from carma_nb.experiments import IDLE_TOL, main, read_applicants, recommend_file, run_experiments
+from carma_nb.experiments import IDLE_TOL, Job, job_path, main, read_applicants, recommend_file, run_experiments
 from carma_nb.flow import fit_flow
 from carma_nb.scm import get_scm
 
@@ -112,10 +112,12 @@ def test_numpy_path_equals_torch_path(saved):
 
 def test_runner_resumes_and_never_reads_half_written_files(tmp_path):
     res = run_experiments('quick', ['chain-lin'], methods=('oracle',), studies=(), out=tmp_path, verbose=False)
-    job = tmp_path / 'jobs' / 'quick' / 'chain-lin__oracle.json'
-    assert job.exists() and len(json.loads(job.read_text())) == 1
+    job = job_path(tmp_path / 'jobs' / 'quick', Job('chain-lin', 'oracle'), 'quick')
+    stored = json.loads(job.read_text())
+    assert job.exists() and len(stored['rows']) == 1 and stored['config']['seeds'] == [0, 1]
     assert not list((tmp_path / 'jobs' / 'quick').glob('*.tmp*'))
-    job.write_text(json.dumps([{**json.loads(job.read_text())[0], 'cost x100': -1.0}]))   # a finished job is not redone
+    stored['rows'][0]['cost x100'] = -1.0
+    job.write_text(json.dumps(stored))                                   # a finished job is not redone
     again = run_experiments('quick', ['chain-lin'], methods=('oracle',), studies=(), out=tmp_path, verbose=False)
     assert float(again['cost x100'].iloc[0]) == -1.0 and len(again) == len(res)
     with pytest.raises(ValueError, match='jobs must be ≥ 1'):

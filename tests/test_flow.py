@@ -122,7 +122,7 @@ def test_bad_inputs(flows):
     with pytest.raises(ValueError, match='valid names'):
         fit_flow('loans')
     for bad in (-1, 2.5, None):
-        with pytest.raises(ValueError, match='patience a whole number'):
+        with pytest.raises(ValueError, match='patience must be a whole number'):
             fit_flow('loan', pools.causal, epochs=1, cache=False, patience=bad)
 
 

@@ -86,7 +86,7 @@ def test_bad_inputs(setups):
     problem, clf, people = setups['loan']
     with pytest.raises(ValueError, match='3 columns but 7 features'):
         oracle_recourse(problem, clf, people[:, :3])
-    with pytest.raises(ValueError, match='bins must be ≥ 2'):
+    with pytest.raises(ValueError, match=r'bins \(the grid spans two end points\) must be a whole number ≥ 2'):
         oracle_recourse(problem, clf, people, bins=1)
     with pytest.raises(ValueError, match='max_memory'):
         oracle_recourse(problem, clf, people, max_memory=0)

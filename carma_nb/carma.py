@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .classifier import Classifier, train_classifier
-from .core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cache_dir, cached_checkpoint, config_key, one_thread,
-                           get_profile, load_checkpoint, load_weights, progress, save_checkpoint, check_positive, check_seeds,
-                           check_whole, check_widths)
+from .core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoints, check_positive, check_seeds,
+                           check_whole, check_widths, get_profile, load_checkpoint, load_weights, one_thread, progress,
+                           save_checkpoint)
 from .data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
 from .flow import CausalFlow, fit_flow
 from .oracle import PAPER_ORACLE, oracle_reference
@@ -405,11 +405,9 @@ def cached_stack(kind: str, # model-cache folder
                  cfgs: list[dict], # one full configuration per seed
                  fit_missing, # fit_missing(indices) → [(state_dict, scaler, extras)] for those configurations, trained together
                  cache: bool = True) -> list[Checkpoint]:
-    "One checkpoint per configuration: cached ones are loaded, the missing ones trained in one call."
-    todo = [i for i, c in enumerate(cfgs) if not (cache and (cache_dir()/kind/f'{config_key(c)}.pt').exists())]
-    fits = dict(zip(todo, fit_missing(todo))) if todo else {}
-    return [cached_checkpoint(kind, c, lambda i=i: fits[i]) if cache else Checkpoint(fits[i][0], c, None, None, fits[i][2])
-            for i, c in enumerate(cfgs)]
+    "One checkpoint per config: the cached ones loaded, the missing ones trained at once under their locks."
+    if cache: return cached_checkpoints(kind, cfgs, fit_missing)   # which are missing: asked under the locks
+    return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
 
 def restart_seed(seed: int, r: int) -> int:
     "The random seed of restart r of `seed`: restart 0 is the seed itself, so restarts=1 is plain training."

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 __all__ = ['PROFILES', 'CKPT_FORMAT', 'TRAINER_VERSION', 'Profile', 'get_profile', 'seed_everything', 'one_thread', 'progress',
            'project_root', 'figure_dir', 'cache_dir', 'atomic_write', 'save_figure', 'markdown_table', 'save_table',
            'read_draws', 'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'config_key', 'file_lock',
-           'cached_checkpoint', 'as_features', 'check_whole', 'check_positive', 'check_seed', 'check_seeds',
-           'check_widths']
+           'file_locks', 'remove_orphaned_temps', 'cached_checkpoints', 'cached_checkpoint', 'as_features',
+           'check_whole', 'check_positive', 'check_seed', 'check_seeds', 'check_widths']
 
 # %% ../nbs/00_core.ipynb #4df50436
 @dataclass(frozen=True)
@@ -276,9 +276,66 @@ def file_lock(path: str | Path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
+@contextlib.contextmanager
+def file_locks(paths: list): # lock files, e.g. one per model of a stack
+    "Hold exclusive locks on several files, taken in one fixed (sorted) order: overlaps never deadlock."
+    if isinstance(paths, (str, Path)):
+        raise TypeError("file_locks takes a list of paths; for one path, use file_lock")
+    with contextlib.ExitStack() as stack:
+        for p in sorted({Path(p).resolve() for p in paths}): stack.enter_context(file_lock(p))
+        yield
+
 # %% ../nbs/00_core.ipynb #f7e61f88
+def _temp_files(path: Path) -> list[Path]:
+    "The temporary files `atomic_write` makes for `path`: `.<name>.`, mkstemp's 8 random characters, `.tmp`."
+    pattern = re.compile(rf'\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp')
+    if not path.parent.is_dir(): return []
+    return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
+
+def remove_orphaned_temps(path: str | Path, # a file whose writers all hold one lock (a cached model)
+                         ) -> int:
+    "Delete the temporary files that killed `atomic_write`s of `path` left; call it under its writers' lock."
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a str or a Path, not {type(path).__name__}")
+    n = 0
+    for p in _temp_files(Path(path)):
+        with contextlib.suppress(FileNotFoundError): p.unlink(); n += 1
+    return n
+
+# %% ../nbs/00_core.ipynb #85095371
 #: Part of every cached model's config: bump it whenever training code changes, so no stale model is reused.
 TRAINER_VERSION = 2
+
+def _check_trained(out):
+    if not (isinstance(out, tuple) and len(out) in (2, 3)):
+        raise TypeError("train must return (state_dict, scaler_state_or_None) or (state_dict, scaler, "
+                        f"extras) for each model, got {type(out).__name__}")
+
+def cached_checkpoints(kind: str, # model family, e.g. 'carma' (a sub-folder of the cache)
+                       configs: list, # full JSON-able training configurations, one per model
+                       train_missing: Callable[[list], list], # (indices) → one trained tuple per index
+                       cache: str | Path | None = None, # cache folder; default `cache_dir()`
+                       refresh: bool = False, # retrain even the cached ones
+                      ) -> list[Checkpoint]:
+    "Every config's checkpoint; the missing ones trained in one `train_missing` call, under their locks."
+    _check_name(kind)
+    if isinstance(configs, Mapping):
+        raise TypeError("configs must be a list of configs; for a single one, use cached_checkpoint")
+    configs = list(configs)
+    paths = [Path(cache or cache_dir())/kind/f'{config_key(c)}.pt' for c in configs]
+    if not paths: raise ValueError("configs is empty: give at least one configuration")
+    if len(set(paths)) < len(paths): raise ValueError("configs must be distinct: two describe the same model")
+    need = [i for i, p in enumerate(paths) if refresh or not p.exists()]
+    if need:
+        with file_locks([paths[i].with_suffix('.lock') for i in need]):
+            for i in need: remove_orphaned_temps(paths[i])   # safe: every writer of paths[i] holds its lock
+            todo = [i for i in need if refresh or not paths[i].exists()]   # asked again, under the locks
+            outs = list(train_missing(todo)) if todo else []
+            if len(outs) != len(todo):
+                raise TypeError(f"train_missing returned {len(outs)} models for {len(todo)} configs")
+            for out in outs: _check_trained(out)
+            for i, out in zip(todo, outs): save_checkpoint(paths[i], out[0], configs[i], *out[1:])
+    return [load_checkpoint(p, expect=c) for p, c in zip(paths, configs)]
 
 def cached_checkpoint(kind: str, # model family, e.g. 'flow' (a sub-folder of the cache)
                       config: Mapping, # the full JSON-able training configuration
@@ -287,16 +344,7 @@ def cached_checkpoint(kind: str, # model family, e.g. 'flow' (a sub-folder of th
                       refresh: bool = False, # retrain even if a cached model exists
                      ) -> Checkpoint:
     "Return the cached checkpoint for `config`, calling `train()` (once, under a lock) if it is missing."
-    _check_name(kind)
-    path = Path(cache or cache_dir())/kind/f'{config_key(config)}.pt'
-    if path.exists() and not refresh: return load_checkpoint(path, expect=config)
-    with file_lock(path.with_suffix('.lock')):
-        if path.exists() and not refresh: return load_checkpoint(path, expect=config)  # trained while we waited
-        out = train()
-        if not (isinstance(out, tuple) and len(out) in (2, 3)):
-            raise TypeError("train() must return (state_dict, scaler_state_or_None) or (state_dict, scaler, extras)")
-        save_checkpoint(path, out[0], config, *out[1:])
-    return load_checkpoint(path, expect=config)
+    return cached_checkpoints(kind, [config], lambda todo: [train()], cache, refresh)[0]
 
 # %% ../nbs/00_core.ipynb #3546d161
 def as_features(x, # people's features: (n, D) or a single row (D,); tensor, array or nested list

@@ -11,11 +11,13 @@ import importlib.util
 import json
 import math
 import os
+import secrets
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
+from multiprocessing import get_context, parent_process
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,8 @@ import pandas as pd
 import torch
 
 from .carma import PAPER_CARMA, carma_hparams, load_carma, train_carma_seeds
-from .core import TRAINER_VERSION, Profile, atomic_write, config_key, figure_dir, get_profile, progress, project_root, save_table
+from .core import (TRAINER_VERSION, Profile, atomic_write, check_whole, config_key, figure_dir, get_profile, progress,
+                           project_root, save_table)
 from .data import Pool, Split
 from .dice_vae import PAPER_DICE_COST, dice_hparams, train_dice_vae_seeds
 from .flow import fit_flow
@@ -34,9 +37,9 @@ from .scm import SCM_NAMES, get_scm
 from .vaca import fit_vaca
 
 # %% auto #0
-__all__ = ['TABLE1_METHODS', 'LOAN_STUDIES', 'ABLATION_FRACTIONS', 'IDLE_TOL', 'Job', 'plan_jobs', 'run_job', 'job_config',
-           'job_path', 'results_path', 'run_experiments', 'table1', 'read_applicants', 'recommend_file', 'tune_carma',
-           'import_user_module', 'main']
+__all__ = ['TABLE1_METHODS', 'LOAN_STUDIES', 'ABLATION_FRACTIONS', 'IDLE_TOL', 'Job', 'plan_jobs', 'run_job', 'exit_with_parent',
+           'job_config', 'job_path', 'results_path', 'run_experiments', 'table1', 'read_applicants', 'recommend_file',
+           'tune_storage', 'tune_carma', 'import_user_module', 'main']
 
 # %% ../nbs/11_experiments.ipynb #d51a765b
 TABLE1_METHODS = ('oracle', 'carma', 'dice-vae')
@@ -114,9 +117,24 @@ def run_job(job: Job, profile=None) -> list[dict]:
     return rows
 
 # %% ../nbs/11_experiments.ipynb #fc520d6f
+def exit_with_parent() -> threading.Thread:
+    "In a multiprocessing worker: start a daemon thread that ends this process as soon as its parent ends."
+    parent = parent_process()
+    if parent is None:
+        raise RuntimeError("exit_with_parent runs in a multiprocessing worker (e.g. a pool's initializer); "
+                           "this process was not started by multiprocessing")
+    def watch():
+        parent.join()                    # waits on the parent's sentinel: returns once the parent has ended
+        os._exit(1)                      # at once: the parent can no longer use anything this worker does
+    t = threading.Thread(target=watch, name='exit-with-parent', daemon=True)
+    t.start()
+    return t
+
+# %% ../nbs/11_experiments.ipynb #99a46a87
 def _worker_init():
     torch.set_num_threads(1)
     os.environ['CARMA_QUIET'] = '1'
+    exit_with_parent()
 
 def job_config(job: Job, profile=None) -> dict:
     "Everything that decides a job's rows: the job, every field of the profile (its seeds among them), the trainers' version and hyperparameters."
@@ -148,7 +166,7 @@ def run_experiments(profile=None, # quick or paper
                     verbose: bool = True) -> pd.DataFrame:
     "Run (or resume) every planned job and return the tidy results table (also written as CSV)."
     p = get_profile(profile)
-    if jobs < 1: raise ValueError(f"jobs must be ≥ 1, got {jobs}")
+    jobs = check_whole(jobs, 'jobs')
     out = Path(out) if out is not None else figure_dir(p)
     job_dir = out/'jobs'/p.name
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -251,33 +269,68 @@ def _suggest(trial) -> dict:
                 margin=trial.suggest_float('margin', 0.001, 0.020), tau=trial.suggest_float('tau', 0.01, 1.0),
                 temperature=trial.suggest_categorical('temperature', [0., 1., 2., 4., 8.]))   # our addition (chapter 7)
 
+def _shown(url: str) -> str:
+    "The URL as printed in messages, with any password hidden."
+    from sqlalchemy.engine import make_url
+    try: return make_url(url).render_as_string(hide_password=True)
+    except Exception: return url
+
+def tune_storage(url: str, # an Optuna database URL: sqlite:///tune.db, postgresql://user@host/db, …
+                ):
+    "Open (creating its tables if needed) the Optuna database at `url`; errors name the URL and the fix."
+    import optuna
+    if not isinstance(url, str) or '://' not in url:
+        raise ValueError(f"--storage {url!r} is not a database URL; give one such as sqlite:///carma_tune.db "
+                         "or postgresql://user:password@host/database")
+    try: return optuna.storages.RDBStorage(url)
+    except ImportError as e:
+        raise ImportError(f"--storage {_shown(url)}: {e} (e.g. psycopg2 for PostgreSQL)") from None
+    except Exception as e:
+        why = (str(e).splitlines() or [''])[0][:200]
+        raise ValueError(f"--storage {_shown(url)} cannot be opened ({type(e).__name__}: {why}); "
+                         "check the URL (for sqlite, that its folder exists)") from None
+
+def _tune_study(name: str, profile_name: str, storage: str | None, study_name: str | None, seed: int | None):
+    "The shared study (its storage checked first) and the sampler seed this worker uses."
+    import optuna
+    db = tune_storage(storage or f'sqlite:///carma_tune_{name}.db')
+    if seed is None: seed = secrets.randbits(32)                       # a fresh seed per worker
+    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}; or None for a fresh one")
+    study = optuna.create_study(study_name=study_name or f'carma-{name}-{profile_name}', storage=db,
+                                directions=['minimize', 'maximize'], load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=int(seed)))
+    return study, int(seed)
+
 def tune_carma(scm: str, # the SCM
                trials: int = 20, # trials run by this worker
                storage: str | None = None, # Optuna storage URL (default: sqlite file carma_tune_<scm>.db here)
-               study_name: str | None = None, profile=None, seed: int = 0, verbose: bool = True) -> dict:
+               study_name: str | None = None, profile=None,
+               seed: int | None = None, # sampler seed; None: a fresh one, so workers explore different trials
+               verbose: bool = True) -> dict:
     "Two-objective CARMA hyperparameter search (cost ↓, validity ↑ on validation people); returns the chosen trial."
     try: import optuna
     except ImportError: raise ImportError("tuning needs Optuna: pip install optuna") from None
-    if trials < 1: raise ValueError(f"trials must be ≥ 1, got {trials}")
+    trials = check_whole(trials, 'trials')
     name = get_scm(scm).name
     p = get_profile(profile)
+    if not verbose: optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study, seed = _tune_study(name, p.name, storage, study_name, seed)     # before any training
     ref = oracle_reference(name, p)
     flow = fit_flow(name, ref.pools.causal, p, verbose=False)
     val = rejected(ref.clf, ref.pools.recourse.val.x)
     def objective(trial):
         hp = _suggest(trial)
         if p.name != 'paper': hp['epochs'] = max(1, round(hp['epochs'] * p.carma_epoch_frac))
-        m = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds=[seed], hparams=hp, profile=p, verbose=False)[0]
+        m = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds=[0], hparams=hp, profile=p,
+                              verbose=False)[0]
         r = m.recommend(val)
         met = evaluate_recourse(ref.problem, ref.clf, val, r.mask, r.values, r.x_cf).metrics
         return met['cost x100'], met['validity %']
-    if not verbose: optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=study_name or f'carma-{name}-{p.name}', storage=storage or f'sqlite:///carma_tune_{name}.db',
-                                directions=['minimize', 'maximize'], load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed))
     study.optimize(objective, n_trials=trials)
     best = min(study.best_trials, key=lambda t: t.values[0] / 100 + (1 - t.values[1] / 100))
     return {'trial': best.number, 'cost x100': best.values[0], 'validity %': best.values[1], 'params': best.params,
-            'trials in study': len(study.trials)}
+            'trials in study': len(study.trials), 'sampler seed': seed}
 
 # %% ../nbs/11_experiments.ipynb #bdac0df1
 def import_user_module(spec: str # a dotted module name importable from here, or a path to a .py file
@@ -335,6 +388,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--trials', type=int, default=20, help='trials run by this worker (default: 20)')
     t.add_argument('--storage', default=None, help='Optuna storage URL shared by workers (default: sqlite file carma_tune_<scm>.db)')
     t.add_argument('--profile', choices=['quick', 'paper'], default='paper')
+    t.add_argument('--seed', type=int, default=None,
+                   help="this worker's sampler seed (default: a fresh one, so that workers sharing a study "
+                        "explore different trials; two workers given the same seed propose the same trials)")
     return ap
 
 def _run_notebook(path: str, write: bool = False) -> str:
@@ -391,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f'{len(out)} applicants ({int(out["accepted"].sum())} already accepted) served in {time.perf_counter() - t0:.2f} s → {a.output}'
                   + (f'; {out.attrs["idle acts dropped"]} idle acts left out (--idle-tol 0 keeps them)' if out.attrs['idle acts dropped'] else ''))
         elif a.command == 'tune':
-            best = tune_carma(a.scm, a.trials, a.storage, profile=a.profile)
+            best = tune_carma(a.scm, a.trials, a.storage, profile=a.profile, seed=a.seed)
             print(json.dumps(best, indent=1))
     except (ValueError, FileNotFoundError, ImportError, KeyError, RuntimeError) as e:
         print(f'carma-nb {a.command}: error: {e}', file=sys.stderr)

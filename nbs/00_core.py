@@ -495,7 +495,9 @@ test_fail(lambda: load_weights(lin, {**good, 'bias': good['bias'].double()}, 'm.
 #
 # Two notebooks run in parallel under `nbdev_test` may ask for the same model at once. An exclusive
 # `fcntl.flock` on a per-model lock file makes the second wait while the first trains, then read the
-# finished file instead of training again.
+# finished file instead of training again. The order matters: "is the model there?" must be asked
+# again *after* taking the lock. Asked only before, both processes see it missing, both queue at the
+# lock, and both train it, the second after the first has finished.
 
 # %%
 #| export
@@ -513,15 +515,100 @@ def file_lock(path: str | Path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
+@contextlib.contextmanager
+def file_locks(paths: list): # lock files, e.g. one per model of a stack
+    "Hold exclusive locks on several files, taken in one fixed (sorted) order: overlaps never deadlock."
+    if isinstance(paths, (str, Path)):
+        raise TypeError("file_locks takes a list of paths; for one path, use file_lock")
+    with contextlib.ExitStack() as stack:
+        for p in sorted({Path(p).resolve() for p in paths}): stack.enter_context(file_lock(p))
+        yield
+
 
 # %%
 test_eq(config_key({'a': 1, 'b': [1, 2]}), config_key({'b': [1, 2], 'a': 1}))
 test_ne(config_key({'a': 1}), config_key({'a': 2}))
 
+
+# %% [markdown]
+# ### Orphaned temporary files
+#
+# `atomic_write` deletes its temporary file when the block fails, but a process killed outright
+# (`kill -9`, a lost machine, a worker dying with its parent, chapter 11) runs no clean-up: its
+# `.<name>.XXXXXXXX.tmp` stays in the cache folder for good. Who may delete it? Not whoever sees it: it
+# may belong to a writer that is still writing. But every writer of a cached model writes while holding
+# that model's lock, so whoever holds the lock knows that no live writer of the model exists, and every
+# temporary file of the model is an orphan. The cache removes them right after taking the lock. The
+# match is exact (`.<name>.`, mkstemp's 8 random characters, `.tmp`), so the temporary file of any other
+# file, whose writer may well be alive, is never touched.
+
+# %%
+#| export
+def _temp_files(path: Path) -> list[Path]:
+    "The temporary files `atomic_write` makes for `path`: `.<name>.`, mkstemp's 8 random characters, `.tmp`."
+    pattern = re.compile(rf'\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp')
+    if not path.parent.is_dir(): return []
+    return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
+
+def remove_orphaned_temps(path: str | Path, # a file whose writers all hold one lock (a cached model)
+                         ) -> int:
+    "Delete the temporary files that killed `atomic_write`s of `path` left; call it under its writers' lock."
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a str or a Path, not {type(path).__name__}")
+    n = 0
+    for p in _temp_files(Path(path)):
+        with contextlib.suppress(FileNotFoundError): p.unlink(); n += 1
+    return n
+
+
+# %%
+def _mkstemp(d, prefix):
+    fd, name = tempfile.mkstemp(dir=d, prefix=prefix, suffix='.tmp'); os.close(fd); return Path(name)
+with tempfile.TemporaryDirectory() as d:
+    target = Path(d)/'m.pt'
+    with atomic_write(target) as f:
+        test_eq(len(_temp_files(target)), 1)             # the pattern matches atomic_write's temporary file
+        f.write(b'x')
+    orphan = _mkstemp(d, '.m.pt.')                       # what a writer killed mid-write leaves
+    other = _mkstemp(d, '.m.pt.x.')                      # a writer of another file, m.pt.x, perhaps alive
+    test_eq(remove_orphaned_temps(target), 1)
+    test_eq((orphan.exists(), other.exists(), target.exists()), (False, True, True))
+
 # %%
 #| export
 #: Part of every cached model's config: bump it whenever training code changes, so no stale model is reused.
 TRAINER_VERSION = 2
+
+def _check_trained(out):
+    if not (isinstance(out, tuple) and len(out) in (2, 3)):
+        raise TypeError("train must return (state_dict, scaler_state_or_None) or (state_dict, scaler, "
+                        f"extras) for each model, got {type(out).__name__}")
+
+def cached_checkpoints(kind: str, # model family, e.g. 'carma' (a sub-folder of the cache)
+                       configs: list, # full JSON-able training configurations, one per model
+                       train_missing: Callable[[list], list], # (indices) → one trained tuple per index
+                       cache: str | Path | None = None, # cache folder; default `cache_dir()`
+                       refresh: bool = False, # retrain even the cached ones
+                      ) -> list[Checkpoint]:
+    "Every config's checkpoint; the missing ones trained in one `train_missing` call, under their locks."
+    _check_name(kind)
+    if isinstance(configs, Mapping):
+        raise TypeError("configs must be a list of configs; for a single one, use cached_checkpoint")
+    configs = list(configs)
+    paths = [Path(cache or cache_dir())/kind/f'{config_key(c)}.pt' for c in configs]
+    if not paths: raise ValueError("configs is empty: give at least one configuration")
+    if len(set(paths)) < len(paths): raise ValueError("configs must be distinct: two describe the same model")
+    need = [i for i, p in enumerate(paths) if refresh or not p.exists()]
+    if need:
+        with file_locks([paths[i].with_suffix('.lock') for i in need]):
+            for i in need: remove_orphaned_temps(paths[i])   # safe: every writer of paths[i] holds its lock
+            todo = [i for i in need if refresh or not paths[i].exists()]   # asked again, under the locks
+            outs = list(train_missing(todo)) if todo else []
+            if len(outs) != len(todo):
+                raise TypeError(f"train_missing returned {len(outs)} models for {len(todo)} configs")
+            for out in outs: _check_trained(out)
+            for i, out in zip(todo, outs): save_checkpoint(paths[i], out[0], configs[i], *out[1:])
+    return [load_checkpoint(p, expect=c) for p, c in zip(paths, configs)]
 
 def cached_checkpoint(kind: str, # model family, e.g. 'flow' (a sub-folder of the cache)
                       config: Mapping, # the full JSON-able training configuration
@@ -530,16 +617,7 @@ def cached_checkpoint(kind: str, # model family, e.g. 'flow' (a sub-folder of th
                       refresh: bool = False, # retrain even if a cached model exists
                      ) -> Checkpoint:
     "Return the cached checkpoint for `config`, calling `train()` (once, under a lock) if it is missing."
-    _check_name(kind)
-    path = Path(cache or cache_dir())/kind/f'{config_key(config)}.pt'
-    if path.exists() and not refresh: return load_checkpoint(path, expect=config)
-    with file_lock(path.with_suffix('.lock')):
-        if path.exists() and not refresh: return load_checkpoint(path, expect=config)  # trained while we waited
-        out = train()
-        if not (isinstance(out, tuple) and len(out) in (2, 3)):
-            raise TypeError("train() must return (state_dict, scaler_state_or_None) or (state_dict, scaler, extras)")
-        save_checkpoint(path, out[0], config, *out[1:])
-    return load_checkpoint(path, expect=config)
+    return cached_checkpoints(kind, [config], lambda todo: [train()], cache, refresh)[0]
 
 
 # %% [markdown]
@@ -562,6 +640,35 @@ with tempfile.TemporaryDirectory() as d:
     test_eq(results[0].state_dict['weight'], results[1].state_dict['weight'])
     cached_checkpoint('demo', {'seed': 1}, train, cache=d)   # another config is another model
     test_eq(len(calls), 2)
+
+# %% [markdown]
+# A *stack* of models trained together (chapter 7 trains all the seeds of CARMA in one go) takes the
+# locks of all its missing models before asking again which are missing. Two stacks that share models
+# could deadlock if each took its locks in its own order (A holds seed 0 and waits for seed 1, B holds
+# seed 1 and waits for seed 0); `file_locks` always takes them in one order, sorted by path, so the
+# stack that gets the first shared lock gets them all. Below, two threads ask for overlapping stacks
+# listed in different orders: every model is trained once, and an orphan left by a killed writer is
+# removed by the next run that takes its lock.
+
+# %%
+with tempfile.TemporaryDirectory() as d:
+    trained = []
+    def train_missing(cfgs):
+        def train(todo):
+            trained.extend(cfgs[i]['seed'] for i in todo); time.sleep(0.2)
+            return [(torch.nn.Linear(2, 1).state_dict(), None) for _ in todo]
+        return train
+    stacks = [[{'seed': 0}, {'seed': 1}], [{'seed': 2}, {'seed': 1}, {'seed': 0}]]
+    threads = [threading.Thread(target=cached_checkpoints, args=('demo', s, train_missing(s), d))
+               for s in stacks]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    test_eq(sorted(trained), [0, 1, 2])                      # each model trained once, nobody deadlocked
+    orphan = _mkstemp(Path(d)/'demo', f".{config_key({'seed': 3})}.pt.")
+    cached_checkpoints('demo', [{'seed': 3}], train_missing([{'seed': 3}]), cache=d)
+    test_eq(orphan.exists(), False)
+    twice = [{'seed': 4}, {'seed': 4}]
+    test_fail(lambda: cached_checkpoints('demo', twice, train_missing(twice), cache=d), contains='distinct')
 
 
 # %% [markdown]

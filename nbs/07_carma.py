@@ -48,9 +48,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from carma_nb.classifier import Classifier, train_classifier
-from carma_nb.core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cache_dir, cached_checkpoint, config_key, one_thread,
-                           get_profile, load_checkpoint, load_weights, progress, save_checkpoint, check_positive, check_seeds,
-                           check_whole, check_widths)
+from carma_nb.core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoints, check_positive, check_seeds,
+                           check_whole, check_widths, get_profile, load_checkpoint, load_weights, one_thread, progress,
+                           save_checkpoint)
 from carma_nb.data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
 from carma_nb.flow import CausalFlow, fit_flow
 from carma_nb.oracle import PAPER_ORACLE, oracle_reference
@@ -708,11 +708,9 @@ def cached_stack(kind: str, # model-cache folder
                  cfgs: list[dict], # one full configuration per seed
                  fit_missing, # fit_missing(indices) → [(state_dict, scaler, extras)] for those configurations, trained together
                  cache: bool = True) -> list[Checkpoint]:
-    "One checkpoint per configuration: cached ones are loaded, the missing ones trained in one call."
-    todo = [i for i, c in enumerate(cfgs) if not (cache and (cache_dir()/kind/f'{config_key(c)}.pt').exists())]
-    fits = dict(zip(todo, fit_missing(todo))) if todo else {}
-    return [cached_checkpoint(kind, c, lambda i=i: fits[i]) if cache else Checkpoint(fits[i][0], c, None, None, fits[i][2])
-            for i, c in enumerate(cfgs)]
+    "One checkpoint per config: the cached ones loaded, the missing ones trained at once under their locks."
+    if cache: return cached_checkpoints(kind, cfgs, fit_missing)   # which are missing: asked under the locks
+    return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
 
 def restart_seed(seed: int, r: int) -> int:
     "The random seed of restart r of `seed`: restart 0 is the seed itself, so restarts=1 is plain training."
@@ -951,6 +949,36 @@ test_eq(len(plain.history['cost']), 3); test_eq(len(polished.history['cost']), 3
 test_eq(float(polished.history['lambda'][3]) >= float(plain.history['lambda'][2]) - 1e-6, True)   # λ continues, not reset
 test_fail(lambda: carma_hparams('loan', polish_epochs=-1), contains='polish_epochs must be a whole number ≥ 0')
 test_fail(lambda: carma_hparams('loan', polish_lr=0), contains='polish_lr must be a finite number > 0')
+
+# %% [markdown]
+# **A stack is trained once, even by two processes.** Two notebooks under `nbdev_test`, or two workers
+# of `carma-nb reproduce` (chapter 11), often share one model cache and want the same seeds. If
+# `cached_stack` asked which seeds are missing *before* taking any lock, both would find them all
+# missing, and both would train the whole stack, one after the other. So it hands the whole question to
+# chapter 0's `cached_checkpoints`: take the locks of the missing seeds (in one fixed order, so two
+# overlapping stacks cannot deadlock), ask again which are missing, train only those. Below, two threads
+# ask for overlapping stacks at once, with a stand-in for training: each seed is trained once.
+# (`tests/test_carma.py` checks the same with two processes training a real CARMA stack.)
+
+# %%
+import os, threading
+with tempfile.TemporaryDirectory() as d:
+    saved_cache, os.environ['CARMA_CACHE'] = os.environ.get('CARMA_CACHE'), d
+    try:
+        fitted = []
+        def fake_fit(seeds):
+            def fit(todo):
+                fitted.extend(seeds[i] for i in todo); time.sleep(0.2)
+                return [({'w': torch.zeros(1)}, None, {}) for _ in todo]
+            return fit
+        ask = lambda seeds: cached_stack('demo', [{'seed': s} for s in seeds], fake_fit(seeds))
+        threads = [threading.Thread(target=ask, args=(seeds,)) for seeds in ([0, 1], [2, 1])]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        test_eq(sorted(fitted), [0, 1, 2])
+    finally:
+        if saved_cache is None: os.environ.pop('CARMA_CACHE')
+        else: os.environ['CARMA_CACHE'] = saved_cache
 
 
 # %% [markdown]

@@ -44,11 +44,13 @@ import importlib.util
 import json
 import math
 import os
+import secrets
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
+from multiprocessing import get_context, parent_process
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +58,8 @@ import pandas as pd
 import torch
 
 from carma_nb.carma import PAPER_CARMA, carma_hparams, load_carma, train_carma_seeds
-from carma_nb.core import TRAINER_VERSION, Profile, atomic_write, config_key, figure_dir, get_profile, progress, project_root, save_table
+from carma_nb.core import (TRAINER_VERSION, Profile, atomic_write, check_whole, config_key, figure_dir, get_profile, progress,
+                           project_root, save_table)
 from carma_nb.data import Pool, Split
 from carma_nb.dice_vae import PAPER_DICE_COST, dice_hparams, train_dice_vae_seeds
 from carma_nb.flow import fit_flow
@@ -196,11 +199,72 @@ pd.DataFrame(rows).round(3)
 # much faster than one two-threaded process on these small models). The workers receive the `Profile`
 # itself, not its name, so a profile changed on the command line reaches them.
 
+# %% [markdown]
+# ### A worker dies with its parent
+#
+# A pool's worker runs the jobs its parent hands it through a queue. When the parent ends normally, or on
+# Ctrl-C, it shuts the pool down and the workers leave. But when the parent is killed outright (`kill -9`,
+# the out-of-memory killer), nobody tells them: each worker finishes the job it holds — possibly an hour
+# of paper-profile training, on a core the next run needs, holding the cache lock of the model it trains
+# so that the next run waits for it — and then waits forever on a queue nobody feeds. So every worker
+# starts a daemon thread that watches its parent. `multiprocessing` gives each child a *sentinel* of its
+# parent, a pipe end that becomes readable the moment the parent ends, however it ends; the thread waits
+# on it and ends the worker at once with `os._exit`. No clean-up runs then: a checkpoint it was saving
+# leaves a temporary file, which the next run that takes that model's lock removes (chapter 0).
+
+# %%
+#| export
+def exit_with_parent() -> threading.Thread:
+    "In a multiprocessing worker: start a daemon thread that ends this process as soon as its parent ends."
+    parent = parent_process()
+    if parent is None:
+        raise RuntimeError("exit_with_parent runs in a multiprocessing worker (e.g. a pool's initializer); "
+                           "this process was not started by multiprocessing")
+    def watch():
+        parent.join()                    # waits on the parent's sentinel: returns once the parent has ended
+        os._exit(1)                      # at once: the parent can no longer use anything this worker does
+    t = threading.Thread(target=watch, name='exit-with-parent', daemon=True)
+    t.start()
+    return t
+
+
+# %% [markdown]
+# A parent process with a pool of one worker busy on a long job is killed with `SIGKILL`. Both shared the
+# parent's standard output, so reading it to the end returns only once every process holding it — the
+# worker included — has ended.
+
+# %%
+import signal, subprocess
+outside = subprocess.run([sys.executable, '-c', 'from carma_nb.experiments import exit_with_parent; exit_with_parent()'],
+                         capture_output=True, text=True)                # a process no pool started
+assert outside.returncode != 0 and 'runs in a multiprocessing worker' in outside.stderr
+with tempfile.TemporaryDirectory() as d:
+    (Path(d)/'parent.py').write_text(
+        "import os, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from multiprocessing import get_context\n"
+        "from carma_nb.experiments import _worker_init\n"
+        "if __name__ == '__main__':\n"
+        "    ex = ProcessPoolExecutor(1, mp_context=get_context('spawn'), initializer=_worker_init)\n"
+        "    print(ex.submit(os.getpid).result(), flush=True)\n"
+        "    ex.submit(time.sleep, 120)                # a long job\n"
+        "    time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, str(Path(d)/'parent.py')], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    worker = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL); parent.wait()
+    t0 = time.perf_counter()
+    parent.stdout.read(); parent.stdout.close()
+    print(f'worker {worker} ended {time.perf_counter() - t0:.2f} s after its parent was killed')
+    assert time.perf_counter() - t0 < 10
+
+
 # %%
 #| export
 def _worker_init():
     torch.set_num_threads(1)
     os.environ['CARMA_QUIET'] = '1'
+    exit_with_parent()
 
 def job_config(job: Job, profile=None) -> dict:
     "Everything that decides a job's rows: the job, every field of the profile (its seeds among them), the trainers' version and hyperparameters."
@@ -232,7 +296,7 @@ def run_experiments(profile=None, # quick or paper
                     verbose: bool = True) -> pd.DataFrame:
     "Run (or resume) every planned job and return the tidy results table (also written as CSV)."
     p = get_profile(profile)
-    if jobs < 1: raise ValueError(f"jobs must be ≥ 1, got {jobs}")
+    jobs = check_whole(jobs, 'jobs')
     out = Path(out) if out is not None else figure_dir(p)
     job_dir = out/'jobs'/p.name
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -321,8 +385,8 @@ table1(res).round(3)
 #   the chapters so that every figure is regenerated into the same folder;
 # - `carma-nb recommend --scm loan --model PATH --input people.csv --output actions.csv` serves a file
 #   of applicants with a saved CARMA model (`save_carma`, chapter 7);
-# - `carma-nb tune --scm NAME --trials N [--storage URL]` runs the two-objective hyperparameter search of
-#   `SPEC.md` §8 with Optuna; workers on several machines share one study through a database URL.
+# - `carma-nb tune --scm NAME --trials N [--storage URL] [--seed N]` runs the two-objective hyperparameter
+#   search of `SPEC.md` §8 with Optuna; workers on several machines share one study through a database URL.
 #
 # `recommend` and `tune` also serve SCMs of one's own. A new process knows only the seven SCMs of the
 # paper, and an SCM's equations are code, which no checkpoint carries (checkpoints hold tensors and
@@ -396,6 +460,14 @@ def recommend_file(model_path: str | Path, input_path: str | Path, output_path: 
 # validity ↑. Optuna's TPE sampler proposes each trial; the study lives in a database (a sqlite file by
 # default), so several workers — on one machine or many — can run `carma-nb tune` against the same URL
 # and share the trials. The point reported is the Pareto trial minimising cost + (1 − validity).
+#
+# Workers sharing a study must not propose the same trials. TPE starts with random trials and then
+# samples from what the study has seen, all from its seeded generator: two workers with one seed propose
+# the same first trial, and train the same model twice. So each worker draws its sampler seed from the
+# operating system, and reports it (`sampler seed`); `--seed N` makes one worker's proposals repeatable
+# (two workers given the same seed get the same proposals, as asked). Every trial trains CARMA with
+# seed 0, so that trials differ by their hyperparameters only. The storage URL is opened first, so that
+# a typo in it fails at once, before the classifier and the flow are trained, not after.
 
 # %%
 #| export
@@ -409,33 +481,90 @@ def _suggest(trial) -> dict:
                 margin=trial.suggest_float('margin', 0.001, 0.020), tau=trial.suggest_float('tau', 0.01, 1.0),
                 temperature=trial.suggest_categorical('temperature', [0., 1., 2., 4., 8.]))   # our addition (chapter 7)
 
+def _shown(url: str) -> str:
+    "The URL as printed in messages, with any password hidden."
+    from sqlalchemy.engine import make_url
+    try: return make_url(url).render_as_string(hide_password=True)
+    except Exception: return url
+
+def tune_storage(url: str, # an Optuna database URL: sqlite:///tune.db, postgresql://user@host/db, …
+                ):
+    "Open (creating its tables if needed) the Optuna database at `url`; errors name the URL and the fix."
+    import optuna
+    if not isinstance(url, str) or '://' not in url:
+        raise ValueError(f"--storage {url!r} is not a database URL; give one such as sqlite:///carma_tune.db "
+                         "or postgresql://user:password@host/database")
+    try: return optuna.storages.RDBStorage(url)
+    except ImportError as e:
+        raise ImportError(f"--storage {_shown(url)}: {e} (e.g. psycopg2 for PostgreSQL)") from None
+    except Exception as e:
+        why = (str(e).splitlines() or [''])[0][:200]
+        raise ValueError(f"--storage {_shown(url)} cannot be opened ({type(e).__name__}: {why}); "
+                         "check the URL (for sqlite, that its folder exists)") from None
+
+def _tune_study(name: str, profile_name: str, storage: str | None, study_name: str | None, seed: int | None):
+    "The shared study (its storage checked first) and the sampler seed this worker uses."
+    import optuna
+    db = tune_storage(storage or f'sqlite:///carma_tune_{name}.db')
+    if seed is None: seed = secrets.randbits(32)                       # a fresh seed per worker
+    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}; or None for a fresh one")
+    study = optuna.create_study(study_name=study_name or f'carma-{name}-{profile_name}', storage=db,
+                                directions=['minimize', 'maximize'], load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=int(seed)))
+    return study, int(seed)
+
 def tune_carma(scm: str, # the SCM
                trials: int = 20, # trials run by this worker
                storage: str | None = None, # Optuna storage URL (default: sqlite file carma_tune_<scm>.db here)
-               study_name: str | None = None, profile=None, seed: int = 0, verbose: bool = True) -> dict:
+               study_name: str | None = None, profile=None,
+               seed: int | None = None, # sampler seed; None: a fresh one, so workers explore different trials
+               verbose: bool = True) -> dict:
     "Two-objective CARMA hyperparameter search (cost ↓, validity ↑ on validation people); returns the chosen trial."
     try: import optuna
     except ImportError: raise ImportError("tuning needs Optuna: pip install optuna") from None
-    if trials < 1: raise ValueError(f"trials must be ≥ 1, got {trials}")
+    trials = check_whole(trials, 'trials')
     name = get_scm(scm).name
     p = get_profile(profile)
+    if not verbose: optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study, seed = _tune_study(name, p.name, storage, study_name, seed)     # before any training
     ref = oracle_reference(name, p)
     flow = fit_flow(name, ref.pools.causal, p, verbose=False)
     val = rejected(ref.clf, ref.pools.recourse.val.x)
     def objective(trial):
         hp = _suggest(trial)
         if p.name != 'paper': hp['epochs'] = max(1, round(hp['epochs'] * p.carma_epoch_frac))
-        m = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds=[seed], hparams=hp, profile=p, verbose=False)[0]
+        m = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds=[0], hparams=hp, profile=p,
+                              verbose=False)[0]
         r = m.recommend(val)
         met = evaluate_recourse(ref.problem, ref.clf, val, r.mask, r.values, r.x_cf).metrics
         return met['cost x100'], met['validity %']
-    if not verbose: optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=study_name or f'carma-{name}-{p.name}', storage=storage or f'sqlite:///carma_tune_{name}.db',
-                                directions=['minimize', 'maximize'], load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed))
     study.optimize(objective, n_trials=trials)
     best = min(study.best_trials, key=lambda t: t.values[0] / 100 + (1 - t.values[1] / 100))
     return {'trial': best.number, 'cost x100': best.values[0], 'validity %': best.values[1], 'params': best.params,
-            'trials in study': len(study.trials)}
+            'trials in study': len(study.trials), 'sampler seed': seed}
+
+
+# %% [markdown]
+# Two workers opening one study propose their first trial (no training needed to see it): with fresh
+# seeds they differ; with one seed they are the same. A URL that cannot be opened is refused at once.
+
+# %%
+import optuna
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+with tempfile.TemporaryDirectory() as d:
+    url = f'sqlite:///{d}/study.db'
+    def first_trial(seed):
+        study, used = _tune_study('chain-lin', 'quick', url, None, seed)
+        return _suggest(study.ask()), used
+    (a, seed_a), (b, seed_b) = first_trial(None), first_trial(None)
+    assert a != b and seed_a != seed_b                         # two workers, two seeds, two different trials
+    test_eq(first_trial(7), first_trial(7))                    # the same seed, given twice: the same trial
+    test_fail(lambda: tune_storage(f'sqlite:///{d}/no/such/folder/x.db'), contains='cannot be opened')
+    test_fail(lambda: tune_storage('carma_tune.db'), contains='is not a database URL')
+    test_fail(lambda: _tune_study('chain-lin', 'quick', url, None, -1), contains='seed must be an integer')
+    test_eq(_shown('postgresql://ann:secret@db.example/tune'), 'postgresql://ann:***@db.example/tune')
+    for who, hp in (('A', a), ('B', b)): print(f'worker {who}:', {k: hp[k] for k in ('lr', 'batch')})
 
 
 # %% [markdown]
@@ -518,6 +647,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--trials', type=int, default=20, help='trials run by this worker (default: 20)')
     t.add_argument('--storage', default=None, help='Optuna storage URL shared by workers (default: sqlite file carma_tune_<scm>.db)')
     t.add_argument('--profile', choices=['quick', 'paper'], default='paper')
+    t.add_argument('--seed', type=int, default=None,
+                   help="this worker's sampler seed (default: a fresh one, so that workers sharing a study "
+                        "explore different trials; two workers given the same seed propose the same trials)")
     return ap
 
 def _run_notebook(path: str, write: bool = False) -> str:
@@ -574,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f'{len(out)} applicants ({int(out["accepted"].sum())} already accepted) served in {time.perf_counter() - t0:.2f} s → {a.output}'
                   + (f'; {out.attrs["idle acts dropped"]} idle acts left out (--idle-tol 0 keeps them)' if out.attrs['idle acts dropped'] else ''))
         elif a.command == 'tune':
-            best = tune_carma(a.scm, a.trials, a.storage, profile=a.profile)
+            best = tune_carma(a.scm, a.trials, a.storage, profile=a.profile, seed=a.seed)
             print(json.dumps(best, indent=1))
     except (ValueError, FileNotFoundError, ImportError, KeyError, RuntimeError) as e:
         print(f'carma-nb {a.command}: error: {e}', file=sys.stderr)

@@ -1,5 +1,8 @@
 """CARMA (SPEC §8): invariants of a briefly trained model on small pools (the chapter trains the real ones)."""
 import copy
+import multiprocessing as mp
+import os
+import time
 
 import pytest
 import torch
@@ -123,3 +126,39 @@ def test_paper_algorithm_switches_our_additions_off():
     assert paper_algorithm('loan', 'vaca')['margin'] == 0.003
     with pytest.raises(ValueError, match="algorithm must be 'ours' or 'paper'"):
         carma_table('quick', scms=['loan'], algorithm='table5')
+
+
+TINY = {'classifier': (1500, 300, 300), 'causal': (1500, 300, 300), 'recourse': (1000, 300, 300)}
+
+
+def _carma_stack_in_process(args):
+    "Train a tiny chain-lin CARMA stack in a cache shared with another process; log every seed trained."
+    cache, log, barrier, seeds = args
+    os.environ['CARMA_CACHE'] = cache
+    import carma_nb.carma as carma
+    fit = carma._fit_carma_seeds
+    def logged(scm, cm, clf, pool, hp, weights, prior, todo, verbose):
+        with open(log, 'a') as f: f.write(' '.join(map(str, todo)) + '\n')
+        time.sleep(1)                                      # the other process asks while this one trains
+        return fit(scm, cm, clf, pool, hp, weights, prior, todo, verbose)
+    carma._fit_carma_seeds = logged
+    pools = make_pools('chain-lin', 0, TINY)
+    clf = train_classifier('chain-lin', pools.classifier, epochs=2, cache=False, verbose=False)
+    flow = fit_flow('chain-lin', pools.causal, epochs=2, batch=1000, cache=False, verbose=False)
+    hp = {'epochs': 2, 'polish_epochs': 1, 'refine_epochs': 0, 'restarts': 1}
+    barrier.wait()                                         # both ask for the stack at the same moment
+    ms = carma.train_carma_seeds('chain-lin', clf, flow, pools.recourse, seeds, hp, verbose=False)
+    return {s: m.action_net[0].weight.sum().item() for s, m in zip(seeds, ms)}
+
+
+def test_two_processes_sharing_a_cache_train_a_stack_once(tmp_path):
+    "The missing seeds are decided under the locks, so exactly one of two processes trains the stack."
+    log, ctx = tmp_path / 'trained.txt', mp.get_context('spawn')
+    with ctx.Manager() as manager, ctx.Pool(2) as pool:
+        barrier = manager.Barrier(2)
+        args = [(str(tmp_path / 'cache'), str(log), barrier, seeds) for seeds in ([0, 1], [1, 0])]
+        a, b = pool.map_async(_carma_stack_in_process, args, chunksize=1).get(timeout=300)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1, lines                          # one training, of both seeds
+    assert sorted(map(int, lines[0].split())) == [0, 1]
+    assert a == b                                          # the other process loaded the same models

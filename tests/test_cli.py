@@ -1,7 +1,10 @@
 """The `carma-nb` command line (chapter 11): recommend on a file, its failure modes, the runner's resume, tune."""
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -120,18 +123,99 @@ def test_runner_resumes_and_never_reads_half_written_files(tmp_path):
     job.write_text(json.dumps(stored))                                   # a finished job is not redone
     again = run_experiments('quick', ['chain-lin'], methods=('oracle',), studies=(), out=tmp_path, verbose=False)
     assert float(again['cost x100'].iloc[0]) == -1.0 and len(again) == len(res)
-    with pytest.raises(ValueError, match='jobs must be ≥ 1'):
+    with pytest.raises(ValueError, match='jobs must be a whole number ≥ 1'):
         run_experiments('quick', ['chain-lin'], jobs=0, out=tmp_path, verbose=False)
 
 
 def test_tune_workers_share_one_study(tmp_path):
+    import optuna
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    for _ in range(2):                                                  # two workers, one after the other, same storage
-        r = run_cli('tune', '--scm', 'chain-lin', '--trials', '1', '--profile', 'quick', '--storage', url)
+    for seed in (0, 2):            # two workers, one after the other, same storage; seeds given so that their
+        r = run_cli('tune', '--scm', 'chain-lin', '--trials', '1', '--profile', 'quick', '--storage', url,
+                    '--seed', str(seed))                        # trials are cheap, and cached after one run
         assert r.returncode == 0, r.stderr
     best = json.loads(r.stdout)
     assert best['trials in study'] == 2 and set(best['params']) >= {'lr', 'epochs', 'batch', 'margin', 'tau', 'temperature'}
-    assert 0 <= best['validity %'] <= 100
+    assert 0 <= best['validity %'] <= 100 and best['sampler seed'] == 2
+    first, second = optuna.load_study(study_name='carma-chain-lin-quick', storage=url).trials
+    assert first.params != second.params
+
+
+def test_tune_workers_draw_their_own_sampler_seeds(tmp_path, monkeypatch):
+    "Workers on one study propose different trials (a fresh seed each); one seed given twice repeats them."
+    import optuna
+    import carma_nb.experiments as ex
+    from types import SimpleNamespace as NS
+    ref = NS(pools=NS(causal=None, recourse=NS(val=NS(x=None))), clf=None, problem=None)
+    model = NS(recommend=lambda x: NS(mask=None, values=None, x_cf=None))
+    metrics = NS(metrics={'cost x100': 1., 'validity %': 99.})
+    fakes = {'oracle_reference': lambda *a, **k: ref, 'fit_flow': lambda *a, **k: None,    # no training:
+             'rejected': lambda *a, **k: None, 'train_carma_seeds': lambda *a, **k: [model],  # only what the
+             'evaluate_recourse': lambda *a, **k: metrics}                                  # sampler proposes
+    for name, fake in fakes.items(): monkeypatch.setattr(ex, name, fake)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    trials = lambda study: optuna.load_study(study_name=study, storage=url).trials
+    for _ in range(2): ex.tune_carma('chain-lin', 1, url, profile='quick', verbose=False)   # two workers
+    a, b = trials('carma-chain-lin-quick')
+    assert a.params != b.params
+    for study in ('x', 'y'): ex.tune_carma('chain-lin', 1, url, study, profile='quick', seed=7, verbose=False)
+    assert trials('x')[0].params == trials('y')[0].params
+
+
+@pytest.mark.parametrize('url', ['carma_tune.db', 'sqlite:///{tmp}/no/such/folder/t.db', 'nosuchdb://host/t'])
+def test_tune_refuses_a_bad_storage_before_training(tmp_path, url):
+    url = url.format(tmp=tmp_path)
+    env = {**os.environ, 'CARMA_CACHE': str(tmp_path / 'cache')}
+    code = 'import sys; from carma_nb.experiments import main; sys.exit(main())'
+    args = ['tune', '--scm', 'chain-lin', '--trials', '1', '--profile', 'quick', '--storage', url]
+    r = subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode == 2 and 'carma-nb tune: error: --storage' in r.stderr and url in r.stderr, r.stderr
+    assert not (tmp_path / 'cache').exists()                            # nothing was trained (nor cached)
+
+
+_POOL_PARENT = '''import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from carma_nb.experiments import _worker_init
+
+def job(folder):
+    open(os.path.join(folder, str(os.getpid())), 'w').close()
+    time.sleep(120)                                     # a long job, still running when the parent is killed
+
+if __name__ == '__main__':                              # the pool of run_experiments and reproduce's chapters
+    ex = ProcessPoolExecutor(2, mp_context=get_context('spawn'), initializer=_worker_init)
+    for _ in range(2): ex.submit(job, sys.argv[1])
+    time.sleep(120)
+'''
+
+
+def _alive(pid: int) -> bool:
+    "Whether process `pid` runs (a zombie, dead but not yet reaped, counts as ended)."
+    try: state = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError): return False
+    return state not in ('Z', 'X')
+
+
+@pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='reads process states from /proc')
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    (tmp_path / 'parent.py').write_text(_POOL_PARENT)
+    (tmp_path / 'pids').mkdir()
+    parent = subprocess.Popen([sys.executable, str(tmp_path / 'parent.py'), str(tmp_path / 'pids')])
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2); workers = [int(p.name) for p in (tmp_path / 'pids').iterdir()]
+        assert len(workers) == 2, 'the workers did not start their jobs'
+        os.kill(parent.pid, signal.SIGKILL); parent.wait()
+        deadline = time.monotonic() + 10
+        while any(map(_alive, workers)) and time.monotonic() < deadline: time.sleep(0.1)
+        assert not any(map(_alive, workers)), f'{[w for w in workers if _alive(w)]} outlived their parent'
+    finally:
+        if parent.poll() is None: parent.kill(); parent.wait()
+        for w in workers:
+            if _alive(w): os.kill(w, signal.SIGKILL)
 
 
 WORLD = '''from carma_nb.scm import SCM, additive, normal, register_scm

@@ -2,6 +2,9 @@
 import json
 import multiprocessing as mp
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,8 +16,8 @@ import pytest
 import torch
 
 from carma_nb import core
-from carma_nb.core import (PROFILES, as_features, cached_checkpoint, config_key, figure_dir, get_profile,
-                           load_checkpoint, save_checkpoint, save_figure, save_table)
+from carma_nb.core import (PROFILES, as_features, cached_checkpoint, cached_checkpoints, config_key,
+                           figure_dir, get_profile, load_checkpoint, save_checkpoint, save_figure, save_table)
 
 
 def test_profile_switch(monkeypatch):
@@ -113,3 +116,52 @@ def test_as_features_errors():
     with pytest.raises(TypeError, match='must hold numbers'):
         as_features(torch.zeros(4, 3, dtype=torch.bool), 3)
     assert as_features(torch.zeros(2, 3, dtype=torch.int64), 3).dtype == torch.float32
+
+
+_WRITER = '''import sys, time
+from carma_nb.core import atomic_write
+with atomic_write(sys.argv[1]) as f:
+    f.write(b'half a checkpoint'); f.flush()
+    print('writing', flush=True)
+    time.sleep(120)
+'''
+
+
+def test_temp_file_of_a_killed_writer_is_removed_by_the_next_run_under_the_lock(tmp_path):
+    "kill -9 during a save leaves `.<name>.XXXXXXXX.tmp`; the next run taking the model's lock deletes it."
+    config = {'scm': 'loan', 'seed': 0}
+    target = tmp_path / 'k' / f'{config_key(config)}.pt'
+    writer = subprocess.Popen([sys.executable, '-c', _WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    try: assert writer.stdout.readline().strip() == 'writing'
+    finally: writer.kill(); writer.wait(); writer.stdout.close()
+    orphans = list(target.parent.glob(f'.{target.name}.*.tmp'))
+    assert len(orphans) == 1 and not target.exists()
+    fd, alive = tempfile.mkstemp(dir=target.parent, prefix='.other.pt.', suffix='.tmp')  # another file's
+    os.close(fd)
+    cached_checkpoint('k', config, lambda: ({'w': torch.zeros(1)}, None), cache=tmp_path)
+    assert not orphans[0].exists() and Path(alive).exists() and target.exists()
+
+
+def _stack_in_process(args):
+    cache, log, barrier, seeds = args
+    barrier.wait()                      # both processes ask for their stacks at the same moment
+    def train_missing(todo):
+        with open(log, 'a') as f: f.write(''.join(f'{seeds[i]}\n' for i in todo))
+        time.sleep(0.5)
+        return [({'w': torch.full((1,), float(seeds[i]))}, None) for i in todo]
+    cks = cached_checkpoints('stack', [{'seed': s} for s in seeds], train_missing, cache=cache)
+    return [ck.state_dict['w'].item() for ck in cks]
+
+
+def test_overlapping_stacks_train_each_model_once_across_processes(tmp_path):
+    "Two processes ask for overlapping stacks in opposite orders: no deadlock, each model trained once."
+    log, ctx = tmp_path / 'log.txt', mp.get_context('spawn')
+    stacks = [[0, 1, 2], [3, 2, 1]]
+    with ctx.Manager() as manager, ctx.Pool(2) as pool:
+        barrier = manager.Barrier(2)
+        args = [(str(tmp_path / 'c'), str(log), barrier, s) for s in stacks]
+        out = pool.map_async(_stack_in_process, args, chunksize=1).get(timeout=120)   # a deadlock times out
+    assert sorted(map(int, log.read_text().split())) == [0, 1, 2, 3]
+    assert out == [[0., 1., 2.], [3., 2., 1.]]
+    with pytest.raises(ValueError, match='configs must be distinct'):
+        cached_checkpoints('stack', [{'seed': 0}, {'seed': 0}], lambda todo: [], cache=tmp_path / 'c')

@@ -24,16 +24,18 @@ from .data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_i
 from .flow import CausalFlow, fit_flow
 from .oracle import PAPER_ORACLE, oracle_reference
 from .recourse import as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
+from .recourse import DOMAIN_MARGIN, FeatureDomain, feature_domain, training_range
 from .scm import SCM, SCM_NAMES, get_scm
 
 # %% auto #0
 __all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'SHIFT_SCALE', 'RESTARTS', 'WEIGHT_DECAY', 'POLISH_LR', 'OPTIONAL_HPARAMS',
            'TABLE5_MARGIN', 'SMALL_BATCH', 'METHOD_COLORS', 'PAPER_CARMA', 'carma_hparams', 'paper_algorithm',
-           'binary_gumbel_st', 'mlp', 'CARMA', 'Recommendation', 'idle_acts', 'NumpyPolicy', 'mask_kl', 'mask_prior',
-           'validity_penalty', 'hinge_temperature', 'carma_loss', 'StackedMLP', 'stacked_training', 'cached_stack',
-           'restart_seed', 'served_masks', 'stacked_outcome', 'restart_scores', 'train_carma_seeds', 'train_carma',
-           'flush_subnormal_', 'mask_subsets', 'mask_penalty', 'cheapest_valid_masks', 'refine_masks', 'save_carma',
-           'load_carma', 'plot_shifts', 'plot_feature_use', 'carma_table']
+           'binary_gumbel_st', 'mlp', 'CARMA', 'Recommendation', 'idle_acts', 'NumpyPolicy', 'set_training_range',
+           'mask_kl', 'mask_prior', 'validity_penalty', 'hinge_temperature', 'carma_loss', 'StackedMLP',
+           'stacked_training', 'cached_stack', 'restart_seed', 'served_masks', 'stacked_outcome', 'restart_scores',
+           'train_carma_seeds', 'train_carma', 'flush_subnormal_', 'mask_subsets', 'mask_penalty',
+           'cheapest_valid_masks', 'refine_masks', 'save_carma', 'load_carma', 'plot_shifts', 'plot_feature_use',
+           'carma_table']
 
 # %% ../nbs/07_carma.ipynb #0f2897c0
 CARMA_HPARAMS: dict[str, dict] = {
@@ -126,6 +128,7 @@ class CARMA(nn.Module):
         act = torch.zeros(D); act[scm.actionable] = 1.
         self.register_buffer('actionable', act)
         self.register_buffer('z_range', torch.tensor(z_range, dtype=torch.float32))
+        self.register_buffer('feature_range', torch.full((2, D), torch.nan, dtype=torch.float64))   # min, max
 
     @property
     def n_features(self): return len(self.names)
@@ -284,6 +287,27 @@ def _recommend_dispatch(self: CARMA, x,
     return _recommend(self, x, idle_tol)
 
 CARMA.recommend = _recommend_dispatch
+
+# %% ../nbs/07_carma.ipynb #0ad9abe1
+def set_training_range(model: CARMA, # a CARMA model
+                       x: torch.Tensor, # (n, D) the recourse training people (all of them, unfiltered)
+                      ) -> CARMA:
+    "Record each feature's minimum and maximum over the training people on `model` (in place); returns it."
+    if not isinstance(model, CARMA):
+        raise TypeError(f"set_training_range needs a CARMA model, got {type(model).__name__}")
+    r = training_range(as_features(x, model.n_features, 'x', model.names))
+    with torch.no_grad(): model.feature_range.copy_(r)
+    return model
+
+def _domain(self: CARMA, margin: float = DOMAIN_MARGIN, # share of the training range added on each side
+           ) -> FeatureDomain:
+    "Where the model is trusted (chapter 5): the SCM's kinds and bounds ∩ its training range ± `margin`."
+    if not torch.isfinite(self.feature_range).all():
+        raise ValueError("this CARMA model has no training range, so its domain is unknown: train it with "
+                         "train_carma, or call set_training_range(model, recourse_pool.train.x)")
+    return feature_domain(self.scm, self.feature_range, margin)
+
+CARMA.domain = _domain
 
 # %% ../nbs/07_carma.ipynb #3911461e
 def mask_kl(logits: torch.Tensor, # (n, D, 2) mask logits
@@ -500,8 +524,9 @@ def train_carma_seeds(scm: SCM | str, # the SCM
                       variant: str | None = None, # Table 5 row: None, 'weighted' (default when weights are given) or 'vaca'
                       cache: bool = True, verbose: bool = True) -> list[CARMA]:
     "CARMA models for several seeds (SPEC §8): cached ones are loaded, the others trained at once as a stack."
+    pool = resolve_pool(get_scm(scm), pool, 'recourse')
     cks = _carma_checkpoints(scm, clf, flow, pool, seeds, hparams, profile, weights, prior, variant, cache, verbose)
-    return [_carma_from_checkpoint(ck, flow, clf) for ck in cks]
+    return [set_training_range(_carma_from_checkpoint(ck, flow, clf), pool.train.x) for ck in cks]
 
 def _carma_checkpoints(scm, clf, flow, pool, seeds, hparams, profile, weights, prior, variant, cache, verbose) -> list[Checkpoint]:
     "The checkpoints (trained weights as saved) behind `train_carma_seeds`, same arguments."
@@ -616,6 +641,7 @@ def refine_masks(mask_net: StackedMLP, action_net: StackedMLP, cm, clf, problem,
 # %% ../nbs/07_carma.ipynb #5d1b4d1b
 def save_carma(model: CARMA, path) -> Path:
     "Save CARMA with its causal model and classifier (weights, scalers, configs) in one checkpoint."
+    model.domain()                                   # refuses a model without a training range, with the fix
     cm = model.causal_model
     cfg = {'kind': 'carma-model', 'scm': model.scm, 'hp': model.hp,
            'causal_class': f'{type(cm).__module__}.{type(cm).__qualname__}', 'causal_hidden': list(cm.hidden),
@@ -628,10 +654,20 @@ def _causal_class(path: str) -> type:
     if not module.startswith('carma_nb.'): raise ValueError(f"checkpoint names causal model class {path!r}, which is not part of carma_nb")
     return getattr(importlib.import_module(module), name)
 
+def _require_training_range(sd: dict, path) -> None:
+    "Refuse a model file without the training range a service checks applicants against."
+    r, D = sd.get('feature_range'), len(sd.get('actionable', ()))
+    if not isinstance(r, torch.Tensor) or r.shape != (2, D) or not torch.isfinite(r).all():
+        raise ValueError(f"model file {path} has no feature_range (each feature's training minimum and "
+                         "maximum), so its domain is unknown and applicants could not be checked (a file "
+                         "saved before models recorded it, or a damaged one): train the model again and "
+                         "save it with save_carma")
+
 def load_carma(path, scm: str | None = None) -> CARMA:
     "Load a saved CARMA model (causal model and classifier included); with `scm`, refuse one of another SCM."
     ck = load_checkpoint(path, expect={'kind': 'carma-model', **({'scm': get_scm(scm).name} if scm else {})})
     cfg, sd = ck.config, ck.state_dict
+    _require_training_range(sd, path)
     sub = lambda p: {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
     cms, cs = sub('causal_model.'), sub('clf.')
     cm = _causal_class(cfg['causal_class'])(cfg['scm'], tuple(cfg['causal_hidden']), StandardScaler(cms['mean'], cms['std']))

@@ -240,6 +240,11 @@ def _why_outside(domain: FeatureDomain, scm: SCM, j: int, v: float) -> str:
     if domain.binary[j]: return 'a value not seen in training'
     return f"the training data's range widened by {100 * domain.margin:g} %"
 
+def _shortest(v: float, dtype: torch.dtype) -> str:
+    "The shortest text that reads back as v in its dtype: 16777217, 0.7, 1e+30 (float32 values: 25.3)."
+    t = str(np.float32(v) if dtype == torch.float32 else np.float64(v))
+    return t.removesuffix('.0')
+
 def domain_messages(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw features
                     bad: torch.Tensor, # (n, D) bool, `outside_domain` (or a subset of it)
                     what: str = '', # prefix of the feature, e.g. 'counterfactual '
@@ -249,9 +254,10 @@ def domain_messages(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw feature
     for i in bad.any(1).nonzero().flatten().tolist():                  # the refused rows only
         cols = bad[i].nonzero().flatten().tolist()
         j, v = cols[0], float(x[i, cols[0]])
+        text = _shortest(v, x.dtype)
         more = f"; also outside: {', '.join(scm.names[k] for k in cols[1:])}" if len(cols) > 1 else ''
         why = _why_outside(domain, scm, j, v)
-        out.append(f"{what}{scm.names[j]} {v:.6g} outside {describe_domain(domain, j)} ({why}){more}")
+        out.append(f"{what}{scm.names[j]} {text} outside {describe_domain(domain, j)} ({why}){more}")
     return out
 
 # %% ../nbs/05_recourse.ipynb #24db323d
@@ -272,13 +278,13 @@ def recourse_status(domain: FeatureDomain,
                    ) -> tuple[np.ndarray, torch.Tensor]:
     "Per person a status ('served', 'already accepted', 'no valid action', 'refused: …'); which are refused."
     scm = get_scm(domain.scm)
-    x, x_cf = (torch.as_tensor(t, dtype=torch.float64) for t in (x, x_cf))   # NaN and inf: refused per row
+    x, x_cf = torch.as_tensor(x), torch.as_tensor(x_cf)           # NaN and inf are refused per row
     if not (x.ndim == 2 and x.shape[1] == scm.n_features and mask.shape == x.shape == x_cf.shape
             and accepted.shape == prob.shape == x.shape[:1]):
         shapes = ', '.join(f'{k} {tuple(t.shape)}' for k, t in zip(('x', 'mask', 'x_cf', 'accepted', 'prob'),
                                                                       (x, mask, x_cf, accepted, prob)))
         raise ValueError(f"give one answer per person, (n, {scm.n_features}) or (n,): got {shapes}")
-    bad_in = outside_domain(domain, x)
+    bad_in = outside_domain(domain, x)                              # in float64, as every check
     acting = mask.any(1) & ~accepted & ~bad_in.any(1)
     bad_cf = outside_domain(domain, x_cf) & _moved(scm, mask) & acting[:, None]
     r_in, r_cf = bad_in.any(1), bad_cf.any(1)

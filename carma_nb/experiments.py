@@ -258,6 +258,8 @@ def parse_applicants(table: pd.DataFrame, # text, as `read_applicant_table` retu
                      path: str | Path = 'input', # named in the errors
                     ) -> torch.Tensor:
     "The applicants' features as float64 (n, D); refuses a value that is missing, not a number, or infinite."
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError("parse_applicants needs the text table that read_applicant_table returns")
     num = table.apply(pd.to_numeric, errors='coerce')
     bad = num.isna() | np.isinf(num)
     if bad.any().any():

@@ -228,6 +228,8 @@ def outside_domain(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw features
 # %% ../nbs/05_recourse.ipynb #b158f78f
 def describe_domain(domain: FeatureDomain, j: int) -> str:
     "Feature j's domain as text (4 significant digits): '{0, 1}', '[-37.43, 73.74]' or '(-0.5, 0.4592]'."
+    if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < len(domain.low):
+        raise ValueError(f"j must be a feature index 0 … {len(domain.low) - 1} of {domain.scm}, got {j!r}")
     lo, hi = float(domain.low[j]), float(domain.high[j])
     if domain.binary[j]: return '{' + ', '.join(str(v) for v in (0, 1) if lo <= v <= hi) + '}'
     return f"{'(' if domain.low_open[j] else '['}{lo:.4g}, {hi:.4g}{')' if domain.high_open[j] else ']'}"
@@ -251,6 +253,8 @@ def domain_messages(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw feature
                    ) -> list[str]:
     "Per row with a value outside: '<what><feature> <value> outside <domain> (why)', then the others."
     scm, out = get_scm(domain.scm), []
+    ok = isinstance(bad, torch.Tensor) and bad.dtype == torch.bool and bad.ndim == 2 and bad.shape == x.shape
+    if not ok: raise ValueError(f"bad must be a bool tensor shaped like x {tuple(x.shape)} (outside_domain)")
     for i in bad.any(1).nonzero().flatten().tolist():                  # the refused rows only
         cols = bad[i].nonzero().flatten().tolist()
         j, v = cols[0], float(x[i, cols[0]])

@@ -393,6 +393,8 @@ def outside_domain(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw features
 #| export
 def describe_domain(domain: FeatureDomain, j: int) -> str:
     "Feature j's domain as text (4 significant digits): '{0, 1}', '[-37.43, 73.74]' or '(-0.5, 0.4592]'."
+    if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < len(domain.low):
+        raise ValueError(f"j must be a feature index 0 … {len(domain.low) - 1} of {domain.scm}, got {j!r}")
     lo, hi = float(domain.low[j]), float(domain.high[j])
     if domain.binary[j]: return '{' + ', '.join(str(v) for v in (0, 1) if lo <= v <= hi) + '}'
     return f"{'(' if domain.low_open[j] else '['}{lo:.4g}, {hi:.4g}{')' if domain.high_open[j] else ']'}"
@@ -416,6 +418,8 @@ def domain_messages(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw feature
                    ) -> list[str]:
     "Per row with a value outside: '<what><feature> <value> outside <domain> (why)', then the others."
     scm, out = get_scm(domain.scm), []
+    ok = isinstance(bad, torch.Tensor) and bad.dtype == torch.bool and bad.ndim == 2 and bad.shape == x.shape
+    if not ok: raise ValueError(f"bad must be a bool tensor shaped like x {tuple(x.shape)} (outside_domain)")
     for i in bad.any(1).nonzero().flatten().tolist():                  # the refused rows only
         cols = bad[i].nonzero().flatten().tolist()
         j, v = cols[0], float(x[i, cols[0]])
@@ -460,6 +464,8 @@ test_fail(lambda: feature_domain('loan', torch.zeros(2, 4)), contains='(2, 7)')
 test_fail(lambda: feature_domain('loan', torch.tensor([[1.] * 7, [0.] * 7])), contains='min > max')
 test_fail(lambda: feature_domain('loan', only0.low[None].expand(2, 7), margin=-1), contains='margin must be')
 test_fail(lambda: outside_domain(dom, torch.zeros(2, 3)), contains='(n, 7)')
+test_fail(lambda: describe_domain(dom, 7), contains='feature index 0 … 6')
+test_fail(lambda: domain_messages(dom, odd, outside_domain(dom, odd)[:2]), contains='shaped like x')
 
 # %% [markdown]
 # ### Every person gets a status

@@ -319,9 +319,11 @@ test_fail(lambda: evaluate_recourse(problem, clf, people, m[:1], v[:1]), contain
 # - what the training data covered: the minimum and maximum of each feature over the unfiltered
 #   recourse training split (the people the method learnt from), widened on each side by
 #   `DOMAIN_MARGIN` = 10 % of that range, so that a person just beyond the most extreme training
-#   example is still served. Measured on the quick profile's models of all seven SCMs, no test person
-#   (5 000 per SCM) falls outside this domain and neither does any counterfactual CARMA serves them
-#   (chapter 11 shows loan's).
+#   example is still served (a binary feature is not widened). Measured on the quick profile's models
+#   of all seven SCMs (10 000 training people each), no test person (5 000 per SCM) falls outside this
+#   domain and neither does any counterfactual CARMA serves them (chapter 11 shows loan's); without
+#   the margin, 1 to 3 test people per SCM would. A model trained on fewer people has a narrower range
+#   and refuses more: trained on 1 500, one refused 3 of 300 fresh people (`tests/test_cli.py`).
 #
 # A model stores its training range (chapter 7), so a saved model can check applicants without its
 # data. The check is vectorised: one comparison per feature over the whole batch.

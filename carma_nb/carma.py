@@ -26,17 +26,19 @@ from .data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_i
 from .flow import CausalFlow, fit_flow
 from .oracle import PAPER_ORACLE, oracle_reference
 from .recourse import as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
+from .recourse import DOMAIN_MARGIN, FeatureDomain, feature_domain, training_range
 from .scm import SCM, SCM_NAMES, get_scm
 
 # %% auto #0
 __all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'SHIFT_SCALE', 'RESTARTS', 'WEIGHT_DECAY', 'POLISH_LR', 'OPTIONAL_HPARAMS',
            'TABLE5_MARGIN', 'SMALL_BATCH', 'ALIGN', 'COLLAPSED', 'CAUSAL_MODELS', 'METHOD_COLORS', 'PAPER_CARMA',
            'carma_hparams', 'paper_algorithm', 'binary_gumbel_st', 'mlp', 'CARMA', 'Recommendation', 'idle_acts',
-           'NumpyPolicy', 'mask_kl', 'mask_prior', 'masked_mean', 'validity_penalty', 'hinge_temperature', 'carma_loss',
-           'StackedMLP', 'aligned', 'stacked_training', 'cached_stack', 'restart_seed', 'served_masks',
-           'stacked_outcome', 'restart_scores', 'train_carma_seeds', 'TrainingCollapsed', 'train_carma',
-           'flush_subnormal_', 'mask_subsets', 'mask_penalty', 'cheapest_valid_masks', 'refine_masks', 'save_carma',
-           'load_carma', 'plot_shifts', 'plot_feature_use', 'carma_table']
+           'NumpyPolicy', 'set_training_range', 'mask_kl', 'mask_prior', 'masked_mean', 'validity_penalty',
+           'hinge_temperature', 'carma_loss', 'StackedMLP', 'aligned', 'stacked_training', 'cached_stack',
+           'restart_seed', 'served_masks', 'stacked_outcome', 'restart_scores', 'train_carma_seeds',
+           'TrainingCollapsed', 'train_carma', 'flush_subnormal_', 'mask_subsets', 'mask_penalty',
+           'cheapest_valid_masks', 'refine_masks', 'save_carma', 'load_carma', 'plot_shifts', 'plot_feature_use',
+           'carma_table']
 
 # %% ../nbs/07_carma.ipynb #0f2897c0
 CARMA_HPARAMS: dict[str, dict] = {
@@ -132,6 +134,7 @@ class CARMA(nn.Module):
         act = torch.zeros(D); act[scm.actionable] = 1.
         self.register_buffer('actionable', act)
         self.register_buffer('z_range', torch.tensor(z_range, dtype=torch.float32))
+        self.register_buffer('feature_range', torch.full((2, D), torch.nan, dtype=torch.float64))   # min, max
 
     @property
     def n_features(self): return len(self.names)
@@ -290,6 +293,27 @@ def _recommend_dispatch(self: CARMA, x,
     return _recommend(self, x, idle_tol)
 
 CARMA.recommend = _recommend_dispatch
+
+# %% ../nbs/07_carma.ipynb #ee0e1967
+def set_training_range(model: CARMA, # a CARMA model
+                       x: torch.Tensor, # (n, D) the recourse training people (all of them, unfiltered)
+                      ) -> CARMA:
+    "Record each feature's minimum and maximum over the training people on `model` (in place); returns it."
+    if not isinstance(model, CARMA):
+        raise TypeError(f"set_training_range needs a CARMA model, got {type(model).__name__}")
+    r = training_range(as_features(x, model.n_features, 'x', model.names))
+    with torch.no_grad(): model.feature_range.copy_(r)
+    return model
+
+def _domain(self: CARMA, margin: float = DOMAIN_MARGIN, # share of the training range added on each side
+           ) -> FeatureDomain:
+    "Where the model is trusted (chapter 5): the SCM's kinds and bounds ∩ its training range ± `margin`."
+    if not torch.isfinite(self.feature_range).all():
+        raise ValueError("this CARMA model has no training range, so its domain is unknown: train it with "
+                         "train_carma, or call set_training_range(model, recourse_pool.train.x)")
+    return feature_domain(self.scm, self.feature_range, margin)
+
+CARMA.domain = _domain
 
 # %% ../nbs/07_carma.ipynb #3911461e
 def mask_kl(logits: torch.Tensor, # (n, D, 2) mask logits
@@ -486,6 +510,7 @@ def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose
                                 {'lr': hp.get('polish_lr', POLISH_LR), 'epochs': P, 'batch': hp['batch']},
                                 f'CARMA {scm.name} polish', verbose, lam0=curves['lambda'][-1])
         curves = {k: torch.cat([v, more[k]]) for k, v in curves.items()}
+    feature_range = training_range(pool.train.x)                        # the model's domain (chapter 5), saved with it
     scores, coverage = (v.view(n_seeds, R) for v in restart_scores(mask_net, action_net, cm, clf, problem, x, z, act, lo, hi, w))
     seconds = (time.perf_counter() - t0) / n_seeds
     out = []
@@ -493,7 +518,8 @@ def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose
         r = int(scores[i].argmin())                                         # the restart with the best training score
         s = i * R + r
         sd = {**mask_net.member(s, 'mask_net'), **action_net.member(s, 'action_net'),
-              'actionable': act.clone(), 'z_range': torch.tensor([lo, hi], dtype=torch.float32)}
+              'actionable': act.clone(), 'z_range': torch.tensor([lo, hi], dtype=torch.float32),
+              'feature_range': feature_range}
         extras = {f'history_{k}': v[:, s].clone() for k, v in curves.items()}
         out.append((sd, None, {**extras, 'train_seconds': torch.tensor(seconds), 'stacked_seeds': torch.tensor(S),
                                'temperature_T': torch.tensor(T), 'restart_scores': scores[i].clone(),
@@ -514,7 +540,7 @@ def _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant
             hp[k] = max(1, round(hp[k] * get_profile(profile).carma_epoch_frac))
     hp = {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()}
     w = as_weights(scm, weights)
-    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'carma_trainer': 'stacked-2', 'scm': scm.name, 'hp': hp,
+    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'carma_trainer': 'stacked-3', 'scm': scm.name, 'hp': hp,
            'prior': prior, 'weights': w.tolist(), 'train': split_id(pool.train),
            'causal_model': getattr(flow, 'config', None), 'classifier': getattr(clf, 'config', None)}
     return scm, pool, hp, w, cfg
@@ -670,6 +696,7 @@ def refine_masks(mask_net: StackedMLP, action_net: StackedMLP, cm, clf, problem,
 # %% ../nbs/07_carma.ipynb #5d1b4d1b
 def save_carma(model: CARMA, path) -> Path:
     "Save CARMA with its causal model and classifier (weights, scalers, configs) in one checkpoint."
+    model.domain()                                   # refuses a model without a training range, with the fix
     cm = model.causal_model
     cfg = {'kind': 'carma-model', 'scm': model.scm, 'hp': model.hp,
            'causal_class': f'{type(cm).__module__}.{type(cm).__qualname__}', 'causal_hidden': list(cm.hidden),
@@ -693,10 +720,20 @@ def _frozen_part(cls, sd: dict, prefix: str, cfg: dict, hidden_key: str, source)
     model = cls(cfg['scm'], tuple(cfg[hidden_key]), StandardScaler(part['mean'], part['std']))
     return load_weights(model, part, f'{source} ({prefix[:-1]})').freeze()
 
+def _require_training_range(sd: dict, path) -> None:
+    "Refuse a model file without the training range a service checks applicants against."
+    r, D = sd.get('feature_range'), len(sd.get('actionable', ()))
+    if not isinstance(r, torch.Tensor) or r.shape != (2, D) or not torch.isfinite(r).all():
+        raise ValueError(f"model file {path} has no feature_range (each feature's training minimum and "
+                         "maximum), so its domain is unknown and applicants could not be checked (a file "
+                         "saved before models recorded it, or a damaged one): train the model again and "
+                         "save it with save_carma")
+
 def load_carma(path, scm: str | None = None) -> CARMA:
     "Load a saved CARMA model (causal model and classifier included); with `scm`, refuse one of another SCM."
     ck = load_checkpoint(path, expect={'kind': 'carma-model', **({'scm': get_scm(scm).name} if scm else {})})
     cfg, sd = ck.config, ck.state_dict
+    _require_training_range(sd, path)
     lacking = [k for k in ('scm', 'hp', 'causal_class', 'causal_hidden', 'clf_hidden') if k not in cfg]
     if lacking: raise ValueError(f"{path}: the saved configuration lacks {lacking}; save the model again with save_carma")
     cm = _frozen_part(_causal_class(cfg['causal_class'], path), sd, 'causal_model.', cfg, 'causal_hidden', path)

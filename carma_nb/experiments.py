@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib
 import importlib.util
+import io
 import json
 import math
 import os
@@ -24,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .carma import PAPER_CARMA, carma_hparams, load_carma, train_carma_seeds
+from .carma import CARMA, PAPER_CARMA, Recommendation, _check_idle_tol, carma_hparams, load_carma, train_carma_seeds
 from .core import (TRAINER_VERSION, Profile, atomic_write, check_whole, config_key, figure_dir, get_profile, progress,
                            project_root, save_table)
 from .data import Pool, Split
@@ -33,13 +35,15 @@ from .flow import fit_flow
 from .oracle import PAPER_ORACLE, cached_oracle, oracle_reference
 from .preferences import PAPER_PREFERENCE_WEIGHTS
 from .recourse import as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
+from .recourse import DOMAIN_MARGIN, SERVED, outside_domain, recourse_status
 from .scm import SCM_NAMES, get_scm
 from .vaca import fit_vaca
 
 # %% auto #0
 __all__ = ['TABLE1_METHODS', 'LOAN_STUDIES', 'ABLATION_FRACTIONS', 'IDLE_TOL', 'Job', 'plan_jobs', 'run_job', 'exit_with_parent',
-           'job_config', 'job_path', 'results_path', 'run_experiments', 'table1', 'read_applicants', 'recommend_file',
-           'tune_storage', 'tune_carma', 'import_user_module', 'main']
+           'job_config', 'job_path', 'results_path', 'run_experiments', 'table1', 'read_applicant_table',
+           'parse_applicants', 'read_applicants', 'Served', 'serve', 'check_output_path', 'refused_summary',
+           'recommend_file', 'tune_storage', 'tune_carma', 'import_user_module', 'main']
 
 # %% ../nbs/11_experiments.ipynb #d51a765b
 TABLE1_METHODS = ('oracle', 'carma', 'dice-vae')
@@ -213,49 +217,191 @@ def table1(results: pd.DataFrame) -> pd.DataFrame:
     return ours.join(paper)
 
 # %% ../nbs/11_experiments.ipynb #da5b411d
-def read_applicants(path: str | Path, scm) -> torch.Tensor:
-    "Read a CSV of applicants with one column per feature of `scm`; clear errors for bad files."
-    scm = get_scm(scm)
-    try: df = pd.read_csv(path)
-    except FileNotFoundError: raise FileNotFoundError(f"input file {str(path)!r} does not exist") from None
-    except pd.errors.EmptyDataError: raise ValueError(f"input file {str(path)!r} is empty; it needs a header row {list(scm.names)}") from None
-    missing, extra = [n for n in scm.names if n not in df.columns], [c for c in df.columns if c not in scm.names]
+_NA_TEXT = {'', 'nan', 'na', 'n/a', 'null', 'none'}   # read as a missing value, not as a malformed one
+
+def _csv_text(path: str | Path) -> str:
+    "The file's text, decoded as UTF-8 (with or without a byte-order mark), or an error naming the problem."
+    path, name = Path(path), repr(str(path))
+    try: data = path.read_bytes()
+    except FileNotFoundError: raise FileNotFoundError(f"input file {name} does not exist") from None
+    except IsADirectoryError: raise ValueError(f"input {name} is a folder; give a CSV file") from None
+    except OSError as e: raise ValueError(f"cannot read the input file {name}: {e.strerror or e}") from None
+    try: return data.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b'\n') + 1
+        raise ValueError(f"input file {name} is not UTF-8 text: byte 0x{data[e.start]:02x} on line {line} "
+                         f"({e.reason}); save it as UTF-8 (a spreadsheet's 'CSV UTF-8')") from None
+
+def _row_lengths_error(path, text: str, width: int | None = None) -> ValueError | None:
+    "The first data row whose number of fields differs from the header's, as an error (None if all agree)."
+    reader, k = csv.reader(io.StringIO(text)), 0
+    header = next(reader, [])
+    width = width or len(header)
+    for row in reader:
+        if not row: continue                                       # blank lines are skipped, as when parsing
+        k += 1
+        if len(row) != width:
+            n = len(row)
+            hint = ('a comma inside a value, or a trailing comma?' if n > width else 'a value left out?')
+            if n == 1 and ';' in row[0]: hint = 'the delimiter looks wrong: write commas'
+            return ValueError(f"{path}: data row {k} (line {reader.line_num}) has {n} field{'s' * (n > 1)} "
+                              f"but the header has {width} ({hint}); every row needs one value per column")
+    return None
+
+def _check_header(path, header: list[str], scm) -> None:
+    "Refuse a header that is not exactly the SCM's features, with the likely cause."
+    if len(header) == 1 and any(d in header[0] for d in ';\t|'):
+        d = next(d for d in ';\t|' if d in header[0])
+        raise ValueError(f"{path}: the delimiter looks wrong: the header is one column {header[0]!r} holding "
+                         f"{d!r}; carma-nb reads comma-separated files (save as CSV with commas)")
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice: raise ValueError(f"{path}: columns {twice} appear more than once in the header")
+    missing, extra = [n for n in scm.names if n not in header], [c for c in header if c not in scm.names]
     if missing or extra:
         raise ValueError(f"{path}: columns must be exactly the features of {scm.name} {list(scm.names)}; "
                          + (f"missing {missing}" if missing else '') + ('; ' if missing and extra else '')
-                         + (f"unknown {extra}" if extra else ''))
-    df = df[list(scm.names)]
-    num = df.apply(pd.to_numeric, errors='coerce')
-    bad = num.isna() & df.notna()
+                         + (f"unknown {extra}" if extra else '')
+                         + (' (an empty name: a trailing comma?)' if '' in extra else ''))
+
+def read_applicant_table(path: str | Path, # a CSV file: a header of the SCM's features, one row per applicant
+                         scm, # the SCM (or its name)
+                        ) -> pd.DataFrame:
+    "The applicants as text, one column per feature of `scm` in its order; clear errors for bad files."
+    scm = get_scm(scm)
+    text = _csv_text(path)
+    try: raw = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"input file {str(path)!r} is empty; it needs a header {list(scm.names)}") from None
+    except pd.errors.ParserError as e:
+        err = _row_lengths_error(path, text) or ValueError(f"{path}: not a readable CSV file ({e})")
+        raise err from None
+    header = [str(c).strip() for c in raw.iloc[0]]
+    _check_header(path, header, scm)
+    if len(raw) == 1: raise ValueError(f"{path}: has a header but no applicants; add one row per applicant")
+    table = raw.iloc[1:].set_axis(header, axis=1)[list(scm.names)].reset_index(drop=True)
+    if (table == '').any().any():                          # an empty field, or a row with too few fields
+        err = _row_lengths_error(path, text, len(header))
+        if err: raise err
+    return table
+
+def parse_applicants(table: pd.DataFrame, # text, as `read_applicant_table` returns
+                     path: str | Path = 'input', # named in the errors
+                    ) -> torch.Tensor:
+    "The applicants' features as float64 (n, D); refuses a value that is missing, not a number, or infinite."
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError("parse_applicants needs the text table that read_applicant_table returns")
+    num = table.apply(pd.to_numeric, errors='coerce')
+    bad = num.isna() | np.isinf(num)
     if bad.any().any():
         col = bad.any().idxmax(); row = int(bad[col].to_numpy().argmax())
-        raise ValueError(f"{path}: column {col!r} has a non-numeric value {df[col].iloc[row]!r} (data row {row + 1})")
-    if num.isna().any().any():
-        col = num.isna().any().idxmax(); row = int(num[col].isna().to_numpy().argmax())
-        raise ValueError(f"{path}: column {col!r} has a missing value (data row {row + 1}); impute or drop it first")
-    if not np.isfinite(num.to_numpy()).all(): raise ValueError(f"{path}: values must be finite numbers (found inf)")
-    return torch.from_numpy(np.array(num.to_numpy(np.float32)))   # a writable copy
+        v, at, what = table[col].iloc[row], f"(data row {row + 1})", f"{path}: column {col!r} has"
+        if v.strip().lower() in _NA_TEXT:
+            raise ValueError(f"{what} a missing value {at}; impute or drop it first")
+        if np.isinf(num[col].iloc[row]): raise ValueError(f"{what} an infinite value {v!r} {at}")
+        hint = '; write 1 or 0 for true or false' if v.strip().lower() in ('true', 'false') else ''
+        raise ValueError(f"{what} a non-numeric value {v!r} {at}{hint}")
+    return torch.from_numpy(np.array(num.to_numpy(np.float64)))   # a writable copy
 
+def read_applicants(path: str | Path, scm) -> torch.Tensor:
+    "A CSV of applicants with one column per feature of `scm`, as float64 (n, D); clear errors for bad files."
+    return parse_applicants(read_applicant_table(path, scm), path)
+
+# %% ../nbs/11_experiments.ipynb #57de0228
 IDLE_TOL = 0.05   # recommend_file / carma-nb recommend: acts with a smaller latent shift are dropped (chapter 7)
+
+@dataclass
+class Served:
+    "What a service answers for a batch of applicants."
+    rec: Recommendation        # mask empty, values = x, prob NaN where neither served nor already accepted
+    prob_before: torch.Tensor  # (n,) the classifier's probability of each applicant (NaN if refused on input)
+    status: np.ndarray         # (n,) str: 'served', 'already accepted', 'no valid action' or 'refused: …'
+    refused: torch.Tensor      # (n,) bool
+    idle_dropped: int          # idle acts left out (chapter 7)
+
+def serve(model: CARMA, # a trained CARMA model with its training range (train_carma, load_carma)
+          x: torch.Tensor, # (n, D) applicants, raw features (float64 keeps the values as written)
+          idle_tol: float = IDLE_TOL, # drop acts whose latent shift is below this; 0 keeps every act
+          margin: float = DOMAIN_MARGIN, # share of the training range added on each side of the domain
+         ) -> Served:
+    "Recommendations and a status per applicant; rows outside the model's domain, or leaving it, are refused."
+    dom = model.domain(margin)
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if x.ndim != 2 or x.shape[1] != model.n_features:
+        raise ValueError(f"x must be (n, {model.n_features}): the features {list(model.names)}; "
+                         f"got {tuple(x.shape)}")
+    _check_idle_tol(idle_tol)
+    n, D, x32 = len(x), model.n_features, x.float()
+    ok = ~outside_domain(dom, x).any(1)                     # the model never sees a row outside its domain
+    mask, x_cf, accepted = torch.zeros(n, D, dtype=torch.bool), x32.clone(), torch.zeros(n, dtype=torch.bool)
+    prob, before, dropped = torch.full((n,), torch.nan), torch.full((n,), torch.nan), 0
+    if ok.any():
+        every = model.recommend(x32[ok])                    # every act, to count the idle ones left out
+        rec = model.recommend(x32[ok], idle_tol=idle_tol) if idle_tol else every
+        mask[ok], x_cf[ok], prob[ok], accepted[ok] = rec.mask, rec.x_cf, rec.prob, rec.accepted
+        before[ok] = model.clf.predict_proba(x32[ok])
+        dropped = int(every.mask.sum() - rec.mask.sum())
+    status, refused = recourse_status(dom, x, mask, x_cf, accepted, prob)
+    served = torch.from_numpy(status == SERVED)
+    mask &= served[:, None]                                 # targets only where served
+    prob = torch.where(served | accepted, prob, torch.nan)
+    rec = Recommendation(mask, torch.where(mask, x_cf, x32), x_cf, prob, accepted)
+    return Served(rec, before, status, refused, dropped)
+
+# %% ../nbs/11_experiments.ipynb #8517a461
+def check_output_path(output: str | Path, # the file to write
+                      *inputs: str | Path, # files it must not replace (the applicants' file, the model)
+                     ) -> Path:
+    "The output path; refuses an input (or a link to it), a folder, and a folder that cannot be written."
+    out, name = Path(output), repr(str(output))
+    if out.is_dir(): raise ValueError(f"output {name} is a folder; give a file path in it, such as "
+                                      f"{str(out / 'actions.csv')!r}")
+    for src in inputs:
+        if out.exists() and Path(src).exists() and os.path.samefile(out, src):
+            raise ValueError(f"output {name} is the file {str(src)!r} (or a link to it): writing would "
+                             "replace it; choose another output path")
+    folder = out.absolute().parent
+    while not folder.exists(): folder = folder.parent          # atomic_write creates the missing folders
+    if not folder.is_dir(): raise ValueError(f"output {name}: {str(folder)!r} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"output {name}: the folder {str(folder)!r} cannot be written (permission denied)")
+    return out
+
+def _write_csv(df: pd.DataFrame, out: Path) -> None:
+    "Write `df` atomically; an error names the output path, not the temporary file."
+    try:
+        with atomic_write(out, 'w') as f: df.to_csv(f, index=False)
+    except OSError as e:
+        raise ValueError(f"cannot write the output {str(out)!r}: {e.strerror or e}") from None
+
+def refused_summary(status: np.ndarray, # per row, as `serve` returns
+                    shown: int = 3, # reasons listed
+                   ) -> str:
+    "One line about the refused rows: how many, which data rows, the first reasons."
+    rows = np.flatnonzero(np.char.startswith(status.astype(str), 'refused'))
+    first = '; '.join(f"data row {i + 1}: {status[i].removeprefix('refused: ')}" for i in rows[:shown])
+    return f"{len(rows)} of {len(status)} applicants refused ({first}{'; …' if len(rows) > shown else ''})"
 
 def recommend_file(model_path: str | Path, input_path: str | Path, output_path: str | Path, scm: str | None = None,
                    idle_tol: float = IDLE_TOL, # drop acts whose latent shift is below this; 0 keeps every act
+                   strict: bool = False, # raise (and write nothing) when any applicant is refused
                   ) -> pd.DataFrame:
-    "Recommendations for every applicant of a CSV with a saved CARMA model, written atomically to `output_path`."
+    "A status and recommendations for every applicant of a CSV, by a saved CARMA model, written atomically."
+    out_path = check_output_path(output_path, input_path, model_path)
     model = load_carma(model_path, scm)
-    x = read_applicants(input_path, model.scm)
-    s = get_scm(model.scm)
-    every = model.recommend(x)                                  # every act, to count the idle ones left out
-    rec = model.recommend(x, idle_tol=idle_tol) if idle_tol != 0 else every
-    out = pd.DataFrame(x.numpy(), columns=s.names)
-    out['accepted'] = rec.accepted.numpy()
-    out['prob_before'] = model.clf.predict_proba(x).numpy()
-    for j in s.actionable:
-        out[f'act_{s.names[j]}'] = rec.mask[:, j].numpy()
-        out[f'{s.names[j]}_target'] = np.where(rec.mask[:, j].numpy(), rec.values[:, j].numpy(), np.nan)
-    out['prob_after'] = rec.prob.numpy()
-    with atomic_write(output_path, 'w') as f: out.to_csv(f, index=False)
-    out.attrs['idle acts dropped'] = int(every.mask.sum() - rec.mask.sum())
+    table = read_applicant_table(input_path, model.scm)
+    s, names = serve(model, parse_applicants(table, input_path), idle_tol), model.names
+    if strict and s.refused.any(): raise ValueError(f"--strict: {refused_summary(s.status)}; nothing written")
+    out = table.copy()                                          # the features exactly as read
+    out['status'] = s.status
+    known = ~s.prob_before.isnan().numpy()                      # refused on input: accepted is unknown
+    out['accepted'] = pd.array(np.where(known, s.rec.accepted.numpy(), None), dtype='boolean')
+    out['prob_before'] = s.prob_before.numpy()
+    for j in get_scm(model.scm).actionable:
+        out[f'act_{names[j]}'] = s.rec.mask[:, j].numpy()
+        out[f'{names[j]}_target'] = np.where(s.rec.mask[:, j].numpy(), s.rec.values[:, j].numpy(), np.nan)
+    out['prob_after'] = s.rec.prob.numpy()
+    _write_csv(out, out_path)
+    out.attrs['idle acts dropped'] = s.idle_dropped
     return out
 
 # %% ../nbs/11_experiments.ipynb #c3d5c1be
@@ -380,6 +526,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument('--output', required=True, help='CSV to write (atomically)')
     c.add_argument('--idle-tol', type=float, default=IDLE_TOL, metavar='TOL',
                    help='drop acts whose latent shift is below TOL, where the applicant stays accepted (default %(default)s; 0 keeps every act)')
+    c.add_argument('--strict', action='store_true',
+                   help="exit with an error, writing nothing, if any applicant is outside the model's domain")
     t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)', description='Tune CARMA for one SCM (SPEC §8).')
     t.add_argument('--scm', required=True, help=f"one of {', '.join(SCM_NAMES)}, or an SCM registered by an --import module")
     for q in (c, t):
@@ -435,6 +583,21 @@ def _reproduce(a) -> None:
             print('index.ipynb: executed' + ('; run `python tools/make_readme.py` to refresh README.md' if a.update_notebooks else ''))
     print(f'reproduce finished in {time.perf_counter() - t0:.0f} s; outputs in {out}')
 
+def _recommend_command(a) -> None:
+    "carma-nb recommend: serve the file; print one line of counts, and one about refused rows (stderr)."
+    t0 = time.perf_counter()
+    out = recommend_file(a.model, a.input, a.output, a.scm, a.idle_tol, a.strict)
+    st = out['status'].astype(str)
+    counts = {k: int((st == k).sum()) for k in ('served', 'already accepted', 'no valid action')}
+    counts['refused'] = int(st.str.startswith('refused').sum())
+    dropped = out.attrs['idle acts dropped']
+    print(f"{len(out)} applicants: " + ', '.join(f'{v} {k}' for k, v in counts.items())
+          + f"; {time.perf_counter() - t0:.2f} s → {a.output}"
+          + (f'; {dropped} idle acts left out (--idle-tol 0 keeps them)' if dropped else ''))
+    if counts['refused']:
+        print(f"carma-nb recommend: warning: {refused_summary(out['status'].to_numpy())}; they get no "
+              "targets, the status column says why, and --strict makes this an error", file=sys.stderr)
+
 def main(argv: list[str] | None = None) -> int:
     "The `carma-nb` command."
     a = _parser().parse_args(argv)
@@ -442,14 +605,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.command in ('recommend', 'tune'): _known_scm(a.scm, a.imports)
         if a.command == 'reproduce': _reproduce(a)
         elif a.command == 'recommend':
-            t0 = time.perf_counter()
-            out = recommend_file(a.model, a.input, a.output, a.scm, a.idle_tol)
-            print(f'{len(out)} applicants ({int(out["accepted"].sum())} already accepted) served in {time.perf_counter() - t0:.2f} s → {a.output}'
-                  + (f'; {out.attrs["idle acts dropped"]} idle acts left out (--idle-tol 0 keeps them)' if out.attrs['idle acts dropped'] else ''))
+            _recommend_command(a)
         elif a.command == 'tune':
             best = tune_carma(a.scm, a.trials, a.storage, profile=a.profile, seed=a.seed)
             print(json.dumps(best, indent=1))
-    except (ValueError, FileNotFoundError, ImportError, KeyError, RuntimeError) as e:
+    except (ValueError, OSError, ImportError, KeyError, RuntimeError) as e:
         print(f'carma-nb {a.command}: error: {e}', file=sys.stderr)
         return 2
     return 0

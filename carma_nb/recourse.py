@@ -5,6 +5,7 @@
 # %% ../nbs/05_recourse.ipynb #b6e93a2f
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ from .data import Pool, Pools, make_pools, resolve_pool
 from .scm import SCM, _check_mask_values, get_scm
 
 # %% auto #0
-__all__ = ['as_weights', 'RecourseProblem', 'recourse_problem', 'rejected', 'RecourseReport', 'evaluate_recourse',
-           'time_per_person']
+__all__ = ['DOMAIN_MARGIN', 'SERVED', 'ALREADY_ACCEPTED', 'NO_VALID_ACTION', 'as_weights', 'RecourseProblem', 'recourse_problem',
+           'rejected', 'RecourseReport', 'evaluate_recourse', 'FeatureDomain', 'training_range', 'feature_domain',
+           'outside_domain', 'describe_domain', 'domain_messages', 'recourse_status', 'time_per_person']
 
 # %% ../nbs/05_recourse.ipynb #c75dcbbf
 def as_weights(scm: SCM | str, # the SCM
@@ -168,6 +170,134 @@ def evaluate_recourse(problem: RecourseProblem, # the shared problem (cost, acti
                'prob': float(p_model[found].mean()) if found.any() else float('nan'),
                'prob (true SCM)': float(p_true[found].mean()) if found.any() else float('nan')}
     return RecourseReport(metrics, per_feature, valid, covered, cost, shift, mask)
+
+# %% ../nbs/05_recourse.ipynb #f1bf980a
+DOMAIN_MARGIN = 0.1   # the training range is widened by this share of its width on each side
+
+@dataclass(frozen=True)
+class FeatureDomain:
+    "Per feature, the values a model is trusted on: the SCM's kind and bounds ∩ the training range ± margin."
+    scm: str                 # the SCM's name
+    low: torch.Tensor        # (D,) float64: lowest value trusted
+    high: torch.Tensor       # (D,) float64: highest value trusted
+    low_open: torch.Tensor   # (D,) bool: `low` is the SCM's open bound, itself outside
+    high_open: torch.Tensor  # (D,) bool: `high` is the SCM's open bound, itself outside
+    binary: torch.Tensor     # (D,) bool: only 0 and 1 (within low..high)
+    margin: float            # share of the training range added on each side
+
+def training_range(x: torch.Tensor, # (n, D) the training people, raw features
+                  ) -> torch.Tensor:
+    "The (2, D) minimum and maximum of each feature over the training people (float64)."
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if x.ndim != 2 or not len(x) or not torch.isfinite(x).all():
+        raise ValueError(f"training_range needs an (n, D) tensor of finite features, n ≥ 1; got shape "
+                         f"{tuple(x.shape)}" + ('' if x.ndim != 2 or not len(x) else ' with NaN or inf'))
+    return torch.stack([x.min(0).values, x.max(0).values])
+
+def feature_domain(scm: SCM | str, # the SCM: its kinds and hard bounds
+                   feature_range: torch.Tensor, # (2, D) training minimum and maximum (`training_range`)
+                   margin: float = DOMAIN_MARGIN, # share of the range added on each side
+                  ) -> FeatureDomain:
+    "Each feature's domain: the SCM's kind and open bounds ∩ [min − margin·range, max + margin·range]."
+    scm = get_scm(scm)
+    r = torch.as_tensor(feature_range, dtype=torch.float64)
+    shape_ok = r.shape == (2, scm.n_features)
+    if not shape_ok or not torch.isfinite(r).all() or (r[0] > r[1]).any():
+        got = f"{tuple(r.shape)}" + ' with NaN, inf or min > max' * shape_ok
+        raise ValueError(f"feature_range must be a finite (2, {scm.n_features}) tensor of minima ≤ maxima "
+                         f"(training_range(x)), got {got}")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < math.inf:
+        raise ValueError(f"margin must be a finite number ≥ 0 (a share of the training range, e.g. 0.1), "
+                         f"got {margin!r}")
+    binary = torch.zeros(scm.n_features, dtype=torch.bool); binary[scm.binary] = True
+    wide = torch.where(binary, 0., margin * (r[1] - r[0]))        # a binary feature is not widened
+    hard = scm.bounds
+    low, high = torch.maximum(r[0] - wide, hard[0]), torch.minimum(r[1] + wide, hard[1])
+    return FeatureDomain(scm.name, low, high, low == hard[0], high == hard[1], binary, float(margin))
+
+def outside_domain(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw features
+                  ) -> torch.Tensor:
+    "(n, D) bool: which values lie outside the domain (NaN and inf always do)."
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if x.ndim != 2 or x.shape[1] != len(domain.low):
+        raise ValueError(f"x must be (n, {len(domain.low)}), features of {domain.scm}; got {tuple(x.shape)}")
+    below = torch.where(domain.low_open, x <= domain.low, x < domain.low)
+    above = torch.where(domain.high_open, x >= domain.high, x > domain.high)
+    return below | above | ~torch.isfinite(x) | (domain.binary & (x != 0) & (x != 1))
+
+# %% ../nbs/05_recourse.ipynb #b158f78f
+def describe_domain(domain: FeatureDomain, j: int) -> str:
+    "Feature j's domain as text (4 significant digits): '{0, 1}', '[-37.43, 73.74]' or '(-0.5, 0.4592]'."
+    if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < len(domain.low):
+        raise ValueError(f"j must be a feature index 0 … {len(domain.low) - 1} of {domain.scm}, got {j!r}")
+    lo, hi = float(domain.low[j]), float(domain.high[j])
+    if domain.binary[j]: return '{' + ', '.join(str(v) for v in (0, 1) if lo <= v <= hi) + '}'
+    return f"{'(' if domain.low_open[j] else '['}{lo:.4g}, {hi:.4g}{')' if domain.high_open[j] else ']'}"
+
+def _why_outside(domain: FeatureDomain, scm: SCM, j: int, v: float) -> str:
+    name, (lo, hi) = scm.names[j], scm.nodes[j].bounds
+    if not math.isfinite(v): return 'not a finite number'
+    if domain.binary[j] and v not in (0, 1): return 'a binary feature: 0 or 1'
+    if not lo < v < hi: return f"the SCM defines {name} only in ({lo:g}, {hi:g})"
+    if domain.binary[j]: return 'a value not seen in training'
+    return f"the training data's range widened by {100 * domain.margin:g} %"
+
+def _shortest(v: float, dtype: torch.dtype) -> str:
+    "The shortest text that reads back as v in its dtype: 16777217, 0.7, 1e+30 (float32 values: 25.3)."
+    t = str(np.float32(v) if dtype == torch.float32 else np.float64(v))
+    return t.removesuffix('.0')
+
+def domain_messages(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw features
+                    bad: torch.Tensor, # (n, D) bool, `outside_domain` (or a subset of it)
+                    what: str = '', # prefix of the feature, e.g. 'counterfactual '
+                   ) -> list[str]:
+    "Per row with a value outside: '<what><feature> <value> outside <domain> (why)', then the others."
+    scm, out = get_scm(domain.scm), []
+    ok = isinstance(bad, torch.Tensor) and bad.dtype == torch.bool and bad.ndim == 2 and bad.shape == x.shape
+    if not ok: raise ValueError(f"bad must be a bool tensor shaped like x {tuple(x.shape)} (outside_domain)")
+    for i in bad.any(1).nonzero().flatten().tolist():                  # the refused rows only
+        cols = bad[i].nonzero().flatten().tolist()
+        j, v = cols[0], float(x[i, cols[0]])
+        text = _shortest(v, x.dtype)
+        more = f"; also outside: {', '.join(scm.names[k] for k in cols[1:])}" if len(cols) > 1 else ''
+        why = _why_outside(domain, scm, j, v)
+        out.append(f"{what}{scm.names[j]} {text} outside {describe_domain(domain, j)} ({why}){more}")
+    return out
+
+# %% ../nbs/05_recourse.ipynb #24db323d
+SERVED, ALREADY_ACCEPTED, NO_VALID_ACTION = 'served', 'already accepted', 'no valid action'
+
+def _moved(scm: SCM, mask: torch.Tensor) -> torch.Tensor:
+    "(n, D) bool: the features an action moves, the intervened ones and their descendants."
+    reach = torch.eye(scm.n_features)
+    for j in range(scm.n_features): reach[j, scm.descendants(j)] = 1.     # D × D, once per call
+    return (mask.to(reach.dtype) @ reach) > 0
+
+def recourse_status(domain: FeatureDomain,
+                    x: torch.Tensor, # (n, D) the people, raw features
+                    mask: torch.Tensor, # (n, D) bool: the recommended interventions
+                    x_cf: torch.Tensor, # (n, D) the counterfactual the method predicts
+                    accepted: torch.Tensor, # (n,) bool: the classifier already accepts the person
+                    prob: torch.Tensor, # (n,) the classifier's probability of x_cf
+                   ) -> tuple[np.ndarray, torch.Tensor]:
+    "Per person a status ('served', 'already accepted', 'no valid action', 'refused: …'); which are refused."
+    scm = get_scm(domain.scm)
+    x, x_cf = torch.as_tensor(x), torch.as_tensor(x_cf)           # NaN and inf are refused per row
+    if not (x.ndim == 2 and x.shape[1] == scm.n_features and mask.shape == x.shape == x_cf.shape
+            and accepted.shape == prob.shape == x.shape[:1]):
+        shapes = ', '.join(f'{k} {tuple(t.shape)}' for k, t in zip(('x', 'mask', 'x_cf', 'accepted', 'prob'),
+                                                                      (x, mask, x_cf, accepted, prob)))
+        raise ValueError(f"give one answer per person, (n, {scm.n_features}) or (n,): got {shapes}")
+    bad_in = outside_domain(domain, x)                              # in float64, as every check
+    acting = mask.any(1) & ~accepted & ~bad_in.any(1)
+    bad_cf = outside_domain(domain, x_cf) & _moved(scm, mask) & acting[:, None]
+    r_in, r_cf = bad_in.any(1), bad_cf.any(1)
+    status = np.full(len(x), SERVED, dtype=object)
+    status[(~accepted & (prob < 0.5)).numpy()] = NO_VALID_ACTION
+    status[accepted.numpy()] = ALREADY_ACCEPTED
+    status[r_cf.numpy()] = ['refused: ' + m for m in domain_messages(domain, x_cf, bad_cf, 'counterfactual ')]
+    status[r_in.numpy()] = ['refused: ' + m for m in domain_messages(domain, x, bad_in)]
+    return status, r_in | r_cf
 
 # %% ../nbs/05_recourse.ipynb #750d4b82
 def time_per_person(fn: Callable[[torch.Tensor], object], # recommends for a batch of raw features

@@ -17,11 +17,12 @@ import torch
 from .core import as_features
 
 # %% auto #0
-__all__ = ['ROLES', 'sigmoid', 'SCM_NAMES', 'ROLE_COLORS', 'Node', 'additive', 'normal', 'bernoulli', 'gamma', 'mixture_u1',
-           'SCM', 'get_scm', 'register_scm', 'draw_graph']
+__all__ = ['ROLES', 'KINDS', 'sigmoid', 'SCM_NAMES', 'ROLE_COLORS', 'Node', 'additive', 'normal', 'bernoulli', 'gamma',
+           'mixture_u1', 'SCM', 'get_scm', 'register_scm', 'draw_graph']
 
 # %% ../nbs/01_scm.ipynb #28f57789
 ROLES = ('immutable', 'mutable', 'actionable')
+KINDS = ('continuous', 'binary')   # what values a feature takes: any number, or 0 and 1
 
 @dataclass(frozen=True)
 class Node:
@@ -33,10 +34,16 @@ class Node:
     noise: Callable            # noise(rng: np.random.Generator, n) -> float64 array of n draws
     role: str = 'actionable'   # one of ROLES
     domain: str = ''           # condition abduction needs, quoted in errors (e.g. 'in (-0.5, 0.5)')
+    kind: str = 'continuous'   # one of KINDS: 'binary' features take only the values 0 and 1
+    bounds: tuple[float, float] = (-math.inf, math.inf)   # open interval (low, high) the values must lie in
 
-def additive(name: str, parents: Sequence[int], mean: Callable, noise: Callable, role: str = 'actionable') -> Node:
+def additive(name: str, parents: Sequence[int], mean: Callable, noise: Callable, role: str = 'actionable',
+             kind: str = 'continuous', # one of KINDS
+             bounds: tuple[float, float] = (-math.inf, math.inf), # the open interval of possible values
+            ) -> Node:
     "A node with additive noise, x_j = mean(x_pa) + u_j, whose inverse is u_j = x_j − mean(x_pa)."
-    return Node(name, tuple(parents), lambda x, u: mean(x) + u, lambda x, xj: xj - mean(x), noise, role)
+    return Node(name, tuple(parents), lambda x, u: mean(x) + u, lambda x, xj: xj - mean(x), noise, role,
+                kind=kind, bounds=bounds)
 
 # %% ../nbs/01_scm.ipynb #48dfda2c
 def normal(mean: float, std: float) -> Callable:
@@ -57,6 +64,18 @@ def mixture_u1(rng, n):
     return np.where(first, rng.normal(-2.0, math.sqrt(1.5), n), rng.normal(1.5, 1.0, n))
 
 # %% ../nbs/01_scm.ipynb #c3d85979
+def _check_kind_bounds(nd: Node) -> None:
+    "Refuse a node whose kind or bounds make no sense, naming the node and the fix."
+    if nd.kind not in KINDS:
+        raise ValueError(f"node {nd.name!r}: kind must be one of {KINDS}, got {nd.kind!r}")
+    b = nd.bounds
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+    if not (isinstance(b, tuple) and len(b) == 2 and all(map(number, b)) and b[0] < b[1]):
+        raise ValueError(f"node {nd.name!r}: bounds must be a tuple (low, high) of numbers with low < high "
+                         f"(math.inf for no bound), got {b!r}")
+    if nd.kind == 'binary' and not (b[0] < 0 and b[1] > 1):
+        raise ValueError(f"node {nd.name!r} is binary: its bounds {b} must contain 0 and 1 (leave them out)")
+
 class SCM:
     "A structural causal model with batched, exact generation, abduction and counterfactuals."
     def __init__(self,
@@ -68,6 +87,7 @@ class SCM:
                 ):
         for i, nd in enumerate(nodes):
             if nd.role not in ROLES: raise ValueError(f"node {nd.name!r}: role must be one of {ROLES}, got {nd.role!r}")
+            _check_kind_bounds(nd)
             if any(not 0 <= p < i for p in nd.parents):
                 raise ValueError(f"node {nd.name!r} (index {i}) has parents {nd.parents}: nodes must be in "
                                  "topological order, every parent's index smaller than its child's")
@@ -81,6 +101,8 @@ class SCM:
         self.actionable = [i for i, nd in enumerate(nodes) if nd.role == 'actionable']
         self.immutable = [i for i, nd in enumerate(nodes) if nd.role == 'immutable']
         self.mutable = [i for i, nd in enumerate(nodes) if nd.role != 'immutable']
+        self.binary = [i for i, nd in enumerate(nodes) if nd.kind == 'binary']
+        self.bounds = torch.tensor([nd.bounds for nd in nodes], dtype=torch.float64).T   # (2, D): open bounds
 
     @property
     def n_features(self) -> int: return len(self.nodes)
@@ -260,7 +282,7 @@ _LAYOUTS = {
 
 def _four_node(name: str, graph: str, parents: dict, means: dict, u2_var: float, label: Callable, desc: str) -> SCM:
     "Assemble one of the 4-node SCMs from its parents and the mean parts of its equations."
-    nodes = [additive('x_s', (), lambda x: 0., bernoulli(0.5), 'immutable'),
+    nodes = [additive('x_s', (), lambda x: 0., bernoulli(0.5), 'immutable', kind='binary'),
              additive('x1', parents['x1'], means['x1'], mixture_u1),
              additive('x2', parents['x2'], means['x2'], normal(0, math.sqrt(u2_var))),
              additive('x3', parents['x3'], means['x3'], normal(0, 1))]
@@ -316,11 +338,11 @@ def _loan_label(x, u):
 
 def _loan() -> SCM:
     nodes = [
-        additive('gender', (), lambda x: 0., bernoulli(0.5), 'immutable'),
+        additive('gender', (), lambda x: 0., bernoulli(0.5), 'immutable', kind='binary'),
         additive('age', (), lambda x: -35., gamma(10, 3.5), 'immutable'),
         Node('education', (0, 1), lambda x, u: -0.5 + sigmoid(_loan_education_mean(x) + u),
              lambda x, xj: torch.logit(xj + 0.5) - _loan_education_mean(x), normal(0, 0.5), 'actionable',
-             domain='in the open interval (-0.5, 0.5)'),
+             domain='in the open interval (-0.5, 0.5)', bounds=(-0.5, 0.5)),
         additive('loan_amount', (0, 1), lambda x: 1 + 0.01*(x[1] - 5)*(5 - x[1]) + (1 - x[0]), normal(0, 2)),
         additive('duration', (0, 1, 3), lambda x: -1 + 0.1*x[1] + 2*(1 - x[0]) + x[3], normal(0, 3), 'mutable'),
         additive('income', (0, 1, 2), lambda x: -4 + 0.1*(x[1] + 35) + 2*x[0] + x[0]*x[2], normal(0, 2)),

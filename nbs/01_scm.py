@@ -63,10 +63,18 @@ from carma_nb.core import save_figure
 #
 # Equations receive `x` as a list of columns indexed by node (only parents are read), so one equation
 # evaluates a whole batch of people at once.
+#
+# A node also declares the values its feature can take at all, which the serving checks of chapter 11
+# read: its **kind** (`continuous`, or `binary` for a feature that is 0 or 1, such as gender) and its
+# hard **bounds**, an open interval outside which the equations are not defined (loan's education lives
+# in $(-0.5, 0.5)$: its inverse takes a logit). The default is an unbounded continuous feature, so a
+# world of one's own needs to say nothing unless it has such a feature. Other kinds (whole numbers,
+# ordered levels) can join `KINDS` later without changing the nodes that exist.
 
 # %%
 #| export
 ROLES = ('immutable', 'mutable', 'actionable')
+KINDS = ('continuous', 'binary')   # what values a feature takes: any number, or 0 and 1
 
 @dataclass(frozen=True)
 class Node:
@@ -78,10 +86,16 @@ class Node:
     noise: Callable            # noise(rng: np.random.Generator, n) -> float64 array of n draws
     role: str = 'actionable'   # one of ROLES
     domain: str = ''           # condition abduction needs, quoted in errors (e.g. 'in (-0.5, 0.5)')
+    kind: str = 'continuous'   # one of KINDS: 'binary' features take only the values 0 and 1
+    bounds: tuple[float, float] = (-math.inf, math.inf)   # open interval (low, high) the values must lie in
 
-def additive(name: str, parents: Sequence[int], mean: Callable, noise: Callable, role: str = 'actionable') -> Node:
+def additive(name: str, parents: Sequence[int], mean: Callable, noise: Callable, role: str = 'actionable',
+             kind: str = 'continuous', # one of KINDS
+             bounds: tuple[float, float] = (-math.inf, math.inf), # the open interval of possible values
+            ) -> Node:
     "A node with additive noise, x_j = mean(x_pa) + u_j, whose inverse is u_j = x_j − mean(x_pa)."
-    return Node(name, tuple(parents), lambda x, u: mean(x) + u, lambda x, xj: xj - mean(x), noise, role)
+    return Node(name, tuple(parents), lambda x, u: mean(x) + u, lambda x, xj: xj - mean(x), noise, role,
+                kind=kind, bounds=bounds)
 
 
 # %% [markdown]
@@ -125,6 +139,18 @@ test_close(gamma(10, 3.5)(_rng, 400_000).mean(), 35, eps=0.05)
 
 # %%
 #| export
+def _check_kind_bounds(nd: Node) -> None:
+    "Refuse a node whose kind or bounds make no sense, naming the node and the fix."
+    if nd.kind not in KINDS:
+        raise ValueError(f"node {nd.name!r}: kind must be one of {KINDS}, got {nd.kind!r}")
+    b = nd.bounds
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+    if not (isinstance(b, tuple) and len(b) == 2 and all(map(number, b)) and b[0] < b[1]):
+        raise ValueError(f"node {nd.name!r}: bounds must be a tuple (low, high) of numbers with low < high "
+                         f"(math.inf for no bound), got {b!r}")
+    if nd.kind == 'binary' and not (b[0] < 0 and b[1] > 1):
+        raise ValueError(f"node {nd.name!r} is binary: its bounds {b} must contain 0 and 1 (leave them out)")
+
 class SCM:
     "A structural causal model with batched, exact generation, abduction and counterfactuals."
     def __init__(self,
@@ -136,6 +162,7 @@ class SCM:
                 ):
         for i, nd in enumerate(nodes):
             if nd.role not in ROLES: raise ValueError(f"node {nd.name!r}: role must be one of {ROLES}, got {nd.role!r}")
+            _check_kind_bounds(nd)
             if any(not 0 <= p < i for p in nd.parents):
                 raise ValueError(f"node {nd.name!r} (index {i}) has parents {nd.parents}: nodes must be in "
                                  "topological order, every parent's index smaller than its child's")
@@ -149,6 +176,8 @@ class SCM:
         self.actionable = [i for i, nd in enumerate(nodes) if nd.role == 'actionable']
         self.immutable = [i for i, nd in enumerate(nodes) if nd.role == 'immutable']
         self.mutable = [i for i, nd in enumerate(nodes) if nd.role != 'immutable']
+        self.binary = [i for i, nd in enumerate(nodes) if nd.kind == 'binary']
+        self.bounds = torch.tensor([nd.bounds for nd in nodes], dtype=torch.float64).T   # (2, D): open bounds
 
     @property
     def n_features(self) -> int: return len(self.nodes)
@@ -396,7 +425,7 @@ _LAYOUTS = {
 
 def _four_node(name: str, graph: str, parents: dict, means: dict, u2_var: float, label: Callable, desc: str) -> SCM:
     "Assemble one of the 4-node SCMs from its parents and the mean parts of its equations."
-    nodes = [additive('x_s', (), lambda x: 0., bernoulli(0.5), 'immutable'),
+    nodes = [additive('x_s', (), lambda x: 0., bernoulli(0.5), 'immutable', kind='binary'),
              additive('x1', parents['x1'], means['x1'], mixture_u1),
              additive('x2', parents['x2'], means['x2'], normal(0, math.sqrt(u2_var))),
              additive('x3', parents['x3'], means['x3'], normal(0, 1))]
@@ -463,11 +492,11 @@ def _loan_label(x, u):
 
 def _loan() -> SCM:
     nodes = [
-        additive('gender', (), lambda x: 0., bernoulli(0.5), 'immutable'),
+        additive('gender', (), lambda x: 0., bernoulli(0.5), 'immutable', kind='binary'),
         additive('age', (), lambda x: -35., gamma(10, 3.5), 'immutable'),
         Node('education', (0, 1), lambda x, u: -0.5 + sigmoid(_loan_education_mean(x) + u),
              lambda x, xj: torch.logit(xj + 0.5) - _loan_education_mean(x), normal(0, 0.5), 'actionable',
-             domain='in the open interval (-0.5, 0.5)'),
+             domain='in the open interval (-0.5, 0.5)', bounds=(-0.5, 0.5)),
         additive('loan_amount', (0, 1), lambda x: 1 + 0.01*(x[1] - 5)*(5 - x[1]) + (1 - x[0]), normal(0, 2)),
         additive('duration', (0, 1, 3), lambda x: -1 + 0.1*x[1] + 2*(1 - x[0]) + x[3], normal(0, 3), 'mutable'),
         additive('income', (0, 1, 2), lambda x: -4 + 0.1*(x[1] + 35) + 2*x[0] + x[0]*x[2], normal(0, 2)),
@@ -535,6 +564,25 @@ test_eq(loan.descendants('education'), [5, 6])                      # income, sa
 test_eq(loan.descendants('gender'), [2, 3, 4, 5, 6])
 test_eq({n: get_scm(n).depth for n in SCM_NAMES},
         {'triangle-lin': 3, 'triangle-nlin': 3, 'collider-lin': 2, 'collider-nlin': 2, 'chain-lin': 3, 'chain-nlin': 3, 'loan': 3})
+
+# %% [markdown]
+# What each feature can be: only the binary sensitive attributes (gender, $x_s$) are binary, only
+# loan's education is bounded; every sample of every SCM lies in what its nodes declare.
+
+# %%
+test_eq({n: [get_scm(n).names[i] for i in get_scm(n).binary] for n in ('loan', 'chain-lin')},
+        {'loan': ['gender'], 'chain-lin': ['x_s']})
+test_eq(loan.bounds[:, loan.index('education')].tolist(), [-0.5, 0.5])
+test_eq(int(torch.isfinite(torch.stack([get_scm(n).bounds for n in SCM_NAMES if n != 'loan'])).sum()), 0)
+for n in SCM_NAMES:
+    _x = get_scm(n).sample(2000, seed=1)[0].double()
+    assert ((_x > get_scm(n).bounds[0]) & (_x < get_scm(n).bounds[1])).all(), n
+    assert ((_x[:, get_scm(n).binary] == 0) | (_x[:, get_scm(n).binary] == 1)).all(), n
+_one = lambda **kw: SCM('w', [additive('a', (), lambda x: 0., normal(0, 1), **kw)], lambda x, u: x[0] > 0)
+test_fail(lambda: _one(kind='integer'), contains='kind must be one of')
+test_fail(lambda: _one(bounds=(1, 0)), contains='low < high')
+test_fail(lambda: _one(kind='binary', bounds=(0, 1)), contains='must contain 0 and 1')
+test_eq(_one().bounds.tolist(), [[-math.inf], [math.inf]])      # a world of one's own: unbounded by default
 
 
 # %% [markdown]

@@ -33,6 +33,7 @@
 #| export
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -303,6 +304,250 @@ rep.per_feature
 bad = m.clone(); bad[:, 4] = True
 test_fail(lambda: evaluate_recourse(problem, clf, people, bad, v), contains="'duration', which is not actionable in loan (mutable)")
 test_fail(lambda: evaluate_recourse(problem, clf, people, m[:1], v[:1]), contains='one action per person')
+
+# %% [markdown]
+# ## Where a model can be trusted: feature domains and statuses
+#
+# Every method here learns from a finite sample: the classifier, the causal flow and CARMA's networks
+# have seen people only inside the range of their training data. Asked about someone far outside it
+# — an age of −1000, a gender of 7 — they still return numbers, and those numbers mean nothing. A
+# service must therefore know, per feature, where its answers can be trusted, and say so instead of
+# answering. That is a feature's **domain**, the intersection of two things:
+#
+# - what the SCM declares possible at all (chapter 1): `binary` features are 0 or 1; a feature with
+#   hard bounds lies in that open interval (loan's education in $(-0.5, 0.5)$);
+# - what the training data covered: the minimum and maximum of each feature over the unfiltered
+#   recourse training split (the people the method learnt from), widened on each side by
+#   `DOMAIN_MARGIN` = 10 % of that range, so that a person just beyond the most extreme training
+#   example is still served (a binary feature is not widened). Measured on the quick profile's models
+#   of all seven SCMs (10 000 training people each), no test person (5 000 per SCM) falls outside this
+#   domain and neither does any counterfactual CARMA serves them (chapter 11 shows loan's); without
+#   the margin, 1 to 3 test people per SCM would. A model trained on fewer people has a narrower range
+#   and refuses more: trained on 1 500, one refused 3 of 300 fresh people (`tests/test_cli.py`).
+#
+# A model stores its training range (chapter 7), so a saved model can check applicants without its
+# data. The check is vectorised: one comparison per feature over the whole batch.
+
+# %%
+#| export
+DOMAIN_MARGIN = 0.1   # the training range is widened by this share of its width on each side
+
+@dataclass(frozen=True)
+class FeatureDomain:
+    "Per feature, the values a model is trusted on: the SCM's kind and bounds ∩ the training range ± margin."
+    scm: str                 # the SCM's name
+    low: torch.Tensor        # (D,) float64: lowest value trusted
+    high: torch.Tensor       # (D,) float64: highest value trusted
+    low_open: torch.Tensor   # (D,) bool: `low` is the SCM's open bound, itself outside
+    high_open: torch.Tensor  # (D,) bool: `high` is the SCM's open bound, itself outside
+    binary: torch.Tensor     # (D,) bool: only 0 and 1 (within low..high)
+    margin: float            # share of the training range added on each side
+
+def training_range(x: torch.Tensor, # (n, D) the training people, raw features
+                  ) -> torch.Tensor:
+    "The (2, D) minimum and maximum of each feature over the training people (float64)."
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if x.ndim != 2 or not len(x) or not torch.isfinite(x).all():
+        raise ValueError(f"training_range needs an (n, D) tensor of finite features, n ≥ 1; got shape "
+                         f"{tuple(x.shape)}" + ('' if x.ndim != 2 or not len(x) else ' with NaN or inf'))
+    return torch.stack([x.min(0).values, x.max(0).values])
+
+def feature_domain(scm: SCM | str, # the SCM: its kinds and hard bounds
+                   feature_range: torch.Tensor, # (2, D) training minimum and maximum (`training_range`)
+                   margin: float = DOMAIN_MARGIN, # share of the range added on each side
+                  ) -> FeatureDomain:
+    "Each feature's domain: the SCM's kind and open bounds ∩ [min − margin·range, max + margin·range]."
+    scm = get_scm(scm)
+    r = torch.as_tensor(feature_range, dtype=torch.float64)
+    shape_ok = r.shape == (2, scm.n_features)
+    if not shape_ok or not torch.isfinite(r).all() or (r[0] > r[1]).any():
+        got = f"{tuple(r.shape)}" + ' with NaN, inf or min > max' * shape_ok
+        raise ValueError(f"feature_range must be a finite (2, {scm.n_features}) tensor of minima ≤ maxima "
+                         f"(training_range(x)), got {got}")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < math.inf:
+        raise ValueError(f"margin must be a finite number ≥ 0 (a share of the training range, e.g. 0.1), "
+                         f"got {margin!r}")
+    binary = torch.zeros(scm.n_features, dtype=torch.bool); binary[scm.binary] = True
+    wide = torch.where(binary, 0., margin * (r[1] - r[0]))        # a binary feature is not widened
+    hard = scm.bounds
+    low, high = torch.maximum(r[0] - wide, hard[0]), torch.minimum(r[1] + wide, hard[1])
+    return FeatureDomain(scm.name, low, high, low == hard[0], high == hard[1], binary, float(margin))
+
+def outside_domain(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw features
+                  ) -> torch.Tensor:
+    "(n, D) bool: which values lie outside the domain (NaN and inf always do)."
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if x.ndim != 2 or x.shape[1] != len(domain.low):
+        raise ValueError(f"x must be (n, {len(domain.low)}), features of {domain.scm}; got {tuple(x.shape)}")
+    below = torch.where(domain.low_open, x <= domain.low, x < domain.low)
+    above = torch.where(domain.high_open, x >= domain.high, x > domain.high)
+    return below | above | ~torch.isfinite(x) | (domain.binary & (x != 0) & (x != 1))
+
+
+# %% [markdown]
+# For the refused rows only, a message names the first feature outside, its value, the domain and
+# why: `gender 7 outside {0, 1} (a binary feature: 0 or 1)`, `education 0.7 outside (-0.5, 0.4592]
+# (the SCM defines education only in (-0.5, 0.5))`, `age -1000 outside [-37.43, 73.74] (the training
+# data's range widened by 10 %)`. Brackets say whether a bound is itself inside: `[` yes, `(` no (an
+# open bound of the SCM: education's lowest training value, widened, would pass −0.5).
+
+# %%
+#| export
+def describe_domain(domain: FeatureDomain, j: int) -> str:
+    "Feature j's domain as text (4 significant digits): '{0, 1}', '[-37.43, 73.74]' or '(-0.5, 0.4592]'."
+    if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < len(domain.low):
+        raise ValueError(f"j must be a feature index 0 … {len(domain.low) - 1} of {domain.scm}, got {j!r}")
+    lo, hi = float(domain.low[j]), float(domain.high[j])
+    if domain.binary[j]: return '{' + ', '.join(str(v) for v in (0, 1) if lo <= v <= hi) + '}'
+    return f"{'(' if domain.low_open[j] else '['}{lo:.4g}, {hi:.4g}{')' if domain.high_open[j] else ']'}"
+
+def _why_outside(domain: FeatureDomain, scm: SCM, j: int, v: float) -> str:
+    name, (lo, hi) = scm.names[j], scm.nodes[j].bounds
+    if not math.isfinite(v): return 'not a finite number'
+    if domain.binary[j] and v not in (0, 1): return 'a binary feature: 0 or 1'
+    if not lo < v < hi: return f"the SCM defines {name} only in ({lo:g}, {hi:g})"
+    if domain.binary[j]: return 'a value not seen in training'
+    return f"the training data's range widened by {100 * domain.margin:g} %"
+
+def _shortest(v: float, dtype: torch.dtype) -> str:
+    "The shortest text that reads back as v in its dtype: 16777217, 0.7, 1e+30 (float32 values: 25.3)."
+    t = str(np.float32(v) if dtype == torch.float32 else np.float64(v))
+    return t.removesuffix('.0')
+
+def domain_messages(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw features
+                    bad: torch.Tensor, # (n, D) bool, `outside_domain` (or a subset of it)
+                    what: str = '', # prefix of the feature, e.g. 'counterfactual '
+                   ) -> list[str]:
+    "Per row with a value outside: '<what><feature> <value> outside <domain> (why)', then the others."
+    scm, out = get_scm(domain.scm), []
+    ok = isinstance(bad, torch.Tensor) and bad.dtype == torch.bool and bad.ndim == 2 and bad.shape == x.shape
+    if not ok: raise ValueError(f"bad must be a bool tensor shaped like x {tuple(x.shape)} (outside_domain)")
+    for i in bad.any(1).nonzero().flatten().tolist():                  # the refused rows only
+        cols = bad[i].nonzero().flatten().tolist()
+        j, v = cols[0], float(x[i, cols[0]])
+        text = _shortest(v, x.dtype)
+        more = f"; also outside: {', '.join(scm.names[k] for k in cols[1:])}" if len(cols) > 1 else ''
+        why = _why_outside(domain, scm, j, v)
+        out.append(f"{what}{scm.names[j]} {text} outside {describe_domain(domain, j)} ({why}){more}")
+    return out
+
+
+# %% [markdown]
+# Loan's domain from its recourse training split: gender is binary and not widened; education's
+# training range, widened, stays inside the SCM's open interval; the other features are the training
+# range ± 10 %. The examples of a bad applicants' file are all outside; the test people are all inside.
+
+# %%
+dom = feature_domain('loan', training_range(pools.recourse.train.x))
+test_eq(training_range(pools.recourse.train.x).float(), torch.stack([problem.lo, problem.hi]))
+pd.DataFrame({'domain': [describe_domain(dom, j) for j in range(7)]}, index=get_scm('loan').names)
+
+# %%
+odd = pools.recourse.test.x[:6].double().clone()
+odd_values = [('gender', 7), ('gender', 0.5), ('education', 0.7), ('age', -1000), ('age', 1e30),
+              ('income', math.inf)]
+for i, (col, val) in enumerate(odd_values): odd[i, get_scm('loan').index(col)] = val
+test_eq(outside_domain(dom, odd).any(1), torch.ones(6, dtype=torch.bool))
+test_eq(outside_domain(dom, pools.recourse.test.x).any(), torch.tensor(False))
+msgs = domain_messages(dom, odd, outside_domain(dom, odd))
+test_eq(msgs[0], 'gender 7 outside {0, 1} (a binary feature: 0 or 1)')
+assert msgs[2].startswith('education 0.7 outside (-0.5, 0.')
+assert msgs[2].endswith('(the SCM defines education only in (-0.5, 0.5))')
+assert msgs[3].startswith('age -1000 outside [')
+assert msgs[3].endswith("(the training data's range widened by 10 %)")
+test_eq(msgs[5], 'income inf outside ' + describe_domain(dom, 5) + ' (not a finite number)')
+wide = feature_domain('loan', torch.tensor([[0., -30, -0.49, -9, -9, -9, -9], [1., 50, 0.49, 9, 9, 9, 9]]))
+test_eq(describe_domain(wide, 2), '(-0.5, 0.5)')                           # the SCM's open bounds win
+edu = torch.zeros(2, 7, dtype=torch.float64); edu[:, 2] = torch.tensor([0.5, 0.4999])
+test_eq(outside_domain(wide, edu).any(1).tolist(), [True, False])
+only0 = feature_domain('loan', torch.tensor([[0.] * 7, [0., 1, 0, 1, 1, 1, 1]]))
+test_eq(describe_domain(only0, 0), '{0}')                                   # only 0 seen in training
+test_fail(lambda: feature_domain('loan', torch.zeros(2, 4)), contains='(2, 7)')
+test_fail(lambda: feature_domain('loan', torch.tensor([[1.] * 7, [0.] * 7])), contains='min > max')
+test_fail(lambda: feature_domain('loan', only0.low[None].expand(2, 7), margin=-1), contains='margin must be')
+test_fail(lambda: outside_domain(dom, torch.zeros(2, 3)), contains='(n, 7)')
+test_fail(lambda: describe_domain(dom, 7), contains='feature index 0 … 6')
+test_fail(lambda: domain_messages(dom, odd, outside_domain(dom, odd)[:2]), contains='shaped like x')
+
+# %% [markdown]
+# ### Every person gets a status
+#
+# A service hands each person one of four answers, and says which:
+#
+# | status | meaning | targets given |
+# |---|---|---|
+# | `served` | the classifier accepts the counterfactual of the recommended action | yes |
+# | `already accepted` | nothing to do | none needed |
+# | `no valid action` | the method's counterfactual is still rejected by the classifier | no |
+# | `refused: <feature> <value> outside <domain> (why)` | the person lies outside the domain | no |
+# | `refused: counterfactual <feature> <value> outside …` | their counterfactual would leave it | no |
+#
+# The counterfactual is checked on every feature the action moves: the intervened ones and their
+# descendants (a causal model, and a flow above all, extrapolates beyond its training data).
+#
+# `recourse_status` computes them for any method's answer: boolean masks for the whole batch, and text
+# only for the refused rows. A person outside the domain is refused before anything else: whether the
+# classifier accepts them is itself an answer outside what it knows.
+
+# %%
+#| export
+SERVED, ALREADY_ACCEPTED, NO_VALID_ACTION = 'served', 'already accepted', 'no valid action'
+
+def _moved(scm: SCM, mask: torch.Tensor) -> torch.Tensor:
+    "(n, D) bool: the features an action moves, the intervened ones and their descendants."
+    reach = torch.eye(scm.n_features)
+    for j in range(scm.n_features): reach[j, scm.descendants(j)] = 1.     # D × D, once per call
+    return (mask.to(reach.dtype) @ reach) > 0
+
+def recourse_status(domain: FeatureDomain,
+                    x: torch.Tensor, # (n, D) the people, raw features
+                    mask: torch.Tensor, # (n, D) bool: the recommended interventions
+                    x_cf: torch.Tensor, # (n, D) the counterfactual the method predicts
+                    accepted: torch.Tensor, # (n,) bool: the classifier already accepts the person
+                    prob: torch.Tensor, # (n,) the classifier's probability of x_cf
+                   ) -> tuple[np.ndarray, torch.Tensor]:
+    "Per person a status ('served', 'already accepted', 'no valid action', 'refused: …'); which are refused."
+    scm = get_scm(domain.scm)
+    x, x_cf = torch.as_tensor(x), torch.as_tensor(x_cf)           # NaN and inf are refused per row
+    if not (x.ndim == 2 and x.shape[1] == scm.n_features and mask.shape == x.shape == x_cf.shape
+            and accepted.shape == prob.shape == x.shape[:1]):
+        shapes = ', '.join(f'{k} {tuple(t.shape)}' for k, t in zip(('x', 'mask', 'x_cf', 'accepted', 'prob'),
+                                                                      (x, mask, x_cf, accepted, prob)))
+        raise ValueError(f"give one answer per person, (n, {scm.n_features}) or (n,): got {shapes}")
+    bad_in = outside_domain(domain, x)                              # in float64, as every check
+    acting = mask.any(1) & ~accepted & ~bad_in.any(1)
+    bad_cf = outside_domain(domain, x_cf) & _moved(scm, mask) & acting[:, None]
+    r_in, r_cf = bad_in.any(1), bad_cf.any(1)
+    status = np.full(len(x), SERVED, dtype=object)
+    status[(~accepted & (prob < 0.5)).numpy()] = NO_VALID_ACTION
+    status[accepted.numpy()] = ALREADY_ACCEPTED
+    status[r_cf.numpy()] = ['refused: ' + m for m in domain_messages(domain, x_cf, bad_cf, 'counterfactual ')]
+    status[r_in.numpy()] = ['refused: ' + m for m in domain_messages(domain, x, bad_in)]
+    return status, r_in | r_cf
+
+
+# %% [markdown]
+# Five people, one of each: the naive income action of above for two rejected people (one made valid,
+# one not), an accepted person, a rejected person whose action would push income beyond the domain, and
+# a person whose gender is 7.
+
+# %%
+acc_x = pools.recourse.test.x[clf.predict_proba(pools.recourse.test.x) >= 0.5][:1]
+ok_i, no_i = int(rep.valid.nonzero()[0]), int((~rep.valid).nonzero()[0])
+x5 = torch.cat([people[[ok_i, no_i]], acc_x, people[:2]])
+m5 = torch.zeros(5, 7, dtype=torch.bool); m5[[0, 1, 3, 4], 5] = True
+v5 = x5.clone(); v5[[0, 1], 5] += 3; v5[3, 5] = 1e6; x5[4, 0] = 7
+cf5 = get_scm('loan').counterfactual(x5, m5, v5)
+with torch.no_grad(): p5 = clf.predict_proba(cf5)
+cf5 = torch.where(m5.any(1, keepdim=True), cf5, x5)
+status5, refused5 = recourse_status(dom, x5, m5, cf5, clf.predict_proba(x5) >= 0.5, p5)
+test_eq(list(status5[:3]), ['served', 'no valid action', 'already accepted'])
+assert status5[3].startswith('refused: counterfactual income 1e+06 outside [')
+assert status5[3].endswith('; also outside: savings')
+test_eq(status5[4], 'refused: gender 7 outside {0, 1} (a binary feature: 0 or 1)')
+test_eq(refused5.tolist(), [False, False, False, True, True])
+test_fail(lambda: recourse_status(dom, x5, m5[:2], cf5, p5 >= 0.5, p5), contains='one answer per person')
+list(status5)
 
 
 # %% [markdown]

@@ -55,6 +55,7 @@ from carma_nb.data import Pool, Pools, StandardScaler, make_pools, resolve_pool,
 from carma_nb.flow import CausalFlow, fit_flow
 from carma_nb.oracle import PAPER_ORACLE, oracle_reference
 from carma_nb.recourse import as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
+from carma_nb.recourse import DOMAIN_MARGIN, FeatureDomain, feature_domain, training_range
 from carma_nb.scm import SCM, SCM_NAMES, get_scm
 
 # %%
@@ -207,6 +208,7 @@ class CARMA(nn.Module):
         act = torch.zeros(D); act[scm.actionable] = 1.
         self.register_buffer('actionable', act)
         self.register_buffer('z_range', torch.tensor(z_range, dtype=torch.float32))
+        self.register_buffer('feature_range', torch.full((2, D), torch.nan, dtype=torch.float64))   # min, max
 
     @property
     def n_features(self): return len(self.names)
@@ -427,6 +429,40 @@ def _recommend_dispatch(self: CARMA, x,
     return _recommend(self, x, idle_tol)
 
 CARMA.recommend = _recommend_dispatch
+
+
+# %% [markdown]
+# ### Where the model can be trusted
+#
+# The networks, the flow and the classifier have seen only the people of their training data, and a
+# forward pass answers for anybody, however far outside (chapter 5). So a CARMA model records the
+# minimum and maximum of each feature over the people of the recourse training split it learnt from, as
+# a buffer (`feature_range`) saved with its weights: then a saved model alone can tell which applicants,
+# and which of its own counterfactuals, lie in its **domain** — the SCM's kinds and bounds ∩ that range
+# widened by `DOMAIN_MARGIN` (chapter 5). `train_carma` records it; a model without one refuses to be
+# saved, and a model file without one refuses to load, rather than serving anybody unchecked.
+
+# %%
+#| export
+def set_training_range(model: CARMA, # a CARMA model
+                       x: torch.Tensor, # (n, D) the recourse training people (all of them, unfiltered)
+                      ) -> CARMA:
+    "Record each feature's minimum and maximum over the training people on `model` (in place); returns it."
+    if not isinstance(model, CARMA):
+        raise TypeError(f"set_training_range needs a CARMA model, got {type(model).__name__}")
+    r = training_range(as_features(x, model.n_features, 'x', model.names))
+    with torch.no_grad(): model.feature_range.copy_(r)
+    return model
+
+def _domain(self: CARMA, margin: float = DOMAIN_MARGIN, # share of the training range added on each side
+           ) -> FeatureDomain:
+    "Where the model is trusted (chapter 5): the SCM's kinds and bounds ∩ its training range ± `margin`."
+    if not torch.isfinite(self.feature_range).all():
+        raise ValueError("this CARMA model has no training range, so its domain is unknown: train it with "
+                         "train_carma, or call set_training_range(model, recourse_pool.train.x)")
+    return feature_domain(self.scm, self.feature_range, margin)
+
+CARMA.domain = _domain
 
 
 # %% [markdown]
@@ -789,6 +825,7 @@ def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose
                                 {'lr': hp.get('polish_lr', POLISH_LR), 'epochs': P, 'batch': hp['batch']},
                                 f'CARMA {scm.name} polish', verbose, lam0=curves['lambda'][-1])
         curves = {k: torch.cat([v, more[k]]) for k, v in curves.items()}
+    feature_range = training_range(pool.train.x)                        # the model's domain (chapter 5), saved with it
     scores, coverage = (v.view(n_seeds, R) for v in restart_scores(mask_net, action_net, cm, clf, problem, x, z, act, lo, hi, w))
     seconds = (time.perf_counter() - t0) / n_seeds
     out = []
@@ -796,7 +833,8 @@ def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose
         r = int(scores[i].argmin())                                         # the restart with the best training score
         s = i * R + r
         sd = {**mask_net.member(s, 'mask_net'), **action_net.member(s, 'action_net'),
-              'actionable': act.clone(), 'z_range': torch.tensor([lo, hi], dtype=torch.float32)}
+              'actionable': act.clone(), 'z_range': torch.tensor([lo, hi], dtype=torch.float32),
+              'feature_range': feature_range}
         extras = {f'history_{k}': v[:, s].clone() for k, v in curves.items()}
         out.append((sd, None, {**extras, 'train_seconds': torch.tensor(seconds), 'stacked_seeds': torch.tensor(S),
                                'temperature_T': torch.tensor(T), 'restart_scores': scores[i].clone(),
@@ -817,7 +855,7 @@ def _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant
             hp[k] = max(1, round(hp[k] * get_profile(profile).carma_epoch_frac))
     hp = {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()}
     w = as_weights(scm, weights)
-    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'carma_trainer': 'stacked-2', 'scm': scm.name, 'hp': hp,
+    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'carma_trainer': 'stacked-3', 'scm': scm.name, 'hp': hp,
            'prior': prior, 'weights': w.tolist(), 'train': split_id(pool.train),
            'causal_model': getattr(flow, 'config', None), 'classifier': getattr(clf, 'config', None)}
     return scm, pool, hp, w, cfg
@@ -1234,12 +1272,14 @@ test_fail(lambda: carma.recommend(torch.full((2, 7), float('nan'))), contains='N
 # ### Saving and loading
 #
 # A CARMA checkpoint holds the two networks, the frozen flow and the classifier (each with its
-# scaler), and the configuration: everything `carma-nb recommend` needs to serve applicants.
+# scaler), the training range of each feature (the model's domain) and the configuration: everything
+# `carma-nb recommend` needs to serve applicants.
 
 # %%
 #| export
 def save_carma(model: CARMA, path) -> Path:
     "Save CARMA with its causal model and classifier (weights, scalers, configs) in one checkpoint."
+    model.domain()                                   # refuses a model without a training range, with the fix
     cm = model.causal_model
     cfg = {'kind': 'carma-model', 'scm': model.scm, 'hp': model.hp,
            'causal_class': f'{type(cm).__module__}.{type(cm).__qualname__}', 'causal_hidden': list(cm.hidden),
@@ -1263,10 +1303,20 @@ def _frozen_part(cls, sd: dict, prefix: str, cfg: dict, hidden_key: str, source)
     model = cls(cfg['scm'], tuple(cfg[hidden_key]), StandardScaler(part['mean'], part['std']))
     return load_weights(model, part, f'{source} ({prefix[:-1]})').freeze()
 
+def _require_training_range(sd: dict, path) -> None:
+    "Refuse a model file without the training range a service checks applicants against."
+    r, D = sd.get('feature_range'), len(sd.get('actionable', ()))
+    if not isinstance(r, torch.Tensor) or r.shape != (2, D) or not torch.isfinite(r).all():
+        raise ValueError(f"model file {path} has no feature_range (each feature's training minimum and "
+                         "maximum), so its domain is unknown and applicants could not be checked (a file "
+                         "saved before models recorded it, or a damaged one): train the model again and "
+                         "save it with save_carma")
+
 def load_carma(path, scm: str | None = None) -> CARMA:
     "Load a saved CARMA model (causal model and classifier included); with `scm`, refuse one of another SCM."
     ck = load_checkpoint(path, expect={'kind': 'carma-model', **({'scm': get_scm(scm).name} if scm else {})})
     cfg, sd = ck.config, ck.state_dict
+    _require_training_range(sd, path)
     lacking = [k for k in ('scm', 'hp', 'causal_class', 'causal_hidden', 'clf_hidden') if k not in cfg]
     if lacking: raise ValueError(f"{path}: the saved configuration lacks {lacking}; save the model again with save_carma")
     cm = _frozen_part(_causal_class(cfg['causal_class'], path), sd, 'causal_model.', cfg, 'causal_hidden', path)
@@ -1292,6 +1342,13 @@ with tempfile.TemporaryDirectory() as d:
     test_fail(damaged(lambda sd: {k: v for k, v in sd.items() if k != 'clf.net.0.weight'}), contains='bad.pt (clf): missing')
     test_fail(damaged(edit_cfg=lambda c: {**c, 'causal_class': 'os.system'}), contains="only carma_nb.flow.CausalFlow")
     test_fail(damaged(edit_cfg=lambda c: {**c, 'causal_class': 'carma_nb.core.Path'}), contains="only carma_nb.flow.CausalFlow")
+    test_eq(again.feature_range, training_range(pools.recourse.train.x))   # the domain travels with the model
+    payload = torch.load(path, weights_only=True); del payload['state_dict']['feature_range']
+    torch.save(payload, Path(d)/'old.pt')                                   # as saved before models had it
+    test_fail(lambda: load_carma(Path(d)/'old.pt'), contains='has no feature_range')
+    untrained = CARMA(carma.flow, carma.clf, carma.hp, tuple(carma.z_range.tolist()))
+    test_fail(lambda: save_carma(untrained, Path(d)/'u.pt'), contains='call set_training_range(model')
+    test_eq(set_training_range(untrained, pools.recourse.train.x).domain().low, carma.domain().low)
 
 # %% [markdown]
 # ## CARMA against the oracle on loan

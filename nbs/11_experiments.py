@@ -39,8 +39,10 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib
 import importlib.util
+import io
 import json
 import math
 import os
@@ -57,7 +59,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from carma_nb.carma import PAPER_CARMA, carma_hparams, load_carma, train_carma_seeds
+from carma_nb.carma import CARMA, PAPER_CARMA, Recommendation, _check_idle_tol, carma_hparams, load_carma, train_carma_seeds
 from carma_nb.core import (TRAINER_VERSION, Profile, atomic_write, check_whole, config_key, figure_dir, get_profile, progress,
                            project_root, save_table)
 from carma_nb.data import Pool, Split
@@ -66,6 +68,7 @@ from carma_nb.flow import fit_flow
 from carma_nb.oracle import PAPER_ORACLE, cached_oracle, oracle_reference
 from carma_nb.preferences import PAPER_PREFERENCE_WEIGHTS
 from carma_nb.recourse import as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
+from carma_nb.recourse import DOMAIN_MARGIN, SERVED, outside_domain, recourse_status
 from carma_nb.scm import SCM_NAMES, get_scm
 from carma_nb.vaca import fit_vaca
 
@@ -374,7 +377,6 @@ def table1(results: pd.DataFrame) -> pd.DataFrame:
 # %%
 table1(res).round(3)
 
-
 # %% [markdown]
 # ## The command line
 #
@@ -383,8 +385,8 @@ table1(res).round(3)
 # - `carma-nb reproduce [--profile quick|paper] [--scm NAME ...] [--seeds N] [--jobs N] [--out DIR]` runs the
 #   plan, writes the results table, Table 1, Table 7 and Fig. 8, and — from a source checkout — executes
 #   the chapters so that every figure is regenerated into the same folder;
-# - `carma-nb recommend --scm loan --model PATH --input people.csv --output actions.csv` serves a file
-#   of applicants with a saved CARMA model (`save_carma`, chapter 7);
+# - `carma-nb recommend --scm loan --model PATH --input people.csv --output actions.csv [--strict]` serves
+#   a file of applicants with a saved CARMA model (`save_carma`, chapter 7), each row with a status;
 # - `carma-nb tune --scm NAME --trials N [--storage URL] [--seed N]` runs the two-objective hyperparameter
 #   search of `SPEC.md` §8 with Optuna; workers on several machines share one study through a database URL.
 #
@@ -396,60 +398,234 @@ table1(res).round(3)
 # %% [markdown]
 # ### `recommend`: the deployment path
 #
-# The input is a CSV with one column per feature, named as in the SCM (any order). Missing or unknown
-# columns, non-numeric or missing values are refused with a message that names them. The output has the
-# applicant's columns, whether they were already accepted, the recommended action (`act_<feature>`,
-# `<feature>_target`) and the classifier's probability before and after. Everything is one batched
-# forward pass, with the CSV parsing done by pandas. Idle acts (chapter 7: acts whose latent shift is
-# below `idle_tol`, so that the feature takes the value it would have taken anyway) are dropped by
-# default, since a file handed to applicants should not ask them to do something that changes nothing;
-# `--idle-tol 0` keeps every act the mask network chose, as the paper's tables count them.
+# The input is a CSV with one column per feature, named as in the SCM (any order). The output has the
+# applicant's columns, a `status`, whether they were already accepted, the recommended action
+# (`act_<feature>`, `<feature>_target`) and the classifier's probability before and after. Everything is
+# one batched forward pass. Idle acts (chapter 7: acts whose latent shift is below `idle_tol`, so that
+# the feature takes the value it would have taken anyway) are dropped by default, since a file handed to
+# applicants should not ask them to do something that changes nothing; `--idle-tol 0` keeps every act
+# the mask network chose, as the paper's tables count them.
+#
+# A file handed to a service is where things go silently wrong, so each step below refuses what it
+# cannot answer, and says where and why.
+
+# %% [markdown]
+# **Reading.** The file is read as text first and parsed second: every feature column keeps the text
+# it was written with, so the output repeats each value exactly as read (16777217 stays 16777217 and
+# does not come back as float32's 1.6777216e+07). The file must be UTF-8 and comma-separated, with a
+# header naming exactly the SCM's features and one value per column in every row. A row with more
+# fields than the header would otherwise be shifted by one column and served as somebody else; it is
+# refused, naming the row, like a file that is not UTF-8 (naming the byte and line), a file whose
+# delimiter looks like `;` or a tab, a header without rows, and any value that is not a number
+# (`True` included: write 1 or 0), missing, or infinite.
 
 # %%
 #| export
-def read_applicants(path: str | Path, scm) -> torch.Tensor:
-    "Read a CSV of applicants with one column per feature of `scm`; clear errors for bad files."
-    scm = get_scm(scm)
-    try: df = pd.read_csv(path)
-    except FileNotFoundError: raise FileNotFoundError(f"input file {str(path)!r} does not exist") from None
-    except pd.errors.EmptyDataError: raise ValueError(f"input file {str(path)!r} is empty; it needs a header row {list(scm.names)}") from None
-    missing, extra = [n for n in scm.names if n not in df.columns], [c for c in df.columns if c not in scm.names]
+_NA_TEXT = {'', 'nan', 'na', 'n/a', 'null', 'none'}   # read as a missing value, not as a malformed one
+
+def _csv_text(path: str | Path) -> str:
+    "The file's text, decoded as UTF-8 (with or without a byte-order mark), or an error naming the problem."
+    path, name = Path(path), repr(str(path))
+    try: data = path.read_bytes()
+    except FileNotFoundError: raise FileNotFoundError(f"input file {name} does not exist") from None
+    except IsADirectoryError: raise ValueError(f"input {name} is a folder; give a CSV file") from None
+    except OSError as e: raise ValueError(f"cannot read the input file {name}: {e.strerror or e}") from None
+    try: return data.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b'\n') + 1
+        raise ValueError(f"input file {name} is not UTF-8 text: byte 0x{data[e.start]:02x} on line {line} "
+                         f"({e.reason}); save it as UTF-8 (a spreadsheet's 'CSV UTF-8')") from None
+
+def _row_lengths_error(path, text: str, width: int | None = None) -> ValueError | None:
+    "The first data row whose number of fields differs from the header's, as an error (None if all agree)."
+    reader, k = csv.reader(io.StringIO(text)), 0
+    header = next(reader, [])
+    width = width or len(header)
+    for row in reader:
+        if not row: continue                                       # blank lines are skipped, as when parsing
+        k += 1
+        if len(row) != width:
+            n = len(row)
+            hint = ('a comma inside a value, or a trailing comma?' if n > width else 'a value left out?')
+            if n == 1 and ';' in row[0]: hint = 'the delimiter looks wrong: write commas'
+            return ValueError(f"{path}: data row {k} (line {reader.line_num}) has {n} field{'s' * (n > 1)} "
+                              f"but the header has {width} ({hint}); every row needs one value per column")
+    return None
+
+def _check_header(path, header: list[str], scm) -> None:
+    "Refuse a header that is not exactly the SCM's features, with the likely cause."
+    if len(header) == 1 and any(d in header[0] for d in ';\t|'):
+        d = next(d for d in ';\t|' if d in header[0])
+        raise ValueError(f"{path}: the delimiter looks wrong: the header is one column {header[0]!r} holding "
+                         f"{d!r}; carma-nb reads comma-separated files (save as CSV with commas)")
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice: raise ValueError(f"{path}: columns {twice} appear more than once in the header")
+    missing, extra = [n for n in scm.names if n not in header], [c for c in header if c not in scm.names]
     if missing or extra:
         raise ValueError(f"{path}: columns must be exactly the features of {scm.name} {list(scm.names)}; "
                          + (f"missing {missing}" if missing else '') + ('; ' if missing and extra else '')
-                         + (f"unknown {extra}" if extra else ''))
-    df = df[list(scm.names)]
-    num = df.apply(pd.to_numeric, errors='coerce')
-    bad = num.isna() & df.notna()
+                         + (f"unknown {extra}" if extra else '')
+                         + (' (an empty name: a trailing comma?)' if '' in extra else ''))
+
+def read_applicant_table(path: str | Path, # a CSV file: a header of the SCM's features, one row per applicant
+                         scm, # the SCM (or its name)
+                        ) -> pd.DataFrame:
+    "The applicants as text, one column per feature of `scm` in its order; clear errors for bad files."
+    scm = get_scm(scm)
+    text = _csv_text(path)
+    try: raw = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"input file {str(path)!r} is empty; it needs a header {list(scm.names)}") from None
+    except pd.errors.ParserError as e:
+        err = _row_lengths_error(path, text) or ValueError(f"{path}: not a readable CSV file ({e})")
+        raise err from None
+    header = [str(c).strip() for c in raw.iloc[0]]
+    _check_header(path, header, scm)
+    if len(raw) == 1: raise ValueError(f"{path}: has a header but no applicants; add one row per applicant")
+    table = raw.iloc[1:].set_axis(header, axis=1)[list(scm.names)].reset_index(drop=True)
+    if (table == '').any().any():                          # an empty field, or a row with too few fields
+        err = _row_lengths_error(path, text, len(header))
+        if err: raise err
+    return table
+
+def parse_applicants(table: pd.DataFrame, # text, as `read_applicant_table` returns
+                     path: str | Path = 'input', # named in the errors
+                    ) -> torch.Tensor:
+    "The applicants' features as float64 (n, D); refuses a value that is missing, not a number, or infinite."
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError("parse_applicants needs the text table that read_applicant_table returns")
+    num = table.apply(pd.to_numeric, errors='coerce')
+    bad = num.isna() | np.isinf(num)
     if bad.any().any():
         col = bad.any().idxmax(); row = int(bad[col].to_numpy().argmax())
-        raise ValueError(f"{path}: column {col!r} has a non-numeric value {df[col].iloc[row]!r} (data row {row + 1})")
-    if num.isna().any().any():
-        col = num.isna().any().idxmax(); row = int(num[col].isna().to_numpy().argmax())
-        raise ValueError(f"{path}: column {col!r} has a missing value (data row {row + 1}); impute or drop it first")
-    if not np.isfinite(num.to_numpy()).all(): raise ValueError(f"{path}: values must be finite numbers (found inf)")
-    return torch.from_numpy(np.array(num.to_numpy(np.float32)))   # a writable copy
+        v, at, what = table[col].iloc[row], f"(data row {row + 1})", f"{path}: column {col!r} has"
+        if v.strip().lower() in _NA_TEXT:
+            raise ValueError(f"{what} a missing value {at}; impute or drop it first")
+        if np.isinf(num[col].iloc[row]): raise ValueError(f"{what} an infinite value {v!r} {at}")
+        hint = '; write 1 or 0 for true or false' if v.strip().lower() in ('true', 'false') else ''
+        raise ValueError(f"{what} a non-numeric value {v!r} {at}{hint}")
+    return torch.from_numpy(np.array(num.to_numpy(np.float64)))   # a writable copy
 
+def read_applicants(path: str | Path, scm) -> torch.Tensor:
+    "A CSV of applicants with one column per feature of `scm`, as float64 (n, D); clear errors for bad files."
+    return parse_applicants(read_applicant_table(path, scm), path)
+
+
+# %% [markdown]
+# **Serving.** `serve` is the library's side of the command: the model's domain (chapter 7) decides
+# who is served. A row outside it is refused before the model runs; the others get one batched
+# forward pass, and a recommendation whose counterfactual would leave the domain is refused too. Every
+# row gets a status (chapter 5): `served`, `already accepted`, `no valid action` (the counterfactual is
+# still rejected by the classifier) or `refused: <feature> <value> outside <domain> (why)`. Only served
+# rows carry targets; refused and no-valid-action rows have no act set, so a program reading the output
+# cannot hand anybody an action the model does not stand behind.
+
+# %%
+#| export
 IDLE_TOL = 0.05   # recommend_file / carma-nb recommend: acts with a smaller latent shift are dropped (chapter 7)
+
+@dataclass
+class Served:
+    "What a service answers for a batch of applicants."
+    rec: Recommendation        # mask empty, values = x, prob NaN where neither served nor already accepted
+    prob_before: torch.Tensor  # (n,) the classifier's probability of each applicant (NaN if refused on input)
+    status: np.ndarray         # (n,) str: 'served', 'already accepted', 'no valid action' or 'refused: …'
+    refused: torch.Tensor      # (n,) bool
+    idle_dropped: int          # idle acts left out (chapter 7)
+
+def serve(model: CARMA, # a trained CARMA model with its training range (train_carma, load_carma)
+          x: torch.Tensor, # (n, D) applicants, raw features (float64 keeps the values as written)
+          idle_tol: float = IDLE_TOL, # drop acts whose latent shift is below this; 0 keeps every act
+          margin: float = DOMAIN_MARGIN, # share of the training range added on each side of the domain
+         ) -> Served:
+    "Recommendations and a status per applicant; rows outside the model's domain, or leaving it, are refused."
+    dom = model.domain(margin)
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if x.ndim != 2 or x.shape[1] != model.n_features:
+        raise ValueError(f"x must be (n, {model.n_features}): the features {list(model.names)}; "
+                         f"got {tuple(x.shape)}")
+    _check_idle_tol(idle_tol)
+    n, D, x32 = len(x), model.n_features, x.float()
+    ok = ~outside_domain(dom, x).any(1)                     # the model never sees a row outside its domain
+    mask, x_cf, accepted = torch.zeros(n, D, dtype=torch.bool), x32.clone(), torch.zeros(n, dtype=torch.bool)
+    prob, before, dropped = torch.full((n,), torch.nan), torch.full((n,), torch.nan), 0
+    if ok.any():
+        every = model.recommend(x32[ok])                    # every act, to count the idle ones left out
+        rec = model.recommend(x32[ok], idle_tol=idle_tol) if idle_tol else every
+        mask[ok], x_cf[ok], prob[ok], accepted[ok] = rec.mask, rec.x_cf, rec.prob, rec.accepted
+        before[ok] = model.clf.predict_proba(x32[ok])
+        dropped = int(every.mask.sum() - rec.mask.sum())
+    status, refused = recourse_status(dom, x, mask, x_cf, accepted, prob)
+    served = torch.from_numpy(status == SERVED)
+    mask &= served[:, None]                                 # targets only where served
+    prob = torch.where(served | accepted, prob, torch.nan)
+    rec = Recommendation(mask, torch.where(mask, x_cf, x32), x_cf, prob, accepted)
+    return Served(rec, before, status, refused, dropped)
+
+
+# %% [markdown]
+# **Writing.** The output path is checked before any work: it must not be the input (or the model),
+# also through a symbolic or hard link, since writing would replace the applicants' file; it must not
+# be a folder; and its folder must be writable. The file is written atomically (chapter 0), so it is
+# complete or absent, and an error names the output path, never the temporary file. `strict=True`
+# (`--strict`) turns any refused row into an error, and then nothing is written.
+
+# %%
+#| export
+def check_output_path(output: str | Path, # the file to write
+                      *inputs: str | Path, # files it must not replace (the applicants' file, the model)
+                     ) -> Path:
+    "The output path; refuses an input (or a link to it), a folder, and a folder that cannot be written."
+    out, name = Path(output), repr(str(output))
+    if out.is_dir(): raise ValueError(f"output {name} is a folder; give a file path in it, such as "
+                                      f"{str(out / 'actions.csv')!r}")
+    for src in inputs:
+        if out.exists() and Path(src).exists() and os.path.samefile(out, src):
+            raise ValueError(f"output {name} is the file {str(src)!r} (or a link to it): writing would "
+                             "replace it; choose another output path")
+    folder = out.absolute().parent
+    while not folder.exists(): folder = folder.parent          # atomic_write creates the missing folders
+    if not folder.is_dir(): raise ValueError(f"output {name}: {str(folder)!r} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"output {name}: the folder {str(folder)!r} cannot be written (permission denied)")
+    return out
+
+def _write_csv(df: pd.DataFrame, out: Path) -> None:
+    "Write `df` atomically; an error names the output path, not the temporary file."
+    try:
+        with atomic_write(out, 'w') as f: df.to_csv(f, index=False)
+    except OSError as e:
+        raise ValueError(f"cannot write the output {str(out)!r}: {e.strerror or e}") from None
+
+def refused_summary(status: np.ndarray, # per row, as `serve` returns
+                    shown: int = 3, # reasons listed
+                   ) -> str:
+    "One line about the refused rows: how many, which data rows, the first reasons."
+    rows = np.flatnonzero(np.char.startswith(status.astype(str), 'refused'))
+    first = '; '.join(f"data row {i + 1}: {status[i].removeprefix('refused: ')}" for i in rows[:shown])
+    return f"{len(rows)} of {len(status)} applicants refused ({first}{'; …' if len(rows) > shown else ''})"
 
 def recommend_file(model_path: str | Path, input_path: str | Path, output_path: str | Path, scm: str | None = None,
                    idle_tol: float = IDLE_TOL, # drop acts whose latent shift is below this; 0 keeps every act
+                   strict: bool = False, # raise (and write nothing) when any applicant is refused
                   ) -> pd.DataFrame:
-    "Recommendations for every applicant of a CSV with a saved CARMA model, written atomically to `output_path`."
+    "A status and recommendations for every applicant of a CSV, by a saved CARMA model, written atomically."
+    out_path = check_output_path(output_path, input_path, model_path)
     model = load_carma(model_path, scm)
-    x = read_applicants(input_path, model.scm)
-    s = get_scm(model.scm)
-    every = model.recommend(x)                                  # every act, to count the idle ones left out
-    rec = model.recommend(x, idle_tol=idle_tol) if idle_tol != 0 else every
-    out = pd.DataFrame(x.numpy(), columns=s.names)
-    out['accepted'] = rec.accepted.numpy()
-    out['prob_before'] = model.clf.predict_proba(x).numpy()
-    for j in s.actionable:
-        out[f'act_{s.names[j]}'] = rec.mask[:, j].numpy()
-        out[f'{s.names[j]}_target'] = np.where(rec.mask[:, j].numpy(), rec.values[:, j].numpy(), np.nan)
-    out['prob_after'] = rec.prob.numpy()
-    with atomic_write(output_path, 'w') as f: out.to_csv(f, index=False)
-    out.attrs['idle acts dropped'] = int(every.mask.sum() - rec.mask.sum())
+    table = read_applicant_table(input_path, model.scm)
+    s, names = serve(model, parse_applicants(table, input_path), idle_tol), model.names
+    if strict and s.refused.any(): raise ValueError(f"--strict: {refused_summary(s.status)}; nothing written")
+    out = table.copy()                                          # the features exactly as read
+    out['status'] = s.status
+    known = ~s.prob_before.isnan().numpy()                      # refused on input: accepted is unknown
+    out['accepted'] = pd.array(np.where(known, s.rec.accepted.numpy(), None), dtype='boolean')
+    out['prob_before'] = s.prob_before.numpy()
+    for j in get_scm(model.scm).actionable:
+        out[f'act_{names[j]}'] = s.rec.mask[:, j].numpy()
+        out[f'{names[j]}_target'] = np.where(s.rec.mask[:, j].numpy(), s.rec.values[:, j].numpy(), np.nan)
+    out['prob_after'] = s.rec.prob.numpy()
+    _write_csv(out, out_path)
+    out.attrs['idle acts dropped'] = s.idle_dropped
     return out
 
 
@@ -639,6 +815,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument('--output', required=True, help='CSV to write (atomically)')
     c.add_argument('--idle-tol', type=float, default=IDLE_TOL, metavar='TOL',
                    help='drop acts whose latent shift is below TOL, where the applicant stays accepted (default %(default)s; 0 keeps every act)')
+    c.add_argument('--strict', action='store_true',
+                   help="exit with an error, writing nothing, if any applicant is outside the model's domain")
     t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)', description='Tune CARMA for one SCM (SPEC §8).')
     t.add_argument('--scm', required=True, help=f"one of {', '.join(SCM_NAMES)}, or an SCM registered by an --import module")
     for q in (c, t):
@@ -694,6 +872,21 @@ def _reproduce(a) -> None:
             print('index.ipynb: executed' + ('; run `python tools/make_readme.py` to refresh README.md' if a.update_notebooks else ''))
     print(f'reproduce finished in {time.perf_counter() - t0:.0f} s; outputs in {out}')
 
+def _recommend_command(a) -> None:
+    "carma-nb recommend: serve the file; print one line of counts, and one about refused rows (stderr)."
+    t0 = time.perf_counter()
+    out = recommend_file(a.model, a.input, a.output, a.scm, a.idle_tol, a.strict)
+    st = out['status'].astype(str)
+    counts = {k: int((st == k).sum()) for k in ('served', 'already accepted', 'no valid action')}
+    counts['refused'] = int(st.str.startswith('refused').sum())
+    dropped = out.attrs['idle acts dropped']
+    print(f"{len(out)} applicants: " + ', '.join(f'{v} {k}' for k, v in counts.items())
+          + f"; {time.perf_counter() - t0:.2f} s → {a.output}"
+          + (f'; {dropped} idle acts left out (--idle-tol 0 keeps them)' if dropped else ''))
+    if counts['refused']:
+        print(f"carma-nb recommend: warning: {refused_summary(out['status'].to_numpy())}; they get no "
+              "targets, the status column says why, and --strict makes this an error", file=sys.stderr)
+
 def main(argv: list[str] | None = None) -> int:
     "The `carma-nb` command."
     a = _parser().parse_args(argv)
@@ -701,14 +894,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.command in ('recommend', 'tune'): _known_scm(a.scm, a.imports)
         if a.command == 'reproduce': _reproduce(a)
         elif a.command == 'recommend':
-            t0 = time.perf_counter()
-            out = recommend_file(a.model, a.input, a.output, a.scm, a.idle_tol)
-            print(f'{len(out)} applicants ({int(out["accepted"].sum())} already accepted) served in {time.perf_counter() - t0:.2f} s → {a.output}'
-                  + (f'; {out.attrs["idle acts dropped"]} idle acts left out (--idle-tol 0 keeps them)' if out.attrs['idle acts dropped'] else ''))
+            _recommend_command(a)
         elif a.command == 'tune':
             best = tune_carma(a.scm, a.trials, a.storage, profile=a.profile, seed=a.seed)
             print(json.dumps(best, indent=1))
-    except (ValueError, FileNotFoundError, ImportError, KeyError, RuntimeError) as e:
+    except (ValueError, OSError, ImportError, KeyError, RuntimeError) as e:
         print(f'carma-nb {a.command}: error: {e}', file=sys.stderr)
         return 2
     return 0
@@ -720,20 +910,27 @@ def main(argv: list[str] | None = None) -> int:
 
 # %%
 from carma_nb.carma import save_carma, train_carma
+from carma_nb.recourse import describe_domain
 ref = oracle_reference('loan', 'quick')
 carma = train_carma('loan', ref.clf, fit_flow('loan', ref.pools.causal, 'quick', verbose=False), ref.pools.recourse, profile='quick', verbose=False)
+loan = get_scm('loan')
 with tempfile.TemporaryDirectory() as d:
     d = Path(d)
     save_carma(carma, d/'carma_loan.pt')
-    pd.DataFrame(ref.pools.recourse.test.x[:1000].numpy(), columns=get_scm('loan').names).to_csv(d/'people.csv', index=False)
-    test_eq(main(['recommend', '--scm', 'loan', '--model', str(d/'carma_loan.pt'), '--input', str(d/'people.csv'), '--output', str(d/'actions.csv')]), 0)
+    pd.DataFrame(ref.pools.recourse.test.x[:1000].numpy(), columns=loan.names).to_csv(d/'people.csv',
+                                                                                      index=False)
+    run = lambda inp, out, *more: main(['recommend', '--scm', 'loan', '--model', str(d/'carma_loan.pt'),
+                                        '--input', str(d/inp), '--output', str(d/out), *more])
+    test_eq(run('people.csv', 'actions.csv'), 0)
     actions = pd.read_csv(d/'actions.csv')
     test_eq(len(actions), 1000)
-    test_eq(actions.loc[actions['accepted'], [c for c in actions if c.startswith('act_')]].to_numpy().any(), False)
-    test_eq(main(['recommend', '--scm', 'loan', '--model', str(d/'carma_loan.pt'), '--input', str(d/'people.csv'), '--output', str(d/'all.csv'), '--idle-tol', '0']), 0)
-    every = pd.read_csv(d/'all.csv'); acts = [c for c in actions if c.startswith('act_')]
+    acts = [c for c in actions if c.startswith('act_')]
+    test_eq(actions.loc[actions['status'] != 'served', acts].to_numpy().any(), False)   # targets: served only
+    assert set(actions['status']) <= {'served', 'already accepted', 'no valid action'}
+    test_eq(run('people.csv', 'all.csv', '--idle-tol', '0'), 0)
+    every = pd.read_csv(d/'all.csv')
     assert not (actions[acts].to_numpy() & ~every[acts].to_numpy()).any()   # dropping idle acts only removes acts
-    test_eq(main(['recommend', '--scm', 'loan', '--model', str(d/'carma_loan.pt'), '--input', str(d/'people.csv'), '--output', str(d/'x.csv'), '--idle-tol', '-1']), 2)
+    test_eq(run('people.csv', 'x.csv', '--idle-tol', '-1'), 2)
     assert not (d/'x.csv').exists()
     pd.DataFrame({'age': [30]}).to_csv(d/'bad.csv', index=False)
     test_fail(lambda: read_applicants(d/'bad.csv', 'loan'), contains="missing ['gender', 'education'")
@@ -741,9 +938,66 @@ with tempfile.TemporaryDirectory() as d:
     test_fail(lambda: read_applicants(d/'extra.csv', 'loan'), contains="unknown ['colour']")
     df = pd.read_csv(d/'people.csv').astype(object); df.loc[3, 'income'] = 'lots'; df.to_csv(d/'nan.csv', index=False)
     test_fail(lambda: read_applicants(d/'nan.csv', 'loan'), contains="column 'income' has a non-numeric value 'lots' (data row 4)")
-    test_eq(main(['recommend', '--scm', 'chain-lin', '--model', str(d/'carma_loan.pt'), '--input', str(d/'people.csv'), '--output', str(d/'x.csv')]), 2)
+    test_eq(main(['recommend', '--scm', 'chain-lin', '--model', str(d/'carma_loan.pt'),
+                  '--input', str(d/'people.csv'), '--output', str(d/'x.csv')]), 2)
     assert not (d/'x.csv').exists()
 actions.head(3).T
+
+# %% [markdown]
+# The statuses of those 1 000 test people. The model's domain is its SCM's kinds and bounds ∩ its
+# training range widened by 10 % (chapter 5); fresh people from the SCM fall inside it, and so do the
+# counterfactuals CARMA serves them:
+
+# %%
+pd.DataFrame({'domain': [describe_domain(carma.domain(), j) for j in range(7)]}, index=loan.names).T
+
+# %%
+test_eq(actions['status'].str.startswith('refused').any(), False)
+actions['status'].value_counts()
+
+# %% [markdown]
+# Applicants the model knows nothing about are refused, row by row, and the others are still served:
+# a gender of 7 or 0.5, an education of 0.7 (where the SCM's own equation has no inverse), an age of
+# −1000 or $10^{30}$. The output repeats every value exactly as it was written, and `--strict` makes
+# any refusal an error that writes nothing.
+
+# %%
+rows = ['7,30,0,1,1,1,1', '0.5,30,0,1,1,1,1', '1,30,0.7,1,1,1,1', '1,-1000,0,1,1,1,1', '1,1e30,0,1,1,1,1',
+        '1,16777217,0,1,1,1,1', '0,12,0.1,2,3,-2,-3', '1,5,0,0,0,3,4']
+odd = pd.read_csv(io.StringIO('\n'.join([','.join(loan.names), *rows])), dtype=str)
+with tempfile.TemporaryDirectory() as d:
+    d = Path(d)
+    save_carma(carma, d/'carma_loan.pt'); odd.to_csv(d/'odd.csv', index=False)
+    args = ['recommend', '--scm', 'loan', '--model', str(d/'carma_loan.pt'), '--input', str(d/'odd.csv')]
+    test_eq(main([*args, '--output', str(d/'odd_out.csv')]), 0)
+    served = pd.read_csv(d/'odd_out.csv', dtype=str, keep_default_na=False)
+    test_eq(main([*args, '--output', str(d/'strict.csv'), '--strict']), 2)
+    assert not (d/'strict.csv').exists()
+    test_fail(lambda: check_output_path(d/'odd.csv', d/'odd.csv'), contains='writing would replace it')
+    test_fail(lambda: check_output_path(d, d/'odd.csv'), contains='is a folder')
+test_eq(served[list(loan.names)].values.tolist(), odd.values.tolist())    # every value exactly as written
+test_eq(served['status'].str.startswith('refused').tolist(), [True] * 6 + [False] * 2)
+acts = [f'act_{loan.names[j]}' for j in loan.actionable]
+test_eq(served.loc[:5, acts].values.tolist(), [['False'] * 4] * 6)          # refused: no act
+served[['gender', 'age', 'education', 'status']]
+
+# %% [markdown]
+# Malformed files get a message each, naming the row, the file or the likely cause; the table of every
+# case, run against the installed command, is `tests/test_recommend_files.py`.
+
+# %%
+head = ','.join(loan.names)
+bad_files = {   # file: (content, the message it gets)
+    'shifted.csv': (head + '\n0,30,0,1,1,1,1,5\n', 'data row 1 (line 2) has 8 fields but the header has 7'),
+    'header.csv': (head + '\n', 'has a header but no applicants'),
+    'booleans.csv': (head + '\nTrue,30,0,1,1,1,1\n', "non-numeric value 'True' (data row 1); write 1 or 0"),
+    'semicolons.csv': (head.replace(',', ';') + '\n0;30;0;1;1;1;1\n', 'the delimiter looks wrong'),
+    'latin1.csv': ((head + '\n0,30,0,1,1,1,é\n').encode('latin-1'), 'is not UTF-8 text: byte 0xe9 on line 2')}
+with tempfile.TemporaryDirectory() as d:
+    for name, (content, message) in bad_files.items():
+        f = Path(d)/name
+        f.write_bytes(content if isinstance(content, bytes) else content.encode())
+        test_fail(lambda: read_applicants(f, 'loan'), contains=message)
 
 # %%
 #| hide

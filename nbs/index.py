@@ -149,21 +149,44 @@ else: print('*Run `carma-nb reproduce --profile paper` to produce `figures/table
 # carma-nb tune --scm loan --trials 50 --storage sqlite:///tune.db   # run on several machines against one database
 # ```
 #
-# `applicants.csv` has one column per feature, named as in the SCM; `actions.csv` adds, per person,
-# whether they were already accepted, the features to act on (`act_<feature>`), their target values
-# (`<feature>_target`) and the classifier's probability before and after. A model file is written by
-# `carma_nb.carma.save_carma` and holds everything needed: the two networks, the causal flow and the
-# classifier, each with its scaler. Acts the model chose but that change nothing (chapter 7's idle
-# acts: a latent shift of almost zero, so the feature takes the value it would have taken anyway) are
-# left out of `actions.csv` unless you pass `--idle-tol 0`.
+# `applicants.csv` has one column per feature, named as in the SCM; `actions.csv` repeats them exactly
+# as written and adds, per person, a `status`, whether they were already accepted, the features to act
+# on (`act_<feature>`), their target values (`<feature>_target`) and the classifier's probability before
+# and after. A model file is written by `carma_nb.carma.save_carma` and holds everything needed: the two
+# networks, the causal flow and the classifier, each with its scaler, and the range of its training
+# data. Acts the model chose but that change nothing (chapter 7's idle acts: a latent shift of almost
+# zero, so the feature takes the value it would have taken anyway) are left out of `actions.csv` unless
+# you pass `--idle-tol 0`.
+#
+# **Every row has a status**, and only `served` rows carry targets:
+#
+# | `status` | meaning |
+# |---|---|
+# | `served` | act on the listed features; the classifier accepts the resulting counterfactual |
+# | `already accepted` | nothing to do |
+# | `no valid action` | the model's counterfactual is still rejected, so no action is given |
+# | `refused: <feature> <value> outside <domain> (why)` | the applicant is outside the model's domain |
+# | `refused: counterfactual <feature> <value> outside …` | the recommended action would leave it |
+#
+# **Domains.** A model answers only inside its domain: per feature, what the SCM allows (a binary
+# feature is 0 or 1, loan's education lies in the open interval (−0.5, 0.5)) intersected with the range
+# of its training data widened by 10 % on each side (`DOMAIN_MARGIN`, chapter 5). A gender of 7, an
+# education of 0.7 or an age of −1000 is refused, and so is a recommendation that would move any
+# feature (an intervened one or one that follows from it) outside. The run still serves every other
+# row and prints one line about the refused ones; with `--strict`, any refused row is an error instead
+# (exit code 2, nothing written). A malformed file — a row with more or fewer fields than the header, a
+# file that is not UTF-8, a `;`-separated file, `True` where a number belongs, a header without rows —
+# is refused with the row or the cause, and the output may never be the input file (nor a link to it).
 
 # %% [markdown]
 # ## Your own SCM and classifier
 #
 # A new world is a list of nodes in topological order (each with its equation, inverse and noise), a
-# labelling function and a name; `register_scm` makes every chapter's machinery available for it. The
-# example below is deliberately tiny so that it runs in seconds: a person's *skill* drives their
-# *income*, which drives their *savings*, and a lender approves when income plus savings is high enough.
+# labelling function and a name; `register_scm` makes every chapter's machinery available for it. A node
+# whose feature is 0 or 1 says `kind='binary'`, one with hard limits `bounds=(low, high)`; by default a
+# feature is an unbounded number (chapter 1). The example below is deliberately tiny so that it runs
+# in seconds: a person's *skill* drives their *income*, which drives their *savings*, and a lender
+# approves when income plus savings is high enough.
 
 # %%
 import numpy as np

@@ -25,20 +25,19 @@ from .core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cached_che
 from .data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
 from .flow import CausalFlow, fit_flow
 from .oracle import PAPER_ORACLE, oracle_reference
-from .recourse import as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
+from .recourse import Recommendation, as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
 from .recourse import DOMAIN_MARGIN, FeatureDomain, feature_domain, training_range
 from .scm import SCM, SCM_NAMES, get_scm
 
 # %% auto #0
 __all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'SHIFT_SCALE', 'RESTARTS', 'WEIGHT_DECAY', 'POLISH_LR', 'OPTIONAL_HPARAMS',
            'TABLE5_MARGIN', 'SMALL_BATCH', 'ALIGN', 'COLLAPSED', 'CAUSAL_MODELS', 'METHOD_COLORS', 'PAPER_CARMA',
-           'carma_hparams', 'paper_algorithm', 'binary_gumbel_st', 'mlp', 'CARMA', 'Recommendation', 'idle_acts',
-           'NumpyPolicy', 'set_training_range', 'mask_kl', 'mask_prior', 'masked_mean', 'validity_penalty',
-           'hinge_temperature', 'carma_loss', 'StackedMLP', 'aligned', 'stacked_training', 'cached_stack',
-           'restart_seed', 'served_masks', 'stacked_outcome', 'restart_scores', 'train_carma_seeds',
-           'TrainingCollapsed', 'train_carma', 'flush_subnormal_', 'mask_subsets', 'mask_penalty',
-           'cheapest_valid_masks', 'refine_masks', 'save_carma', 'load_carma', 'plot_shifts', 'plot_feature_use',
-           'carma_table']
+           'carma_hparams', 'paper_algorithm', 'binary_gumbel_st', 'mlp', 'CARMA', 'idle_acts', 'NumpyPolicy',
+           'set_training_range', 'mask_kl', 'mask_prior', 'masked_mean', 'validity_penalty', 'hinge_temperature',
+           'carma_loss', 'StackedMLP', 'aligned', 'stacked_training', 'cached_stack', 'restart_seed', 'served_masks',
+           'stacked_outcome', 'restart_scores', 'train_carma_seeds', 'TrainingCollapsed', 'train_carma',
+           'flush_subnormal_', 'mask_subsets', 'mask_penalty', 'cheapest_valid_masks', 'refine_masks', 'save_carma',
+           'load_carma', 'plot_shifts', 'plot_feature_use', 'carma_table']
 
 # %% ../nbs/07_carma.ipynb #0f2897c0
 CARMA_HPARAMS: dict[str, dict] = {
@@ -50,7 +49,7 @@ CARMA_HPARAMS: dict[str, dict] = {
     'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256, margin=0.007, tau=0.08, temperature=1, shift_scale=2, polish_epochs=150),
     'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=450, batch=256, margin=0.011, tau=0.45, temperature=4, restarts=1, polish_epochs=150),
     'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32), epochs=450, batch=256, margin=0.007, tau=0.33, temperature=4, polish_epochs=150),
-    'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256, margin=0.03, tau=0.4, temperature=4),   # ε: 0.003 in Table 5 (chapter 9)
+    'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256, margin=0.03, tau=0.4, temperature=4),   # ε: 0.003 in Table 5 (chapter 10)
 }   # temperature, shift_scale, restarts, refine_epochs and polish_epochs: our additions, chosen per SCM on the validation people (tools/sweep_hparam.py; chapter status)
 DAMPING = 10.0       # c of the modified differential method of multipliers
 TEMPERATURE = 1.0    # our addition: the hinge sees σ(logit / T), T = max(1, TEMPERATURE · median |logit| of the rejected; 0 = the paper's loss)
@@ -83,7 +82,7 @@ def _checked_hparams(hp: dict) -> dict:
     for k in ('mask_hidden', 'action_hidden'): hp[k] = check_widths(hp[k], k)
     return hp
 
-#: Table 5's hinge margin where our rows use another one (chosen on validation people; chapters 7 and 9).
+#: Table 5's hinge margin where our rows use another one (chosen on validation people; chapters 7 and 10).
 TABLE5_MARGIN = {'triangle-nlin': 0.003, 'loan-vaca': 0.003}
 
 def paper_algorithm(scm: SCM | str, variant: str | None = None) -> dict:
@@ -116,7 +115,7 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 class CARMA(nn.Module):
-    "Mask and action networks over a frozen causal model (the flow, or VACA in chapter 9) and classifier."
+    "Mask and action networks over a frozen causal model (the flow, or VACA in chapter 10) and classifier."
     def __init__(self,
                  causal_model: nn.Module, # abduct(x) → (n, D·d_z) latents; latent_counterfactual(z, a, δ) → x_cf
                  clf: Classifier, # the frozen classifier h
@@ -155,16 +154,6 @@ class CARMA(nn.Module):
     def __repr__(self):
         return (f"CARMA({self.scm!r}, mask {list(self.hp['mask_hidden'])}, action {list(self.hp['action_hidden'])}, "
                 f"{type(self.causal_model).__name__} {list(self.causal_model.hidden)}, classifier {list(self.clf.hidden) or 'logistic'})")
-
-# %% ../nbs/07_carma.ipynb #186e3bd4
-@dataclass
-class Recommendation:
-    "CARMA's answer per person."
-    mask: torch.Tensor      # (n, D) bool: features to act on
-    values: torch.Tensor    # (n, D) raw target values (the factual where not acted on)
-    x_cf: torch.Tensor      # (n, D) counterfactual under the flow
-    prob: torch.Tensor      # (n,) classifier probability of x_cf
-    accepted: torch.Tensor  # (n,) bool: already accepted, nothing to do
 
 # %% ../nbs/07_carma.ipynb #ac7fe08f
 def _check_idle_tol(tol):
@@ -209,7 +198,7 @@ def _recommend(self: CARMA, x: torch.Tensor, idle_tol: float | None = None) -> R
         prob = self.clf.predict_proba(x_cf, check=False)
         if idle_tol: a, x_cf, prob = _drop_idle(self, z, a, delta, x_cf, prob, idle_tol)
         mask = a.bool()
-        return Recommendation(mask, torch.where(mask, x_cf, x), x_cf, prob, accepted)
+        return Recommendation(mask, torch.where(mask, x_cf, x), x_cf, prob, torch.ones_like(accepted), accepted)
 
 CARMA.recommend = _recommend
 
@@ -289,7 +278,8 @@ def _recommend_dispatch(self: CARMA, x,
     if small and not idle_tol and hasattr(self.causal_model, '_layers') and isinstance(self.clf, Classifier):
         if getattr(self, '_np_policy', None) is None: self._np_policy = NumpyPolicy(self)
         out = self._np_policy.recommend(xn)
-        return Recommendation(*(torch.from_numpy(np.ascontiguousarray(o)) for o in out))
+        mask, values, x_cf, prob, accepted = (torch.from_numpy(np.ascontiguousarray(o)) for o in out)
+        return Recommendation(mask, values, x_cf, prob, torch.ones_like(accepted), accepted)
     return _recommend(self, x, idle_tol)
 
 CARMA.recommend = _recommend_dispatch
@@ -327,7 +317,7 @@ def mask_kl(logits: torch.Tensor, # (n, D, 2) mask logits
     return (kl * actionable).sum(-1)
 
 def mask_prior(weights: torch.Tensor, # (D,) preference weights w_j ≥ 1
-               kind: str = 'uniform', # 'uniform' (π_j = 0.5) or 'preference' (π_j = 1/(2 w_j), chapter 8)
+               kind: str = 'uniform', # 'uniform' (π_j = 0.5) or 'preference' (π_j = 1/(2 w_j), chapter 9)
               ) -> torch.Tensor:
     "The mask network's prior probability of intervening on each feature, (D,)."
     if kind not in ('uniform', 'preference'): raise ValueError(f"prior must be 'uniform' or 'preference', got {kind!r}")
@@ -547,12 +537,12 @@ def _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant
 
 def train_carma_seeds(scm: SCM | str, # the SCM
                       clf: Classifier, # its frozen classifier
-                      flow, # its fitted causal model: the CausalFlow (or a VACA, chapter 9)
+                      flow, # its fitted causal model: the CausalFlow (or a VACA, chapter 10)
                       pool: Pool | Pools | None = None, # the recourse pool (default: make_pools(scm).recourse)
                       seeds=(0,), # one model per seed; the missing ones are trained together
                       hparams: dict | None = None, # overrides of the paper's hyperparameters (carma_hparams)
                       profile: str | Profile | None = None, # scales the epochs (paper: as in SPEC §8)
-                      weights=None, # preference weights (chapter 8)
+                      weights=None, # preference weights (chapter 9)
                       prior: str = 'uniform', # mask prior: 'uniform' (π = 0.5) or 'preference' (π = 1/(2w))
                       variant: str | None = None, # Table 5 row: None, 'weighted' (default when weights are given) or 'vaca'
                       cache: bool = True, verbose: bool = True) -> list[CARMA]:
@@ -797,7 +787,7 @@ def carma_table(profile=None, scms=SCM_NAMES, seed0: int = 0, verbose: bool = Fa
         for m in train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, range(seed0, seed0 + p.seeds), hp, profile=p, verbose=verbose):
             r = m.recommend(ref.people)
             idle = float(idle_acts(m, ref.people)[1].sum(1).double().mean())
-            per_seed.append({**evaluate_recourse(ref.problem, ref.clf, ref.people, r.mask, r.values, r.x_cf).metrics, 'idle acts': idle})
+            per_seed.append({**evaluate_recourse(ref.problem, ref.clf, ref.people, r).metrics, 'idle acts': idle})
         df, o = pd.DataFrame(per_seed), ref.metrics
         rows.append({'scm': name, 'seeds': p.seeds, 'people': len(ref.people),
                      'CARMA cost x100': df['cost x100'].mean(), 'cost std': df['cost x100'].std(),

@@ -304,7 +304,7 @@ def remove_orphaned_temps(path: str | Path, # a file whose writers all hold one 
 
 # %% ../nbs/00_core.ipynb #85095371
 #: Part of every cached model's config: bump it whenever training code changes, so no stale model is reused.
-TRAINER_VERSION = 2
+TRAINER_VERSION = 3
 
 def _check_trained(out):
     if not (isinstance(out, tuple) and len(out) in (2, 3)):

@@ -18,7 +18,7 @@ import torch
 from .classifier import train_classifier
 from .core import as_features, cached_checkpoint, check_whole, get_profile, progress
 from .data import Pools, make_pools, split_id
-from .recourse import RecourseProblem, as_weights, evaluate_recourse, recourse_problem, rejected
+from .recourse import Recommendation, RecourseProblem, as_weights, evaluate_recourse, recourse_problem, rejected
 from .scm import SCM, SCM_NAMES, _propagate, get_scm
 
 # %% auto #0
@@ -47,15 +47,10 @@ def person_grids(problem: RecourseProblem, x: torch.Tensor, bins: int) -> torch.
 
 # %% ../nbs/06_oracle.ipynb #b9c70daa
 @dataclass
-class OracleResult:
-    "The oracle's answer per person (P rows)."
-    mask: torch.Tensor     # (P, D) bool: intervened features
-    values: torch.Tensor   # (P, D) raw target values (the factual where not intervened)
-    x_cf: torch.Tensor     # (P, D) true-SCM counterfactual of the action (the factual if none was found)
-    cost: torch.Tensor     # (P,) cost of SPEC §6 (nan if not found)
-    prob: torch.Tensor     # (P,) classifier probability of x_cf
-    found: torch.Tensor    # (P,) bool: a valid candidate exists on the grid
-    index: torch.Tensor    # (P,) chosen candidate's index (−1 if none)
+class OracleResult(Recommendation):
+    "The oracle's `Recommendation` (chapter 5) per person, with the cost and grid index of each chosen action."
+    cost: torch.Tensor     # (P,) the action's cost (chapter 5; nan if none was found)
+    index: torch.Tensor    # (P,) the chosen candidate's index (−1 if none)
 
 def _better(cost, nfeat, idx, best_cost, best_nfeat, best_idx):
     "Lexicographic (cost, number of features, index) comparison, elementwise on tensors (batched oracle)."
@@ -98,8 +93,8 @@ def oracle_recourse_loop(problem: RecourseProblem, clf, x: torch.Tensor, bins: i
                                 found, best[2] if found else -1)):
             out[k].append(val)
     return OracleResult(torch.stack(out['mask']), torch.stack(out['values']), torch.stack(out['x_cf']),
-                        torch.tensor(out['cost']), torch.tensor(out['prob']), torch.tensor(out['found']),
-                        torch.tensor(out['index']))
+                        torch.tensor(out['prob']), torch.tensor(out['found']), clf.predict_proba(x) >= 0.5,
+                        torch.tensor(out['cost']), torch.tensor(out['index']))
 
 # %% ../nbs/06_oracle.ipynb #539babfd
 def _row_bytes(scm: SCM, clf) -> int:
@@ -169,8 +164,8 @@ def oracle_recourse(problem: RecourseProblem | SCM | str, # the recourse problem
         x_cf = scm.counterfactual(x, mask, values)
         prob = clf.predict_proba(x_cf)
         cost = problem.cost(x, values, mask, w)                         # the shared definition, for the report
-    return OracleResult(mask, values, x_cf, torch.where(found, cost, math.nan), prob, found,
-                        torch.where(found, best_idx, -1))
+    return OracleResult(mask, values, x_cf, prob, found, clf.predict_proba(x) >= 0.5,
+                        torch.where(found, cost, math.nan), torch.where(found, best_idx, -1))
 
 # %% ../nbs/06_oracle.ipynb #26b7bdc7
 def loop_seconds_per_person(problem: RecourseProblem, clf, person: torch.Tensor, bins: int | None = None,
@@ -204,7 +199,7 @@ def cached_oracle(scm: SCM | str, pools: Pools, clf, people: torch.Tensor, bins:
     def run():
         t0 = time.perf_counter()
         r = oracle_recourse(problem, clf, people, bins, verbose=verbose)
-        sd = {k: getattr(r, k) for k in ('mask', 'values', 'x_cf', 'cost', 'prob', 'found', 'index')}
+        sd = {k: getattr(r, k) for k in OracleResult.__dataclass_fields__}
         return sd, None, {'seconds': torch.tensor(time.perf_counter() - t0)}
     ck = cached_checkpoint('oracle', cfg, run)
     out = OracleResult(**ck.state_dict)
@@ -231,7 +226,7 @@ def oracle_reference(name: str, profile=None, seed: int = 0,
     problem = recourse_problem(name, pools)
     people = rejected(clf, pools.recourse.test.x, p.oracle_people)
     r = cached_oracle(name, pools, clf, people)
-    metrics = evaluate_recourse(problem, clf, people, r.mask, r.values, r.x_cf, r.found).metrics
+    metrics = evaluate_recourse(problem, clf, people, r).metrics
     return OracleReference(pools, clf, problem, people, r, metrics)
 
 def oracle_table(profile=None, seed: int = 0,

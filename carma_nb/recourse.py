@@ -21,8 +21,9 @@ from .scm import SCM, _check_mask_values, get_scm
 
 # %% auto #0
 __all__ = ['DOMAIN_MARGIN', 'SERVED', 'ALREADY_ACCEPTED', 'NO_VALID_ACTION', 'as_weights', 'RecourseProblem', 'recourse_problem',
-           'rejected', 'RecourseReport', 'evaluate_recourse', 'FeatureDomain', 'training_range', 'feature_domain',
-           'outside_domain', 'describe_domain', 'domain_messages', 'recourse_status', 'time_per_person']
+           'rejected', 'Recommendation', 'make_recommendation', 'RecourseReport', 'evaluate_recourse', 'FeatureDomain',
+           'training_range', 'feature_domain', 'outside_domain', 'describe_domain', 'domain_messages',
+           'recourse_status', 'time_per_person']
 
 # %% ../nbs/05_recourse.ipynb #c75dcbbf
 def as_weights(scm: SCM | str, # the SCM
@@ -119,6 +120,38 @@ def rejected(clf, # a trained classifier with `predict_proba`
 
 # %% ../nbs/05_recourse.ipynb #c029f999
 @dataclass
+class Recommendation:
+    "What every recommender returns for n people: the oracle, CARMA, DiCE-VAE."
+    mask: torch.Tensor      # (n, D) bool: the features to act on
+    values: torch.Tensor    # (n, D) raw target values (the person's own value where not acted on)
+    x_cf: torch.Tensor      # (n, D) the counterfactual under the method's own model
+    prob: torch.Tensor      # (n,) the classifier's probability of x_cf
+    found: torch.Tensor     # (n,) bool: the method returned an action (the oracle may find none)
+    accepted: torch.Tensor  # (n,) bool: accepted already, nothing to do
+
+    def __len__(self) -> int: return len(self.mask)
+
+    def rows(self, idx) -> 'Recommendation':
+        "The recommendations of the people `idx` (an index, slice or boolean mask)."
+        return type(self)(**{k: getattr(self, k)[idx] for k in self.__dataclass_fields__})
+
+def make_recommendation(scm: SCM | str, # the SCM whose true equations give the counterfactual
+                        clf, # the frozen classifier
+                        x: torch.Tensor, # (n, D) the people, raw features
+                        mask: torch.Tensor, # (n, D) bool: the features acted on
+                        values: torch.Tensor, # (n, D) raw target values (used where mask)
+                       ) -> Recommendation:
+    "A `Recommendation` for actions made by hand: the counterfactual is the true SCM's."
+    scm = get_scm(scm)
+    x = as_features(x, scm.n_features, 'x', scm.names)
+    mask, values, _ = _check_mask_values(scm, x, mask, values)
+    with torch.no_grad():
+        x_cf = scm.counterfactual(x, mask, values)
+        prob, accepted = clf.predict_proba(x_cf), clf.predict_proba(x) >= 0.5
+    return Recommendation(mask, torch.where(mask, values, x), x_cf, prob, torch.ones(len(x), dtype=torch.bool), accepted)
+
+# %% ../nbs/05_recourse.ipynb #2187e0c4
+@dataclass
 class RecourseReport:
     "Metrics of one method's recommendations for a set of people."
     metrics: dict                 # the Table-1 row
@@ -132,44 +165,54 @@ class RecourseReport:
     def _repr_html_(self): return pd.DataFrame([self.metrics])._repr_html_()
     def __repr__(self): return f"RecourseReport({ {k: round(v, 3) if isinstance(v, float) else v for k, v in self.metrics.items()} })"
 
+def _check_recommendation(problem: RecourseProblem, x: torch.Tensor, rec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "The mask, values and counterfactual of `rec`, checked against the people x and the problem's actionable features."
+    scm = problem.scm
+    if not isinstance(rec, Recommendation):
+        raise TypeError(f"rec must be a Recommendation (what the oracle, CARMA and DiCE-VAE return), got {type(rec).__name__}; "
+                        "for actions made by hand use make_recommendation")
+    if len(rec) != len(x) or tuple(rec.mask.shape) != tuple(x.shape):
+        raise ValueError(f"give one action per person: x {tuple(x.shape)}, rec.mask {tuple(rec.mask.shape)}")
+    problem.check_mask(rec.mask)
+    mask, values, _ = _check_mask_values(scm, x, rec.mask, rec.values)
+    return mask, values, as_features(rec.x_cf, scm.n_features, 'rec.x_cf', scm.names)
+
 def evaluate_recourse(problem: RecourseProblem, # the shared problem (cost, actionability)
                       clf, # the frozen classifier
                       x: torch.Tensor, # (n, D) factual raw features of the people served
-                      mask: torch.Tensor, # (n, D) bool: recommended interventions
-                      values: torch.Tensor, # (n, D) recommended raw values (used where mask)
-                      x_cf: torch.Tensor | None = None, # (n, D) counterfactual under the method's model (default: true SCM)
-                      found: torch.Tensor | None = None, # (n,) bool: an action was found (default: all)
+                      rec: Recommendation, # the method's answer for them
                       weights: torch.Tensor | None = None, # override the problem's preference weights
                      ) -> RecourseReport:
     "Table-1 metrics (cost ×100, coverage, validity, acts, prob) of a method's recommendations."
     scm = problem.scm
     x = as_features(x, scm.n_features, 'x', scm.names)
-    problem.check_mask(mask)
-    if tuple(mask.shape) != tuple(x.shape) or tuple(getattr(values, 'shape', ())) != tuple(x.shape):
-        raise ValueError(f"give one action per person: x {tuple(x.shape)}, mask {tuple(mask.shape)}, "
-                         f"values {tuple(getattr(values, 'shape', ()))} must all have the same shape")
-    mask, values, shape = _check_mask_values(scm, x, mask, values)
-    found = torch.ones(len(x), dtype=torch.bool) if found is None else found.bool()
+    mask, values, x_cf = _check_recommendation(problem, x, rec)
+    found = rec.found.bool()
     with torch.no_grad():
         x_true = scm.counterfactual(x, mask, values)
-        x_cf = x_true if x_cf is None else as_features(x_cf, scm.n_features, 'x_cf', scm.names)
         p_model, p_true = clf.predict_proba(x_cf), clf.predict_proba(x_true)
         cost = torch.where(found, problem.cost(x, values, mask, weights), torch.nan)
     covered, valid = (p_model >= 0.5) & found, (p_true >= 0.5) & found
     shift = (x_cf - x) * mask
-    n = max(len(x), 1)
+    return RecourseReport(_metrics(x, mask, found, cost, covered, valid, p_model, p_true),
+                          _per_feature(scm, mask, found, shift), valid, covered, cost, shift, mask)
+
+def _metrics(x, mask, found, cost, covered, valid, p_model, p_true) -> dict:
+    "The Table-1 row: means over the people with an action (shares over everybody)."
+    n, any_ = max(len(x), 1), bool(found.any())
+    mean = lambda v: float(v[found].float().mean()) if any_ else float('nan')
+    return {'people': len(x), 'found': int(found.sum()), 'cost x100': mean(cost) * 100,
+            'coverage %': float(covered.sum() / n * 100), 'validity %': float(valid.sum() / n * 100),
+            'acts': mean(mask.sum(1)), 'prob': mean(p_model), 'prob (true SCM)': mean(p_true)}
+
+def _per_feature(scm: SCM, mask, found, shift) -> pd.DataFrame:
+    "How often each actionable feature is acted on (%), and its mean shift where it is."
     act = scm.actionable
     freq = mask[found][:, act].float().mean(0) * 100 if found.any() else torch.zeros(len(act))
-    mean_shift = [float(shift[mask[:, j] & found, j].mean()) if (mask[:, j] & found).any() else float('nan') for j in act]
-    per_feature = pd.DataFrame({'feature': [scm.names[j] for j in act], 'intervened %': freq.numpy(),
-                                'mean shift (intervened)': mean_shift}).set_index('feature')
-    metrics = {'people': len(x), 'found': int(found.sum()),
-               'cost x100': float(cost[found].mean() * 100) if found.any() else float('nan'),
-               'coverage %': float(covered.sum() / n * 100), 'validity %': float(valid.sum() / n * 100),
-               'acts': float(mask[found].sum(1).float().mean()) if found.any() else float('nan'),
-               'prob': float(p_model[found].mean()) if found.any() else float('nan'),
-               'prob (true SCM)': float(p_true[found].mean()) if found.any() else float('nan')}
-    return RecourseReport(metrics, per_feature, valid, covered, cost, shift, mask)
+    on = mask[:, act] & found[:, None]
+    mean_shift = (shift[:, act] * on).sum(0) / on.sum(0)              # nan where nobody acts on a feature
+    return pd.DataFrame({'feature': [scm.names[j] for j in act], 'intervened %': freq.numpy(),
+                         'mean shift (intervened)': mean_shift.double().numpy()}).set_index('feature')
 
 # %% ../nbs/05_recourse.ipynb #f1bf980a
 DOMAIN_MARGIN = 0.1   # the training range is widened by this share of its width on each side

@@ -312,7 +312,7 @@ test_fail(lambda: save_figure(None, '../escape'), contains='plain file stem')
 
 # %% [markdown]
 # Some studies are too slow for the test suite: the scripts in `tools/` that repeat a measurement on
-# many independent draws of the data (chapters 3, 4 and 8). Their printed output is committed under
+# many independent draws of the data (chapters 3, 4 and 9). Their printed output is committed under
 # `figures/` as it came out, and a chapter reads it with `read_draws` instead of copying numbers by
 # hand. Each run prints a header, one line per draw (`  pool seed   3: 0.0169   (6 s)`) and a summary
 # line that starts with the run's label (`collider-lin: min …`).
@@ -534,7 +534,7 @@ test_ne(config_key({'a': 1}), config_key({'a': 2}))
 # ### Orphaned temporary files
 #
 # `atomic_write` deletes its temporary file when the block fails, but a process killed outright
-# (`kill -9`, a lost machine, a worker dying with its parent, chapter 11) runs no clean-up: its
+# (`kill -9`, a lost machine, a worker dying with its parent, chapter 12) runs no clean-up: its
 # `.<name>.XXXXXXXX.tmp` stays in the cache folder for good. Who may delete it? Not whoever sees it: it
 # may belong to a writer that is still writing. But every writer of a cached model writes while holding
 # that model's lock, so whoever holds the lock knows that no live writer of the model exists, and every
@@ -577,7 +577,7 @@ with tempfile.TemporaryDirectory() as d:
 # %%
 #| export
 #: Part of every cached model's config: bump it whenever training code changes, so no stale model is reused.
-TRAINER_VERSION = 2
+TRAINER_VERSION = 3
 
 def _check_trained(out):
     if not (isinstance(out, tuple) and len(out) in (2, 3)):

@@ -436,7 +436,7 @@ confidence
 #
 # This package keeps Adam, as SPEC §3 says. A converged classifier is the better stand-in for a
 # deployed decision-maker, and every number in later chapters uses it. Passing `optimizer='sgd'` gives
-# the original code's classifier instead. The choice is not cosmetic: chapter 8 reruns the
+# the original code's classifier instead. The choice is not cosmetic: chapter 9 reruns the
 # preference study with the SGD classifier, and there the savings result changes direction.
 
 # %%

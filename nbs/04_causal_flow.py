@@ -478,7 +478,7 @@ with tempfile.TemporaryDirectory() as d:
 # **true** SCM, the floor any model can reach with that many samples. The counterfactual error is also
 # given in units of each feature's training standard deviation, for comparison with work that reports
 # it on standardised data; the raw-unit value is the one our targets use. The functions take any causal
-# model with `log_prob`, `sample`, `interventional_sample` and `counterfactual`, so chapter 9 evaluates
+# model with `log_prob`, `sample`, `interventional_sample` and `counterfactual`, so chapter 10 evaluates
 # VACA with them too.
 
 # %%

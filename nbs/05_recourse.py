@@ -205,15 +205,59 @@ def rejected(clf, # a trained classifier with `predict_proba`
 
 
 # %% [markdown]
+# ## One answer type for every method
+#
+# The oracle (chapter 6), CARMA (chapter 7) and DiCE-VAE (chapter 11) all answer the same question,
+# so they return the same thing, a `Recommendation`: per person the features to act on (`mask`), the
+# target values in raw units (`values`, the person's own value where nothing is done), the
+# counterfactual the method's own model predicts (`x_cf`), the classifier's probability for it
+# (`prob`), whether the method returned an action at all (`found`: the oracle may find no valid point
+# on its grid; the amortized methods always answer), and whether the person was accepted already
+# (`accepted`: nothing to do). An action made by hand becomes one with `make_recommendation`, whose
+# counterfactual is then the true SCM's.
+
+# %%
+#| export
+@dataclass
+class Recommendation:
+    "What every recommender returns for n people: the oracle, CARMA, DiCE-VAE."
+    mask: torch.Tensor      # (n, D) bool: the features to act on
+    values: torch.Tensor    # (n, D) raw target values (the person's own value where not acted on)
+    x_cf: torch.Tensor      # (n, D) the counterfactual under the method's own model
+    prob: torch.Tensor      # (n,) the classifier's probability of x_cf
+    found: torch.Tensor     # (n,) bool: the method returned an action (the oracle may find none)
+    accepted: torch.Tensor  # (n,) bool: accepted already, nothing to do
+
+    def __len__(self) -> int: return len(self.mask)
+
+    def rows(self, idx) -> 'Recommendation':
+        "The recommendations of the people `idx` (an index, slice or boolean mask)."
+        return type(self)(**{k: getattr(self, k)[idx] for k in self.__dataclass_fields__})
+
+def make_recommendation(scm: SCM | str, # the SCM whose true equations give the counterfactual
+                        clf, # the frozen classifier
+                        x: torch.Tensor, # (n, D) the people, raw features
+                        mask: torch.Tensor, # (n, D) bool: the features acted on
+                        values: torch.Tensor, # (n, D) raw target values (used where mask)
+                       ) -> Recommendation:
+    "A `Recommendation` for actions made by hand: the counterfactual is the true SCM's."
+    scm = get_scm(scm)
+    x = as_features(x, scm.n_features, 'x', scm.names)
+    mask, values, _ = _check_mask_values(scm, x, mask, values)
+    with torch.no_grad():
+        x_cf = scm.counterfactual(x, mask, values)
+        prob, accepted = clf.predict_proba(x_cf), clf.predict_proba(x) >= 0.5
+    return Recommendation(mask, torch.where(mask, values, x), x_cf, prob, torch.ones(len(x), dtype=torch.bool), accepted)
+
+
+# %% [markdown]
 # ## Evaluating recommendations
 #
-# Every method hands over the same thing: per person a `mask` and target `values` (raw units), the
-# counterfactual its own model predicts (`x_cf`), and whether it found an action at all (`found`; the
-# oracle may find none). `evaluate_recourse` turns that into the paper's metrics:
+# `evaluate_recourse` turns a `Recommendation` into the paper's metrics (its Table 1):
 #
 # | metric | definition |
 # |---|---|
-# | cost ×100 | mean cost (SPEC §6) over people with an action, ×100 ("l2 × 100") |
+# | cost ×100 | mean cost (above) over people with an action, ×100 ("l2 × 100") |
 # | coverage % | people whose model counterfactual is accepted (p ≥ 0.5) |
 # | validity % | people whose action, replayed in the true SCM, is accepted |
 # | acts | mean number of intervened features |
@@ -238,44 +282,54 @@ class RecourseReport:
     def _repr_html_(self): return pd.DataFrame([self.metrics])._repr_html_()
     def __repr__(self): return f"RecourseReport({ {k: round(v, 3) if isinstance(v, float) else v for k, v in self.metrics.items()} })"
 
+def _check_recommendation(problem: RecourseProblem, x: torch.Tensor, rec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "The mask, values and counterfactual of `rec`, checked against the people x and the problem's actionable features."
+    scm = problem.scm
+    if not isinstance(rec, Recommendation):
+        raise TypeError(f"rec must be a Recommendation (what the oracle, CARMA and DiCE-VAE return), got {type(rec).__name__}; "
+                        "for actions made by hand use make_recommendation")
+    if len(rec) != len(x) or tuple(rec.mask.shape) != tuple(x.shape):
+        raise ValueError(f"give one action per person: x {tuple(x.shape)}, rec.mask {tuple(rec.mask.shape)}")
+    problem.check_mask(rec.mask)
+    mask, values, _ = _check_mask_values(scm, x, rec.mask, rec.values)
+    return mask, values, as_features(rec.x_cf, scm.n_features, 'rec.x_cf', scm.names)
+
 def evaluate_recourse(problem: RecourseProblem, # the shared problem (cost, actionability)
                       clf, # the frozen classifier
                       x: torch.Tensor, # (n, D) factual raw features of the people served
-                      mask: torch.Tensor, # (n, D) bool: recommended interventions
-                      values: torch.Tensor, # (n, D) recommended raw values (used where mask)
-                      x_cf: torch.Tensor | None = None, # (n, D) counterfactual under the method's model (default: true SCM)
-                      found: torch.Tensor | None = None, # (n,) bool: an action was found (default: all)
+                      rec: Recommendation, # the method's answer for them
                       weights: torch.Tensor | None = None, # override the problem's preference weights
                      ) -> RecourseReport:
     "Table-1 metrics (cost ×100, coverage, validity, acts, prob) of a method's recommendations."
     scm = problem.scm
     x = as_features(x, scm.n_features, 'x', scm.names)
-    problem.check_mask(mask)
-    if tuple(mask.shape) != tuple(x.shape) or tuple(getattr(values, 'shape', ())) != tuple(x.shape):
-        raise ValueError(f"give one action per person: x {tuple(x.shape)}, mask {tuple(mask.shape)}, "
-                         f"values {tuple(getattr(values, 'shape', ()))} must all have the same shape")
-    mask, values, shape = _check_mask_values(scm, x, mask, values)
-    found = torch.ones(len(x), dtype=torch.bool) if found is None else found.bool()
+    mask, values, x_cf = _check_recommendation(problem, x, rec)
+    found = rec.found.bool()
     with torch.no_grad():
         x_true = scm.counterfactual(x, mask, values)
-        x_cf = x_true if x_cf is None else as_features(x_cf, scm.n_features, 'x_cf', scm.names)
         p_model, p_true = clf.predict_proba(x_cf), clf.predict_proba(x_true)
         cost = torch.where(found, problem.cost(x, values, mask, weights), torch.nan)
     covered, valid = (p_model >= 0.5) & found, (p_true >= 0.5) & found
     shift = (x_cf - x) * mask
-    n = max(len(x), 1)
+    return RecourseReport(_metrics(x, mask, found, cost, covered, valid, p_model, p_true),
+                          _per_feature(scm, mask, found, shift), valid, covered, cost, shift, mask)
+
+def _metrics(x, mask, found, cost, covered, valid, p_model, p_true) -> dict:
+    "The Table-1 row: means over the people with an action (shares over everybody)."
+    n, any_ = max(len(x), 1), bool(found.any())
+    mean = lambda v: float(v[found].float().mean()) if any_ else float('nan')
+    return {'people': len(x), 'found': int(found.sum()), 'cost x100': mean(cost) * 100,
+            'coverage %': float(covered.sum() / n * 100), 'validity %': float(valid.sum() / n * 100),
+            'acts': mean(mask.sum(1)), 'prob': mean(p_model), 'prob (true SCM)': mean(p_true)}
+
+def _per_feature(scm: SCM, mask, found, shift) -> pd.DataFrame:
+    "How often each actionable feature is acted on (%), and its mean shift where it is."
     act = scm.actionable
     freq = mask[found][:, act].float().mean(0) * 100 if found.any() else torch.zeros(len(act))
-    mean_shift = [float(shift[mask[:, j] & found, j].mean()) if (mask[:, j] & found).any() else float('nan') for j in act]
-    per_feature = pd.DataFrame({'feature': [scm.names[j] for j in act], 'intervened %': freq.numpy(),
-                                'mean shift (intervened)': mean_shift}).set_index('feature')
-    metrics = {'people': len(x), 'found': int(found.sum()),
-               'cost x100': float(cost[found].mean() * 100) if found.any() else float('nan'),
-               'coverage %': float(covered.sum() / n * 100), 'validity %': float(valid.sum() / n * 100),
-               'acts': float(mask[found].sum(1).float().mean()) if found.any() else float('nan'),
-               'prob': float(p_model[found].mean()) if found.any() else float('nan'),
-               'prob (true SCM)': float(p_true[found].mean()) if found.any() else float('nan')}
-    return RecourseReport(metrics, per_feature, valid, covered, cost, shift, mask)
+    on = mask[:, act] & found[:, None]
+    mean_shift = (shift[:, act] * on).sum(0) / on.sum(0)              # nan where nobody acts on a feature
+    return pd.DataFrame({'feature': [scm.names[j] for j in act], 'intervened %': freq.numpy(),
+                         'mean shift (intervened)': mean_shift.double().numpy()}).set_index('feature')
 
 
 # %% [markdown]
@@ -288,9 +342,11 @@ clf = train_classifier('loan', pools.classifier)
 people = rejected(clf, pools.recourse.test.x)
 m = torch.zeros(len(people), 7, dtype=torch.bool); m[:, 5] = True
 v = people.clone(); v[:, 5] += 3
-rep = evaluate_recourse(problem, clf, people, m, v)
+naive = make_recommendation('loan', clf, people, m, v)
+rep = evaluate_recourse(problem, clf, people, naive)
 test_eq(rep.metrics['coverage %'], rep.metrics['validity %'])
 test_eq(rep.per_feature.loc['income', 'intervened %'], 100.)
+test_eq(len(naive.rows(slice(0, 3))), 3); test_eq(naive.rows(naive.prob >= 0.5).prob.min() >= 0.5, True)
 rep
 
 # %%
@@ -302,8 +358,10 @@ rep.per_feature
 
 # %%
 bad = m.clone(); bad[:, 4] = True
-test_fail(lambda: evaluate_recourse(problem, clf, people, bad, v), contains="'duration', which is not actionable in loan (mutable)")
-test_fail(lambda: evaluate_recourse(problem, clf, people, m[:1], v[:1]), contains='one action per person')
+test_fail(lambda: evaluate_recourse(problem, clf, people, make_recommendation('loan', clf, people, bad, v)),
+          contains="'duration', which is not actionable in loan (mutable)")
+test_fail(lambda: evaluate_recourse(problem, clf, people, naive.rows(slice(0, 1))), contains='one action per person')
+test_fail(lambda: evaluate_recourse(problem, clf, people, (m, v)), contains='rec must be a Recommendation')
 
 # %% [markdown]
 # ## Where a model can be trusted: feature domains and statuses
@@ -321,7 +379,7 @@ test_fail(lambda: evaluate_recourse(problem, clf, people, m[:1], v[:1]), contain
 #   `DOMAIN_MARGIN` = 10 % of that range, so that a person just beyond the most extreme training
 #   example is still served (a binary feature is not widened). Measured on the quick profile's models
 #   of all seven SCMs (10 000 training people each), no test person (5 000 per SCM) falls outside this
-#   domain and neither does any counterfactual CARMA serves them (chapter 11 shows loan's); without
+#   domain and neither does any counterfactual CARMA serves them (chapter 12 shows loan's); without
 #   the margin, 1 to 3 test people per SCM would. A model trained on fewer people has a narrower range
 #   and refuses more: trained on 1 500, one refused 3 of 300 fresh people (`tests/test_cli.py`).
 #

@@ -41,7 +41,7 @@ import torch
 from carma_nb.classifier import train_classifier
 from carma_nb.core import as_features, cached_checkpoint, check_whole, get_profile, progress
 from carma_nb.data import Pools, make_pools, split_id
-from carma_nb.recourse import RecourseProblem, as_weights, evaluate_recourse, recourse_problem, rejected
+from carma_nb.recourse import Recommendation, RecourseProblem, as_weights, evaluate_recourse, recourse_problem, rejected
 from carma_nb.scm import SCM, SCM_NAMES, _propagate, get_scm
 
 # %%
@@ -97,15 +97,10 @@ test_eq(candidate_levels(2, 2).tolist(), [[0, 1], [0, 2], [1, 0], [1, 1], [1, 2]
 # %%
 #| export
 @dataclass
-class OracleResult:
-    "The oracle's answer per person (P rows)."
-    mask: torch.Tensor     # (P, D) bool: intervened features
-    values: torch.Tensor   # (P, D) raw target values (the factual where not intervened)
-    x_cf: torch.Tensor     # (P, D) true-SCM counterfactual of the action (the factual if none was found)
-    cost: torch.Tensor     # (P,) cost of SPEC §6 (nan if not found)
-    prob: torch.Tensor     # (P,) classifier probability of x_cf
-    found: torch.Tensor    # (P,) bool: a valid candidate exists on the grid
-    index: torch.Tensor    # (P,) chosen candidate's index (−1 if none)
+class OracleResult(Recommendation):
+    "The oracle's `Recommendation` (chapter 5) per person, with the cost and grid index of each chosen action."
+    cost: torch.Tensor     # (P,) the action's cost (chapter 5; nan if none was found)
+    index: torch.Tensor    # (P,) the chosen candidate's index (−1 if none)
 
 def _better(cost, nfeat, idx, best_cost, best_nfeat, best_idx):
     "Lexicographic (cost, number of features, index) comparison, elementwise on tensors (batched oracle)."
@@ -148,8 +143,8 @@ def oracle_recourse_loop(problem: RecourseProblem, clf, x: torch.Tensor, bins: i
                                 found, best[2] if found else -1)):
             out[k].append(val)
     return OracleResult(torch.stack(out['mask']), torch.stack(out['values']), torch.stack(out['x_cf']),
-                        torch.tensor(out['cost']), torch.tensor(out['prob']), torch.tensor(out['found']),
-                        torch.tensor(out['index']))
+                        torch.tensor(out['prob']), torch.tensor(out['found']), clf.predict_proba(x) >= 0.5,
+                        torch.tensor(out['cost']), torch.tensor(out['index']))
 
 
 # %% [markdown]
@@ -242,8 +237,8 @@ def oracle_recourse(problem: RecourseProblem | SCM | str, # the recourse problem
         x_cf = scm.counterfactual(x, mask, values)
         prob = clf.predict_proba(x_cf)
         cost = problem.cost(x, values, mask, w)                         # the shared definition, for the report
-    return OracleResult(mask, values, x_cf, torch.where(found, cost, math.nan), prob, found,
-                        torch.where(found, best_idx, -1))
+    return OracleResult(mask, values, x_cf, prob, found, clf.predict_proba(x) >= 0.5,
+                        torch.where(found, cost, math.nan), torch.where(found, best_idx, -1))
 
 
 # %% [markdown]
@@ -331,7 +326,7 @@ plt.show()
 # accepted candidate on the grid count as failures, never as infinite costs.
 
 # %%
-report = evaluate_recourse(problem, clf, serve, res.mask, res.values, res.x_cf, res.found)
+report = evaluate_recourse(problem, clf, serve, res)
 report
 
 # %%
@@ -369,7 +364,7 @@ def cached_oracle(scm: SCM | str, pools: Pools, clf, people: torch.Tensor, bins:
     def run():
         t0 = time.perf_counter()
         r = oracle_recourse(problem, clf, people, bins, verbose=verbose)
-        sd = {k: getattr(r, k) for k in ('mask', 'values', 'x_cf', 'cost', 'prob', 'found', 'index')}
+        sd = {k: getattr(r, k) for k in OracleResult.__dataclass_fields__}
         return sd, None, {'seconds': torch.tensor(time.perf_counter() - t0)}
     ck = cached_checkpoint('oracle', cfg, run)
     out = OracleResult(**ck.state_dict)
@@ -396,7 +391,7 @@ def oracle_reference(name: str, profile=None, seed: int = 0,
     problem = recourse_problem(name, pools)
     people = rejected(clf, pools.recourse.test.x, p.oracle_people)
     r = cached_oracle(name, pools, clf, people)
-    metrics = evaluate_recourse(problem, clf, people, r.mask, r.values, r.x_cf, r.found).metrics
+    metrics = evaluate_recourse(problem, clf, people, r).metrics
     return OracleReference(pools, clf, problem, people, r, metrics)
 
 def oracle_table(profile=None, seed: int = 0,

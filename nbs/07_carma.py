@@ -54,7 +54,7 @@ from carma_nb.core import (TRAINER_VERSION, Checkpoint, Profile, as_features, ca
 from carma_nb.data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
 from carma_nb.flow import CausalFlow, fit_flow
 from carma_nb.oracle import PAPER_ORACLE, oracle_reference
-from carma_nb.recourse import as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
+from carma_nb.recourse import Recommendation, as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
 from carma_nb.recourse import DOMAIN_MARGIN, FeatureDomain, feature_domain, training_range
 from carma_nb.scm import SCM, SCM_NAMES, get_scm
 
@@ -84,7 +84,7 @@ CARMA_HPARAMS: dict[str, dict] = {
     'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256, margin=0.007, tau=0.08, temperature=1, shift_scale=2, polish_epochs=150),
     'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=450, batch=256, margin=0.011, tau=0.45, temperature=4, restarts=1, polish_epochs=150),
     'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32), epochs=450, batch=256, margin=0.007, tau=0.33, temperature=4, polish_epochs=150),
-    'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256, margin=0.03, tau=0.4, temperature=4),   # ε: 0.003 in Table 5 (chapter 9)
+    'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256, margin=0.03, tau=0.4, temperature=4),   # ε: 0.003 in Table 5 (chapter 10)
 }   # temperature, shift_scale, restarts, refine_epochs and polish_epochs: our additions, chosen per SCM on the validation people (tools/sweep_hparam.py; chapter status)
 DAMPING = 10.0       # c of the modified differential method of multipliers
 TEMPERATURE = 1.0    # our addition: the hinge sees σ(logit / T), T = max(1, TEMPERATURE · median |logit| of the rejected; 0 = the paper's loss)
@@ -117,7 +117,7 @@ def _checked_hparams(hp: dict) -> dict:
     for k in ('mask_hidden', 'action_hidden'): hp[k] = check_widths(hp[k], k)
     return hp
 
-#: Table 5's hinge margin where our rows use another one (chosen on validation people; chapters 7 and 9).
+#: Table 5's hinge margin where our rows use another one (chosen on validation people; chapters 7 and 10).
 TABLE5_MARGIN = {'triangle-nlin': 0.003, 'loan-vaca': 0.003}
 
 def paper_algorithm(scm: SCM | str, variant: str | None = None) -> dict:
@@ -132,7 +132,7 @@ def paper_algorithm(scm: SCM | str, variant: str | None = None) -> dict:
 # The rows above are the paper's Table 5 plus our additions, each explained where it is introduced
 # below (the tempered hinge, the wider clamp, restarts, mask refinement, polishing). `paper_algorithm`
 # gives the overrides that switch all of them off and put back Table 5's margin where ours differs:
-# CARMA exactly as the paper trains it, for comparisons such as chapter 12's.
+# CARMA exactly as the paper trains it, for comparisons such as chapter 13's.
 
 # %%
 ours, papers = carma_hparams('triangle-nlin'), carma_hparams('triangle-nlin', **paper_algorithm('triangle-nlin'))
@@ -190,7 +190,7 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 class CARMA(nn.Module):
-    "Mask and action networks over a frozen causal model (the flow, or VACA in chapter 9) and classifier."
+    "Mask and action networks over a frozen causal model (the flow, or VACA in chapter 10) and classifier."
     def __init__(self,
                  causal_model: nn.Module, # abduct(x) → (n, D·d_z) latents; latent_counterfactual(z, a, δ) → x_cf
                  clf: Classifier, # the frozen classifier h
@@ -275,18 +275,6 @@ CARMA(fit_flow('loan', verbose=False), train_classifier('loan', verbose=False), 
 
 # %%
 #| export
-@dataclass
-class Recommendation:
-    "CARMA's answer per person."
-    mask: torch.Tensor      # (n, D) bool: features to act on
-    values: torch.Tensor    # (n, D) raw target values (the factual where not acted on)
-    x_cf: torch.Tensor      # (n, D) counterfactual under the flow
-    prob: torch.Tensor      # (n,) classifier probability of x_cf
-    accepted: torch.Tensor  # (n,) bool: already accepted, nothing to do
-
-
-# %%
-#| export
 def _check_idle_tol(tol):
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
         raise ValueError(f"idle_tol must be a number ≥ 0 (a latent shift size such as 0.05; 0 drops nothing), got {tol!r}")
@@ -331,7 +319,7 @@ def _recommend(self: CARMA, x: torch.Tensor, idle_tol: float | None = None) -> R
         prob = self.clf.predict_proba(x_cf, check=False)
         if idle_tol: a, x_cf, prob = _drop_idle(self, z, a, delta, x_cf, prob, idle_tol)
         mask = a.bool()
-        return Recommendation(mask, torch.where(mask, x_cf, x), x_cf, prob, accepted)
+        return Recommendation(mask, torch.where(mask, x_cf, x), x_cf, prob, torch.ones_like(accepted), accepted)
 
 CARMA.recommend = _recommend
 
@@ -425,7 +413,8 @@ def _recommend_dispatch(self: CARMA, x,
     if small and not idle_tol and hasattr(self.causal_model, '_layers') and isinstance(self.clf, Classifier):
         if getattr(self, '_np_policy', None) is None: self._np_policy = NumpyPolicy(self)
         out = self._np_policy.recommend(xn)
-        return Recommendation(*(torch.from_numpy(np.ascontiguousarray(o)) for o in out))
+        mask, values, x_cf, prob, accepted = (torch.from_numpy(np.ascontiguousarray(o)) for o in out)
+        return Recommendation(mask, values, x_cf, prob, torch.ones_like(accepted), accepted)
     return _recommend(self, x, idle_tol)
 
 CARMA.recommend = _recommend_dispatch
@@ -473,7 +462,7 @@ CARMA.domain = _domain
 # - **cost** $C$: the mean cost of chapter 5 (with the preference weights) — cheap actions;
 # - **mask prior** $K$: $\sum_{j} \mathrm{KL}(\mathrm{Cat}(\mathrm{softmax}(\text{logits}_j)) \,\|\, \mathrm{Bernoulli}(\pi_j))$
 #   over actionable features, averaged over the batch — keeps the mask network from collapsing early
-#   ($\pi_j = 0.5$, or $1/(2w_j)$ with the preference prior of chapter 8);
+#   ($\pi_j = 0.5$, or $1/(2w_j)$ with the preference prior of chapter 9);
 # - **validity hinge** $g = \frac1B\sum_b \max(0, 1 + \varepsilon - 2p_b)$, zero iff every $p_b \ge (1+\varepsilon)/2$.
 #
 # The total is $L = C + K + (\lambda + c\cdot \mathrm{sg}(g))\,g$ with damping $c = 10$, and after every
@@ -495,7 +484,7 @@ def mask_kl(logits: torch.Tensor, # (n, D, 2) mask logits
     return (kl * actionable).sum(-1)
 
 def mask_prior(weights: torch.Tensor, # (D,) preference weights w_j ≥ 1
-               kind: str = 'uniform', # 'uniform' (π_j = 0.5) or 'preference' (π_j = 1/(2 w_j), chapter 8)
+               kind: str = 'uniform', # 'uniform' (π_j = 0.5) or 'preference' (π_j = 1/(2 w_j), chapter 9)
               ) -> torch.Tensor:
     "The mask network's prior probability of intervening on each feature, (D,)."
     if kind not in ('uniform', 'preference'): raise ValueError(f"prior must be 'uniform' or 'preference', got {kind!r}")
@@ -862,12 +851,12 @@ def _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant
 
 def train_carma_seeds(scm: SCM | str, # the SCM
                       clf: Classifier, # its frozen classifier
-                      flow, # its fitted causal model: the CausalFlow (or a VACA, chapter 9)
+                      flow, # its fitted causal model: the CausalFlow (or a VACA, chapter 10)
                       pool: Pool | Pools | None = None, # the recourse pool (default: make_pools(scm).recourse)
                       seeds=(0,), # one model per seed; the missing ones are trained together
                       hparams: dict | None = None, # overrides of the paper's hyperparameters (carma_hparams)
                       profile: str | Profile | None = None, # scales the epochs (paper: as in SPEC §8)
-                      weights=None, # preference weights (chapter 8)
+                      weights=None, # preference weights (chapter 9)
                       prior: str = 'uniform', # mask prior: 'uniform' (π = 0.5) or 'preference' (π = 1/(2w))
                       variant: str | None = None, # Table 5 row: None, 'weighted' (default when weights are given) or 'vaca'
                       cache: bool = True, verbose: bool = True) -> list[CARMA]:
@@ -990,7 +979,7 @@ test_fail(lambda: carma_hparams('loan', polish_lr=0), contains='polish_lr must b
 
 # %% [markdown]
 # **A stack is trained once, even by two processes.** Two notebooks under `nbdev_test`, or two workers
-# of `carma-nb reproduce` (chapter 11), often share one model cache and want the same seeds. If
+# of `carma-nb reproduce` (chapter 12), often share one model cache and want the same seeds. If
 # `cached_stack` asked which seeds are missing *before* taking any lock, both would find them all
 # missing, and both would train the whole stack, one after the other. So it hands the whole question to
 # chapter 0's `cached_checkpoints`: take the locks of the missing seeds (in one fixed order, so two
@@ -1071,7 +1060,7 @@ with tempfile.TemporaryDirectory() as d:
 # Chain-nlin was not tried (0.50× the oracle on the test people without it). On loan it lost: 0.668×
 # the oracle but validity 99.23–99.79 % (score 0.0322, against about 0.030 estimated from the earlier
 # 4-seed run without it), so loan keeps the plain row.
-# For the weighted row (chapter 8) the labels include the mask prior's term,
+# For the weighted row (chapter 9) the labels include the mask prior's term,
 # $-\sum_j \log \mathrm{Bernoulli}(a_j; \pi_j)$ (`mask_penalty`, zero for the uniform prior): with the
 # preference prior it sends every person to savings alone, 1.14× the weighted oracle's weighted cost
 # (score 0.0705, against 0.0686 without refinement), so that row does not refine. Polishing alone won
@@ -1360,9 +1349,9 @@ with tempfile.TemporaryDirectory() as d:
 # %%
 test_people = rejected(clf, pools.recourse.test.x, profile.oracle_people)
 rec = carma.recommend(test_people)
-rep = evaluate_recourse(problem, clf, test_people, rec.mask, rec.values, rec.x_cf)
+rep = evaluate_recourse(problem, clf, test_people, rec)
 orc = cached_oracle('loan', pools, clf, test_people)
-orep = evaluate_recourse(problem, clf, test_people, orc.mask, orc.values, orc.x_cf, orc.found)
+orep = evaluate_recourse(problem, clf, test_people, orc)
 pd.DataFrame([rep.metrics, orep.metrics], index=['CARMA', 'oracle']).round(3)
 
 # %% [markdown]
@@ -1374,7 +1363,7 @@ pd.DataFrame([rep.metrics, orep.metrics], index=['CARMA', 'oracle']).round(3)
 # %%
 served, idle = idle_acts(carma, test_people)
 rec_drop = carma.recommend(test_people, idle_tol=0.05)
-rep_drop = evaluate_recourse(problem, clf, test_people, rec_drop.mask, rec_drop.values, rec_drop.x_cf)
+rep_drop = evaluate_recourse(problem, clf, test_people, rec_drop)
 act_names = [get_scm('loan').names[j] for j in get_scm('loan').actionable]
 with torch.no_grad():
     _, delta_t, logits_t = carma.policy(flow.abduct(test_people))
@@ -1407,7 +1396,7 @@ test_fail(lambda: idle_acts(carma, test_people[:, :3]), contains='3 columns but 
 # Dropping them leaves 2.73 acts per person, near the paper's 2.89 for loan, while the cost moves from
 # 3.023 to 3.017 and coverage (99.91 %) and causal validity (99.96 %) do not move. Table 1 and the study
 # tables keep the paper's count (every act the mask network chooses), so they stay comparable with the
-# paper; `carma-nb recommend` drops idle acts by default (chapter 11), because telling a person to set
+# paper; `carma-nb recommend` drops idle acts by default (chapter 12), because telling a person to set
 # their education to its current value is not advice. Dropping them takes one more pass through the
 # flow and the classifier, reusing the latents and shifts already computed: 2.34 µs per person for the
 # whole test set in one batch against 1.56 µs (1.5×), and 0.57 ms for one person on the torch path,
@@ -1531,7 +1520,7 @@ def carma_table(profile=None, scms=SCM_NAMES, seed0: int = 0, verbose: bool = Fa
         for m in train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, range(seed0, seed0 + p.seeds), hp, profile=p, verbose=verbose):
             r = m.recommend(ref.people)
             idle = float(idle_acts(m, ref.people)[1].sum(1).double().mean())
-            per_seed.append({**evaluate_recourse(ref.problem, ref.clf, ref.people, r.mask, r.values, r.x_cf).metrics, 'idle acts': idle})
+            per_seed.append({**evaluate_recourse(ref.problem, ref.clf, ref.people, r).metrics, 'idle acts': idle})
         df, o = pd.DataFrame(per_seed), ref.metrics
         rows.append({'scm': name, 'seeds': p.seeds, 'people': len(ref.people),
                      'CARMA cost x100': df['cost x100'].mean(), 'cost std': df['cost x100'].std(),
@@ -1559,7 +1548,7 @@ test_fail(lambda: carma_table(profile, scms=['loan'], algorithm='table5'), conta
 #
 # *What changed on the way.* With the paper's loss unchanged, CARMA was valid but expensive on our
 # classifiers (loan: cost 11–38 over ten seeds, 2.7–9.4× the oracle), because the hinge's gradient is zero
-# for almost every rejected person (logits around −70). Chapter 12 runs the paper's algorithm
+# for almost every rejected person (logits around −70). Chapter 13 runs the paper's algorithm
 # (`paper_algorithm`: all our additions off) against the classifiers the original code trained (SGD,
 # chapter 3), and there it lands near the paper's Table 1 (five of seven SCMs within the paper's
 # seed-to-seed spread). So the additions answer our classifiers rather than a flaw in the algorithm.

@@ -1,4 +1,4 @@
-"""The `carma-nb` command line (chapter 11): recommend on a file, its failure modes, the runner's resume, tune."""
+"""The `carma-nb` command line (chapter 12): recommend on a file, its failure modes, the runner's resume, tune."""
 import json
 import os
 import signal

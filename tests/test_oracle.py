@@ -8,7 +8,7 @@ import torch
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
 from carma_nb.oracle import candidate_levels, oracle_bins, oracle_recourse, oracle_recourse_loop, person_grids
-from carma_nb.recourse import as_weights, evaluate_recourse, recourse_problem, rejected
+from carma_nb.recourse import as_weights, evaluate_recourse, make_recommendation, recourse_problem, rejected
 from carma_nb.scm import SCM_NAMES, get_scm
 
 SIZES = {'classifier': (3000, 500, 500), 'causal': (10, 10, 10), 'recourse': (3000, 1000, 1000)}
@@ -101,16 +101,17 @@ def test_evaluation_metrics_and_errors(setups):
     n = len(people)
     m = torch.zeros(n, 7, dtype=torch.bool); m[:, 6] = True
     v = people.clone(); v[:, 6] += 100.                                # huge savings: everybody accepted
-    rep = evaluate_recourse(problem, clf, people, m, v)
+    rec = make_recommendation('loan', clf, people, m, v)
+    rep = evaluate_recourse(problem, clf, people, rec)
     assert rep.metrics['validity %'] == 100.0 and rep.metrics['acts'] == 1.0
-    found = torch.zeros(n, dtype=torch.bool); found[:5] = True
-    rep2 = evaluate_recourse(problem, clf, people, m, v, found=found)
+    rec.found = torch.zeros(n, dtype=torch.bool); rec.found[:5] = True
+    rep2 = evaluate_recourse(problem, clf, people, rec)
     assert rep2.metrics['found'] == 5 and rep2.metrics['validity %'] == pytest.approx(500 / n)
     assert torch.isnan(rep2.cost[5:]).all()
     bad = m.clone(); bad[:, 1] = True
     with pytest.raises(ValueError, match="'age', which is not actionable in loan"):
-        evaluate_recourse(problem, clf, people, bad, v)
+        evaluate_recourse(problem, clf, people, make_recommendation('loan', clf, people, bad, v))
     with pytest.raises(ValueError, match='one action per person'):
-        evaluate_recourse(problem, clf, people, m[:1], v[:1])
+        evaluate_recourse(problem, clf, people, rec.rows(slice(0, 1)))
     with pytest.raises(ValueError, match='got 3 weights but loan has 4 actionable'):
         as_weights('loan', [1, 2, 3])

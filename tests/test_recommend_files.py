@@ -1,4 +1,4 @@
-"""Bad applicants' files against `carma-nb recommend` (chapter 11, issue 20 items 4-6): one table of cases.
+"""Bad applicants' files against `carma-nb recommend` (chapter 12, issue 20 items 4-6): one table of cases.
 
 Each case builds an input (and output path) from a good file of loan applicants, runs the command in a new
 process, and checks the exit code, the message, that no traceback is printed, and what was (not) written.

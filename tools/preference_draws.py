@@ -1,6 +1,6 @@
-"""Does chapter 8's preference effect depend on the one draw of data the study uses?
+"""Does chapter 9's preference effect depend on the one draw of data the study uses?
 
-Chapter 8 trains unweighted and weighted CARMA (the paper's loan weights, preference prior) on one draw of
+Chapter 9 trains unweighted and weighted CARMA (the paper's loan weights, preference prior) on one draw of
 the data (pool seed 0) with ten CARMA seeds. This script repeats the comparison on N independent draws of
 every pool (pool seeds 0 … N−1): for each draw it trains the classifier, the flow and S seeds of both CARMA
 variants at the paper profile, serves the draw's rejected test people, and prints, averaged over the seeds,

@@ -8,8 +8,8 @@ Used for our two additions, the hinge temperature factor and the shift-clamp sca
 
     python tools/sweep_hparam.py loan temperature 0,1,2,4,8 --seeds 4
     python tools/sweep_hparam.py chain-nlin shift_scale 1,2,3 --seeds 4
-    python tools/sweep_hparam.py loan margin 0.003,0.05 --variant vaca      # CARMA with VACA (chapter 9)
-    python tools/sweep_hparam.py loan temperature 1,4 --variant weighted    # preference weights (chapter 8)
+    python tools/sweep_hparam.py loan margin 0.003,0.05 --variant vaca      # CARMA with VACA (chapter 10)
+    python tools/sweep_hparam.py loan temperature 1,4 --variant weighted    # preference weights (chapter 9)
 
 With `--variant weighted` the paper's preference weights and prior are used and the cost (and the
 oracle's) is the weighted one.
@@ -42,7 +42,7 @@ def validation_setup(name, weights=None):
     problem = recourse_problem(name, ref.pools, weights)
     people = rejected(ref.clf, ref.pools.recourse.val.x)
     orc = cached_oracle(name, ref.pools, ref.clf, people, weights=weights)
-    ocost = evaluate_recourse(problem, ref.clf, people, orc.mask, orc.values, orc.x_cf, orc.found).metrics['cost x100']
+    ocost = evaluate_recourse(problem, ref.clf, people, orc).metrics['cost x100']
     return ref, problem, people, ocost
 
 
@@ -50,7 +50,7 @@ def score_models(models, problem, clf, people) -> pd.DataFrame:
     "One row of recourse metrics per trained CARMA model, on `people`, with the % of people acting on each feature."
     rows = []
     for r in (m.recommend(people) for m in models):
-        rep = evaluate_recourse(problem, clf, people, r.mask, r.values, r.x_cf)
+        rep = evaluate_recourse(problem, clf, people, r)
         rows.append({**rep.metrics, **{f'{n} %': v for n, v in rep.per_feature['intervened %'].items()}})
     return pd.DataFrame(rows)
 

@@ -142,19 +142,17 @@ def preference_study(name: str = 'loan', # the SCM
     ref = oracle_reference(scm.name, p, clf_optimizer=clf_optimizer)
     flow = fit_flow(scm.name, ref.pools.causal, p, verbose=False)
     prob_w = recourse_problem(scm, ref.pools, w)
-    score = lambda m, v, x_cf, found=None: (evaluate_recourse(ref.problem, ref.clf, ref.people, m, v, x_cf, found),
-                                            evaluate_recourse(prob_w, ref.clf, ref.people, m, v, x_cf, found))
+    score = lambda rec: (evaluate_recourse(ref.problem, ref.clf, ref.people, rec), evaluate_recourse(prob_w, ref.clf, ref.people, rec))
     rows, reports, models = [], {}, {}
     orc_w = cached_oracle(scm, ref.pools, ref.clf, ref.people, weights=w)
     for method, r in (('oracle', ref.result), ('oracle (weighted)', orc_w)):
-        reps = score(r.mask, r.values, r.x_cf, r.found)
+        reps = score(r)
         reports[method] = reps[0]; rows.append(_row(method, None, *reps, scm))
     seeds = range(seed0, seed0 + p.seeds)
     for method, kw in (('CARMA', {}), ('CARMA (weighted)', {'weights': w, 'prior': 'preference'})):
         models[method] = train_carma_seeds(scm, ref.clf, flow, ref.pools.recourse, seeds, profile=p, verbose=verbose, **kw)
         for s, m in zip(seeds, models[method]):
-            rec = m.recommend(ref.people)
-            reps = score(rec.mask, rec.values, rec.x_cf)
+            reps = score(m.recommend(ref.people))
             if s == seed0: reports[method] = reps[0]
             rows.append(_row(method, s, *reps, scm))
     per_seed = pd.DataFrame(rows)
@@ -338,7 +336,7 @@ def served_figure(st: PreferenceStudy, title: str, name: str) -> tuple[dict, pd.
     for method, models in st.models.items():
         m = models[0]
         r = m.recommend(st.people, idle_tol=0.05)
-        served[method] = evaluate_recourse(ref.problem, m.clf, st.people, r.mask, r.values, r.x_cf)
+        served[method] = evaluate_recourse(ref.problem, m.clf, st.people, r)
     save_figure(plot_feature_use('loan', served, title), name)
     plt.show()
     summary = pd.DataFrame({k: {'acts': r.metrics['acts'], 'validity %': r.metrics['validity %'], **r.per_feature['intervened %'].add_suffix(' %')}

@@ -19,7 +19,7 @@
 # > Table 1, Table 7 and every figure of the paper from one run of the experiment runner, our numbers
 # > next to the paper's, and what differs and why.
 #
-# This chapter reads the tidy results of chapter 11 (running whatever jobs are missing, reusing every
+# This chapter reads the tidy results of chapter 12 (running whatever jobs are missing, reusing every
 # cached model) and turns them into the paper's tables and figures. At the quick profile — what
 # `nbdev_test` runs — the numbers are small-budget stand-ins; the committed `figures/` come from
 # `carma-nb reproduce --profile paper`.
@@ -96,7 +96,7 @@ t1[[c for c in cols if c in t1]].round(2)
 # 3. *Times are measured differently* (above): batched oracle time per person is not the paper's
 #    one-at-a-time loop.
 # 4. *Two more settings differ from the paper's Table 5*, each chosen on validation people
-#    (chapters 7 and 9): the shift clamp is twice as wide on chain-nlin and triangle-nlin, and CARMA
+#    (chapters 7 and 10): the shift clamp is twice as wide on chain-nlin and triangle-nlin, and CARMA
 #    with VACA uses the hinge margin 0.03 instead of 0.003.
 # 5. *Restarts* (chapter 7): each CARMA seed trains three candidates — six on triangle-lin, triangle-nlin,
 #    chain-lin and collider-nlin, where the seeds varied most, one on loan — and keeps the one with the lowest cost + share
@@ -145,7 +145,7 @@ t7.round(2)
 #
 # The weights cut the features per person and remove education, as in the paper, but with SPEC's
 # classifier they do not raise the share of people asked to change savings (78.5 → 77.0 %, counting
-# acts that change something). Chapter 8 reruns the study with the original code's SGD classifier, and
+# acts that change something). Chapter 9 reruns the study with the original code's SGD classifier, and
 # there the share rises (88.1 → 98.7 %): the savings effect depends on the classifier.
 
 # %% [markdown]
@@ -318,8 +318,8 @@ flow = fit_flow('loan', ref.pools.causal, profile, verbose=False)
 carma0 = train_carma_seeds('loan', ref.clf, flow, ref.pools.recourse, seeds=range(profile.seeds), profile=profile, verbose=False)[0]
 carmaw = train_carma_seeds('loan', ref.clf, flow, ref.pools.recourse, seeds=range(profile.seeds), profile=profile, verbose=False,
                            weights=PAPER_PREFERENCE_WEIGHTS, prior='preference')[0]
-rep = lambda m: (lambda r: evaluate_recourse(ref.problem, ref.clf, ref.people, r.mask, r.values, r.x_cf))(m.recommend(ref.people))
-reports = {'CARMA': rep(carma0), 'oracle': evaluate_recourse(ref.problem, ref.clf, ref.people, ref.result.mask, ref.result.values, ref.result.x_cf, ref.result.found),
+rep = lambda m: (lambda r: evaluate_recourse(ref.problem, ref.clf, ref.people, r))(m.recommend(ref.people))
+reports = {'CARMA': rep(carma0), 'oracle': evaluate_recourse(ref.problem, ref.clf, ref.people, ref.result),
            'CARMA (weighted)': rep(carmaw)}
 for name, fig in [('fig2_shifts_carma_vs_oracle', plot_shifts('loan', {k: reports[k] for k in ('CARMA', 'oracle')}, 'loan: shifts, CARMA vs oracle (paper Fig. 2)')),
                   ('fig7_features_carma_vs_oracle', plot_feature_use('loan', {k: reports[k] for k in ('CARMA', 'oracle')}, 'loan: CARMA vs oracle (paper Fig. 7)')),
@@ -335,8 +335,8 @@ for name in [n for n in SCM_NAMES if n != 'loan']:
     f_ = fit_flow(name, r_.pools.causal, profile, verbose=False)
     c_ = train_carma_seeds(name, r_.clf, f_, r_.pools.recourse, seeds=range(profile.seeds), profile=profile, verbose=False)[0]
     d_ = train_dice_vae_seeds(name, r_.clf, r_.pools.recourse, range(profile.seeds), profile=profile, verbose=False)[0]
-    ev = lambda rec: evaluate_recourse(r_.problem, r_.clf, r_.people, rec.mask, rec.values, rec.x_cf)
-    synth[name] = {'oracle': evaluate_recourse(r_.problem, r_.clf, r_.people, r_.result.mask, r_.result.values, r_.result.x_cf, r_.result.found),
+    ev = lambda rec: evaluate_recourse(r_.problem, r_.clf, r_.people, rec)
+    synth[name] = {'oracle': evaluate_recourse(r_.problem, r_.clf, r_.people, r_.result),
                    'CARMA': ev(c_.recommend(r_.people)), 'DiCE-VAE': ev(d_.recommend(r_.people))}
 save_figure(plot_targets(synth, ['triangle-lin', 'collider-lin', 'chain-lin'], 'linear SCMs (paper Fig. 9)'), 'fig9_targets_linear')
 save_figure(plot_targets(synth, ['triangle-nlin', 'collider-nlin', 'chain-nlin'], 'non-linear SCMs (paper Fig. 10)'), 'fig10_targets_nonlinear')

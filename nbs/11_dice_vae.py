@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carma_nb.carma import (METHOD_COLORS, TEMPERATURE, Recommendation, StackedMLP, cached_stack, hinge_temperature, masked_mean, mlp,
+from carma_nb.carma import (METHOD_COLORS, TEMPERATURE, StackedMLP, cached_stack, hinge_temperature, masked_mean, mlp,
                             stacked_training, train_carma_seeds, validity_penalty)
 from carma_nb.classifier import Classifier
 from carma_nb.core import (TRAINER_VERSION, as_features, check_positive, check_seeds, check_whole, get_profile, load_weights,
@@ -58,7 +58,7 @@ from carma_nb.core import (TRAINER_VERSION, as_features, check_positive, check_s
 from carma_nb.data import Pool, Pools, resolve_pool, split_id
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import oracle_reference
-from carma_nb.recourse import RecourseProblem, evaluate_recourse, recourse_problem, rejected
+from carma_nb.recourse import Recommendation, RecourseProblem, evaluate_recourse, recourse_problem, rejected
 from carma_nb.scm import SCM, SCM_NAMES, get_scm
 
 # %%
@@ -145,7 +145,7 @@ class DiceVAE(nn.Module):
             accepted = self.clf.predict_proba(x, check=False) >= 0.5
             x_new = torch.where(accepted[:, None], x, self.edit(x)[0])
             mask = self.mutable.bool().expand_as(x) & ~accepted[:, None]
-            return Recommendation(mask, x_new, x_new, self.clf.predict_proba(x_new, check=False), accepted)
+            return Recommendation(mask, x_new, x_new, self.clf.predict_proba(x_new, check=False), torch.ones_like(accepted), accepted)
 
     def __repr__(self): return f"DiceVAE({self.scm!r}, hidden {self.hp['hidden']}, latent {self.n_features})"
 
@@ -244,7 +244,7 @@ t0 = time.perf_counter()
 dice = train_dice_vae('loan', ref.clf, ref.pools.recourse, profile=profile, cache=False, verbose=False)
 print(f'{dice}: {dice.hp["epochs"]} epochs in {time.perf_counter() - t0:.1f} s ({profile.name} profile)')
 rec = dice.recommend(ref.people)
-rep = evaluate_recourse(ref.problem, ref.clf, ref.people, rec.mask, rec.values, rec.x_cf)
+rep = evaluate_recourse(ref.problem, ref.clf, ref.people, rec)
 pd.DataFrame([rep.metrics, ref.metrics], index=['DiCE-VAE', 'oracle']).round(3)
 
 # %% [markdown]
@@ -294,11 +294,10 @@ def baseline_table(profile=None, scms=SCM_NAMES, seed0: int = 0, verbose: bool =
                                ('CARMA', train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds, profile=p, verbose=verbose))):
             for s, model in zip(seeds, models):
                 r = model.recommend(ref.people)
-                rep = evaluate_recourse(ref.problem, ref.clf, ref.people, r.mask, r.values, r.x_cf)
+                rep = evaluate_recourse(ref.problem, ref.clf, ref.people, r)
                 per[method].append(rep.metrics)
                 if s == seed0: reports.setdefault(name, {})[method] = rep
-        reports[name]['oracle'] = evaluate_recourse(ref.problem, ref.clf, ref.people, ref.result.mask, ref.result.values,
-                                                    ref.result.x_cf, ref.result.found)
+        reports[name]['oracle'] = evaluate_recourse(ref.problem, ref.clf, ref.people, ref.result)
         row = {'scm': name, 'seeds': p.seeds, 'people': len(ref.people), 'oracle cost x100': ref.metrics['cost x100']}
         for method, ms in per.items():
             df = pd.DataFrame(ms)

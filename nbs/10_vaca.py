@@ -388,7 +388,7 @@ def causal_model_comparison(profile=None, seed0: int = 0, verbose: bool = False)
     for name, (cm, variant) in models.items():
         for s, m in zip(seeds, train_carma_seeds('loan', ref.clf, cm, ref.pools.recourse, seeds, profile=p, variant=variant, verbose=verbose)):
             r = m.recommend(ref.people)
-            met = evaluate_recourse(ref.problem, ref.clf, ref.people, r.mask, r.values, r.x_cf).metrics
+            met = evaluate_recourse(ref.problem, ref.clf, ref.people, r).metrics
             t = time_per_person(lambda xb: m.recommend(xb), ref.people, single=50)
             rows.append({'causal model': name, 'seed': s, **met, 'ms per person (batch size 1)': t['ms per person, batch size 1']})
     return pd.DataFrame(rows)

@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from carma_nb.carma import CARMA, PAPER_CARMA, Recommendation, _check_idle_tol, carma_hparams, load_carma, train_carma_seeds
+from carma_nb.carma import CARMA, PAPER_CARMA, _check_idle_tol, carma_hparams, load_carma, train_carma_seeds
 from carma_nb.core import (TRAINER_VERSION, Profile, atomic_write, check_whole, config_key, figure_dir, get_profile, progress,
                            project_root, save_table)
 from carma_nb.data import Pool, Split
@@ -67,7 +67,7 @@ from carma_nb.dice_vae import PAPER_DICE_COST, dice_hparams, train_dice_vae_seed
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import PAPER_ORACLE, cached_oracle, oracle_reference
 from carma_nb.preferences import PAPER_PREFERENCE_WEIGHTS
-from carma_nb.recourse import as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
+from carma_nb.recourse import Recommendation, as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
 from carma_nb.recourse import DOMAIN_MARGIN, SERVED, outside_domain, recourse_status
 from carma_nb.scm import SCM_NAMES, get_scm
 from carma_nb.vaca import fit_vaca
@@ -147,7 +147,7 @@ def _fraction_pool(pool: Pool, fraction: float) -> Pool:
 
 def _score(ref, problem, model_recommend, extra: dict) -> dict:
     r = model_recommend(ref.people)
-    met = evaluate_recourse(problem, ref.clf, ref.people, r.mask, r.values, r.x_cf).metrics
+    met = evaluate_recourse(problem, ref.clf, ref.people, r).metrics
     t = time_per_person(model_recommend, ref.people, single=30)
     return {**extra, **met, 'ms per person (batch size 1)': t['ms per person, batch size 1'],
             'ms per person (batched)': t['ms per person, batched']}
@@ -162,7 +162,7 @@ def run_job(job: Job, profile=None) -> list[dict]:
         w = PAPER_PREFERENCE_WEIGHTS if job.method == 'oracle-weighted' else None
         problem = recourse_problem(job.scm, ref.pools, w)
         r = ref.result if w is None else cached_oracle(job.scm, ref.pools, ref.clf, ref.people, weights=w)
-        met = evaluate_recourse(problem, ref.clf, ref.people, r.mask, r.values, r.x_cf, r.found).metrics
+        met = evaluate_recourse(problem, ref.clf, ref.people, r).metrics
         return [{**base, 'seed': None, **met, 'ms per person (batched)': r.seconds / len(ref.people) * 1e3}]
     if job.method == 'dice-vae':
         models = train_dice_vae_seeds(job.scm, ref.clf, ref.pools.recourse, seeds, profile=p, verbose=False)
@@ -559,7 +559,7 @@ def serve(model: CARMA, # a trained CARMA model with its training range (train_c
     served = torch.from_numpy(status == SERVED)
     mask &= served[:, None]                                 # targets only where served
     prob = torch.where(served | accepted, prob, torch.nan)
-    rec = Recommendation(mask, torch.where(mask, x_cf, x32), x_cf, prob, accepted)
+    rec = Recommendation(mask, torch.where(mask, x_cf, x32), x_cf, prob, served | accepted, accepted)
     return Served(rec, before, status, refused, dropped)
 
 
@@ -713,7 +713,7 @@ def tune_carma(scm: str, # the SCM
         m = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds=[0], hparams=hp, profile=p,
                               verbose=False)[0]
         r = m.recommend(val)
-        met = evaluate_recourse(ref.problem, ref.clf, val, r.mask, r.values, r.x_cf).metrics
+        met = evaluate_recourse(ref.problem, ref.clf, val, r).metrics
         return met['cost x100'], met['validity %']
     study.optimize(objective, n_trials=trials)
     best = min(study.best_trials, key=lambda t: t.values[0] / 100 + (1 - t.values[1] / 100))
@@ -858,7 +858,7 @@ def _reproduce(a) -> None:
     print(f'experiments done in {time.perf_counter() - t0:.0f} s; results in {results_path(out, p)}, Table 1 in {path}')
     nbs = project_root()/'nbs'
     if not a.no_notebooks and nbs.is_dir() and p.seeds == get_profile(a.profile).seeds:
-        heavy = ('12_paper.ipynb', '09_vaca.ipynb', '07_carma.ipynb', '06_oracle.ipynb')
+        heavy = ('13_paper.ipynb', '10_vaca.ipynb', '07_carma.ipynb', '06_oracle.ipynb')
         order = sorted(sorted(nbs.glob('[01][0-9]_*.ipynb')), key=lambda f: f.name not in heavy)   # longest first
         t, failed = time.perf_counter(), []
         with ProcessPoolExecutor(a.jobs, mp_context=get_context('spawn'), initializer=_worker_init) as ex:
@@ -867,7 +867,7 @@ def _reproduce(a) -> None:
                 try: f.result(); print(f'{futs[f]}: executed ({time.perf_counter() - t:.0f} s since the chapters started)')
                 except Exception as e: failed.append(futs[f]); print(f'{futs[f]}: FAILED: {type(e).__name__}: {e}', file=sys.stderr)
         if failed: raise RuntimeError(f"chapters failed: {failed}; run them one by one to see the traceback")
-        if (nbs/'index.ipynb').exists():        # last: its results table reads the Table 1 that chapter 12 writes
+        if (nbs/'index.ipynb').exists():        # last: its results table reads the Table 1 that chapter 13 writes
             _run_notebook(str(nbs/'index.ipynb'), a.update_notebooks)
             print('index.ipynb: executed' + ('; run `python tools/make_readme.py` to refresh README.md' if a.update_notebooks else ''))
     print(f'reproduce finished in {time.perf_counter() - t0:.0f} s; outputs in {out}')

@@ -9,8 +9,9 @@ import importlib
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -18,87 +19,71 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .classifier import Classifier, train_classifier
+from .classifier import Classifier
 from .core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoints, check_positive, check_seeds,
                            check_whole, check_widths, get_profile, load_checkpoint, load_weights, one_thread, progress,
                            save_checkpoint)
-from .data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
-from .flow import CausalFlow, fit_flow
-from .oracle import PAPER_ORACLE, oracle_reference
-from .recourse import Recommendation, as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
-from .recourse import DOMAIN_MARGIN, FeatureDomain, feature_domain, training_range
-from .scm import SCM, SCM_NAMES, get_scm
+from .data import Pool, Pools, StandardScaler, resolve_pool, split_id
+from .recourse import (DOMAIN_MARGIN, FeatureDomain, Recommendation, as_weights, feature_domain, recourse_problem,
+                               rejected, training_range)
+from .scm import SCM, get_scm
 
 # %% auto #0
-__all__ = ['CARMA_HPARAMS', 'DAMPING', 'TEMPERATURE', 'SHIFT_SCALE', 'RESTARTS', 'WEIGHT_DECAY', 'POLISH_LR', 'OPTIONAL_HPARAMS',
-           'TABLE5_MARGIN', 'SMALL_BATCH', 'ALIGN', 'COLLAPSED', 'CAUSAL_MODELS', 'METHOD_COLORS', 'PAPER_CARMA',
-           'carma_hparams', 'paper_algorithm', 'binary_gumbel_st', 'mlp', 'CARMA', 'idle_acts', 'NumpyPolicy',
-           'set_training_range', 'mask_kl', 'mask_prior', 'masked_mean', 'validity_penalty', 'hinge_temperature',
-           'carma_loss', 'StackedMLP', 'aligned', 'stacked_training', 'cached_stack', 'restart_seed', 'served_masks',
-           'stacked_outcome', 'restart_scores', 'train_carma_seeds', 'TrainingCollapsed', 'train_carma',
-           'flush_subnormal_', 'mask_subsets', 'mask_penalty', 'cheapest_valid_masks', 'refine_masks', 'save_carma',
-           'load_carma', 'plot_shifts', 'plot_feature_use', 'carma_table']
+__all__ = ['CARMA_HPARAMS', 'GENERIC_HPARAMS', 'DAMPING', 'WEIGHT_DECAY', 'ALIGN', 'PHASES', 'RECIPES', 'COLLAPSED',
+           'CAUSAL_MODELS', 'METHOD_COLORS', 'PAPER_CARMA', 'carma_hparams', 'binary_gumbel_st', 'mlp', 'CARMA',
+           'FlowProgram', 'TorchProgram', 'ServingProgram', 'serving_program', 'mask_kl', 'mask_prior', 'masked_mean',
+           'validity_penalty', 'LossContext', 'stacked_outcome', 'carma_loss', 'StackedMLP', 'aligned',
+           'stacked_training', 'Recipe', 'get_recipe', 'TrainingState', 'candidate_seed', 'main_phase', 'served_masks',
+           'training_scores', 'TrainingCollapsed', 'train_carma_seeds', 'train_carma', 'set_training_range',
+           'save_carma', 'load_carma', 'plot_shifts', 'plot_feature_use']
 
 # %% ../nbs/07_carma.ipynb #0f2897c0
-CARMA_HPARAMS: dict[str, dict] = {
-    'triangle-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(8, 8, 8, 8), epochs=500, batch=32, margin=0.007, tau=0.55, temperature=4, restarts=6, refine_epochs=300, polish_epochs=150),
-    'collider-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(32, 32, 32, 32), epochs=350, batch=256, margin=0.013, tau=0.31, temperature=4, refine_epochs=300, polish_epochs=150),
-    'chain-lin':     dict(lr=5e-3, mask_hidden=(16,), action_hidden=(8, 8), epochs=150, batch=128, margin=0.004, tau=0.87, temperature=1, restarts=6, refine_epochs=300, polish_epochs=150),
-    'triangle-nlin': dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(8, 8, 8, 8), epochs=450, batch=256, margin=0.03, tau=0.2, temperature=1, shift_scale=2, restarts=6, refine_epochs=300, polish_epochs=150),   # ε: 0.003 in Table 5
-    'collider-nlin': dict(lr=1e-2, mask_hidden=(16, 16, 16), action_hidden=(8, 8, 8), epochs=250, batch=64, margin=0.002, tau=0.83, temperature=1, restarts=6, polish_epochs=150),
-    'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256, margin=0.007, tau=0.08, temperature=1, shift_scale=2, polish_epochs=150),
-    'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=450, batch=256, margin=0.011, tau=0.45, temperature=4, restarts=1, polish_epochs=150),
-    'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32), epochs=450, batch=256, margin=0.007, tau=0.33, temperature=4, polish_epochs=150),
-    'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256, margin=0.03, tau=0.4, temperature=4),   # ε: 0.003 in Table 5 (chapter 10)
-}   # temperature, shift_scale, restarts, refine_epochs and polish_epochs: our additions, chosen per SCM on the validation people (tools/sweep_hparam.py; chapter status)
-DAMPING = 10.0       # c of the modified differential method of multipliers
-TEMPERATURE = 1.0    # our addition: the hinge sees σ(logit / T), T = max(1, TEMPERATURE · median |logit| of the rejected; 0 = the paper's loss)
-SHIFT_SCALE = 1.0    # our addition: δ is clamped to shift_scale · [⌊min Z⌋, ⌈max Z⌉]; 1 = the paper's clamp
-RESTARTS = 3         # our addition: train this many candidates per seed, keep the best on the training people (1 = the paper)
-WEIGHT_DECAY = 5e-4
-POLISH_LR = 1e-4     # our addition: learning rate of the optional amount-polishing phase (`polish_epochs`, 0 = none = the paper)
-OPTIONAL_HPARAMS = ('polish_epochs', 'polish_lr', 'refine_epochs', 'refine_lr')   # set only in the rows that use them, so the other rows' cache keys stay unchanged
+CARMA_HPARAMS: dict[str, dict] = {   # the paper's Table 5
+    'triangle-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(8, 8, 8, 8), epochs=500, batch=32, margin=0.007, tau=0.55),
+    'collider-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(32, 32, 32, 32), epochs=350, batch=256, margin=0.013,
+                          tau=0.31),
+    'chain-lin':     dict(lr=5e-3, mask_hidden=(16,), action_hidden=(8, 8), epochs=150, batch=128, margin=0.004, tau=0.87),
+    'triangle-nlin': dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(8, 8, 8, 8), epochs=450, batch=256, margin=0.003,
+                          tau=0.2),
+    'collider-nlin': dict(lr=1e-2, mask_hidden=(16, 16, 16), action_hidden=(8, 8, 8), epochs=250, batch=64, margin=0.002,
+                          tau=0.83),
+    'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256,
+                          margin=0.007, tau=0.08),
+    'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=450, batch=256, margin=0.011,
+                          tau=0.45),
+    'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32), epochs=450, batch=256,
+                          margin=0.007, tau=0.33),
+    'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256,
+                          margin=0.003, tau=0.4),
+}
+#: For an SCM without a Table-5 row: the table's typical values (its median learning rate and batch, mid-range widths).
+GENERIC_HPARAMS = dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=300, batch=256, margin=0.007, tau=0.5)
 
-def carma_hparams(scm: SCM | str, variant: str | None = None, **overrides) -> dict:
-    "The paper's CARMA hyperparameters for `scm`; `variant` 'weighted' or 'vaca' picks loan's other rows of Table 5."
+def carma_hparams(scm: SCM | str, # an SCM or its name
+                  variant: str | None = None, # None, 'weighted' (chapter 9) or 'vaca' (chapter 10): loan's other rows
+                  **overrides, # any of the keys, replacing the table's value
+                 ) -> dict:
+    "CARMA's hyperparameters for `scm`: its Table-5 row (or `GENERIC_HPARAMS`), with overrides, checked."
     name = get_scm(scm).name
     if variant not in (None, 'weighted', 'vaca'): raise ValueError(f"variant must be None, 'weighted' or 'vaca', got {variant!r}")
     key = f'{name}-{variant}' if variant else name
-    if variant and key not in CARMA_HPARAMS: key = f'loan-{variant}'   # only loan was tuned for the variants; reuse its row
-    hp = {'temperature': TEMPERATURE, 'shift_scale': SHIFT_SCALE, 'restarts': RESTARTS, **CARMA_HPARAMS.get(key, CARMA_HPARAMS['loan'])}
-    unknown = set(overrides) - set(hp) - set(OPTIONAL_HPARAMS)
+    if variant and key not in CARMA_HPARAMS and name in CARMA_HPARAMS: key = f'loan-{variant}'   # only loan has the rows
+    hp = dict(CARMA_HPARAMS.get(key, GENERIC_HPARAMS))
+    unknown = set(overrides) - set(hp)
     if unknown: raise ValueError(f"unknown CARMA hyperparameters {sorted(unknown)}; known: {sorted(hp)}")
     hp.update(overrides)
-    return _checked_hparams(hp)
-
-def _checked_hparams(hp: dict) -> dict:
-    "CARMA's hyperparameters checked one by one (counts whole, rates finite and positive, widths ≥ 1), up front."
-    for k in ('lr', 'tau', 'shift_scale', 'polish_lr', 'refine_lr'):
-        if k in hp: hp[k] = check_positive(hp[k], k)
-    for k in ('margin', 'temperature'): hp[k] = check_positive(hp[k], k, zero=True)
-    for k in ('epochs', 'batch', 'restarts'): hp[k] = check_whole(hp[k], k)
-    for k in ('polish_epochs', 'refine_epochs'):
-        if k in hp: hp[k] = check_whole(hp[k], k, 0)
-    for k in ('mask_hidden', 'action_hidden'): hp[k] = check_widths(hp[k], k)
+    for k in ('lr', 'tau'): hp[k] = check_positive(hp[k], k)
+    hp['margin'] = check_positive(hp['margin'], 'margin', zero=True)
+    for k in ('epochs', 'batch'): hp[k] = check_whole(hp[k], k)
+    for k in ('mask_hidden', 'action_hidden'): hp[k] = list(check_widths(hp[k], k))
     return hp
 
-#: Table 5's hinge margin where our rows use another one (chosen on validation people; chapters 7 and 10).
-TABLE5_MARGIN = {'triangle-nlin': 0.003, 'loan-vaca': 0.003}
-
-def paper_algorithm(scm: SCM | str, variant: str | None = None) -> dict:
-    "Overrides of `carma_hparams` that switch our additions off and restore Table 5's margin: CARMA as the paper trains it."
-    name = get_scm(scm).name
-    key = f'{name}-{variant}' if variant else name
-    return {'temperature': 0., 'shift_scale': 1., 'restarts': 1, 'polish_epochs': 0, 'refine_epochs': 0,
-            **({'margin': TABLE5_MARGIN[key]} if key in TABLE5_MARGIN else {})}
-
-# %% ../nbs/07_carma.ipynb #6c83e4a8
+# %% ../nbs/07_carma.ipynb #13472b32
 def binary_gumbel_st(diff: torch.Tensor, # (…) logit of "intervene" minus logit of "keep"
                      tau: float, # temperature τ
                      u: torch.Tensor | None = None, # uniform(0, 1) draws shaped like diff (default: fresh ones)
                     ) -> torch.Tensor:
     "Straight-through hard Gumbel-softmax sample of the 'intervene' class of a two-class categorical."
-    # for two classes, the difference of two Gumbel variables is Logistic(0, 1): one uniform draw per feature
     u = (torch.rand_like(diff) if u is None else u).clamp(1e-6, 1 - 1e-6)
     soft = torch.sigmoid((diff + torch.log(u) - torch.log1p(-u)) / tau)
     return (soft > 0.5).to(diff.dtype) - soft.detach() + soft
@@ -133,17 +118,16 @@ class CARMA(nn.Module):
         act = torch.zeros(D); act[scm.actionable] = 1.
         self.register_buffer('actionable', act)
         self.register_buffer('z_range', torch.tensor(z_range, dtype=torch.float32))
-        self.register_buffer('feature_range', torch.full((2, D), torch.nan, dtype=torch.float64))   # min, max
+        self.register_buffer('feature_range', torch.full((2, D), torch.nan, dtype=torch.float64))   # min, max (below)
+        self.idle_tol = None     # acts with a smaller latent shift are not served (chapter 8); None: every act
 
     @property
     def n_features(self): return len(self.names)
-    @property
-    def flow(self): return self.causal_model
 
-    def policy(self, z: torch.Tensor, # (n, D·d_z) factual latents
+    def policy(self, z: torch.Tensor, # (…, D·d_z) factual latents
                sample: bool = False, # True: straight-through hard Gumbel-softmax (training); False: argmax
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        "Mask a (n, D) in {0,1}, clamped latent shift δ (n, D·d_z), and the mask logits (n, D, 2)."
+        "Mask a (…, D) in {0,1}, clamped latent shift δ (…, D·d_z), and the mask logits (…, D, 2)."
         logits = self.mask_net(z).unflatten(-1, (self.n_features, 2))     # [..., 0] keep, [..., 1] intervene
         if sample: a = binary_gumbel_st(logits[..., 1] - logits[..., 0], self.hp['tau'])
         else: a = (logits[..., 1] > logits[..., 0]).to(z.dtype)
@@ -155,162 +139,153 @@ class CARMA(nn.Module):
         return (f"CARMA({self.scm!r}, mask {list(self.hp['mask_hidden'])}, action {list(self.hp['action_hidden'])}, "
                 f"{type(self.causal_model).__name__} {list(self.causal_model.hidden)}, classifier {list(self.clf.hidden) or 'logistic'})")
 
-# %% ../nbs/07_carma.ipynb #ac7fe08f
-def _check_idle_tol(tol):
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
-        raise ValueError(f"idle_tol must be a number ≥ 0 (a latent shift size such as 0.05; 0 drops nothing), got {tol!r}")
+# %% ../nbs/07_carma.ipynb #7c60d0c6
+def _flushed(a: np.ndarray) -> np.ndarray:
+    "`a` with its subnormal entries (weight decay leaves dead weights there; slow arithmetic on many CPUs) set to 0."
+    return np.where(np.abs(a) < np.finfo(a.dtype).tiny, 0, a).astype(a.dtype)
 
-def _idle(model: CARMA, mask: torch.Tensor, delta: torch.Tensor, tol: float) -> torch.Tensor:
-    "The acts of `mask` (n, D) whose latent shift is below `tol`: one latent per node (flow), four (VACA)."
-    return mask.bool() & (delta.unflatten(-1, (model.n_features, -1)).norm(dim=-1) < tol)
+def _np_layers(seq: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
+    "(weight (in, out), bias) float32 arrays of each Linear of `seq`, subnormals flushed to zero."
+    return [(_flushed(m.weight.detach().float().numpy().T.copy()), _flushed(m.bias.detach().float().numpy().copy()))
+            for m in seq if isinstance(m, nn.Linear)]
 
-def idle_acts(model: CARMA, # a trained CARMA (flow or VACA as causal model)
-              x: torch.Tensor, # (n, D) raw features
-              tol: float = 0.05, # an act is idle when its latent shift is smaller than this
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    "The served mask (n, D) bool, and which of its acts are idle (latent shift below `tol`), (n, D) bool."
-    x = as_features(x, model.n_features, 'x', model.names, dtype=torch.float32)
-    _check_idle_tol(tol)
-    with torch.inference_mode():
-        a, delta, _ = model.policy(model.causal_model.abduct(x))
-        mask = a.bool() & (model.clf.predict_proba(x, check=False) < 0.5)[:, None]
-        return mask, _idle(model, mask, delta, tol)
-
-def _drop_idle(model: CARMA, z, a, delta, x_cf, prob, tol):
-    "Mask, counterfactual and probability with the idle acts dropped, for each person who stays accepted (or no less likely)."
-    idle = _idle(model, a, delta, tol)
-    kept = a * ~idle
-    x_kept = model.causal_model.latent_counterfactual(z, kept, delta)
-    p_kept = model.clf.predict_proba(x_kept, check=False)
-    use = idle.any(1) & ((p_kept >= 0.5) | (p_kept >= prob))
-    return torch.where(use[:, None], kept, a), torch.where(use[:, None], x_kept, x_cf), torch.where(use, p_kept, prob)
-
-# %% ../nbs/07_carma.ipynb #e359176b
-def _recommend(self: CARMA, x: torch.Tensor, idle_tol: float | None = None) -> Recommendation:
-    "Recommendations for raw features x (n, D) in one forward pass (idle acts dropped if `idle_tol`)."
-    x = as_features(x, self.n_features, 'x', self.names, dtype=torch.float32)   # the networks are float32
-    with torch.inference_mode():
-        accepted = self.clf.predict_proba(x, check=False) >= 0.5
-        z = self.causal_model.abduct(x)
-        a, delta, _ = self.policy(z)
-        a = a * ~accepted[:, None]
-        x_cf = torch.where(accepted[:, None], x, self.causal_model.latent_counterfactual(z, a, delta))
-        prob = self.clf.predict_proba(x_cf, check=False)
-        if idle_tol: a, x_cf, prob = _drop_idle(self, z, a, delta, x_cf, prob, idle_tol)
-        mask = a.bool()
-        return Recommendation(mask, torch.where(mask, x_cf, x), x_cf, prob, torch.ones_like(accepted), accepted)
-
-CARMA.recommend = _recommend
-
-# %% ../nbs/07_carma.ipynb #06086e63
-SMALL_BATCH = 64   # recommend() takes the NumPy path up to this many people (flow models)
-
-def _np_mlp(seq: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in seq if isinstance(m, nn.Linear)]
-
-def _np_relu_mlp(h, layers):
+def _np_relu_mlp(h: np.ndarray, layers) -> np.ndarray:
     for k, (w, b) in enumerate(layers):
         h = h @ w + b
         if k < len(layers) - 1: h = np.maximum(h, 0)
     return h
 
-class NumpyPolicy:
-    "A frozen CARMA model (flow as causal model) evaluated in NumPy: the same results as `recommend`, less overhead per call."
-    def __init__(self, model: CARMA):
-        cm, clf = model.causal_model, model.clf
-        if not hasattr(cm, '_layers') or getattr(cm, 'latent_size', 1) != 1:
-            raise TypeError(f"the NumPy path needs a causal flow (masked-MLP conditioner); got {type(cm).__name__}")
+def _np_sigmoid(l: np.ndarray) -> np.ndarray: return 1 / (1 + np.exp(-np.clip(l, -80, 80)))
+
+class FlowProgram:
+    "A frozen causal flow (chapter 4) as NumPy: abduction and the latent-shift counterfactual."
+    def __init__(self, flow):
         f32 = lambda t: t.detach().float().numpy().copy()
-        self.D, self.height = model.n_features, cm.height.numpy().copy()
-        self.clf = (_np_mlp(clf.net), f32(clf.mean), f32(clf.std))
-        self.flow = ([(f32(w).T.copy(), f32(b)) for w, b in cm._layers(torch.float32)], f32(cm.mean), f32(cm.std))
-        self.mask_net, self.action_net = _np_mlp(model.mask_net), _np_mlp(model.action_net)
-        w, b = self.mask_net[-1]                    # only "intervene" minus "keep" matters: one output per feature
-        self.mask_net[-1] = (w[:, 1::2] - w[:, 0::2], b[1::2] - b[0::2])
-        self.actionable = f32(model.actionable)
-        self.lo, self.hi = (float(v) for v in model.z_range)
+        self.layers = [(f32(w).T.copy(), f32(b)) for w, b in flow._layers(torch.float32)]
+        self.mean, self.std, self.height, self.D = f32(flow.mean), f32(flow.std), flow.height.numpy().copy(), flow.n_features
         self.log_slope = abs(math.log(1e-3))
+
+    def _conditioner(self, zt):
+        h = zt
+        for k, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if k < len(self.layers) - 1: h = np.maximum(h, 0) + np.expm1(np.minimum(h, 0))   # ELU in three ufuncs
+        h = h.reshape(len(zt), self.D, 2)
+        return h[..., 0], h[..., 1] / (1 + np.abs(h[..., 1]) / self.log_slope)
+
+    def abduct(self, x): # (n, D) raw features → (n, D) latents
+        zt = (x - self.mean) / self.std
+        b, s = self._conditioner(zt)
+        return zt * np.exp(s) + b
+
+    def counterfactual(self, x, u, a, delta): # factual x, latents u, mask a, shift δ → x_cf (n, D)
+        u_cf, zc = u + a * delta, (x - self.mean) / self.std     # start from the factual: only descendants move
+        acted = a.any(0)
+        for _ in range(1 + int(self.height[acted].max()) if acted.any() else 0):   # 1 + the longest path below an act
+            b, s = self._conditioner(zc)
+            zc = (u_cf - b) * np.exp(-s)
+        return zc * self.std + self.mean
+
+class TorchProgram:
+    "Any other causal model (e.g. VACA) through its torch `abduct` / `latent_counterfactual`, with NumPy in and out."
+    def __init__(self, model): self.model = model
+    def abduct(self, x):
+        with torch.inference_mode(): return self.model.abduct(torch.from_numpy(x)).numpy()
+    def counterfactual(self, x, u, a, delta):
+        with torch.inference_mode():
+            return self.model.latent_counterfactual(*(torch.from_numpy(v) for v in (u, a, delta))).float().numpy()
+
+@dataclass
+class ServingProgram:
+    "A frozen CARMA model as arrays: the one path every recommendation takes (`CARMA.recommend`)."
+    causal: object        # FlowProgram or TorchProgram
+    clf: tuple            # (layers, mean, std) of the classifier's ReLU MLP
+    mask_net: list        # layers, the last reduced to "intervene minus keep" per feature
+    action_net: list
+    actionable: np.ndarray
+    z_range: tuple[float, float]
+    dz: int               # latents per node: 1 for the flow, 4 for VACA
 
     def prob(self, x):
         layers, mean, std = self.clf
-        return np.exp(-np.logaddexp(0, -_np_relu_mlp((x - mean) / std, layers)[:, 0]))   # σ, without overflow
+        return _np_sigmoid(_np_relu_mlp((x - mean) / std, layers)[:, 0])
 
-    def _conditioner(self, z):
-        layers = self.flow[0]
-        h = z
-        for k, (w, b) in enumerate(layers):
-            h = h @ w + b
-            if k < len(layers) - 1: h = np.maximum(h, 0) + np.expm1(np.minimum(h, 0))   # ELU in three ufuncs
-        h = h.reshape(len(z), self.D, 2)
-        a = h[..., 1]
-        return h[..., 0], a / (1 + np.abs(a) / self.log_slope)
-
-    def recommend(self, x: np.ndarray):
-        "(mask, values, x_cf, prob, accepted) as NumPy arrays for raw features x (n, D) float32."
-        _, fmean, fstd = self.flow
-        accepted = self.prob(x) >= 0.5
-        z = (x - fmean) / fstd
-        b, s = self._conditioner(z)
-        u = z * np.exp(s) + b
+    def act(self, u, accepted):
+        "Deterministic mask (n, D) and clamped shift (n, D·d_z) for latents u; nothing for accepted people."
         a = (_np_relu_mlp(u, self.mask_net) > 0).astype(np.float32) * self.actionable * ~accepted[:, None]
-        delta = np.minimum(np.maximum(_np_relu_mlp(np.concatenate([u, a], 1), self.action_net), self.lo), self.hi)   # np.clip, without its wrapper
-        u_cf, zc = u + a * delta, z                 # start from the factual: only the acted nodes' descendants move
-        acted = a.any(0)
-        for _ in range(1 + int(self.height[acted].max()) if acted.any() else 0):   # 1 + the longest path below an acted node
-            b, s = self._conditioner(zc)
-            zc = (u_cf - b) * np.exp(-s)
-        x_cf = np.where(accepted[:, None], x, zc * fstd + fmean)
-        mask = a.astype(bool)
-        return mask, np.where(mask, x_cf, x), x_cf, self.prob(x_cf), accepted
+        delta = np.minimum(np.maximum(_np_relu_mlp(np.concatenate([u, a], 1), self.action_net), self.z_range[0]), self.z_range[1])
+        return a, delta
 
-def _recommend_dispatch(self: CARMA, x,
-                        idle_tol: float | None = None, # drop acts whose latent shift is below this (`idle_acts`); None keeps every act (the paper)
-                       ) -> Recommendation:
-    "Recommendations for raw features x (n, D): the NumPy path for small batches with a flow, torch otherwise (and when dropping idle acts)."
-    if idle_tol is not None: _check_idle_tol(idle_tol)
-    small = (isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.ndim == 2 and x.shape[1] == self.n_features
-             and len(x) <= SMALL_BATCH and not x.requires_grad)
-    xn = x.numpy() if small else None
-    if not (small and np.isfinite(xn).all()):     # anything unusual gets the full checks (and their error messages)
-        x = as_features(x, self.n_features, 'x', self.names, dtype=torch.float32)   # the networks are float32
-        small = len(x) <= SMALL_BATCH and x.dtype == torch.float32
-        xn = x.numpy() if small else None
-    if small and not idle_tol and hasattr(self.causal_model, '_layers') and isinstance(self.clf, Classifier):
-        if getattr(self, '_np_policy', None) is None: self._np_policy = NumpyPolicy(self)
-        out = self._np_policy.recommend(xn)
-        mask, values, x_cf, prob, accepted = (torch.from_numpy(np.ascontiguousarray(o)) for o in out)
-        return Recommendation(mask, values, x_cf, prob, torch.ones_like(accepted), accepted)
-    return _recommend(self, x, idle_tol)
+def serving_program(model: CARMA) -> ServingProgram:
+    "Compile a frozen CARMA model into its `ServingProgram`."
+    cm = model.causal_model
+    causal = FlowProgram(cm) if type(cm).__name__ == 'CausalFlow' else TorchProgram(cm)
+    f32 = lambda t: t.detach().float().numpy().copy()
+    mask = _np_layers(model.mask_net)
+    w, b = mask[-1]                                            # only "intervene" minus "keep" matters
+    mask[-1] = (w[:, 1::2] - w[:, 0::2], b[1::2] - b[0::2])
+    return ServingProgram(causal, (_np_layers(model.clf.net), f32(model.clf.mean), f32(model.clf.std)), mask,
+                          _np_layers(model.action_net), f32(model.actionable), tuple(float(v) for v in model.z_range),
+                          cm.latent_size)
 
-CARMA.recommend = _recommend_dispatch
+# %% ../nbs/07_carma.ipynb #6c83e4a8
+def _as_rows(model: CARMA, x) -> np.ndarray:
+    "People as a float32 (n, D) array: plain float32 tensors and arrays pass, anything else gets the full checks."
+    if isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.ndim == 2 and not x.requires_grad: x = x.numpy()
+    if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == model.n_features
+            and np.isfinite(x).all()):
+        x = as_features(x, model.n_features, 'x', model.names, dtype=torch.float32).numpy()
+    return x
 
-# %% ../nbs/07_carma.ipynb #ee0e1967
-def set_training_range(model: CARMA, # a CARMA model
-                       x: torch.Tensor, # (n, D) the recourse training people (all of them, unfiltered)
-                      ) -> CARMA:
-    "Record each feature's minimum and maximum over the training people on `model` (in place); returns it."
-    if not isinstance(model, CARMA):
-        raise TypeError(f"set_training_range needs a CARMA model, got {type(model).__name__}")
-    r = training_range(as_features(x, model.n_features, 'x', model.names))
-    with torch.no_grad(): model.feature_range.copy_(r)
-    return model
+def _drop_idle(prog: ServingProgram, x, u, a, delta, x_cf, prob, tol: float):
+    "Mask, counterfactual and probability without the acts whose latent shift is below `tol`, where that keeps people accepted."
+    idle = a.astype(bool) & (np.linalg.norm(delta.reshape(len(x), -1, prog.dz), axis=-1) < tol)
+    rows = idle.any(1)
+    if not rows.any(): return a, x_cf, prob
+    kept = a[rows] * ~idle[rows]
+    x_kept = prog.causal.counterfactual(x[rows], u[rows], kept, delta[rows])
+    p_kept = prog.prob(x_kept)
+    use = (p_kept >= 0.5) | (p_kept >= prob[rows])
+    a, x_cf, prob = a.copy(), x_cf.copy(), prob.copy()
+    r = np.flatnonzero(rows)[use]
+    a[r], x_cf[r], prob[r] = kept[use], x_kept[use], p_kept[use]
+    return a, x_cf, prob
 
-def _domain(self: CARMA, margin: float = DOMAIN_MARGIN, # share of the training range added on each side
-           ) -> FeatureDomain:
-    "Where the model is trusted (chapter 5): the SCM's kinds and bounds ∩ its training range ± `margin`."
-    if not torch.isfinite(self.feature_range).all():
-        raise ValueError("this CARMA model has no training range, so its domain is unknown: train it with "
-                         "train_carma, or call set_training_range(model, recourse_pool.train.x)")
-    return feature_domain(self.scm, self.feature_range, margin)
+def _recommend(self: CARMA, x, # people: (n, D) raw features (tensor, array or list)
+              ) -> Recommendation:
+    "Recommendations for every person of x in one pass of the model's `ServingProgram`."
+    prog = getattr(self, 'program', None)
+    if prog is None: raise RuntimeError("this CARMA model is not frozen for serving: call model.freeze() first")
+    x = _as_rows(self, x)
+    accepted = prog.prob(x) >= 0.5
+    u = prog.causal.abduct(x)
+    a, delta = prog.act(u, accepted)
+    x_cf = np.where(accepted[:, None], x, prog.causal.counterfactual(x, u, a, delta)).astype(np.float32)
+    prob = prog.prob(x_cf)
+    if self.idle_tol: a, x_cf, prob = _drop_idle(prog, x, u, a, delta, x_cf, prob, self.idle_tol)
+    mask = a.astype(bool)
+    t = lambda v: torch.from_numpy(np.ascontiguousarray(v))
+    return Recommendation(t(mask), t(np.where(mask, x_cf, x)), t(x_cf), t(prob.astype(np.float32)),
+                          torch.ones(len(x), dtype=torch.bool), t(accepted))
 
-CARMA.domain = _domain
+def _freeze(self: CARMA) -> CARMA:
+    "Evaluation mode, no gradients, and the `ServingProgram` compiled from the current weights."
+    self.eval()
+    for p in self.parameters(): p.requires_grad_(False)
+    self.program = serving_program(self)
+    return self
 
-# %% ../nbs/07_carma.ipynb #3911461e
-def mask_kl(logits: torch.Tensor, # (n, D, 2) mask logits
+CARMA.recommend, CARMA.freeze = _recommend, _freeze
+
+# %% ../nbs/07_carma.ipynb #4c0e390a
+DAMPING = 10.0       # c of the modified differential method of multipliers
+WEIGHT_DECAY = 5e-4  # Adam's weight decay for both networks
+
+def mask_kl(logits: torch.Tensor, # (…, D, 2) mask logits
             prior: torch.Tensor, # (D,) prior probability of intervening π_j
             actionable: torch.Tensor, # (D,) 1 on actionable features
            ) -> torch.Tensor:
-    "Per-person Σ_actionable KL(Cat(softmax(logits_j)) ‖ Bernoulli(π_j)), shape (n,)."
+    "Per-person Σ_actionable KL(Cat(softmax(logits_j)) ‖ Bernoulli(π_j)), shape (…,)."
     logq = F.log_softmax(logits, -1)
     q1 = logq[..., 1].exp()
     kl = q1 * (logq[..., 1] - torch.log(prior)) + (1 - q1) * (logq[..., 0] - torch.log1p(-prior))
@@ -329,33 +304,61 @@ def masked_mean(v: torch.Tensor, # (…, B) values
     "The mean over the last axis of the entries `keep` marks (all of them without `keep`)."
     return v.mean(-1) if keep is None else (v * keep).sum(-1) / keep.sum()
 
-def validity_penalty(p: torch.Tensor, # (B,) classifier probabilities of the counterfactuals
+def validity_penalty(p: torch.Tensor, # (…, B) classifier probabilities of the counterfactuals
                      margin: float, # hinge margin ε
                      lam: float | torch.Tensor, # current multiplier λ (one per stacked model: shape p.shape[:-1])
                      keep: torch.Tensor | None = None, # (B,) 1 for real people, 0 for padding (`masked_mean`)
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    "(λ + c·sg(g))·g and the hinge g = mean max(0, 1 + ε − 2p) over the last axis: the damped multiplier term of SPEC §8."
+    "(λ + c·sg(g))·g and the hinge g = mean max(0, 1 + ε − 2p) over the last axis: the damped multiplier term."
     g = masked_mean(F.relu(1 + margin - 2 * p), keep)
     return (lam + DAMPING * g.detach()) * g, g
 
-def hinge_temperature(clf, x: torch.Tensor, factor: float) -> float:
-    "T = max(1, factor · median |logit| of the people x): the classifier temperature the hinge uses while training."
-    with torch.no_grad(): return max(1.0, factor * float(clf.logits(x, check=False).abs().median()))
+@dataclass
+class LossContext:
+    "What CARMA's loss needs besides the networks and the batch: all fixed during training."
+    causal_model: nn.Module    # the frozen causal model (abduct / latent_counterfactual)
+    clf: Classifier            # the frozen classifier
+    problem: object            # the RecourseProblem (chapter 5): the cost
+    weights: torch.Tensor      # (D,) preference weights in the cost
+    prior: torch.Tensor        # (D,) the mask prior π_j
+    act: torch.Tensor          # (D,) 1 on actionable features
+    z_range: tuple[float, float]  # clamp range of the latent shift
+    margin: float              # hinge margin ε
+    tau: float                 # Gumbel temperature τ
+    temperature: float = 1.0   # the hinge sees σ(logit / T); 1: the paper (chapter 8 changes it)
 
-def carma_loss(model: CARMA, problem, xb: torch.Tensor, zb: torch.Tensor, weights: torch.Tensor,
-               prior: torch.Tensor, lam: float, temperature: float = 1.0) -> tuple[torch.Tensor, dict]:
-    "CARMA's loss on one batch (one model; the stacked trainer computes the same per model), and its parts as floats."
-    a, delta, logits = model.policy(zb, sample=True)
-    x_cf = model.causal_model.latent_counterfactual(zb, a, delta)
-    p = torch.sigmoid(model.clf.logits(x_cf, check=False) / temperature)
-    cost = problem.cost(xb, x_cf, a, weights).mean()
-    kl = mask_kl(logits, prior, model.actionable).mean()
-    penalty, g = validity_penalty(p, model.hp['margin'], lam)
-    loss = cost + kl + penalty
-    return loss, {'cost': float(cost.detach()), 'kl': float(kl.detach()), 'hinge': float(g.detach()),
-                  'valid': float((p >= 0.5).float().mean())}
+def stacked_outcome(ctx: LossContext, action_net, # the action networks: (S, b, ·) → (S, b, ·)
+                    xb: torch.Tensor, zb: torch.Tensor, # (S, b, D) people and (S, b, D·d_z) their latents
+                    a: torch.Tensor, # (S, b, D) masks
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    "Per model and person (S, b): the cost of the action the networks choose under masks a, and the classifier's logit of its counterfactual."
+    S, b, D = xb.shape
+    delta = action_net(torch.cat([zb, a], -1)).clamp(*ctx.z_range)
+    x_cf = ctx.causal_model.latent_counterfactual(zb.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
+    cost = ctx.problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), ctx.weights).view(S, b)
+    return cost, ctx.clf.logits(x_cf, check=False).view(S, b)
 
-# %% ../nbs/07_carma.ipynb #e0dbd5e1
+def carma_loss(ctx: LossContext, mask_net, action_net, # the networks: (S, b, ·) → (S, b, ·)
+               xb: torch.Tensor, zb: torch.Tensor, # (S, b, D) people and (S, b, D·d_z) their latents
+               lam: torch.Tensor, # (S,) multipliers
+               keep: torch.Tensor | None = None, # (b,) 1 on real people, 0 on padding
+               u: torch.Tensor | None = None, # (S, b, D) uniform draws for the Gumbel sample (default: fresh)
+               a: torch.Tensor | None = None, # (S, b, D) fixed masks instead of sampled ones (no mask term then)
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    "CARMA's loss per stacked model (S,) and its parts (4, S): cost, mask term, hinge, share valid under the model."
+    kl = torch.zeros(xb.shape[0])
+    if a is None:
+        logits = mask_net(zb).unflatten(-1, (xb.shape[-1], 2))
+        a = binary_gumbel_st(logits[..., 1] - logits[..., 0], ctx.tau, u) * ctx.act
+        kl = masked_mean(mask_kl(logits, ctx.prior, ctx.act), keep)
+    cost, logit = stacked_outcome(ctx, action_net, xb, zb, a)
+    cost, p = masked_mean(cost, keep), torch.sigmoid(logit / ctx.temperature)
+    penalty, g = validity_penalty(p, ctx.margin, lam, keep)
+    return cost + kl + penalty, torch.stack([cost, kl, g, masked_mean((p >= 0.5).float(), keep)]).detach()
+
+# %% ../nbs/07_carma.ipynb #ac7fe08f
+ALIGN = 64   # each model's people are padded to a multiple of this many, so its results never depend on its stack
+
 class StackedMLP(nn.Module):
     "S independent ReLU MLPs with `mlp`'s architecture and init, evaluated by batched matmuls: (S, n, i) → (S, n, o)."
     def __init__(self, sizes: list[int], generators: list[torch.Generator]):
@@ -378,16 +381,14 @@ class StackedMLP(nn.Module):
         return {**{f'{prefix}.{2 * k}.weight': w[s].detach().T.contiguous() for k, w in enumerate(self.weights)},
                 **{f'{prefix}.{2 * k}.bias': b[s, 0].detach().clone() for k, b in enumerate(self.biases)}}
 
-ALIGN = 64   # each model's people are padded to a multiple of this many, so its results never depend on its stack
-
 def aligned(n: int, # people in a batch (or in the whole training set)
            ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Positions (n_pad,) that pad n people to a multiple of `ALIGN` by repeating the first ones, and `keep` (n_pad,): 1 on the real ones."
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n must be a whole number ≥ 1, got {n!r}")
+    "Positions (n_pad,) padding n people to a multiple of `ALIGN` by repeating the first ones, and `keep`: 1 on the real ones."
+    n = check_whole(n, 'n')
     pos = torch.arange(-(-n // ALIGN) * ALIGN)
     return pos % n, (pos < n).float()
 
-def stacked_training(step, # step(idx (S, b) person indices, lam (S,), keep (b,)) → (loss (S,), parts (4, S): cost, kl, hinge, valid)
+def stacked_training(step, # step(idx (S, b), lam (S,), keep (b,)) → (loss (S,), parts (4, S): cost, kl, hinge, valid)
                      params, # the stacked parameters
                      n_people: int, # people in the training set
                      gens: list[torch.Generator], # one generator per model: its batch order
@@ -395,10 +396,9 @@ def stacked_training(step, # step(idx (S, b) person indices, lam (S,), keep (b,)
                      desc: str, verbose: bool = True,
                      lam0: torch.Tensor | None = None, # starting multipliers (S,); default zeros
                     ) -> dict:
-    "The loop shared by every stacked trainer: per-model batch orders, Adam, one multiplier λ per model; per-epoch curves (epochs, S)."
+    "The loop every stacked trainer shares: per-model batch orders, Adam, one multiplier λ per model; curves (epochs, S)."
     S = len(gens)
-    # one tensor at a time: the fused and multi-tensor kernels round a model's last weights differently in another stack
-    opt = torch.optim.Adam(params, lr=hp['lr'], weight_decay=WEIGHT_DECAY, foreach=False, fused=False)
+    opt = torch.optim.Adam(params, lr=hp['lr'], weight_decay=WEIGHT_DECAY, foreach=False, fused=False)   # one tensor at a time
     lam = torch.zeros(S) if lam0 is None else lam0.clone()
     curves = {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
     for _ in progress(range(hp['epochs']), desc=f'{desc} ×{S}', disable=None if verbose else True):
@@ -415,148 +415,187 @@ def stacked_training(step, # step(idx (S, b) person indices, lam (S,), keep (b,)
         curves['lambda'].append(lam.clone())
     return {k: torch.stack(v) for k, v in curves.items()}
 
-def cached_stack(kind: str, # model-cache folder
-                 cfgs: list[dict], # one full configuration per seed
-                 fit_missing, # fit_missing(indices) → [(state_dict, scaler, extras)] for those configurations, trained together
-                 cache: bool = True) -> list[Checkpoint]:
-    "One checkpoint per config: the cached ones loaded, the missing ones trained at once under their locks."
-    if cache: return cached_checkpoints(kind, cfgs, fit_missing)   # which are missing: asked under the locks
-    return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
+# %% ../nbs/07_carma.ipynb #06086e63
+@dataclass(frozen=True)
+class Recipe:
+    "How CARMA is trained beyond its Table-5 hyperparameters; the defaults are the paper's procedure."
+    name: str = 'paper'
+    candidates: int = 1              # models trained per seed; the one with the best training score is kept
+    temperature: float = 0.0         # the hinge sees σ(logit/T), T = max(1, temperature · median |logit|); 0: T = 1
+    shift_scale: float = 1.0         # the latent shift's clamp range, as a multiple of the paper's
+    margin: float | None = None      # the hinge margin ε; None: Table 5's
+    phases: tuple = ()               # extra training phases after the main loop: (name in `PHASES`, epochs) pairs
+    idle_tol: float | None = None    # served acts whose latent shift is below this are dropped; None: none
 
-def restart_seed(seed: int, r: int) -> int:
-    "The random seed of restart r of `seed`: restart 0 is the seed itself, so restarts=1 is plain training."
+    def __post_init__(self):
+        check_whole(self.candidates, 'candidates'); check_positive(self.temperature, 'temperature', zero=True)
+        check_positive(self.shift_scale, 'shift_scale')
+        if self.margin is not None: check_positive(self.margin, 'margin', zero=True)
+        if self.idle_tol is not None: check_positive(self.idle_tol, 'idle_tol', zero=True)
+        if not isinstance(self.phases, tuple) or not all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
+                                                         for p in self.phases):
+            raise ValueError(f"phases must be a tuple of (name, epochs) pairs, got {self.phases!r}")
+        for name, epochs in self.phases: check_whole(epochs, f'the epochs of phase {name!r}')
+
+    def config(self) -> dict:
+        "The settings that decide the trained weights (idle_tol only decides what is served), JSON-able."
+        return {**{k: v for k, v in asdict(self).items() if k != 'idle_tol'}, 'phases': [list(p) for p in self.phases]}
+
+    def scaled(self, frac: float) -> 'Recipe':
+        "The recipe with every extra phase's epochs scaled like the main loop's (the quick profile's `carma_epoch_frac`)."
+        return replace(self, phases=tuple((n, max(1, round(e * frac))) for n, e in self.phases))
+
+#: Extra training phases by name: phase(state: TrainingState, epochs) → curves of its epochs. Chapter 8 registers its own.
+PHASES: dict[str, Callable] = {}
+#: Recipes by name: recipe(scm_name, variant) → Recipe. 'paper' is this chapter's; chapter 8 adds 'improved'.
+RECIPES: dict[str, Callable[[str, str | None], Recipe]] = {'paper': lambda scm, variant: Recipe()}
+
+def get_recipe(recipe: Recipe | str, # a Recipe, or a registered name
+               scm: str, variant: str | None = None) -> Recipe:
+    "The `Recipe` for `scm`: itself, or the registered recipe of that name (chapter 8's are imported on first use)."
+    if isinstance(recipe, Recipe): return recipe
+    if recipe not in RECIPES: importlib.import_module('carma_nb.improved')   # registers chapter 8's recipes
+    if recipe not in RECIPES: raise ValueError(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
+    return RECIPES[recipe](get_scm(scm).name, variant)
+
+# %% ../nbs/07_carma.ipynb #ee0e1967
+@dataclass
+class TrainingState:
+    "Everything a training phase works on: the stacked networks, the people, the loss context, the curves."
+    ctx: LossContext
+    mask_net: StackedMLP
+    action_net: StackedMLP
+    x: torch.Tensor             # (N, D) the rejected training people
+    z: torch.Tensor             # (N, D·d_z) their latents
+    gens: list                  # one torch.Generator per stacked model
+    hp: dict                    # the hyperparameters
+    recipe: Recipe
+    curves: dict                # per-epoch curves (epochs, S), extended by every phase
+    desc: str = 'CARMA'
+    verbose: bool = True
+
+def candidate_seed(seed: int, r: int) -> int:
+    "The random seed of candidate r of `seed`: candidate 0 is the seed itself, so one candidate is plain training."
     return seed if r == 0 else seed + 7919 * r + 1_000_003
 
+def _training_state(scm: SCM, cm, clf, pool: Pool, hp, recipe: Recipe, weights, prior_kind, seeds, verbose) -> TrainingState:
+    "The stacked networks (seeds × candidates, seed-major) and the loss context of one training run."
+    problem = recourse_problem(scm, pool, weights)
+    with torch.no_grad():
+        x = rejected(clf, pool.train.x)
+        z = cm.abduct(x)
+        T = max(1.0, recipe.temperature * float(clf.logits(x, check=False).abs().median()))
+    lo, hi = (recipe.shift_scale * v for v in (math.floor(float(z.min())), math.ceil(float(z.max()))))
+    D, dz = scm.n_features, cm.latent_size
+    gens = [torch.Generator().manual_seed(candidate_seed(s, r)) for s in seeds for r in range(recipe.candidates)]
+    act = torch.zeros(D); act[scm.actionable] = 1.
+    ctx = LossContext(cm, clf, problem, problem.weights, mask_prior(problem.weights, prior_kind), act, (lo, hi),
+                      hp['margin'] if recipe.margin is None else recipe.margin, hp['tau'], T)
+    return TrainingState(ctx, StackedMLP([D * dz, *hp['mask_hidden'], 2 * D], gens),
+                         StackedMLP([D * dz + D, *hp['action_hidden'], D * dz], gens), x, z, gens, hp, recipe, {},
+                         f'CARMA {scm.name}', verbose)
+
+def main_phase(st: TrainingState) -> dict:
+    "The paper's training loop over the stacked models: Gumbel masks, the loss of this chapter, Adam; its curves."
+    D = st.x.shape[1]
+    def step(idx, lam, keep):
+        u = torch.stack([torch.rand(idx.shape[1], D, generator=g) for g in st.gens])
+        return carma_loss(st.ctx, st.mask_net, st.action_net, st.x[idx], st.z[idx], lam, keep, u=u)
+    params = [*st.mask_net.parameters(), *st.action_net.parameters()]
+    return stacked_training(step, params, len(st.x), st.gens, st.hp, st.desc, st.verbose)
+
+# %% ../nbs/07_carma.ipynb #3911461e
 def served_masks(mask_net: StackedMLP, z: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     "The deterministic masks (S, N, D) each of the S stacked mask networks serves for latents z (N, D·d_z)."
     S = mask_net.weights[0].shape[0]
     logits = mask_net(z.expand(S, *z.shape)).unflatten(-1, (len(act), 2))
     return (logits[..., 1] > logits[..., 0]).to(z.dtype) * act
 
-def stacked_outcome(action_net: StackedMLP, cm, clf, problem, xb, zb, a, lo, hi, w, per_person: bool = False,
-                    keep: torch.Tensor | None = None, # (b,) the real people of a padded batch (`aligned`)
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Classifier logits (S, b) of the counterfactuals of S stacked action networks under masks a (S, b, D), and their mean cost (S,) (per person (S, b) with `per_person`)."
-    S, b = a.shape[:2]
-    delta = action_net(torch.cat([zb, a], -1)).clamp(lo, hi)
-    x_cf = cm.latent_counterfactual(zb.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
-    cost = problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), w).view(S, b)
-    return clf.logits(x_cf, check=False).view(S, b), cost if per_person else masked_mean(cost, keep)
-
-def restart_scores(mask_net: StackedMLP, action_net: StackedMLP, cm, clf, problem, x, z, act, lo, hi, w
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Per stacked model (S,): mean cost + share of people left invalid under the causal model (deterministic masks, all people x), and the coverage."
-    pos, keep = aligned(len(x))
-    x, z = x[pos], z[pos]
+def training_scores(st: TrainingState) -> tuple[torch.Tensor, torch.Tensor]:
+    "Per stacked model (S,): mean cost + share invalid under the causal model (deterministic masks), and the coverage."
+    pos, keep = aligned(len(st.x))
+    x, z = st.x[pos], st.z[pos]
+    S = len(st.gens)
     with torch.no_grad():
-        a = served_masks(mask_net, z, act)
-        logits, cost = stacked_outcome(action_net, cm, clf, problem, x.expand(len(a), *x.shape), z.expand(len(a), *z.shape), a, lo, hi, w,
-                                       keep=keep)
-        coverage = masked_mean((logits >= 0).float(), keep)
-        return cost + (1 - coverage), coverage
+        a = served_masks(st.mask_net, z, st.ctx.act)
+        _, parts = carma_loss(st.ctx, None, st.action_net, x.expand(S, *x.shape), z.expand(S, *z.shape), torch.zeros(S), keep,
+                              a=a)
+    return parts[0] + 1 - parts[3], parts[3]
 
 @one_thread()   # models must not depend on the caller's thread count (chapter 0)
-def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose):
-    "Train one CARMA per seed, all at once: each seed (and each of its restarts) has its own init, batch order and Gumbel noise."
+def _fit_carma_seeds(st: TrainingState, seeds: list[int], pool: Pool) -> list[tuple]:
+    "Train every stacked model, run the recipe's phases, keep each seed's best candidate: (state dict, None, extras) per seed."
     t0 = time.perf_counter()
-    R, n_seeds = int(hp.get('restarts', 1)), len(seeds)
-    seeds = [restart_seed(s, r) for s in seeds for r in range(R)]         # seed-major: model k is seed k // R, restart k % R
-    problem = recourse_problem(scm, pool, weights)
-    with torch.no_grad():
-        x = rejected(clf, pool.train.x)
-        z = cm.abduct(x)
-    lo, hi = (hp['shift_scale'] * v for v in (math.floor(float(z.min())), math.ceil(float(z.max()))))
-    T = hinge_temperature(clf, x, hp['temperature'])
-    S, N, D, dz = len(seeds), len(x), scm.n_features, cm.latent_size
-    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    mask_net = StackedMLP([D * dz, *hp['mask_hidden'], 2 * D], gens)
-    action_net = StackedMLP([D * dz + D, *hp['action_hidden'], D * dz], gens)
-    act = torch.zeros(D); act[scm.actionable] = 1.
-    w = problem.weights
-    prior = mask_prior(w, prior_kind)
-    def step(idx, lam, keep):
-        xb, zb, b = x[idx], z[idx], idx.shape[1]                                 # (S, b, D), (S, b, D·d_z)
-        logits = mask_net(zb).unflatten(-1, (D, 2))
-        u = torch.stack([torch.rand(b, D, generator=g) for g in gens])
-        a = binary_gumbel_st(logits[..., 1] - logits[..., 0], hp['tau'], u) * act
-        lg, cost = stacked_outcome(action_net, cm, clf, problem, xb, zb, a, lo, hi, w, keep=keep)
-        p = torch.sigmoid(lg / T)
-        kl = masked_mean(mask_kl(logits, prior, act), keep)
-        penalty, g = validity_penalty(p, hp['margin'], lam, keep)
-        return cost + kl + penalty, torch.stack([cost, kl, g, masked_mean((p >= 0.5).float(), keep)]).detach()
-    curves = stacked_training(step, [*mask_net.parameters(), *action_net.parameters()], N, gens, hp, f'CARMA {scm.name}', verbose)
-    if hp.get('refine_epochs'):   # our fifth addition (below): every mask's amounts, then each person's cheapest valid mask
-        curves = refine_masks(mask_net, action_net, cm, clf, problem, x, z, act, lo, hi, w, prior, T, hp, gens, curves, f'CARMA {scm.name}', verbose)
-    P = int(hp.get('polish_epochs', 0))
-    if P:   # our fourth addition: the masks frozen at their deterministic choice, the action network alone refines the amounts
-        with torch.no_grad(): a_det = served_masks(mask_net, z, act)              # (S, N, D)
-        rows = torch.arange(S)[:, None]
-        def polish_step(idx, lam, keep):
-            lg, cost = stacked_outcome(action_net, cm, clf, problem, x[idx], z[idx], a_det[rows, idx], lo, hi, w, keep=keep)
-            p = torch.sigmoid(lg / T)
-            penalty, g = validity_penalty(p, hp['margin'], lam, keep)
-            return cost + penalty, torch.stack([cost, torch.zeros_like(cost), g, masked_mean((p >= 0.5).float(), keep)]).detach()
-        more = stacked_training(polish_step, list(action_net.parameters()), N, gens,
-                                {'lr': hp.get('polish_lr', POLISH_LR), 'epochs': P, 'batch': hp['batch']},
-                                f'CARMA {scm.name} polish', verbose, lam0=curves['lambda'][-1])
-        curves = {k: torch.cat([v, more[k]]) for k, v in curves.items()}
-    feature_range = training_range(pool.train.x)                        # the model's domain (chapter 5), saved with it
-    scores, coverage = (v.view(n_seeds, R) for v in restart_scores(mask_net, action_net, cm, clf, problem, x, z, act, lo, hi, w))
-    seconds = (time.perf_counter() - t0) / n_seeds
-    out = []
-    for i in range(n_seeds):
-        r = int(scores[i].argmin())                                         # the restart with the best training score
-        s = i * R + r
-        sd = {**mask_net.member(s, 'mask_net'), **action_net.member(s, 'action_net'),
-              'actionable': act.clone(), 'z_range': torch.tensor([lo, hi], dtype=torch.float32),
-              'feature_range': feature_range}
-        extras = {f'history_{k}': v[:, s].clone() for k, v in curves.items()}
-        out.append((sd, None, {**extras, 'train_seconds': torch.tensor(seconds), 'stacked_seeds': torch.tensor(S),
-                               'temperature_T': torch.tensor(T), 'restart_scores': scores[i].clone(),
+    st.curves = main_phase(st)
+    for name, epochs in st.recipe.phases:
+        more = PHASES[name](st, epochs)
+        st.curves = {k: torch.cat([v, more[k]]) for k, v in st.curves.items()}
+    R = st.recipe.candidates
+    scores, coverage = (v.view(len(seeds), R) for v in training_scores(st))
+    seconds, out = (time.perf_counter() - t0) / len(seeds), []
+    for i in range(len(seeds)):
+        r = int(scores[i].argmin()); s = i * R + r
+        sd = {**st.mask_net.member(s, 'mask_net'), **st.action_net.member(s, 'action_net'), 'actionable': st.ctx.act.clone(),
+              'z_range': torch.tensor(st.ctx.z_range, dtype=torch.float32), 'feature_range': training_range(pool.train.x)}
+        extras = {f'history_{k}': v[:, s].clone() for k, v in st.curves.items()}
+        out.append((sd, None, {**extras, 'train_seconds': torch.tensor(seconds), 'stacked_models': torch.tensor(len(st.gens)),
+                               'temperature_T': torch.tensor(st.ctx.temperature), 'candidate_scores': scores[i].clone(),
                                'train_coverage': coverage[i, r].clone()}))
     return out
 
-def _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant):
-    "Validated inputs and the cache configuration (without the seed) of a CARMA training run."
-    scm = get_scm(scm)
-    for what, m in (('classifier', clf), ('causal model', flow)):
-        if m.scm != scm.name: raise ValueError(f"the {what} was trained for {m.scm!r}, not {scm.name!r}")
-    mask_prior(torch.ones(1), prior)                                             # validates `prior`
-    pool = resolve_pool(scm, pool, 'recourse')
-    if variant is None and weights is not None: variant = 'weighted'
-    hp = carma_hparams(scm, variant, **(hparams or {}))
-    for k in ('epochs', 'refine_epochs', 'polish_epochs'):                       # the profile scales every phase (unless given)
-        if hp.get(k) and k not in (hparams or {}):
-            hp[k] = max(1, round(hp[k] * get_profile(profile).carma_epoch_frac))
-    hp = {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()}
-    w = as_weights(scm, weights)
-    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'carma_trainer': 'stacked-3', 'scm': scm.name, 'hp': hp,
-           'prior': prior, 'weights': w.tolist(), 'train': split_id(pool.train),
-           'causal_model': getattr(flow, 'config', None), 'classifier': getattr(clf, 'config', None)}
-    return scm, pool, hp, w, cfg
-
-def train_carma_seeds(scm: SCM | str, # the SCM
-                      clf: Classifier, # its frozen classifier
-                      flow, # its fitted causal model: the CausalFlow (or a VACA, chapter 10)
-                      pool: Pool | Pools | None = None, # the recourse pool (default: make_pools(scm).recourse)
-                      seeds=(0,), # one model per seed; the missing ones are trained together
-                      hparams: dict | None = None, # overrides of the paper's hyperparameters (carma_hparams)
-                      profile: str | Profile | None = None, # scales the epochs (paper: as in SPEC §8)
-                      weights=None, # preference weights (chapter 9)
-                      prior: str = 'uniform', # mask prior: 'uniform' (π = 0.5) or 'preference' (π = 1/(2w))
-                      variant: str | None = None, # Table 5 row: None, 'weighted' (default when weights are given) or 'vaca'
-                      cache: bool = True, verbose: bool = True) -> list[CARMA]:
-    "CARMA models for several seeds (SPEC §8): cached ones are loaded, the others trained at once as a stack."
-    seeds = check_seeds(seeds)
-    cks = _carma_checkpoints(scm, clf, flow, pool, seeds, hparams, profile, weights, prior, variant, cache, verbose)
-    models = [_carma_from_checkpoint(ck, flow, clf) for ck in cks]
-    for s, m in zip(seeds, models): _warn_collapse(m, s)
-    return models
-
+# %% ../nbs/07_carma.ipynb #af568e11
 COLLAPSED = 0.5   # a model whose counterfactuals help fewer of its own training people than this has failed to train
 
 class TrainingCollapsed(UserWarning):
     "A trained model that helps too few of its own training people (see `COLLAPSED`)."
+
+def _setup(scm, clf, causal_model, pool, hparams, profile, weights, prior, recipe):
+    "Validated inputs, the hyperparameters, the recipe and the cache configuration (without the seed)."
+    scm = get_scm(scm)
+    for what, m in (('classifier', clf), ('causal model', causal_model)):
+        if getattr(m, 'scm', None) != scm.name: raise ValueError(f"the {what} was trained for {getattr(m, 'scm', None)!r}, not {scm.name!r}")
+    pool = resolve_pool(scm, pool, 'recourse')
+    prior = prior or ('preference' if weights is not None else 'uniform')
+    variant = 'vaca' if type(causal_model).__name__ == 'VACA' else 'weighted' if weights is not None else None
+    hp = carma_hparams(scm, variant, **(hparams or {}))
+    if 'epochs' not in (hparams or {}): hp['epochs'] = max(1, round(hp['epochs'] * get_profile(profile).carma_epoch_frac))
+    recipe = _check_phases(get_recipe(recipe, scm.name, variant).scaled(get_profile(profile).carma_epoch_frac))
+    w = as_weights(scm, weights)
+    mask_prior(w, prior)                                                          # validates `prior`
+    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hp': hp, 'recipe': recipe.config(), 'prior': prior,
+           'weights': w.tolist(), 'train': split_id(pool.train), 'causal_model': getattr(causal_model, 'config', None),
+           'classifier': getattr(clf, 'config', None)}
+    return scm, pool, hp, recipe, w, prior, cfg
+
+def train_carma_seeds(scm: SCM | str, # the SCM
+                      clf: Classifier, # its frozen classifier
+                      causal_model, # its fitted causal model: the CausalFlow (or a VACA, chapter 10)
+                      pool: Pool | Pools | None = None, # the recourse pool (default: make_pools(scm).recourse)
+                      seeds=(0,), # one model per seed; the missing ones are trained together
+                      recipe: Recipe | str = 'paper', # how to train: the paper's procedure, or chapter 8's 'improved'
+                      hparams: dict | None = None, # overrides of the Table-5 hyperparameters (carma_hparams)
+                      profile: str | Profile | None = None, # scales the epochs (paper: Table 5's)
+                      weights=None, # preference weights (chapter 9); they select the weighted Table-5 row
+                      prior: str | None = None, # mask prior: 'uniform' or 'preference' (default: 'preference' with weights)
+                      cache: bool = True, verbose: bool = True) -> list[CARMA]:
+    "CARMA models for several seeds: cached ones are loaded, the others trained at once as a stack."
+    seeds = check_seeds(seeds)
+    scm, pool, hp, recipe, w, prior, base = _setup(scm, clf, causal_model, pool, hparams, profile, weights, prior, recipe)
+    cfgs = [{**base, 'seed': s} for s in seeds]
+    def fit(todo):
+        st = _training_state(scm, causal_model, clf, pool, hp, recipe, w, prior, [seeds[i] for i in todo], verbose)
+        return _fit_carma_seeds(st, [seeds[i] for i in todo], pool)
+    cks = (cached_checkpoints('carma', cfgs, fit) if cache else
+           [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit(list(range(len(cfgs)))))])
+    models = [_carma_from_checkpoint(ck, causal_model, clf, recipe.idle_tol) for ck in cks]
+    for s, m in zip(seeds, models): _warn_collapse(m, s)
+    return models
+
+def train_carma(scm: SCM | str, clf: Classifier, causal_model, pool: Pool | Pools | None = None, seed: int = 0,
+                **kwargs, # any keyword of `train_carma_seeds`: recipe, hparams, profile, weights, prior, cache, verbose
+               ) -> CARMA:
+    "Train (or fetch from the cache) CARMA for `scm` and one seed (see `train_carma_seeds`)."
+    return train_carma_seeds(scm, clf, causal_model, pool, [seed], **kwargs)[0]
 
 def _warn_collapse(model: CARMA, seed: int):
     "Warn, naming the seed and what to try, when a model's coverage on its own training people is below `COLLAPSED`."
@@ -567,134 +606,59 @@ def _warn_collapse(model: CARMA, seed: int):
                       f"failed. Check the hyperparameters (lr={model.hp['lr']:g}, epochs={model.hp['epochs']}) — "
                       "a smaller learning rate or more epochs usually helps", TrainingCollapsed, stacklevel=3)
 
-def _carma_checkpoints(scm, clf, flow, pool, seeds, hparams, profile, weights, prior, variant, cache, verbose) -> list[Checkpoint]:
-    "The checkpoints (trained weights as saved) behind `train_carma_seeds`, same arguments."
-    seeds = check_seeds(seeds)
-    scm, pool, hp, w, base = _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant)
-    cfgs = [{**base, 'seed': s} for s in seeds]
-    fit = lambda todo: _fit_carma_seeds(scm, flow, clf, pool, hp, w, prior, [seeds[i] for i in todo], verbose)
-    return cached_stack('carma', cfgs, fit, cache)
-
-def train_carma(scm: SCM | str, clf: Classifier, flow, pool: Pool | Pools | None = None, hparams: dict | None = None,
-                profile: str | Profile | None = None, seed: int = 0, weights=None, prior: str = 'uniform',
-                variant: str | None = None, cache: bool = True, verbose: bool = True) -> CARMA:
-    "Train (or fetch from the cache) CARMA's mask and action networks for `scm` and one seed (see `train_carma_seeds`)."
-    return train_carma_seeds(scm, clf, flow, pool, [seed], hparams, profile, weights, prior, variant, cache, verbose)[0]
-
-def flush_subnormal_(module: nn.Module) -> int:
-    "Set the subnormal entries (0 < |w| < the dtype's smallest normal, 1.18e-38 in float32) of `module`'s float parameters to zero, in place; returns how many."
-    if not isinstance(module, nn.Module): raise TypeError(f"flush_subnormal_ needs a torch nn.Module (e.g. model.action_net), got {type(module).__name__}")
-    n = 0
-    with torch.no_grad():
-        for p in module.parameters():   # a handful of tensors, once per load
-            if not p.is_floating_point(): continue
-            sub = (p != 0) & (p.abs() < torch.finfo(p.dtype).tiny)
-            n += int(sub.sum())
-            p.masked_fill_(sub, 0.0)
-    return n
-
 _FROZEN = ('causal_model.', 'clf.')   # a CARMA's tensors that belong to its causal model and classifier
 
-def _carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier, flush: bool = True) -> CARMA:
+def _carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier, idle_tol: float | None) -> CARMA:
+    "A frozen CARMA from a checkpoint, every tensor checked (chapter 0), serving with `idle_tol` (the recipe's)."
     cfg, source = ck.config, ck.path or 'a CARMA checkpoint'
     own = {k: v for k, v in ck.state_dict.items() if not k.startswith(_FROZEN)}
     z_range = own.get('z_range')
     if not (isinstance(z_range, torch.Tensor) and z_range.shape == (2,) and torch.isfinite(z_range).all()):
         raise ValueError(f"{source}: no valid 'z_range' tensor (the clamp range of the latent shift); train or save the model again")
     model = CARMA(cm, clf, cfg['hp'], tuple(z_range.tolist()))
-    load_weights(model, own, source, skip=_FROZEN)   # every tensor present, shaped and finite; copies: ck keeps its own
-    if flush: flush_subnormal_(model.mask_net); flush_subnormal_(model.action_net)   # weight decay leaves dead weights subnormal: slow on some CPUs
+    load_weights(model, own, source, skip=_FROZEN)
+    model.idle_tol = idle_tol
     model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
     model.config = cfg
-    model.eval()
-    for p in model.parameters(): p.requires_grad_(False)
+    return model.freeze()
+
+def _check_phases(recipe: Recipe) -> Recipe:
+    "The recipe, once every phase it names is registered (chapter 8's register themselves when imported)."
+    if any(n not in PHASES for n, _ in recipe.phases): importlib.import_module('carma_nb.improved')
+    unknown = [n for n, _ in recipe.phases if n not in PHASES]
+    if unknown: raise ValueError(f"recipe {recipe.name!r} names unknown training phases {unknown}; known: {sorted(PHASES)}")
+    return recipe
+
+# %% ../nbs/07_carma.ipynb #7d6b95a0
+def set_training_range(model: CARMA, # a CARMA model
+                       x: torch.Tensor, # (n, D) the recourse training people (all of them, unfiltered)
+                      ) -> CARMA:
+    "Record each feature's minimum and maximum over the training people on `model` (in place); returns it."
+    if not isinstance(model, CARMA): raise TypeError(f"set_training_range needs a CARMA model, got {type(model).__name__}")
+    with torch.no_grad(): model.feature_range.copy_(training_range(as_features(x, model.n_features, 'x', model.names)))
     return model
 
+def _domain(self: CARMA, margin: float = DOMAIN_MARGIN, # share of the training range added on each side
+           ) -> FeatureDomain:
+    "Where the model is trusted (chapter 5): the SCM's kinds and bounds ∩ its training range ± `margin`."
+    if not torch.isfinite(self.feature_range).all():
+        raise ValueError("this CARMA model has no training range, so its domain is unknown: train it with "
+                         "train_carma, or call set_training_range(model, recourse_pool.train.x)")
+    return feature_domain(self.scm, self.feature_range, margin)
+
+CARMA.domain = _domain
+
 # %% ../nbs/07_carma.ipynb #25521a46
-def mask_subsets(act: torch.Tensor, # (D,) 1 on actionable features
-                ) -> torch.Tensor:
-    "Every non-empty subset of the actionable features as a mask, (2^K − 1, D) for K actionable features."
-    idx = act.nonzero().flatten()
-    K = len(idx)
-    if not 1 <= K <= 10: raise ValueError(f"mask refinement enumerates the 2^K − 1 masks of K actionable features and needs 1 ≤ K ≤ 10, got K = {K}")
-    bits = (torch.arange(1, 2 ** K)[:, None] >> torch.arange(K)) & 1
-    out = torch.zeros(2 ** K - 1, len(act))
-    out[:, idx] = bits.to(out.dtype)
-    return out
+CAUSAL_MODELS = ('carma_nb.flow.CausalFlow', 'carma_nb.vaca.VACA')   # the causal models a saved CARMA may name
 
-def mask_penalty(cands: torch.Tensor, # (M, D) candidate masks
-                 prior: torch.Tensor, # (D,) prior probability of intervening π_j
-                 act: torch.Tensor, # (D,) 1 on actionable features
-                ) -> torch.Tensor:
-    "The mask term of CARMA's loss at each deterministic mask, −Σ_actionable log Bernoulli(a_j; π_j), less its minimum: (M,), all 0 when every π_j = ½."
-    logp = torch.where(cands.bool(), torch.log(prior), torch.log1p(-prior)) * act
-    pen = -logp.sum(-1)
-    return pen - pen.min()
-
-def cheapest_valid_masks(action_net: StackedMLP, cm, clf, problem, x, z, # x (N, D) people, z (N, D·d_z) their latents
-                         cands: torch.Tensor, # (M, D) candidate masks
-                         lo, hi, w,
-                         fallback: torch.Tensor, # (S, N, D) the mask kept where no candidate is valid
-                         penalty: torch.Tensor | None = None, # (M,) added to each mask's cost (mask_penalty); default none
-                        ) -> torch.Tensor:
-    "Per stacked model and person, the valid candidate mask (accepted under cm, amounts from action_net) of least cost + penalty."
-    S, N = fallback.shape[:2]
-    penalty = torch.zeros(len(cands)) if penalty is None else penalty
-    pos, _ = aligned(N)                     # padded like a training batch; the padding is cut off at the end
-    xs, zs = x[pos].expand(S, len(pos), -1), z[pos].expand(S, len(pos), -1)
-    best_cost, best = torch.full((S, len(pos)), torch.inf), fallback[:, pos].clone()
-    with torch.no_grad():
-        for m, pen in zip(cands, penalty):   # one pass per mask (at most 15 here), each batched over all models and people
-            logits, cost = stacked_outcome(action_net, cm, clf, problem, xs, zs, m.expand(S, len(pos), -1), lo, hi, w, per_person=True)
-            cost = cost + pen
-            better = (logits >= 0) & (cost < best_cost)   # ties keep the earlier, smaller mask
-            best_cost = torch.where(better, cost, best_cost)
-            best = torch.where(better[..., None], m, best)
-    return best[:, :N]
-
-def refine_masks(mask_net: StackedMLP, action_net: StackedMLP, cm, clf, problem, x, z, act, lo, hi, w,
-                 prior: torch.Tensor, # (D,) the mask prior π_j
-                 T: float, # the hinge's classifier temperature
-                 hp: dict, gens: list[torch.Generator],
-                 curves: dict, # the main training's curves; the every-mask phase is appended
-                 desc: str, verbose: bool = True) -> dict:
-    "Our fifth addition: the action network learns every mask's amounts, each person is labelled with the cheapest valid mask, the mask network learns the labels."
-    S, D = len(gens), len(act)
-    E, lr = int(hp['refine_epochs']), hp.get('refine_lr', hp['lr'])
-    cands = mask_subsets(act)
-    lam = curves['lambda'][-1]     # held fixed in this phase: some masks can never be made valid and would inflate it
-    zero = torch.zeros(S)
-    def every_mask_step(idx, _, keep):
-        a = cands[torch.stack([torch.randint(len(cands), (idx.shape[1],), generator=g) for g in gens])]   # uniform over the masks
-        lg, cost = stacked_outcome(action_net, cm, clf, problem, x[idx], z[idx], a, lo, hi, w, keep=keep)
-        p = torch.sigmoid(lg / T)
-        penalty, g = validity_penalty(p, hp['margin'], lam, keep)
-        return cost + penalty, torch.stack([cost, zero, zero, masked_mean((p >= 0.5).float(), keep)]).detach()
-    more = stacked_training(every_mask_step, list(action_net.parameters()), len(x), gens, {'lr': lr, 'epochs': E, 'batch': hp['batch']},
-                            f'{desc} every mask', verbose, lam0=lam)
-    with torch.no_grad(): labels = cheapest_valid_masks(action_net, cm, clf, problem, x, z, cands, lo, hi, w, served_masks(mask_net, z, act),
-                                                        mask_penalty(cands, prior, act))
-    rows = torch.arange(S)[:, None]
-    def label_step(idx, _, keep):
-        d = mask_net(z[idx]).unflatten(-1, (D, 2)).diff(dim=-1).squeeze(-1)       # logit of "intervene" minus "keep"
-        bce = masked_mean((F.binary_cross_entropy_with_logits(d, labels[rows, idx], reduction='none') * act).sum(-1), keep)
-        return bce, torch.stack([bce, zero, zero, zero]).detach()
-    stacked_training(label_step, list(mask_net.parameters()), len(x), gens, {'lr': lr, 'epochs': E, 'batch': hp['batch']},
-                     f'{desc} mask labels', verbose, lam0=lam)
-    return {k: torch.cat([v, more[k]]) for k, v in curves.items()}
-
-# %% ../nbs/07_carma.ipynb #5d1b4d1b
 def save_carma(model: CARMA, path) -> Path:
     "Save CARMA with its causal model and classifier (weights, scalers, configs) in one checkpoint."
     model.domain()                                   # refuses a model without a training range, with the fix
     cm = model.causal_model
     cfg = {'kind': 'carma-model', 'scm': model.scm, 'hp': model.hp,
            'causal_class': f'{type(cm).__module__}.{type(cm).__qualname__}', 'causal_hidden': list(cm.hidden),
-           'clf_hidden': list(model.clf.hidden), 'train_config': getattr(model, 'config', None)}
+           'clf_hidden': list(model.clf.hidden), 'train_config': getattr(model, 'config', None), 'idle_tol': model.idle_tol}
     return save_checkpoint(path, model.state_dict(), cfg)
-
-#: The causal models a saved CARMA may name: this package's own classes, by exact name (an allow-list).
-CAUSAL_MODELS = ('carma_nb.flow.CausalFlow', 'carma_nb.vaca.VACA')
 
 def _causal_class(name: str, source) -> type:
     "The causal-model class a checkpoint names, if it is one of `CAUSAL_MODELS`."
@@ -710,29 +674,24 @@ def _frozen_part(cls, sd: dict, prefix: str, cfg: dict, hidden_key: str, source)
     model = cls(cfg['scm'], tuple(cfg[hidden_key]), StandardScaler(part['mean'], part['std']))
     return load_weights(model, part, f'{source} ({prefix[:-1]})').freeze()
 
-def _require_training_range(sd: dict, path) -> None:
-    "Refuse a model file without the training range a service checks applicants against."
-    r, D = sd.get('feature_range'), len(sd.get('actionable', ()))
-    if not isinstance(r, torch.Tensor) or r.shape != (2, D) or not torch.isfinite(r).all():
-        raise ValueError(f"model file {path} has no feature_range (each feature's training minimum and "
-                         "maximum), so its domain is unknown and applicants could not be checked (a file "
-                         "saved before models recorded it, or a damaged one): train the model again and "
-                         "save it with save_carma")
-
 def load_carma(path, scm: str | None = None) -> CARMA:
     "Load a saved CARMA model (causal model and classifier included); with `scm`, refuse one of another SCM."
     ck = load_checkpoint(path, expect={'kind': 'carma-model', **({'scm': get_scm(scm).name} if scm else {})})
     cfg, sd = ck.config, ck.state_dict
-    _require_training_range(sd, path)
+    r = sd.get('feature_range')
+    if not (isinstance(r, torch.Tensor) and r.ndim == 2 and torch.isfinite(r).all()):
+        raise ValueError(f"model file {path} has no feature_range (each feature's training minimum and maximum), so its "
+                         "domain is unknown and applicants could not be checked: train the model again and save it with save_carma")
     lacking = [k for k in ('scm', 'hp', 'causal_class', 'causal_hidden', 'clf_hidden') if k not in cfg]
     if lacking: raise ValueError(f"{path}: the saved configuration lacks {lacking}; save the model again with save_carma")
     cm = _frozen_part(_causal_class(cfg['causal_class'], path), sd, 'causal_model.', cfg, 'causal_hidden', path)
     clf = _frozen_part(Classifier, sd, 'clf.', cfg, 'clf_hidden', path)
-    return _carma_from_checkpoint(Checkpoint(sd, cfg.get('train_config') or {'hp': cfg['hp']}, None, Path(path)), cm, clf)
+    return _carma_from_checkpoint(Checkpoint(sd, cfg.get('train_config') or {'hp': cfg['hp']}, None, Path(path)), cm, clf,
+                                  cfg.get('idle_tol'))
 
-# %% ../nbs/07_carma.ipynb #23e1cc66
+# %% ../nbs/07_carma.ipynb #ac98e00a
 METHOD_COLORS = {'CARMA': '#1b9e77', 'oracle': '#d95f02', 'DiCE-VAE': '#7570b3', 'CARMA (weighted)': '#e7298a',
-                 'oracle (weighted)': '#66a61e', 'CARMA (VACA)': '#e6ab02'}
+                 'oracle (weighted)': '#66a61e', 'CARMA (VACA)': '#e6ab02', 'improved CARMA': '#386cb0'}
 
 def plot_shifts(scm: SCM | str, # the SCM whose actionable features get one panel each
                 reports: dict, # method name -> RecourseReport (evaluate_recourse)
@@ -750,13 +709,14 @@ def plot_shifts(scm: SCM | str, # the SCM whose actionable features get one pane
     return fig
 
 def plot_feature_use(scm: SCM | str, reports: dict, title: str = ''):
-    "Two panels per method: % of people by number of features intervened, and % of people acting on each feature."
+    "Two panels: % of people by number of features intervened, and % of people acting on each feature, per method."
     import matplotlib.pyplot as plt
     scm = get_scm(scm)
     colors = [METHOD_COLORS.get(n) for n in reports]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3))
-    counts = pd.DataFrame({n: pd.Series(r.mask.sum(1).numpy()).value_counts(normalize=True) * 100 for n, r in reports.items()})
-    counts.reindex(range(len(scm.actionable) + 1)).fillna(0).plot.bar(ax=a1, color=colors)
+    counts = {n: np.bincount(r.mask.sum(1).numpy(), minlength=len(scm.actionable) + 1) / len(r.mask) * 100
+              for n, r in reports.items()}
+    pd.DataFrame(counts).plot.bar(ax=a1, color=colors)
     a1.set_xlabel('number of features intervened'); a1.set_ylabel('% of people')
     pd.DataFrame({n: r.per_feature['intervened %'] for n, r in reports.items()}).plot.bar(ax=a2, color=colors)
     a2.set_ylabel('% of people'); a2.set_xlabel('')
@@ -764,36 +724,10 @@ def plot_feature_use(scm: SCM | str, reports: dict, title: str = ''):
     fig.suptitle(title, y=1.03)
     return fig
 
-# %% ../nbs/07_carma.ipynb #ecca7951
-PAPER_CARMA = pd.DataFrame({  # paper Table 1, CARMA columns: references shown next to ours, never results
+# %% ../nbs/07_carma.ipynb #169e3f08
+PAPER_CARMA = pd.DataFrame({  # the paper's Table 1, CARMA columns: references shown next to ours, never results
     'scm': ['triangle-lin', 'collider-lin', 'chain-lin', 'triangle-nlin', 'collider-nlin', 'chain-nlin', 'loan'],
     'paper CARMA cost x100': [11.36, 10.36, 10.62, 8.95, 4.19, 11.81, 6.69],
+    'paper CARMA cost std': [4.13, 4.06, 5.12, 3.13, 1.10, 2.05, 1.36],
     'paper CARMA acts': [1.45, 2.37, 2.26, 1.96, 2.62, 2.32, 2.89],
     'paper CARMA validity %': [99.94, 99.98, 99.91, 99.89, 99.74, 99.98, 99.95]}).set_index('scm')
-
-def carma_table(profile=None, scms=SCM_NAMES, seed0: int = 0, verbose: bool = False,
-                clf_optimizer: str = 'adam', # the classifiers' optimizer (chapter 3): 'adam' (SPEC) or 'sgd' (original code)
-                algorithm: str = 'ours', # 'ours' (the settings above) or 'paper' (our additions off: `paper_algorithm`)
-               ) -> pd.DataFrame:
-    "CARMA (mean ± std over the profile's seeds) and the oracle on every SCM's rejected test people."
-    if algorithm not in ('ours', 'paper'): raise ValueError(f"algorithm must be 'ours' or 'paper', got {algorithm!r}")
-    p = get_profile(profile)
-    rows = []
-    for name in scms:
-        ref = oracle_reference(name, p, clf_optimizer=clf_optimizer)
-        flow = fit_flow(name, ref.pools.causal, p, verbose=False)
-        per_seed = []
-        hp = paper_algorithm(name) if algorithm == 'paper' else None
-        for m in train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, range(seed0, seed0 + p.seeds), hp, profile=p, verbose=verbose):
-            r = m.recommend(ref.people)
-            idle = float(idle_acts(m, ref.people)[1].sum(1).double().mean())
-            per_seed.append({**evaluate_recourse(ref.problem, ref.clf, ref.people, r).metrics, 'idle acts': idle})
-        df, o = pd.DataFrame(per_seed), ref.metrics
-        rows.append({'scm': name, 'seeds': p.seeds, 'people': len(ref.people),
-                     'CARMA cost x100': df['cost x100'].mean(), 'cost std': df['cost x100'].std(),
-                     'oracle cost x100': o['cost x100'], 'cost / oracle': df['cost x100'].mean() / o['cost x100'],
-                     'CARMA validity %': df['validity %'].mean(), 'validity min %': df['validity %'].min(),
-                     'CARMA coverage %': df['coverage %'].mean(), 'CARMA acts': df['acts'].mean(), 'CARMA idle acts': df['idle acts'].mean(), 'oracle acts': o['acts'],
-                     'CARMA prob': df['prob'].mean()})
-    paper_oracle = PAPER_ORACLE[['paper cost x100']].rename(columns={'paper cost x100': 'paper oracle cost x100'})
-    return pd.DataFrame(rows).set_index('scm').join(PAPER_CARMA).join(paper_oracle)

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .carma import CARMA, PAPER_CARMA, _check_idle_tol, carma_hparams, load_carma, train_carma_seeds
-from .core import (TRAINER_VERSION, Profile, atomic_write, check_whole, config_key, figure_dir, get_profile, progress,
+from .carma import CARMA, PAPER_CARMA, carma_hparams, get_recipe, load_carma, train_carma_seeds
+from .core import (TRAINER_VERSION, Profile, atomic_write, check_positive, check_whole, config_key, figure_dir, get_profile, progress,
                            project_root, save_table)
 from .data import Pool, Split
 from .dice_vae import PAPER_DICE_COST, dice_hparams, train_dice_vae_seeds
@@ -40,16 +40,16 @@ from .scm import SCM_NAMES, get_scm
 from .vaca import fit_vaca
 
 # %% auto #0
-__all__ = ['TABLE1_METHODS', 'LOAN_STUDIES', 'ABLATION_FRACTIONS', 'IDLE_TOL', 'Job', 'plan_jobs', 'run_job', 'exit_with_parent',
+__all__ = ['TABLE1_METHODS', 'LOAN_STUDIES', 'ABLATION_FRACTIONS', 'Job', 'plan_jobs', 'run_job', 'exit_with_parent',
            'job_config', 'job_path', 'results_path', 'run_experiments', 'table1', 'read_applicant_table',
            'parse_applicants', 'read_applicants', 'Served', 'serve', 'check_output_path', 'refused_summary',
            'recommend_file', 'tune_storage', 'tune_carma', 'import_user_module', 'main']
 
 # %% ../nbs/12_experiments.ipynb #d51a765b
-TABLE1_METHODS = ('oracle', 'carma', 'dice-vae')
+TABLE1_METHODS = ('oracle', 'carma', 'carma-improved', 'dice-vae')
 LOAN_STUDIES = ('oracle-weighted', 'carma-weighted', 'carma-vaca', 'carma-fraction')
 ABLATION_FRACTIONS = (0.05, 0.1, 0.25, 0.5, 0.75)   # 1.0 is the plain CARMA job
-_WEIGHT = {'carma': 3, 'carma-vaca': 4, 'carma-weighted': 3, 'carma-fraction': 1, 'dice-vae': 2, 'oracle': 1, 'oracle-weighted': 1}
+_WEIGHT = {'carma': 2, 'carma-improved': 4, 'carma-vaca': 4, 'carma-weighted': 3, 'carma-fraction': 1, 'dice-vae': 2, 'oracle': 1, 'oracle-weighted': 1}
 
 @dataclass(frozen=True)
 class Job:
@@ -109,14 +109,14 @@ def run_job(job: Job, profile=None) -> list[dict]:
                 for s, m in zip(seeds, models)]
     w = PAPER_PREFERENCE_WEIGHTS if job.method == 'carma-weighted' else None
     cm = fit_vaca(job.scm, ref.pools.causal, p, verbose=False) if job.method == 'carma-vaca' else fit_flow(job.scm, ref.pools.causal, p, verbose=False)
-    models = train_carma_seeds(job.scm, ref.clf, cm, _fraction_pool(ref.pools.recourse, job.fraction), seeds=seeds, profile=p,
-                               weights=w, prior='preference' if w else 'uniform', variant='vaca' if job.method == 'carma-vaca' else None,
-                               verbose=False)
+    recipe = 'improved' if job.method == 'carma-improved' else 'paper'       # the loan studies are the paper's experiments
+    models = train_carma_seeds(job.scm, ref.clf, cm, _fraction_pool(ref.pools.recourse, job.fraction), seeds, recipe,
+                               profile=p, weights=w, verbose=False)
     problem = recourse_problem(job.scm, ref.pools, w)
     rows = []
     for s, m in zip(seeds, models):
         extra = {**base, 'seed': s, 'train s per model': float(m.history.get('train_seconds', torch.tensor(float('nan')))),
-                 'stacked seeds': int(m.history.get('stacked_seeds', torch.tensor(0)))}
+                 'stacked models': int(m.history.get('stacked_models', torch.tensor(0)))}
         rows.append(_score(ref, problem, m.recommend, extra))
     return rows
 
@@ -143,10 +143,13 @@ def _worker_init():
 def job_config(job: Job, profile=None) -> dict:
     "Everything that decides a job's rows: the job, every field of the profile (its seeds among them), the trainers' version and hyperparameters."
     p = get_profile(profile)
-    hp = (carma_hparams(job.scm, 'vaca' if job.method == 'carma-vaca' else 'weighted' if job.method == 'carma-weighted' else None)
-          if job.method.startswith('carma') else dice_hparams(job.scm) if job.method == 'dice-vae' else None)
+    variant = 'vaca' if job.method == 'carma-vaca' else 'weighted' if job.method == 'carma-weighted' else None
+    carma = job.method.startswith('carma')
+    hp = carma_hparams(job.scm, variant) if carma else dice_hparams(job.scm) if job.method == 'dice-vae' else None
+    recipe = get_recipe('improved' if job.method == 'carma-improved' else 'paper', job.scm, variant) if carma else None
     return {'job': asdict(job), 'profile': asdict(p), 'seeds': list(range(p.seeds)), 'trainer': TRAINER_VERSION,
-            'hparams': {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()} if hp else None}
+            'hparams': {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()} if hp else None,
+            'recipe': {**recipe.config(), 'idle_tol': recipe.idle_tol} if recipe else None}
 
 def job_path(job_dir: str | Path, job: Job, profile=None) -> Path:
     "The file that stores a job's rows: `<job key>__<hash of job_config>.json`, so a changed setting never reuses old rows."
@@ -307,8 +310,6 @@ def read_applicants(path: str | Path, scm) -> torch.Tensor:
     return parse_applicants(read_applicant_table(path, scm), path)
 
 # %% ../nbs/12_experiments.ipynb #57de0228
-IDLE_TOL = 0.05   # recommend_file / carma-nb recommend: acts with a smaller latent shift are dropped (chapter 7)
-
 @dataclass
 class Served:
     "What a service answers for a batch of applicants."
@@ -316,11 +317,9 @@ class Served:
     prob_before: torch.Tensor  # (n,) the classifier's probability of each applicant (NaN if refused on input)
     status: np.ndarray         # (n,) str: 'served', 'already accepted', 'no valid action' or 'refused: …'
     refused: torch.Tensor      # (n,) bool
-    idle_dropped: int          # idle acts left out (chapter 7)
 
 def serve(model: CARMA, # a trained CARMA model with its training range (train_carma, load_carma)
           x: torch.Tensor, # (n, D) applicants, raw features (float64 keeps the values as written)
-          idle_tol: float = IDLE_TOL, # drop acts whose latent shift is below this; 0 keeps every act
           margin: float = DOMAIN_MARGIN, # share of the training range added on each side of the domain
          ) -> Served:
     "Recommendations and a status per applicant; rows outside the model's domain, or leaving it, are refused."
@@ -329,23 +328,20 @@ def serve(model: CARMA, # a trained CARMA model with its training range (train_c
     if x.ndim != 2 or x.shape[1] != model.n_features:
         raise ValueError(f"x must be (n, {model.n_features}): the features {list(model.names)}; "
                          f"got {tuple(x.shape)}")
-    _check_idle_tol(idle_tol)
     n, D, x32 = len(x), model.n_features, x.float()
     ok = ~outside_domain(dom, x).any(1)                     # the model never sees a row outside its domain
     mask, x_cf, accepted = torch.zeros(n, D, dtype=torch.bool), x32.clone(), torch.zeros(n, dtype=torch.bool)
-    prob, before, dropped = torch.full((n,), torch.nan), torch.full((n,), torch.nan), 0
+    prob, before = torch.full((n,), torch.nan), torch.full((n,), torch.nan)
     if ok.any():
-        every = model.recommend(x32[ok])                    # every act, to count the idle ones left out
-        rec = model.recommend(x32[ok], idle_tol=idle_tol) if idle_tol else every
+        rec = model.recommend(x32[ok])                      # the model's own serving (its recipe decides idle acts)
         mask[ok], x_cf[ok], prob[ok], accepted[ok] = rec.mask, rec.x_cf, rec.prob, rec.accepted
         before[ok] = model.clf.predict_proba(x32[ok])
-        dropped = int(every.mask.sum() - rec.mask.sum())
     status, refused = recourse_status(dom, x, mask, x_cf, accepted, prob)
     served = torch.from_numpy(status == SERVED)
     mask &= served[:, None]                                 # targets only where served
     prob = torch.where(served | accepted, prob, torch.nan)
     rec = Recommendation(mask, torch.where(mask, x_cf, x32), x_cf, prob, served | accepted, accepted)
-    return Served(rec, before, status, refused, dropped)
+    return Served(rec, before, status, refused)
 
 # %% ../nbs/12_experiments.ipynb #8517a461
 def check_output_path(output: str | Path, # the file to write
@@ -382,14 +378,15 @@ def refused_summary(status: np.ndarray, # per row, as `serve` returns
     return f"{len(rows)} of {len(status)} applicants refused ({first}{'; …' if len(rows) > shown else ''})"
 
 def recommend_file(model_path: str | Path, input_path: str | Path, output_path: str | Path, scm: str | None = None,
-                   idle_tol: float = IDLE_TOL, # drop acts whose latent shift is below this; 0 keeps every act
+                   idle_tol: float | None = None, # drop acts with a smaller latent shift (0: none); None: the model's own
                    strict: bool = False, # raise (and write nothing) when any applicant is refused
                   ) -> pd.DataFrame:
     "A status and recommendations for every applicant of a CSV, by a saved CARMA model, written atomically."
     out_path = check_output_path(output_path, input_path, model_path)
     model = load_carma(model_path, scm)
+    if idle_tol is not None: model.idle_tol = check_positive(idle_tol, 'idle_tol', zero=True) or None
     table = read_applicant_table(input_path, model.scm)
-    s, names = serve(model, parse_applicants(table, input_path), idle_tol), model.names
+    s, names = serve(model, parse_applicants(table, input_path)), model.names
     if strict and s.refused.any(): raise ValueError(f"--strict: {refused_summary(s.status)}; nothing written")
     out = table.copy()                                          # the features exactly as read
     out['status'] = s.status
@@ -401,7 +398,6 @@ def recommend_file(model_path: str | Path, input_path: str | Path, output_path: 
         out[f'{names[j]}_target'] = np.where(s.rec.mask[:, j].numpy(), s.rec.values[:, j].numpy(), np.nan)
     out['prob_after'] = s.rec.prob.numpy()
     _write_csv(out, out_path)
-    out.attrs['idle acts dropped'] = s.idle_dropped
     return out
 
 # %% ../nbs/12_experiments.ipynb #c3d5c1be
@@ -412,8 +408,7 @@ def _suggest(trial) -> dict:
                 action_hidden=[width('action_width')] * trial.suggest_int('action_layers', 2, 4),
                 epochs=trial.suggest_int('epochs', 100, 500, step=50),
                 batch=trial.suggest_categorical('batch', [8, 16, 32, 64, 128, 256]),
-                margin=trial.suggest_float('margin', 0.001, 0.020), tau=trial.suggest_float('tau', 0.01, 1.0),
-                temperature=trial.suggest_categorical('temperature', [0., 1., 2., 4., 8.]))   # our addition (chapter 7)
+                margin=trial.suggest_float('margin', 0.001, 0.020), tau=trial.suggest_float('tau', 0.01, 1.0))
 
 def _shown(url: str) -> str:
     "The URL as printed in messages, with any password hidden."
@@ -524,8 +519,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument('--model', required=True, help='a CARMA checkpoint written by save_carma')
     c.add_argument('--input', required=True, help='CSV with one column per feature, named as in the SCM')
     c.add_argument('--output', required=True, help='CSV to write (atomically)')
-    c.add_argument('--idle-tol', type=float, default=IDLE_TOL, metavar='TOL',
-                   help='drop acts whose latent shift is below TOL, where the applicant stays accepted (default %(default)s; 0 keeps every act)')
+    c.add_argument('--idle-tol', type=float, default=None, metavar='TOL',
+                   help="drop acts whose latent shift is below TOL, where the applicant stays accepted (default: the "
+                        "model's own setting, chapter 8; 0 keeps every act)")
     c.add_argument('--strict', action='store_true',
                    help="exit with an error, writing nothing, if any applicant is outside the model's domain")
     t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)', description='Tune CARMA for one SCM (SPEC §8).')
@@ -590,10 +586,8 @@ def _recommend_command(a) -> None:
     st = out['status'].astype(str)
     counts = {k: int((st == k).sum()) for k in ('served', 'already accepted', 'no valid action')}
     counts['refused'] = int(st.str.startswith('refused').sum())
-    dropped = out.attrs['idle acts dropped']
     print(f"{len(out)} applicants: " + ', '.join(f'{v} {k}' for k, v in counts.items())
-          + f"; {time.perf_counter() - t0:.2f} s → {a.output}"
-          + (f'; {dropped} idle acts left out (--idle-tol 0 keeps them)' if dropped else ''))
+          + f"; {time.perf_counter() - t0:.2f} s → {a.output}")
     if counts['refused']:
         print(f"carma-nb recommend: warning: {refused_summary(out['status'].to_numpy())}; they get no "
               "targets, the status column says why, and --strict makes this an error", file=sys.stderr)

@@ -12,23 +12,24 @@
 # - the **causal normalizing flow** of chapter 4 stands in for the unknown SCM;
 # - the search is **amortized**: the causal relations and the classifier are the same for the whole
 #   population, so instead of solving each person's problem separately we *learn a function* from a
-#   person to their action, trained on the rejected people of the recourse training split.
+#   person to their action, trained once on the rejected people of the recourse training split
+#   (the paper's §4).
 #
-# The function has two parts (`SPEC.md` §8), both fed the person's exogenous latents $Z = T(\tilde x^F)$
-# from the flow (computed once):
+# The function has two parts, both fed the person's exogenous latents $Z = T(\tilde x^F)$ from the
+# flow (computed once):
 #
 # - a **mask network** $q_\omega(Z)$ decides *which* features to act on: two logits per feature;
 #   during training a hard straight-through Gumbel-softmax sample $a_j \in \{0,1\}$ (so the choice is
 #   discrete but gradients flow), at evaluation simply $a_j = 1$ iff the "intervene" logit wins.
 #   Non-actionable features are forced to $a_j = 0$.
 # - an **action network** $f_\phi(Z, a)$ decides *by how much*: a shift $\delta$ of the intervened
-#   features' latents, clamped to the latent range seen in training (on two SCMs, twice that range:
-#   see "Our second addition" below). The counterfactual is
+#   features' latents, clamped to the range of latents seen in training. The counterfactual is
 #   $\tilde x^{CF} = T^{-1}(Z + a \odot \delta)$: the intervened features move, and their descendants
 #   follow through the flow.
 #
 # The recommendation shown to the person is the counterfactual value of each intervened feature,
 # $\theta_j = x^{CF}_j$ — which the evaluation replays as a hard intervention in the true SCM.
+# This chapter is the paper's algorithm and nothing else; chapter 8 adds our improvements to it.
 
 # %%
 #| export
@@ -38,8 +39,9 @@ import importlib
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -47,124 +49,102 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carma_nb.classifier import Classifier, train_classifier
+from carma_nb.classifier import Classifier
 from carma_nb.core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoints, check_positive, check_seeds,
                            check_whole, check_widths, get_profile, load_checkpoint, load_weights, one_thread, progress,
                            save_checkpoint)
-from carma_nb.data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
-from carma_nb.flow import CausalFlow, fit_flow
-from carma_nb.oracle import PAPER_ORACLE, oracle_reference
-from carma_nb.recourse import Recommendation, as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
-from carma_nb.recourse import DOMAIN_MARGIN, FeatureDomain, feature_domain, training_range
-from carma_nb.scm import SCM, SCM_NAMES, get_scm
+from carma_nb.data import Pool, Pools, StandardScaler, resolve_pool, split_id
+from carma_nb.recourse import (DOMAIN_MARGIN, FeatureDomain, Recommendation, as_weights, feature_domain, recourse_problem,
+                               rejected, training_range)
+from carma_nb.scm import SCM, get_scm
 
 # %%
 #| hide
 from fastcore.test import test_eq, test_fail, test_close
 import tempfile
 import matplotlib.pyplot as plt
-from carma_nb.core import save_figure, save_table
+from carma_nb.classifier import train_classifier
+from carma_nb.core import save_figure
+from carma_nb.data import make_pools
+from carma_nb.flow import fit_flow
 from carma_nb.oracle import cached_oracle
-from IPython.display import display
+from carma_nb.recourse import evaluate_recourse
+from carma_nb.scm import SCM_NAMES
 
 # %% [markdown]
 # ## Hyperparameters
 #
-# The paper tuned each SCM separately (its Table 5); `temperature`, `shift_scale`, `restarts`, `refine_epochs` and `polish_epochs` are our additions,
-# explained with the loss below. The profile scales the number of epochs (`carma_epoch_frac`: 1.0 at paper settings).
+# The paper tuned CARMA per SCM (its Table 5): learning rate, the hidden widths of both networks,
+# epochs, batch size, the hinge margin ε and the Gumbel temperature τ. Loan has two more rows, for
+# the preference-weighted model (chapter 9) and for VACA as the causal model (chapter 10). A world of
+# one's own (`register_scm`) has no row: it gets `GENERIC_HPARAMS`, one documented middle-of-the-table
+# setting, unless it passes its own (`carma-nb tune` searches for them).
 
 # %%
 #| export
-CARMA_HPARAMS: dict[str, dict] = {
-    'triangle-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(8, 8, 8, 8), epochs=500, batch=32, margin=0.007, tau=0.55, temperature=4, restarts=6, refine_epochs=300, polish_epochs=150),
-    'collider-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(32, 32, 32, 32), epochs=350, batch=256, margin=0.013, tau=0.31, temperature=4, refine_epochs=300, polish_epochs=150),
-    'chain-lin':     dict(lr=5e-3, mask_hidden=(16,), action_hidden=(8, 8), epochs=150, batch=128, margin=0.004, tau=0.87, temperature=1, restarts=6, refine_epochs=300, polish_epochs=150),
-    'triangle-nlin': dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(8, 8, 8, 8), epochs=450, batch=256, margin=0.03, tau=0.2, temperature=1, shift_scale=2, restarts=6, refine_epochs=300, polish_epochs=150),   # ε: 0.003 in Table 5
-    'collider-nlin': dict(lr=1e-2, mask_hidden=(16, 16, 16), action_hidden=(8, 8, 8), epochs=250, batch=64, margin=0.002, tau=0.83, temperature=1, restarts=6, polish_epochs=150),
-    'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256, margin=0.007, tau=0.08, temperature=1, shift_scale=2, polish_epochs=150),
-    'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=450, batch=256, margin=0.011, tau=0.45, temperature=4, restarts=1, polish_epochs=150),
-    'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32), epochs=450, batch=256, margin=0.007, tau=0.33, temperature=4, polish_epochs=150),
-    'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256, margin=0.03, tau=0.4, temperature=4),   # ε: 0.003 in Table 5 (chapter 10)
-}   # temperature, shift_scale, restarts, refine_epochs and polish_epochs: our additions, chosen per SCM on the validation people (tools/sweep_hparam.py; chapter status)
-DAMPING = 10.0       # c of the modified differential method of multipliers
-TEMPERATURE = 1.0    # our addition: the hinge sees σ(logit / T), T = max(1, TEMPERATURE · median |logit| of the rejected; 0 = the paper's loss)
-SHIFT_SCALE = 1.0    # our addition: δ is clamped to shift_scale · [⌊min Z⌋, ⌈max Z⌉]; 1 = the paper's clamp
-RESTARTS = 3         # our addition: train this many candidates per seed, keep the best on the training people (1 = the paper)
-WEIGHT_DECAY = 5e-4
-POLISH_LR = 1e-4     # our addition: learning rate of the optional amount-polishing phase (`polish_epochs`, 0 = none = the paper)
-OPTIONAL_HPARAMS = ('polish_epochs', 'polish_lr', 'refine_epochs', 'refine_lr')   # set only in the rows that use them, so the other rows' cache keys stay unchanged
+CARMA_HPARAMS: dict[str, dict] = {   # the paper's Table 5
+    'triangle-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(8, 8, 8, 8), epochs=500, batch=32, margin=0.007, tau=0.55),
+    'collider-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(32, 32, 32, 32), epochs=350, batch=256, margin=0.013,
+                          tau=0.31),
+    'chain-lin':     dict(lr=5e-3, mask_hidden=(16,), action_hidden=(8, 8), epochs=150, batch=128, margin=0.004, tau=0.87),
+    'triangle-nlin': dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(8, 8, 8, 8), epochs=450, batch=256, margin=0.003,
+                          tau=0.2),
+    'collider-nlin': dict(lr=1e-2, mask_hidden=(16, 16, 16), action_hidden=(8, 8, 8), epochs=250, batch=64, margin=0.002,
+                          tau=0.83),
+    'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256,
+                          margin=0.007, tau=0.08),
+    'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=450, batch=256, margin=0.011,
+                          tau=0.45),
+    'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32), epochs=450, batch=256,
+                          margin=0.007, tau=0.33),
+    'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256,
+                          margin=0.003, tau=0.4),
+}
+#: For an SCM without a Table-5 row: the table's typical values (its median learning rate and batch, mid-range widths).
+GENERIC_HPARAMS = dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=300, batch=256, margin=0.007, tau=0.5)
 
-def carma_hparams(scm: SCM | str, variant: str | None = None, **overrides) -> dict:
-    "The paper's CARMA hyperparameters for `scm`; `variant` 'weighted' or 'vaca' picks loan's other rows of Table 5."
+def carma_hparams(scm: SCM | str, # an SCM or its name
+                  variant: str | None = None, # None, 'weighted' (chapter 9) or 'vaca' (chapter 10): loan's other rows
+                  **overrides, # any of the keys, replacing the table's value
+                 ) -> dict:
+    "CARMA's hyperparameters for `scm`: its Table-5 row (or `GENERIC_HPARAMS`), with overrides, checked."
     name = get_scm(scm).name
     if variant not in (None, 'weighted', 'vaca'): raise ValueError(f"variant must be None, 'weighted' or 'vaca', got {variant!r}")
     key = f'{name}-{variant}' if variant else name
-    if variant and key not in CARMA_HPARAMS: key = f'loan-{variant}'   # only loan was tuned for the variants; reuse its row
-    hp = {'temperature': TEMPERATURE, 'shift_scale': SHIFT_SCALE, 'restarts': RESTARTS, **CARMA_HPARAMS.get(key, CARMA_HPARAMS['loan'])}
-    unknown = set(overrides) - set(hp) - set(OPTIONAL_HPARAMS)
+    if variant and key not in CARMA_HPARAMS and name in CARMA_HPARAMS: key = f'loan-{variant}'   # only loan has the rows
+    hp = dict(CARMA_HPARAMS.get(key, GENERIC_HPARAMS))
+    unknown = set(overrides) - set(hp)
     if unknown: raise ValueError(f"unknown CARMA hyperparameters {sorted(unknown)}; known: {sorted(hp)}")
     hp.update(overrides)
-    return _checked_hparams(hp)
-
-def _checked_hparams(hp: dict) -> dict:
-    "CARMA's hyperparameters checked one by one (counts whole, rates finite and positive, widths ≥ 1), up front."
-    for k in ('lr', 'tau', 'shift_scale', 'polish_lr', 'refine_lr'):
-        if k in hp: hp[k] = check_positive(hp[k], k)
-    for k in ('margin', 'temperature'): hp[k] = check_positive(hp[k], k, zero=True)
-    for k in ('epochs', 'batch', 'restarts'): hp[k] = check_whole(hp[k], k)
-    for k in ('polish_epochs', 'refine_epochs'):
-        if k in hp: hp[k] = check_whole(hp[k], k, 0)
-    for k in ('mask_hidden', 'action_hidden'): hp[k] = check_widths(hp[k], k)
+    for k in ('lr', 'tau'): hp[k] = check_positive(hp[k], k)
+    hp['margin'] = check_positive(hp['margin'], 'margin', zero=True)
+    for k in ('epochs', 'batch'): hp[k] = check_whole(hp[k], k)
+    for k in ('mask_hidden', 'action_hidden'): hp[k] = list(check_widths(hp[k], k))
     return hp
 
-#: Table 5's hinge margin where our rows use another one (chosen on validation people; chapters 7 and 10).
-TABLE5_MARGIN = {'triangle-nlin': 0.003, 'loan-vaca': 0.003}
-
-def paper_algorithm(scm: SCM | str, variant: str | None = None) -> dict:
-    "Overrides of `carma_hparams` that switch our additions off and restore Table 5's margin: CARMA as the paper trains it."
-    name = get_scm(scm).name
-    key = f'{name}-{variant}' if variant else name
-    return {'temperature': 0., 'shift_scale': 1., 'restarts': 1, 'polish_epochs': 0, 'refine_epochs': 0,
-            **({'margin': TABLE5_MARGIN[key]} if key in TABLE5_MARGIN else {})}
-
-
-# %% [markdown]
-# The rows above are the paper's Table 5 plus our additions, each explained where it is introduced
-# below (the tempered hinge, the wider clamp, restarts, mask refinement, polishing). `paper_algorithm`
-# gives the overrides that switch all of them off and put back Table 5's margin where ours differs:
-# CARMA exactly as the paper trains it, for comparisons such as chapter 13's.
 
 # %%
-ours, papers = carma_hparams('triangle-nlin'), carma_hparams('triangle-nlin', **paper_algorithm('triangle-nlin'))
-pd.DataFrame({'ours': ours, "the paper's": papers}).loc[['temperature', 'shift_scale', 'restarts', 'refine_epochs', 'polish_epochs', 'margin']]
-
-# %%
-test_eq((papers['temperature'], papers['restarts'], papers['shift_scale'], papers['polish_epochs'], papers['refine_epochs'], papers['margin']),
-        (0, 1, 1, 0, 0, 0.003))
-test_eq({k: v for k, v in papers.items() if k in ('lr', 'epochs', 'batch', 'tau', 'mask_hidden', 'action_hidden')},
-        {k: v for k, v in ours.items() if k in ('lr', 'epochs', 'batch', 'tau', 'mask_hidden', 'action_hidden')})   # Table 5's own settings stay
-test_eq(carma_hparams('loan', **paper_algorithm('loan'))['margin'], carma_hparams('loan')['margin'])
-
-# %% [markdown]
-# Every hyperparameter is checked before anything trains, by the rules of chapter 0: counts are whole
-# numbers, rates finite and positive, layer widths at least 1. A typo such as `epochs=2.5` or
-# `mask_hidden=[0]` is an error that names the setting, not a model trained on something else.
-
-# %%
+test_eq(carma_hparams('loan')['action_hidden'], [32, 32, 32])
+test_eq(carma_hparams('loan', 'weighted')['lr'], 1e-3)           # the weighted-loan row of Table 5
+test_eq(carma_hparams('loan', 'vaca')['action_hidden'], [64, 64, 64, 64])
+test_eq(carma_hparams('triangle-nlin')['margin'], 0.003)
+test_eq(carma_hparams('loan', epochs=300.0)['epochs'], 300)      # a float without a fraction is a whole number
+test_fail(lambda: carma_hparams('loan', 'fancy'), contains="variant must be")
+test_fail(lambda: carma_hparams('loan', learning_rate=1), contains='unknown CARMA hyperparameters')
 for bad, message in (({'epochs': 2.5}, 'epochs must be a whole number ≥ 1'), ({'epochs': '5'}, 'epochs must be a whole number'),
                      ({'lr': float('inf')}, 'lr must be a finite number > 0'), ({'tau': 0}, 'tau must be a finite number > 0'),
                      ({'mask_hidden': [0]}, 'every width in mask_hidden must be a whole number ≥ 1'),
                      ({'batch': True}, 'batch must be a whole number'), ({'margin': -0.1}, 'margin must be a finite number ≥ 0')):
     test_fail(lambda: carma_hparams('loan', **bad), contains=message)
-test_eq(carma_hparams('loan', epochs=300.0)['epochs'], 300)                     # a float without a fraction is a whole number
-
 
 # %% [markdown]
 # ## The two networks
 #
 # Plain ReLU MLPs with Xavier-uniform weights (ReLU gain) and biases 0.01, as in the original code.
-# `CARMA` holds both networks **and** the frozen flow and classifier they were trained with, so a saved
-# CARMA model is everything a deployment needs.
+# For two classes, the difference of two Gumbel variables is a Logistic(0, 1) variable, so the
+# straight-through sample needs one uniform draw per feature. `CARMA` holds both networks **and** the
+# frozen causal model and classifier they were trained with, so a saved model is everything a service
+# needs.
 
 # %%
 #| export
@@ -173,7 +153,6 @@ def binary_gumbel_st(diff: torch.Tensor, # (…) logit of "intervene" minus logi
                      u: torch.Tensor | None = None, # uniform(0, 1) draws shaped like diff (default: fresh ones)
                     ) -> torch.Tensor:
     "Straight-through hard Gumbel-softmax sample of the 'intervene' class of a two-class categorical."
-    # for two classes, the difference of two Gumbel variables is Logistic(0, 1): one uniform draw per feature
     u = (torch.rand_like(diff) if u is None else u).clamp(1e-6, 1 - 1e-6)
     soft = torch.sigmoid((diff + torch.log(u) - torch.log1p(-u)) / tau)
     return (soft > 0.5).to(diff.dtype) - soft.detach() + soft
@@ -208,17 +187,16 @@ class CARMA(nn.Module):
         act = torch.zeros(D); act[scm.actionable] = 1.
         self.register_buffer('actionable', act)
         self.register_buffer('z_range', torch.tensor(z_range, dtype=torch.float32))
-        self.register_buffer('feature_range', torch.full((2, D), torch.nan, dtype=torch.float64))   # min, max
+        self.register_buffer('feature_range', torch.full((2, D), torch.nan, dtype=torch.float64))   # min, max (below)
+        self.idle_tol = None     # acts with a smaller latent shift are not served (chapter 8); None: every act
 
     @property
     def n_features(self): return len(self.names)
-    @property
-    def flow(self): return self.causal_model
 
-    def policy(self, z: torch.Tensor, # (n, D·d_z) factual latents
+    def policy(self, z: torch.Tensor, # (…, D·d_z) factual latents
                sample: bool = False, # True: straight-through hard Gumbel-softmax (training); False: argmax
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        "Mask a (n, D) in {0,1}, clamped latent shift δ (n, D·d_z), and the mask logits (n, D, 2)."
+        "Mask a (…, D) in {0,1}, clamped latent shift δ (…, D·d_z), and the mask logits (…, D, 2)."
         logits = self.mask_net(z).unflatten(-1, (self.n_features, 2))     # [..., 0] keep, [..., 1] intervene
         if sample: a = binary_gumbel_st(logits[..., 1] - logits[..., 0], self.hp['tau'])
         else: a = (logits[..., 1] > logits[..., 0]).to(z.dtype)
@@ -235,249 +213,208 @@ class CARMA(nn.Module):
 net = mlp([7, 16, 14])
 test_eq([type(l).__name__ for l in net], ['Linear', 'ReLU', 'Linear'])
 test_eq(net[0].bias.detach(), torch.full((16,), 0.01))
-test_eq(carma_hparams('loan')['action_hidden'], (32, 32, 32))
-test_eq(carma_hparams('loan', 'weighted')['lr'], 1e-3)           # the weighted-loan row of Table 5
-test_eq(carma_hparams('loan', 'vaca')['action_hidden'], (64, 64, 64, 64))
-test_fail(lambda: carma_hparams('loan', 'fancy'), contains="variant must be")
-test_eq(carma_hparams('loan', epochs=10)['epochs'], 10)
-test_fail(lambda: carma_hparams('loan', learning_rate=1), contains='unknown CARMA hyperparameters')
-test_fail(lambda: carma_hparams('loan', tau=0), contains='tau must be a finite number > 0')
-test_fail(lambda: carma_hparams('loan', shift_scale=0), contains='shift_scale must be a finite number > 0')
-test_eq((carma_hparams('loan')['shift_scale'], carma_hparams('chain-nlin')['shift_scale']), (1.0, 2))
 # the binary straight-through sample: P(intervene) = σ(logit difference) at any τ, hard 0/1 values, soft gradients
 d = torch.full((200_000,), 0.8, requires_grad=True)
 s_ = binary_gumbel_st(d, tau=0.3)
 test_close(float(s_.mean()), float(torch.sigmoid(torch.tensor(0.8))), eps=0.01)
 test_eq(set(s_.detach().unique().tolist()), {0., 1.})
 s_.sum().backward(); assert d.grad.abs().sum() > 0
-CARMA(fit_flow('loan', verbose=False), train_classifier('loan', verbose=False), carma_hparams('loan'), (-4., 4.))   # untrained, for its shape
-
 
 # %% [markdown]
-# ## Recommending
+# ## Serving
 #
-# One forward pass for a whole batch of people: abduct their latents, run the policy, decode the
-# counterfactual through the flow. The recommended values are the counterfactual values of the
-# intervened features. People the classifier already accepts need nothing: they get an empty action
-# and `accepted=True`, not an error.
+# A trained model answers a batch of people in one forward pass: the classifier says who is rejected,
+# the causal model abducts their latents, the mask network picks the features, the action network the
+# shifts, the causal model decodes the counterfactual, and the classifier scores it. The recommended
+# values are the counterfactual values of the intervened features; people already accepted get an
+# empty action and `accepted=True`, not an error.
 #
-# **Idle acts.** The mask network decides *which* features to act on, the action network *by how
-# much*. Nothing stops the first from choosing a feature the second then leaves alone: with the flat
-# prior π = ½ neither the mask term nor the cost cares about a feature whose latent shift is zero, so
-# the mask network may sit at a coin flip for it, and the argmax of 0.52 against 0.48 is an act. In the
-# latent-shift form an act with δ_j = 0 is no act at all (the feature follows its parents, as it would
-# have), yet the recommendation would list it, with the value the feature takes anyway. `idle_acts`
-# finds such acts: those whose latent shift is smaller than `tol` (in units of the standard-normal
-# latent; for VACA, the norm of the node's four latents). `recommend(x, idle_tol=...)` drops them,
-# keeping the other acts' shifts, for each person whose counterfactual stays accepted (or gets no less
-# likely); everyone else keeps the full action. The default, `idle_tol=None`, serves every act, as the
-# paper does. How many idle acts there are, and what dropping them changes, is measured on loan below.
+# Serving has no gradients to carry, and for one person at a time PyTorch's per-operation overhead (a
+# few microseconds for each of the ~60 small operations) outweighs the arithmetic. So a frozen model is
+# compiled once into a `ServingProgram` that replays the same computation on NumPy arrays of its
+# weights, and `recommend` runs that one program for any number of people. The causal model brings its
+# own part of the program: the flow's is NumPy too, and starts its inverse sweeps from the person's own
+# features, so that 1 + (the longest path below an acted-on feature) sweeps are exact — often one or
+# two instead of the graph depth + 1. Another causal model (VACA, chapter 10) is served through its
+# torch methods. A model is compiled when it is loaded or trained (`freeze`), never lazily.
 
 # %%
 #| export
-def _check_idle_tol(tol):
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
-        raise ValueError(f"idle_tol must be a number ≥ 0 (a latent shift size such as 0.05; 0 drops nothing), got {tol!r}")
+def _flushed(a: np.ndarray) -> np.ndarray:
+    "`a` with its subnormal entries (weight decay leaves dead weights there; slow arithmetic on many CPUs) set to 0."
+    return np.where(np.abs(a) < np.finfo(a.dtype).tiny, 0, a).astype(a.dtype)
 
-def _idle(model: CARMA, mask: torch.Tensor, delta: torch.Tensor, tol: float) -> torch.Tensor:
-    "The acts of `mask` (n, D) whose latent shift is below `tol`: one latent per node (flow), four (VACA)."
-    return mask.bool() & (delta.unflatten(-1, (model.n_features, -1)).norm(dim=-1) < tol)
+def _np_layers(seq: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
+    "(weight (in, out), bias) float32 arrays of each Linear of `seq`, subnormals flushed to zero."
+    return [(_flushed(m.weight.detach().float().numpy().T.copy()), _flushed(m.bias.detach().float().numpy().copy()))
+            for m in seq if isinstance(m, nn.Linear)]
 
-def idle_acts(model: CARMA, # a trained CARMA (flow or VACA as causal model)
-              x: torch.Tensor, # (n, D) raw features
-              tol: float = 0.05, # an act is idle when its latent shift is smaller than this
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    "The served mask (n, D) bool, and which of its acts are idle (latent shift below `tol`), (n, D) bool."
-    x = as_features(x, model.n_features, 'x', model.names, dtype=torch.float32)
-    _check_idle_tol(tol)
-    with torch.inference_mode():
-        a, delta, _ = model.policy(model.causal_model.abduct(x))
-        mask = a.bool() & (model.clf.predict_proba(x, check=False) < 0.5)[:, None]
-        return mask, _idle(model, mask, delta, tol)
-
-def _drop_idle(model: CARMA, z, a, delta, x_cf, prob, tol):
-    "Mask, counterfactual and probability with the idle acts dropped, for each person who stays accepted (or no less likely)."
-    idle = _idle(model, a, delta, tol)
-    kept = a * ~idle
-    x_kept = model.causal_model.latent_counterfactual(z, kept, delta)
-    p_kept = model.clf.predict_proba(x_kept, check=False)
-    use = idle.any(1) & ((p_kept >= 0.5) | (p_kept >= prob))
-    return torch.where(use[:, None], kept, a), torch.where(use[:, None], x_kept, x_cf), torch.where(use, p_kept, prob)
-
-
-# %%
-#| export
-def _recommend(self: CARMA, x: torch.Tensor, idle_tol: float | None = None) -> Recommendation:
-    "Recommendations for raw features x (n, D) in one forward pass (idle acts dropped if `idle_tol`)."
-    x = as_features(x, self.n_features, 'x', self.names, dtype=torch.float32)   # the networks are float32
-    with torch.inference_mode():
-        accepted = self.clf.predict_proba(x, check=False) >= 0.5
-        z = self.causal_model.abduct(x)
-        a, delta, _ = self.policy(z)
-        a = a * ~accepted[:, None]
-        x_cf = torch.where(accepted[:, None], x, self.causal_model.latent_counterfactual(z, a, delta))
-        prob = self.clf.predict_proba(x_cf, check=False)
-        if idle_tol: a, x_cf, prob = _drop_idle(self, z, a, delta, x_cf, prob, idle_tol)
-        mask = a.bool()
-        return Recommendation(mask, torch.where(mask, x_cf, x), x_cf, prob, torch.ones_like(accepted), accepted)
-
-CARMA.recommend = _recommend
-
-# %% [markdown]
-# ### Serving one person at a time
-#
-# For a handful of people, torch's per-operation overhead (a few microseconds for each of the ~60
-# small operations above) dominates the arithmetic. `NumpyPolicy` replays exactly the same
-# computation — classifier, abduction, policy, the flow's inverse sweeps — on NumPy arrays of the
-# frozen weights, which costs a fraction of that per operation. It also starts the inverse sweeps from
-# the person's own features rather than from zeros: then only the descendants of the acted-on features
-# move, and 1 + (the longest path below an acted-on feature) sweeps are exact — often one or two
-# instead of the graph depth + 1. `recommend` uses it automatically for
-# batches of up to `SMALL_BATCH` people when the causal model is the flow (a masked-MLP conditioner);
-# larger batches, and VACA, take the torch path. The test checks both paths give the same answers.
-
-# %%
-#| export
-SMALL_BATCH = 64   # recommend() takes the NumPy path up to this many people (flow models)
-
-def _np_mlp(seq: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in seq if isinstance(m, nn.Linear)]
-
-def _np_relu_mlp(h, layers):
+def _np_relu_mlp(h: np.ndarray, layers) -> np.ndarray:
     for k, (w, b) in enumerate(layers):
         h = h @ w + b
         if k < len(layers) - 1: h = np.maximum(h, 0)
     return h
 
-class NumpyPolicy:
-    "A frozen CARMA model (flow as causal model) evaluated in NumPy: the same results as `recommend`, less overhead per call."
-    def __init__(self, model: CARMA):
-        cm, clf = model.causal_model, model.clf
-        if not hasattr(cm, '_layers') or getattr(cm, 'latent_size', 1) != 1:
-            raise TypeError(f"the NumPy path needs a causal flow (masked-MLP conditioner); got {type(cm).__name__}")
+def _np_sigmoid(l: np.ndarray) -> np.ndarray: return 1 / (1 + np.exp(-np.clip(l, -80, 80)))
+
+class FlowProgram:
+    "A frozen causal flow (chapter 4) as NumPy: abduction and the latent-shift counterfactual."
+    def __init__(self, flow):
         f32 = lambda t: t.detach().float().numpy().copy()
-        self.D, self.height = model.n_features, cm.height.numpy().copy()
-        self.clf = (_np_mlp(clf.net), f32(clf.mean), f32(clf.std))
-        self.flow = ([(f32(w).T.copy(), f32(b)) for w, b in cm._layers(torch.float32)], f32(cm.mean), f32(cm.std))
-        self.mask_net, self.action_net = _np_mlp(model.mask_net), _np_mlp(model.action_net)
-        w, b = self.mask_net[-1]                    # only "intervene" minus "keep" matters: one output per feature
-        self.mask_net[-1] = (w[:, 1::2] - w[:, 0::2], b[1::2] - b[0::2])
-        self.actionable = f32(model.actionable)
-        self.lo, self.hi = (float(v) for v in model.z_range)
+        self.layers = [(f32(w).T.copy(), f32(b)) for w, b in flow._layers(torch.float32)]
+        self.mean, self.std, self.height, self.D = f32(flow.mean), f32(flow.std), flow.height.numpy().copy(), flow.n_features
         self.log_slope = abs(math.log(1e-3))
+
+    def _conditioner(self, zt):
+        h = zt
+        for k, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if k < len(self.layers) - 1: h = np.maximum(h, 0) + np.expm1(np.minimum(h, 0))   # ELU in three ufuncs
+        h = h.reshape(len(zt), self.D, 2)
+        return h[..., 0], h[..., 1] / (1 + np.abs(h[..., 1]) / self.log_slope)
+
+    def abduct(self, x): # (n, D) raw features → (n, D) latents
+        zt = (x - self.mean) / self.std
+        b, s = self._conditioner(zt)
+        return zt * np.exp(s) + b
+
+    def counterfactual(self, x, u, a, delta): # factual x, latents u, mask a, shift δ → x_cf (n, D)
+        u_cf, zc = u + a * delta, (x - self.mean) / self.std     # start from the factual: only descendants move
+        acted = a.any(0)
+        for _ in range(1 + int(self.height[acted].max()) if acted.any() else 0):   # 1 + the longest path below an act
+            b, s = self._conditioner(zc)
+            zc = (u_cf - b) * np.exp(-s)
+        return zc * self.std + self.mean
+
+class TorchProgram:
+    "Any other causal model (e.g. VACA) through its torch `abduct` / `latent_counterfactual`, with NumPy in and out."
+    def __init__(self, model): self.model = model
+    def abduct(self, x):
+        with torch.inference_mode(): return self.model.abduct(torch.from_numpy(x)).numpy()
+    def counterfactual(self, x, u, a, delta):
+        with torch.inference_mode():
+            return self.model.latent_counterfactual(*(torch.from_numpy(v) for v in (u, a, delta))).float().numpy()
+
+@dataclass
+class ServingProgram:
+    "A frozen CARMA model as arrays: the one path every recommendation takes (`CARMA.recommend`)."
+    causal: object        # FlowProgram or TorchProgram
+    clf: tuple            # (layers, mean, std) of the classifier's ReLU MLP
+    mask_net: list        # layers, the last reduced to "intervene minus keep" per feature
+    action_net: list
+    actionable: np.ndarray
+    z_range: tuple[float, float]
+    dz: int               # latents per node: 1 for the flow, 4 for VACA
 
     def prob(self, x):
         layers, mean, std = self.clf
-        return np.exp(-np.logaddexp(0, -_np_relu_mlp((x - mean) / std, layers)[:, 0]))   # σ, without overflow
+        return _np_sigmoid(_np_relu_mlp((x - mean) / std, layers)[:, 0])
 
-    def _conditioner(self, z):
-        layers = self.flow[0]
-        h = z
-        for k, (w, b) in enumerate(layers):
-            h = h @ w + b
-            if k < len(layers) - 1: h = np.maximum(h, 0) + np.expm1(np.minimum(h, 0))   # ELU in three ufuncs
-        h = h.reshape(len(z), self.D, 2)
-        a = h[..., 1]
-        return h[..., 0], a / (1 + np.abs(a) / self.log_slope)
-
-    def recommend(self, x: np.ndarray):
-        "(mask, values, x_cf, prob, accepted) as NumPy arrays for raw features x (n, D) float32."
-        _, fmean, fstd = self.flow
-        accepted = self.prob(x) >= 0.5
-        z = (x - fmean) / fstd
-        b, s = self._conditioner(z)
-        u = z * np.exp(s) + b
+    def act(self, u, accepted):
+        "Deterministic mask (n, D) and clamped shift (n, D·d_z) for latents u; nothing for accepted people."
         a = (_np_relu_mlp(u, self.mask_net) > 0).astype(np.float32) * self.actionable * ~accepted[:, None]
-        delta = np.minimum(np.maximum(_np_relu_mlp(np.concatenate([u, a], 1), self.action_net), self.lo), self.hi)   # np.clip, without its wrapper
-        u_cf, zc = u + a * delta, z                 # start from the factual: only the acted nodes' descendants move
-        acted = a.any(0)
-        for _ in range(1 + int(self.height[acted].max()) if acted.any() else 0):   # 1 + the longest path below an acted node
-            b, s = self._conditioner(zc)
-            zc = (u_cf - b) * np.exp(-s)
-        x_cf = np.where(accepted[:, None], x, zc * fstd + fmean)
-        mask = a.astype(bool)
-        return mask, np.where(mask, x_cf, x), x_cf, self.prob(x_cf), accepted
+        delta = np.minimum(np.maximum(_np_relu_mlp(np.concatenate([u, a], 1), self.action_net), self.z_range[0]), self.z_range[1])
+        return a, delta
 
-def _recommend_dispatch(self: CARMA, x,
-                        idle_tol: float | None = None, # drop acts whose latent shift is below this (`idle_acts`); None keeps every act (the paper)
-                       ) -> Recommendation:
-    "Recommendations for raw features x (n, D): the NumPy path for small batches with a flow, torch otherwise (and when dropping idle acts)."
-    if idle_tol is not None: _check_idle_tol(idle_tol)
-    small = (isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.ndim == 2 and x.shape[1] == self.n_features
-             and len(x) <= SMALL_BATCH and not x.requires_grad)
-    xn = x.numpy() if small else None
-    if not (small and np.isfinite(xn).all()):     # anything unusual gets the full checks (and their error messages)
-        x = as_features(x, self.n_features, 'x', self.names, dtype=torch.float32)   # the networks are float32
-        small = len(x) <= SMALL_BATCH and x.dtype == torch.float32
-        xn = x.numpy() if small else None
-    if small and not idle_tol and hasattr(self.causal_model, '_layers') and isinstance(self.clf, Classifier):
-        if getattr(self, '_np_policy', None) is None: self._np_policy = NumpyPolicy(self)
-        out = self._np_policy.recommend(xn)
-        mask, values, x_cf, prob, accepted = (torch.from_numpy(np.ascontiguousarray(o)) for o in out)
-        return Recommendation(mask, values, x_cf, prob, torch.ones_like(accepted), accepted)
-    return _recommend(self, x, idle_tol)
-
-CARMA.recommend = _recommend_dispatch
-
+def serving_program(model: CARMA) -> ServingProgram:
+    "Compile a frozen CARMA model into its `ServingProgram`."
+    cm = model.causal_model
+    causal = FlowProgram(cm) if type(cm).__name__ == 'CausalFlow' else TorchProgram(cm)
+    f32 = lambda t: t.detach().float().numpy().copy()
+    mask = _np_layers(model.mask_net)
+    w, b = mask[-1]                                            # only "intervene" minus "keep" matters
+    mask[-1] = (w[:, 1::2] - w[:, 0::2], b[1::2] - b[0::2])
+    return ServingProgram(causal, (_np_layers(model.clf.net), f32(model.clf.mean), f32(model.clf.std)), mask,
+                          _np_layers(model.action_net), f32(model.actionable), tuple(float(v) for v in model.z_range),
+                          cm.latent_size)
 
 # %% [markdown]
-# ### Where the model can be trusted
-#
-# The networks, the flow and the classifier have seen only the people of their training data, and a
-# forward pass answers for anybody, however far outside (chapter 5). So a CARMA model records the
-# minimum and maximum of each feature over the people of the recourse training split it learnt from, as
-# a buffer (`feature_range`) saved with its weights: then a saved model alone can tell which applicants,
-# and which of its own counterfactuals, lie in its **domain** — the SCM's kinds and bounds ∩ that range
-# widened by `DOMAIN_MARGIN` (chapter 5). `train_carma` records it; a model without one refuses to be
-# saved, and a model file without one refuses to load, rather than serving anybody unchecked.
+# `recommend` is that program behind input checks. It serves every act the mask network chooses, as
+# the paper does, unless the model's recipe drops idle acts (chapter 8: acts whose latent shift is
+# below `idle_tol` are left out for each person who stays accepted without them).
 
 # %%
 #| export
-def set_training_range(model: CARMA, # a CARMA model
-                       x: torch.Tensor, # (n, D) the recourse training people (all of them, unfiltered)
-                      ) -> CARMA:
-    "Record each feature's minimum and maximum over the training people on `model` (in place); returns it."
-    if not isinstance(model, CARMA):
-        raise TypeError(f"set_training_range needs a CARMA model, got {type(model).__name__}")
-    r = training_range(as_features(x, model.n_features, 'x', model.names))
-    with torch.no_grad(): model.feature_range.copy_(r)
-    return model
+def _as_rows(model: CARMA, x) -> np.ndarray:
+    "People as a float32 (n, D) array: plain float32 tensors and arrays pass, anything else gets the full checks."
+    if isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.ndim == 2 and not x.requires_grad: x = x.numpy()
+    if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == model.n_features
+            and np.isfinite(x).all()):
+        x = as_features(x, model.n_features, 'x', model.names, dtype=torch.float32).numpy()
+    return x
 
-def _domain(self: CARMA, margin: float = DOMAIN_MARGIN, # share of the training range added on each side
-           ) -> FeatureDomain:
-    "Where the model is trusted (chapter 5): the SCM's kinds and bounds ∩ its training range ± `margin`."
-    if not torch.isfinite(self.feature_range).all():
-        raise ValueError("this CARMA model has no training range, so its domain is unknown: train it with "
-                         "train_carma, or call set_training_range(model, recourse_pool.train.x)")
-    return feature_domain(self.scm, self.feature_range, margin)
+def _drop_idle(prog: ServingProgram, x, u, a, delta, x_cf, prob, tol: float):
+    "Mask, counterfactual and probability without the acts whose latent shift is below `tol`, where that keeps people accepted."
+    idle = a.astype(bool) & (np.linalg.norm(delta.reshape(len(x), -1, prog.dz), axis=-1) < tol)
+    rows = idle.any(1)
+    if not rows.any(): return a, x_cf, prob
+    kept = a[rows] * ~idle[rows]
+    x_kept = prog.causal.counterfactual(x[rows], u[rows], kept, delta[rows])
+    p_kept = prog.prob(x_kept)
+    use = (p_kept >= 0.5) | (p_kept >= prob[rows])
+    a, x_cf, prob = a.copy(), x_cf.copy(), prob.copy()
+    r = np.flatnonzero(rows)[use]
+    a[r], x_cf[r], prob[r] = kept[use], x_kept[use], p_kept[use]
+    return a, x_cf, prob
 
-CARMA.domain = _domain
+def _recommend(self: CARMA, x, # people: (n, D) raw features (tensor, array or list)
+              ) -> Recommendation:
+    "Recommendations for every person of x in one pass of the model's `ServingProgram`."
+    prog = getattr(self, 'program', None)
+    if prog is None: raise RuntimeError("this CARMA model is not frozen for serving: call model.freeze() first")
+    x = _as_rows(self, x)
+    accepted = prog.prob(x) >= 0.5
+    u = prog.causal.abduct(x)
+    a, delta = prog.act(u, accepted)
+    x_cf = np.where(accepted[:, None], x, prog.causal.counterfactual(x, u, a, delta)).astype(np.float32)
+    prob = prog.prob(x_cf)
+    if self.idle_tol: a, x_cf, prob = _drop_idle(prog, x, u, a, delta, x_cf, prob, self.idle_tol)
+    mask = a.astype(bool)
+    t = lambda v: torch.from_numpy(np.ascontiguousarray(v))
+    return Recommendation(t(mask), t(np.where(mask, x_cf, x)), t(x_cf), t(prob.astype(np.float32)),
+                          torch.ones(len(x), dtype=torch.bool), t(accepted))
 
+def _freeze(self: CARMA) -> CARMA:
+    "Evaluation mode, no gradients, and the `ServingProgram` compiled from the current weights."
+    self.eval()
+    for p in self.parameters(): p.requires_grad_(False)
+    self.program = serving_program(self)
+    return self
+
+CARMA.recommend, CARMA.freeze = _recommend, _freeze
 
 # %% [markdown]
 # ## The loss
 #
-# Per mini-batch of $B$ people with $p_b = h(x^{CF}_b)$:
+# Per mini-batch of $B$ people with $p_b = h(x^{CF}_b)$ (the paper's §4.2):
 #
 # - **cost** $C$: the mean cost of chapter 5 (with the preference weights) — cheap actions;
 # - **mask prior** $K$: $\sum_{j} \mathrm{KL}(\mathrm{Cat}(\mathrm{softmax}(\text{logits}_j)) \,\|\, \mathrm{Bernoulli}(\pi_j))$
-#   over actionable features, averaged over the batch — keeps the mask network from collapsing early
+#   over the actionable features, averaged over the batch — keeps the mask network from collapsing early
 #   ($\pi_j = 0.5$, or $1/(2w_j)$ with the preference prior of chapter 9);
 # - **validity hinge** $g = \frac1B\sum_b \max(0, 1 + \varepsilon - 2p_b)$, zero iff every $p_b \ge (1+\varepsilon)/2$.
 #
-# The total is $L = C + K + (\lambda + c\cdot \mathrm{sg}(g))\,g$ with damping $c = 10$, and after every
-# step $\lambda \leftarrow \max(0, \lambda + g)$: a modified differential method of multipliers. The
-# multiplier $\lambda$ grows while actions are invalid and so forces validity as a constraint rather than
-# a tuned penalty. **One correction to the original code:** it applies the damping with a minus sign,
-# which *rewards* invalidity early in training; we use the plus sign, as the method intends.
+# The total is $L = C + K + (\lambda + c\cdot \mathrm{sg}(g))\,g$ with damping $c = 10$ ($\mathrm{sg}$:
+# stop-gradient), and after every step $\lambda \leftarrow \max(0, \lambda + g)$: a modified
+# differential method of multipliers. The multiplier grows while actions are invalid, and so enforces
+# validity as a constraint rather than as a tuned penalty. **One correction to the original code:** it
+# applies the damping with a minus sign, which *rewards* invalidity early in training; we use the plus
+# sign, as the method intends.
+#
+# `carma_loss` computes it for a **stack** of S models at once (the next section says why): inputs carry
+# a leading model axis, and a single model is a stack of one. It is the only implementation of the
+# loss: every training path calls it. `keep` marks the real people of a padded batch (next section).
 
 # %%
 #| export
-def mask_kl(logits: torch.Tensor, # (n, D, 2) mask logits
+DAMPING = 10.0       # c of the modified differential method of multipliers
+WEIGHT_DECAY = 5e-4  # Adam's weight decay for both networks
+
+def mask_kl(logits: torch.Tensor, # (…, D, 2) mask logits
             prior: torch.Tensor, # (D,) prior probability of intervening π_j
             actionable: torch.Tensor, # (D,) 1 on actionable features
            ) -> torch.Tensor:
-    "Per-person Σ_actionable KL(Cat(softmax(logits_j)) ‖ Bernoulli(π_j)), shape (n,)."
+    "Per-person Σ_actionable KL(Cat(softmax(logits_j)) ‖ Bernoulli(π_j)), shape (…,)."
     logq = F.log_softmax(logits, -1)
     q1 = logq[..., 1].exp()
     kl = q1 * (logq[..., 1] - torch.log(prior)) + (1 - q1) * (logq[..., 0] - torch.log1p(-prior))
@@ -496,180 +433,97 @@ def masked_mean(v: torch.Tensor, # (…, B) values
     "The mean over the last axis of the entries `keep` marks (all of them without `keep`)."
     return v.mean(-1) if keep is None else (v * keep).sum(-1) / keep.sum()
 
-def validity_penalty(p: torch.Tensor, # (B,) classifier probabilities of the counterfactuals
+def validity_penalty(p: torch.Tensor, # (…, B) classifier probabilities of the counterfactuals
                      margin: float, # hinge margin ε
                      lam: float | torch.Tensor, # current multiplier λ (one per stacked model: shape p.shape[:-1])
                      keep: torch.Tensor | None = None, # (B,) 1 for real people, 0 for padding (`masked_mean`)
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    "(λ + c·sg(g))·g and the hinge g = mean max(0, 1 + ε − 2p) over the last axis: the damped multiplier term of SPEC §8."
+    "(λ + c·sg(g))·g and the hinge g = mean max(0, 1 + ε − 2p) over the last axis: the damped multiplier term."
     g = masked_mean(F.relu(1 + margin - 2 * p), keep)
     return (lam + DAMPING * g.detach()) * g, g
 
-def hinge_temperature(clf, x: torch.Tensor, factor: float) -> float:
-    "T = max(1, factor · median |logit| of the people x): the classifier temperature the hinge uses while training."
-    with torch.no_grad(): return max(1.0, factor * float(clf.logits(x, check=False).abs().median()))
+@dataclass
+class LossContext:
+    "What CARMA's loss needs besides the networks and the batch: all fixed during training."
+    causal_model: nn.Module    # the frozen causal model (abduct / latent_counterfactual)
+    clf: Classifier            # the frozen classifier
+    problem: object            # the RecourseProblem (chapter 5): the cost
+    weights: torch.Tensor      # (D,) preference weights in the cost
+    prior: torch.Tensor        # (D,) the mask prior π_j
+    act: torch.Tensor          # (D,) 1 on actionable features
+    z_range: tuple[float, float]  # clamp range of the latent shift
+    margin: float              # hinge margin ε
+    tau: float                 # Gumbel temperature τ
+    temperature: float = 1.0   # the hinge sees σ(logit / T); 1: the paper (chapter 8 changes it)
 
-def carma_loss(model: CARMA, problem, xb: torch.Tensor, zb: torch.Tensor, weights: torch.Tensor,
-               prior: torch.Tensor, lam: float, temperature: float = 1.0) -> tuple[torch.Tensor, dict]:
-    "CARMA's loss on one batch (one model; the stacked trainer computes the same per model), and its parts as floats."
-    a, delta, logits = model.policy(zb, sample=True)
-    x_cf = model.causal_model.latent_counterfactual(zb, a, delta)
-    p = torch.sigmoid(model.clf.logits(x_cf, check=False) / temperature)
-    cost = problem.cost(xb, x_cf, a, weights).mean()
-    kl = mask_kl(logits, prior, model.actionable).mean()
-    penalty, g = validity_penalty(p, model.hp['margin'], lam)
-    loss = cost + kl + penalty
-    return loss, {'cost': float(cost.detach()), 'kl': float(kl.detach()), 'hinge': float(g.detach()),
-                  'valid': float((p >= 0.5).float().mean())}
+def stacked_outcome(ctx: LossContext, action_net, # the action networks: (S, b, ·) → (S, b, ·)
+                    xb: torch.Tensor, zb: torch.Tensor, # (S, b, D) people and (S, b, D·d_z) their latents
+                    a: torch.Tensor, # (S, b, D) masks
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    "Per model and person (S, b): the cost of the action the networks choose under masks a, and the classifier's logit of its counterfactual."
+    S, b, D = xb.shape
+    delta = action_net(torch.cat([zb, a], -1)).clamp(*ctx.z_range)
+    x_cf = ctx.causal_model.latent_counterfactual(zb.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
+    cost = ctx.problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), ctx.weights).view(S, b)
+    return cost, ctx.clf.logits(x_cf, check=False).view(S, b)
 
+def carma_loss(ctx: LossContext, mask_net, action_net, # the networks: (S, b, ·) → (S, b, ·)
+               xb: torch.Tensor, zb: torch.Tensor, # (S, b, D) people and (S, b, D·d_z) their latents
+               lam: torch.Tensor, # (S,) multipliers
+               keep: torch.Tensor | None = None, # (b,) 1 on real people, 0 on padding
+               u: torch.Tensor | None = None, # (S, b, D) uniform draws for the Gumbel sample (default: fresh)
+               a: torch.Tensor | None = None, # (S, b, D) fixed masks instead of sampled ones (no mask term then)
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    "CARMA's loss per stacked model (S,) and its parts (4, S): cost, mask term, hinge, share valid under the model."
+    kl = torch.zeros(xb.shape[0])
+    if a is None:
+        logits = mask_net(zb).unflatten(-1, (xb.shape[-1], 2))
+        a = binary_gumbel_st(logits[..., 1] - logits[..., 0], ctx.tau, u) * ctx.act
+        kl = masked_mean(mask_kl(logits, ctx.prior, ctx.act), keep)
+    cost, logit = stacked_outcome(ctx, action_net, xb, zb, a)
+    cost, p = masked_mean(cost, keep), torch.sigmoid(logit / ctx.temperature)
+    penalty, g = validity_penalty(p, ctx.margin, lam, keep)
+    return cost + kl + penalty, torch.stack([cost, kl, g, masked_mean((p >= 0.5).float(), keep)]).detach()
 
 # %%
-x_demo = torch.randn(3, 7)
 test_close(mask_kl(torch.zeros(3, 7, 2), torch.full((7,), 0.5), torch.ones(7)), torch.zeros(3), eps=1e-6)  # q = π: no penalty
 assert (mask_kl(torch.tensor([[[0., 3.]] * 7]), torch.full((7,), 0.5), torch.ones(7)) > 0).all()
 # the hinge: zero once every p ≥ (1+ε)/2; the damped term is (λ + c·g)·g, per model when p is (S, B)
 pen, g_ = validity_penalty(torch.tensor([[0.9, 0.6], [0.2, 0.9]]), 0.1, torch.tensor([0., 2.]))
 test_close(g_, torch.tensor([0., 0.35]))                                      # model 2: max(0, 1.1 − 0.4) / 2
 test_close(pen, torch.tensor([0., (2 + DAMPING * 0.35) * 0.35]))
-
-# %% [markdown]
-# ### Our one addition: the hinge sees a tempered classifier
-#
-# The hinge only pushes through $\partial p / \partial x$. Our classifiers are trained with Adam on
-# `SPEC.md`'s deterministic labels and become very confident: the rejected training people of loan have
-# logits with a median near −70 (the original code's SGD classifier: −2.8, chapter 3), where
-# $p = \sigma(\text{logit})$ and its gradient are zero to machine
-# precision. The action network then gets a signal only from the few people near the boundary and
-# learns to over-shoot for everyone (at paper settings: valid, but 3–5× the oracle's cost). So in
-# training the hinge uses $p_T = \sigma(\text{logit}/T)$ with
-# $T = \max(1, \texttt{temperature} \cdot \mathrm{median}\,|\text{logit}|)$ over the rejected training
-# people. Dividing a logit by $T > 0$ never changes its sign, so every decision, the validity, the
-# coverage and the evaluation are exactly the classifier's; only the gradient is no longer flat.
-# `temperature = 0` gives $T = 1$, the paper's loss. The factor is a hyperparameter like the others,
-# chosen per SCM on the **validation** people (`tools/sweep_hparam.py`; the status section at the
-# end of the chapter gives the measurements).
-
-# %%
-_p = make_pools('loan')
-_clf = train_classifier('loan', _p.classifier, verbose=False)
-_rej = rejected(_clf, _p.recourse.train.x)
-print('logit quantiles (5, 50, 95 %) of the rejected loan training people:',
-      torch.quantile(_clf.logits(_rej), torch.tensor([.05, .5, .95])).round(decimals=1).tolist())
-_T = hinge_temperature(_clf, _rej, TEMPERATURE)
-_xs = _p.recourse.test.x
-test_eq(torch.sigmoid(_clf.logits(_xs) / _T) >= 0.5, _clf.decide(_xs))       # same decisions at any T
-test_eq(hinge_temperature(_clf, _rej, 0.), 1.)                                # 0: the paper's loss
-
-
-# %% [markdown]
-# ### Our second addition: room for large shifts
-#
-# SPEC §8 clamps the latent shift to $[\lfloor\min Z\rfloor, \lceil\max Z\rceil]$ of the training
-# latents — about $[-4, 4]$ for a flow whose base is a standard normal. On chain-nlin that is too tight:
-# with the paper's clamp, 0.3–14 % of the test people (8 of 10 seeds above 7 %) end up with an invalid
-# action **under the flow itself**, and every one of them acts on $x_3$ alone with its shift pinned at
-# the clamp, where the clamp passes no gradient. For seed 0 the oracle helps the same people with $x_3$
-# shifts of 7 latent units on average (up to 10.5), and setting their shift to 8 makes all of them valid. `shift_scale` multiplies the clamp range.
-# Like the temperature it is a hyperparameter, chosen on the **validation** people
-# (`tools/sweep_hparam.py`, status section): 2 for chain-nlin and triangle-nlin, where it raised
-# validity, and the paper's 1 elsewhere, where a wider clamp only made actions more expensive.
+test_close(masked_mean(torch.tensor([[1., 3., 100.]]), torch.tensor([1., 1., 0.])), torch.tensor([2.]))   # padding ignored
+test_fail(lambda: mask_prior(torch.ones(3), 'flat'), contains="prior must be 'uniform' or 'preference'")
 
 # %% [markdown]
 # ## Training
 #
 # Trained once per SCM and seed on the rejected people of the recourse training split, with Adam
-# (weight decay $5\cdot10^{-4}$), no scheduler, the final epoch's weights. The latents $Z$ are computed
-# once; the flow and classifier stay frozen, and gradients pass *through* them to the two networks.
-# Per epoch we record the cost, the hinge, $\lambda$ and the share of valid counterfactuals under the
-# flow.
+# (weight decay $5\cdot10^{-4}$), no scheduler, the final epoch's weights (the paper's Appendix B).
+# The latents $Z$ are computed once; the flow and classifier stay frozen, and gradients pass *through*
+# them to the two networks. The latent shift is clamped to $[\lfloor\min Z\rfloor, \lceil\max Z\rceil]$
+# over those training latents.
 #
 # **Seeds are trained together.** The paper reports ten seeds per SCM. The networks are tiny, so one
 # training step is dominated by per-operation overhead rather than arithmetic; ten models cost about
-# as much as one if their weights are stacked and evaluated with batched matrix products. Each seed
-# keeps its own initialisation, batch order and Gumbel noise (its own random generator), and the
-# models share no parameter. That is not yet enough for stacking to change nothing but the wall-clock
-# time, because of floating point. PyTorch's CPU kernels work through a tensor in vector blocks
-# (8–16 numbers at a time) and finish its last few numbers one by one, and the two paths can round
-# `exp`, `log` or the sigmoid differently in the last bit. Which of a model's numbers land in the
-# ragged tail depends on how many models sit in front of it in the stack, so a one-bit difference
-# appeared in the last batch of an epoch — and training amplifies it: on chain-lin, with the paper's
-# 150 epochs, seed 0 trained alone cost 14.16 (×100) and the same seed trained beside seeds 1–3
-# cost 10.98, with 35 of 841 people served another mask. So every batch is padded, per model, to a
-# multiple of `ALIGN` = 64 people with copies that weigh zero in every mean (`aligned`,
-# `masked_mean`): each model's numbers then fill whole vector blocks wherever it sits in the stack.
-# Adam runs one tensor at a time (its fused kernel has the same ragged-tail rounding). The result is
-# bitwise: the test below trains a seed alone and inside a stack, at the profile's full epochs on
-# two SCMs, and compares every weight for equality (`tools/stack_independence.py` repeats it on all
-# seven SCMs at the paper's settings).
-#
-# **Our third addition: restarts.** Some training runs settle in a poor mask — for example, on chain-lin
-# a run that acts on $x_2$ and $x_3$ for most people where $x_1$ alone, whose effect on $x_2$ and $x_3$ is
-# free, would do; on triangle-lin a run that leaves 15 % of the people pinned at the clamp. Such runs
-# are easy to spot on the *training* people: their cost is higher, or their validity under the flow
-# lower. So each seed trains `restarts` candidates (three by default; 1 is the paper's procedure),
-# stacked like the seeds, and keeps the one with the lowest cost + (1 − validity under the flow) on
-# its training people, with deterministic masks. No validation or test person is involved, and a
-# model's time includes its discarded restarts. Measured on the validation people (10 seeds, paper
-# settings, `tools/sweep_hparam.py … restarts 1,3`), cost / oracle went from 1.45× to 1.13× on
-# triangle-lin (where one seed left 17.5 % invalid, and now none), from 1.21× to 1.15× on chain-lin,
-# from 1.56× to 1.14× on collider-nlin and from 1.39× to 1.30× on triangle-nlin. On some SCMs a bad
-# candidate is common enough that three are too few (trained alone, all three candidates of
-# triangle-lin's seed 3 cost 1.40–1.65× the oracle on the test people, and two of seed 8's three,
-# while the training score ranked them as the test people do), so we compared three with six where
-# the seeds varied most (`tools/sweep_hparam.py … restarts 3,6`, 10 seeds, validation people):
-#
-# | SCM | restarts 3 | 6 | kept |
-# |---|---|---|---|
-# | triangle-lin | 1.13× (seed 8: 17.3 against the oracle's 8.8) | 0.97× (every seed 0.86–1.07×) | 6 |
-# | chain-lin | 1.15× (seed 7: 15.4 against 8.4) | 1.01× (0.93–1.09×) | 6 |
-# | collider-nlin | 1.14× (two seeds at 1.40× and 1.45×) | 1.06× (0.96–1.18×) | 6 |
-# | triangle-nlin | 1.30× | 1.26× (1.19–1.33×) | 6 |
-#
-# (validity 99.7–100 % on every seed in all of these runs.) Six wins the selection score everywhere;
-# on triangle-nlin it barely moves the cost, whose gap to the oracle is in every seed, not a few bad
-# ones. Collider-lin and chain-nlin keep three: their seeds already agree. Loan trains one since
-# polishing was added (below).
-#
-# **Our fourth addition: polishing the amounts.** Even with six restarts, triangle-nlin stayed 1.2–1.3×
-# above the oracle in every seed. Two diagnostics located the gap (validation people, seeds 0–3):
-#
-# - *Not the flow.* `tools/carma_true_scm.py … --set polish_epochs=0` trains CARMA with the true SCM itself as the causal model
-#   (its structural equations behind the same `abduct` / `latent_counterfactual` interface as the flow).
-#   It costs 1.24× the oracle, as much as with the flow (1.23×), at 100 % validity.
-# - *Overshoot.* The median classifier probability of CARMA's counterfactuals was 0.80 (seed 0), where the
-#   cheapest valid action stops just above 0.5. The masks are Gumbel samples during training and
-#   deterministic at evaluation, so the action network learned amounts that hedge against masks it will
-#   never be served with.
-#
-# So after the main training each model freezes its mask network at the deterministic masks it will
-# serve and trains the action network alone for `polish_epochs` more epochs: the same loss without the
-# KL term (which no longer depends on anything being trained), learning rate `POLISH_LR` = 10⁻⁴, the
-# multiplier λ continuing from where it was. Restarts are scored after polishing. Measured on the
-# validation people (4 seeds, `tools/sweep_hparam.py … polish_epochs 0,150`), cost / oracle, validity:
-#
-# | SCM | polish_epochs 0 | 150 |
-# |---|---|---|
-# | triangle-lin | 1.00×, 100 % | 0.89×, 99.91–100 % |
-# | collider-lin | 1.08×, 99.91–100 % | 1.02×, 100 % |
-# | chain-lin | 1.00×, 99.77–100 % | 0.93×, 99.95–100 % |
-# | triangle-nlin | 1.23×, 99.95–100 % | 1.13×, 99.9–100 % |
-# | collider-nlin | 1.07×, 99.95–100 % | 0.77×, 99.86 % |
-# | chain-nlin | 0.70×, 100 % | 0.49×, 99.91–100 % |
-# | loan (then with three restarts) | 0.91×, 99.87–100 % | 0.71×, 99.91–100 % |
-#
-# It wins the selection score on every SCM, so every SCM keeps 150 (300 epochs gave triangle-nlin only
-# 1.12×, and a learning rate of 3·10⁻⁴ 1.12× as well). The weighted row of loan polishes too since a
-# later check (below, mask refinement); the VACA row was not re-tuned and trains without it. With
-# polishing, loan's restarts no longer pay for themselves: on the validation people (10 seeds) three
-# candidates cost 0.716× the oracle and one 0.727× (validity ≥ 99.79 % on every seed either way), but three take 2.7× the training time, and loan's training time is what a
-# service retrains. So loan trains one candidate, as in the paper. Polishing adds to the training time
-# (loan, one candidate: 1.3× the paper's procedure, `benchmarks/bench_carma.py`). What remains on
-# triangle-nlin is the mask: CARMA acts on $x_2$ and $x_3$ for 56 % of the people, where the oracle acts
-# on $x_1$ alone for 54 %, and 93 % of CARMA's excess cost over the oracle comes from people whose mask
-# differs from the oracle's (seed 0, before polishing).
+# as much as one if their weights are stacked (`StackedMLP`) and evaluated with batched matrix
+# products. Each seed keeps its own initialisation, batch order and Gumbel noise (its own random
+# generator), and the models share no parameter. That is not yet enough for stacking to change
+# nothing but the wall-clock time, because of floating point: PyTorch's CPU kernels work through a
+# tensor in vector blocks and finish its last few numbers one by one, and the two paths can round
+# `exp`, `log` or the sigmoid differently in the last bit. Which of a model's numbers land in that
+# ragged tail depends on how many models sit before it in the stack, and training amplifies a one-bit
+# difference: on chain-lin at the paper's 150 epochs, seed 0 trained alone once cost 14.16 (×100) and
+# trained beside seeds 1–3 cost 10.98, with 35 of 841 people served another mask. So every batch is
+# padded, per model, to a multiple of `ALIGN` = 64 people with copies that weigh zero in every mean
+# (`aligned`, `masked_mean`), and Adam updates one tensor at a time (its fused kernel has the same
+# ragged-tail rounding). Then each model's numbers fill whole vector blocks wherever it sits, and a
+# seed gives the same model, bit for bit, alone or in any stack (tested below).
 
 # %%
 #| export
+ALIGN = 64   # each model's people are padded to a multiple of this many, so its results never depend on its stack
+
 class StackedMLP(nn.Module):
     "S independent ReLU MLPs with `mlp`'s architecture and init, evaluated by batched matmuls: (S, n, i) → (S, n, o)."
     def __init__(self, sizes: list[int], generators: list[torch.Generator]):
@@ -692,16 +546,14 @@ class StackedMLP(nn.Module):
         return {**{f'{prefix}.{2 * k}.weight': w[s].detach().T.contiguous() for k, w in enumerate(self.weights)},
                 **{f'{prefix}.{2 * k}.bias': b[s, 0].detach().clone() for k, b in enumerate(self.biases)}}
 
-ALIGN = 64   # each model's people are padded to a multiple of this many, so its results never depend on its stack
-
 def aligned(n: int, # people in a batch (or in the whole training set)
            ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Positions (n_pad,) that pad n people to a multiple of `ALIGN` by repeating the first ones, and `keep` (n_pad,): 1 on the real ones."
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n must be a whole number ≥ 1, got {n!r}")
+    "Positions (n_pad,) padding n people to a multiple of `ALIGN` by repeating the first ones, and `keep`: 1 on the real ones."
+    n = check_whole(n, 'n')
     pos = torch.arange(-(-n // ALIGN) * ALIGN)
     return pos % n, (pos < n).float()
 
-def stacked_training(step, # step(idx (S, b) person indices, lam (S,), keep (b,)) → (loss (S,), parts (4, S): cost, kl, hinge, valid)
+def stacked_training(step, # step(idx (S, b), lam (S,), keep (b,)) → (loss (S,), parts (4, S): cost, kl, hinge, valid)
                      params, # the stacked parameters
                      n_people: int, # people in the training set
                      gens: list[torch.Generator], # one generator per model: its batch order
@@ -709,10 +561,9 @@ def stacked_training(step, # step(idx (S, b) person indices, lam (S,), keep (b,)
                      desc: str, verbose: bool = True,
                      lam0: torch.Tensor | None = None, # starting multipliers (S,); default zeros
                     ) -> dict:
-    "The loop shared by every stacked trainer: per-model batch orders, Adam, one multiplier λ per model; per-epoch curves (epochs, S)."
+    "The loop every stacked trainer shares: per-model batch orders, Adam, one multiplier λ per model; curves (epochs, S)."
     S = len(gens)
-    # one tensor at a time: the fused and multi-tensor kernels round a model's last weights differently in another stack
-    opt = torch.optim.Adam(params, lr=hp['lr'], weight_decay=WEIGHT_DECAY, foreach=False, fused=False)
+    opt = torch.optim.Adam(params, lr=hp['lr'], weight_decay=WEIGHT_DECAY, foreach=False, fused=False)   # one tensor at a time
     lam = torch.zeros(S) if lam0 is None else lam0.clone()
     curves = {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
     for _ in progress(range(hp['epochs']), desc=f'{desc} ×{S}', disable=None if verbose else True):
@@ -729,148 +580,234 @@ def stacked_training(step, # step(idx (S, b) person indices, lam (S,), keep (b,)
         curves['lambda'].append(lam.clone())
     return {k: torch.stack(v) for k, v in curves.items()}
 
-def cached_stack(kind: str, # model-cache folder
-                 cfgs: list[dict], # one full configuration per seed
-                 fit_missing, # fit_missing(indices) → [(state_dict, scaler, extras)] for those configurations, trained together
-                 cache: bool = True) -> list[Checkpoint]:
-    "One checkpoint per config: the cached ones loaded, the missing ones trained at once under their locks."
-    if cache: return cached_checkpoints(kind, cfgs, fit_missing)   # which are missing: asked under the locks
-    return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
 
-def restart_seed(seed: int, r: int) -> int:
-    "The random seed of restart r of `seed`: restart 0 is the seed itself, so restarts=1 is plain training."
+# %%
+gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
+stack = StackedMLP([7, 16, 14], gens)
+single = mlp([7, 16, 14]); single.load_state_dict({k.removeprefix('m.'): v for k, v in stack.member(1, 'm').items()})
+h_in = torch.randn(2, 9, 7)
+test_close(stack(h_in)[1], single(h_in[1]), eps=1e-6)                 # member 1 of the stack is an ordinary mlp
+pos, keep = aligned(70)
+test_eq((len(pos), int(keep.sum()), int(pos.max())), (128, 70, 69))
+
+# %% [markdown]
+# **The recipe.** Everything above is the paper's procedure. Chapter 8 measures a few changes to it —
+# several candidates per seed with the best kept, a tempered hinge, a wider clamp, extra training
+# phases, dropping acts that change nothing — and bundles them as a named `Recipe`. The trainer takes
+# one (`recipe='paper'` by default, the procedure of this chapter: every field at its neutral value);
+# its settings enter the training configuration, so a model trained under another recipe is another
+# model in the cache. A recipe's extra phases are functions registered in `PHASES` by the chapter that
+# defines them.
+
+# %%
+#| export
+@dataclass(frozen=True)
+class Recipe:
+    "How CARMA is trained beyond its Table-5 hyperparameters; the defaults are the paper's procedure."
+    name: str = 'paper'
+    candidates: int = 1              # models trained per seed; the one with the best training score is kept
+    temperature: float = 0.0         # the hinge sees σ(logit/T), T = max(1, temperature · median |logit|); 0: T = 1
+    shift_scale: float = 1.0         # the latent shift's clamp range, as a multiple of the paper's
+    margin: float | None = None      # the hinge margin ε; None: Table 5's
+    phases: tuple = ()               # extra training phases after the main loop: (name in `PHASES`, epochs) pairs
+    idle_tol: float | None = None    # served acts whose latent shift is below this are dropped; None: none
+
+    def __post_init__(self):
+        check_whole(self.candidates, 'candidates'); check_positive(self.temperature, 'temperature', zero=True)
+        check_positive(self.shift_scale, 'shift_scale')
+        if self.margin is not None: check_positive(self.margin, 'margin', zero=True)
+        if self.idle_tol is not None: check_positive(self.idle_tol, 'idle_tol', zero=True)
+        if not isinstance(self.phases, tuple) or not all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
+                                                         for p in self.phases):
+            raise ValueError(f"phases must be a tuple of (name, epochs) pairs, got {self.phases!r}")
+        for name, epochs in self.phases: check_whole(epochs, f'the epochs of phase {name!r}')
+
+    def config(self) -> dict:
+        "The settings that decide the trained weights (idle_tol only decides what is served), JSON-able."
+        return {**{k: v for k, v in asdict(self).items() if k != 'idle_tol'}, 'phases': [list(p) for p in self.phases]}
+
+    def scaled(self, frac: float) -> 'Recipe':
+        "The recipe with every extra phase's epochs scaled like the main loop's (the quick profile's `carma_epoch_frac`)."
+        return replace(self, phases=tuple((n, max(1, round(e * frac))) for n, e in self.phases))
+
+#: Extra training phases by name: phase(state: TrainingState, epochs) → curves of its epochs. Chapter 8 registers its own.
+PHASES: dict[str, Callable] = {}
+#: Recipes by name: recipe(scm_name, variant) → Recipe. 'paper' is this chapter's; chapter 8 adds 'improved'.
+RECIPES: dict[str, Callable[[str, str | None], Recipe]] = {'paper': lambda scm, variant: Recipe()}
+
+def get_recipe(recipe: Recipe | str, # a Recipe, or a registered name
+               scm: str, variant: str | None = None) -> Recipe:
+    "The `Recipe` for `scm`: itself, or the registered recipe of that name (chapter 8's are imported on first use)."
+    if isinstance(recipe, Recipe): return recipe
+    if recipe not in RECIPES: importlib.import_module('carma_nb.improved')   # registers chapter 8's recipes
+    if recipe not in RECIPES: raise ValueError(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
+    return RECIPES[recipe](get_scm(scm).name, variant)
+
+
+# %%
+test_eq(get_recipe('paper', 'loan'), Recipe())
+test_eq(Recipe().config()['candidates'], 1)
+test_fail(lambda: Recipe(candidates=1.5), contains='candidates must be a whole number')
+test_fail(lambda: get_recipe('magic', 'loan'), contains="unknown recipe 'magic'")
+
+# %% [markdown]
+# The trainer, `train_carma_seeds`: validate everything, build the cache configuration of each seed
+# (everything that decides the model: SCM, hyperparameters, recipe, preference weights, prior, the
+# training split, the causal model's and classifier's own configurations), and train the missing seeds
+# at once as one stack. `TrainingState` holds what the main loop and any extra phase share.
+
+# %%
+#| export
+@dataclass
+class TrainingState:
+    "Everything a training phase works on: the stacked networks, the people, the loss context, the curves."
+    ctx: LossContext
+    mask_net: StackedMLP
+    action_net: StackedMLP
+    x: torch.Tensor             # (N, D) the rejected training people
+    z: torch.Tensor             # (N, D·d_z) their latents
+    gens: list                  # one torch.Generator per stacked model
+    hp: dict                    # the hyperparameters
+    recipe: Recipe
+    curves: dict                # per-epoch curves (epochs, S), extended by every phase
+    desc: str = 'CARMA'
+    verbose: bool = True
+
+def candidate_seed(seed: int, r: int) -> int:
+    "The random seed of candidate r of `seed`: candidate 0 is the seed itself, so one candidate is plain training."
     return seed if r == 0 else seed + 7919 * r + 1_000_003
 
+def _training_state(scm: SCM, cm, clf, pool: Pool, hp, recipe: Recipe, weights, prior_kind, seeds, verbose) -> TrainingState:
+    "The stacked networks (seeds × candidates, seed-major) and the loss context of one training run."
+    problem = recourse_problem(scm, pool, weights)
+    with torch.no_grad():
+        x = rejected(clf, pool.train.x)
+        z = cm.abduct(x)
+        T = max(1.0, recipe.temperature * float(clf.logits(x, check=False).abs().median()))
+    lo, hi = (recipe.shift_scale * v for v in (math.floor(float(z.min())), math.ceil(float(z.max()))))
+    D, dz = scm.n_features, cm.latent_size
+    gens = [torch.Generator().manual_seed(candidate_seed(s, r)) for s in seeds for r in range(recipe.candidates)]
+    act = torch.zeros(D); act[scm.actionable] = 1.
+    ctx = LossContext(cm, clf, problem, problem.weights, mask_prior(problem.weights, prior_kind), act, (lo, hi),
+                      hp['margin'] if recipe.margin is None else recipe.margin, hp['tau'], T)
+    return TrainingState(ctx, StackedMLP([D * dz, *hp['mask_hidden'], 2 * D], gens),
+                         StackedMLP([D * dz + D, *hp['action_hidden'], D * dz], gens), x, z, gens, hp, recipe, {},
+                         f'CARMA {scm.name}', verbose)
+
+def main_phase(st: TrainingState) -> dict:
+    "The paper's training loop over the stacked models: Gumbel masks, the loss of this chapter, Adam; its curves."
+    D = st.x.shape[1]
+    def step(idx, lam, keep):
+        u = torch.stack([torch.rand(idx.shape[1], D, generator=g) for g in st.gens])
+        return carma_loss(st.ctx, st.mask_net, st.action_net, st.x[idx], st.z[idx], lam, keep, u=u)
+    params = [*st.mask_net.parameters(), *st.action_net.parameters()]
+    return stacked_training(step, params, len(st.x), st.gens, st.hp, st.desc, st.verbose)
+
+# %% [markdown]
+# After the main loop (and a recipe's phases), each model is scored on its own training people with its
+# deterministic masks: mean cost plus the share left invalid under the causal model. With several
+# candidates per seed the best-scoring one is kept (chapter 8); with one, the score still tells how
+# many training people the model helps (its **coverage**), and a model that helps fewer than half of
+# them has failed to train — `train_carma_seeds` warns rather than returning it silently.
+
+# %%
+#| export
 def served_masks(mask_net: StackedMLP, z: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     "The deterministic masks (S, N, D) each of the S stacked mask networks serves for latents z (N, D·d_z)."
     S = mask_net.weights[0].shape[0]
     logits = mask_net(z.expand(S, *z.shape)).unflatten(-1, (len(act), 2))
     return (logits[..., 1] > logits[..., 0]).to(z.dtype) * act
 
-def stacked_outcome(action_net: StackedMLP, cm, clf, problem, xb, zb, a, lo, hi, w, per_person: bool = False,
-                    keep: torch.Tensor | None = None, # (b,) the real people of a padded batch (`aligned`)
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Classifier logits (S, b) of the counterfactuals of S stacked action networks under masks a (S, b, D), and their mean cost (S,) (per person (S, b) with `per_person`)."
-    S, b = a.shape[:2]
-    delta = action_net(torch.cat([zb, a], -1)).clamp(lo, hi)
-    x_cf = cm.latent_counterfactual(zb.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
-    cost = problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), w).view(S, b)
-    return clf.logits(x_cf, check=False).view(S, b), cost if per_person else masked_mean(cost, keep)
-
-def restart_scores(mask_net: StackedMLP, action_net: StackedMLP, cm, clf, problem, x, z, act, lo, hi, w
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Per stacked model (S,): mean cost + share of people left invalid under the causal model (deterministic masks, all people x), and the coverage."
-    pos, keep = aligned(len(x))
-    x, z = x[pos], z[pos]
+def training_scores(st: TrainingState) -> tuple[torch.Tensor, torch.Tensor]:
+    "Per stacked model (S,): mean cost + share invalid under the causal model (deterministic masks), and the coverage."
+    pos, keep = aligned(len(st.x))
+    x, z = st.x[pos], st.z[pos]
+    S = len(st.gens)
     with torch.no_grad():
-        a = served_masks(mask_net, z, act)
-        logits, cost = stacked_outcome(action_net, cm, clf, problem, x.expand(len(a), *x.shape), z.expand(len(a), *z.shape), a, lo, hi, w,
-                                       keep=keep)
-        coverage = masked_mean((logits >= 0).float(), keep)
-        return cost + (1 - coverage), coverage
+        a = served_masks(st.mask_net, z, st.ctx.act)
+        _, parts = carma_loss(st.ctx, None, st.action_net, x.expand(S, *x.shape), z.expand(S, *z.shape), torch.zeros(S), keep,
+                              a=a)
+    return parts[0] + 1 - parts[3], parts[3]
 
 @one_thread()   # models must not depend on the caller's thread count (chapter 0)
-def _fit_carma_seeds(scm, cm, clf, pool, hp, weights, prior_kind, seeds, verbose):
-    "Train one CARMA per seed, all at once: each seed (and each of its restarts) has its own init, batch order and Gumbel noise."
+def _fit_carma_seeds(st: TrainingState, seeds: list[int], pool: Pool) -> list[tuple]:
+    "Train every stacked model, run the recipe's phases, keep each seed's best candidate: (state dict, None, extras) per seed."
     t0 = time.perf_counter()
-    R, n_seeds = int(hp.get('restarts', 1)), len(seeds)
-    seeds = [restart_seed(s, r) for s in seeds for r in range(R)]         # seed-major: model k is seed k // R, restart k % R
-    problem = recourse_problem(scm, pool, weights)
-    with torch.no_grad():
-        x = rejected(clf, pool.train.x)
-        z = cm.abduct(x)
-    lo, hi = (hp['shift_scale'] * v for v in (math.floor(float(z.min())), math.ceil(float(z.max()))))
-    T = hinge_temperature(clf, x, hp['temperature'])
-    S, N, D, dz = len(seeds), len(x), scm.n_features, cm.latent_size
-    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    mask_net = StackedMLP([D * dz, *hp['mask_hidden'], 2 * D], gens)
-    action_net = StackedMLP([D * dz + D, *hp['action_hidden'], D * dz], gens)
-    act = torch.zeros(D); act[scm.actionable] = 1.
-    w = problem.weights
-    prior = mask_prior(w, prior_kind)
-    def step(idx, lam, keep):
-        xb, zb, b = x[idx], z[idx], idx.shape[1]                                 # (S, b, D), (S, b, D·d_z)
-        logits = mask_net(zb).unflatten(-1, (D, 2))
-        u = torch.stack([torch.rand(b, D, generator=g) for g in gens])
-        a = binary_gumbel_st(logits[..., 1] - logits[..., 0], hp['tau'], u) * act
-        lg, cost = stacked_outcome(action_net, cm, clf, problem, xb, zb, a, lo, hi, w, keep=keep)
-        p = torch.sigmoid(lg / T)
-        kl = masked_mean(mask_kl(logits, prior, act), keep)
-        penalty, g = validity_penalty(p, hp['margin'], lam, keep)
-        return cost + kl + penalty, torch.stack([cost, kl, g, masked_mean((p >= 0.5).float(), keep)]).detach()
-    curves = stacked_training(step, [*mask_net.parameters(), *action_net.parameters()], N, gens, hp, f'CARMA {scm.name}', verbose)
-    if hp.get('refine_epochs'):   # our fifth addition (below): every mask's amounts, then each person's cheapest valid mask
-        curves = refine_masks(mask_net, action_net, cm, clf, problem, x, z, act, lo, hi, w, prior, T, hp, gens, curves, f'CARMA {scm.name}', verbose)
-    P = int(hp.get('polish_epochs', 0))
-    if P:   # our fourth addition: the masks frozen at their deterministic choice, the action network alone refines the amounts
-        with torch.no_grad(): a_det = served_masks(mask_net, z, act)              # (S, N, D)
-        rows = torch.arange(S)[:, None]
-        def polish_step(idx, lam, keep):
-            lg, cost = stacked_outcome(action_net, cm, clf, problem, x[idx], z[idx], a_det[rows, idx], lo, hi, w, keep=keep)
-            p = torch.sigmoid(lg / T)
-            penalty, g = validity_penalty(p, hp['margin'], lam, keep)
-            return cost + penalty, torch.stack([cost, torch.zeros_like(cost), g, masked_mean((p >= 0.5).float(), keep)]).detach()
-        more = stacked_training(polish_step, list(action_net.parameters()), N, gens,
-                                {'lr': hp.get('polish_lr', POLISH_LR), 'epochs': P, 'batch': hp['batch']},
-                                f'CARMA {scm.name} polish', verbose, lam0=curves['lambda'][-1])
-        curves = {k: torch.cat([v, more[k]]) for k, v in curves.items()}
-    feature_range = training_range(pool.train.x)                        # the model's domain (chapter 5), saved with it
-    scores, coverage = (v.view(n_seeds, R) for v in restart_scores(mask_net, action_net, cm, clf, problem, x, z, act, lo, hi, w))
-    seconds = (time.perf_counter() - t0) / n_seeds
-    out = []
-    for i in range(n_seeds):
-        r = int(scores[i].argmin())                                         # the restart with the best training score
-        s = i * R + r
-        sd = {**mask_net.member(s, 'mask_net'), **action_net.member(s, 'action_net'),
-              'actionable': act.clone(), 'z_range': torch.tensor([lo, hi], dtype=torch.float32),
-              'feature_range': feature_range}
-        extras = {f'history_{k}': v[:, s].clone() for k, v in curves.items()}
-        out.append((sd, None, {**extras, 'train_seconds': torch.tensor(seconds), 'stacked_seeds': torch.tensor(S),
-                               'temperature_T': torch.tensor(T), 'restart_scores': scores[i].clone(),
+    st.curves = main_phase(st)
+    for name, epochs in st.recipe.phases:
+        more = PHASES[name](st, epochs)
+        st.curves = {k: torch.cat([v, more[k]]) for k, v in st.curves.items()}
+    R = st.recipe.candidates
+    scores, coverage = (v.view(len(seeds), R) for v in training_scores(st))
+    seconds, out = (time.perf_counter() - t0) / len(seeds), []
+    for i in range(len(seeds)):
+        r = int(scores[i].argmin()); s = i * R + r
+        sd = {**st.mask_net.member(s, 'mask_net'), **st.action_net.member(s, 'action_net'), 'actionable': st.ctx.act.clone(),
+              'z_range': torch.tensor(st.ctx.z_range, dtype=torch.float32), 'feature_range': training_range(pool.train.x)}
+        extras = {f'history_{k}': v[:, s].clone() for k, v in st.curves.items()}
+        out.append((sd, None, {**extras, 'train_seconds': torch.tensor(seconds), 'stacked_models': torch.tensor(len(st.gens)),
+                               'temperature_T': torch.tensor(st.ctx.temperature), 'candidate_scores': scores[i].clone(),
                                'train_coverage': coverage[i, r].clone()}))
     return out
 
-def _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant):
-    "Validated inputs and the cache configuration (without the seed) of a CARMA training run."
-    scm = get_scm(scm)
-    for what, m in (('classifier', clf), ('causal model', flow)):
-        if m.scm != scm.name: raise ValueError(f"the {what} was trained for {m.scm!r}, not {scm.name!r}")
-    mask_prior(torch.ones(1), prior)                                             # validates `prior`
-    pool = resolve_pool(scm, pool, 'recourse')
-    if variant is None and weights is not None: variant = 'weighted'
-    hp = carma_hparams(scm, variant, **(hparams or {}))
-    for k in ('epochs', 'refine_epochs', 'polish_epochs'):                       # the profile scales every phase (unless given)
-        if hp.get(k) and k not in (hparams or {}):
-            hp[k] = max(1, round(hp[k] * get_profile(profile).carma_epoch_frac))
-    hp = {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()}
-    w = as_weights(scm, weights)
-    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'carma_trainer': 'stacked-3', 'scm': scm.name, 'hp': hp,
-           'prior': prior, 'weights': w.tolist(), 'train': split_id(pool.train),
-           'causal_model': getattr(flow, 'config', None), 'classifier': getattr(clf, 'config', None)}
-    return scm, pool, hp, w, cfg
+# %% [markdown]
+# The public trainers. Models come from the model cache when their configuration was trained before
+# (chapter 0); the missing seeds are trained together.
 
-def train_carma_seeds(scm: SCM | str, # the SCM
-                      clf: Classifier, # its frozen classifier
-                      flow, # its fitted causal model: the CausalFlow (or a VACA, chapter 10)
-                      pool: Pool | Pools | None = None, # the recourse pool (default: make_pools(scm).recourse)
-                      seeds=(0,), # one model per seed; the missing ones are trained together
-                      hparams: dict | None = None, # overrides of the paper's hyperparameters (carma_hparams)
-                      profile: str | Profile | None = None, # scales the epochs (paper: as in SPEC §8)
-                      weights=None, # preference weights (chapter 9)
-                      prior: str = 'uniform', # mask prior: 'uniform' (π = 0.5) or 'preference' (π = 1/(2w))
-                      variant: str | None = None, # Table 5 row: None, 'weighted' (default when weights are given) or 'vaca'
-                      cache: bool = True, verbose: bool = True) -> list[CARMA]:
-    "CARMA models for several seeds (SPEC §8): cached ones are loaded, the others trained at once as a stack."
-    seeds = check_seeds(seeds)
-    cks = _carma_checkpoints(scm, clf, flow, pool, seeds, hparams, profile, weights, prior, variant, cache, verbose)
-    models = [_carma_from_checkpoint(ck, flow, clf) for ck in cks]
-    for s, m in zip(seeds, models): _warn_collapse(m, s)
-    return models
-
+# %%
+#| export
 COLLAPSED = 0.5   # a model whose counterfactuals help fewer of its own training people than this has failed to train
 
 class TrainingCollapsed(UserWarning):
     "A trained model that helps too few of its own training people (see `COLLAPSED`)."
+
+def _setup(scm, clf, causal_model, pool, hparams, profile, weights, prior, recipe):
+    "Validated inputs, the hyperparameters, the recipe and the cache configuration (without the seed)."
+    scm = get_scm(scm)
+    for what, m in (('classifier', clf), ('causal model', causal_model)):
+        if getattr(m, 'scm', None) != scm.name: raise ValueError(f"the {what} was trained for {getattr(m, 'scm', None)!r}, not {scm.name!r}")
+    pool = resolve_pool(scm, pool, 'recourse')
+    prior = prior or ('preference' if weights is not None else 'uniform')
+    variant = 'vaca' if type(causal_model).__name__ == 'VACA' else 'weighted' if weights is not None else None
+    hp = carma_hparams(scm, variant, **(hparams or {}))
+    if 'epochs' not in (hparams or {}): hp['epochs'] = max(1, round(hp['epochs'] * get_profile(profile).carma_epoch_frac))
+    recipe = _check_phases(get_recipe(recipe, scm.name, variant).scaled(get_profile(profile).carma_epoch_frac))
+    w = as_weights(scm, weights)
+    mask_prior(w, prior)                                                          # validates `prior`
+    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hp': hp, 'recipe': recipe.config(), 'prior': prior,
+           'weights': w.tolist(), 'train': split_id(pool.train), 'causal_model': getattr(causal_model, 'config', None),
+           'classifier': getattr(clf, 'config', None)}
+    return scm, pool, hp, recipe, w, prior, cfg
+
+def train_carma_seeds(scm: SCM | str, # the SCM
+                      clf: Classifier, # its frozen classifier
+                      causal_model, # its fitted causal model: the CausalFlow (or a VACA, chapter 10)
+                      pool: Pool | Pools | None = None, # the recourse pool (default: make_pools(scm).recourse)
+                      seeds=(0,), # one model per seed; the missing ones are trained together
+                      recipe: Recipe | str = 'paper', # how to train: the paper's procedure, or chapter 8's 'improved'
+                      hparams: dict | None = None, # overrides of the Table-5 hyperparameters (carma_hparams)
+                      profile: str | Profile | None = None, # scales the epochs (paper: Table 5's)
+                      weights=None, # preference weights (chapter 9); they select the weighted Table-5 row
+                      prior: str | None = None, # mask prior: 'uniform' or 'preference' (default: 'preference' with weights)
+                      cache: bool = True, verbose: bool = True) -> list[CARMA]:
+    "CARMA models for several seeds: cached ones are loaded, the others trained at once as a stack."
+    seeds = check_seeds(seeds)
+    scm, pool, hp, recipe, w, prior, base = _setup(scm, clf, causal_model, pool, hparams, profile, weights, prior, recipe)
+    cfgs = [{**base, 'seed': s} for s in seeds]
+    def fit(todo):
+        st = _training_state(scm, causal_model, clf, pool, hp, recipe, w, prior, [seeds[i] for i in todo], verbose)
+        return _fit_carma_seeds(st, [seeds[i] for i in todo], pool)
+    cks = (cached_checkpoints('carma', cfgs, fit) if cache else
+           [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit(list(range(len(cfgs)))))])
+    models = [_carma_from_checkpoint(ck, causal_model, clf, recipe.idle_tol) for ck in cks]
+    for s, m in zip(seeds, models): _warn_collapse(m, s)
+    return models
+
+def train_carma(scm: SCM | str, clf: Classifier, causal_model, pool: Pool | Pools | None = None, seed: int = 0,
+                **kwargs, # any keyword of `train_carma_seeds`: recipe, hparams, profile, weights, prior, cache, verbose
+               ) -> CARMA:
+    "Train (or fetch from the cache) CARMA for `scm` and one seed (see `train_carma_seeds`)."
+    return train_carma_seeds(scm, clf, causal_model, pool, [seed], **kwargs)[0]
 
 def _warn_collapse(model: CARMA, seed: int):
     "Warn, naming the seed and what to try, when a model's coverage on its own training people is below `COLLAPSED`."
@@ -881,49 +818,35 @@ def _warn_collapse(model: CARMA, seed: int):
                       f"failed. Check the hyperparameters (lr={model.hp['lr']:g}, epochs={model.hp['epochs']}) — "
                       "a smaller learning rate or more epochs usually helps", TrainingCollapsed, stacklevel=3)
 
-def _carma_checkpoints(scm, clf, flow, pool, seeds, hparams, profile, weights, prior, variant, cache, verbose) -> list[Checkpoint]:
-    "The checkpoints (trained weights as saved) behind `train_carma_seeds`, same arguments."
-    seeds = check_seeds(seeds)
-    scm, pool, hp, w, base = _carma_setup(scm, clf, flow, pool, hparams, profile, weights, prior, variant)
-    cfgs = [{**base, 'seed': s} for s in seeds]
-    fit = lambda todo: _fit_carma_seeds(scm, flow, clf, pool, hp, w, prior, [seeds[i] for i in todo], verbose)
-    return cached_stack('carma', cfgs, fit, cache)
-
-def train_carma(scm: SCM | str, clf: Classifier, flow, pool: Pool | Pools | None = None, hparams: dict | None = None,
-                profile: str | Profile | None = None, seed: int = 0, weights=None, prior: str = 'uniform',
-                variant: str | None = None, cache: bool = True, verbose: bool = True) -> CARMA:
-    "Train (or fetch from the cache) CARMA's mask and action networks for `scm` and one seed (see `train_carma_seeds`)."
-    return train_carma_seeds(scm, clf, flow, pool, [seed], hparams, profile, weights, prior, variant, cache, verbose)[0]
-
-def flush_subnormal_(module: nn.Module) -> int:
-    "Set the subnormal entries (0 < |w| < the dtype's smallest normal, 1.18e-38 in float32) of `module`'s float parameters to zero, in place; returns how many."
-    if not isinstance(module, nn.Module): raise TypeError(f"flush_subnormal_ needs a torch nn.Module (e.g. model.action_net), got {type(module).__name__}")
-    n = 0
-    with torch.no_grad():
-        for p in module.parameters():   # a handful of tensors, once per load
-            if not p.is_floating_point(): continue
-            sub = (p != 0) & (p.abs() < torch.finfo(p.dtype).tiny)
-            n += int(sub.sum())
-            p.masked_fill_(sub, 0.0)
-    return n
-
 _FROZEN = ('causal_model.', 'clf.')   # a CARMA's tensors that belong to its causal model and classifier
 
-def _carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier, flush: bool = True) -> CARMA:
+def _carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier, idle_tol: float | None) -> CARMA:
+    "A frozen CARMA from a checkpoint, every tensor checked (chapter 0), serving with `idle_tol` (the recipe's)."
     cfg, source = ck.config, ck.path or 'a CARMA checkpoint'
     own = {k: v for k, v in ck.state_dict.items() if not k.startswith(_FROZEN)}
     z_range = own.get('z_range')
     if not (isinstance(z_range, torch.Tensor) and z_range.shape == (2,) and torch.isfinite(z_range).all()):
         raise ValueError(f"{source}: no valid 'z_range' tensor (the clamp range of the latent shift); train or save the model again")
     model = CARMA(cm, clf, cfg['hp'], tuple(z_range.tolist()))
-    load_weights(model, own, source, skip=_FROZEN)   # every tensor present, shaped and finite; copies: ck keeps its own
-    if flush: flush_subnormal_(model.mask_net); flush_subnormal_(model.action_net)   # weight decay leaves dead weights subnormal: slow on some CPUs
+    load_weights(model, own, source, skip=_FROZEN)
+    model.idle_tol = idle_tol
     model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
     model.config = cfg
-    model.eval()
-    for p in model.parameters(): p.requires_grad_(False)
-    return model
+    return model.freeze()
 
+def _check_phases(recipe: Recipe) -> Recipe:
+    "The recipe, once every phase it names is registered (chapter 8's register themselves when imported)."
+    if any(n not in PHASES for n, _ in recipe.phases): importlib.import_module('carma_nb.improved')
+    unknown = [n for n, _ in recipe.phases if n not in PHASES]
+    if unknown: raise ValueError(f"recipe {recipe.name!r} names unknown training phases {unknown}; known: {sorted(PHASES)}")
+    return recipe
+
+
+# %% [markdown]
+# ## Training a model
+#
+# Loan, one seed, the profile's epochs (under the paper profile, Table 5's 450), not cached, so the
+# time is the training's own:
 
 # %%
 profile = get_profile()
@@ -931,279 +854,18 @@ pools = make_pools('loan')
 clf = train_classifier('loan', pools.classifier, profile, verbose=False)
 flow = fit_flow('loan', pools.causal, profile, verbose=False)
 t0 = time.perf_counter()
-carma = train_carma('loan', clf, flow, pools.recourse, profile=profile, seed=0, cache=False, verbose=False)
-train_seconds = time.perf_counter() - t0
-print(f'{carma}: {carma.hp["epochs"]} epochs in {train_seconds:.1f} s (profile {profile.name}, not cached)')
-
-# %%
-gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
-stack = StackedMLP([7, 16, 14], gens)
-single = mlp([7, 16, 14]); single.load_state_dict({k.removeprefix('m.'): v for k, v in stack.member(1, 'm').items()})
-h_in = torch.randn(2, 9, 7)
-test_close(stack(h_in)[1], single(h_in[1]), eps=1e-6)                 # member 1 of the stack is an ordinary mlp
-hp_small = {'epochs': 3, 'polish_epochs': 2}   # short runs that still exercise every phase
-def same_model(a: CARMA, b: CARMA):
-    "Every weight of two CARMA models bitwise equal."
-    for k, v in a.state_dict().items(): assert torch.equal(b.state_dict()[k], v), k
-alone = train_carma('loan', clf, flow, pools.recourse, hparams=hp_small, seed=4, cache=False, verbose=False)
-both = train_carma_seeds('loan', clf, flow, pools.recourse, seeds=[3, 4], hparams=hp_small, cache=False, verbose=False)
-same_model(alone, both[1])
-test_fail(lambda: train_carma_seeds('loan', clf, flow, seeds=[1, 1]), contains='seeds must be distinct')
-test_fail(lambda: train_carma('loan', clf, flow, seed=-1), contains='must be a whole number ≥ 0, got -1')
-# a model that learned to help (almost) nobody says so: lr = 10⁴ wrecks the networks in a few steps
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter('always')
-    wrecked = train_carma('loan', clf, flow, pools.recourse, hparams={'lr': 1e4, 'epochs': 3, 'restarts': 1, 'polish_epochs': 0},
-                          cache=False, verbose=False)
-assert float(wrecked.history['train_coverage']) < COLLAPSED
-assert any(issubclass(w.category, TrainingCollapsed) and 'training failed' in str(w.message) for w in caught)
-assert float(carma.history['train_coverage']) >= COLLAPSED                           # the model of this chapter is fine
-# restarts: the kept candidate is the one with the best training score, and it is the model its restart seed trains alone
-two = train_carma('loan', clf, flow, pools.recourse, hparams={**hp_small, 'restarts': 2}, seed=4, cache=False, verbose=False)
-sc = two.history['restart_scores']; r_best = int(sc.argmin())
-test_eq(len(sc), 2); test_eq(restart_seed(4, 0), 4)
-one = train_carma('loan', clf, flow, pools.recourse, hparams={**hp_small, 'restarts': 1}, seed=restart_seed(4, r_best), cache=False, verbose=False)
-for k, v in one.state_dict().items():
-    if k.startswith(('mask_net', 'action_net')): test_close(two.state_dict()[k], v, eps=1e-5)
-test_fail(lambda: carma_hparams('loan', restarts=1.5), contains='restarts must be a whole number ≥ 1')
-# polishing (our fourth addition): the mask network is untouched, the action network moves, the curves gain the polish epochs
-plain = train_carma('loan', clf, flow, pools.recourse, hparams={**hp_small, 'restarts': 1, 'polish_epochs': 0}, seed=4, cache=False, verbose=False)
-polished = train_carma('loan', clf, flow, pools.recourse, hparams={**hp_small, 'restarts': 1}, seed=4, cache=False, verbose=False)
-for k, v in plain.state_dict().items():
-    if k.startswith('mask_net'): test_close(polished.state_dict()[k], v, eps=1e-6)
-assert any(not torch.allclose(polished.state_dict()[k], v) for k, v in plain.state_dict().items() if k.startswith('action_net'))
-test_eq(len(plain.history['cost']), 3); test_eq(len(polished.history['cost']), 3 + 2)
-test_eq(float(polished.history['lambda'][3]) >= float(plain.history['lambda'][2]) - 1e-6, True)   # λ continues, not reset
-test_fail(lambda: carma_hparams('loan', polish_epochs=-1), contains='polish_epochs must be a whole number ≥ 0')
-test_fail(lambda: carma_hparams('loan', polish_lr=0), contains='polish_lr must be a finite number > 0')
+carma = train_carma('loan', clf, flow, pools.recourse, profile=profile, cache=False, verbose=False)
+print(f'{carma}: {carma.hp["epochs"]} epochs in {time.perf_counter() - t0:.1f} s ({profile.name} profile)')
 
 # %% [markdown]
-# **A stack is trained once, even by two processes.** Two notebooks under `nbdev_test`, or two workers
-# of `carma-nb reproduce` (chapter 12), often share one model cache and want the same seeds. If
-# `cached_stack` asked which seeds are missing *before* taking any lock, both would find them all
-# missing, and both would train the whole stack, one after the other. So it hands the whole question to
-# chapter 0's `cached_checkpoints`: take the locks of the missing seeds (in one fixed order, so two
-# overlapping stacks cannot deadlock), ask again which are missing, train only those. Below, two threads
-# ask for overlapping stacks at once, with a stand-in for training: each seed is trained once.
-# (`tests/test_carma.py` checks the same with two processes training a real CARMA stack.)
+# The training curves tell the story of the multiplier: early on many counterfactuals are invalid, the
+# hinge is large and $\lambda$ climbs; as validity approaches 100 % the hinge vanishes, $\lambda$ stops
+# growing, and the cost term is free to shrink the actions.
 
 # %%
-import os, threading
-with tempfile.TemporaryDirectory() as d:
-    saved_cache, os.environ['CARMA_CACHE'] = os.environ.get('CARMA_CACHE'), d
-    try:
-        fitted = []
-        def fake_fit(seeds):
-            def fit(todo):
-                fitted.extend(seeds[i] for i in todo); time.sleep(0.2)
-                return [({'w': torch.zeros(1)}, None, {}) for _ in todo]
-            return fit
-        ask = lambda seeds: cached_stack('demo', [{'seed': s} for s in seeds], fake_fit(seeds))
-        threads = [threading.Thread(target=ask, args=(seeds,)) for seeds in ([0, 1], [2, 1])]
-        for t in threads: t.start()
-        for t in threads: t.join()
-        test_eq(sorted(fitted), [0, 1, 2])
-    finally:
-        if saved_cache is None: os.environ.pop('CARMA_CACHE')
-        else: os.environ['CARMA_CACHE'] = saved_cache
-
-
-# %% [markdown]
-# **Our fifth addition: refining the masks.** Polishing trims the amounts but leaves every
-# person's choice of features where the main training put it, and on triangle-nlin that choice is the gap:
-# the oracle acts on $x_1$ alone for 54 % of the validation people, CARMA on $x_2$ and $x_3$ for 56 %. The
-# mask network learns its choice only through the straight-through gradient of the masks it happens to
-# sample, and the action network is trained only on those masks, so a mask the network rarely samples
-# gets poor amounts and stays unchosen. A direct check (seed 0): serving each validation person the
-# cheapest of the 7 masks whose counterfactual under the flow is valid, with the amounts the trained
-# action network already gives for each, would cost 0.93× the oracle instead of 1.23× (one candidate, no restarts).
-#
-# So `refine_epochs` > 0 adds three steps between the main training and polishing, all on the training
-# people and the flow alone:
-#
-# 1. *Every mask's amounts.* The action network alone trains for `refine_epochs` epochs on masks drawn
-#    uniformly from all $2^K - 1$ non-empty subsets of the $K$ actionable features (cost + hinge, λ held at
-#    its end-of-training value: some masks can never be made valid, and their hinge would inflate λ).
-# 2. *Labels.* For every person, every one of those masks is tried with the action network's amounts (one
-#    batched pass per mask, over all people and stacked models), and the cheapest whose counterfactual the
-#    classifier accepts under the flow becomes the person's label (no valid mask: the served one stays).
-# 3. *The mask network learns the labels* (binary cross-entropy per actionable feature, `refine_epochs`
-#    epochs). Polishing then fits the amounts to the masks it now serves.
-#
-# Serving is unchanged: one forward pass, no search. The enumeration is a training-time cost ($2^K - 1$ = 7
-# masks here, 15 for loan). The people who now act on $x_1$ alone rely on the flow to carry the change to
-# $x_2$ and $x_3$, and the flow's counterfactuals on triangle-nlin are its least accurate (chapter 4), so
-# causal validity fell unless the hinge margin grew with it. Measured on the validation people (4 seeds,
-# six restarts, polished, `tools/sweep_hparam.py triangle-nlin margin … --set refine_epochs=…`), cost /
-# oracle, causal validity range, score (cost + 1 − validity):
-#
-# | triangle-nlin | cost / oracle | validity | score |
-# |---|---|---|---|
-# | no refinement, margin 0.003 (before; an earlier session's run) | 1.13× | 99.9–100 % | ≈ 0.05 (estimated from those two) |
-# | no refinement, margin 0.03 (the margin alone) | 1.184× | 99.9–100 % | 0.0523 |
-# | refine 300, margin 0.01 | 0.858× | 98.52–99.48 % | 0.0467 |
-# | refine 150, margin 0.02 | 0.884× | 97.24–99.90 % | 0.0475 |
-# | refine 300, margin 0.02 | 0.877× | 99.19–99.76 % | 0.0429 |
-# | **refine 300, margin 0.03** (kept) | 0.884× | 99.52–100 % | **0.0408** |
-# | refine 300, margin 0.04 | 0.916× | 99.71–100 % | 0.0416 |
-#
-# Triangle-nlin keeps refinement (300 epochs) with the margin 0.03. The same comparison on other SCMs,
-# at their own margins (validation people, 4 seeds, refine_epochs 0 vs 300):
-#
-# | SCM | cost / oracle | validity | score | kept |
-# |---|---|---|---|---|
-# | triangle-lin | 0.895× → 0.771× | 99.87–100 → 99.91–99.96 % | 0.0795 → 0.0688 | refine |
-# | collider-lin | 1.035× → 0.897× | 100 % → 100 % | 0.0841 → 0.0730 | refine |
-# | chain-lin | 0.917× → 0.785× | 100 % → 100 % | 0.0770 → 0.0660 | refine |
-# | collider-nlin | 0.787× → 0.770× | 99.77–99.95 → 99.68–99.95 % | 0.0240 → 0.0240 | plain (a tie) |
-#
-# Chain-nlin was not tried (0.50× the oracle on the test people without it). On loan it lost: 0.668×
-# the oracle but validity 99.23–99.79 % (score 0.0322, against about 0.030 estimated from the earlier
-# 4-seed run without it), so loan keeps the plain row.
-# For the weighted row (chapter 9) the labels include the mask prior's term,
-# $-\sum_j \log \mathrm{Bernoulli}(a_j; \pi_j)$ (`mask_penalty`, zero for the uniform prior): with the
-# preference prior it sends every person to savings alone, 1.14× the weighted oracle's weighted cost
-# (score 0.0705, against 0.0686 without refinement), so that row does not refine. Polishing alone won
-# there (0.914× the weighted oracle, score 0.0638), so the weighted row now polishes.
-
-# %%
-#| export
-def mask_subsets(act: torch.Tensor, # (D,) 1 on actionable features
-                ) -> torch.Tensor:
-    "Every non-empty subset of the actionable features as a mask, (2^K − 1, D) for K actionable features."
-    idx = act.nonzero().flatten()
-    K = len(idx)
-    if not 1 <= K <= 10: raise ValueError(f"mask refinement enumerates the 2^K − 1 masks of K actionable features and needs 1 ≤ K ≤ 10, got K = {K}")
-    bits = (torch.arange(1, 2 ** K)[:, None] >> torch.arange(K)) & 1
-    out = torch.zeros(2 ** K - 1, len(act))
-    out[:, idx] = bits.to(out.dtype)
-    return out
-
-def mask_penalty(cands: torch.Tensor, # (M, D) candidate masks
-                 prior: torch.Tensor, # (D,) prior probability of intervening π_j
-                 act: torch.Tensor, # (D,) 1 on actionable features
-                ) -> torch.Tensor:
-    "The mask term of CARMA's loss at each deterministic mask, −Σ_actionable log Bernoulli(a_j; π_j), less its minimum: (M,), all 0 when every π_j = ½."
-    logp = torch.where(cands.bool(), torch.log(prior), torch.log1p(-prior)) * act
-    pen = -logp.sum(-1)
-    return pen - pen.min()
-
-def cheapest_valid_masks(action_net: StackedMLP, cm, clf, problem, x, z, # x (N, D) people, z (N, D·d_z) their latents
-                         cands: torch.Tensor, # (M, D) candidate masks
-                         lo, hi, w,
-                         fallback: torch.Tensor, # (S, N, D) the mask kept where no candidate is valid
-                         penalty: torch.Tensor | None = None, # (M,) added to each mask's cost (mask_penalty); default none
-                        ) -> torch.Tensor:
-    "Per stacked model and person, the valid candidate mask (accepted under cm, amounts from action_net) of least cost + penalty."
-    S, N = fallback.shape[:2]
-    penalty = torch.zeros(len(cands)) if penalty is None else penalty
-    pos, _ = aligned(N)                     # padded like a training batch; the padding is cut off at the end
-    xs, zs = x[pos].expand(S, len(pos), -1), z[pos].expand(S, len(pos), -1)
-    best_cost, best = torch.full((S, len(pos)), torch.inf), fallback[:, pos].clone()
-    with torch.no_grad():
-        for m, pen in zip(cands, penalty):   # one pass per mask (at most 15 here), each batched over all models and people
-            logits, cost = stacked_outcome(action_net, cm, clf, problem, xs, zs, m.expand(S, len(pos), -1), lo, hi, w, per_person=True)
-            cost = cost + pen
-            better = (logits >= 0) & (cost < best_cost)   # ties keep the earlier, smaller mask
-            best_cost = torch.where(better, cost, best_cost)
-            best = torch.where(better[..., None], m, best)
-    return best[:, :N]
-
-def refine_masks(mask_net: StackedMLP, action_net: StackedMLP, cm, clf, problem, x, z, act, lo, hi, w,
-                 prior: torch.Tensor, # (D,) the mask prior π_j
-                 T: float, # the hinge's classifier temperature
-                 hp: dict, gens: list[torch.Generator],
-                 curves: dict, # the main training's curves; the every-mask phase is appended
-                 desc: str, verbose: bool = True) -> dict:
-    "Our fifth addition: the action network learns every mask's amounts, each person is labelled with the cheapest valid mask, the mask network learns the labels."
-    S, D = len(gens), len(act)
-    E, lr = int(hp['refine_epochs']), hp.get('refine_lr', hp['lr'])
-    cands = mask_subsets(act)
-    lam = curves['lambda'][-1]     # held fixed in this phase: some masks can never be made valid and would inflate it
-    zero = torch.zeros(S)
-    def every_mask_step(idx, _, keep):
-        a = cands[torch.stack([torch.randint(len(cands), (idx.shape[1],), generator=g) for g in gens])]   # uniform over the masks
-        lg, cost = stacked_outcome(action_net, cm, clf, problem, x[idx], z[idx], a, lo, hi, w, keep=keep)
-        p = torch.sigmoid(lg / T)
-        penalty, g = validity_penalty(p, hp['margin'], lam, keep)
-        return cost + penalty, torch.stack([cost, zero, zero, masked_mean((p >= 0.5).float(), keep)]).detach()
-    more = stacked_training(every_mask_step, list(action_net.parameters()), len(x), gens, {'lr': lr, 'epochs': E, 'batch': hp['batch']},
-                            f'{desc} every mask', verbose, lam0=lam)
-    with torch.no_grad(): labels = cheapest_valid_masks(action_net, cm, clf, problem, x, z, cands, lo, hi, w, served_masks(mask_net, z, act),
-                                                        mask_penalty(cands, prior, act))
-    rows = torch.arange(S)[:, None]
-    def label_step(idx, _, keep):
-        d = mask_net(z[idx]).unflatten(-1, (D, 2)).diff(dim=-1).squeeze(-1)       # logit of "intervene" minus "keep"
-        bce = masked_mean((F.binary_cross_entropy_with_logits(d, labels[rows, idx], reduction='none') * act).sum(-1), keep)
-        return bce, torch.stack([bce, zero, zero, zero]).detach()
-    stacked_training(label_step, list(mask_net.parameters()), len(x), gens, {'lr': lr, 'epochs': E, 'batch': hp['batch']},
-                     f'{desc} mask labels', verbose, lam0=lam)
-    return {k: torch.cat([v, more[k]]) for k, v in curves.items()}
-
-
-# %%
-act_loan = torch.tensor([0., 0, 1, 1, 0, 1, 1])
-ms = mask_subsets(act_loan)
-test_eq(ms.shape, (15, 7)); test_eq(len({tuple(r) for r in ms.tolist()}), 15)
-test_eq(ms[:, [0, 1, 4]].abs().sum(), 0); test_eq(bool((ms.sum(-1) >= 1).all()), True)
-test_fail(lambda: mask_subsets(torch.zeros(4)), contains='needs 1 ≤ K ≤ 10')
-test_eq(mask_penalty(ms, torch.full((7,), 0.5), act_loan), torch.zeros(15))          # the uniform prior favours no mask
-pen = mask_penalty(ms, mask_prior(torch.tensor([1., 1, 3, 2, 1, 2, 1]), 'preference'), act_loan)
-test_eq(int(pen.argmin()), int((ms == torch.tensor([0., 0, 0, 0, 0, 0, 1])).all(-1).float().argmax()))   # savings alone (π = ½) is free
-test_close(float(pen.max()), math.log(5) + 2 * math.log(3), eps=1e-5)                 # all four: education's odds 1:5, loan amount's and income's 1:3
-# the batched search against a plain loop over people and masks (the teaching reference)
-prob_l, x_l = recourse_problem('loan', pools.recourse), rejected(clf, pools.recourse.train.x)[:40]
-z_l = flow.abduct(x_l)
-nets = StackedMLP([7 + 7, 16, 7], [torch.Generator().manual_seed(s) for s in (1, 2)])
-fb = torch.zeros(2, len(x_l), 7)
-fast = cheapest_valid_masks(nets, flow, clf, prob_l, x_l, z_l, ms, -3., 3., prob_l.weights, fb)
-with torch.no_grad():
-    for s in range(2):
-        for i in range(len(x_l)):
-            best, best_c = fb[s, i], float('inf')
-            for m in ms:
-                d = nets(torch.cat([z_l[i:i + 1], m[None]], -1)[None].expand(2, 1, -1))[s].clamp(-3., 3.)
-                xc = flow.latent_counterfactual(z_l[i:i + 1], m[None], d)
-                c = float(prob_l.cost(x_l[i:i + 1], xc, m[None], prob_l.weights))
-                if float(clf.logits(xc, check=False)) >= 0 and c < best_c: best, best_c = m, c
-            test_eq(fast[s, i], best)
-# a short run with refinement: three phases in the curves, the mask network moved, bad settings refused
-refined = train_carma('loan', clf, flow, pools.recourse, hparams={**hp_small, 'restarts': 1, 'refine_epochs': 2}, seed=4, cache=False, verbose=False)
-test_eq(len(refined.history['cost']), 3 + 2 + 2)
-assert any(not torch.allclose(refined.state_dict()[k], v) for k, v in polished.state_dict().items() if k.startswith('mask_net'))
-test_fail(lambda: carma_hparams('loan', refine_epochs=1.5), contains='refine_epochs must be a whole number ≥ 0')
-test_fail(lambda: carma_hparams('loan', refine_lr=-1), contains='refine_lr must be a finite number > 0')
-
-# %% [markdown]
-# With every phase defined, the promise of "Seeds are trained together" can be checked in full: a seed
-# trained alone and the same seed trained inside a stack of three (in the middle of it) are the same
-# model, bit for bit, at the profile's full epochs, with every phase their rows use (restarts, mask
-# refinement, polishing) — on two SCMs.
-
-# %%
-for name in ('chain-lin', 'collider-lin'):
-    p_ = make_pools(name)
-    c_ = train_classifier(name, p_.classifier, profile, verbose=False)
-    f_ = fit_flow(name, p_.causal, profile, verbose=False)
-    one_seed = train_carma_seeds(name, c_, f_, p_.recourse, [1], profile=profile, cache=False, verbose=False)[0]
-    stacked = train_carma_seeds(name, c_, f_, p_.recourse, [5, 1, 2], profile=profile, cache=False, verbose=False)[1]
-    same_model(one_seed, stacked)
-
-# %% [markdown]
-# The training curves tell the story of the multiplier: early on many counterfactuals are invalid,
-# the hinge is large and $\lambda$ climbs; as validity reaches 100 % the hinge vanishes, $\lambda$ stops
-# growing, and the cost term is free to shrink the actions. Right of the dashed line is polishing: the
-# masks are now the deterministic ones, no longer Gumbel samples, so the cost drops at once, and the
-# action network alone trims the amounts it no longer needs to hedge.
-
-# %%
-h = carma.history
 fig, axes = plt.subplots(1, 4, figsize=(15, 2.8))
-for ax, k, t in zip(axes, ('cost', 'hinge', 'lambda', 'valid'), ('cost (SPEC §6 units)', 'validity hinge g', 'multiplier λ', 'valid under the flow')):
-    ax.plot(h[k].numpy()); ax.set_title(t, fontsize=10); ax.set_xlabel('epoch')
-    E, Rf, P = carma.hp['epochs'], carma.hp.get('refine_epochs', 0), carma.hp.get('polish_epochs', 0)
-    for start, used in ((E, Rf), (E + Rf, P)):   # where refinement and polishing start
-        if used: ax.axvline(start - 0.5, color='grey', ls='--', lw=1)
+for ax, k, t in zip(axes, ('cost', 'hinge', 'lambda', 'valid'), ('cost', 'validity hinge g', 'multiplier λ', 'valid under the flow')):
+    ax.plot(carma.history[k].numpy()); ax.set_title(t, fontsize=10); ax.set_xlabel('epoch')
 fig.suptitle(f'CARMA on loan: training curves ({profile.name} profile)', y=1.05)
 save_figure(fig, 'carma_training_loan')
 plt.show()
@@ -1211,16 +873,18 @@ plt.show()
 # %% [markdown]
 # ## Checking the model
 #
-# On the training people the recommendations are valid under the flow; the mask never touches a
-# non-actionable feature; evaluation is deterministic; people already accepted get an empty action;
-# saving and loading gives identical recommendations; bad input is refused.
+# On its training people the recommendations are valid under the flow; non-actionable features are
+# never touched; serving is deterministic; accepted people get an empty action; bad input is refused.
 
 # %%
 train_people = rejected(clf, pools.recourse.train.x)
 rec = carma.recommend(train_people)
 print(f"valid under the flow on the training people: {float((rec.prob >= 0.5).float().mean()):.4f}")
-test_eq(rec.mask[:, get_scm('loan').immutable + [4]].any(), torch.tensor(False))
-test_eq(carma.recommend(train_people[:50]).values, carma.recommend(train_people[:50]).values)
+assert float((rec.prob >= 0.5).float().mean()) > (0.95 if profile.name == 'paper' else 0.8)
+test_eq(rec.mask[:, get_scm('loan').immutable + [get_scm('loan').index('duration')]].any(), torch.tensor(False))
+r50 = carma.recommend(train_people[:50])                                       # one person or many: the same answer
+test_eq(r50.mask, rec.mask[:50]); test_close(r50.values, rec.values[:50], eps=1e-4)   # (to float rounding: BLAS blocks by size)
+test_eq(carma.recommend(train_people[3].tolist()).mask, rec.mask[3:4])
 ok = pools.recourse.test.x[clf.predict_proba(pools.recourse.test.x) >= 0.5][:5]
 r_ok = carma.recommend(ok)
 test_eq(r_ok.accepted.all(), torch.tensor(True)); test_eq(r_ok.mask.any(), torch.tensor(False)); test_eq(r_ok.values, ok)
@@ -1228,55 +892,107 @@ test_fail(lambda: carma.recommend(torch.zeros(2, 5)), contains='5 columns but 7 
 test_fail(lambda: carma.recommend(torch.full((1, 7), float('nan'))), contains='NaN or inf')
 
 # %% [markdown]
-# Gradients reach both networks through the frozen flow and classifier:
+# The serving program computes what the networks compute: the model's own torch modules, run on the
+# same people, give the same masks and (to float rounding) the same counterfactuals. And the loss that
+# trained the model — the one `carma_loss`, here on the served model as a stack of one — sends
+# gradients to both networks and none to the frozen flow and classifier.
 
 # %%
-m = CARMA(carma.flow, carma.clf, carma.hp, tuple(carma.z_range.tolist()))   # a trainable copy
+with torch.no_grad():
+    z_t = flow.abduct(train_people)
+    a_t, d_t, _ = carma.policy(z_t)
+    x_t = flow.latent_counterfactual(z_t, a_t, d_t)
+test_eq(rec.mask, a_t.bool()); test_close(rec.x_cf, x_t, eps=1e-3)
+m = CARMA(flow, clf, carma.hp, tuple(carma.z_range.tolist()))                # a trainable copy
 m.load_state_dict(carma.state_dict())
 problem = recourse_problem('loan', pools.recourse)
-loss, _ = carma_loss(m, problem, train_people[:64], flow.abduct(train_people[:64]), problem.weights, torch.full((7,), .5), 1.0)
-loss.backward()
+act = carma.actionable
+ctx = LossContext(flow, clf, problem, problem.weights, mask_prior(problem.weights), act, tuple(carma.z_range.tolist()),
+                  carma.hp['margin'], carma.hp['tau'])
+xb = train_people[None, :64]
+loss, parts = carma_loss(ctx, m.mask_net, m.action_net, xb, flow.abduct(xb[0])[None], torch.zeros(1))
+loss.sum().backward()
 assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.mask_net.parameters() if p.ndim == 2)
 assert all(p.grad is not None for p in m.action_net.parameters())
-assert all(p.grad is None for p in m.flow.parameters()) and all(p.grad is None for p in m.clf.parameters())
+assert all(p.grad is None for p in flow.parameters()) and all(p.grad is None for p in clf.parameters())
 
 # %% [markdown]
-# The NumPy path and the torch path agree, person by person:
+# Stacking changes nothing: a seed trained alone and the same seed trained in the middle of a stack of
+# three are the same model, bit for bit, at the profile's full epochs, on two SCMs. And a training
+# that failed says so: with a learning rate of $10^4$ the networks are wrecked within a few steps.
 
 # %%
-many = rejected(clf, pools.recourse.test.x)[:2000]
-r_torch = _recommend(carma, many)
-fast = NumpyPolicy(carma).recommend(many.numpy())
-test_eq(torch.from_numpy(fast[0]), r_torch.mask)
-test_close(torch.from_numpy(fast[1]), r_torch.values, eps=1e-3)
-test_close(torch.from_numpy(fast[3]), r_torch.prob, eps=1e-4)
-test_eq(carma.recommend(many[:5]).mask, r_torch.mask[:5])                    # recommend() dispatches small batches to NumPy
-test_eq(carma.recommend(many[:5].double()).mask, r_torch.mask[:5])           # float64 input (either path) is served in float32
-test_eq(carma.recommend(many[:100].double()).mask, r_torch.mask[:100])
-test_eq(carma.recommend(many[0].tolist()).mask, r_torch.mask[:1])             # one row, as a plain list
-test_fail(lambda: carma.recommend(torch.full((2, 7), float('nan'))), contains='NaN')   # the fast check falls back to the full one
-
+def same_model(a: CARMA, b: CARMA):
+    "Every weight of two CARMA models bitwise equal."
+    for k, v in a.state_dict().items(): assert torch.equal(b.state_dict()[k], v), k
+for name in ('chain-lin', 'collider-lin'):
+    p_ = make_pools(name)
+    c_, f_ = train_classifier(name, p_.classifier, profile, verbose=False), fit_flow(name, p_.causal, profile, verbose=False)
+    one_seed = train_carma_seeds(name, c_, f_, p_.recourse, [1], profile=profile, cache=False, verbose=False)[0]
+    stacked = train_carma_seeds(name, c_, f_, p_.recourse, [5, 1, 2], profile=profile, cache=False, verbose=False)[1]
+    same_model(one_seed, stacked)
+test_fail(lambda: train_carma_seeds('loan', clf, flow, seeds=[1, 1]), contains='seeds must be distinct')
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    wrecked = train_carma('loan', clf, flow, pools.recourse, hparams={'lr': 1e4, 'epochs': 3}, cache=False, verbose=False)
+assert float(wrecked.history['train_coverage']) < COLLAPSED <= float(carma.history['train_coverage'])
+assert any(issubclass(w.category, TrainingCollapsed) and 'training failed' in str(w.message) for w in caught)
 
 # %% [markdown]
-# ### Saving and loading
+# ## Where the model can be trusted
 #
-# A CARMA checkpoint holds the two networks, the frozen flow and the classifier (each with its
-# scaler), the training range of each feature (the model's domain) and the configuration: everything
-# `carma-nb recommend` needs to serve applicants.
+# The networks, the flow and the classifier have seen only the people of their training data, and a
+# forward pass answers for anybody, however far outside. So a model records the minimum and maximum
+# of each feature over its recourse training split (`feature_range`, saved with its weights); its
+# **domain** is the SCM's kinds and bounds ∩ that range widened by `DOMAIN_MARGIN` (chapter 5), which
+# `carma-nb recommend` checks every applicant and every counterfactual against (chapter 12).
 
 # %%
 #| export
+def set_training_range(model: CARMA, # a CARMA model
+                       x: torch.Tensor, # (n, D) the recourse training people (all of them, unfiltered)
+                      ) -> CARMA:
+    "Record each feature's minimum and maximum over the training people on `model` (in place); returns it."
+    if not isinstance(model, CARMA): raise TypeError(f"set_training_range needs a CARMA model, got {type(model).__name__}")
+    with torch.no_grad(): model.feature_range.copy_(training_range(as_features(x, model.n_features, 'x', model.names)))
+    return model
+
+def _domain(self: CARMA, margin: float = DOMAIN_MARGIN, # share of the training range added on each side
+           ) -> FeatureDomain:
+    "Where the model is trusted (chapter 5): the SCM's kinds and bounds ∩ its training range ± `margin`."
+    if not torch.isfinite(self.feature_range).all():
+        raise ValueError("this CARMA model has no training range, so its domain is unknown: train it with "
+                         "train_carma, or call set_training_range(model, recourse_pool.train.x)")
+    return feature_domain(self.scm, self.feature_range, margin)
+
+CARMA.domain = _domain
+
+# %%
+test_eq(carma.feature_range, training_range(pools.recourse.train.x))
+untrained = CARMA(flow, clf, carma.hp, (-4., 4.))
+test_fail(lambda: untrained.domain(), contains='call set_training_range(model')
+test_eq(set_training_range(untrained, pools.recourse.train.x).domain().low, carma.domain().low)
+
+# %% [markdown]
+# ## Saving and loading
+#
+# A saved model holds the two networks, the frozen causal model and the classifier (each with its
+# scaler), the training range, and the configuration: everything `carma-nb recommend` needs. Loading
+# trusts nothing: every tensor must be present, of its shape and finite (chapter 0's `load_weights`),
+# and the causal model must be one of the package's own classes, by exact name.
+
+# %%
+#| export
+CAUSAL_MODELS = ('carma_nb.flow.CausalFlow', 'carma_nb.vaca.VACA')   # the causal models a saved CARMA may name
+
 def save_carma(model: CARMA, path) -> Path:
     "Save CARMA with its causal model and classifier (weights, scalers, configs) in one checkpoint."
     model.domain()                                   # refuses a model without a training range, with the fix
     cm = model.causal_model
     cfg = {'kind': 'carma-model', 'scm': model.scm, 'hp': model.hp,
            'causal_class': f'{type(cm).__module__}.{type(cm).__qualname__}', 'causal_hidden': list(cm.hidden),
-           'clf_hidden': list(model.clf.hidden), 'train_config': getattr(model, 'config', None)}
+           'clf_hidden': list(model.clf.hidden), 'train_config': getattr(model, 'config', None), 'idle_tol': model.idle_tol}
     return save_checkpoint(path, model.state_dict(), cfg)
-
-#: The causal models a saved CARMA may name: this package's own classes, by exact name (an allow-list).
-CAUSAL_MODELS = ('carma_nb.flow.CausalFlow', 'carma_nb.vaca.VACA')
 
 def _causal_class(name: str, source) -> type:
     "The causal-model class a checkpoint names, if it is one of `CAUSAL_MODELS`."
@@ -1292,26 +1008,20 @@ def _frozen_part(cls, sd: dict, prefix: str, cfg: dict, hidden_key: str, source)
     model = cls(cfg['scm'], tuple(cfg[hidden_key]), StandardScaler(part['mean'], part['std']))
     return load_weights(model, part, f'{source} ({prefix[:-1]})').freeze()
 
-def _require_training_range(sd: dict, path) -> None:
-    "Refuse a model file without the training range a service checks applicants against."
-    r, D = sd.get('feature_range'), len(sd.get('actionable', ()))
-    if not isinstance(r, torch.Tensor) or r.shape != (2, D) or not torch.isfinite(r).all():
-        raise ValueError(f"model file {path} has no feature_range (each feature's training minimum and "
-                         "maximum), so its domain is unknown and applicants could not be checked (a file "
-                         "saved before models recorded it, or a damaged one): train the model again and "
-                         "save it with save_carma")
-
 def load_carma(path, scm: str | None = None) -> CARMA:
     "Load a saved CARMA model (causal model and classifier included); with `scm`, refuse one of another SCM."
     ck = load_checkpoint(path, expect={'kind': 'carma-model', **({'scm': get_scm(scm).name} if scm else {})})
     cfg, sd = ck.config, ck.state_dict
-    _require_training_range(sd, path)
+    r = sd.get('feature_range')
+    if not (isinstance(r, torch.Tensor) and r.ndim == 2 and torch.isfinite(r).all()):
+        raise ValueError(f"model file {path} has no feature_range (each feature's training minimum and maximum), so its "
+                         "domain is unknown and applicants could not be checked: train the model again and save it with save_carma")
     lacking = [k for k in ('scm', 'hp', 'causal_class', 'causal_hidden', 'clf_hidden') if k not in cfg]
     if lacking: raise ValueError(f"{path}: the saved configuration lacks {lacking}; save the model again with save_carma")
     cm = _frozen_part(_causal_class(cfg['causal_class'], path), sd, 'causal_model.', cfg, 'causal_hidden', path)
     clf = _frozen_part(Classifier, sd, 'clf.', cfg, 'clf_hidden', path)
-    return _carma_from_checkpoint(Checkpoint(sd, cfg.get('train_config') or {'hp': cfg['hp']}, None, Path(path)), cm, clf)
-
+    return _carma_from_checkpoint(Checkpoint(sd, cfg.get('train_config') or {'hp': cfg['hp']}, None, Path(path)), cm, clf,
+                                  cfg.get('idle_tol'))
 
 # %%
 with tempfile.TemporaryDirectory() as d:
@@ -1319,134 +1029,39 @@ with tempfile.TemporaryDirectory() as d:
     again = load_carma(path, scm='loan')
     test_eq(again.recommend(train_people).values, rec.values)
     test_fail(lambda: load_carma(path, scm='chain-lin'), contains="has scm='loan' but scm='chain-lin' was requested")
-    # a damaged file is refused, naming the file and the tensor: one weight missing, one NaN, a foreign class
     ck = load_checkpoint(path)
     def damaged(edit_sd=lambda sd: sd, edit_cfg=lambda c: c):
         save_checkpoint(Path(d)/'bad.pt', edit_sd(dict(ck.state_dict)), edit_cfg(dict(ck.config)))
         return lambda: load_carma(Path(d)/'bad.pt')
     test_fail(damaged(lambda sd: {k: v for k, v in sd.items() if k != 'action_net.2.weight'}),
               contains="bad.pt: missing tensors ['action_net.2.weight']")
-    test_fail(damaged(lambda sd: {**sd, 'mask_net.0.bias': sd['mask_net.0.bias'] * float('nan')}),
-              contains="'mask_net.0.bias' holds NaN")
+    test_fail(damaged(lambda sd: {**sd, 'mask_net.0.bias': sd['mask_net.0.bias'] * float('nan')}), contains="'mask_net.0.bias' holds NaN")
     test_fail(damaged(lambda sd: {k: v for k, v in sd.items() if k != 'clf.net.0.weight'}), contains='bad.pt (clf): missing')
+    test_fail(damaged(lambda sd: {k: v for k, v in sd.items() if k != 'feature_range'}), contains='has no feature_range')
     test_fail(damaged(edit_cfg=lambda c: {**c, 'causal_class': 'os.system'}), contains="only carma_nb.flow.CausalFlow")
-    test_fail(damaged(edit_cfg=lambda c: {**c, 'causal_class': 'carma_nb.core.Path'}), contains="only carma_nb.flow.CausalFlow")
-    test_eq(again.feature_range, training_range(pools.recourse.train.x))   # the domain travels with the model
-    payload = torch.load(path, weights_only=True); del payload['state_dict']['feature_range']
-    torch.save(payload, Path(d)/'old.pt')                                   # as saved before models had it
-    test_fail(lambda: load_carma(Path(d)/'old.pt'), contains='has no feature_range')
-    untrained = CARMA(carma.flow, carma.clf, carma.hp, tuple(carma.z_range.tolist()))
-    test_fail(lambda: save_carma(untrained, Path(d)/'u.pt'), contains='call set_training_range(model')
-    test_eq(set_training_range(untrained, pools.recourse.train.x).domain().low, carma.domain().low)
+    test_fail(lambda: save_carma(untrained.freeze(), Path(d)/'u.pt') if False else save_carma(CARMA(flow, clf, carma.hp, (-4., 4.)), Path(d)/'u.pt'),
+              contains='call set_training_range(model')
 
 # %% [markdown]
 # ## CARMA against the oracle on loan
 #
 # The test people the classifier rejects, served by CARMA (one forward pass) and by the oracle
-# (exhaustive search with the true SCM), evaluated by the same function. CARMA's coverage is measured
-# under the flow, its causal validity by replaying its recommended values in the true SCM.
+# (exhaustive search with the true SCM), evaluated by the same function (chapter 5): coverage under
+# the flow, causal validity by replaying the recommended values in the true SCM. Then the paper's
+# Figs. 2 and 7: how the two methods act — the shift of each actionable feature among the people who
+# act on it, how many features each person acts on, and how often each feature is chosen.
 
 # %%
 test_people = rejected(clf, pools.recourse.test.x, profile.oracle_people)
-rec = carma.recommend(test_people)
-rep = evaluate_recourse(problem, clf, test_people, rec)
-orc = cached_oracle('loan', pools, clf, test_people)
-orep = evaluate_recourse(problem, clf, test_people, orc)
+rep = evaluate_recourse(problem, clf, test_people, carma.recommend(test_people))
+orep = evaluate_recourse(problem, clf, test_people, cached_oracle('loan', pools, clf, test_people))
+assert rep.metrics['validity %'] > (99 if profile.name == 'paper' else 80)
 pd.DataFrame([rep.metrics, orep.metrics], index=['CARMA', 'oracle']).round(3)
-
-# %% [markdown]
-# ### Idle acts on loan
-#
-# How many of those acts are idle (latent shift below 0.05), per feature, and what the table above
-# becomes when `recommend(..., idle_tol=0.05)` drops them:
-
-# %%
-served, idle = idle_acts(carma, test_people)
-rec_drop = carma.recommend(test_people, idle_tol=0.05)
-rep_drop = evaluate_recourse(problem, clf, test_people, rec_drop)
-act_names = [get_scm('loan').names[j] for j in get_scm('loan').actionable]
-with torch.no_grad():
-    _, delta_t, logits_t = carma.policy(flow.abduct(test_people))
-p_act = torch.softmax(logits_t.double(), -1)[..., 1]                          # the mask network's probability of acting
-median_among = lambda v, m: torch.where(m, v, torch.nan).nanmedian(0).values    # per feature, over the people where m (NaN if none)
-display(pd.DataFrame({'acting %': 100 * served.double().mean(0), 'idle %': 100 * idle.double().mean(0),
-                      'median p(act), idle acts': median_among(p_act, idle), 'median p(act), other acts': median_among(p_act, served & ~idle),
-                      'median |latent shift|, idle acts': median_among(delta_t.abs().double(), idle)},
-                     index=get_scm('loan').names).loc[act_names].round(3))
-pd.DataFrame([rep.metrics, rep_drop.metrics], index=['CARMA', 'CARMA, idle acts dropped']).round(3).T
-
-# %%
-test_eq(served, rec.mask)                                                     # idle_acts sees the served mask
-assert not (rec_drop.mask & ~rec.mask).any() and not (rec.mask & ~rec_drop.mask & ~idle).any()   # it only drops idle acts
-test_eq(carma.recommend(test_people[:5], idle_tol=0.05).mask, rec_drop.mask[:5])   # a small batch drops the same (torch path)
-test_eq(carma.recommend(test_people, idle_tol=0).mask, rec.mask)             # 0 drops nothing
-test_eq(carma.recommend(ok, idle_tol=0.05).mask.any(), torch.tensor(False))   # accepted people still get nothing
-assert rep_drop.metrics['validity %'] >= rep.metrics['validity %'] - 0.5 and rep_drop.metrics['cost x100'] <= 1.01 * rep.metrics['cost x100']
-test_fail(lambda: carma.recommend(test_people, idle_tol=-0.1), contains='idle_tol must be a number ≥ 0')
-test_fail(lambda: idle_acts(carma, test_people, tol=float('nan')), contains='idle_tol must be a number ≥ 0')
-test_fail(lambda: idle_acts(carma, test_people[:, :3]), contains='3 columns but 7 features')
-
-# %% [markdown]
-# **Measured** (paper profile, the 2 311 rejected loan test people, the chapter's model):
-# of CARMA's 3.74 acts per person, 1.01 are idle: almost all its education acts (94.5 % of people, of
-# the 97.1 % it asks to act on education), and a few of income (1.8 %) and savings (5.1 %). The mask
-# network is at a coin flip on them, as described above: its median probability of acting is 0.515 on
-# the idle education acts, against 0.59–0.66 on the loan-amount, income and savings acts that change
-# something; and their median latent shift is 0.009 (education) and 0.023 (income, savings).
-# Dropping them leaves 2.73 acts per person, near the paper's 2.89 for loan, while the cost moves from
-# 3.023 to 3.017 and coverage (99.91 %) and causal validity (99.96 %) do not move. Table 1 and the study
-# tables keep the paper's count (every act the mask network chooses), so they stay comparable with the
-# paper; `carma-nb recommend` drops idle acts by default (chapter 12), because telling a person to set
-# their education to its current value is not advice. Dropping them takes one more pass through the
-# flow and the classifier, reusing the latents and shifts already computed: 2.34 µs per person for the
-# whole test set in one batch against 1.56 µs (1.5×), and 0.57 ms for one person on the torch path,
-# against 0.34 ms on the torch path without dropping and 0.09 ms on the NumPy path, which serves small
-# batches only when nothing is dropped (`benchmarks/bench_carma.py`, rows C–E; one run on this shared
-# machine).
-
-# %% [markdown]
-# Speed, both ways (`SPEC.md` §6): one person at a time, and the whole test set in one batch.
-
-# %%
-timing = time_per_person(lambda xb: carma.recommend(xb), test_people, single=100)
-{k: round(v, 4) for k, v in timing.items()}
-
-# %% [markdown]
-# One detail matters for that batched time. Weight decay drives the weights of dead units towards zero,
-# and after 600 epochs hundreds of them (790–980 in the four loan models we counted) are *subnormal*
-# floats, below $1.18 \cdot 10^{-38}$. Some CPUs handle each multiplication by a subnormal in microcode,
-# many times slower: on the machine of the latest full re-run the whole-test-set pass of a loan model
-# takes 3.78 µs per person with them and 1.56 µs without, 2.4× faster (`benchmarks/bench_carma.py`,
-# rows D). Next to any normal number their contribution is
-# below float32's resolution, so every model is loaded with them set to zero (`flush_subnormal_`, in
-# `_carma_from_checkpoint`), and its recommendations stay bit-identical. The check: a copy with two
-# weights made subnormal, saved and loaded again, has them at zero and recommends exactly what the
-# copy does.
-
-# %%
-import copy
-with torch.no_grad():
-    raw = copy.deepcopy(carma); raw.mask_net[0].weight[0, 0] = 1e-40; raw.action_net[0].weight[0, 0] = 1e-40
-with tempfile.TemporaryDirectory() as d:
-    back = load_carma(save_carma(raw, Path(d)/'raw.pt'))             # loading flushes them
-test_eq(float(back.mask_net[0].weight[0, 0]), 0.); test_eq(float(back.action_net[0].weight[0, 0]), 0.)
-r_raw, r_back = raw.recommend(test_people), back.recommend(test_people)
-assert torch.equal(r_raw.mask, r_back.mask) and torch.equal(r_raw.values, r_back.values)   # bit-identical
-test_eq(flush_subnormal_(raw.mask_net) + flush_subnormal_(raw.action_net), 2)     # the same two, in place
-test_eq(flush_subnormal_(carma.mask_net) + flush_subnormal_(carma.action_net), 0) # a loaded model has none left
-test_fail(lambda: flush_subnormal_(carma.state_dict()), contains='needs a torch nn.Module')
-
-# %% [markdown]
-# ### Paper Fig. 2 and Fig. 7
-#
-# How CARMA and the oracle act on loan: the distribution of the shift $x^{CF} - x^F$ of each actionable
-# feature among the people who act on it (Fig. 2), and how many features each person acts on and how
-# often each feature is chosen (Fig. 7).
 
 # %%
 #| export
 METHOD_COLORS = {'CARMA': '#1b9e77', 'oracle': '#d95f02', 'DiCE-VAE': '#7570b3', 'CARMA (weighted)': '#e7298a',
-                 'oracle (weighted)': '#66a61e', 'CARMA (VACA)': '#e6ab02'}
+                 'oracle (weighted)': '#66a61e', 'CARMA (VACA)': '#e6ab02', 'improved CARMA': '#386cb0'}
 
 def plot_shifts(scm: SCM | str, # the SCM whose actionable features get one panel each
                 reports: dict, # method name -> RecourseReport (evaluate_recourse)
@@ -1464,13 +1079,14 @@ def plot_shifts(scm: SCM | str, # the SCM whose actionable features get one pane
     return fig
 
 def plot_feature_use(scm: SCM | str, reports: dict, title: str = ''):
-    "Two panels per method: % of people by number of features intervened, and % of people acting on each feature."
+    "Two panels: % of people by number of features intervened, and % of people acting on each feature, per method."
     import matplotlib.pyplot as plt
     scm = get_scm(scm)
     colors = [METHOD_COLORS.get(n) for n in reports]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3))
-    counts = pd.DataFrame({n: pd.Series(r.mask.sum(1).numpy()).value_counts(normalize=True) * 100 for n, r in reports.items()})
-    counts.reindex(range(len(scm.actionable) + 1)).fillna(0).plot.bar(ax=a1, color=colors)
+    counts = {n: np.bincount(r.mask.sum(1).numpy(), minlength=len(scm.actionable) + 1) / len(r.mask) * 100
+              for n, r in reports.items()}
+    pd.DataFrame(counts).plot.bar(ax=a1, color=colors)
     a1.set_xlabel('number of features intervened'); a1.set_ylabel('% of people')
     pd.DataFrame({n: r.per_feature['intervened %'] for n, r in reports.items()}).plot.bar(ax=a2, color=colors)
     a2.set_ylabel('% of people'); a2.set_xlabel('')
@@ -1478,134 +1094,25 @@ def plot_feature_use(scm: SCM | str, reports: dict, title: str = ''):
     fig.suptitle(title, y=1.03)
     return fig
 
-
 # %%
-fig = plot_shifts('loan', {'CARMA': rep, 'oracle': orep}, 'loan: shift x_CF − x_F of each intervened feature (paper Fig. 2)')
-save_figure(fig, 'fig2_shifts_carma_vs_oracle')
+save_figure(plot_shifts('loan', {'CARMA': rep, 'oracle': orep}, 'loan: shift x_CF − x_F of each intervened feature (paper Fig. 2)'),
+            'fig2_shifts_carma_vs_oracle')
+save_figure(plot_feature_use('loan', {'CARMA': rep, 'oracle': orep}, 'loan: CARMA vs oracle (paper Fig. 7)'),
+            'fig7_features_carma_vs_oracle')
 plt.show()
-
-# %%
-fig = plot_feature_use('loan', {'CARMA': rep, 'oracle': orep}, 'loan: CARMA vs oracle (paper Fig. 7)')
-save_figure(fig, 'fig7_features_carma_vs_oracle')
-plt.show()
-
-# %% [markdown]
-# ## All seven SCMs
-#
-# CARMA with each SCM's paper hyperparameters, over the profile's seeds, against the oracle on the
-# same rejected test people; the paper's Table 1 values alongside. The targets at paper settings
-# (10 seeds): causal validity ≥ 99.5 % and cost ≤ 1.10 × the oracle's on every SCM.
 
 # %%
 #| export
-PAPER_CARMA = pd.DataFrame({  # paper Table 1, CARMA columns: references shown next to ours, never results
+PAPER_CARMA = pd.DataFrame({  # the paper's Table 1, CARMA columns: references shown next to ours, never results
     'scm': ['triangle-lin', 'collider-lin', 'chain-lin', 'triangle-nlin', 'collider-nlin', 'chain-nlin', 'loan'],
     'paper CARMA cost x100': [11.36, 10.36, 10.62, 8.95, 4.19, 11.81, 6.69],
+    'paper CARMA cost std': [4.13, 4.06, 5.12, 3.13, 1.10, 2.05, 1.36],
     'paper CARMA acts': [1.45, 2.37, 2.26, 1.96, 2.62, 2.32, 2.89],
     'paper CARMA validity %': [99.94, 99.98, 99.91, 99.89, 99.74, 99.98, 99.95]}).set_index('scm')
 
-def carma_table(profile=None, scms=SCM_NAMES, seed0: int = 0, verbose: bool = False,
-                clf_optimizer: str = 'adam', # the classifiers' optimizer (chapter 3): 'adam' (SPEC) or 'sgd' (original code)
-                algorithm: str = 'ours', # 'ours' (the settings above) or 'paper' (our additions off: `paper_algorithm`)
-               ) -> pd.DataFrame:
-    "CARMA (mean ± std over the profile's seeds) and the oracle on every SCM's rejected test people."
-    if algorithm not in ('ours', 'paper'): raise ValueError(f"algorithm must be 'ours' or 'paper', got {algorithm!r}")
-    p = get_profile(profile)
-    rows = []
-    for name in scms:
-        ref = oracle_reference(name, p, clf_optimizer=clf_optimizer)
-        flow = fit_flow(name, ref.pools.causal, p, verbose=False)
-        per_seed = []
-        hp = paper_algorithm(name) if algorithm == 'paper' else None
-        for m in train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, range(seed0, seed0 + p.seeds), hp, profile=p, verbose=verbose):
-            r = m.recommend(ref.people)
-            idle = float(idle_acts(m, ref.people)[1].sum(1).double().mean())
-            per_seed.append({**evaluate_recourse(ref.problem, ref.clf, ref.people, r).metrics, 'idle acts': idle})
-        df, o = pd.DataFrame(per_seed), ref.metrics
-        rows.append({'scm': name, 'seeds': p.seeds, 'people': len(ref.people),
-                     'CARMA cost x100': df['cost x100'].mean(), 'cost std': df['cost x100'].std(),
-                     'oracle cost x100': o['cost x100'], 'cost / oracle': df['cost x100'].mean() / o['cost x100'],
-                     'CARMA validity %': df['validity %'].mean(), 'validity min %': df['validity %'].min(),
-                     'CARMA coverage %': df['coverage %'].mean(), 'CARMA acts': df['acts'].mean(), 'CARMA idle acts': df['idle acts'].mean(), 'oracle acts': o['acts'],
-                     'CARMA prob': df['prob'].mean()})
-    paper_oracle = PAPER_ORACLE[['paper cost x100']].rename(columns={'paper cost x100': 'paper oracle cost x100'})
-    return pd.DataFrame(rows).set_index('scm').join(PAPER_CARMA).join(paper_oracle)
-
-
-# %%
-table = carma_table(profile)
-save_table(table.round(3), 'carma_table1')
-print(f'profile: {profile.name} ({profile.seeds} seeds, {profile.carma_epoch_frac:.0%} of the paper epochs)')
-table.round(3)
-
-# %%
-assert (table['CARMA validity %'] > 80).all()
-test_fail(lambda: carma_table(profile, scms=['loan'], algorithm='table5'), contains="algorithm must be 'ours' or 'paper'")
-
 # %% [markdown]
-# **Status of this chapter.** The outputs above come from the **paper** profile (10 seeds per SCM, the
-# paper's epochs, every rejected test person), with the models trained by `carma-nb reproduce`.
-#
-# *What changed on the way.* With the paper's loss unchanged, CARMA was valid but expensive on our
-# classifiers (loan: cost 11–38 over ten seeds, 2.7–9.4× the oracle), because the hinge's gradient is zero
-# for almost every rejected person (logits around −70). Chapter 13 runs the paper's algorithm
-# (`paper_algorithm`: all our additions off) against the classifiers the original code trained (SGD,
-# chapter 3), and there it lands near the paper's Table 1 (five of seven SCMs within the paper's
-# seed-to-seed spread). So the additions answer our classifiers rather than a flaw in the algorithm.
-# The tempered hinge fixes the gradient without
-# touching any decision. Its factor was chosen per SCM on the **validation** people by
-# `tools/sweep_hparam.py` (4 seeds, paper settings; score = cost + (1 − validity), SPEC §8's rule).
-# Measured:
-#
-# | SCM | factor 0 (the paper's loss) | 1 | 4 | kept |
-# |---|---|---|---|---|
-# | loan | — (test, 10 seeds: 4.6× the oracle) | 1.12×, 99.9–100 % | 0.93×, 99.8–100 % | 4 |
-# | chain-lin | 2.59×, 94.2–100 % | 1.10×, 100 % | 1.15×, 100 % | 1 |
-# | collider-lin | 1.92×, 100 % | 2.03×, 92.7–100 % | 1.14×, 99.9–100 % | 4 |
-# | triangle-lin | not run | 1.55×, 82.5–100 % | 1.13×, 99.9–100 % | 4 |
-# | triangle-nlin | 3.44×, 88.1–100 % | 1.53×, 95.6–98.2 % | 1.80×, 94.9–98.1 % | 1 |
-# | collider-nlin | not run | 1.34×, 100 % | 1.21×, 99.0–100 % | 1 |
-# | chain-nlin | 16.7×, 89.3–100 % | 1.44×, 86.2–99.9 % | 0.65×, 77.7–91.5 % | 1 |
-#
-# (cost as a multiple of the oracle's on the same validation people; causal validity range over seeds;
-# loan was also tried at 0.5, 2 and 8: 1.45×, 1.11× and 1.02×.)
-#
-# The clamp scale was chosen the same way (4 seeds, validation people, the temperatures above):
-#
-# | SCM | shift_scale 1 (the paper's clamp) | 2 | 3 | kept |
-# |---|---|---|---|---|
-# | chain-nlin | 1.53×, 85.3–98.6 % | 0.91×, 99.8–100 % | 1.74×, 99.96–100 % | 2 |
-# | triangle-nlin | 1.67×, 96.6–98.2 % | 1.31×, 98.1–100 % | — | 2 |
-# | triangle-lin | 1.27×, 100 % | 1.59×, 99.96–100 % | — | 1 |
-# | collider-nlin | 1.25×, 99.95–100 % | 1.30×, 98.7–100 % | — | 1 |
-# | chain-lin | 1.10×, 100 % | 1.21×, 89.4–100 % | — | 1 |
-#
-# *Against the targets* (paper profile, 10 seeds, test people; the table above). Causal validity is
-# at least 99.87 % on average on every SCM, and at least 99.61 % on every seed of every SCM (the lowest
-# seeds: triangle-nlin 99.61 %, collider-nlin and chain-lin 99.86 %). Cost is below the oracle's on every
-# SCM: chain-nlin 0.50×, loan 0.74×, triangle-lin 0.76×, collider-nlin 0.76×, chain-lin 0.78×,
-# triangle-nlin 0.88× and collider-lin 0.89×, so within the 1.10× target everywhere, including
-# chain-nlin, where the paper was furthest (1.21×). CARMA can beat the oracle because the oracle
-# searches a grid of 15–25 values per feature (chapter 6) while CARMA's amounts are continuous;
-# polishing lets it use more of that freedom.
-# Triangle-nlin was at 1.12× (seeds 1.07–1.16×) with polishing alone; its choice of features was the gap
-# (CARMA with the true SCM had the same one: 1.11× against the flow's 1.13× on the validation people,
-# `tools/carma_true_scm.py triangle-nlin`). Mask refinement closed it (0.88×, seeds 0.85–0.90×, 1.67
-# features per person), and on triangle-lin, collider-lin and chain-lin it moved the test cost from
-# 0.92×, 1.03× and 0.92× of the oracle (the same settings without refinement, this machine) to 0.76×,
-# 0.89× and 0.78×, with validity unchanged (100 %, 100 % and 99.99 %) and 1.0, 1.9 and 1.0 features per
-# person instead of 2.2, 2.9 and 2.7. Speed is measured by
-# `benchmarks/bench_carma.py` (RESULTS.md); restarts, refinement and polishing multiply the training
-# work, which the stacked training absorbs in part (the runner's time per model, two workers on this
-# shared machine, discarded candidates included: loan 16 s, triangle-lin 74 s with refinement against
-# 49 s without).
-#
-# *Features per person.* The table counts every act the mask network chooses, as the paper does; the
-# column `CARMA idle acts` counts those among them that change nothing (latent shift below 0.05, as on
-# loan above). The SCMs trained with mask refinement have (almost) none: refinement labels each person
-# with the cheapest valid mask, which never holds an act it does not need. The others do: loan 1.02 of
-# its 3.73, chain-nlin 0.95 of 2.55 and collider-nlin 0.63 of 2.73. Without them CARMA acts on 2.71,
-# 1.60 and 2.11 features per person there, against the paper's 2.89, 2.32 and 2.62.
+# Chapter 8 measures our changes to this algorithm; chapter 13 puts every SCM's numbers next to the
+# paper's Table 1.
 
 # %%
 #| hide

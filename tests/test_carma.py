@@ -1,4 +1,4 @@
-"""CARMA (SPEC §8): invariants of a briefly trained model on small pools (the chapter trains the real ones)."""
+"""CARMA (chapters 7 and 8): invariants of a briefly trained model on small pools (the chapters train the real ones)."""
 import copy
 import multiprocessing as mp
 import os
@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from carma_nb.carma import CARMA, carma_hparams, carma_table, idle_acts, load_carma, mask_kl, paper_algorithm, save_carma, train_carma
+from carma_nb.carma import CARMA, Recipe, carma_hparams, get_recipe, load_carma, mask_kl, save_carma, train_carma
+from carma_nb.improved import idle_acts
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
 from carma_nb.flow import fit_flow
@@ -71,38 +72,37 @@ def test_mask_kl_zero_at_prior():
     assert torch.allclose(mask_kl(torch.zeros(2, 7, 2), torch.full((7,), 0.5), torch.ones(7)), torch.zeros(2), atol=1e-6)
 
 
-def _force_idle_education(m):
-    "A copy of `m` that always acts on education (j = 2) with latent shift 0: every education act is idle."
+def _force_idle_education(m, tol=None):
+    "A copy of `m` that always acts on education (j = 2) with latent shift 0 (every education act idle), serving with `tol`."
     mm = copy.deepcopy(m)
-    mm._np_policy = None
     dz = mm.causal_model.latent_size
     with torch.no_grad():
         last_a = [l for l in mm.action_net if isinstance(l, nn.Linear)][-1]
         last_a.weight[2 * dz:3 * dz].zero_(); last_a.bias[2 * dz:3 * dz] = 0.
         last_m = [l for l in mm.mask_net if isinstance(l, nn.Linear)][-1]
         last_m.weight[4:6].zero_(); last_m.bias[4], last_m.bias[5] = -5., 5.     # logits (keep, intervene) of education
-    return mm
+    mm.idle_tol = tol
+    return mm.freeze()                                                  # recompile the serving program
 
 
 def test_idle_acts_are_found_and_dropped(model):
     m, clf, flow, pools = model
     people = rejected(clf, pools.recourse.test.x)
-    mm = _force_idle_education(m)
     tol = 1e-6                                                         # only the forced, exactly-zero shifts are this small
-    mask, idle = idle_acts(mm, people, tol)
+    full, mm = _force_idle_education(m), _force_idle_education(m, tol)
+    mask, idle = idle_acts(full, people, tol)
     assert mask[:, 2].all() and torch.equal(idle[:, 2], mask[:, 2]) and not idle[:, [3, 5, 6]].any()
-    full, dropped = mm.recommend(people), mm.recommend(people, idle_tol=tol)
-    assert full.mask[:, 2].all() and not dropped.mask[:, 2].any()      # dropped for everyone: nothing changes without it
-    assert torch.equal(dropped.mask[:, [3, 5, 6]], full.mask[:, [3, 5, 6]])   # the other acts stay
-    torch.testing.assert_close(dropped.x_cf, full.x_cf, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(dropped.prob, full.prob, atol=1e-5, rtol=1e-5)
+    every, dropped = full.recommend(people), mm.recommend(people)
+    assert every.mask[:, 2].all() and not dropped.mask[:, 2].any()     # dropped for everyone: nothing changes without it
+    assert torch.equal(dropped.mask[:, [3, 5, 6]], every.mask[:, [3, 5, 6]])   # the other acts stay
+    torch.testing.assert_close(dropped.x_cf, every.x_cf, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(dropped.prob, every.prob, atol=1e-5, rtol=1e-5)
     assert torch.equal(dropped.values[:, 2], people[:, 2])              # no education target is reported
-    assert torch.equal(mm.recommend(people[:5], idle_tol=tol).mask, dropped.mask[:5])   # a small batch, same answer
-    assert torch.equal(mm.recommend(people, idle_tol=0).mask, full.mask)
-    loose = mm.recommend(people, idle_tol=0.05)                         # a looser tolerance only ever drops idle acts
-    assert not (loose.mask & ~full.mask).any() and not (full.mask & ~loose.mask & ~idle_acts(mm, people, 0.05)[1]).any()
-    with pytest.raises(ValueError, match='idle_tol must be a number ≥ 0'):
-        mm.recommend(people, idle_tol=float('nan'))
+    assert torch.equal(mm.recommend(people[:5]).mask, dropped.mask[:5])   # a small batch, same answer
+    loose = _force_idle_education(m, 0.05).recommend(people)            # a looser tolerance only ever drops idle acts
+    assert not (loose.mask & ~every.mask).any() and not (every.mask & ~loose.mask & ~idle_acts(full, people, 0.05)[1]).any()
+    with pytest.raises(ValueError, match='tol must be a finite number > 0'):
+        idle_acts(full, people, float('nan'))
 
 
 def test_idle_acts_with_vaca():
@@ -112,20 +112,19 @@ def test_idle_acts_with_vaca():
     vaca = fit_vaca('loan', pools.causal, epochs=5, cache=False, verbose=False)
     m = train_carma('loan', clf, vaca, pools.recourse, hparams={'epochs': 5}, cache=False, verbose=False)
     people = rejected(clf, pools.recourse.test.x)
-    mm = _force_idle_education(m)
-    mask, idle = idle_acts(mm, people, 1e-6)
+    mask, idle = idle_acts(_force_idle_education(m), people, 1e-6)
     assert mask[:, 2].all() and idle[:, 2].all()
-    assert not mm.recommend(people, idle_tol=1e-6).mask[:, 2].any()
+    assert not _force_idle_education(m, 1e-6).recommend(people).mask[:, 2].any()
 
 
-def test_paper_algorithm_switches_our_additions_off():
-    """`paper_algorithm` gives Table 5's CARMA: no temperature, restarts, wider clamp, refinement or polishing, Table 5's margin."""
-    hp = carma_hparams('triangle-nlin', **paper_algorithm('triangle-nlin'))
-    assert (hp['temperature'], hp['restarts'], hp['shift_scale'], hp['polish_epochs'], hp['refine_epochs'], hp['margin']) == (0, 1, 1, 0, 0, 0.003)
-    assert carma_hparams('loan', **paper_algorithm('loan'))['margin'] == 0.011      # the same as ours where Table 5's is kept
-    assert paper_algorithm('loan', 'vaca')['margin'] == 0.003
-    with pytest.raises(ValueError, match="algorithm must be 'ours' or 'paper'"):
-        carma_table('quick', scms=['loan'], algorithm='table5')
+def test_the_paper_recipe_is_the_default_and_the_improved_one_differs():
+    """Chapter 7 trains the paper's procedure by default; `recipe='improved'` (chapter 8) switches the additions on."""
+    assert get_recipe('paper', 'triangle-nlin') == Recipe() and carma_hparams('triangle-nlin')['margin'] == 0.003
+    improved = get_recipe('improved', 'triangle-nlin')
+    assert (improved.candidates, improved.shift_scale, improved.margin) == (6, 2, 0.03)
+    assert get_recipe('improved', 'loan', 'vaca').margin == 0.03
+    with pytest.raises(ValueError, match="unknown recipe 'table5'"):
+        get_recipe('table5', 'loan')
 
 
 TINY = {'classifier': (1500, 300, 300), 'causal': (1500, 300, 300), 'recourse': (1000, 300, 300)}
@@ -137,17 +136,17 @@ def _carma_stack_in_process(args):
     os.environ['CARMA_CACHE'] = cache
     import carma_nb.carma as carma
     fit = carma._fit_carma_seeds
-    def logged(scm, cm, clf, pool, hp, weights, prior, todo, verbose):
+    def logged(st, todo, pool):
         with open(log, 'a') as f: f.write(' '.join(map(str, todo)) + '\n')
         time.sleep(1)                                      # the other process asks while this one trains
-        return fit(scm, cm, clf, pool, hp, weights, prior, todo, verbose)
+        return fit(st, todo, pool)
     carma._fit_carma_seeds = logged
     pools = make_pools('chain-lin', 0, TINY)
     clf = train_classifier('chain-lin', pools.classifier, epochs=2, cache=False, verbose=False)
     flow = fit_flow('chain-lin', pools.causal, epochs=2, batch=1000, cache=False, verbose=False)
-    hp = {'epochs': 2, 'polish_epochs': 1, 'refine_epochs': 0, 'restarts': 1}
+    recipe = carma.Recipe('two-phase', phases=(('polish', 1),))
     barrier.wait()                                         # both ask for the stack at the same moment
-    ms = carma.train_carma_seeds('chain-lin', clf, flow, pools.recourse, seeds, hp, verbose=False)
+    ms = carma.train_carma_seeds('chain-lin', clf, flow, pools.recourse, seeds, recipe, {'epochs': 2}, verbose=False)
     return {s: m.action_net[0].weight.sum().item() for s, m in zip(seeds, ms)}
 
 

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
-from carma_nb.carma import NumpyPolicy, _recommend, save_carma, train_carma
+from carma_nb.carma import save_carma, train_carma
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
-from carma_nb.experiments import IDLE_TOL, Job, job_path, main, read_applicants, recommend_file, run_experiments
+from carma_nb.experiments import Job, job_path, main, read_applicants, recommend_file, run_experiments
 from carma_nb.flow import fit_flow
 from carma_nb.scm import get_scm
 
@@ -45,7 +45,7 @@ def test_recommend_file_matches_the_library(saved):
     assert main(['recommend', '--scm', 'loan', '--model', str(d / 'carma.pt'), '--input', str(d / 'people.csv'),
                  '--output', str(d / 'out.csv')]) == 0
     out = pd.read_csv(d / 'out.csv')
-    rec = m.recommend(pools.recourse.test.x, idle_tol=IDLE_TOL)          # the command drops idle acts by default
+    rec = m.recommend(pools.recourse.test.x)                           # the command serves as the model does
     assert len(out) == len(pools.recourse.test.x)
     assert np.array_equal(out['accepted'].to_numpy(), rec.accepted.numpy())
     served = (out['status'] == 'served').to_numpy()                      # nobody refused here
@@ -59,22 +59,22 @@ def test_recommend_file_matches_the_library(saved):
     given = served | rec.accepted.numpy()
     np.testing.assert_allclose(out['prob_after'][given], rec.prob.numpy()[given], rtol=1e-5)
     assert out['prob_after'][~given].isna().all()
-    dropped = recommend_file(d / 'carma.pt', d / 'people.csv', d / 'out2.csv').attrs['idle acts dropped']
-    assert dropped == int(m.recommend(pools.recourse.test.x).mask.sum() - rec.mask.sum())
 
 
-def test_recommend_idle_tol_zero_keeps_every_act(saved):
+def test_recommend_idle_tol_overrides_the_models_setting(saved):
     d, m, pools = saved
     assert main(['recommend', '--scm', 'loan', '--model', str(d / 'carma.pt'), '--input', str(d / 'people.csv'),
-                 '--output', str(d / 'every.csv'), '--idle-tol', '0']) == 0
+                 '--output', str(d / 'every.csv'), '--idle-tol', '0.05']) == 0
+    m.idle_tol = 0.05
     out, rec = pd.read_csv(d / 'every.csv'), m.recommend(pools.recourse.test.x)
+    m.idle_tol = None
     served = (out['status'] == 'served').to_numpy()
     for j, name in enumerate(LOAN):
         if f'act_{name}' in out:
             assert np.array_equal(out[f'act_{name}'].to_numpy(), rec.mask[:, j].numpy() & served), name
     r = run_cli('recommend', '--scm', 'loan', '--model', str(d / 'carma.pt'), '--input', str(d / 'people.csv'),
                 '--output', str(d / 'neg.csv'), '--idle-tol', 'nan')
-    assert r.returncode == 2 and 'idle_tol must be a number ≥ 0' in r.stderr and not (d / 'neg.csv').exists()
+    assert r.returncode == 2 and 'idle_tol must be a finite number ≥ 0' in r.stderr and not (d / 'neg.csv').exists()
 
 
 def test_columns_in_any_order_are_accepted(saved, tmp_path):
@@ -113,13 +113,18 @@ def test_every_command_has_help():
         assert r.returncode == 0 and 'usage: carma-nb' in r.stdout
 
 
-def test_numpy_path_equals_torch_path(saved):
+def test_serving_program_equals_the_torch_modules(saved):
     _, m, pools = saved
     x = pools.recourse.test.x[:500]
-    mask, values, x_cf, prob, accepted = NumpyPolicy(m).recommend(x.numpy())
-    ref = _recommend(m, x)
-    assert torch.equal(torch.from_numpy(mask), ref.mask) and torch.equal(torch.from_numpy(accepted), ref.accepted)
-    torch.testing.assert_close(torch.from_numpy(values), ref.values, atol=1e-3, rtol=1e-4)
+    rec = m.recommend(x)
+    with torch.no_grad():
+        accepted = m.clf.predict_proba(x) >= 0.5
+        z = m.causal_model.abduct(x)
+        a, delta, _ = m.policy(z)
+        a = a * ~accepted[:, None]
+        x_cf = torch.where(accepted[:, None], x, m.causal_model.latent_counterfactual(z, a, delta))
+    assert torch.equal(rec.mask, a.bool()) and torch.equal(rec.accepted, accepted)
+    torch.testing.assert_close(rec.x_cf, x_cf, atol=1e-3, rtol=1e-4)
 
 
 def test_runner_resumes_and_never_reads_half_written_files(tmp_path):
@@ -257,7 +262,7 @@ def test_recommend_serves_a_registered_scm_of_ones_own(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     a, b = pd.read_csv(tmp_path / 'a.csv'), pd.read_csv(tmp_path / 'b.csv')
-    rec = m.recommend(pools.recourse.test.x, idle_tol=IDLE_TOL)
+    rec = m.recommend(pools.recourse.test.x)
     pd.testing.assert_frame_equal(a, b)
     known = ~a['status'].str.startswith('refused').to_numpy()   # small training split: some people outside
     assert known.mean() > 0.95

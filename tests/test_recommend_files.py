@@ -260,7 +260,6 @@ def test_serve_checks_its_input(model):
     _, _, m, pools = model
     x = pools.recourse.test.x
     with pytest.raises(ValueError, match=r'x must be \(n, 7\)'): serve(m, x[:, :3])
-    with pytest.raises(ValueError, match='idle_tol must be a number'): serve(m, x, idle_tol=-1)
     with pytest.raises(ValueError, match='margin must be'): serve(m, x, margin=float('nan'))
     s = serve(m, x[:0])                                               # nobody: nothing to do, no error
     assert len(s.status) == 0 and s.rec.mask.shape == (0, 7)

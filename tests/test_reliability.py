@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from carma_nb.carma import (COLLAPSED, TrainingCollapsed, carma_hparams, load_carma, paper_algorithm, save_carma,
+from carma_nb.carma import (COLLAPSED, TrainingCollapsed, carma_hparams, load_carma, save_carma,
                             train_carma, train_carma_seeds)
 from carma_nb.classifier import train_classifier
 from carma_nb.core import load_checkpoint, save_checkpoint
@@ -31,11 +31,11 @@ def assert_same(a, b):
 
 @pytest.mark.parametrize('scm', ['chain-lin', 'collider-lin'])
 def test_a_seed_is_the_same_model_alone_or_stacked_at_the_papers_epochs(scm):
-    # the paper's algorithm (one candidate, no polishing) at the paper's full epochs for this SCM (Table 5)
+    # the paper's algorithm (the default recipe) at the paper's full epochs for this SCM (Table 5)
     pools, clf, flow = quick_models(scm)
-    hp = {**paper_algorithm(scm), 'epochs': carma_hparams(scm)['epochs']}
-    alone = train_carma_seeds(scm, clf, flow, pools.recourse, [2], hp, cache=False, verbose=False)[0]
-    stacked = train_carma_seeds(scm, clf, flow, pools.recourse, [7, 2, 0], hp, cache=False, verbose=False)[1]
+    hp = {'epochs': carma_hparams(scm)['epochs']}
+    alone = train_carma_seeds(scm, clf, flow, pools.recourse, [2], hparams=hp, cache=False, verbose=False)[0]
+    stacked = train_carma_seeds(scm, clf, flow, pools.recourse, [7, 2, 0], hparams=hp, cache=False, verbose=False)[1]
     assert alone.hp['epochs'] == carma_hparams(scm)['epochs'] >= 150
     assert_same(alone, stacked)
 
@@ -53,7 +53,7 @@ def saved(tmp_path_factory):
     pools = make_pools('loan', 0, SMALL)
     clf = train_classifier('loan', pools.classifier, epochs=5, cache=False, verbose=False)
     flow = fit_flow('loan', pools.causal, epochs=5, batch=1000, cache=False, verbose=False)
-    m = train_carma('loan', clf, flow, pools.recourse, hparams={'epochs': 3, 'restarts': 1, 'polish_epochs': 0},
+    m = train_carma('loan', clf, flow, pools.recourse, hparams={'epochs': 3},
                     cache=False, verbose=False)
     return save_carma(m, d / 'carma.pt'), d
 
@@ -128,13 +128,13 @@ def test_a_collapsed_training_says_so():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         m = train_carma('chain-lin', clf, flow, pools.recourse, cache=False, verbose=False,
-                        hparams={'lr': 1e4, 'epochs': 3, 'restarts': 1, 'polish_epochs': 0, 'refine_epochs': 0})
+                        hparams={'lr': 1e4, 'epochs': 3})
     assert float(m.history['train_coverage']) < COLLAPSED
     assert [w for w in caught if issubclass(w.category, TrainingCollapsed) and 'seed 0' in str(w.message)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         ok = train_carma('chain-lin', clf, flow, pools.recourse, cache=False, verbose=False,
-                         hparams={'epochs': 10, 'restarts': 1, 'polish_epochs': 0, 'refine_epochs': 0})
+                         hparams={'epochs': 10})
     assert float(ok.history['train_coverage']) >= COLLAPSED and not [w for w in caught if w.category is TrainingCollapsed]
 
 

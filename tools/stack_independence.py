@@ -1,17 +1,18 @@
 """Does a CARMA seed give the same model trained alone as trained in a stack with other seeds?
 
-    python tools/stack_independence.py [--scm NAME ...] [--algorithm ours|paper] [--profile paper] [--seeds 0 1 2 3]
+    python tools/stack_independence.py [--scm NAME ...] [--recipe paper|improved] [--profile paper] [--seeds 0 1 2 3]
 
 For each SCM, trains the last of `--seeds` alone and all of them as one stack (no cache), at the profile's
 epochs, and prints the largest weight difference and how many rejected test people get another mask.
-Chapter 7 ("Seeds are trained together") explains why the two must agree bitwise.
+Chapter 7 ("Seeds are trained together") explains why the two must agree bitwise; `--recipe improved`
+(chapter 8) adds candidates per seed and the extra training phases.
 """
 import argparse
 import time
 
 import torch
 
-from carma_nb.carma import paper_algorithm, train_carma_seeds
+from carma_nb.carma import train_carma_seeds
 from carma_nb.classifier import train_classifier
 from carma_nb.core import get_profile
 from carma_nb.data import make_pools
@@ -20,18 +21,17 @@ from carma_nb.recourse import rejected
 from carma_nb.scm import SCM_NAMES
 
 
-def compare(scm: str, profile, algorithm: str, seeds: list[int]) -> dict:
+def compare(scm: str, profile, recipe: str, seeds: list[int]) -> dict:
     "Train seed `seeds[-1]` alone and in the stack `seeds`; compare weights and served masks."
     p = get_profile(profile)
     pools = make_pools(scm, 0)
     clf = train_classifier(scm, pools.classifier, p, verbose=False)
     flow = fit_flow(scm, pools.causal, p, verbose=False)
-    hp = paper_algorithm(scm) if algorithm == 'paper' else None
     t = time.perf_counter()
-    alone = train_carma_seeds(scm, clf, flow, pools.recourse, seeds[-1:], hp, p, cache=False, verbose=False)[0]
+    alone = train_carma_seeds(scm, clf, flow, pools.recourse, seeds[-1:], recipe, profile=p, cache=False, verbose=False)[0]
     t_alone = time.perf_counter() - t
     t = time.perf_counter()
-    stacked = train_carma_seeds(scm, clf, flow, pools.recourse, seeds, hp, p, cache=False, verbose=False)[-1]
+    stacked = train_carma_seeds(scm, clf, flow, pools.recourse, seeds, recipe, profile=p, cache=False, verbose=False)[-1]
     t_stack = time.perf_counter() - t
     a, b = alone.state_dict(), stacked.state_dict()
     diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
@@ -45,11 +45,11 @@ def compare(scm: str, profile, algorithm: str, seeds: list[int]) -> dict:
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--scm', nargs='+', default=list(SCM_NAMES))
-    ap.add_argument('--algorithm', choices=['ours', 'paper'], default='ours')
+    ap.add_argument('--recipe', choices=['paper', 'improved'], default='paper')
     ap.add_argument('--profile', default='paper')
     ap.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3])
     a = ap.parse_args()
     torch.set_num_threads(1)
-    print(f'profile {a.profile}, algorithm {a.algorithm}, seed {a.seeds[-1]} alone vs in the stack {a.seeds}', flush=True)
+    print(f'profile {a.profile}, recipe {a.recipe}, seed {a.seeds[-1]} alone vs in the stack {a.seeds}', flush=True)
     for scm in a.scm:
-        print(compare(scm, a.profile, a.algorithm, a.seeds), flush=True)
+        print(compare(scm, a.profile, a.recipe, a.seeds), flush=True)

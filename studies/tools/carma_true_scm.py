@@ -1,4 +1,9 @@
-"""Diagnostic: CARMA trained with the TRUE SCM as its causal model, vs with the learned flow (validation people).
+"""Archived with the study `studies/carma_additions.ipynb`: written for the CARMA API before chapter 8's
+recipes (hyperparameter keys temperature, shift_scale, restarts, refine_epochs, polish_epochs), it is
+the record of how chapter 8's settings were chosen. To re-run a sweep, express each setting as a
+chapter-8 `Recipe` and pass it as `recipe=`.
+
+Diagnostic: CARMA trained with the TRUE SCM as its causal model, vs with the learned flow (validation people).
 
 CARMA is only as good as the causal model it differentiates through. To separate "the flow is slightly
 wrong" from "the mask/action networks do not find cheap actions", this script gives CARMA a perfect

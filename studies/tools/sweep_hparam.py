@@ -1,4 +1,9 @@
-"""Choose one of CARMA's hyperparameters per SCM on the VALIDATION people (never the test people).
+"""Archived with the study `studies/carma_additions.ipynb`: written for the CARMA API before chapter 8's
+recipes (hyperparameter keys temperature, shift_scale, restarts, refine_epochs, polish_epochs), it is
+the record of how chapter 8's settings were chosen. To re-run a sweep, express each setting as a
+chapter-8 `Recipe` and pass it as `recipe=`.
+
+Choose one of CARMA's hyperparameters per SCM on the VALIDATION people (never the test people).
 
 For each value v, trains `--seeds` CARMA models at paper settings (stacked) with hparams
 {PARAM: v} (plus any `--set key=value`), serves the rejected people of the recourse validation split,

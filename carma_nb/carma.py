@@ -169,7 +169,7 @@ class FlowProgram:
         h = zt
         for k, (w, b) in enumerate(self.layers):
             h = h @ w + b
-            if k < len(self.layers) - 1: h = np.maximum(h, 0) + np.expm1(np.minimum(h, 0))   # ELU in three ufuncs
+            if k < len(self.layers) - 1: h = np.maximum(h, 0) + np.exp(np.clip(h, -30, 0)) - 1   # ELU; the clip avoids slow subnormals
         h = h.reshape(len(zt), self.D, 2)
         return h[..., 0], h[..., 1] / (1 + np.abs(h[..., 1]) / self.log_slope)
 

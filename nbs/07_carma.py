@@ -1350,7 +1350,7 @@ with tempfile.TemporaryDirectory() as d:
 test_people = rejected(clf, pools.recourse.test.x, profile.oracle_people)
 rec = carma.recommend(test_people)
 rep = evaluate_recourse(problem, clf, test_people, rec)
-orc = cached_oracle('loan', pools, clf, test_people)
+orc = cached_oracle(problem, clf, test_people)
 orep = evaluate_recourse(problem, clf, test_people, orc)
 pd.DataFrame([rep.metrics, orep.metrics], index=['CARMA', 'oracle']).round(3)
 

@@ -32,7 +32,7 @@ from .core import (TRAINER_VERSION, Profile, atomic_write, check_positive, check
 from .data import Pool, Split
 from .dice_vae import PAPER_DICE_COST, dice_hparams, train_dice_vae_seeds
 from .flow import fit_flow
-from .oracle import PAPER_ORACLE, cached_oracle, oracle_reference
+from .oracle import PAPER_ORACLE, cached_oracle, oracle_reference, original_convention_metrics
 from .preferences import PAPER_PREFERENCE_WEIGHTS
 from .recourse import Recommendation, as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
 from .recourse import DOMAIN_MARGIN, SERVED, outside_domain, recourse_status
@@ -100,9 +100,10 @@ def run_job(job: Job, profile=None) -> list[dict]:
     if job.method in ('oracle', 'oracle-weighted'):
         w = PAPER_PREFERENCE_WEIGHTS if job.method == 'oracle-weighted' else None
         problem = recourse_problem(job.scm, ref.pools, w)
-        r = ref.result if w is None else cached_oracle(job.scm, ref.pools, ref.clf, ref.people, weights=w)
+        r = ref.result if w is None else cached_oracle(problem, ref.clf, ref.people)
         met = evaluate_recourse(problem, ref.clf, ref.people, r).metrics
-        return [{**base, 'seed': None, **met, 'ms per person (batched)': r.seconds / len(ref.people) * 1e3}]
+        orig = original_convention_metrics(ref) if w is None else {}   # the paper's oracle column's units
+        return [{**base, 'seed': None, **met, **orig, 'ms per person (batched)': r.seconds / len(ref.people) * 1e3}]
     if job.method == 'dice-vae':
         models = train_dice_vae_seeds(job.scm, ref.clf, ref.pools.recourse, seeds, profile=p, verbose=False)
         return [_score(ref, ref.problem, m.recommend, {**base, 'seed': s, 'train s per model': float(m.history['train_seconds'])})

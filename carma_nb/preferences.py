@@ -60,7 +60,7 @@ def preference_study(name: str = 'loan', # the SCM
     prob_w = recourse_problem(scm, ref.pools, w)
     score = lambda rec: (evaluate_recourse(ref.problem, ref.clf, ref.people, rec), evaluate_recourse(prob_w, ref.clf, ref.people, rec))
     rows, reports, models = [], {}, {}
-    orc_w = cached_oracle(scm, ref.pools, ref.clf, ref.people, weights=w)
+    orc_w = cached_oracle(prob_w, ref.clf, ref.people)
     for method, r in (('oracle', ref.result), ('oracle (weighted)', orc_w)):
         reps = score(r)
         reports[method] = reps[0]; rows.append(_row(method, None, *reps, scm))

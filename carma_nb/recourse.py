@@ -15,19 +15,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import as_features
+from .core import as_features, check_whole
 from .data import Pool, Pools, make_pools, resolve_pool
 from .scm import SCM, _check_mask_values, get_scm
 
 # %% auto #0
-__all__ = ['DOMAIN_MARGIN', 'SERVED', 'ALREADY_ACCEPTED', 'NO_VALID_ACTION', 'as_weights', 'RecourseProblem', 'recourse_problem',
-           'rejected', 'Recommendation', 'make_recommendation', 'RecourseReport', 'evaluate_recourse', 'FeatureDomain',
-           'training_range', 'feature_domain', 'outside_domain', 'describe_domain', 'domain_messages',
-           'recourse_status', 'time_per_person']
+__all__ = ['RANGES_FROM', 'DOMAIN_MARGIN', 'SERVED', 'ALREADY_ACCEPTED', 'NO_VALID_ACTION', 'as_weights', 'RecourseProblem',
+           'recourse_problem', 'rejected', 'Recommendation', 'make_recommendation', 'RecourseReport',
+           'evaluate_recourse', 'FeatureDomain', 'training_range', 'feature_domain', 'outside_domain',
+           'describe_domain', 'domain_messages', 'recourse_status', 'time_per_person']
 
 # %% ../nbs/05_recourse.ipynb #c75dcbbf
 def as_weights(scm: SCM | str, # the SCM
-               weights: Sequence[float] | Mapping[str, float] | torch.Tensor | None = None, # per actionable feature
+               weights: Sequence[float] | Mapping[str, float] | torch.Tensor | None = None, # per feature
               ) -> torch.Tensor:
     "Preference weights as a (D,) tensor: w_j ≥ 1 on actionable features, 1 elsewhere (unused there)."
     scm = get_scm(scm)
@@ -36,24 +36,30 @@ def as_weights(scm: SCM | str, # the SCM
     act_names = [scm.names[i] for i in scm.actionable]
     if isinstance(weights, Mapping):
         for name, v in weights.items():
-            if name not in scm.names: raise ValueError(f"{scm.name} has no feature {name!r}; actionable features: {act_names}")
+            if name not in scm.names:
+                raise ValueError(f"{scm.name} has no feature {name!r}; actionable features: {act_names}")
             if name not in act_names:
-                raise ValueError(f"feature {name!r} of {scm.name} is not actionable ({scm.nodes[scm.index(name)].role}); "
-                                 f"weights apply to the actionable features {act_names}")
+                raise ValueError(f"feature {name!r} of {scm.name} is not actionable "
+                                 f"({scm.nodes[scm.index(name)].role}); weights apply to the actionable "
+                                 f"features {act_names}")
             w[scm.index(name)] = float(v)
     elif isinstance(weights, torch.Tensor) and weights.shape == (scm.n_features,):   # already per feature
-        w = weights.detach().float().clone(); w[[i for i in range(scm.n_features) if i not in scm.actionable]] = 1.
+        w = weights.detach().float().clone()
+        w[[i for i in range(scm.n_features) if i not in scm.actionable]] = 1.
     else:
         vals = torch.as_tensor(np.asarray(weights, dtype=np.float64)).flatten().float()
         if len(vals) != len(scm.actionable):
-            raise ValueError(f"got {len(vals)} weights but {scm.name} has {len(scm.actionable)} actionable features "
-                             f"{act_names}; give one weight per actionable feature, or a dict by name")
+            raise ValueError(f"got {len(vals)} weights but {scm.name} has {len(scm.actionable)} actionable "
+                             f"features {act_names}; give one weight per actionable feature, or a dict by "
+                             "name")
         w[scm.actionable] = vals
     bad = [(scm.names[i], float(w[i])) for i in scm.actionable if not (torch.isfinite(w[i]) and w[i] >= 1)]
     if bad: raise ValueError(f"weights must be finite and ≥ 1 (1 = easiest to change); got {bad}")
     return w
 
 # %% ../nbs/05_recourse.ipynb #067f8c1b
+RANGES_FROM = ('all', 'rejected')   # whose ranges R_j, min and max: the whole split, or its rejected people
+
 @dataclass
 class RecourseProblem:
     "What every recourse method of one SCM shares: scaling, feature ranges, weights, actionability."
@@ -64,6 +70,7 @@ class RecourseProblem:
     lo: torch.Tensor       # (D,) raw minimum
     hi: torch.Tensor       # (D,) raw maximum
     weights: torch.Tensor  # (D,) preference weights (1 = easiest)
+    ranges_from: str = 'all'  # 'all' (every method) or 'rejected' (the original code's oracle, chapter 6)
 
     @property
     def names(self): return self.scm.names
@@ -73,15 +80,19 @@ class RecourseProblem:
     def standardise(self, x): return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def check_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        "Refuse a mask that intervenes on a non-actionable feature, naming it (bool, or 0/1 float when training)."
+        "Refuse a mask that intervenes on a non-actionable feature, naming it (bool, or 0/1 float)."
         if not isinstance(mask, torch.Tensor) or not (mask.dtype == torch.bool or mask.is_floating_point()):
-            raise TypeError("mask must be a boolean tensor (True = intervene), or a 0/1 float tensor for differentiable training")
-        if mask.shape[-1] != self.n_features: raise ValueError(f"mask must have {self.n_features} columns, got {tuple(mask.shape)}")
-        off = [j for j in range(self.n_features) if j not in self.scm.actionable and bool(mask[..., j].any())]
+            raise TypeError("mask must be a boolean tensor (True = intervene), or a 0/1 float tensor for "
+                            "differentiable training")
+        if mask.shape[-1] != self.n_features:
+            raise ValueError(f"mask must have {self.n_features} columns, got {tuple(mask.shape)}")
+        act = self.scm.actionable
+        off = [j for j in range(self.n_features) if j not in act and bool(mask[..., j].any())]
         if off:
             j = off[0]
-            raise ValueError(f"action intervenes on {self.names[j]!r}, which is not actionable in {self.scm.name} "
-                             f"({self.scm.nodes[j].role}); actionable features: {[self.names[i] for i in self.scm.actionable]}")
+            raise ValueError(f"action intervenes on {self.names[j]!r}, which is not actionable in "
+                             f"{self.scm.name} ({self.scm.nodes[j].role}); actionable features: "
+                             f"{[self.names[i] for i in act]}")
         return mask
 
     def cost(self,
@@ -90,23 +101,43 @@ class RecourseProblem:
              mask: torch.Tensor, # (n, D) bool (or 0/1 float, differentiable): intervened features
              weights: torch.Tensor | None = None, # (D,) override of the problem's weights
             ) -> torch.Tensor:
-        "Cost of SPEC §6 per person (n,): (1/K) Σ_actionable w_j a_j (x̃F_j − x̃CF_j)² / R_j."
+        "Cost per person (n,): (1/K) Σ_actionable w_j a_j (x̃F_j − x̃CF_j)² / R_j."
         self.check_mask(mask)
         w = self.weights if weights is None else weights
         d2 = (self.standardise(x_f) - self.standardise(x_cf)) ** 2 / self.ranges.to(x_f.dtype)
         return (d2 * w.to(x_f.dtype) * mask).sum(-1) / len(self.scm.actionable)
 
+def _range_people(x: torch.Tensor, ranges_from: str, clf) -> torch.Tensor:
+    "The training people whose minimum, maximum and ranges the problem measures."
+    if ranges_from not in RANGES_FROM:
+        raise ValueError(f"ranges_from must be one of {RANGES_FROM}, got {ranges_from!r}")
+    if ranges_from == 'all':
+        if clf is not None: raise ValueError("clf is used only with ranges_from='rejected'; leave it out")
+        return x
+    if clf is None:
+        raise ValueError("ranges_from='rejected' needs the classifier that decides who is rejected: "
+                         "pass clf=")
+    out = rejected(clf, x)
+    if len(out) < 2: raise ValueError(f"the classifier rejects {len(out)} people of the recourse training "
+                                      "split: at least 2 are needed to measure a range")
+    return out
+
 def recourse_problem(scm: SCM | str, # the SCM
-                     pools: Pools | Pool | None = None, # its pools, or its recourse pool (default: make_pools(scm))
+                     pools: Pools | Pool | None = None, # pools or recourse pool (default: make_pools(scm))
                      weights=None, # preference weights (see `as_weights`)
+                     ranges_from: str = 'all', # 'all' (every method) or 'rejected' (the original oracle)
+                     clf=None, # with ranges_from='rejected': the classifier that decides who is rejected
                     ) -> RecourseProblem:
     "The shared recourse problem of `scm`, from its unfiltered recourse training split."
     scm = get_scm(scm)
-    x = resolve_pool(scm, pools, 'recourse').train.x.double()
+    x = resolve_pool(scm, pools, 'recourse').train.x
+    span = _range_people(x, ranges_from, clf).double()
+    x = x.double()
     mean, std = x.mean(0), x.std(0)
-    z = (x - mean) / std
+    z = (span - mean) / std
     return RecourseProblem(scm, mean.float(), std.float(), (z.max(0).values - z.min(0).values).float(),
-                           x.min(0).values.float(), x.max(0).values.float(), as_weights(scm, weights))
+                           span.min(0).values.float(), span.max(0).values.float(), as_weights(scm, weights),
+                           ranges_from)
 
 # %% ../nbs/05_recourse.ipynb #b7c9ebc2
 def rejected(clf, # a trained classifier with `predict_proba`
@@ -114,6 +145,10 @@ def rejected(clf, # a trained classifier with `predict_proba`
              limit: int | None = None, # keep at most this many (the first ones)
             ) -> torch.Tensor:
     "The rows of x that the classifier rejects (p < 0.5)."
+    if not callable(getattr(clf, 'predict_proba', None)):
+        raise TypeError(f"clf must be a trained classifier with predict_proba (chapter 3), got "
+                        f"{type(clf).__name__}")
+    if limit is not None: limit = check_whole(limit, 'limit (how many rejected people to keep)', 0)
     with torch.no_grad(): keep = clf.predict_proba(x) < 0.5
     out = x[keep]
     return out if limit is None else out[:limit]
@@ -148,7 +183,8 @@ def make_recommendation(scm: SCM | str, # the SCM whose true equations give the 
     with torch.no_grad():
         x_cf = scm.counterfactual(x, mask, values)
         prob, accepted = clf.predict_proba(x_cf), clf.predict_proba(x) >= 0.5
-    return Recommendation(mask, torch.where(mask, values, x), x_cf, prob, torch.ones(len(x), dtype=torch.bool), accepted)
+    found = torch.ones(len(x), dtype=torch.bool)
+    return Recommendation(mask, torch.where(mask, values, x), x_cf, prob, found, accepted)
 
 # %% ../nbs/05_recourse.ipynb #2187e0c4
 @dataclass
@@ -163,14 +199,16 @@ class RecourseReport:
     mask: torch.Tensor            # (n, D)
 
     def _repr_html_(self): return pd.DataFrame([self.metrics])._repr_html_()
-    def __repr__(self): return f"RecourseReport({ {k: round(v, 3) if isinstance(v, float) else v for k, v in self.metrics.items()} })"
+    def __repr__(self):
+        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in self.metrics.items()}
+        return f"RecourseReport({shown})"
 
-def _check_recommendation(problem: RecourseProblem, x: torch.Tensor, rec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "The mask, values and counterfactual of `rec`, checked against the people x and the problem's actionable features."
+def _check_recommendation(problem: RecourseProblem, x: torch.Tensor, rec) -> tuple:
+    "The mask, values and counterfactual of `rec`, checked against the people x and the actionable features."
     scm = problem.scm
     if not isinstance(rec, Recommendation):
-        raise TypeError(f"rec must be a Recommendation (what the oracle, CARMA and DiCE-VAE return), got {type(rec).__name__}; "
-                        "for actions made by hand use make_recommendation")
+        raise TypeError(f"rec must be a Recommendation (what the oracle, CARMA and DiCE-VAE return), got "
+                        f"{type(rec).__name__}; for actions made by hand use make_recommendation")
     if len(rec) != len(x) or tuple(rec.mask.shape) != tuple(x.shape):
         raise ValueError(f"give one action per person: x {tuple(x.shape)}, rec.mask {tuple(rec.mask.shape)}")
     problem.check_mask(rec.mask)
@@ -219,7 +257,7 @@ DOMAIN_MARGIN = 0.1   # the training range is widened by this share of its width
 
 @dataclass(frozen=True)
 class FeatureDomain:
-    "Per feature, the values a model is trusted on: the SCM's kind and bounds ∩ the training range ± margin."
+    "Per feature, the values a model is trusted on: the SCM's kind and bounds ∩ training range ± margin."
     scm: str                 # the SCM's name
     low: torch.Tensor        # (D,) float64: lowest value trusted
     high: torch.Tensor       # (D,) float64: highest value trusted
@@ -323,7 +361,7 @@ def recourse_status(domain: FeatureDomain,
                     accepted: torch.Tensor, # (n,) bool: the classifier already accepts the person
                     prob: torch.Tensor, # (n,) the classifier's probability of x_cf
                    ) -> tuple[np.ndarray, torch.Tensor]:
-    "Per person a status ('served', 'already accepted', 'no valid action', 'refused: …'); which are refused."
+    "Per person a status ('served', 'already accepted', 'no valid action', 'refused: …'), and the refused."
     scm = get_scm(domain.scm)
     x, x_cf = torch.as_tensor(x), torch.as_tensor(x_cf)           # NaN and inf are refused per row
     if not (x.ndim == 2 and x.shape[1] == scm.n_features and mask.shape == x.shape == x_cf.shape
@@ -350,6 +388,11 @@ def time_per_person(fn: Callable[[torch.Tensor], object], # recommends for a bat
                     batch: int | None = None, # batch size of the batched run (default: all of x at once)
                    ) -> dict:
     "Latency per person at batch size 1 (median over `single` people) and batched time per person, in ms."
+    if not callable(fn): raise TypeError(f"fn must be a function of a batch of people, got {type(fn)}")
+    if not isinstance(x, torch.Tensor) or x.ndim != 2 or not len(x):
+        raise ValueError(f"x must be a non-empty (n, D) tensor of people, got {getattr(x, 'shape', type(x))}")
+    single, repeat = check_whole(single, 'single (people timed one by one)'), check_whole(repeat, 'repeat')
+    if batch is not None: batch = check_whole(batch, 'batch (people per batched call)')
     fn(x[:1])
     lat = []
     for i in range(min(single, len(x))):

@@ -11,17 +11,18 @@
 # a set $\mathcal I$ of actionable features and target values $\theta_{\mathcal I}$, carried out as hard
 # interventions $do(x_{\mathcal I} = \theta_{\mathcal I})$; everything else follows from the causal
 # model. The oracle (chapter 6), CARMA (chapter 7) and the baselines produce actions in different
-# ways, but they must be judged by **one** definition of cost and success (`SPEC.md` §6), or the
-# comparison means nothing. This chapter is that definition.
+# ways, but they must be judged by **one** definition of cost and success, or the comparison means
+# nothing. This chapter is that definition, the one behind every column of the paper's Table 1.
 #
 # **Cost** — the (weighted) squared change of the intervened features, in standardised units,
 # normalised by each feature's range:
 #
-# $$\mathrm{cost} = \frac1K \sum_{j\ \text{actionable}} w_j\, a_j\, \frac{(\tilde x^F_j - \tilde x^{CF}_j)^2}{R_j},$$
+# $$\mathrm{cost} = \frac1K \sum_{j\ \text{actionable}} w_j\, a_j\,
+#   \frac{(\tilde x^F_j - \tilde x^{CF}_j)^2}{R_j},$$
 #
-# with $K$ the number of actionable features, $a_j = 1$ iff $j \in \mathcal I$, $w_j \ge 1$ a preference
-# weight (default 1), and $R_j$ the range of standardised feature $j$ over the unfiltered recourse
-# training split. Only intervened features are charged: if raising income also raises savings, the
+# with $K$ the number of actionable features, $a_j = 1$ iff $j \in \mathcal I$, $w_j \ge 1$ a
+# preference weight (default 1), and $R_j$ the range of standardised feature $j$ over the unfiltered
+# recourse training split. Only intervened features are charged: if raising income also raises savings, the
 # savings are a free consequence, not an effort.
 #
 # **Coverage** — the share of people whose counterfactual *under the model the method used* is
@@ -43,7 +44,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from carma_nb.core import as_features
+from carma_nb.core import as_features, check_whole
 from carma_nb.data import Pool, Pools, make_pools, resolve_pool
 from carma_nb.scm import SCM, _check_mask_values, get_scm
 
@@ -63,7 +64,7 @@ from carma_nb.classifier import train_classifier
 # %%
 #| export
 def as_weights(scm: SCM | str, # the SCM
-               weights: Sequence[float] | Mapping[str, float] | torch.Tensor | None = None, # per actionable feature
+               weights: Sequence[float] | Mapping[str, float] | torch.Tensor | None = None, # per feature
               ) -> torch.Tensor:
     "Preference weights as a (D,) tensor: w_j ≥ 1 on actionable features, 1 elsewhere (unused there)."
     scm = get_scm(scm)
@@ -72,18 +73,22 @@ def as_weights(scm: SCM | str, # the SCM
     act_names = [scm.names[i] for i in scm.actionable]
     if isinstance(weights, Mapping):
         for name, v in weights.items():
-            if name not in scm.names: raise ValueError(f"{scm.name} has no feature {name!r}; actionable features: {act_names}")
+            if name not in scm.names:
+                raise ValueError(f"{scm.name} has no feature {name!r}; actionable features: {act_names}")
             if name not in act_names:
-                raise ValueError(f"feature {name!r} of {scm.name} is not actionable ({scm.nodes[scm.index(name)].role}); "
-                                 f"weights apply to the actionable features {act_names}")
+                raise ValueError(f"feature {name!r} of {scm.name} is not actionable "
+                                 f"({scm.nodes[scm.index(name)].role}); weights apply to the actionable "
+                                 f"features {act_names}")
             w[scm.index(name)] = float(v)
     elif isinstance(weights, torch.Tensor) and weights.shape == (scm.n_features,):   # already per feature
-        w = weights.detach().float().clone(); w[[i for i in range(scm.n_features) if i not in scm.actionable]] = 1.
+        w = weights.detach().float().clone()
+        w[[i for i in range(scm.n_features) if i not in scm.actionable]] = 1.
     else:
         vals = torch.as_tensor(np.asarray(weights, dtype=np.float64)).flatten().float()
         if len(vals) != len(scm.actionable):
-            raise ValueError(f"got {len(vals)} weights but {scm.name} has {len(scm.actionable)} actionable features "
-                             f"{act_names}; give one weight per actionable feature, or a dict by name")
+            raise ValueError(f"got {len(vals)} weights but {scm.name} has {len(scm.actionable)} actionable "
+                             f"features {act_names}; give one weight per actionable feature, or a dict by "
+                             "name")
         w[scm.actionable] = vals
     bad = [(scm.names[i], float(w[i])) for i in scm.actionable if not (torch.isfinite(w[i]) and w[i] >= 1)]
     if bad: raise ValueError(f"weights must be finite and ≥ 1 (1 = easiest to change); got {bad}")
@@ -93,22 +98,23 @@ def as_weights(scm: SCM | str, # the SCM
 # %%
 test_eq(as_weights('loan', {'education': 3, 'savings': 1})[[2, 6]], torch.tensor([3., 1.]))
 test_eq(as_weights('loan', [3, 2, 2, 1]), torch.tensor([1, 1, 3, 2, 1, 2, 1.]))
-test_eq(as_weights('loan', as_weights('loan', [3, 2, 2, 1])), torch.tensor([1, 1, 3, 2, 1, 2, 1.]))   # (D,) accepted as is
+test_eq(as_weights('loan', as_weights('loan', [3, 2, 2, 1])), torch.tensor([1, 1, 3, 2, 1, 2, 1.]))  # (D,)
 test_fail(lambda: as_weights('loan', [3, 2, 2]), contains='3 weights but loan has 4 actionable features')
 test_fail(lambda: as_weights('loan', [3, 2, 0.5, 1]), contains='≥ 1')
 test_fail(lambda: as_weights('loan', {'age': 2}), contains="'age' of loan is not actionable (immutable)")
-
 
 # %% [markdown]
 # ## The problem of one SCM
 #
 # `RecourseProblem` gathers what the definitions above need from the data, computed once from the
-# **unfiltered** recourse training split: the standardisation, the ranges $R_j$, and the raw minimum and
-# maximum of each feature (the oracle's grid spans them). It turns raw features into costs, and checks
-# that an action only touches actionable features.
+# **unfiltered** recourse training split: the standardisation, the ranges $R_j$, and the raw minimum
+# and maximum of each feature (the oracle's grid spans them). It turns raw features into costs, and
+# checks that an action only touches actionable features.
 
 # %%
 #| export
+RANGES_FROM = ('all', 'rejected')   # whose ranges R_j, min and max: the whole split, or its rejected people
+
 @dataclass
 class RecourseProblem:
     "What every recourse method of one SCM shares: scaling, feature ranges, weights, actionability."
@@ -119,6 +125,7 @@ class RecourseProblem:
     lo: torch.Tensor       # (D,) raw minimum
     hi: torch.Tensor       # (D,) raw maximum
     weights: torch.Tensor  # (D,) preference weights (1 = easiest)
+    ranges_from: str = 'all'  # 'all' (every method) or 'rejected' (the original code's oracle, chapter 6)
 
     @property
     def names(self): return self.scm.names
@@ -128,15 +135,19 @@ class RecourseProblem:
     def standardise(self, x): return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def check_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        "Refuse a mask that intervenes on a non-actionable feature, naming it (bool, or 0/1 float when training)."
+        "Refuse a mask that intervenes on a non-actionable feature, naming it (bool, or 0/1 float)."
         if not isinstance(mask, torch.Tensor) or not (mask.dtype == torch.bool or mask.is_floating_point()):
-            raise TypeError("mask must be a boolean tensor (True = intervene), or a 0/1 float tensor for differentiable training")
-        if mask.shape[-1] != self.n_features: raise ValueError(f"mask must have {self.n_features} columns, got {tuple(mask.shape)}")
-        off = [j for j in range(self.n_features) if j not in self.scm.actionable and bool(mask[..., j].any())]
+            raise TypeError("mask must be a boolean tensor (True = intervene), or a 0/1 float tensor for "
+                            "differentiable training")
+        if mask.shape[-1] != self.n_features:
+            raise ValueError(f"mask must have {self.n_features} columns, got {tuple(mask.shape)}")
+        act = self.scm.actionable
+        off = [j for j in range(self.n_features) if j not in act and bool(mask[..., j].any())]
         if off:
             j = off[0]
-            raise ValueError(f"action intervenes on {self.names[j]!r}, which is not actionable in {self.scm.name} "
-                             f"({self.scm.nodes[j].role}); actionable features: {[self.names[i] for i in self.scm.actionable]}")
+            raise ValueError(f"action intervenes on {self.names[j]!r}, which is not actionable in "
+                             f"{self.scm.name} ({self.scm.nodes[j].role}); actionable features: "
+                             f"{[self.names[i] for i in act]}")
         return mask
 
     def cost(self,
@@ -145,23 +156,43 @@ class RecourseProblem:
              mask: torch.Tensor, # (n, D) bool (or 0/1 float, differentiable): intervened features
              weights: torch.Tensor | None = None, # (D,) override of the problem's weights
             ) -> torch.Tensor:
-        "Cost of SPEC §6 per person (n,): (1/K) Σ_actionable w_j a_j (x̃F_j − x̃CF_j)² / R_j."
+        "Cost per person (n,): (1/K) Σ_actionable w_j a_j (x̃F_j − x̃CF_j)² / R_j."
         self.check_mask(mask)
         w = self.weights if weights is None else weights
         d2 = (self.standardise(x_f) - self.standardise(x_cf)) ** 2 / self.ranges.to(x_f.dtype)
         return (d2 * w.to(x_f.dtype) * mask).sum(-1) / len(self.scm.actionable)
 
+def _range_people(x: torch.Tensor, ranges_from: str, clf) -> torch.Tensor:
+    "The training people whose minimum, maximum and ranges the problem measures."
+    if ranges_from not in RANGES_FROM:
+        raise ValueError(f"ranges_from must be one of {RANGES_FROM}, got {ranges_from!r}")
+    if ranges_from == 'all':
+        if clf is not None: raise ValueError("clf is used only with ranges_from='rejected'; leave it out")
+        return x
+    if clf is None:
+        raise ValueError("ranges_from='rejected' needs the classifier that decides who is rejected: "
+                         "pass clf=")
+    out = rejected(clf, x)
+    if len(out) < 2: raise ValueError(f"the classifier rejects {len(out)} people of the recourse training "
+                                      "split: at least 2 are needed to measure a range")
+    return out
+
 def recourse_problem(scm: SCM | str, # the SCM
-                     pools: Pools | Pool | None = None, # its pools, or its recourse pool (default: make_pools(scm))
+                     pools: Pools | Pool | None = None, # pools or recourse pool (default: make_pools(scm))
                      weights=None, # preference weights (see `as_weights`)
+                     ranges_from: str = 'all', # 'all' (every method) or 'rejected' (the original oracle)
+                     clf=None, # with ranges_from='rejected': the classifier that decides who is rejected
                     ) -> RecourseProblem:
     "The shared recourse problem of `scm`, from its unfiltered recourse training split."
     scm = get_scm(scm)
-    x = resolve_pool(scm, pools, 'recourse').train.x.double()
+    x = resolve_pool(scm, pools, 'recourse').train.x
+    span = _range_people(x, ranges_from, clf).double()
+    x = x.double()
     mean, std = x.mean(0), x.std(0)
-    z = (x - mean) / std
+    z = (span - mean) / std
     return RecourseProblem(scm, mean.float(), std.float(), (z.max(0).values - z.min(0).values).float(),
-                           x.min(0).values.float(), x.max(0).values.float(), as_weights(scm, weights))
+                           span.min(0).values.float(), span.max(0).values.float(), as_weights(scm, weights),
+                           ranges_from)
 
 
 # %%
@@ -183,7 +214,9 @@ test_close(problem.cost(x, target, mask, as_weights('loan', {'income': 2})), 2 *
 causal = get_scm('loan').counterfactual(x, mask, target)
 test_eq(problem.cost(x, causal, mask), c1)                         # downstream changes are free
 bad = mask.clone(); bad[0, 1] = True
-test_fail(lambda: problem.cost(x, target, bad), contains="intervenes on 'age', which is not actionable in loan (immutable)")
+test_fail(lambda: problem.cost(x, target, bad),
+          contains="intervenes on 'age', which is not actionable in loan (immutable)")
+test_fail(lambda: recourse_problem('loan', pools, ranges_from='some'), contains="ranges_from must be one of")
 
 
 # %% [markdown]
@@ -199,9 +232,41 @@ def rejected(clf, # a trained classifier with `predict_proba`
              limit: int | None = None, # keep at most this many (the first ones)
             ) -> torch.Tensor:
     "The rows of x that the classifier rejects (p < 0.5)."
+    if not callable(getattr(clf, 'predict_proba', None)):
+        raise TypeError(f"clf must be a trained classifier with predict_proba (chapter 3), got "
+                        f"{type(clf).__name__}")
+    if limit is not None: limit = check_whole(limit, 'limit (how many rejected people to keep)', 0)
     with torch.no_grad(): keep = clf.predict_proba(x) < 0.5
     out = x[keep]
     return out if limit is None else out[:limit]
+
+
+# %%
+clf = train_classifier('loan', pools.classifier, optimizer='sgd')
+people = rejected(clf, pools.recourse.test.x)
+test_eq(len(rejected(clf, pools.recourse.test.x, limit=5)), 5)
+assert (clf.predict_proba(people) < 0.5).all()
+test_fail(lambda: rejected(clf, people, limit=-1), contains='limit (how many rejected people to keep)')
+len(people), len(pools.recourse.test.x)
+
+# %% [markdown]
+# The problem's ranges could have been measured over these people instead of the whole split, and the
+# original code did exactly that for its oracle (chapter 6 explains why that matters for the paper's
+# Table 1). `recourse_problem(..., ranges_from='rejected', clf=clf)` builds that variant; every method
+# of this course uses the default, the whole split. The scaling is the same; only the ranges, minima and
+# maxima change, and over fewer people they can only shrink.
+
+# %%
+orig = recourse_problem('loan', pools, ranges_from='rejected', clf=clf)
+train_rej = rejected(clf, pools.recourse.train.x)
+test_eq(orig.lo, train_rej.min(0).values); test_eq(orig.hi, train_rej.max(0).values)
+test_eq(orig.mean, problem.mean); test_eq(orig.std, problem.std)
+assert (orig.ranges <= problem.ranges).all() and (orig.ranges < problem.ranges).any()
+test_eq((problem.ranges_from, orig.ranges_from), ('all', 'rejected'))
+test_fail(lambda: recourse_problem('loan', pools, ranges_from='rejected'), contains='pass clf=')
+test_fail(lambda: recourse_problem('loan', pools, clf=clf), contains="only with ranges_from='rejected'")
+pd.DataFrame({'R_j, whole split': problem.ranges, 'R_j, rejected people': orig.ranges},
+             index=problem.names).round(3)
 
 
 # %% [markdown]
@@ -247,7 +312,8 @@ def make_recommendation(scm: SCM | str, # the SCM whose true equations give the 
     with torch.no_grad():
         x_cf = scm.counterfactual(x, mask, values)
         prob, accepted = clf.predict_proba(x_cf), clf.predict_proba(x) >= 0.5
-    return Recommendation(mask, torch.where(mask, values, x), x_cf, prob, torch.ones(len(x), dtype=torch.bool), accepted)
+    found = torch.ones(len(x), dtype=torch.bool)
+    return Recommendation(mask, torch.where(mask, values, x), x_cf, prob, found, accepted)
 
 
 # %% [markdown]
@@ -280,14 +346,16 @@ class RecourseReport:
     mask: torch.Tensor            # (n, D)
 
     def _repr_html_(self): return pd.DataFrame([self.metrics])._repr_html_()
-    def __repr__(self): return f"RecourseReport({ {k: round(v, 3) if isinstance(v, float) else v for k, v in self.metrics.items()} })"
+    def __repr__(self):
+        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in self.metrics.items()}
+        return f"RecourseReport({shown})"
 
-def _check_recommendation(problem: RecourseProblem, x: torch.Tensor, rec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "The mask, values and counterfactual of `rec`, checked against the people x and the problem's actionable features."
+def _check_recommendation(problem: RecourseProblem, x: torch.Tensor, rec) -> tuple:
+    "The mask, values and counterfactual of `rec`, checked against the people x and the actionable features."
     scm = problem.scm
     if not isinstance(rec, Recommendation):
-        raise TypeError(f"rec must be a Recommendation (what the oracle, CARMA and DiCE-VAE return), got {type(rec).__name__}; "
-                        "for actions made by hand use make_recommendation")
+        raise TypeError(f"rec must be a Recommendation (what the oracle, CARMA and DiCE-VAE return), got "
+                        f"{type(rec).__name__}; for actions made by hand use make_recommendation")
     if len(rec) != len(x) or tuple(rec.mask.shape) != tuple(x.shape):
         raise ValueError(f"give one action per person: x {tuple(x.shape)}, rec.mask {tuple(rec.mask.shape)}")
     problem.check_mask(rec.mask)
@@ -338,15 +406,14 @@ def _per_feature(scm: SCM, mask, found, shift) -> pd.DataFrame:
 # income for free, which is why this single action already helps many people.
 
 # %%
-clf = train_classifier('loan', pools.classifier)
-people = rejected(clf, pools.recourse.test.x)
 m = torch.zeros(len(people), 7, dtype=torch.bool); m[:, 5] = True
 v = people.clone(); v[:, 5] += 3
 naive = make_recommendation('loan', clf, people, m, v)
 rep = evaluate_recourse(problem, clf, people, naive)
 test_eq(rep.metrics['coverage %'], rep.metrics['validity %'])
 test_eq(rep.per_feature.loc['income', 'intervened %'], 100.)
-test_eq(len(naive.rows(slice(0, 3))), 3); test_eq(naive.rows(naive.prob >= 0.5).prob.min() >= 0.5, True)
+test_eq(len(naive.rows(slice(0, 3))), 3)
+test_eq(naive.rows(naive.prob >= 0.5).prob.min() >= 0.5, True)
 rep
 
 # %%
@@ -360,7 +427,8 @@ rep.per_feature
 bad = m.clone(); bad[:, 4] = True
 test_fail(lambda: evaluate_recourse(problem, clf, people, make_recommendation('loan', clf, people, bad, v)),
           contains="'duration', which is not actionable in loan (mutable)")
-test_fail(lambda: evaluate_recourse(problem, clf, people, naive.rows(slice(0, 1))), contains='one action per person')
+test_fail(lambda: evaluate_recourse(problem, clf, people, naive.rows(slice(0, 1))),
+          contains='one action per person')
 test_fail(lambda: evaluate_recourse(problem, clf, people, (m, v)), contains='rec must be a Recommendation')
 
 # %% [markdown]
@@ -376,12 +444,10 @@ test_fail(lambda: evaluate_recourse(problem, clf, people, (m, v)), contains='rec
 #   hard bounds lies in that open interval (loan's education in $(-0.5, 0.5)$);
 # - what the training data covered: the minimum and maximum of each feature over the unfiltered
 #   recourse training split (the people the method learnt from), widened on each side by
-#   `DOMAIN_MARGIN` = 10 % of that range, so that a person just beyond the most extreme training
-#   example is still served (a binary feature is not widened). Measured on the quick profile's models
-#   of all seven SCMs (10 000 training people each), no test person (5 000 per SCM) falls outside this
-#   domain and neither does any counterfactual CARMA serves them (chapter 12 shows loan's); without
-#   the margin, 1 to 3 test people per SCM would. A model trained on fewer people has a narrower range
-#   and refuses more: trained on 1 500, one refused 3 of 300 fresh people (`tests/test_cli.py`).
+#   `DOMAIN_MARGIN` = 10 % of that range (a binary feature is not widened). Without the margin, a
+#   person just beyond the most extreme training example would be refused: 1 to 3 of the 5 000 test
+#   people of each SCM; with it, none (checked below). A model trained on fewer people has a narrower
+#   range, and refuses more.
 #
 # A model stores its training range (chapter 7), so a saved model can check applicants without its
 # data. The check is vectorised: one comparison per feature over the whole batch.
@@ -392,7 +458,7 @@ DOMAIN_MARGIN = 0.1   # the training range is widened by this share of its width
 
 @dataclass(frozen=True)
 class FeatureDomain:
-    "Per feature, the values a model is trusted on: the SCM's kind and bounds ∩ the training range ± margin."
+    "Per feature, the values a model is trusted on: the SCM's kind and bounds ∩ training range ± margin."
     scm: str                 # the SCM's name
     low: torch.Tensor        # (D,) float64: lowest value trusted
     high: torch.Tensor       # (D,) float64: highest value trusted
@@ -528,6 +594,21 @@ test_fail(lambda: describe_domain(dom, 7), contains='feature index 0 … 6')
 test_fail(lambda: domain_messages(dom, odd, outside_domain(dom, odd)[:2]), contains='shaped like x')
 
 # %% [markdown]
+# The margin's claim, on every SCM: how many test people each domain refuses, with and without it.
+
+# %%
+from carma_nb.scm import SCM_NAMES
+def refused_test_people(name, margin):
+    p = make_pools(name)
+    dom_ = feature_domain(name, training_range(p.recourse.train.x), margin)
+    return int(outside_domain(dom_, p.recourse.test.x).any(1).sum())
+margin_claim = pd.DataFrame({f'refused, margin {mg:g}': [refused_test_people(n, mg) for n in SCM_NAMES]
+                             for mg in (0., DOMAIN_MARGIN)}, index=SCM_NAMES)
+assert margin_claim['refused, margin 0'].between(1, 3).all()
+assert (margin_claim['refused, margin 0.1'] == 0).all()
+margin_claim.T
+
+# %% [markdown]
 # ### Every person gets a status
 #
 # A service hands each person one of four answers, and says which:
@@ -564,7 +645,7 @@ def recourse_status(domain: FeatureDomain,
                     accepted: torch.Tensor, # (n,) bool: the classifier already accepts the person
                     prob: torch.Tensor, # (n,) the classifier's probability of x_cf
                    ) -> tuple[np.ndarray, torch.Tensor]:
-    "Per person a status ('served', 'already accepted', 'no valid action', 'refused: …'); which are refused."
+    "Per person a status ('served', 'already accepted', 'no valid action', 'refused: …'), and the refused."
     scm = get_scm(domain.scm)
     x, x_cf = torch.as_tensor(x), torch.as_tensor(x_cf)           # NaN and inf are refused per row
     if not (x.ndim == 2 and x.shape[1] == scm.n_features and mask.shape == x.shape == x_cf.shape
@@ -611,9 +692,9 @@ list(status5)
 # %% [markdown]
 # ## Timing
 #
-# Speed is reported two ways (`SPEC.md` §6), and the label always says which: **latency at batch size
-# 1** — one person at a time, as the paper measured — and **batched time per person** — the whole set in
-# one call, divided by its size, which is how a deployed service would run.
+# Speed is reported two ways, and the label always says which: **latency at batch size 1** — one
+# person at a time, as the paper's Table 1 measured — and **batched time per person** — the whole set
+# in one call, divided by its size, which is how a deployed service would run.
 
 # %%
 #| export
@@ -624,6 +705,11 @@ def time_per_person(fn: Callable[[torch.Tensor], object], # recommends for a bat
                     batch: int | None = None, # batch size of the batched run (default: all of x at once)
                    ) -> dict:
     "Latency per person at batch size 1 (median over `single` people) and batched time per person, in ms."
+    if not callable(fn): raise TypeError(f"fn must be a function of a batch of people, got {type(fn)}")
+    if not isinstance(x, torch.Tensor) or x.ndim != 2 or not len(x):
+        raise ValueError(f"x must be a non-empty (n, D) tensor of people, got {getattr(x, 'shape', type(x))}")
+    single, repeat = check_whole(single, 'single (people timed one by one)'), check_whole(repeat, 'repeat')
+    if batch is not None: batch = check_whole(batch, 'batch (people per batched call)')
     fn(x[:1])
     lat = []
     for i in range(min(single, len(x))):
@@ -638,7 +724,11 @@ def time_per_person(fn: Callable[[torch.Tensor], object], # recommends for a bat
 
 
 # %%
-time_per_person(lambda xb: get_scm('loan').counterfactual(xb, m[:len(xb)], v[:len(xb)]), people, single=20)
+replay = lambda xb: get_scm('loan').counterfactual(xb, m[:len(xb)], v[:len(xb)])
+timing = time_per_person(replay, people, single=20)
+test_eq(timing['people'], len(people))
+test_fail(lambda: time_per_person(replay, people, batch=0), contains='batch (people per batched call)')
+timing
 
 # %%
 #| hide

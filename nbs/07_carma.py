@@ -1054,7 +1054,7 @@ with tempfile.TemporaryDirectory() as d:
 # %%
 test_people = rejected(clf, pools.recourse.test.x, profile.oracle_people)
 rep = evaluate_recourse(problem, clf, test_people, carma.recommend(test_people))
-orep = evaluate_recourse(problem, clf, test_people, cached_oracle('loan', pools, clf, test_people))
+orep = evaluate_recourse(problem, clf, test_people, cached_oracle(problem, clf, test_people))
 assert rep.metrics['validity %'] > (99 if profile.name == 'paper' else 80)
 pd.DataFrame([rep.metrics, orep.metrics], index=['CARMA', 'oracle']).round(3)
 

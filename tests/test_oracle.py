@@ -1,4 +1,4 @@
-"""The oracle (SPEC §7) and the shared recourse evaluation (SPEC §6)."""
+"""The oracle (chapter 6) and the shared recourse problem and evaluation (chapter 5)."""
 import itertools
 import math
 
@@ -7,7 +7,8 @@ import torch
 
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
-from carma_nb.oracle import candidate_levels, oracle_bins, oracle_recourse, oracle_recourse_loop, person_grids
+from carma_nb.oracle import (cached_oracle, candidate_levels, oracle_bins, oracle_recourse,
+                             oracle_recourse_loop, person_grids)
 from carma_nb.recourse import as_weights, evaluate_recourse, make_recommendation, recourse_problem, rejected
 from carma_nb.scm import SCM_NAMES, get_scm
 
@@ -33,7 +34,8 @@ def test_batched_equals_loop_on_20_people(setups, name):
     assert len(people) == 20
     fast = oracle_recourse(problem, clf, people, bins=4, max_memory=3e5, verbose=False)   # many blocks
     slow = oracle_recourse_loop(problem, clf, people, bins=4)
-    assert torch.equal(fast.found, slow.found) and torch.equal(fast.index, slow.index) and torch.equal(fast.mask, slow.mask)
+    assert torch.equal(fast.found, slow.found) and torch.equal(fast.index, slow.index)
+    assert torch.equal(fast.mask, slow.mask)
     torch.testing.assert_close(fast.values, slow.values)
     torch.testing.assert_close(fast.cost[fast.found], slow.cost[slow.found])
 
@@ -67,7 +69,8 @@ def test_grid_is_centred_on_the_person(setups):
     act = problem.scm.actionable
     torch.testing.assert_close(g[..., 0], 2 * problem.lo[act] - people[:3, act])
     torch.testing.assert_close(g[..., -1], 2 * problem.hi[act] - people[:3, act])
-    torch.testing.assert_close((g[..., 0] + g[..., -1]) / 2, problem.lo[act] + problem.hi[act] - people[:3, act])
+    centre = problem.lo[act] + problem.hi[act] - people[:3, act]
+    torch.testing.assert_close((g[..., 0] + g[..., -1]) / 2, centre)
     assert oracle_bins('loan') == 15 and oracle_bins('chain-lin') == 25
     assert len(candidate_levels(4, 15)) == 65_535 and len(candidate_levels(3, 25)) == 17_575
 
@@ -86,7 +89,7 @@ def test_bad_inputs(setups):
     problem, clf, people = setups['loan']
     with pytest.raises(ValueError, match='3 columns but 7 features'):
         oracle_recourse(problem, clf, people[:, :3])
-    with pytest.raises(ValueError, match=r'bins \(the grid spans two end points\) must be a whole number ≥ 2'):
+    with pytest.raises(ValueError, match=r'bins \(the grid spans two end points\) must be a whole number'):
         oracle_recourse(problem, clf, people, bins=1)
     with pytest.raises(ValueError, match='max_memory'):
         oracle_recourse(problem, clf, people, max_memory=0)
@@ -115,3 +118,51 @@ def test_evaluation_metrics_and_errors(setups):
         evaluate_recourse(problem, clf, people, rec.rows(slice(0, 1)))
     with pytest.raises(ValueError, match='got 3 weights but loan has 4 actionable'):
         as_weights('loan', [1, 2, 3])
+
+
+def test_original_convention_takes_ranges_from_the_rejected_training_people(setups):
+    problem, clf, people = setups['loan']
+    pools = make_pools('loan', 0, SIZES)
+    orig = recourse_problem('loan', pools, ranges_from='rejected', clf=clf)
+    rej = rejected(clf, pools.recourse.train.x)
+    assert 0 < len(rej) < len(pools.recourse.train.x)
+    torch.testing.assert_close(orig.lo, rej.min(0).values)
+    torch.testing.assert_close(orig.hi, rej.max(0).values)
+    z = (rej.double() - problem.mean.double()) / problem.std.double()
+    torch.testing.assert_close(orig.ranges, (z.max(0).values - z.min(0).values).float())
+    assert torch.equal(orig.mean, problem.mean) and torch.equal(orig.std, problem.std)   # the same scaling
+    assert (orig.ranges <= problem.ranges).all()
+    # the grid spans the rejected people's range; the same action costs more in the original units
+    g = person_grids(orig, people[:3], 15)
+    act = problem.scm.actionable
+    torch.testing.assert_close(g[..., 0], 2 * rej.min(0).values[act] - people[:3, act])
+    m = torch.zeros(3, 7, dtype=torch.bool); m[:, 5] = True
+    v = people[:3].clone(); v[:, 5] += 1
+    assert (orig.cost(people[:3], v, m) > problem.cost(people[:3], v, m)).all()
+
+
+def test_original_convention_refuses_what_it_cannot_build(setups):
+    problem, clf, people = setups['loan']
+    pools = make_pools('loan', 0, SIZES)
+    with pytest.raises(ValueError, match='pass clf='):
+        recourse_problem('loan', pools, ranges_from='rejected')
+    with pytest.raises(ValueError, match="only with ranges_from='rejected'"):
+        recourse_problem('loan', pools, clf=clf)
+    with pytest.raises(ValueError, match='ranges_from must be one of'):
+        recourse_problem('loan', pools, ranges_from='accepted', clf=clf)
+
+
+def test_cached_oracle_is_keyed_by_the_whole_problem(setups, tmp_path, monkeypatch):
+    monkeypatch.setenv('CARMA_CACHE', str(tmp_path))
+    problem, clf, people = setups['chain-lin']
+    pools = make_pools('chain-lin', 0, SIZES)
+    orig = recourse_problem('chain-lin', pools, ranges_from='rejected', clf=clf)
+    a = cached_oracle(problem, clf, people[:5], bins=4)
+    b = cached_oracle(orig, clf, people[:5], bins=4)
+    assert len(list((tmp_path / 'oracle').glob('*.pt'))) == 2          # two problems, two entries
+    assert torch.equal(a.index, oracle_recourse(problem, clf, people[:5], bins=4, verbose=False).index)
+    assert torch.equal(b.index, oracle_recourse(orig, clf, people[:5], bins=4, verbose=False).index)
+    assert torch.equal(cached_oracle(orig, clf, people[:5], bins=4).index, b.index)   # read back
+    assert len(list((tmp_path / 'oracle').glob('*.pt'))) == 2
+    with pytest.raises(TypeError, match='problem must be a RecourseProblem'):
+        cached_oracle('chain-lin', clf, people[:5])

@@ -14,6 +14,7 @@ from carma_nb.data import make_pools
 from carma_nb.dice_vae import train_dice_vae, train_dice_vae_seeds
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import cached_oracle
+from carma_nb.recourse import recourse_problem
 from carma_nb.vaca import fit_vaca
 
 SMALL = {'classifier': (3000, 500, 500), 'causal': (3000, 500, 500), 'recourse': (2000, 500, 500)}
@@ -106,7 +107,7 @@ BAD_SETTINGS = [
     (lambda p, c, f: train_dice_vae('loan', c, p.recourse, {'lr': float('inf')}, cache=False), 'lr must be a finite number > 0'),
     (lambda p, c, f: train_dice_vae('loan', c, p.recourse, {'hidden': 2.5}, cache=False), 'hidden must be a whole number'),
     (lambda p, c, f: train_dice_vae('loan', c, p.recourse, seed=-2, cache=False), 'must be a whole number ≥ 0'),
-    (lambda p, c, f: cached_oracle('loan', p, c, p.recourse.test.x[:5], bins=2.7), 'bins .* must be a whole number ≥ 2'),
+    (lambda p, c, f: cached_oracle(recourse_problem('loan', p), c, p.recourse.test.x[:5], bins=2.7), 'bins .* must be a whole number ≥ 2'),
     (lambda p, c, f: make_pools('loan', seed=-1), 'seed must be a whole number ≥ 0'),
     (lambda p, c, f: make_pools('loan', seed=1.5), 'seed must be a whole number ≥ 0'),
 ]

@@ -46,7 +46,7 @@ def validation_setup(name, weights=None):
     ref = oracle_reference(name, 'paper')
     problem = recourse_problem(name, ref.pools, weights)
     people = rejected(ref.clf, ref.pools.recourse.val.x)
-    orc = cached_oracle(name, ref.pools, ref.clf, people, weights=weights)
+    orc = cached_oracle(problem, ref.clf, people)
     ocost = evaluate_recourse(problem, ref.clf, people, orc).metrics['cost x100']
     return ref, problem, people, ocost
 

@@ -16,12 +16,12 @@
 # %% [markdown]
 # # The paper, reproduced
 #
-# > Table 1, Table 7 and every figure of the paper from one run of the experiment runner, our numbers
-# > next to the paper's, and what differs and why.
+# > Table 1, Table 7 and the paper's figures from one run of the experiment runner, our numbers next to
+# > the paper's, the targets we set ourselves, and every difference from the paper in one list.
 #
 # This chapter reads the tidy results of chapter 12 (running whatever jobs are missing, reusing every
-# cached model) and turns them into the paper's tables and figures. At the quick profile — what
-# `nbdev_test` runs — the numbers are small-budget stand-ins; the committed `figures/` come from
+# cached model) and turns them into the paper's tables. At the quick profile — what `nbdev_test` runs —
+# the numbers are small-budget stand-ins; the committed `figures/` come from
 # `carma-nb reproduce --profile paper`.
 
 # %%
@@ -34,26 +34,24 @@ import numpy as np
 import pandas as pd
 import torch
 
-from carma_nb.carma import plot_feature_use, plot_shifts, train_carma_seeds
+from carma_nb.carma import train_carma_seeds
 from carma_nb.core import get_profile
-from carma_nb.dice_vae import plot_targets, train_dice_vae_seeds
-from carma_nb.experiments import ABLATION_FRACTIONS, run_experiments, table1
+from carma_nb.experiments import run_experiments, table1
 from carma_nb.flow import fit_flow
-from carma_nb.oracle import cached_oracle, loop_seconds_per_person, oracle_recourse, oracle_reference
-from carma_nb.preferences import PAPER_PREFERENCE_WEIGHTS, PAPER_TABLE7
-from carma_nb.recourse import evaluate_recourse, recourse_problem
-from carma_nb.scm import SCM_NAMES, get_scm
+from carma_nb.oracle import loop_seconds_per_person, oracle_recourse, oracle_reference
+from carma_nb.preferences import PAPER_TABLE7
 
 # %%
 #| hide
 from fastcore.test import test_eq, test_fail, test_close
 import matplotlib.pyplot as plt
-from carma_nb.core import save_figure, save_table
+from IPython.display import Image, display
+from carma_nb.core import figure_dir, save_figure, save_table
 
 # %% [markdown]
 # ## The results
 #
-# One row per SCM, method and seed (and training fraction for the ablation).
+# One row per SCM, method and seed (and training fraction for the ablation of Fig. 8).
 
 # %%
 profile = get_profile()
@@ -65,54 +63,71 @@ results.groupby(['scm', 'method']).size().unstack(fill_value=0)
 # %% [markdown]
 # ## Table 1
 #
-# Our oracle, DiCE-VAE and CARMA (mean and standard deviation over seeds) on every SCM, with the paper's
-# values in the `paper …` columns. Times: the paper timed its oracle and CARMA one person at a time on
-# its own CPU; our oracle is timed batched over all people (its natural mode), CARMA both ways.
+# Per SCM: the oracle (chapter 6) in our units and in the original code's, the paper's CARMA
+# (chapter 7) and our improved recipe (chapter 8) as mean ± standard deviation over the seeds, with
+# causal validity (mean and worst seed), and DiCE-VAE (chapter 11). Cost is l2 × 100 in one definition
+# for every method (chapter 5); the paper's columns are its published values.
 
 # %%
 t1 = table1(results)
 save_table(t1.round(3), 'table1')
-cols = ['oracle cost x100', 'paper oracle cost x100', 'CARMA cost x100', 'CARMA cost std', 'paper CARMA cost x100',
-        'CARMA / oracle cost', 'CARMA validity %', 'CARMA validity min %', 'paper CARMA validity %', 'CARMA acts', 'paper CARMA acts',
-        'DiCE-VAE cost x100', 'paper DiCE-VAE cost x100', 'oracle ms (batched)', 'CARMA ms (batch size 1)', 'CARMA µs (batched)']
-t1[[c for c in cols if c in t1]].round(2)
+t1.round(2).T
 
 # %% [markdown]
-# **Reading it.** Seven differences with the paper are worth knowing before comparing numbers:
+# **The targets.** We hold our reproduction to three targets, checked below on every SCM:
 #
-# 1. *Our classifiers are sharper.* SPEC §3 trains them with Adam; the original code used plain SGD at
-#    the same learning rate, which stops far from convergence. Ours reach 98.6–99.9 % validation
-#    accuracy where the original work reports 91–99 %; retrained with SGD, five of seven land within
-#    0.7 points of the original numbers (chapter 3). A sharper classifier draws a crisper boundary, so
-#    the oracle's cheapest valid action is cheaper than the paper's on most SCMs, and every method's
-#    post-recourse probability is higher.
-# 2. *The sharpness changes CARMA's training signal.* The rejected training people of loan have a median
-#    classifier logit around −70 (the SGD classifier's: −2.8): the probability and its gradient are zero
-#    to machine precision, so the paper's hinge on $p$ gives the action network nothing to follow except
-#    through the few people near the boundary, and it learns a blanket over-shoot. We let the hinge see the classifier at a
-#    temperature $T$ (chapter 7), which leaves every decision ($p \ge 0.5$) unchanged and restores the
-#    gradient. This is our addition, stated wherever CARMA's results appear.
-# 3. *Times are measured differently* (above): batched oracle time per person is not the paper's
-#    one-at-a-time loop.
-# 4. *Two more settings differ from the paper's Table 5*, each chosen on validation people
-#    (chapters 7 and 10): the shift clamp is twice as wide on chain-nlin and triangle-nlin, and CARMA
-#    with VACA uses the hinge margin 0.03 instead of 0.003.
-# 5. *Restarts* (chapter 7): each CARMA seed trains three candidates — six on triangle-lin, triangle-nlin,
-#    chain-lin and collider-nlin, where the seeds varied most, one on loan — and keeps the one with the lowest cost + share
-#    invalid on its own training people; the paper trains one. Times include the discarded candidates.
-# 6. *Polishing* (chapter 7): after the main training, each model's action network trains 150 more
-#    epochs alone with the masks frozen at the deterministic ones it will serve, which removes most of
-#    the amortized over-shoot (cost / oracle fell by 0.05–0.3 on the validation people of every SCM).
-#    Not in the paper; the VACA variant of loan trains without it.
-# 7. *Mask refinement* (chapter 7), on triangle-lin, triangle-nlin, collider-lin and chain-lin: between the main
-#    training and polishing, the action network learns amounts for every mask, each training person is
-#    labelled with the cheapest mask that is valid under the flow, and the mask network learns those
-#    labels. Serving stays one forward pass. Not in the paper; chosen on validation people, where it cut
-#    cost / oracle by 0.12–0.30 on those four SCMs, tied on collider-nlin and lost on loan.
+# 1. the oracle in the original code's convention within 8 % of the paper's oracle cost and within
+#    0.15 of its acts (the original convention is what the paper's oracle column measures, chapter 6);
+# 2. the paper's CARMA within one of the paper's own seed standard deviations of its cost on at least
+#    five of seven SCMs, with causal validity ≥ 99 % on every SCM;
+# 3. the improved recipe at or below the paper's CARMA cost on every SCM, with validity ≥ 99.5 %.
 
 # %%
-assert (t1['CARMA validity %'] > 80).all() and (t1['oracle cost x100'] > 0).all()
+#| export
+def table1_targets(t1: pd.DataFrame) -> pd.DataFrame:
+    "Per SCM, each target of this chapter: the measured gap and whether it holds."
+    gap = t1['oracle cost, original convention'] / t1['paper oracle cost'] - 1
+    acts = t1['oracle acts, original convention'] - t1['paper oracle acts']
+    return pd.DataFrame({
+        'oracle cost gap %': 100 * gap, 'oracle acts gap': acts, 'oracle ok': (gap.abs() <= 0.08) & (acts.abs() <= 0.15),
+        'CARMA − paper, in paper std': (t1['CARMA cost'] - t1['paper CARMA cost']) / t1['paper CARMA cost std'],
+        'CARMA within 1 std': (t1['CARMA cost'] - t1['paper CARMA cost']).abs() <= t1['paper CARMA cost std'],
+        'CARMA validity ≥ 99 %': t1['CARMA validity %'] >= 99,
+        'improved / CARMA cost': t1['improved CARMA cost'] / t1['CARMA cost'],
+        'improved ok': (t1['improved CARMA cost'] <= t1['CARMA cost']) & (t1['improved CARMA validity %'] >= 99.5)})
 
+# %%
+targets = table1_targets(t1)
+save_table(targets.round(3), 'table1_targets')
+targets.round(3)
+
+# %%
+assert (t1['oracle cost'] > 0).all() and (t1['CARMA validity %'] > 80).all() and (t1['improved CARMA validity %'] > 80).all()
+assert (t1['oracle cost, original convention'] > t1['oracle cost']).all()          # the rejected people's narrower ranges
+print(f"targets held: oracle {int(targets['oracle ok'].sum())}/7, CARMA within one paper std "
+      f"{int(targets['CARMA within 1 std'].sum())}/7 (validity ≥ 99 % on {int(targets['CARMA validity ≥ 99 %'].sum())}), "
+      f"improved {int(targets['improved ok'].sum())}/7")
+
+# %% [markdown]
+# ## Every difference from the paper
+#
+# 1. **One cost for every method.** The original code computed the oracle's grid and its cost ranges
+#    from the rejected training people, CARMA's from all of them; the paper's oracle and CARMA columns
+#    are therefore in different units. We use the whole split for every method and report the oracle
+#    once more in the original convention, the one comparable to the paper's oracle column (chapter 6).
+# 2. **The classifiers** are trained with plain SGD as the original code did (the paper's appendix
+#    says Adam, which makes them far sharper; chapter 3 and `studies/classifier_optimizer.ipynb`).
+# 3. **The damping sign.** The original code applies the multiplier's damping with a minus sign; we use
+#    the plus sign of the method of multipliers (chapter 7).
+# 4. **Times** are measured on this shared 2-core machine: the oracle batched over all people (its
+#    natural mode here), CARMA both one person at a time and batched. The paper timed both one person at
+#    a time on its own CPU.
+# 5. **Our improved recipe** is reported beside the paper's CARMA, never in its place (chapter 8).
+# 6. **One draw of data**, as the paper: every table comes from the pools of seed 0; the studies in
+#    `studies/` repeat the classifier, the flow and the preference study over many draws.
+#
+# Where a target above is missed, the targets table says by how much; what was tried is in the study
+# the cell's chapter links (the oracle's acts on triangle-nlin: `studies/oracle_triangle_nlin_acts`).
 
 # %% [markdown]
 # ## Table 7: population preferences (loan)
@@ -137,15 +152,6 @@ def table7(results: pd.DataFrame) -> pd.DataFrame:
 t7 = table7(results)
 save_table(t7.round(3), 'table7')
 t7.round(2)
-
-# %% [markdown]
-# `cost x100 (own objective)` is the weighted cost for the weighted rows and the plain cost for the
-# others: each method is scored by what it optimises, as in the paper's Table 7.
-#
-# The weights cut the features per person and remove education, as in the paper, but with SPEC's
-# classifier they do not raise the share of people asked to change savings (78.5 → 77.0 %, counting
-# acts that change something). Chapter 9 reruns the study with the original code's SGD classifier, and
-# there the share rises (88.1 → 98.7 %): the savings effect depends on the classifier.
 
 # %% [markdown]
 # ## Fig. 8: how much training data CARMA needs (loan)
@@ -174,65 +180,18 @@ plt.show()
 
 
 # %% [markdown]
-# ## Fig. 3: CARMA with the flow vs with VACA (loan)
-
-# %%
-#| export
-def plot_causal_models(results: pd.DataFrame):
-    "Paper Fig. 3: loan, CARMA with the causal flow vs with VACA — cost, validity, acts, time (mean ± std over seeds)."
-    import matplotlib.pyplot as plt
-    r = results[(results['scm'] == 'loan') & (results['fraction'] == 1.0) & results['method'].isin(['carma', 'carma-vaca'])]
-    g = r.groupby('method')
-    fig, axes = plt.subplots(1, 4, figsize=(14, 2.8))
-    for ax, col in zip(axes, ['cost x100', 'validity %', 'acts', 'ms per person (batch size 1)']):
-        m, s = g[col].mean(), g[col].std().fillna(0)
-        ax.bar([{'carma': 'flow', 'carma-vaca': 'VACA'}[k] for k in m.index], m, yerr=s, capsize=4, color=['#1b9e77', '#e6ab02'][:len(m)])
-        ax.set_title(col, fontsize=10)
-    fig.suptitle('loan: CARMA with the causal flow vs with VACA (paper Fig. 3)', y=1.06)
-    return fig
-
-
-# %%
-fig = plot_causal_models(results)
-save_figure(fig, 'fig3_flow_vs_vaca')
-plt.show()
-
-# %% [markdown]
-# ## Figs. 2, 4, 5, 7, 9 and 10: what the methods do
+# ## The paper's other figures
 #
-# These need each person's action, not just the summary rows; the models come from the cache, so
-# recomputing the first seed's recommendations takes a few seconds.
+# Each is drawn by the chapter that teaches its method, from that chapter's models: Fig. 2 and Fig. 7
+# (CARMA vs the oracle on loan) by chapter 7, Fig. 3 (flow vs VACA) by chapter 10, Figs. 4–5
+# (preferences) by chapter 9, Fig. 6 (the graphs) by chapter 1, Figs. 9–10 (DiCE-VAE) by chapter 11.
 
 # %%
-ref = oracle_reference('loan', profile)
-flow = fit_flow('loan', ref.pools.causal, profile, verbose=False)
-carma0 = train_carma_seeds('loan', ref.clf, flow, ref.pools.recourse, seeds=range(profile.seeds), profile=profile, verbose=False)[0]
-carmaw = train_carma_seeds('loan', ref.clf, flow, ref.pools.recourse, seeds=range(profile.seeds), profile=profile, verbose=False,
-                           weights=PAPER_PREFERENCE_WEIGHTS, prior='preference')[0]
-rep = lambda m: (lambda r: evaluate_recourse(ref.problem, ref.clf, ref.people, r))(m.recommend(ref.people))
-reports = {'CARMA': rep(carma0), 'oracle': evaluate_recourse(ref.problem, ref.clf, ref.people, ref.result),
-           'CARMA (weighted)': rep(carmaw)}
-for name, fig in [('fig2_shifts_carma_vs_oracle', plot_shifts('loan', {k: reports[k] for k in ('CARMA', 'oracle')}, 'loan: shifts, CARMA vs oracle (paper Fig. 2)')),
-                  ('fig7_features_carma_vs_oracle', plot_feature_use('loan', {k: reports[k] for k in ('CARMA', 'oracle')}, 'loan: CARMA vs oracle (paper Fig. 7)')),
-                  ('fig4_preferences_features', plot_feature_use('loan', {k: reports[k] for k in ('CARMA', 'CARMA (weighted)')}, 'loan: unweighted vs weighted CARMA (paper Fig. 4)')),
-                  ('fig5_preferences_shifts', plot_shifts('loan', {k: reports[k] for k in ('CARMA', 'CARMA (weighted)')}, 'loan: unweighted vs weighted CARMA (paper Fig. 5)'))]:
-    save_figure(fig, name)
-plt.show()
-
-# %%
-synth = {}
-for name in [n for n in SCM_NAMES if n != 'loan']:
-    r_ = oracle_reference(name, profile)
-    f_ = fit_flow(name, r_.pools.causal, profile, verbose=False)
-    c_ = train_carma_seeds(name, r_.clf, f_, r_.pools.recourse, seeds=range(profile.seeds), profile=profile, verbose=False)[0]
-    d_ = train_dice_vae_seeds(name, r_.clf, r_.pools.recourse, range(profile.seeds), profile=profile, verbose=False)[0]
-    ev = lambda rec: evaluate_recourse(r_.problem, r_.clf, r_.people, rec)
-    synth[name] = {'oracle': evaluate_recourse(r_.problem, r_.clf, r_.people, r_.result),
-                   'CARMA': ev(c_.recommend(r_.people)), 'DiCE-VAE': ev(d_.recommend(r_.people))}
-save_figure(plot_targets(synth, ['triangle-lin', 'collider-lin', 'chain-lin'], 'linear SCMs (paper Fig. 9)'), 'fig9_targets_linear')
-save_figure(plot_targets(synth, ['triangle-nlin', 'collider-nlin', 'chain-nlin'], 'non-linear SCMs (paper Fig. 10)'), 'fig10_targets_nonlinear')
-plt.show()
-
+for name in ('fig2_shifts_carma_vs_oracle', 'fig3_flow_vs_vaca', 'fig4_preferences_features', 'fig5_preferences_shifts',
+             'fig6_causal_graphs', 'fig7_features_carma_vs_oracle', 'fig9_targets_linear', 'fig10_targets_nonlinear'):
+    path = figure_dir(profile)/f'{name}.png'
+    if path.exists(): display(Image(filename=str(path), width=800))
+    else: print(f'{name}: run its chapter first')
 
 # %% [markdown]
 # ## New: time per person against the number of people
@@ -251,7 +210,6 @@ def scaling_times(name: str = 'loan', sizes=(1, 10, 100, 1000, 10_000, 100_000),
     flow = fit_flow(name, ref.pools.causal, p, verbose=False)
     carma = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds=range(p.seeds), profile=p, verbose=False)[0]
     loop = loop_seconds_per_person(ref.problem, ref.clf, ref.people[0])
-    carma.recommend(ref.people[:1])                                            # warm-up: builds the small-batch NumPy policy once
     rows = []
     for n in sizes:
         x = ref.people[torch.arange(n) % len(ref.people)]

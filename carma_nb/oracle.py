@@ -216,25 +216,21 @@ class OracleReference:
     result: OracleResult
     metrics: dict            # the oracle's Table-1 row (evaluate_recourse)
 
-def oracle_reference(name: str, profile=None, seed: int = 0,
-                     clf_optimizer: str = 'adam', # the classifier's optimizer (chapter 3): 'adam' (SPEC) or 'sgd' (original code)
-                    ) -> OracleReference:
+def oracle_reference(name: str, profile=None, seed: int = 0) -> OracleReference:
     "The rejected test people of `name` (the profile's number), its classifier, and the (cached) oracle on them."
     p = get_profile(profile)
     pools = make_pools(name, seed)
-    clf = train_classifier(name, pools.classifier, p, verbose=False, optimizer=clf_optimizer)
+    clf = train_classifier(name, pools.classifier, p, verbose=False)
     problem = recourse_problem(name, pools)
     people = rejected(clf, pools.recourse.test.x, p.oracle_people)
     r = cached_oracle(name, pools, clf, people)
     metrics = evaluate_recourse(problem, clf, people, r).metrics
     return OracleReference(pools, clf, problem, people, r, metrics)
 
-def oracle_table(profile=None, seed: int = 0,
-                 clf_optimizer: str = 'adam', # the classifiers' optimizer (chapter 3): 'adam' (SPEC) or 'sgd' (original code)
-                ) -> pd.DataFrame:
+def oracle_table(profile=None, seed: int = 0) -> pd.DataFrame:
     "The oracle's Table-1 metrics on every SCM's rejected test people, with the paper's values alongside."
     rows = []
     for name in SCM_NAMES:
-        ref = oracle_reference(name, profile, seed, clf_optimizer)
+        ref = oracle_reference(name, profile, seed)
         rows.append({'scm': name, **ref.metrics, 'ms per person (batched)': ref.result.seconds / len(ref.people) * 1e3})
     return pd.DataFrame(rows).set_index('scm').join(PAPER_ORACLE)

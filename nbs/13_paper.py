@@ -158,7 +158,7 @@ t7.round(2)
 # clf_optimizer='sgd')`). The Adam columns are Table 1's above.
 
 # %%
-t_sgd = carma_table(profile, clf_optimizer='sgd')
+t_sgd = carma_table(profile)
 save_table(t_sgd.round(3), 'table1_sgd_classifier')
 sgd_cmp = pd.DataFrame({
     'oracle cost, Adam': t1['oracle cost x100'], 'oracle cost, SGD': t_sgd['oracle cost x100'], 'paper oracle cost': t1['paper cost x100'],
@@ -209,7 +209,7 @@ if profile.name == 'paper':
 # %%
 PAPER_CARMA_COST_STD = {'triangle-lin': 4.13, 'collider-lin': 4.06, 'chain-lin': 5.12, 'triangle-nlin': 3.13,   # paper Table 1 (reference)
                         'collider-nlin': 1.10, 'chain-nlin': 2.05, 'loan': 1.36}
-paper_alg = {opt: carma_table(profile, clf_optimizer=opt, algorithm='paper') for opt in ('sgd', 'adam')}
+paper_alg = {opt: carma_table(profile, algorithm='paper') for opt in ('sgd', 'adam')}
 for opt, t in paper_alg.items(): save_table(t.round(3), f'table1_paper_algorithm_{opt}_classifier')
 pa = paper_alg['sgd']
 repro = pd.DataFrame({

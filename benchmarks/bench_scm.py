@@ -20,7 +20,7 @@ from carma_nb.scm import get_scm
 
 
 def oracle_candidates(scm, person, bins=15):
-    """All oracle candidate actions of SPEC §7 for one person: mask (m, D) and values (m, D)."""
+    """All oracle candidate actions of chapter 6 (the paper's grid) for one person: mask (m, D) and values (m, D)."""
     x = person[0]
     tr = make_pools(scm, 0).recourse.train.x
     lo, hi = tr.min(0).values, tr.max(0).values

@@ -19,16 +19,15 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['PROFILES', 'CKPT_FORMAT', 'TRAINER_VERSION', 'Profile', 'get_profile', 'seed_everything', 'one_thread', 'progress',
            'project_root', 'figure_dir', 'cache_dir', 'atomic_write', 'save_figure', 'markdown_table', 'save_table',
-           'read_draws', 'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'config_key', 'file_lock',
-           'file_locks', 'remove_orphaned_temps', 'cached_checkpoints', 'cached_checkpoint', 'as_features',
-           'check_whole', 'check_positive', 'check_seed', 'check_seeds', 'check_widths']
+           'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'config_key', 'file_lock', 'file_locks',
+           'remove_orphaned_temps', 'cached_checkpoints', 'cached_checkpoint', 'as_features', 'check_whole',
+           'check_positive', 'check_seed', 'check_seeds', 'check_widths']
 
 # %% ../nbs/00_core.ipynb #4df50436
 @dataclass(frozen=True)
@@ -39,11 +38,11 @@ class Profile:
     clf_epochs: int           # downstream classifier epochs (paper: 500)
     flow_epochs: int          # causal normalizing flow epochs (paper: 1000)
     vaca_epochs: int          # VACA epochs (paper: 300)
-    carma_epoch_frac: float   # fraction of each SCM's CARMA epochs from SPEC §8 (paper: 1.0)
+    carma_epoch_frac: float   # fraction of each SCM's CARMA epochs (paper Table 5; paper: 1.0)
     oracle_people: int | None # test people the oracle solves per SCM (None: all of them)
 
 PROFILES: dict[str, Profile] = {
-    'quick': Profile('quick', seeds=2, clf_epochs=60, flow_epochs=120, vaca_epochs=30,
+    'quick': Profile('quick', seeds=2, clf_epochs=500, flow_epochs=120, vaca_epochs=30,
                      carma_epoch_frac=0.05, oracle_people=200),
     'paper': Profile('paper', seeds=10, clf_epochs=500, flow_epochs=1000, vaca_epochs=300,
                      carma_epoch_frac=1.0, oracle_people=None),
@@ -73,7 +72,7 @@ def seed_everything(seed: int, # a non-negative integer
 # %% ../nbs/00_core.ipynb #1e9152bf
 @contextlib.contextmanager
 def one_thread():
-    "Run the block (or, as a decorator, the function) on one torch thread, restoring the caller's count after."
+    "Run the block (or, as a decorator, the function) on one torch thread; restore the caller's count after."
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try: yield
@@ -100,7 +99,7 @@ def project_root() -> Path:
     return here
 
 def figure_dir(profile: str | Profile | None = None) -> Path:
-    "`$CARMA_FIGURE_DIR` if set; else `figures/` for the paper profile and the git-ignored `figures/_quick/` for any other."
+    "`$CARMA_FIGURE_DIR` if set; else `figures/` (paper profile) or the git-ignored `figures/_quick/`."
     if os.environ.get('CARMA_FIGURE_DIR'): return Path(os.environ['CARMA_FIGURE_DIR'])
     p = get_profile(profile)
     return project_root()/'figures' if p.name == 'paper' else project_root()/'figures'/'_quick'
@@ -157,26 +156,10 @@ def save_table(df, # a pandas DataFrame
                profile: str | Profile | None = None) -> Path:
     "Atomically save `df` as `<name>.csv` and `<name>.md`; return the CSV path."
     d = figure_dir(profile); _check_name(name)
-    with atomic_write(d/f'{name}.csv', 'w') as f: df.to_csv(f, index=any(n is not None for n in df.index.names))
+    with atomic_write(d/f'{name}.csv', 'w') as f:
+        df.to_csv(f, index=any(n is not None for n in df.index.names))
     with atomic_write(d/f'{name}.md', 'w') as f: f.write(markdown_table(df))
     return d/f'{name}.csv'
-
-# %% ../nbs/00_core.ipynb #a039f3ee
-_DRAW = re.compile(r'^\s+pool seed\s+(\d+):\s+([-+0-9.eE]+)')
-_SUMMARY = re.compile(r'^(\S.*?): min ')
-
-def read_draws(path, # a file of runs printed by the tools' `over_draws` (e.g. figures/flow_cf_draws.txt)
-              ) -> pd.DataFrame:
-    "One row per draw of every run in `path`: the run's label, the pool seed and the value printed for it."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"{path} does not exist: run the tool that writes it (see the chapter that reads it)")
-    rows, pending = [], []
-    for line in path.read_text().splitlines():
-        if m := _DRAW.match(line): pending.append((int(m[1]), float(m[2])))
-        elif m := _SUMMARY.match(line):
-            rows += [{'run': m[1], 'pool seed': seed, 'value': v} for seed, v in pending]; pending = []
-    if not rows: raise ValueError(f"{path} holds no complete run (per-draw lines followed by a 'label: min …' summary line)")
-    return pd.DataFrame(rows)
 
 # %% ../nbs/00_core.ipynb #374e8fca
 CKPT_FORMAT = 'carma_nb-checkpoint-1'
@@ -195,11 +178,13 @@ def _normalise_config(config: Mapping) -> dict:
         raise TypeError(f"config must be a dict of JSON-able values, got {type(config).__name__}")
     try: return json.loads(json.dumps(dict(config), sort_keys=True, allow_nan=False))
     except (TypeError, ValueError) as e:
-        raise TypeError(f"config must hold only JSON-able values (str, int, float, bool, None, lists, dicts): {e}") from None
+        raise TypeError("config must hold only JSON-able values "
+                        f"(str, int, float, bool, None, lists, dicts): {e}") from None
 
 def _tensor_dict(d, what: str) -> dict | None:
     if d is None: return None
-    if not isinstance(d, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items()):
+    if not isinstance(d, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                             for k, v in d.items()):
         raise TypeError(f"{what} must be a dict mapping names to tensors")
     return {k: v.detach().cpu().clone() for k, v in d.items()}
 
@@ -207,7 +192,7 @@ def save_checkpoint(path: str | Path, # destination file (parents are created)
                     state_dict: Mapping[str, torch.Tensor], # model weights
                     config: Mapping, # JSON-able config that rebuilds the model
                     scaler: Mapping[str, torch.Tensor] | None = None, # the data scaler's tensors
-                    extras: Mapping[str, torch.Tensor] | None = None, # other tensors to keep (training curves)
+                    extras: Mapping[str, torch.Tensor] | None = None, # other tensors (training curves)
                    ) -> Path:
     "Atomically write weights, config, scaler (and extra tensors) to `path`."
     payload = {'format': CKPT_FORMAT, 'config': json.dumps(_normalise_config(config), sort_keys=True),
@@ -225,7 +210,8 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
     try: payload = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path} is not a readable carma_nb checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+        raise ValueError(f"{path} is not a readable carma_nb checkpoint "
+                         f"({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(payload, dict) or payload.get('format') != CKPT_FORMAT:
         raise ValueError(f"{path} is not a carma_nb checkpoint (expected format {CKPT_FORMAT!r})")
     config = json.loads(payload['config'])
@@ -247,17 +233,19 @@ def load_weights(module: torch.nn.Module, # the freshly built model to fill
     need = {k: v for k, v in module.state_dict().items() if not k.startswith(tuple(skip))}
     missing, unknown = sorted(set(need) - set(state)), sorted(set(state) - set(need))
     if missing or unknown:
-        raise ValueError(f"{source}: " + '; '.join(f'{what} tensors {names[:4]}' + (' …' if len(names) > 4 else '')
-                         for what, names in (('missing', missing), ('unexpected', unknown)) if names)
-                         + ". The file is damaged or was written for another model or version; train or save it again")
+        listed = lambda names: f'{names[:4]}' + (' …' if len(names) > 4 else '')
+        raise ValueError(f"{source}: " + '; '.join(f'{what} tensors {listed(names)}' for what, names in
+                                                 (('missing', missing), ('unexpected', unknown)) if names)
+                         + ". The file is damaged or was written for another model or version; "
+                           "train or save it again")
     for k, v in need.items():
         t = state[k]
         if t.shape != v.shape or t.dtype != v.dtype:
-            raise ValueError(f"{source}: tensor {k!r} is {t.dtype} {tuple(t.shape)} but the model needs {v.dtype} "
-                             f"{tuple(v.shape)}; the file was written for another architecture")
+            raise ValueError(f"{source}: tensor {k!r} is {t.dtype} {tuple(t.shape)} but the model needs "
+                             f"{v.dtype} {tuple(v.shape)}; the file was written for another architecture")
         if t.is_floating_point() and not torch.isfinite(t).all():
-            raise ValueError(f"{source}: tensor {k!r} holds NaN or inf ({int((~torch.isfinite(t)).sum())} entries); "
-                             "the model is broken: train it again")
+            raise ValueError(f"{source}: tensor {k!r} holds NaN or inf ({int((~torch.isfinite(t)).sum())} "
+                             "entries); the model is broken: train it again")
     module.load_state_dict({k: state[k] for k in need}, strict=not skip)
     return module
 
@@ -339,7 +327,7 @@ def cached_checkpoints(kind: str, # model family, e.g. 'carma' (a sub-folder of 
 
 def cached_checkpoint(kind: str, # model family, e.g. 'flow' (a sub-folder of the cache)
                       config: Mapping, # the full JSON-able training configuration
-                      train: Callable[[], tuple], # trains; returns (state_dict, scaler_state or None[, extras])
+                      train: Callable[[], tuple], # trains; → (state_dict, scaler_state or None[, extras])
                       cache: str | Path | None = None, # cache folder; default `cache_dir()`
                       refresh: bool = False, # retrain even if a cached model exists
                      ) -> Checkpoint:
@@ -351,12 +339,13 @@ def as_features(x, # people's features: (n, D) or a single row (D,); tensor, arr
                 n_features: int, # D, the number of features expected
                 name: str = 'x', # how the argument is called in error messages
                 feature_names: tuple | list | None = None, # listed in the error for a wrong column count
-                dtype: torch.dtype | None = None, # convert to this float dtype (default: keep float, else float32)
+                dtype: torch.dtype | None = None, # this float dtype (default: keep float, else float32)
                ) -> torch.Tensor:
     "Check and convert a feature matrix to a 2-D float tensor with `n_features` columns and finite values."
     if not isinstance(x, torch.Tensor):
         try: x = torch.as_tensor(np.asarray(x, dtype=np.float64))
-        except (TypeError, ValueError) as e: raise TypeError(f"{name} must be numeric (tensor, array or list): {e}") from None
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name} must be numeric (tensor, array or list): {e}") from None
         x = x.to(dtype or torch.get_default_dtype())
     if x.dtype == torch.bool or not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64)):
         raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}")
@@ -380,7 +369,7 @@ def check_whole(value, # the argument
                 name: str, # its name, quoted in the error
                 minimum: int = 1, # the smallest allowed value
                ) -> int:
-    "`value` as an int if it is a whole number ≥ `minimum` (ints, or floats without a fraction); else a ValueError."
+    "`value` as an int if it is a whole number ≥ `minimum` (an int, or a float without a fraction)."
     if not (_real(value) and math.isfinite(value) and float(value) == int(value) and value >= minimum):
         raise ValueError(f"{name} must be a whole number ≥ {minimum}, got {value!r}")
     return int(value)
@@ -403,7 +392,8 @@ def check_seeds(value, name: str = 'seeds') -> list[int]:
     if isinstance(value, (str, bytes)) or not hasattr(value, '__iter__'):
         raise ValueError(f"{name} must be a list of seeds such as [0, 1, 2], got {value!r}")
     seeds = [check_seed(s, f'every seed in {name}') for s in value]
-    if not seeds or len(set(seeds)) != len(seeds): raise ValueError(f"{name} must be distinct and non-empty, got {seeds}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"{name} must be distinct and non-empty, got {seeds}")
     return seeds
 
 def check_widths(value, # a sequence of layer widths

@@ -12,13 +12,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import Checkpoint, as_features, cached_checkpoint, check_seed, load_checkpoint, load_weights, save_checkpoint
+from .core import as_features, check_seed
 from .scm import SCM, SCM_NAMES, get_scm
 
 # %% auto #0
 __all__ = ['POOL_SIZES', 'POOLS', 'SPLITS', 'split_seed', 'Split', 'Pool', 'Pools', 'make_pools', 'StandardScaler',
-           'resolve_pool', 'split_id', 'save_model', 'model_from_checkpoint', 'trained_model', 'load_model',
-           'pool_summary']
+           'resolve_pool', 'split_id', 'pool_summary']
 
 # %% ../nbs/02_data.ipynb #c7b5ea54
 POOL_SIZES: dict[str, tuple[int, int, int]] = {
@@ -45,7 +44,8 @@ class Split:
     y: torch.Tensor
     seed: tuple   # (base seed, pool index, split index): regenerates this split alone
     def __len__(self): return len(self.x)
-    def __repr__(self): return f"Split(n={len(self)}, positive rate={self.y.float().mean():.3f}, seed={self.seed})"
+    def __repr__(self):
+        return f"Split(n={len(self)}, positive rate={self.y.float().mean():.3f}, seed={self.seed})"
 
 @dataclass(frozen=True)
 class Pool:
@@ -70,17 +70,19 @@ class Pools:
 # %% ../nbs/02_data.ipynb #695cddbc
 def make_pools(scm: str | SCM, # an SCM or its name
                seed: int = 0, # base seed; each split derives its own from it
-               sizes: dict | None = None, # pool -> (train, val, test); default POOL_SIZES (SPEC §2)
+               sizes: dict | None = None, # pool -> (train, val, test); default POOL_SIZES (the paper's)
                dtype: torch.dtype = torch.float32,
               ) -> Pools:
     "Draw the classifier, causal-model and recourse pools of `scm`, each split from its own seed."
     scm = get_scm(scm)
     seed = check_seed(seed)
     sizes = {**POOL_SIZES, **(sizes or {})}
-    if set(sizes) != set(POOLS): raise ValueError(f"sizes may only name the pools {POOLS}, got {sorted(sizes)}")
+    if set(sizes) != set(POOLS):
+        raise ValueError(f"sizes may only name the pools {POOLS}, got {sorted(sizes)}")
     pools = {}
     for pool in POOLS:
-        if len(sizes[pool]) != 3: raise ValueError(f"sizes[{pool!r}] must be (train, val, test), got {sizes[pool]}")
+        if len(sizes[pool]) != 3:
+            raise ValueError(f"sizes[{pool!r}] must be (train, val, test), got {sizes[pool]}")
         splits = {}
         for split, n in zip(SPLITS, sizes[pool]):
             ss = split_seed(seed, pool, split)
@@ -98,15 +100,18 @@ class StandardScaler:
         self.mean, self.std = mean, std
         if std is not None:
             if mean.shape != std.shape or mean.ndim != 1:
-                raise ValueError(f"mean and std must be 1-D of equal length, got {tuple(mean.shape)} and {tuple(std.shape)}")
+                raise ValueError(f"mean and std must be 1-D of equal length, "
+                                 f"got {tuple(mean.shape)} and {tuple(std.shape)}")
             if not (torch.isfinite(std).all() and (std > 0).all()):
-                raise ValueError("every std must be finite and positive (a constant feature cannot be standardised)")
+                raise ValueError("every std must be finite and positive "
+                                 "(a constant feature cannot be standardised)")
 
     @property
     def n_features(self) -> int: return self._fitted().mean.shape[0]
 
     def _fitted(self):
-        if self.mean is None: raise RuntimeError("this StandardScaler is not fitted yet: call .fit(x_train) first")
+        if self.mean is None:
+            raise RuntimeError("this StandardScaler is not fitted yet: call .fit(x_train) first")
         return self
 
     def fit(self, x: torch.Tensor # (n, D) training features, n ≥ 2
@@ -158,32 +163,9 @@ def resolve_pool(scm: SCM, # the SCM the pool must belong to
 def split_id(split: Split) -> list:
     "A JSON-able fingerprint of a split for model-cache configs: its seed, size and a digest of its data."
     h = hashlib.sha256()
-    for t in (split.x, split.u, split.y): h.update(str(t.dtype).encode()); h.update(t.contiguous().numpy().tobytes())
+    for t in (split.x, split.u, split.y):
+        h.update(str(t.dtype).encode()); h.update(t.contiguous().numpy().tobytes())
     return [*split.seed, len(split), h.hexdigest()[:16]]
-
-def save_model(model, path, kind: str) -> 'Path':
-    "Save a scaler-carrying model (weights, SCM, hidden widths, scaler) as a checkpoint of `kind`."
-    cfg = {'kind': kind, 'scm': model.scm, 'hidden': list(model.hidden)}
-    return save_checkpoint(path, model.state_dict(), cfg, {'mean': model.mean, 'std': model.std})
-
-def model_from_checkpoint(cls, ck: Checkpoint):
-    "Rebuild a frozen `cls(scm, hidden, scaler)` model from a checkpoint, with its training curves and config."
-    cfg = ck.config
-    model = cls(cfg['scm'], tuple(cfg['hidden']), StandardScaler.from_state_dict(ck.scaler))
-    load_weights(model, ck.state_dict, ck.path or f"a {cfg.get('kind', 'model')} checkpoint")   # all present, shaped, finite
-    model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
-    model.config = cfg
-    return model.freeze()
-
-def trained_model(cls, kind: str, cfg: dict, fit, cache: bool = True):
-    "Rebuild a `cls` model trained by `fit()` (through the model cache under `kind` unless `cache=False`)."
-    if cache: return model_from_checkpoint(cls, cached_checkpoint(kind, cfg, fit))
-    sd, scaler, extras = fit()
-    return model_from_checkpoint(cls, Checkpoint(sd, cfg, scaler, None, extras))
-
-def load_model(cls, path, kind: str, scm: str | None = None):
-    "Load a frozen model of `kind`; with `scm`, refuse a checkpoint trained for another SCM."
-    return model_from_checkpoint(cls, load_checkpoint(path, expect={'kind': kind, **({'scm': get_scm(scm).name} if scm else {})}))
 
 # %% ../nbs/02_data.ipynb #2ae37373
 def pool_summary(scms=SCM_NAMES, # SCM names to summarise

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 import zuko
 from torch import nn
 
-from .core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoint, check_positive, check_seed,
-                           check_whole, check_widths, get_profile, load_checkpoint, one_thread, progress, save_checkpoint)
-from .data import (Pool, Pools, StandardScaler, load_model, make_pools, model_from_checkpoint, resolve_pool,
-                           save_model, split_id, trained_model)
+from .core import (TRAINER_VERSION, Profile, as_features, check_positive, check_seed, check_whole,
+                           check_widths, get_profile, one_thread, progress)
+from .data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
+from .classifier import load_model, save_model, trained_model
 from .scm import SCM, SCM_NAMES, _check_mask_values, get_scm
 
 # %% auto #0
@@ -61,7 +61,8 @@ class CausalFlow(nn.Module):
         for j in range(s.n_features): anc[s.descendants(j), j] = 1.
         self.register_buffer('ancestors', anc)
         height = [0] * s.n_features                              # longest directed path starting at each node
-        for j in reversed(range(s.n_features)): height[j] = max((1 + height[c] for c in s.children(j)), default=0)
+        for j in reversed(range(s.n_features)):
+            height[j] = max((1 + height[c] for c in s.children(j)), default=0)
         self.register_buffer('height', torch.tensor(height))
         self.maf = build_maf(s.adjacency, hidden)
         self.register_buffer('mean', scaler.mean.clone().float())
@@ -75,7 +76,9 @@ class CausalFlow(nn.Module):
     @property
     def hyper(self) -> nn.Module: return self.maf.transform.transforms[0].hyper
 
-    def __repr__(self): return f"CausalFlow({self.scm!r}, hidden={list(self.hidden)}, D={self.n_features}, depth={self.depth})"
+    def __repr__(self):
+        return (f"CausalFlow({self.scm!r}, hidden={list(self.hidden)}, D={self.n_features}, "
+                f"depth={self.depth})")
 
     # ---- units -------------------------------------------------------------------------------
     def standardise(self, x): return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
@@ -96,7 +99,8 @@ class CausalFlow(nn.Module):
         if self.training or lins[0].weight.requires_grad:
             return [(m.mask * m.weight, m.bias) for m in lins]
         if dtype not in self._prepared:
-            with torch.inference_mode(False), torch.no_grad():   # normal tensors: usable later under autograd too (CARMA's training)
+            # normal tensors (not inference tensors): usable later under autograd too (CARMA's training)
+            with torch.inference_mode(False), torch.no_grad():
                 self._prepared[dtype] = [((m.mask * m.weight).to(dtype), m.bias.to(dtype)) for m in lins]
         return self._prepared[dtype]
 
@@ -145,10 +149,11 @@ def _decode(self: CausalFlow, u: torch.Tensor, standardised: bool = False) -> to
     z = _sweep(self, u, torch.zeros_like(u))
     return z if standardised else self.unstandardise(z)
 
-CausalFlow.log_prob_std, CausalFlow.log_prob, CausalFlow.abduct, CausalFlow.decode = _log_prob_std, _log_prob, _abduct, _decode
+CausalFlow.log_prob_std, CausalFlow.log_prob = _log_prob_std, _log_prob
+CausalFlow.abduct, CausalFlow.decode = _abduct, _decode
 
 # %% ../nbs/04_causal_flow.ipynb #978a8c8e
-ROW_CHUNK = 16_384   # rows per block: the hidden activations of a block stay in cache (measured: ~1.5x faster)
+ROW_CHUNK = 16_384   # rows per block: a block's hidden activations stay in cache (measured: ~1.5x faster)
 
 def _by_rows(fn, *tensors, chunk: int = ROW_CHUNK):
     "Apply `fn` to row blocks of same-length tensors and concatenate: the same result, cache-friendly."
@@ -167,9 +172,9 @@ def _counterfactual(self: CausalFlow,
     def hard_set(u, xf, mask, values):
         zv = self.standardise(values)
         used = mask.any(0)
-        sweeps = int(self.height[used].max()) if used.any() else 0   # the longest path below an intervened node
+        sweeps = int(self.height[used].max()) if used.any() else 0   # longest path below an intervened node
         z = _sweep(self, u, torch.where(mask, zv, self.standardise(xf)), mask, zv, sweeps=sweeps)
-        moved = mask | (mask.to(self.ancestors.dtype) @ self.ancestors.T > 0)   # intervened or below an intervention
+        moved = mask | (mask.to(self.ancestors.dtype) @ self.ancestors.T > 0)   # intervened or below one
         return torch.where(mask, values, torch.where(moved, self.unstandardise(z), xf))
     return _by_rows(hard_set, u.expand(shape), x.expand(shape), mask, values)
 
@@ -218,19 +223,19 @@ def load_flow(path, scm: str | None = None) -> CausalFlow:
 
 # %% ../nbs/04_causal_flow.ipynb #b542117d
 @one_thread()   # models must not depend on the caller's thread count (chapter 0)
-def _fit_flow(scm: SCM, pool: Pool, hidden, epochs, batch, lr, seed, verbose, patience: int = 30):
-    torch.manual_seed(seed)
+def _fit_flow(scm: SCM, pool: Pool, cfg: dict, verbose: bool):
+    "Maximum likelihood on `pool.train` with the settings of `cfg`; both losses after every epoch."
+    torch.manual_seed(cfg['seed'])
     scaler = StandardScaler().fit(pool.train.x)
-    flow = CausalFlow(scm.name, hidden, scaler).train()
-    opt = torch.optim.Adam(flow.maf.parameters(), lr=lr, fused=True)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.95, patience=patience)
+    flow = CausalFlow(scm.name, cfg['hidden'], scaler).train()
+    opt = torch.optim.Adam(flow.maf.parameters(), lr=cfg['lr'], fused=True)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.95, patience=cfg['patience'])
     ztr, zva = scaler.transform(pool.train.x), scaler.transform(pool.val.x)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(cfg['seed'])
     tr_curve, va_curve = [], []
-    bar = progress(range(epochs), desc=f'flow {scm.name}', disable=None if verbose else True)
-    for _ in bar:
-        tot, zp = 0., ztr[torch.randperm(len(ztr), generator=g)]   # one shuffle per epoch, then contiguous batches
-        for zb in zp.split(batch):
+    for _ in progress(range(cfg['epochs']), desc=f'flow {scm.name}', disable=None if verbose else True):
+        tot, zp = 0., ztr[torch.randperm(len(ztr), generator=g)]   # one shuffle per epoch, contiguous batches
+        for zb in zp.split(cfg['batch']):
             loss = -flow.log_prob_std(zb).mean()
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
             tot += float(loss.detach()) * len(zb)
@@ -249,38 +254,48 @@ def fit_flow(scm: str | SCM, # the SCM whose graph the flow uses
              batch: int = 4000, lr: float = 1e-3,
              cache: bool = True, # reuse / store in the model cache
              verbose: bool = True,
-             patience: int = 30, # epochs without a better validation loss before the learning rate drops (SPEC §4: 30)
+             patience: int = 30, # epochs without a better validation loss before the learning rate drops
             ) -> CausalFlow:
-    "Fit (or fetch from the cache) the causal normalizing flow of `scm` by maximum likelihood (SPEC §4)."
+    "Fit (or fetch from the cache) the causal normalizing flow of `scm` by maximum likelihood."
     scm = get_scm(scm)
     pool = resolve_pool(scm, pool, 'causal')
     epochs = check_whole(get_profile(profile).flow_epochs if epochs is None else epochs, 'epochs')
     hidden = flow_hidden(scm) if hidden is None else check_widths(hidden, 'hidden')
-    batch, lr, seed, patience = check_whole(batch, 'batch'), check_positive(lr, 'lr'), check_seed(seed), check_whole(patience, 'patience', 0)
-    cfg = {'kind': 'flow', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden), 'epochs': epochs, 'batch': batch, 'lr': lr,
-           'seed': seed, 'train': split_id(pool.train), 'val': split_id(pool.val),
-           **({} if patience == 30 else {'patience': patience})}   # flows trained before this option keep their cache keys
-    fit = lambda: _fit_flow(scm, pool, hidden, epochs, batch, lr, seed, verbose, patience)
-    return trained_model(CausalFlow, 'flow', cfg, fit, cache)
+    batch, lr, seed = check_whole(batch, 'batch'), check_positive(lr, 'lr'), check_seed(seed)
+    patience = check_whole(patience, 'patience', 0)
+    cfg = {'kind': 'flow', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden),
+           'epochs': epochs, 'batch': batch, 'lr': lr, 'patience': patience, 'seed': seed,
+           'train': split_id(pool.train), 'val': split_id(pool.val)}
+    return trained_model(CausalFlow, 'flow', cfg, lambda: _fit_flow(scm, pool, cfg, verbose), cache)
 
 # %% ../nbs/04_causal_flow.ipynb #4e3c2ddb
 INTERVENTION_NODES: dict[str, tuple[str, ...]] = {
-    'triangle-lin': ('x_s', 'x1'), 'triangle-nlin': ('x_s', 'x1'), 'chain-lin': ('x_s', 'x1'), 'chain-nlin': ('x_s', 'x1'),
+    'triangle-lin': ('x_s', 'x1'), 'triangle-nlin': ('x_s', 'x1'),
+    'chain-lin': ('x_s', 'x1'), 'chain-nlin': ('x_s', 'x1'),
     'collider-lin': ('x1',), 'collider-nlin': ('x1',), 'loan': ('gender', 'age'),
 }
-#: Values reached by the original work's flows (SPEC §4): references shown next to ours, never results.
+#: Values reached by the paper's flows (its appendix): references shown next to ours, never results.
 PAPER_FLOW_CF_ERROR = {'triangle-lin': 0.036, 'triangle-nlin': 0.032, 'chain-lin': 0.022, 'chain-nlin': 0.145,
                        'collider-lin': 0.012, 'collider-nlin': 0.032, 'loan': 0.196}
 PAPER_FLOW_LOGLIK = {'triangle-lin': -5.71, 'loan': -13.61}
 
-def interventions(scm: str | SCM, x_train: torch.Tensor, quantiles=(0.25, 0.5, 0.75)) -> list[tuple[str, float, float]]:
+def interventions(scm: str | SCM, # the SCM (or its name)
+                  x_train: torch.Tensor, # (n, D) training features whose quantiles give the values
+                  quantiles=(0.25, 0.5, 0.75),
+                 ) -> list[tuple[str, float, float]]:
     "(feature, quantile, value) for each intervention node of `scm` at the training-data quantiles."
     scm = get_scm(scm)
-    names = INTERVENTION_NODES.get(scm.name) or tuple(scm.names[i] for i in range(scm.n_features) if not scm.parents(i))
-    return [(n, q, float(torch.quantile(x_train[:, scm.index(n)].double(), q))) for n in names for q in quantiles]
+    roots = tuple(scm.names[i] for i in range(scm.n_features) if not scm.parents(i))
+    names = INTERVENTION_NODES.get(scm.name) or roots
+    x_train = as_features(x_train, scm.n_features, 'x_train', scm.names)
+    return [(n, q, float(torch.quantile(x_train[:, scm.index(n)].double(), q)))
+            for n in names for q in quantiles]
 
 def mmd(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> float:
-    "Biased MMD² between samples a and b (features divided by `scale`), Gaussian kernel, median-heuristic bandwidth."
+    "Biased MMD² of samples a, b (features divided by `scale`); Gaussian kernel, median-heuristic bandwidth."
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or tuple(scale.shape) != (a.shape[1],):
+        raise ValueError(f"mmd needs two samples (n, D) and (m, D) and a scale (D,), "
+                         f"got {tuple(a.shape)}, {tuple(b.shape)} and {tuple(scale.shape)}")
     a, b = (a / scale).double(), (b / scale).double()
     ab = torch.cat([a, b])
     d2 = torch.cdist(ab, ab).pow(2)
@@ -299,6 +314,12 @@ def evaluate_causal_model(model, # any causal model: log_prob, sample, intervent
                           seed: int = 0) -> dict:
     "Log-likelihood, observational/interventional MMD and counterfactual error against the true SCM."
     scm = get_scm(scm); pools = make_pools(scm) if pools is None else pools
+    needs = ('log_prob', 'sample', 'interventional_sample', 'counterfactual')
+    lacks = [m for m in needs if not hasattr(model, m)]
+    if lacks: raise TypeError(f"model must be a causal model; {type(model).__name__} lacks {lacks}")
+    if not isinstance(pools, Pools) or pools.scm != scm.name:
+        raise ValueError(f"pools must be the Pools of {scm.name} (make_pools({scm.name!r}))")
+    n_mmd, seed = check_whole(n_mmd, 'n_mmd', 2), check_seed(seed)
     test, train = pools.causal.test, pools.causal.train
     scale = train.x.std(0)
     g = torch.Generator().manual_seed(seed)
@@ -319,18 +340,18 @@ def evaluate_causal_model(model, # any causal model: log_prob, sample, intervent
             imm_floor.append(mmd(scm.counterfactual(x_b, m1, v1), true_int, scale))
             mt, vt = _do(scm.n_features, j, v, len(test))
             diff = model.counterfactual(test.x, mt, vt) - scm.counterfactual(test.x, mt, vt)
-            cf_err.append(float(diff.norm(dim=1).mean())); cf_err_std.append(float((diff / scale).norm(dim=1).mean()))
+            cf_err.append(float(diff.norm(dim=1).mean()))
+            cf_err_std.append(float((diff / scale).norm(dim=1).mean()))
         out.update({'int MMD': float(np.mean(imm)), 'int MMD floor': float(np.mean(imm_floor)),
                     'cf error': float(np.mean(cf_err)), 'cf error (std units)': float(np.mean(cf_err_std))})
     return out
 
 # %% ../nbs/04_causal_flow.ipynb #9cabb148
 def flow_table(profile: str | Profile | None = None, seed: int = 0, verbose: bool = False) -> pd.DataFrame:
-    "Fit (or load) and evaluate the flow of every SCM; the original work's values alongside."
+    "Fit (or load) and evaluate the flow of every SCM; the paper's values alongside."
     rows = []
     for name in SCM_NAMES:
         pools = make_pools(name, seed)
-        t0 = time.perf_counter()
         flow = fit_flow(name, pools.causal, profile, verbose=verbose)
         ev = evaluate_causal_model(flow, name, pools)
         rows.append({'scm': name, 'hidden': 'x'.join(map(str, flow.hidden)), **ev,

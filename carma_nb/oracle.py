@@ -301,13 +301,11 @@ class OracleReference:
 def oracle_reference(name: str, # the SCM's name
                      profile=None, # quick or paper: classifier epochs and how many people
                      seed: int = 0, # the data's draw
-                     clf_optimizer: str | None = None, # classifier optimizer (chapter 3); None: its default
                     ) -> OracleReference:
     "The rejected test people of `name` (as many as the profile says), its classifier, the (cached) oracle."
     p = get_profile(profile)
     pools = make_pools(name, seed)
-    opt = {} if clf_optimizer is None else {'optimizer': clf_optimizer}
-    clf = train_classifier(name, pools.classifier, p, verbose=False, **opt)
+    clf = train_classifier(name, pools.classifier, p, verbose=False)
     problem = recourse_problem(name, pools)
     people = rejected(clf, pools.recourse.test.x, p.oracle_people)
     r = cached_oracle(problem, clf, people)
@@ -325,12 +323,11 @@ def original_convention_metrics(ref: OracleReference) -> dict:
 
 def oracle_table(profile=None, # quick or paper
                  seed: int = 0, # the data's draw
-                 clf_optimizer: str | None = None, # the classifiers' optimizer (chapter 3); None: its default
                 ) -> pd.DataFrame:
     "The oracle's Table-1 metrics on every SCM, in both conventions, with the paper's values alongside."
     rows = []
     for name in SCM_NAMES:
-        ref = oracle_reference(name, profile, seed, clf_optimizer)
+        ref = oracle_reference(name, profile, seed)
         ms = ref.result.seconds / len(ref.people) * 1e3
         rows.append({'scm': name, **{k: ref.metrics[k] for k in ('people', 'found', *ORIGINAL_CONVENTION)},
                      **original_convention_metrics(ref), 'ms per person (batched)': ms})

@@ -50,12 +50,11 @@ def preference_study(name: str = 'loan', # the SCM
                      weights=PAPER_PREFERENCE_WEIGHTS, # preference weights (by name or position)
                      profile=None, # seeds, epochs and people from the profile
                      seed0: int = 0, verbose: bool = False,
-                     clf_optimizer: str = 'adam', # the classifier's optimizer (chapter 3): 'adam' (SPEC) or 'sgd' (original code)
                     ) -> PreferenceStudy:
     "Oracle and CARMA, unweighted and weighted (preference prior), on the same people; SPEC §9."
     p, scm = get_profile(profile), get_scm(name)
     w = as_weights(scm, weights)
-    ref = oracle_reference(scm.name, p, clf_optimizer=clf_optimizer)
+    ref = oracle_reference(scm.name, p)
     flow = fit_flow(scm.name, ref.pools.causal, p, verbose=False)
     prob_w = recourse_problem(scm, ref.pools, w)
     score = lambda rec: (evaluate_recourse(ref.problem, ref.clf, ref.people, rec), evaluate_recourse(prob_w, ref.clf, ref.people, rec))

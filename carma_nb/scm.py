@@ -86,7 +86,8 @@ class SCM:
                  layout: dict | None = None, # node name -> (x, y) for `draw_graph`
                 ):
         for i, nd in enumerate(nodes):
-            if nd.role not in ROLES: raise ValueError(f"node {nd.name!r}: role must be one of {ROLES}, got {nd.role!r}")
+            if nd.role not in ROLES:
+                raise ValueError(f"node {nd.name!r}: role must be one of {ROLES}, got {nd.role!r}")
             _check_kind_bounds(nd)
             if any(not 0 <= p < i for p in nd.parents):
                 raise ValueError(f"node {nd.name!r} (index {i}) has parents {nd.parents}: nodes must be in "
@@ -115,10 +116,12 @@ class SCM:
 def _node_index(self: SCM, i) -> int:
     "Index of a node given by index or name."
     if isinstance(i, str):
-        if i not in self.names: raise ValueError(f"{self.name} has no feature {i!r}; its features are {list(self.names)}")
+        if i not in self.names:
+            raise ValueError(f"{self.name} has no feature {i!r}; its features are {list(self.names)}")
         return self.names.index(i)
     if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self.n_features:
-        raise ValueError(f"feature index must be an int in [0, {self.n_features}) or a name in {list(self.names)}, got {i!r}")
+        raise ValueError(f"feature index must be an int in [0, {self.n_features}) or a name in "
+                         f"{list(self.names)}, got {i!r}")
     return int(i)
 
 def _parents(self: SCM, i) -> list[int]:
@@ -157,7 +160,8 @@ def _rng(generator) -> np.random.Generator:
     if isinstance(generator, np.random.Generator): return generator
     if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool) and generator >= 0:
         return np.random.default_rng(int(generator))
-    raise TypeError(f"generator must be None, a non-negative int seed or a numpy.random.Generator, got {type(generator).__name__}")
+    raise TypeError("generator must be None, a non-negative int seed or a numpy.random.Generator, "
+                    f"got {type(generator).__name__}")
 
 def _check_n(n) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
@@ -172,7 +176,8 @@ def _sample_noise(self: SCM,
     "Draw (n, D) independent exogenous noise, node by node in index order."
     rng, n = _rng(generator), _check_n(n)
     cols = [nd.noise(rng, n) for nd in self.nodes]
-    return torch.as_tensor(np.stack(cols, 1) if n else np.zeros((0, self.n_features))).to(dtype or torch.get_default_dtype())
+    u = torch.as_tensor(np.stack(cols, 1) if n else np.zeros((0, self.n_features)))
+    return u.to(dtype or torch.get_default_dtype())
 
 def _generate(self: SCM,
               u: torch.Tensor, # (n, D) exogenous noise
@@ -206,7 +211,8 @@ def _label(self: SCM,
     "Ground-truth label Y ∈ {0, 1} (int64, shape (n,))."
     x = as_features(x, self.n_features, 'x', self.names)
     u = as_features(u, self.n_features, 'u', self.names, dtype=x.dtype)
-    if u.shape != x.shape: raise ValueError(f"x and u must have the same shape, got {tuple(x.shape)} and {tuple(u.shape)}")
+    if u.shape != x.shape:
+        raise ValueError(f"x and u must have the same shape, got {tuple(x.shape)} and {tuple(u.shape)}")
     return self.label_fn(list(x.unbind(1)), list(u.unbind(1))).long()
 
 def _sample(self: SCM,
@@ -222,7 +228,8 @@ def _sample(self: SCM,
 SCM.label, SCM.sample = _label, _sample
 
 # %% ../nbs/01_scm.ipynb #f65c1d97
-def _check_mask_values(scm: SCM, x: torch.Tensor, mask, values) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
+def _check_mask_values(scm: SCM, x: torch.Tensor, mask, values
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
     if not isinstance(mask, torch.Tensor): mask = torch.as_tensor(np.asarray(mask))
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be a boolean tensor (True = intervene), got dtype {mask.dtype}; "
@@ -230,7 +237,8 @@ def _check_mask_values(scm: SCM, x: torch.Tensor, mask, values) -> tuple[torch.T
     if not isinstance(values, torch.Tensor):
         try: values = torch.as_tensor(np.asarray(values, dtype=np.float64))
         except (TypeError, ValueError) as e: raise TypeError(f"values must be numeric: {e}") from None
-    if values.dtype == torch.bool or not (values.is_floating_point() or values.dtype in (torch.int32, torch.int64)):
+    numeric = values.is_floating_point() or values.dtype in (torch.int32, torch.int64)
+    if values.dtype == torch.bool or not numeric:
         raise TypeError(f"values must hold numbers, got dtype {values.dtype}")
     values = values.to(x.dtype)
     for nm, t in (('mask', mask), ('values', values)):
@@ -239,18 +247,19 @@ def _check_mask_values(scm: SCM, x: torch.Tensor, mask, values) -> tuple[torch.T
                              f"({', '.join(scm.names)}), got {tuple(t.shape)}")
     try: shape = torch.broadcast_shapes(x.shape, mask.shape, values.shape)
     except RuntimeError:
-        raise ValueError(f"x {tuple(x.shape)}, mask {tuple(mask.shape)} and values {tuple(values.shape)} do not "
-                         "broadcast: use the same number of rows, or a single row for x (one person, many "
-                         "actions) or for mask/values (one action, many people)") from None
+        raise ValueError(f"x {tuple(x.shape)}, mask {tuple(mask.shape)} and values {tuple(values.shape)} "
+                         "do not broadcast: use the same number of rows, or a single row for x (one person, "
+                         "many actions) or for mask/values (one action, many people)") from None
     mask, values = mask.expand(shape), values.expand(shape)
     if not torch.isfinite(torch.where(mask, values, 0.)).all():
-        raise ValueError("values contains NaN or inf at an intervened position (mask True); give finite target values")
+        raise ValueError("values contains NaN or inf at an intervened position (mask True); "
+                         "give finite target values")
     return mask, values, shape
 
 def _counterfactual(self: SCM,
                     x: torch.Tensor, # (n, D) factual features, raw units
                     mask: torch.Tensor, # bool (m, D) or (D,): True where the feature is intervened on
-                    values: torch.Tensor, # (m, D) or (D,): target values in raw units (ignored where mask is False)
+                    values: torch.Tensor, # (m, D) or (D,): target raw values (ignored where mask is False)
                    ) -> torch.Tensor:
     "Counterfactual features under do(x_j = values_j for mask_j): abduction, action, prediction."
     x = as_features(x, self.n_features, 'x', self.names)
@@ -280,7 +289,8 @@ _LAYOUTS = {
     'chain': {'x_s': (1.5, 0), 'x1': (0, 1), 'x2': (1.5, 1), 'x3': (3, 1)},
 }
 
-def _four_node(name: str, graph: str, parents: dict, means: dict, u2_var: float, label: Callable, desc: str) -> SCM:
+def _four_node(name: str, graph: str, parents: dict, means: dict, u2_var: float, label: Callable,
+               desc: str) -> SCM:
     "Assemble one of the 4-node SCMs from its parents and the mean parts of its equations."
     nodes = [additive('x_s', (), lambda x: 0., bernoulli(0.5), 'immutable', kind='binary'),
              additive('x1', parents['x1'], means['x1'], mixture_u1),
@@ -344,7 +354,8 @@ def _loan() -> SCM:
              lambda x, xj: torch.logit(xj + 0.5) - _loan_education_mean(x), normal(0, 0.5), 'actionable',
              domain='in the open interval (-0.5, 0.5)', bounds=(-0.5, 0.5)),
         additive('loan_amount', (0, 1), lambda x: 1 + 0.01*(x[1] - 5)*(5 - x[1]) + (1 - x[0]), normal(0, 2)),
-        additive('duration', (0, 1, 3), lambda x: -1 + 0.1*x[1] + 2*(1 - x[0]) + x[3], normal(0, 3), 'mutable'),
+        additive('duration', (0, 1, 3), lambda x: -1 + 0.1*x[1] + 2*(1 - x[0]) + x[3], normal(0, 3),
+                 'mutable'),
         additive('income', (0, 1, 2), lambda x: -4 + 0.1*(x[1] + 35) + 2*x[0] + x[0]*x[2], normal(0, 2)),
         additive('savings', (5,), lambda x: -4 + 1.5*(x[5] > 0).to(x[5].dtype)*x[5], normal(0, 5)),
     ]
@@ -379,7 +390,9 @@ def register_scm(name: str, # a new name (or, with `replace`, one registered ear
     "Make a new SCM available to `get_scm` and every chapter that takes an SCM name."
     if not isinstance(name, str) or not name: raise ValueError("name must be a non-empty string")
     if not callable(builder): raise TypeError("builder must be a callable returning an SCM")
-    if name in SCM_NAMES: raise ValueError(f"{name!r} is one of the paper's SCMs and cannot be redefined; register yours under a new name")
+    if name in SCM_NAMES:
+        raise ValueError(f"{name!r} is one of the paper's SCMs and cannot be redefined; "
+                         "register yours under a new name")
     if name in _BUILDERS and not replace:
         raise ValueError(f"an SCM called {name!r} is already registered; pass replace=True to redefine it")
     _BUILDERS[name] = builder
@@ -391,7 +404,7 @@ ROLE_COLORS = {'immutable': '#b0b0b0', 'mutable': '#f4b860', 'actionable': '#7fc
 def draw_graph(scm: SCM | str, # an SCM or its name
                ax=None, # matplotlib axes to draw on (default: a new figure)
                title: str | None = None):
-    "Draw the causal graph of `scm`, nodes coloured by role (grey immutable, orange mutable, green actionable)."
+    "Draw the causal graph of `scm`, its nodes coloured by role (immutable, mutable, actionable)."
     import matplotlib.pyplot as plt
     scm = get_scm(scm)
     if ax is None: _, ax = plt.subplots(figsize=(4, 3))
@@ -399,7 +412,8 @@ def draw_graph(scm: SCM | str, # an SCM or its name
     for i, nd in enumerate(scm.nodes):
         for p in nd.parents:
             ax.annotate('', xy=pos[nd.name], xytext=pos[scm.names[p]],
-                        arrowprops=dict(arrowstyle='-|>', color='#444', lw=1.2, shrinkA=17, shrinkB=17, mutation_scale=14))
+                        arrowprops=dict(arrowstyle='-|>', color='#444', lw=1.2, shrinkA=17, shrinkB=17,
+                                        mutation_scale=14))
     for nd in scm.nodes:
         ax.scatter(*pos[nd.name], s=1300, color=ROLE_COLORS[nd.role], edgecolor='#333', zorder=3)
         ax.text(*pos[nd.name], nd.name.replace('_', '\n') if len(nd.name) > 4 else nd.name,

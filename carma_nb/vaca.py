@@ -16,7 +16,8 @@ from torch import nn
 
 from .carma import carma_hparams, train_carma_seeds
 from .core import TRAINER_VERSION, as_features, check_positive, check_seed, check_whole, check_widths, get_profile, one_thread, progress
-from .data import Pool, Pools, StandardScaler, load_model, make_pools, resolve_pool, save_model, split_id, trained_model
+from .data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
+from .classifier import load_model, save_model, trained_model
 from .flow import PAPER_FLOW_CF_ERROR, evaluate_causal_model, fit_flow
 from .oracle import oracle_reference
 from .recourse import evaluate_recourse, time_per_person

@@ -242,7 +242,7 @@ def rejected(clf, # a trained classifier with `predict_proba`
 
 
 # %%
-clf = train_classifier('loan', pools.classifier, optimizer='sgd')
+clf = train_classifier('loan', pools.classifier)
 people = rejected(clf, pools.recourse.test.x)
 test_eq(len(rejected(clf, pools.recourse.test.x, limit=5)), 5)
 assert (clf.predict_proba(people) < 0.5).all()

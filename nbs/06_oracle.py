@@ -332,7 +332,7 @@ def oracle_recourse(problem: RecourseProblem | SCM | str, # the recourse problem
 profile = get_profile()
 pools = make_pools('loan')
 problem = recourse_problem('loan', pools)
-clf = train_classifier('loan', pools.classifier, profile, verbose=False, optimizer='sgd')
+clf = train_classifier('loan', pools.classifier, profile, verbose=False)
 people = rejected(clf, pools.recourse.test.x)
 few = people[:40 if profile.name == 'paper' else 8]
 fast = oracle_recourse(problem, clf, few, bins=4, max_memory=2e5, verbose=False)
@@ -570,13 +570,11 @@ class OracleReference:
 def oracle_reference(name: str, # the SCM's name
                      profile=None, # quick or paper: classifier epochs and how many people
                      seed: int = 0, # the data's draw
-                     clf_optimizer: str | None = None, # classifier optimizer (chapter 3); None: its default
                     ) -> OracleReference:
     "The rejected test people of `name` (as many as the profile says), its classifier, the (cached) oracle."
     p = get_profile(profile)
     pools = make_pools(name, seed)
-    opt = {} if clf_optimizer is None else {'optimizer': clf_optimizer}
-    clf = train_classifier(name, pools.classifier, p, verbose=False, **opt)
+    clf = train_classifier(name, pools.classifier, p, verbose=False)
     problem = recourse_problem(name, pools)
     people = rejected(clf, pools.recourse.test.x, p.oracle_people)
     r = cached_oracle(problem, clf, people)
@@ -594,12 +592,11 @@ def original_convention_metrics(ref: OracleReference) -> dict:
 
 def oracle_table(profile=None, # quick or paper
                  seed: int = 0, # the data's draw
-                 clf_optimizer: str | None = None, # the classifiers' optimizer (chapter 3); None: its default
                 ) -> pd.DataFrame:
     "The oracle's Table-1 metrics on every SCM, in both conventions, with the paper's values alongside."
     rows = []
     for name in SCM_NAMES:
-        ref = oracle_reference(name, profile, seed, clf_optimizer)
+        ref = oracle_reference(name, profile, seed)
         ms = ref.result.seconds / len(ref.people) * 1e3
         rows.append({'scm': name, **{k: ref.metrics[k] for k in ('people', 'found', *ORIGINAL_CONVENTION)},
                      **original_convention_metrics(ref), 'ms per person (batched)': ms})
@@ -610,7 +607,7 @@ def oracle_table(profile=None, # quick or paper
 
 
 # %%
-table = oracle_table(profile, clf_optimizer='sgd')      # the original code's classifiers (chapter 3)
+table = oracle_table(profile)
 save_table(table.round(3), 'oracle_table1')
 table.round(3)
 
@@ -631,7 +628,7 @@ table.round(3)
 #   the cost, in the opposite direction, from 11.7 to 9.6; this chapter's classifier matches the paper's
 #   cost, others its acts, none both.
 #
-# Under the quick profile (200 people per SCM, classifiers trained for 60 epochs) the asserts check
+# Under the quick profile (200 people per SCM) the asserts check
 # what holds there too: every person served in both conventions, and the original convention always
 # the more expensive; the comparison with the paper's numbers needs the paper's classifiers.
 

@@ -137,6 +137,7 @@ for bad, message in (({'epochs': 2.5}, 'epochs must be a whole number ≥ 1'), (
                      ({'batch': True}, 'batch must be a whole number'), ({'margin': -0.1}, 'margin must be a finite number ≥ 0')):
     test_fail(lambda: carma_hparams('loan', **bad), contains=message)
 
+
 # %% [markdown]
 # ## The two networks
 #
@@ -219,6 +220,7 @@ s_ = binary_gumbel_st(d, tau=0.3)
 test_close(float(s_.mean()), float(torch.sigmoid(torch.tensor(0.8))), eps=0.01)
 test_eq(set(s_.detach().unique().tolist()), {0., 1.})
 s_.sum().backward(); assert d.grad.abs().sum() > 0
+
 
 # %% [markdown]
 # ## Serving
@@ -327,6 +329,7 @@ def serving_program(model: CARMA) -> ServingProgram:
     return ServingProgram(causal, (_np_layers(model.clf.net), f32(model.clf.mean), f32(model.clf.std)), mask,
                           _np_layers(model.action_net), f32(model.actionable), tuple(float(v) for v in model.z_range),
                           cm.latent_size)
+
 
 # %% [markdown]
 # `recommend` is that program behind input checks. It serves every act the mask network chooses, as
@@ -485,6 +488,7 @@ def carma_loss(ctx: LossContext, mask_net, action_net, # the networks: (S, b, ·
     penalty, g = validity_penalty(p, ctx.margin, lam, keep)
     return cost + kl + penalty, torch.stack([cost, kl, g, masked_mean((p >= 0.5).float(), keep)]).detach()
 
+
 # %%
 test_close(mask_kl(torch.zeros(3, 7, 2), torch.full((7,), 0.5), torch.ones(7)), torch.zeros(3), eps=1e-6)  # q = π: no penalty
 assert (mask_kl(torch.tensor([[[0., 3.]] * 7]), torch.full((7,), 0.5), torch.ones(7)) > 0).all()
@@ -590,6 +594,7 @@ test_close(stack(h_in)[1], single(h_in[1]), eps=1e-6)                 # member 1
 pos, keep = aligned(70)
 test_eq((len(pos), int(keep.sum()), int(pos.max())), (128, 70, 69))
 
+
 # %% [markdown]
 # **The recipe.** Everything above is the paper's procedure. Chapter 8 measures a few changes to it —
 # several candidates per seed with the best kept, a tempered hinge, a wider clamp, extra training
@@ -650,6 +655,7 @@ test_eq(Recipe().config()['candidates'], 1)
 test_fail(lambda: Recipe(candidates=1.5), contains='candidates must be a whole number')
 test_fail(lambda: get_recipe('magic', 'loan'), contains="unknown recipe 'magic'")
 
+
 # %% [markdown]
 # The trainer, `train_carma_seeds`: validate everything, build the cache configuration of each seed
 # (everything that decides the model: SCM, hyperparameters, recipe, preference weights, prior, the
@@ -703,6 +709,7 @@ def main_phase(st: TrainingState) -> dict:
     params = [*st.mask_net.parameters(), *st.action_net.parameters()]
     return stacked_training(step, params, len(st.x), st.gens, st.hp, st.desc, st.verbose)
 
+
 # %% [markdown]
 # After the main loop (and a recipe's phases), each model is scored on its own training people with its
 # deterministic masks: mean cost plus the share left invalid under the causal model. With several
@@ -749,6 +756,7 @@ def _fit_carma_seeds(st: TrainingState, seeds: list[int], pool: Pool) -> list[tu
                                'temperature_T': torch.tensor(st.ctx.temperature), 'candidate_scores': scores[i].clone(),
                                'train_coverage': coverage[i, r].clone()}))
     return out
+
 
 # %% [markdown]
 # The public trainers. Models come from the model cache when their configuration was trained before
@@ -916,6 +924,7 @@ assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.mask_net.par
 assert all(p.grad is not None for p in m.action_net.parameters())
 assert all(p.grad is None for p in flow.parameters()) and all(p.grad is None for p in clf.parameters())
 
+
 # %% [markdown]
 # Stacking changes nothing: a seed trained alone and the same seed trained in the middle of a stack of
 # three are the same model, bit for bit, at the profile's full epochs, on two SCMs. And a training
@@ -937,6 +946,7 @@ with warnings.catch_warnings(record=True) as caught:
     wrecked = train_carma('loan', clf, flow, pools.recourse, hparams={'lr': 1e4, 'epochs': 3}, cache=False, verbose=False)
 assert float(wrecked.history['train_coverage']) < COLLAPSED <= float(carma.history['train_coverage'])
 assert any(issubclass(w.category, TrainingCollapsed) and 'training failed' in str(w.message) for w in caught)
+
 
 # %% [markdown]
 # ## Where the model can be trusted
@@ -1023,6 +1033,7 @@ def load_carma(path, scm: str | None = None) -> CARMA:
     return _carma_from_checkpoint(Checkpoint(sd, cfg.get('train_config') or {'hp': cfg['hp']}, None, Path(path)), cm, clf,
                                   cfg.get('idle_tol'))
 
+
 # %%
 with tempfile.TemporaryDirectory() as d:
     path = save_carma(carma, Path(d)/'carma.pt')
@@ -1093,6 +1104,7 @@ def plot_feature_use(scm: SCM | str, reports: dict, title: str = ''):
     for ax in (a1, a2): ax.tick_params(axis='x', rotation=0)
     fig.suptitle(title, y=1.03)
     return fig
+
 
 # %%
 save_figure(plot_shifts('loan', {'CARMA': rep, 'oracle': orep}, 'loan: shift x_CF − x_F of each intervened feature (paper Fig. 2)'),

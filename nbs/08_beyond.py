@@ -51,6 +51,7 @@ from carma_nb.core import save_figure, save_table
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import oracle_reference
 
+
 # %% [markdown]
 # ## Candidates: keep the best of several runs
 #
@@ -162,7 +163,6 @@ def refine_phase(st: TrainingState, epochs: int) -> dict:
 
 PHASES['refine'] = refine_phase
 
-
 # %%
 act_loan = torch.tensor([0., 0, 1, 1, 0, 1, 1])
 ms = mask_subsets(act_loan)
@@ -200,6 +200,7 @@ def polish_phase(st: TrainingState, epochs: int) -> dict:
 
 PHASES['polish'] = polish_phase
 
+
 # %% [markdown]
 # ## No idle acts
 #
@@ -226,6 +227,7 @@ def idle_acts(model, # a trained CARMA
     mask = torch.from_numpy(a.astype(bool))
     norms = torch.from_numpy(delta).unflatten(-1, (model.n_features, -1)).norm(dim=-1)
     return mask, mask & (norms < tol)
+
 
 # %% [markdown]
 # ## The recipe
@@ -263,6 +265,7 @@ RECIPES['improved'] = improved_recipe
 test_eq(improved_recipe('loan').phases, (('polish', 150),))
 test_eq(improved_recipe('loan', 'vaca').margin, 0.03)
 test_eq(improved_recipe('chain-nlin').shift_scale, 2)
+
 
 # %% [markdown]
 # ## The ablation
@@ -302,6 +305,7 @@ def ablation_table(profile=None, scms=SCM_NAMES, verbose: bool = False) -> pd.Da
                          'worst validity %': m['validity %'].min(), 'acts': m['acts'].mean(),
                          'oracle cost x100': ref.metrics['cost x100']})
     return pd.DataFrame(rows).set_index(['scm', 'recipe'])
+
 
 # %%
 test_eq(list(ablation_recipes('loan')), ['paper', 'tempered hinge', 'polishing', 'no idle acts', 'improved'])   # loan's changes

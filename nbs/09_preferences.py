@@ -134,12 +134,11 @@ def preference_study(name: str = 'loan', # the SCM
                      weights=PAPER_PREFERENCE_WEIGHTS, # preference weights (by name or position)
                      profile=None, # seeds, epochs and people from the profile
                      seed0: int = 0, verbose: bool = False,
-                     clf_optimizer: str = 'adam', # the classifier's optimizer (chapter 3): 'adam' (SPEC) or 'sgd' (original code)
                     ) -> PreferenceStudy:
     "Oracle and CARMA, unweighted and weighted (preference prior), on the same people; SPEC §9."
     p, scm = get_profile(profile), get_scm(name)
     w = as_weights(scm, weights)
-    ref = oracle_reference(scm.name, p, clf_optimizer=clf_optimizer)
+    ref = oracle_reference(scm.name, p)
     flow = fit_flow(scm.name, ref.pools.causal, p, verbose=False)
     prob_w = recourse_problem(scm, ref.pools, w)
     score = lambda rec: (evaluate_recourse(ref.problem, ref.clf, ref.people, rec), evaluate_recourse(prob_w, ref.clf, ref.people, rec))
@@ -378,7 +377,7 @@ plt.show()
 # (`clf_optimizer='sgd'`). It rejects a slightly different set of test people (2 321 instead of 2 311).
 
 # %%
-study_sgd = preference_study('loan', PAPER_PREFERENCE_WEIGHTS, profile, clf_optimizer='sgd')
+study_sgd = preference_study('loan', PAPER_PREFERENCE_WEIGHTS, profile)
 idle_sgd = idle_summary(study_sgd.models, study_sgd.people)
 save_table(study_sgd.table.join(PAPER_TABLE7).round(3), 'table7_preferences_sgd_classifier')
 save_table(idle_sgd.round(2), 'preferences_idle_acts_sgd_classifier')

@@ -54,7 +54,8 @@ from torch import nn
 
 from carma_nb.carma import carma_hparams, train_carma_seeds
 from carma_nb.core import TRAINER_VERSION, as_features, check_positive, check_seed, check_whole, check_widths, get_profile, one_thread, progress
-from carma_nb.data import Pool, Pools, StandardScaler, load_model, make_pools, resolve_pool, save_model, split_id, trained_model
+from carma_nb.data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
+from carma_nb.classifier import load_model, save_model, trained_model
 from carma_nb.flow import PAPER_FLOW_CF_ERROR, evaluate_causal_model, fit_flow
 from carma_nb.oracle import oracle_reference
 from carma_nb.recourse import evaluate_recourse, time_per_person

@@ -27,7 +27,7 @@ LOAN = get_scm('loan').names
 def saved(tmp_path_factory):
     d = tmp_path_factory.mktemp('cli')
     pools = make_pools('loan', 0, SMALL)
-    clf = train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False)
+    clf = train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False, optimizer='adam')
     flow = fit_flow('loan', pools.causal, epochs=40, batch=1000, cache=False, verbose=False)
     m = train_carma('loan', clf, flow, pools.recourse, hparams={'epochs': 10}, cache=False, verbose=False)
     save_carma(m, d / 'carma.pt')
@@ -247,7 +247,8 @@ def test_recommend_serves_a_registered_scm_of_ones_own(tmp_path):
     import_user_module(str(tmp_path / 'cli_world.py'))
     small = {'classifier': (2000, 300, 300), 'causal': (2000, 300, 300), 'recourse': (1500, 300, 300)}
     pools = make_pools('cli-world', 0, small)
-    clf = train_classifier('cli-world', pools.classifier, epochs=20, cache=False, verbose=False)
+    clf = train_classifier('cli-world', pools.classifier, epochs=20, cache=False, verbose=False,
+                           optimizer='adam')
     flow = fit_flow('cli-world', pools.causal, epochs=40, batch=1000, cache=False, verbose=False)
     m = train_carma('cli-world', clf, flow, pools.recourse, hparams={'epochs': 10}, cache=False, verbose=False)
     save_carma(m, tmp_path / 'carma.pt')

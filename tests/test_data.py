@@ -1,4 +1,4 @@
-"""Data pools (SPEC §2): sizes, explicit seeds, independence, labels, scaler."""
+"""Data pools (chapter 2): sizes, explicit seeds, independence, labels, scaler."""
 import numpy as np
 import pytest
 import torch

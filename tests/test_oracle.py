@@ -22,7 +22,7 @@ def setups(tmp_path_factory):
     out = {}
     for n in SCM_NAMES:
         pools = make_pools(n, 0, SIZES)
-        clf = train_classifier(n, pools.classifier, epochs=15, verbose=False)
+        clf = train_classifier(n, pools.classifier, epochs=15, verbose=False, optimizer='adam')
         out[n] = (recourse_problem(n, pools), clf, rejected(clf, pools.recourse.test.x, 20))
     del os.environ['CARMA_CACHE']
     return out

@@ -34,7 +34,7 @@ def model(tmp_path_factory):
     "A tiny loan model, saved, and the text of a good file of 500 applicants (the recourse test split)."
     d = tmp_path_factory.mktemp('files')
     pools = make_pools('loan', 0, SMALL)
-    clf = train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False)
+    clf = train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False, optimizer='adam')
     flow = fit_flow('loan', pools.causal, epochs=40, batch=1000, cache=False, verbose=False)
     m = train_carma('loan', clf, flow, pools.recourse, hparams={'epochs': 10}, cache=False, verbose=False)
     save_carma(m, d / 'carma.pt')

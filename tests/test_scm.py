@@ -1,7 +1,8 @@
-"""Exactness and property tests of the seven SCMs against an independent transcription of SPEC §1.
+"""Exactness and property tests of the seven SCMs against an independent transcription of the paper's.
 
-The reference below is written in NumPy, straight from the tables of ../shared/SPEC.md §1, without
-importing any equation from carma_nb: if either side drifts from the spec the two disagree.
+The reference below is written in NumPy, straight from the equations of the paper's SCMs (its appendix;
+chapter 1 lists them), without importing any equation from carma_nb: if either side drifts from the
+paper's equations the two disagree.
 """
 import math
 
@@ -16,9 +17,9 @@ from carma_nb.scm import SCM_NAMES, get_scm, register_scm, SCM, additive, normal
 sig = lambda t: 1 / (1 + np.exp(-t))
 
 
-# ---- SPEC §1, transcribed: u (n, D) -> x (n, D) -------------------------------------------------
+# ---- the paper's equations, transcribed: u (n, D) -> x (n, D) --------------------------------------
 def ref_generate(name, u, mask=None, vals=None):
-    """x from u by the SPEC equations; with mask/vals, node j is set to vals[:, j] where mask[:, j]."""
+    """x from u by the paper's equations; with mask/vals, node j is set to vals[:, j] where mask[:, j]."""
     if mask is None: mask, vals = np.zeros(u.shape, bool), np.zeros(u.shape)
     do = lambda j, v: np.where(mask[:, j], vals[:, j], v)
     if name == 'loan':
@@ -69,7 +70,7 @@ REF_PARENTS = {
 
 
 def random_noise(name, n, seed):
-    """Broad noise (not the SPEC distributions) so every branch of every equation is exercised."""
+    """Broad noise (not the paper's distributions) so every branch of every equation is exercised."""
     rng = np.random.default_rng(seed)
     D = get_scm(name).n_features
     u = rng.normal(0, 2, (n, D))
@@ -173,7 +174,7 @@ def test_counterfactual_properties(case):
 @settings(max_examples=100, deadline=None)
 @given(person_and_action())
 def test_counterfactual_matches_reference(case):
-    """Counterfactual = the SPEC equations rerun with the person's own noise and the intervened nodes set."""
+    """Counterfactual = the paper's equations rerun with the person's own noise and the intervened nodes set."""
     scm, x, mask, vals = case
     cf = scm.counterfactual(x, mask, vals).numpy()
     u = scm.abduct(x).numpy().repeat(len(mask), 0)

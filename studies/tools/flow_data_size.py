@@ -1,23 +1,25 @@
 """How a flow's counterfactual error (chapter 4) changes with the size of its training set.
 
-SPEC §2 gives the flow 20 000 training rows. This script draws the causal-model pool of an SCM with larger
+Used by studies/flow_counterfactual_error.ipynb (outputs committed under figures/studies/).
+The paper gives the flow 20 000 training rows. This script draws the causal-model pool of an SCM with larger
 training splits (the validation and test splits keep their seeds and sizes), fits the flow with the paper's
 conditioner, batch, learning rate and schedule, and prints the counterfactual error of chapter 4 per
 training size, number of epochs and flow seed. Every flow answers the same questions: the same 2 500 test
-rows and the same intervention values (the percentiles of SPEC's 20 000-row training split). Nothing is cached. A falling error with more rows says the 20 000-row error is estimation
-error of the conditioner, not a fault of the model or its training.
+rows and the same intervention values (the percentiles of the paper's 20 000-row training split). Nothing is
+cached. A falling error with more rows says the 20 000-row error is estimation error of the conditioner, not
+a fault of the model or its training.
 
-    python tools/flow_data_size.py collider-lin
-    python tools/flow_data_size.py triangle-nlin --runs 20000:1000,80000:250 --seeds 0
-    python tools/flow_data_size.py collider-lin --runs 20000:1000 --patience 60   # the original code's schedule
+    python studies/tools/flow_data_size.py collider-lin
+    python studies/tools/flow_data_size.py triangle-nlin --runs 20000:1000,80000:250 --seeds 0
+    python studies/tools/flow_data_size.py collider-lin --runs 20000:1000 --patience 60   # the original code's
 
-With --draws N it asks a different question: how much the error at SPEC's settings depends on the one
-draw of data. It fits the flow (seed 0, SPEC §2's sizes) on N independent draws of the causal-model pool
+With --draws N it asks a different question: how much the error at the paper's settings depends on the one
+draw of data. It fits the flow (seed 0, the paper's pool sizes) on N independent draws of the causal-model pool
 (pool seeds 0 … N−1), scores each on its own test split and its own training percentiles (as the original
 code scored its one draw), and prints every draw, then the spread and how many draws come within 1.1× of
 the original work's value.
 
-    python tools/flow_data_size.py collider-lin --draws 31
+    python studies/tools/flow_data_size.py collider-lin --draws 31
 """
 import argparse
 import time
@@ -60,11 +62,11 @@ def main(name: str, runs: list[tuple[int, int]], seeds: list[int], patience: int
 
 
 def draws(name: str, n: int, patience: int = 30):
-    "The flow's counterfactual error at SPEC's settings on `n` independent draws of the causal-model pool."
+    "The flow's counterfactual error at the paper's settings on `n` independent draws of the causal-model pool."
     torch.set_num_threads(1)
     scm, ref = get_scm(name), PAPER_FLOW_CF_ERROR[name]
-    print(f'{name}: counterfactual error at SPEC settings (20 000 rows, 1000 epochs, flow seed 0) on {n} draws of the '
-          f'causal-model pool, each scored on its own test split; original work (reference): {ref}')
+    print(f"{name}: counterfactual error at the paper's settings (20 000 rows, 1000 epochs, flow seed 0) on {n} "
+          f'draws of the causal-model pool, each scored on its own test split; original work (reference): {ref}')
 
     def score(draw: int) -> float:
         pool = make_pools(name, draw).causal
@@ -79,9 +81,10 @@ if __name__ == '__main__':
     ap.add_argument('--runs', type=runs_arg, default=runs_arg('20000:1000,80000:1000,80000:250,320000:250'),
                     help='training rows:epochs pairs (default: %(default)s)')
     ap.add_argument('--seeds', type=lambda s: [int(v) for v in s.split(',')], default=[0, 1], help='flow seeds, e.g. 0,1')
-    ap.add_argument('--patience', type=int, default=30, help="plateau patience in epochs (SPEC §4: 30; the original code's settings: 60)")
+    ap.add_argument('--patience', type=int, default=30,
+                    help="plateau patience in epochs (the paper's: 30; the original code's settings: 60)")
     ap.add_argument('--draws', type=int, default=0,
-                    help='instead of --runs: fit SPEC settings on this many independent draws of the pool (pool seeds 0 … N-1)')
+                    help="instead of --runs: fit the paper's settings on this many draws of the pool (pool seeds 0 … N-1)")
     a = ap.parse_args()
     if a.draws < 0: ap.error(f'--draws takes a number of pool draws ≥ 1, got {a.draws}')
     if a.draws: draws(a.scm, a.draws, a.patience)

@@ -1,5 +1,7 @@
 """Where a flow's counterfactual error comes from (chapter 4), on one SCM with linear equations.
 
+Used by studies/flow_counterfactual_error.ipynb (output committed as figures/studies/flow_cf_diagnostics.txt).
+
 Prints, for the paper-profile flow of the SCM:
   1. the counterfactual error of the flow (chapter 4's metric, causal-model test rows);
   2. the error floor set by the data: the same metric for the SCM whose linear equations are fitted by
@@ -12,7 +14,7 @@ Prints, for the paper-profile flow of the SCM:
   6. the error on the validation rows of a flow trained with a penalty on the variance of every s_j over
      the batch (a conditioner pushed to one scale per node), and of flows with other conditioner widths.
 
-    python tools/flow_cf_diagnostics.py collider-lin
+    python studies/tools/flow_cf_diagnostics.py collider-lin
 """
 import argparse
 import math

@@ -43,7 +43,7 @@ import os
 import pandas as pd
 from carma_nb.core import project_root, save_table
 
-os.environ['CARMA_FIGURE_DIR'] = str(project_root() / 'figures' / 'studies')   # a study writes to figures/studies/
+os.environ['CARMA_FIGURE_DIR'] = str(project_root() / 'figures' / 'studies')   # studies write here only
 
 margins = pd.DataFrame({
     'margin ε': [0.003, 0.03, 0.1],

@@ -100,6 +100,7 @@ xcf[:, loan.index('education')] += 0.1; m[:, loan.index('education')] = True
 test_close(weighted.cost(xf, xcf, m), 3 * plain.cost(xf, xcf, m))
 test_eq(recourse_problem(loan, pools, [1, 1, 1, 1]).cost(xf, xcf, m), plain.cost(xf, xcf, m))
 
+
 # %% [markdown]
 # ## The preference prior
 #
@@ -243,6 +244,7 @@ plt.show()
 fig = plot_shifts('loan', carmas, 'loan: shifts of unweighted vs weighted CARMA (paper Fig. 5)')
 save_figure(fig, 'fig5_preferences_shifts')
 plt.show()
+
 
 # %% [markdown]
 # The paper sums Fig. 5 up as: weighted CARMA "changes the more preferred features like Savings a lot

@@ -52,8 +52,9 @@ class DiceEdit(NamedTuple):
     mu: torch.Tensor      # (…, D) encoder mean
     logvar: torch.Tensor  # (…, D) encoder log-variance
 
-def actionable_mask(scm: SCM) -> torch.Tensor:
+def actionable_mask(scm: SCM | str) -> torch.Tensor:
     "m of the edit: (D,) 1.0 on the actionable features, 0.0 elsewhere."
+    scm = get_scm(scm)
     m = torch.zeros(scm.n_features); m[scm.actionable] = 1.
     return m
 
@@ -64,6 +65,10 @@ def dice_edit(encoder: nn.Module, # standardised rows (…, D) → mean and log-
               noise: torch.Tensor | None = None, # (…, D) standard normal draws (training); None: z = μ
              ) -> DiceEdit:
     "The edit x̃' = x̃ + Δ ⊙ m of raw rows x, with z = μ (+ noise · σ while training)."
+    if x.shape[-1] != problem.n_features or (noise is not None and noise.shape != x.shape):
+        want = f"x must have {problem.n_features} columns ({problem.scm.name}) and noise x's shape"
+        got = f"x {tuple(x.shape)}, noise {None if noise is None else tuple(noise.shape)}"
+        raise ValueError(f"{want}; got {got}")
     m = actionable_mask(problem.scm)
     xt = problem.standardise(x)
     mu, logvar = encoder(xt).chunk(2, -1)
@@ -115,6 +120,9 @@ def dice_loss(problem: RecourseProblem, # the shared recourse problem
               keep: torch.Tensor | None = None, # (b,) 1 for real people, 0 for padding (chapter 7)
              ) -> tuple[torch.Tensor, torch.Tensor]:
     "DiCE-VAE's loss per model (S,) and its parts (4, S): cost, KL, hinge, share accepted."
+    if x.dim() != 3 or edit.x_new.shape != x.shape:
+        raise ValueError(f"x must be (S models, b people, D) and edit.x_new its shape, got {tuple(x.shape)} "
+                         f"and {tuple(edit.x_new.shape)}: add a leading axis for one model (x[None])")
     p = clf.predict_proba(edit.x_new, check=False)                                   # (S, b)
     cost = masked_mean(problem.cost(x, edit.x_new, actionable_mask(problem.scm).expand_as(x)), keep)
     kl = masked_mean(0.5 * (edit.mu ** 2 + edit.logvar.exp() - 1 - edit.logvar).sum(-1), keep)

@@ -262,6 +262,8 @@ def mean_and_std(runs: pd.DataFrame, # one row per (causal model, seed)
                  cols: list[str], # the metrics to summarise
                 ) -> pd.DataFrame:
     "Per causal model: the mean and the standard deviation over seeds of each metric, as flat columns."
+    missing = [c for c in ['causal model', *cols] if c not in runs.columns]
+    if missing: raise ValueError(f"runs has no column {missing}: pass the output of causal_model_comparison")
     g = runs.groupby('causal model', sort=False)[cols]
     out = pd.concat({'mean': g.mean(), 'std': g.std()}, axis=1)
     out.columns = [f'{c} {stat}' for stat, c in out.columns]

@@ -432,6 +432,8 @@ def mean_and_std(runs: pd.DataFrame, # one row per (causal model, seed)
                  cols: list[str], # the metrics to summarise
                 ) -> pd.DataFrame:
     "Per causal model: the mean and the standard deviation over seeds of each metric, as flat columns."
+    missing = [c for c in ['causal model', *cols] if c not in runs.columns]
+    if missing: raise ValueError(f"runs has no column {missing}: pass the output of causal_model_comparison")
     g = runs.groupby('causal model', sort=False)[cols]
     out = pd.concat({'mean': g.mean(), 'std': g.std()}, axis=1)
     out.columns = [f'{c} {stat}' for stat, c in out.columns]
@@ -444,6 +446,7 @@ runs = causal_model_comparison(profile)
 fig3 = mean_and_std(runs, ['cost x100', 'coverage %', *FIG3[1:]]).join(PAPER_FIG3)
 save_table(fig3.round(3), 'fig3_flow_vs_vaca')
 test_eq(list(fig3.columns[:2]), ['cost x100 mean', 'cost x100 std'])   # readable headers, no tuples
+test_fail(lambda: mean_and_std(runs, ['speed']), contains="runs has no column ['speed']")
 fig3.round(3).T
 
 # %%

@@ -122,8 +122,9 @@ class DiceEdit(NamedTuple):
     mu: torch.Tensor      # (…, D) encoder mean
     logvar: torch.Tensor  # (…, D) encoder log-variance
 
-def actionable_mask(scm: SCM) -> torch.Tensor:
+def actionable_mask(scm: SCM | str) -> torch.Tensor:
     "m of the edit: (D,) 1.0 on the actionable features, 0.0 elsewhere."
+    scm = get_scm(scm)
     m = torch.zeros(scm.n_features); m[scm.actionable] = 1.
     return m
 
@@ -134,6 +135,10 @@ def dice_edit(encoder: nn.Module, # standardised rows (…, D) → mean and log-
               noise: torch.Tensor | None = None, # (…, D) standard normal draws (training); None: z = μ
              ) -> DiceEdit:
     "The edit x̃' = x̃ + Δ ⊙ m of raw rows x, with z = μ (+ noise · σ while training)."
+    if x.shape[-1] != problem.n_features or (noise is not None and noise.shape != x.shape):
+        want = f"x must have {problem.n_features} columns ({problem.scm.name}) and noise x's shape"
+        got = f"x {tuple(x.shape)}, noise {None if noise is None else tuple(noise.shape)}"
+        raise ValueError(f"{want}; got {got}")
     m = actionable_mask(problem.scm)
     xt = problem.standardise(x)
     mu, logvar = encoder(xt).chunk(2, -1)
@@ -185,7 +190,7 @@ class DiceVAE(nn.Module):
 
 # %%
 loan = get_scm('loan')
-test_eq(actionable_mask(loan), torch.tensor([0., 0., 1., 1., 0., 1., 1.]))
+test_eq(actionable_mask('loan'), torch.tensor([0., 0., 1., 1., 0., 1., 1.]))
 _prob = recourse_problem('loan')
 _enc, _dec = mlp([7, 8, 14]), mlp([14, 8, 7])
 _x = torch.randn(5, 7) * _prob.std + _prob.mean
@@ -196,6 +201,7 @@ with torch.no_grad():
     stacked = dice_edit(_enc, _dec, _prob, _x[None].expand(3, 5, 7))
     test_close(stacked.x_new[2], _e.x_new)                         # any leading shape
     test_eq(dice_edit(_enc, _dec, _prob, _x, torch.zeros(5, 7)).x_new, _e.x_new)   # zero noise: the mean
+    test_fail(lambda: dice_edit(_enc, _dec, _prob, _x[:, :4]), contains='x must have 7 columns (loan)')
 
 
 # %% [markdown]
@@ -218,6 +224,9 @@ def dice_loss(problem: RecourseProblem, # the shared recourse problem
               keep: torch.Tensor | None = None, # (b,) 1 for real people, 0 for padding (chapter 7)
              ) -> tuple[torch.Tensor, torch.Tensor]:
     "DiCE-VAE's loss per model (S,) and its parts (4, S): cost, KL, hinge, share accepted."
+    if x.dim() != 3 or edit.x_new.shape != x.shape:
+        raise ValueError(f"x must be (S models, b people, D) and edit.x_new its shape, got {tuple(x.shape)} "
+                         f"and {tuple(edit.x_new.shape)}: add a leading axis for one model (x[None])")
     p = clf.predict_proba(edit.x_new, check=False)                                   # (S, b)
     cost = masked_mean(problem.cost(x, edit.x_new, actionable_mask(problem.scm).expand_as(x)), keep)
     kl = masked_mean(0.5 * (edit.mu ** 2 + edit.logvar.exp() - 1 - edit.logvar).sum(-1), keep)
@@ -231,6 +240,7 @@ _m = DiceVAE(_prob, _clf, dice_hparams('loan'))
 _xb = _x[None]
 loss, parts = dice_loss(_prob, _clf, _xb, _m.edit(_xb, torch.randn(1, 5, 7)), 0.002, torch.zeros(1))
 test_eq(loss.shape, (1,)); test_eq(parts.shape, (4, 1))
+test_fail(lambda: dice_loss(_prob, _clf, _x, _m.edit(_x), .002, torch.zeros(1)), contains='a leading axis')
 loss.sum().backward()
 nets = [*_m.encoder.parameters(), *_m.decoder.parameters()]
 test_eq(all(p.grad.abs().sum() > 0 for p in nets if p.ndim == 2), True)   # gradients reach both networks

@@ -10,85 +10,91 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .carma import idle_acts, mask_prior, train_carma_seeds
-from .core import get_profile
+from .carma import train_carma_seeds
+from .core import check_seed, get_profile
 from .flow import fit_flow
 from .oracle import cached_oracle, oracle_reference
 from .recourse import RecourseReport, as_weights, evaluate_recourse, recourse_problem
-from .scm import get_scm
+from .scm import SCM, get_scm
 
 # %% auto #0
-__all__ = ['PAPER_PREFERENCE_WEIGHTS', 'PAPER_TABLE7', 'PreferenceStudy', 'preference_study', 'idle_summary']
+__all__ = ['PAPER_PREFERENCE_WEIGHTS', 'PAPER_TABLE7', 'PreferenceStudy', 'preference_study', 'shift_table']
 
 # %% ../nbs/09_preferences.ipynb #8743fab0
-PAPER_PREFERENCE_WEIGHTS = {'education': 3., 'loan_amount': 2., 'income': 2., 'savings': 1.}   # SPEC §9 case study
+PAPER_PREFERENCE_WEIGHTS = {'education': 3., 'loan_amount': 2., 'income': 2., 'savings': 1.}   # paper Table 7
 
-# %% ../nbs/09_preferences.ipynb #c7849b76
-PAPER_TABLE7 = pd.DataFrame({   # paper §9 / Table 7 (loan): references shown next to ours, never results
+# %% ../nbs/09_preferences.ipynb #c60156d5
+PAPER_TABLE7 = pd.DataFrame({   # paper Table 7 (loan): references shown next to ours, never results
     'method': ['CARMA', 'CARMA (weighted)', 'oracle (weighted)'],
     'paper weighted cost x100': [float('nan'), 9.26, 9.70], 'paper acts': [2.89, 2.26, float('nan')],
     'paper validity %': [99.95, 99.88, float('nan')],
-    'paper savings %': [37., 50., float('nan')], 'paper education %': [42., 11., float('nan')]}).set_index('method')
+    'paper savings %': [37., 50., float('nan')],
+    'paper education %': [42., 11., float('nan')]}).set_index('method')
 
 @dataclass
 class PreferenceStudy:
     "Unweighted vs weighted oracle and CARMA on one SCM's rejected test people."
-    table: pd.DataFrame     # one row per method: mean (and std over seeds) of every metric
+    table: pd.DataFrame     # one row per method: means over seeds (and the std of the weighted cost)
     per_seed: pd.DataFrame  # one row per method and seed
     reports: dict           # method -> RecourseReport of the first seed (for the figures)
     weights: torch.Tensor   # (D,) the weights used
-    models: dict            # 'CARMA' / 'CARMA (weighted)' -> the trained models, one per seed
-    people: torch.Tensor    # (n, D) the rejected test people served
 
-def _row(method, seed, rep: RecourseReport, rep_w: RecourseReport, scm) -> dict:
+def _method_row(method: str, seed: int | None, rep: RecourseReport, rep_w: RecourseReport, scm: SCM) -> dict:
+    "One row of the study: both costs, the other metrics, and the % of people acting on each feature."
     pf = rep.per_feature['intervened %']
-    return {'method': method, 'seed': seed, 'cost x100': rep.metrics['cost x100'], 'weighted cost x100': rep_w.metrics['cost x100'],
+    return {'method': method, 'seed': seed, 'cost x100': rep.metrics['cost x100'],
+            'weighted cost x100': rep_w.metrics['cost x100'],
             **{k: rep.metrics[k] for k in ('validity %', 'coverage %', 'acts', 'prob')},
             **{f'{scm.names[j]} %': float(pf[scm.names[j]]) for j in scm.actionable}}
 
-def preference_study(name: str = 'loan', # the SCM
-                     weights=PAPER_PREFERENCE_WEIGHTS, # preference weights (by name or position)
-                     profile=None, # seeds, epochs and people from the profile
-                     seed0: int = 0, verbose: bool = False,
-                    ) -> PreferenceStudy:
-    "Oracle and CARMA, unweighted and weighted (preference prior), on the same people; SPEC §9."
-    p, scm = get_profile(profile), get_scm(name)
-    w = as_weights(scm, weights)
-    ref = oracle_reference(scm.name, p)
-    flow = fit_flow(scm.name, ref.pools.causal, p, verbose=False)
-    prob_w = recourse_problem(scm, ref.pools, w)
-    score = lambda rec: (evaluate_recourse(ref.problem, ref.clf, ref.people, rec), evaluate_recourse(prob_w, ref.clf, ref.people, rec))
-    rows, reports, models = [], {}, {}
-    orc_w = cached_oracle(prob_w, ref.clf, ref.people)
-    for method, r in (('oracle', ref.result), ('oracle (weighted)', orc_w)):
-        reps = score(r)
-        reports[method] = reps[0]; rows.append(_row(method, None, *reps, scm))
-    seeds = range(seed0, seed0 + p.seeds)
-    for method, kw in (('CARMA', {}), ('CARMA (weighted)', {'weights': w, 'prior': 'preference'})):
-        models[method] = train_carma_seeds(scm, ref.clf, flow, ref.pools.recourse, seeds, profile=p, verbose=verbose, **kw)
-        for s, m in zip(seeds, models[method]):
-            reps = score(m.recommend(ref.people))
-            if s == seed0: reports[method] = reps[0]
-            rows.append(_row(method, s, *reps, scm))
-    per_seed = pd.DataFrame(rows)
+def _summary(per_seed: pd.DataFrame) -> pd.DataFrame:
+    "Mean over seeds per method, with the seed count and the std of the weighted cost."
     g = per_seed.drop(columns='seed').groupby('method', sort=False)
     table = g.mean()
     table.insert(2, 'weighted cost std', g['weighted cost x100'].std())
     table.insert(0, 'seeds', per_seed.groupby('method', sort=False)['seed'].count().clip(lower=1))
-    return PreferenceStudy(table, per_seed, reports, w, models, ref.people)
+    return table
 
-def idle_summary(models: dict, # name -> trained CARMA models (e.g. one per seed), as `PreferenceStudy.models`
-                 people: torch.Tensor, # (n, D) the people they serve
-                 tol: float = 0.05, # an act is idle when its latent shift is below this (`idle_acts`)
-                ) -> pd.DataFrame:
-    "Per entry of `models`, averaged over its models: acts, idle acts (chapter 7), and per feature the % of people acting, idle, changing."
-    rows = []
-    for method, ms in models.items():
-        for m in ms:
-            mask, idle = idle_acts(m, people, tol)
-            share = {k: 100 * t.float().mean(0) for k, t in (('acting', mask), ('idle', idle), ('changing', mask & ~idle))}   # (D,) each
-            rows.append({'method': method, 'acts': mask.sum(1).float().mean().item(), 'idle acts': idle.sum(1).float().mean().item(),
-                         **{f'{m.names[j]} {k} %': v[j].item() for j in m.actionable.nonzero().flatten().tolist() for k, v in share.items()}})
-    out = pd.DataFrame(rows).groupby('method', sort=False).mean()
-    out.insert(2, 'acts that change something', out['acts'] - out['idle acts'])
-    return out
+def preference_study(name: str = 'loan', # the SCM
+                     weights=PAPER_PREFERENCE_WEIGHTS, # preference weights (by name or position)
+                     profile=None, # seeds, epochs and people from the profile
+                     seed0: int = 0, # the first CARMA seed
+                     verbose: bool = False) -> PreferenceStudy:
+    "Oracle and CARMA, unweighted and weighted (preference prior), on the same rejected test people."
+    p, scm, seed0 = get_profile(profile), get_scm(name), check_seed(seed0, 'seed0')
+    w = as_weights(scm, weights)
+    ref = oracle_reference(scm.name, p)
+    flow = fit_flow(scm.name, ref.pools.causal, p, verbose=False)
+    prob_w = recourse_problem(scm, ref.pools, w)
+    score = lambda rec: [evaluate_recourse(pr, ref.clf, ref.people, rec) for pr in (ref.problem, prob_w)]
+    rows, reports = [], {}
+    orc_w = cached_oracle(scm, ref.pools, ref.clf, ref.people, weights=w)
+    for method, rec in (('oracle', ref.result), ('oracle (weighted)', orc_w)):
+        reps = score(rec)
+        reports[method] = reps[0]; rows.append(_method_row(method, None, *reps, scm))
+    seeds = range(seed0, seed0 + p.seeds)
+    for method, kw in (('CARMA', {}), ('CARMA (weighted)', {'weights': w, 'prior': 'preference'})):
+        models = train_carma_seeds(scm, ref.clf, flow, ref.pools.recourse, seeds, profile=p, verbose=verbose,
+                                   **kw)
+        for s, model in zip(seeds, models):
+            reps = score(model.recommend(ref.people))
+            if s == seed0: reports[method] = reps[0]
+            rows.append(_method_row(method, s, *reps, scm))
+    per_seed = pd.DataFrame(rows)
+    return PreferenceStudy(_summary(per_seed), per_seed, reports, w)
+
+# %% ../nbs/09_preferences.ipynb #ef66c5b3
+def shift_table(scm: SCM | str, # the SCM whose actionable features are the rows
+                reports: dict, # method name -> RecourseReport (evaluate_recourse)
+               ) -> pd.DataFrame:
+    "Per actionable feature and method: % of people acting on it, and the median and mean shift among them."
+    scm, cols = get_scm(scm), {}
+    for name, rep in reports.items():
+        if rep.mask.shape[1] != scm.n_features:
+            raise ValueError(f"the report for {name!r} is not for {scm.name}: pass the SCM of the reports")
+        acting = torch.where(rep.mask, rep.shift, torch.nan)[:, scm.actionable]   # shifts of those who act
+        cols[f'{name} acting %'] = rep.per_feature['intervened %']
+        median = acting.nanmedian(0).values.numpy()
+        cols[f'{name} median shift'] = pd.Series(median, index=rep.per_feature.index)
+        cols[f'{name} mean shift'] = rep.per_feature['mean shift (intervened)']
+    return pd.DataFrame(cols)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import math
 import time
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .carma import carma_hparams, train_carma_seeds
-from .core import TRAINER_VERSION, as_features, check_positive, check_seed, check_whole, check_widths, get_profile, one_thread, progress
+from .carma import train_carma_seeds
+from .core import (TRAINER_VERSION, as_features, check_positive, check_seed, check_whole,
+                           check_widths, get_profile, one_thread, progress)
 from .data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
 from .classifier import load_model, save_model, trained_model
 from .flow import PAPER_FLOW_CF_ERROR, evaluate_causal_model, fit_flow
@@ -24,8 +24,8 @@ from .recourse import evaluate_recourse, time_per_person
 from .scm import SCM, SCM_NAMES, _check_mask_values, get_scm
 
 # %% auto #0
-__all__ = ['VACA_HIDDEN', 'NodeLinear', 'GINLayer', 'undirected_diameter', 'VACA', 'fit_vaca', 'save_vaca', 'load_vaca',
-           'vaca_table', 'causal_model_comparison']
+__all__ = ['VACA_HIDDEN', 'PAPER_VACA_MARGIN', 'PAPER_FIG3', 'NodeLinear', 'GINLayer', 'undirected_diameter', 'VACA', 'fit_vaca',
+           'save_vaca', 'load_vaca', 'vaca_table', 'causal_model_comparison', 'mean_and_std']
 
 # %% ../nbs/10_vaca.ipynb #7be6b131
 class NodeLinear(nn.Module):
@@ -38,10 +38,11 @@ class NodeLinear(nn.Module):
     def forward(self, h): return torch.einsum('ndi,dio->ndo', h, self.weight) + self.bias
 
 class GINLayer(nn.Module):
-    "h_i' = MLP(h_i + Σ_{j ∈ pa(i) ∪ {i}} h_j), messages parent → child through `adj` (D, D) or (n, D, D), row = child."
+    "h_i' = MLP(h_i + Σ_{j ∈ pa(i) ∪ {i}} h_j): messages parent → child through `adj` (D, D) or (n, D, D)."
     def __init__(self, width: int, dropout: float = 0.1):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, width))
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(width, width))
     def forward(self, h, adj): return F.relu(self.mlp(h + adj @ h))
 
 def undirected_diameter(adjacency: torch.Tensor) -> int:
@@ -49,15 +50,15 @@ def undirected_diameter(adjacency: torch.Tensor) -> int:
     D = adjacency.shape[0]
     und = (adjacency + adjacency.T) > 0
     dist = torch.full((D, D), float('inf')); dist[und] = 1.; dist.fill_diagonal_(0.)
-    for k in range(D): dist = torch.minimum(dist, dist[:, k:k + 1] + dist[k:k + 1, :])   # Floyd–Warshall, D ≤ tens
+    for k in range(D): dist = torch.minimum(dist, dist[:, k:k + 1] + dist[k:k + 1, :])   # Floyd–Warshall
     return int(dist[torch.isfinite(dist)].max())
 
 # %% ../nbs/10_vaca.ipynb #a2769045
-VACA_HIDDEN = (16, 4)   # node embedding width, latent size per node (SPEC §5)
+VACA_HIDDEN = (16, 4)   # node embedding width, latent size per node (the paper's VACA)
 _VAR = 0.05             # decoder variance: squared error weighted 1/(2·0.05) = 1/0.1
 
 class VACA(nn.Module):
-    "Variational graph autoencoder on one SCM's causal graph (dense batched message passing), on raw features."
+    "Variational graph autoencoder on one SCM's causal graph (dense batched message passing), raw features."
     def __init__(self, scm: str, hidden: tuple[int, int] = VACA_HIDDEN, scaler: StandardScaler | None = None):
         super().__init__()
         s = get_scm(scm)
@@ -69,14 +70,17 @@ class VACA(nn.Module):
         self.register_buffer('adjacency', s.adjacency.clone().float())
         self.register_buffer('mean', scaler.mean.clone().float())
         self.register_buffer('std', scaler.std.clone().float())
-        self.enc_in, self.enc_gin, self.enc_out = NodeLinear(D, 1, width), GINLayer(width), NodeLinear(D, width, 2 * dz)
+        self.enc_in, self.enc_gin = NodeLinear(D, 1, width), GINLayer(width)
+        self.enc_out = NodeLinear(D, width, 2 * dz)
         self.dec_in = NodeLinear(D, dz, width)
         self.dec_gin = nn.ModuleList([GINLayer(width) for _ in range(undirected_diameter(s.adjacency))])
         self.dec_out = NodeLinear(D, width, 1)
 
     @property
     def n_features(self): return self.mean.shape[0]
-    def __repr__(self): return f"VACA({self.scm!r}, width {self.hidden[0]}, latent {self.hidden[1]} per node, {len(self.dec_gin)} decoder layers)"
+    def __repr__(self):
+        width, dz = self.hidden
+        return f"VACA({self.scm!r}, width {width}, latent {dz} per node, {len(self.dec_gin)} decoder layers)"
     def freeze(self) -> 'VACA':
         "Evaluation mode (no dropout) and no parameter gradients."
         self.eval()
@@ -87,7 +91,7 @@ class VACA(nn.Module):
     def unstandardise(self, z): return z * self.std.to(z.dtype) + self.mean.to(z.dtype)
 
     def graph(self, mask: torch.Tensor | None = None) -> torch.Tensor:
-        "A + I, with the edges into intervened nodes removed when `mask` (D,) or (n, D) is given: (D, D) or (n, D, D)."
+        "A + I, without the edges into the nodes `mask` (D,) or (n, D) intervenes on: (D, D) or (n, D, D)."
         eye = torch.eye(self.n_features, dtype=self.adjacency.dtype)
         if mask is None: return self.adjacency + eye
         keep = 1 - mask.to(self.adjacency.dtype)
@@ -126,7 +130,7 @@ def _vaca_abduct(self: VACA, x) -> torch.Tensor:
 
 def _vaca_latent_counterfactual(self: VACA, z: torch.Tensor, mask: torch.Tensor, delta: torch.Tensor,
                                 standardised: bool = False) -> torch.Tensor:
-    "CARMA's counterfactual: shift the latent blocks of the masked nodes by δ (n, D·d_z), decode on the mutilated graph."
+    "CARMA's counterfactual: masked latent blocks shifted by δ (n, D·d_z), decoded on the mutilated graph."
     n, D, dz = z.shape[0], self.n_features, self.latent_size
     m = mask.to(z.dtype)
     zc = (z + delta * m.repeat_interleave(dz, -1)).unflatten(-1, (D, dz))
@@ -150,8 +154,9 @@ def _vaca_sample(self: VACA, n: int, generator: torch.Generator | None = None) -
     z = torch.randn(n, self.n_features, self.latent_size, generator=generator)
     return self.unstandardise(self.decode_std(z, self.graph()))
 
-def _vaca_interventional_sample(self: VACA, n: int, mask, values, generator: torch.Generator | None = None) -> torch.Tensor:
-    "n samples (raw units) under do(x_M = values_M): prior latents, the intervened nodes' encoded, mutilated graph."
+def _vaca_interventional_sample(self: VACA, n: int, mask, values,
+                                generator: torch.Generator | None = None) -> torch.Tensor:
+    "n samples (raw units) under do(x_M = values_M): prior latents, intervened ones encoded, mutilated graph."
     mask, values, _ = _check_mask_values(self, torch.zeros(n, self.n_features), mask, values)
     adj_do = self.graph(mask)
     z = torch.randn(n, self.n_features, self.latent_size, generator=generator)
@@ -159,23 +164,25 @@ def _vaca_interventional_sample(self: VACA, n: int, mask, values, generator: tor
     z = torch.where(mask.unsqueeze(-1), z_do, z)
     return torch.where(mask, values, self.unstandardise(self.decode_std(z, adj_do)))
 
-VACA.log_prob, VACA.abduct, VACA.latent_counterfactual = _vaca_log_prob, _vaca_abduct, _vaca_latent_counterfactual
-VACA.counterfactual, VACA.sample, VACA.interventional_sample = _vaca_counterfactual, _vaca_sample, _vaca_interventional_sample
+VACA.log_prob, VACA.abduct, VACA.counterfactual = _vaca_log_prob, _vaca_abduct, _vaca_counterfactual
+VACA.latent_counterfactual, VACA.sample = _vaca_latent_counterfactual, _vaca_sample
+VACA.interventional_sample = _vaca_interventional_sample
 
 # %% ../nbs/10_vaca.ipynb #05e7b828
 @one_thread()   # models must not depend on the caller's thread count (chapter 0)
-def _fit_vaca(scm: SCM, pool: Pool, hidden, epochs, batch, lr, seed, verbose):
-    torch.manual_seed(seed)
+def _fit_vaca(scm: SCM, pool: Pool, cfg: dict, verbose: bool) -> tuple[dict, dict, dict]:
+    "Train VACA as `cfg` says (hidden, epochs, batch, lr, seed); state dict, scaler and training curves."
+    torch.manual_seed(cfg['seed'])
     scaler = StandardScaler().fit(pool.train.x)
-    model = VACA(scm.name, hidden, scaler).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model = VACA(scm.name, cfg['hidden'], scaler).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg['lr'])
     ztr, zva = scaler.transform(pool.train.x), scaler.transform(pool.val.x)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(cfg['seed'])
     tr_curve, va_curve = [], []
-    for _ in progress(range(epochs), desc=f'VACA {scm.name}', disable=None if verbose else True):
+    for _ in progress(range(cfg['epochs']), desc=f'VACA {scm.name}', disable=None if verbose else True):
         model.train()
         tot, zp = 0., ztr[torch.randperm(len(ztr), generator=g)]
-        for zb in zp.split(batch):
+        for zb in zp.split(cfg['batch']):
             loss = -model.elbo_std(zb).mean()
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
             tot += float(loss.detach()) * len(zb)
@@ -188,25 +195,33 @@ def _fit_vaca(scm: SCM, pool: Pool, hidden, epochs, batch, lr, seed, verbose):
 def fit_vaca(scm: str | SCM, # the SCM whose graph VACA uses
              pool: Pool | Pools | None = None, # causal-model pool (default: make_pools(scm).causal)
              profile=None, # epochs from the profile (paper: 300)
-             seed: int = 0, hidden: tuple[int, int] = VACA_HIDDEN, epochs: int | None = None,
-             batch: int = 1024, lr: float = 5e-3, cache: bool = True, verbose: bool = True) -> VACA:
-    "Fit (or fetch from the cache) VACA on `scm`'s causal-model pool by maximising the ELBO (SPEC §5)."
+             seed: int = 0, # initialisation and batch order
+             hidden: tuple[int, int] = VACA_HIDDEN, # node embedding width, latent size per node
+             epochs: int | None = None, # override the profile
+             batch: int = 1024, lr: float = 5e-3,
+             cache: bool = True, # reuse / store in the model cache
+             verbose: bool = True) -> VACA:
+    "Fit (or fetch from the cache) VACA on `scm`'s causal-model pool by maximising the ELBO (as `fit_flow`)."
     scm = get_scm(scm)
     pool = resolve_pool(scm, pool, 'causal')
     epochs = check_whole(get_profile(profile).vaca_epochs if epochs is None else epochs, 'epochs')
     hidden = check_widths(hidden, 'hidden')
-    if len(hidden) != 2: raise ValueError(f"hidden must be (embedding width, latent size), two whole numbers ≥ 1, got {hidden}")
+    if len(hidden) != 2:
+        raise ValueError(f"hidden must be (embedding width, latent size), whole numbers ≥ 1, got {hidden}")
     batch, lr, seed = check_whole(batch, 'batch'), check_positive(lr, 'lr'), check_seed(seed)
-    cfg = {'kind': 'vaca', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden), 'epochs': epochs,
-           'batch': batch, 'lr': lr, 'seed': seed, 'train': split_id(pool.train), 'val': split_id(pool.val)}
-    return trained_model(VACA, 'vaca', cfg, lambda: _fit_vaca(scm, pool, hidden, epochs, batch, lr, seed, verbose), cache)
+    cfg = {'kind': 'vaca', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden),
+           'epochs': epochs, 'batch': batch, 'lr': lr, 'seed': seed,
+           'train': split_id(pool.train), 'val': split_id(pool.val)}
+    return trained_model(VACA, 'vaca', cfg, lambda: _fit_vaca(scm, pool, cfg, verbose), cache)
 
 def save_vaca(model: VACA, path): return save_model(model, path, 'vaca')
 def load_vaca(path, scm: str | None = None) -> VACA: return load_model(VACA, path, 'vaca', scm)
 
 # %% ../nbs/10_vaca.ipynb #e903393f
-def vaca_table(profile=None, seed: int = 0, verbose: bool = False) -> pd.DataFrame:
-    "VACA and the causal flow on every SCM, evaluated against the true SCM (SPEC §4 metrics)."
+def vaca_table(profile=None, # epochs from the profile
+               seed: int = 0, # the draw of the data (pool seed)
+               verbose: bool = False) -> pd.DataFrame:
+    "VACA and the causal flow on every SCM, evaluated against the true SCM (chapter 4's metrics)."
     rows = []
     for name in SCM_NAMES:
         pools = make_pools(name, seed)
@@ -219,19 +234,38 @@ def vaca_table(profile=None, seed: int = 0, verbose: bool = False) -> pd.DataFra
                      'paper flow cf error (reference)': PAPER_FLOW_CF_ERROR[name]})
     return pd.DataFrame(rows).set_index('scm')
 
-# %% ../nbs/10_vaca.ipynb #73f6963b
-def causal_model_comparison(profile=None, seed0: int = 0, verbose: bool = False) -> pd.DataFrame:
+# %% ../nbs/10_vaca.ipynb #c21cc92c
+PAPER_VACA_MARGIN = 0.003   # the hinge margin of the paper's VACA row (Table 5)
+PAPER_FIG3 = pd.DataFrame({   # paper Fig. 3 (loan), read off its bars: references only
+    'causal model': ['flow', 'VACA'], 'paper cost x100': [6.69, 13.], 'paper validity %': [99.95, 99.],
+    'paper ms per person (batch size 1)': [1.17, 1.75]}).set_index('causal model')
+
+def causal_model_comparison(profile=None, # seeds, epochs and people from the profile
+                            seed0: int = 0, # the first CARMA seed
+                            verbose: bool = False) -> pd.DataFrame:
     "Loan: CARMA with the flow vs with VACA, one row per (model, seed): cost, validity, acts, ms per person."
-    p = get_profile(profile)
+    p, seed0 = get_profile(profile), check_seed(seed0, 'seed0')
     ref = oracle_reference('loan', p)
-    models = {'flow': (fit_flow('loan', ref.pools.causal, p, verbose=False), None),
-              'VACA': (fit_vaca('loan', ref.pools.causal, p, verbose=False), 'vaca')}
-    rows = []
-    seeds = range(seed0, seed0 + p.seeds)
-    for name, (cm, variant) in models.items():
-        for s, m in zip(seeds, train_carma_seeds('loan', ref.clf, cm, ref.pools.recourse, seeds, profile=p, variant=variant, verbose=verbose)):
-            r = m.recommend(ref.people)
-            met = evaluate_recourse(ref.problem, ref.clf, ref.people, r).metrics
-            t = time_per_person(lambda xb: m.recommend(xb), ref.people, single=50)
-            rows.append({'causal model': name, 'seed': s, **met, 'ms per person (batch size 1)': t['ms per person, batch size 1']})
+    flow, vaca = (fit('loan', ref.pools.causal, p, verbose=False) for fit in (fit_flow, fit_vaca))
+    models = {'flow': (flow, None, None), 'VACA': (vaca, 'vaca', {'margin': PAPER_VACA_MARGIN})}
+    rows, seeds = [], range(seed0, seed0 + p.seeds)
+    for name, (cm, variant, hp) in models.items():
+        carmas = train_carma_seeds('loan', ref.clf, cm, ref.pools.recourse, seeds, hp, p, variant=variant,
+                                   verbose=verbose)
+        for s, m in zip(seeds, carmas):
+            met = evaluate_recourse(ref.problem, ref.clf, ref.people, m.recommend(ref.people)).metrics
+            t = time_per_person(m.recommend, ref.people, single=50)
+            rows.append({'causal model': name, 'seed': s, 'margin': m.hp['margin'], **met,
+                         'ms per person (batch size 1)': t['ms per person, batch size 1']})
     return pd.DataFrame(rows)
+
+def mean_and_std(runs: pd.DataFrame, # one row per (causal model, seed)
+                 cols: list[str], # the metrics to summarise
+                ) -> pd.DataFrame:
+    "Per causal model: the mean and the standard deviation over seeds of each metric, as flat columns."
+    missing = [c for c in ['causal model', *cols] if c not in runs.columns]
+    if missing: raise ValueError(f"runs has no column {missing}: pass the output of causal_model_comparison")
+    g = runs.groupby('causal model', sort=False)[cols]
+    out = pd.concat({'mean': g.mean(), 'std': g.std()}, axis=1)
+    out.columns = [f'{c} {stat}' for stat, c in out.columns]
+    return out[[f'{c} {stat}' for c in cols for stat in ('mean', 'std')]]

@@ -384,6 +384,7 @@ def table1(results: pd.DataFrame) -> pd.DataFrame:
                           'paper DiCE-VAE cost': pd.Series(PAPER_DICE_COST)})
     return ours.join(paper)
 
+
 # %%
 table1(res).round(3)
 

@@ -73,6 +73,7 @@ t1 = table1(results)
 save_table(t1.round(3), 'table1')
 t1.round(2).T
 
+
 # %% [markdown]
 # **The targets.** We hold our reproduction to three targets, checked below on every SCM:
 #
@@ -96,6 +97,7 @@ def table1_targets(t1: pd.DataFrame) -> pd.DataFrame:
         'improved / CARMA cost': t1['improved CARMA cost'] / t1['CARMA cost'],
         'improved ok': (t1['improved CARMA cost'] <= t1['CARMA cost']) & (t1['improved CARMA validity %'] >= 99.5)})
 
+
 # %%
 targets = table1_targets(t1)
 save_table(targets.round(3), 'table1_targets')
@@ -107,6 +109,7 @@ assert (t1['oracle cost, original convention'] > t1['oracle cost']).all()       
 print(f"targets held: oracle {int(targets['oracle ok'].sum())}/7, CARMA within one paper std "
       f"{int(targets['CARMA within 1 std'].sum())}/7 (validity ≥ 99 % on {int(targets['CARMA validity ≥ 99 %'].sum())}), "
       f"improved {int(targets['improved ok'].sum())}/7")
+
 
 # %% [markdown]
 # ## Every difference from the paper
@@ -153,6 +156,7 @@ t7 = table7(results)
 save_table(t7.round(3), 'table7')
 t7.round(2)
 
+
 # %% [markdown]
 # ## Fig. 8: how much training data CARMA needs (loan)
 #
@@ -178,7 +182,6 @@ fig = plot_ablation(results)
 save_figure(fig, 'fig8_training_fraction')
 plt.show()
 
-
 # %% [markdown]
 # ## The paper's other figures
 #
@@ -192,6 +195,7 @@ for name in ('fig2_shifts_carma_vs_oracle', 'fig3_flow_vs_vaca', 'fig4_preferenc
     path = figure_dir(profile)/f'{name}.png'
     if path.exists(): display(Image(filename=str(path), width=800))
     else: print(f'{name}: run its chapter first')
+
 
 # %% [markdown]
 # ## New: time per person against the number of people

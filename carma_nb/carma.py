@@ -34,8 +34,8 @@ __all__ = ['CARMA_HPARAMS', 'GENERIC_HPARAMS', 'DAMPING', 'WEIGHT_DECAY', 'ALIGN
            'FlowProgram', 'TorchProgram', 'ServingProgram', 'serving_program', 'mask_kl', 'mask_prior', 'masked_mean',
            'validity_penalty', 'LossContext', 'stacked_outcome', 'carma_loss', 'StackedMLP', 'aligned',
            'stacked_training', 'Recipe', 'get_recipe', 'TrainingState', 'candidate_seed', 'main_phase', 'served_masks',
-           'training_scores', 'TrainingCollapsed', 'train_carma_seeds', 'train_carma', 'set_training_range',
-           'save_carma', 'load_carma', 'plot_shifts', 'plot_feature_use']
+           'training_scores', 'TrainingCollapsed', 'train_carma_seeds', 'cached_stack', 'train_carma',
+           'set_training_range', 'save_carma', 'load_carma', 'plot_shifts', 'plot_feature_use']
 
 # %% ../nbs/07_carma.ipynb #0f2897c0
 CARMA_HPARAMS: dict[str, dict] = {   # the paper's Table 5
@@ -585,11 +585,18 @@ def train_carma_seeds(scm: SCM | str, # the SCM
     def fit(todo):
         st = _training_state(scm, causal_model, clf, pool, hp, recipe, w, prior, [seeds[i] for i in todo], verbose)
         return _fit_carma_seeds(st, [seeds[i] for i in todo], pool)
-    cks = (cached_checkpoints('carma', cfgs, fit) if cache else
-           [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit(list(range(len(cfgs)))))])
+    cks = cached_stack('carma', cfgs, fit, cache)
     models = [_carma_from_checkpoint(ck, causal_model, clf, recipe.idle_tol) for ck in cks]
     for s, m in zip(seeds, models): _warn_collapse(m, s)
     return models
+
+def cached_stack(kind: str, # model-cache folder
+                 cfgs: list[dict], # one full configuration per seed
+                 fit_missing, # fit_missing(indices) → [(state_dict, scaler, extras)] for those configurations, trained together
+                 cache: bool = True) -> list[Checkpoint]:
+    "One checkpoint per config: the cached ones loaded, the missing ones trained at once under their locks (chapter 0)."
+    if cache: return cached_checkpoints(kind, cfgs, fit_missing)
+    return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
 
 def train_carma(scm: SCM | str, clf: Classifier, causal_model, pool: Pool | Pools | None = None, seed: int = 0,
                 **kwargs, # any keyword of `train_carma_seeds`: recipe, hparams, profile, weights, prior, cache, verbose

@@ -27,8 +27,8 @@ import pandas as pd
 import torch
 
 from .carma import CARMA, PAPER_CARMA, carma_hparams, get_recipe, load_carma, train_carma_seeds
-from .core import (TRAINER_VERSION, Profile, atomic_write, check_positive, check_whole, config_key, figure_dir, get_profile, progress,
-                           project_root, save_table)
+from .core import (TRAINER_VERSION, Profile, atomic_write, check_positive, check_whole, config_key, figure_dir, get_profile,
+                           markdown_table, progress, project_root, save_table)
 from .data import Pool, Split
 from .dice_vae import PAPER_DICE_COST, dice_hparams, train_dice_vae_seeds
 from .flow import fit_flow
@@ -531,7 +531,7 @@ def _parser() -> argparse.ArgumentParser:
                         "model's own setting, chapter 8; 0 keeps every act)")
     c.add_argument('--strict', action='store_true',
                    help="exit with an error, writing nothing, if any applicant is outside the model's domain")
-    t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)', description='Tune CARMA for one SCM (SPEC §8).')
+    t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)', description="Tune CARMA for one SCM (the paper's two-objective search).")
     t.add_argument('--scm', required=True, help=f"one of {', '.join(SCM_NAMES)}, or an SCM registered by an --import module")
     for q in (c, t):
         q.add_argument('--import', dest='imports', action='append', default=[], metavar='MODULE',
@@ -568,8 +568,10 @@ def _reproduce(a) -> None:
     os.environ['CARMA_FIGURE_DIR'] = str(out.resolve()); os.environ['CARMA_PROFILE'] = p.name
     t0 = time.perf_counter()
     res = run_experiments(p, a.scm, jobs=a.jobs, out=out)
-    path = save_table(table1(res).round(3), 'table1', p)
-    print(f'experiments done in {time.perf_counter() - t0:.0f} s; results in {results_path(out, p)}, Table 1 in {path}')
+    print(f'experiments done in {time.perf_counter() - t0:.0f} s; results in {results_path(out, p)}')
+    cols = [c for c in ('oracle cost', 'CARMA cost', 'CARMA cost std', 'CARMA validity %', 'improved CARMA cost',
+                        'DiCE-VAE cost') if c in (t := table1(res))]
+    print(markdown_table(t[cols].round(2)))                      # chapter 13 writes figures/table1 with every column
     nbs = project_root()/'nbs'
     if not a.no_notebooks and nbs.is_dir() and p.seeds == get_profile(a.profile).seeds:
         heavy = ('13_paper.ipynb', '10_vaca.ipynb', '07_carma.ipynb', '06_oracle.ipynb')

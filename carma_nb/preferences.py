@@ -68,7 +68,7 @@ def preference_study(name: str = 'loan', # the SCM
     prob_w = recourse_problem(scm, ref.pools, w)
     score = lambda rec: [evaluate_recourse(pr, ref.clf, ref.people, rec) for pr in (ref.problem, prob_w)]
     rows, reports = [], {}
-    orc_w = cached_oracle(scm, ref.pools, ref.clf, ref.people, weights=w)
+    orc_w = cached_oracle(prob_w, ref.clf, ref.people)
     for method, rec in (('oracle', ref.result), ('oracle (weighted)', orc_w)):
         reps = score(rec)
         reports[method] = reps[0]; rows.append(_method_row(method, None, *reps, scm))

@@ -247,11 +247,9 @@ def causal_model_comparison(profile=None, # seeds, epochs and people from the pr
     p, seed0 = get_profile(profile), check_seed(seed0, 'seed0')
     ref = oracle_reference('loan', p)
     flow, vaca = (fit('loan', ref.pools.causal, p, verbose=False) for fit in (fit_flow, fit_vaca))
-    models = {'flow': (flow, None, None), 'VACA': (vaca, 'vaca', {'margin': PAPER_VACA_MARGIN})}
     rows, seeds = [], range(seed0, seed0 + p.seeds)
-    for name, (cm, variant, hp) in models.items():
-        carmas = train_carma_seeds('loan', ref.clf, cm, ref.pools.recourse, seeds, hp, p, variant=variant,
-                                   verbose=verbose)
+    for name, cm in (('flow', flow), ('VACA', vaca)):
+        carmas = train_carma_seeds('loan', ref.clf, cm, ref.pools.recourse, seeds, profile=p, verbose=verbose)
         for s, m in zip(seeds, carmas):
             met = evaluate_recourse(ref.problem, ref.clf, ref.people, m.recommend(ref.people)).metrics
             t = time_per_person(m.recommend, ref.people, single=50)

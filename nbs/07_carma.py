@@ -805,11 +805,18 @@ def train_carma_seeds(scm: SCM | str, # the SCM
     def fit(todo):
         st = _training_state(scm, causal_model, clf, pool, hp, recipe, w, prior, [seeds[i] for i in todo], verbose)
         return _fit_carma_seeds(st, [seeds[i] for i in todo], pool)
-    cks = (cached_checkpoints('carma', cfgs, fit) if cache else
-           [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit(list(range(len(cfgs)))))])
+    cks = cached_stack('carma', cfgs, fit, cache)
     models = [_carma_from_checkpoint(ck, causal_model, clf, recipe.idle_tol) for ck in cks]
     for s, m in zip(seeds, models): _warn_collapse(m, s)
     return models
+
+def cached_stack(kind: str, # model-cache folder
+                 cfgs: list[dict], # one full configuration per seed
+                 fit_missing, # fit_missing(indices) → [(state_dict, scaler, extras)] for those configurations, trained together
+                 cache: bool = True) -> list[Checkpoint]:
+    "One checkpoint per config: the cached ones loaded, the missing ones trained at once under their locks (chapter 0)."
+    if cache: return cached_checkpoints(kind, cfgs, fit_missing)
+    return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
 
 def train_carma(scm: SCM | str, clf: Classifier, causal_model, pool: Pool | Pools | None = None, seed: int = 0,
                 **kwargs, # any keyword of `train_carma_seeds`: recipe, hparams, profile, weights, prior, cache, verbose

@@ -60,8 +60,8 @@ import pandas as pd
 import torch
 
 from carma_nb.carma import CARMA, PAPER_CARMA, carma_hparams, get_recipe, load_carma, train_carma_seeds
-from carma_nb.core import (TRAINER_VERSION, Profile, atomic_write, check_positive, check_whole, config_key, figure_dir, get_profile, progress,
-                           project_root, save_table)
+from carma_nb.core import (TRAINER_VERSION, Profile, atomic_write, check_positive, check_whole, config_key, figure_dir, get_profile,
+                           markdown_table, progress, project_root, save_table)
 from carma_nb.data import Pool, Split
 from carma_nb.dice_vae import PAPER_DICE_COST, dice_hparams, train_dice_vae_seeds
 from carma_nb.flow import fit_flow
@@ -120,10 +120,10 @@ def plan_jobs(scms=SCM_NAMES, # SCM names
 
 # %%
 jobs = plan_jobs()
-test_eq(len(jobs), 7 * 3 + 3 + len(ABLATION_FRACTIONS))
-test_eq(jobs[0].key, 'loan__carma-vaca')                         # the longest job first
+test_eq(len(jobs), 7 * 4 + 3 + len(ABLATION_FRACTIONS))
+test_eq(jobs[0].key, 'triangle-lin__carma-improved')             # the longest job first
 test_eq(Job('loan', 'carma-fraction', 0.25).key, 'loan__carma-fraction__0.25')
-test_eq(len(plan_jobs(['chain-lin'])), 3)
+test_eq(len(plan_jobs(['chain-lin'])), 4)
 test_fail(lambda: plan_jobs(methods=['magic']), contains="unknown methods ['magic']")
 [j.key for j in jobs[:6]]
 
@@ -399,7 +399,7 @@ table1(res).round(3)
 # - `carma-nb recommend --scm loan --model PATH --input people.csv --output actions.csv [--strict]` serves
 #   a file of applicants with a saved CARMA model (`save_carma`, chapter 7), each row with a status;
 # - `carma-nb tune --scm NAME --trials N [--storage URL] [--seed N]` runs the two-objective hyperparameter
-#   search of `SPEC.md` §8 with Optuna; workers on several machines share one study through a database URL.
+#   search of the paper's Appendix B with Optuna; workers on several machines share one study through a database URL.
 #
 # `recommend` and `tune` also serve SCMs of one's own. A new process knows only the seven SCMs of the
 # paper, and an SCM's equations are code, which no checkpoint carries (checkpoints hold tensors and
@@ -633,7 +633,7 @@ def recommend_file(model_path: str | Path, input_path: str | Path, output_path: 
 
 
 # %% [markdown]
-# ### `tune`: the hyperparameter search of `SPEC.md` §8
+# ### `tune`: the paper's hyperparameter search
 #
 # Two objectives measured on the **validation** people (never the test people): cost ↓ and causal
 # validity ↑. Optuna's TPE sampler proposes each trial; the study lives in a database (a sqlite file by
@@ -820,7 +820,7 @@ def _parser() -> argparse.ArgumentParser:
                         "model's own setting, chapter 8; 0 keeps every act)")
     c.add_argument('--strict', action='store_true',
                    help="exit with an error, writing nothing, if any applicant is outside the model's domain")
-    t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)', description='Tune CARMA for one SCM (SPEC §8).')
+    t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)', description="Tune CARMA for one SCM (the paper's two-objective search).")
     t.add_argument('--scm', required=True, help=f"one of {', '.join(SCM_NAMES)}, or an SCM registered by an --import module")
     for q in (c, t):
         q.add_argument('--import', dest='imports', action='append', default=[], metavar='MODULE',
@@ -857,8 +857,10 @@ def _reproduce(a) -> None:
     os.environ['CARMA_FIGURE_DIR'] = str(out.resolve()); os.environ['CARMA_PROFILE'] = p.name
     t0 = time.perf_counter()
     res = run_experiments(p, a.scm, jobs=a.jobs, out=out)
-    path = save_table(table1(res).round(3), 'table1', p)
-    print(f'experiments done in {time.perf_counter() - t0:.0f} s; results in {results_path(out, p)}, Table 1 in {path}')
+    print(f'experiments done in {time.perf_counter() - t0:.0f} s; results in {results_path(out, p)}')
+    cols = [c for c in ('oracle cost', 'CARMA cost', 'CARMA cost std', 'CARMA validity %', 'improved CARMA cost',
+                        'DiCE-VAE cost') if c in (t := table1(res))]
+    print(markdown_table(t[cols].round(2)))                      # chapter 13 writes figures/table1 with every column
     nbs = project_root()/'nbs'
     if not a.no_notebooks and nbs.is_dir() and p.seeds == get_profile(a.profile).seeds:
         heavy = ('13_paper.ipynb', '10_vaca.ipynb', '07_carma.ipynb', '06_oracle.ipynb')

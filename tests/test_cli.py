@@ -48,9 +48,11 @@ def test_recommend_file_matches_the_library(saved):
     rec = m.recommend(pools.recourse.test.x)                           # the command serves as the model does
     assert len(out) == len(pools.recourse.test.x)
     assert np.array_equal(out['accepted'].to_numpy(), rec.accepted.numpy())
-    served = (out['status'] == 'served').to_numpy()                      # nobody refused here
-    assert np.array_equal(served, (~rec.accepted & (rec.prob >= 0.5)).numpy())
-    assert np.array_equal(out['status'] == 'no valid action', ~rec.accepted & (rec.prob < 0.5))
+    served = (out['status'] == 'served').to_numpy()
+    refused = out['status'].str.startswith('refused').to_numpy()          # a few counterfactuals leave the domain
+    assert refused.mean() < 0.05
+    assert np.array_equal(served, (~rec.accepted & (rec.prob >= 0.5)).numpy() & ~refused)
+    assert np.array_equal(out['status'] == 'no valid action', (~rec.accepted & (rec.prob < 0.5)).numpy() & ~refused)
     for j, name in ((2, 'education'), (5, 'income')):
         given_j = rec.mask[:, j].numpy() & served                       # targets only where served
         assert np.array_equal(out[f'act_{name}'].to_numpy(), given_j)
@@ -149,7 +151,7 @@ def test_tune_workers_share_one_study(tmp_path):
                     '--seed', str(seed))                        # trials are cheap, and cached after one run
         assert r.returncode == 0, r.stderr
     best = json.loads(r.stdout)
-    assert best['trials in study'] == 2 and set(best['params']) >= {'lr', 'epochs', 'batch', 'margin', 'tau', 'temperature'}
+    assert best['trials in study'] == 2 and set(best['params']) >= {'lr', 'epochs', 'batch', 'margin', 'tau'}
     assert 0 <= best['validity %'] <= 100 and best['sampler seed'] == 2
     first, second = optuna.load_study(study_name='carma-chain-lin-quick', storage=url).trials
     assert first.params != second.params

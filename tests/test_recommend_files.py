@@ -31,14 +31,17 @@ TARGETS = [f'{n}_target' for n in ('education', 'loan_amount', 'income', 'saving
 
 @pytest.fixture(scope='module')
 def model(tmp_path_factory):
-    "A tiny loan model, saved, and the text of a good file of 500 applicants (the recourse test split)."
+    "A tiny loan model, saved, and the text of a good file of 500 applicants it serves without refusal."
     d = tmp_path_factory.mktemp('files')
     pools = make_pools('loan', 0, SMALL)
     clf = train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False, optimizer='adam')
     flow = fit_flow('loan', pools.causal, epochs=40, batch=1000, cache=False, verbose=False)
     m = train_carma('loan', clf, flow, pools.recourse, hparams={'epochs': 10}, cache=False, verbose=False)
     save_carma(m, d / 'carma.pt')
-    pd.DataFrame(pools.recourse.test.x.numpy(), columns=LOAN).to_csv(d / 'people.csv', index=False)
+    people = torch.cat([pools.recourse.test.x, pools.recourse.val.x])
+    people = people[~torch.as_tensor(serve(m, people).refused)][:500]   # a tiny model sends a few people
+    assert len(people) == 500                                            # out of its domain: not in the good file
+    pd.DataFrame(people.numpy(), columns=LOAN).to_csv(d / 'people.csv', index=False)
     return d / 'carma.pt', (d / 'people.csv').read_text(), m, pools
 
 

@@ -5,7 +5,7 @@ not part of the library (only these studies use it)."""
 import pandas as pd
 import torch
 
-from carma_nb.carma import idle_acts
+from carma_nb.improved import idle_acts
 
 
 def idle_summary(models: dict,        # name -> trained CARMA models (e.g. one per seed)

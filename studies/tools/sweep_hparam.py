@@ -8,7 +8,7 @@ Choose one of CARMA's hyperparameters per SCM on the VALIDATION people (never th
 For each value v, trains `--seeds` CARMA models at paper settings (stacked) with hparams
 {PARAM: v} (plus any `--set key=value`), serves the rejected people of the recourse validation split,
 and prints cost, causal validity and acts next to the oracle's cost on the same people. The value kept
-per SCM is the one minimising cost + (1 - validity) averaged over seeds, the selection rule of SPEC §8.
+per SCM is the one minimising cost + (1 - validity) averaged over seeds, the paper's selection rule.
 Used for our two additions, the hinge temperature factor and the shift-clamp scale:
 
     python tools/sweep_hparam.py loan temperature 0,1,2,4,8 --seeds 4

@@ -1,7 +1,7 @@
 """CARMA with VACA on loan at several hinge margins: causal validity and cost on the rejected test people.
 
 Part of studies/10_vaca_margin (not of the course). Trains CARMA with VACA as the paper does (the paper's
-algorithm: `paper_algorithm('loan', 'vaca')`, one candidate per seed, no polishing, no classifier
+algorithm: the default recipe of chapter 7, one candidate per seed, no polishing, no classifier
 temperature) at the paper profile, 10 seeds per margin, with the classifier the original code trained
 (plain SGD), and prints per margin the mean, lowest and highest seed of cost, causal validity, coverage and
 acts, and the oracle's cost on the same people. Descriptive only: it reads the test people, so it chooses
@@ -15,7 +15,7 @@ import time
 
 import pandas as pd
 
-from carma_nb.carma import paper_algorithm, train_carma_seeds
+from carma_nb.carma import train_carma_seeds
 from carma_nb.oracle import oracle_reference
 from carma_nb.recourse import evaluate_recourse
 from carma_nb.vaca import fit_vaca
@@ -23,15 +23,14 @@ from carma_nb.vaca import fit_vaca
 
 def main(margins: list[float], seeds: int):
     t0 = time.perf_counter()
-    ref = oracle_reference('loan', 'paper', clf_optimizer='sgd')
+    ref = oracle_reference('loan', 'paper')
     vaca = fit_vaca('loan', ref.pools.causal, 'paper', verbose=False)
     print(f"loan, paper profile, SGD classifier, the paper's algorithm, {seeds} seeds per margin, "
           f"{len(ref.people)} rejected test people; oracle cost x100 {ref.metrics['cost x100']:.3f}")
     rows = []
     for margin in margins:
-        hp = {**paper_algorithm('loan', 'vaca'), 'margin': margin}
-        models = train_carma_seeds('loan', ref.clf, vaca, ref.pools.recourse, range(seeds), hp, 'paper',
-                                   variant='vaca', verbose=False)
+        models = train_carma_seeds('loan', ref.clf, vaca, ref.pools.recourse, range(seeds), hparams={'margin': margin},
+                                   profile='paper', verbose=False)
         for s, m in enumerate(models):
             rec = m.recommend(ref.people)
             metrics = evaluate_recourse(ref.problem, ref.clf, ref.people, rec).metrics

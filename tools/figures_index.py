@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADING = re.compile(r'^(?:# )?#+ (.*)$', re.M)   # a markdown heading (percent format or notebook)   # a markdown heading in a percent-format notebook
+HEADING = re.compile(r'^#+ (.*)$', re.M)   # a markdown heading (percent-format cells are unprefixed first)
 RUNNER = {'results_paper.csv': ('13_paper', 'the tidy results of every experiment job (one row per SCM, method, seed)')}
 
 
@@ -24,7 +24,8 @@ def _sources():
     "(notebook name, folder of its outputs, its cells as (kind, text)) for every chapter and study."
     for p in sorted((ROOT / 'nbs').glob('[0-9][0-9]_*.py')):
         cells = re.split(r'^# %%', p.read_text(), flags=re.M)
-        yield p.stem, 'figures', [('markdown' if c.startswith(' [markdown]') else 'code', c) for c in cells]
+        md = lambda c: re.sub(r'^# ?', '', c, flags=re.M)   # a percent-format markdown cell without its '# ' prefixes
+        yield p.stem, 'figures', [('markdown', md(c)) if c.startswith(' [markdown]') else ('code', c) for c in cells]
     for p in sorted((ROOT / 'studies').glob('*.ipynb')):
         cells = json.loads(p.read_text())['cells']
         yield f'studies/{p.stem}', 'figures/studies', [(c['cell_type'], ''.join(c['source'])) for c in cells]

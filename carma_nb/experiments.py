@@ -27,14 +27,15 @@ import pandas as pd
 import torch
 
 from .carma import CARMA, PAPER_CARMA, carma_hparams, get_recipe, load_carma, train_carma_seeds
-from .core import (TRAINER_VERSION, Profile, atomic_write, check_positive, check_whole, config_key, figure_dir, get_profile,
-                           markdown_table, progress, project_root, save_table)
+from .core import (TRAINER_VERSION, Profile, atomic_write, check_positive, check_whole, config_key,
+                           figure_dir, get_profile, markdown_table, progress, project_root, save_table)
 from .data import Pool, Split
 from .dice_vae import PAPER_DICE_COST, dice_hparams, train_dice_vae_seeds
 from .flow import fit_flow
 from .oracle import PAPER_ORACLE, cached_oracle, oracle_reference, original_convention_metrics
 from .preferences import PAPER_PREFERENCE_WEIGHTS
-from .recourse import Recommendation, as_weights, evaluate_recourse, recourse_problem, rejected, time_per_person
+from .recourse import (Recommendation, as_weights, evaluate_recourse, recourse_problem, rejected,
+                               time_per_person)
 from .recourse import DOMAIN_MARGIN, SERVED, outside_domain, recourse_status
 from .scm import SCM_NAMES, get_scm
 from .vaca import fit_vaca
@@ -49,7 +50,8 @@ __all__ = ['TABLE1_METHODS', 'LOAN_STUDIES', 'ABLATION_FRACTIONS', 'Job', 'plan_
 TABLE1_METHODS = ('oracle', 'carma', 'carma-improved', 'dice-vae')
 LOAN_STUDIES = ('oracle-weighted', 'carma-weighted', 'carma-vaca', 'carma-fraction')
 ABLATION_FRACTIONS = (0.05, 0.1, 0.25, 0.5, 0.75)   # 1.0 is the plain CARMA job
-_WEIGHT = {'carma': 2, 'carma-improved': 4, 'carma-vaca': 4, 'carma-weighted': 3, 'carma-fraction': 1, 'dice-vae': 2, 'oracle': 1, 'oracle-weighted': 1}
+_WEIGHT = {'carma': 2, 'carma-improved': 4, 'carma-vaca': 4, 'carma-weighted': 3, 'carma-fraction': 1,
+           'dice-vae': 2, 'oracle': 1, 'oracle-weighted': 1}
 
 @dataclass(frozen=True)
 class Job:
@@ -58,7 +60,8 @@ class Job:
     method: str
     fraction: float = 1.0
     @property
-    def key(self) -> str: return f'{self.scm}__{self.method}' + (f'__{self.fraction:g}' if self.fraction != 1.0 else '')
+    def key(self) -> str:
+        return f'{self.scm}__{self.method}' + (f'__{self.fraction:g}' if self.fraction != 1.0 else '')
 
 def plan_jobs(scms=SCM_NAMES, # SCM names
               methods=TABLE1_METHODS, # Table 1 methods to run on every SCM
@@ -71,8 +74,10 @@ def plan_jobs(scms=SCM_NAMES, # SCM names
     jobs = [Job(s, m) for s in scms for m in methods]
     if 'loan' in scms:
         for st in studies:
-            jobs += [Job('loan', st, f) for f in ABLATION_FRACTIONS] if st == 'carma-fraction' else [Job('loan', st)]
-    size = lambda j: _WEIGHT[j.method] * (4 if j.scm == 'loan' else 1) * (5 if j.scm == 'triangle-lin' and 'carma' in j.method else 1)
+            jobs += ([Job('loan', st, f) for f in ABLATION_FRACTIONS] if st == 'carma-fraction'
+                     else [Job('loan', st)])
+    size = lambda j: (_WEIGHT[j.method] * (4 if j.scm == 'loan' else 1)
+                      * (5 if j.scm == 'triangle-lin' and 'carma' in j.method else 1))
     return sorted(jobs, key=size, reverse=True)
 
 # %% ../nbs/12_experiments.ipynb #8985bfdc
@@ -103,20 +108,25 @@ def run_job(job: Job, profile=None) -> list[dict]:
         r = ref.result if w is None else cached_oracle(problem, ref.clf, ref.people)
         met = evaluate_recourse(problem, ref.clf, ref.people, r).metrics
         orig = original_convention_metrics(ref) if w is None else {}   # the paper's oracle column's units
-        return [{**base, 'seed': None, **met, **orig, 'ms per person (batched)': r.seconds / len(ref.people) * 1e3}]
+        return [{**base, 'seed': None, **met, **orig,
+                 'ms per person (batched)': r.seconds / len(ref.people) * 1e3}]
     if job.method == 'dice-vae':
         models = train_dice_vae_seeds(job.scm, ref.clf, ref.pools.recourse, seeds, profile=p, verbose=False)
-        return [_score(ref, ref.problem, m.recommend, {**base, 'seed': s, 'train s per model': float(m.history['train_seconds'])})
+        return [_score(ref, ref.problem, m.recommend,
+                       {**base, 'seed': s, 'train s per model': float(m.history['train_seconds'])})
                 for s, m in zip(seeds, models)]
     w = PAPER_PREFERENCE_WEIGHTS if job.method == 'carma-weighted' else None
-    cm = fit_vaca(job.scm, ref.pools.causal, p, verbose=False) if job.method == 'carma-vaca' else fit_flow(job.scm, ref.pools.causal, p, verbose=False)
-    recipe = 'improved' if job.method == 'carma-improved' else 'paper'       # the loan studies are the paper's experiments
-    models = train_carma_seeds(job.scm, ref.clf, cm, _fraction_pool(ref.pools.recourse, job.fraction), seeds, recipe,
-                               profile=p, weights=w, verbose=False)
+    cm = (fit_vaca(job.scm, ref.pools.causal, p, verbose=False) if job.method == 'carma-vaca'
+          else fit_flow(job.scm, ref.pools.causal, p, verbose=False))
+    # the loan studies are the paper's experiments
+    recipe = 'improved' if job.method == 'carma-improved' else 'paper'
+    models = train_carma_seeds(job.scm, ref.clf, cm, _fraction_pool(ref.pools.recourse, job.fraction), seeds,
+                               recipe, profile=p, weights=w, verbose=False)
     problem = recourse_problem(job.scm, ref.pools, w)
     rows = []
     for s, m in zip(seeds, models):
-        extra = {**base, 'seed': s, 'train s per model': float(m.history.get('train_seconds', torch.tensor(float('nan')))),
+        extra = {**base, 'seed': s,
+                 'train s per model': float(m.history.get('train_seconds', torch.tensor(float('nan')))),
                  'stacked models': int(m.history.get('stacked_models', torch.tensor(0)))}
         rows.append(_score(ref, problem, m.recommend, extra))
     return rows
@@ -142,23 +152,29 @@ def _worker_init():
     exit_with_parent()
 
 def job_config(job: Job, profile=None) -> dict:
-    "Everything that decides a job's rows: the job, every field of the profile (its seeds among them), the trainers' version and hyperparameters."
+    ("Everything that decides a job's rows: the job, every field of the profile (its seeds among them), "
+     "the trainers' version and hyperparameters.")
     p = get_profile(profile)
     variant = 'vaca' if job.method == 'carma-vaca' else 'weighted' if job.method == 'carma-weighted' else None
     carma = job.method.startswith('carma')
-    hp = carma_hparams(job.scm, variant) if carma else dice_hparams(job.scm) if job.method == 'dice-vae' else None
-    recipe = get_recipe('improved' if job.method == 'carma-improved' else 'paper', job.scm, variant) if carma else None
-    return {'job': asdict(job), 'profile': asdict(p), 'seeds': list(range(p.seeds)), 'trainer': TRAINER_VERSION,
+    hp = (carma_hparams(job.scm, variant) if carma else dice_hparams(job.scm) if job.method == 'dice-vae'
+          else None)
+    recipe = (get_recipe('improved' if job.method == 'carma-improved' else 'paper', job.scm, variant) if carma
+              else None)
+    return {'job': asdict(job), 'profile': asdict(p), 'seeds': list(range(p.seeds)),
+            'trainer': TRAINER_VERSION,
             'hparams': {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()} if hp else None,
             'recipe': {**recipe.config(), 'idle_tol': recipe.idle_tol} if recipe else None}
 
 def job_path(job_dir: str | Path, job: Job, profile=None) -> Path:
-    "The file that stores a job's rows: `<job key>__<hash of job_config>.json`, so a changed setting never reuses old rows."
+    ("The file that stores a job's rows: `<job key>__<hash of job_config>.json`, "
+     "so a changed setting never reuses old rows.")
     return Path(job_dir)/f'{job.key}__{config_key(job_config(job, profile))[:12]}.json'
 
 def _run_and_store(job: Job, profile: Profile, path: str) -> str:
     t0 = time.perf_counter()
-    rows = run_job(job, profile)            # the Profile itself, not its name: a worker must not reload the stock one
+    # the Profile itself, not its name: a worker must not reload the stock one
+    rows = run_job(job, profile)
     for r in rows: r['job seconds'] = time.perf_counter() - t0
     with atomic_write(path, 'w') as f: json.dump({'config': job_config(job, profile), 'rows': rows}, f)
     return job.key
@@ -170,7 +186,8 @@ def results_path(out: str | Path, profile=None) -> Path:
 def run_experiments(profile=None, # quick or paper
                     scms=SCM_NAMES, methods=TABLE1_METHODS, studies=LOAN_STUDIES,
                     jobs: int = 1, # worker processes (1: run here, in order)
-                    out: str | Path | None = None, # where job files and the results CSV go (default: the figure folder)
+                    # where job files and the results CSV go (default: the figure folder)
+                    out: str | Path | None = None,
                     verbose: bool = True) -> pd.DataFrame:
     "Run (or resume) every planned job and return the tidy results table (also written as CSV)."
     p = get_profile(profile)
@@ -181,7 +198,8 @@ def run_experiments(profile=None, # quick or paper
     plan = plan_jobs(scms, methods, studies)
     paths = {j: job_path(job_dir, j, p) for j in plan}
     todo = [j for j in plan if not paths[j].exists()]
-    if verbose: print(f'{len(plan)} jobs planned, {len(plan) - len(todo)} already done, {len(todo)} to run ({p.name} profile, {jobs} worker(s))')
+    if verbose: print(f'{len(plan)} jobs planned, {len(plan) - len(todo)} already done, {len(todo)} to run '
+                      f'({p.name} profile, {jobs} worker(s))')
     bar = progress(total=len(todo), desc='experiments', disable=None if verbose else True)
     if jobs == 1:
         for j in todo: _run_and_store(j, p, str(paths[j])); bar.update()
@@ -198,31 +216,40 @@ def run_experiments(profile=None, # quick or paper
 
 # %% ../nbs/12_experiments.ipynb #531681c5
 def _carma_columns(c: pd.DataFrame, prefix: str) -> dict:
-    "Mean cost ± std, validity (mean and worst seed), acts and times of one CARMA method's rows (one per seed)."
+    ("Mean cost ± std, validity (mean and worst seed), acts and times of one CARMA method's rows "
+     "(one per seed).")
     return {f'{prefix} cost': c['cost x100'].mean(), f'{prefix} cost std': c['cost x100'].std(),
             f'{prefix} validity %': c['validity %'].mean(), f'{prefix} validity min %': c['validity %'].min(),
-            f'{prefix} acts': c['acts'].mean(), f'{prefix} µs/person': c['ms per person (batched)'].mean() * 1e3,
-            f'{prefix} ms (batch size 1)': c['ms per person (batch size 1)'].mean(), f'{prefix} seeds': len(c)}
+            f'{prefix} acts': c['acts'].mean(),
+            f'{prefix} µs/person': c['ms per person (batched)'].mean() * 1e3,
+            f'{prefix} ms (batch size 1)': c['ms per person (batch size 1)'].mean(),
+            f'{prefix} seeds': len(c)}
 
 def table1(results: pd.DataFrame) -> pd.DataFrame:
-    "The paper's Table 1 from a results table (cost ×100): ours (CARMA: mean ± std over seeds) and the paper's alongside."
+    ("The paper's Table 1 from a results table (cost ×100): ours (CARMA: mean ± std over seeds) "
+     "and the paper's alongside.")
     r = results[results['fraction'] == 1.0]
     rows = []
     for scm in [s for s in SCM_NAMES if s in set(r['scm'])]:
-        o, c, ci, d = (r[(r['scm'] == scm) & (r['method'] == m)] for m in ('oracle', 'carma', 'carma-improved', 'dice-vae'))
+        o, c, ci, d = (r[(r['scm'] == scm) & (r['method'] == m)]
+                       for m in ('oracle', 'carma', 'carma-improved', 'dice-vae'))
         row = {'scm': scm}
-        if len(o): row.update({'oracle cost': o['cost x100'].mean(), 'oracle acts': o['acts'].mean(),
-                               'oracle cost, original convention': o['cost x100 (original convention)'].mean(),
-                               'oracle acts, original convention': o['acts (original convention)'].mean(),
-                               'oracle ms/person (batched)': o['ms per person (batched)'].mean()})
+        if len(o):
+            row.update({'oracle cost': o['cost x100'].mean(), 'oracle acts': o['acts'].mean(),
+                        'oracle cost, original convention': o['cost x100 (original convention)'].mean(),
+                        'oracle acts, original convention': o['acts (original convention)'].mean(),
+                        'oracle ms/person (batched)': o['ms per person (batched)'].mean()})
         if len(c): row.update(_carma_columns(c, 'CARMA'))
         if len(ci): row.update(_carma_columns(ci, 'improved CARMA'))
         if len(d): row['DiCE-VAE cost'] = d['cost x100'].mean()
         rows.append(row)
     ours = pd.DataFrame(rows).set_index('scm')
-    paper = pd.DataFrame({'paper oracle cost': PAPER_ORACLE['paper cost x100'], 'paper oracle acts': PAPER_ORACLE['paper acts'],
-                          'paper CARMA cost': PAPER_CARMA['paper CARMA cost x100'], 'paper CARMA cost std': PAPER_CARMA['paper CARMA cost std'],
-                          'paper CARMA validity %': PAPER_CARMA['paper CARMA validity %'], 'paper CARMA acts': PAPER_CARMA['paper CARMA acts'],
+    paper = pd.DataFrame({'paper oracle cost': PAPER_ORACLE['paper cost x100'],
+                          'paper oracle acts': PAPER_ORACLE['paper acts'],
+                          'paper CARMA cost': PAPER_CARMA['paper CARMA cost x100'],
+                          'paper CARMA cost std': PAPER_CARMA['paper CARMA cost std'],
+                          'paper CARMA validity %': PAPER_CARMA['paper CARMA validity %'],
+                          'paper CARMA acts': PAPER_CARMA['paper CARMA acts'],
                           'paper DiCE-VAE cost': pd.Series(PAPER_DICE_COST)})
     return ours.join(paper)
 
@@ -297,7 +324,8 @@ def read_applicant_table(path: str | Path, # a CSV file: a header of the SCM's f
 def parse_applicants(table: pd.DataFrame, # text, as `read_applicant_table` returns
                      path: str | Path = 'input', # named in the errors
                     ) -> torch.Tensor:
-    "The applicants' features as float64 (n, D); refuses a value that is missing, not a number, or infinite."
+    ("The applicants' features as float64 (n, D); refuses a value that is missing, not a number, "
+     "or infinite.")
     if not isinstance(table, pd.DataFrame):
         raise TypeError("parse_applicants needs the text table that read_applicant_table returns")
     num = table.apply(pd.to_numeric, errors='coerce')
@@ -313,7 +341,8 @@ def parse_applicants(table: pd.DataFrame, # text, as `read_applicant_table` retu
     return torch.from_numpy(np.array(num.to_numpy(np.float64)))   # a writable copy
 
 def read_applicants(path: str | Path, scm) -> torch.Tensor:
-    "A CSV of applicants with one column per feature of `scm`, as float64 (n, D); clear errors for bad files."
+    ("A CSV of applicants with one column per feature of `scm`, as float64 (n, D); "
+     "clear errors for bad files.")
     return parse_applicants(read_applicant_table(path, scm), path)
 
 # %% ../nbs/12_experiments.ipynb #57de0228
@@ -329,7 +358,8 @@ def serve(model: CARMA, # a trained CARMA model with its training range (train_c
           x: torch.Tensor, # (n, D) applicants, raw features (float64 keeps the values as written)
           margin: float = DOMAIN_MARGIN, # share of the training range added on each side of the domain
          ) -> Served:
-    "Recommendations and a status per applicant; rows outside the model's domain, or leaving it, are refused."
+    ("Recommendations and a status per applicant; rows outside the model's domain, or leaving it, "
+     "are refused.")
     dom = model.domain(margin)
     x = torch.as_tensor(x, dtype=torch.float64)
     if x.ndim != 2 or x.shape[1] != model.n_features:
@@ -340,7 +370,7 @@ def serve(model: CARMA, # a trained CARMA model with its training range (train_c
     mask, x_cf, accepted = torch.zeros(n, D, dtype=torch.bool), x32.clone(), torch.zeros(n, dtype=torch.bool)
     prob, before = torch.full((n,), torch.nan), torch.full((n,), torch.nan)
     if ok.any():
-        rec = model.recommend(x32[ok])                      # the model's own serving (its recipe decides idle acts)
+        rec = model.recommend(x32[ok])              # the model's own serving (its recipe decides idle acts)
         mask[ok], x_cf[ok], prob[ok], accepted[ok] = rec.mask, rec.x_cf, rec.prob, rec.accepted
         before[ok] = model.clf.predict_proba(x32[ok])
     status, refused = recourse_status(dom, x, mask, x_cf, accepted, prob)
@@ -384,8 +414,10 @@ def refused_summary(status: np.ndarray, # per row, as `serve` returns
     first = '; '.join(f"data row {i + 1}: {status[i].removeprefix('refused: ')}" for i in rows[:shown])
     return f"{len(rows)} of {len(status)} applicants refused ({first}{'; …' if len(rows) > shown else ''})"
 
-def recommend_file(model_path: str | Path, input_path: str | Path, output_path: str | Path, scm: str | None = None,
-                   idle_tol: float | None = None, # drop acts with a smaller latent shift (0: none); None: the model's own
+def recommend_file(model_path: str | Path, input_path: str | Path, output_path: str | Path,
+                   scm: str | None = None,
+                   # drop acts with a smaller latent shift (0: none); None: the model's own
+                   idle_tol: float | None = None,
                    strict: bool = False, # raise (and write nothing) when any applicant is refused
                   ) -> pd.DataFrame:
     "A status and recommendations for every applicant of a CSV, by a saved CARMA model, written atomically."
@@ -452,11 +484,13 @@ def _tune_study(name: str, profile_name: str, storage: str | None, study_name: s
 
 def tune_carma(scm: str, # the SCM
                trials: int = 20, # trials run by this worker
-               storage: str | None = None, # Optuna storage URL (default: sqlite file carma_tune_<scm>.db here)
+               # Optuna storage URL (default: sqlite file carma_tune_<scm>.db here)
+               storage: str | None = None,
                study_name: str | None = None, profile=None,
                seed: int | None = None, # sampler seed; None: a fresh one, so workers explore different trials
                verbose: bool = True) -> dict:
-    "Two-objective CARMA hyperparameter search (cost ↓, validity ↑ on validation people); returns the chosen trial."
+    ("Two-objective CARMA hyperparameter search (cost ↓, validity ↑ on validation people); "
+     "returns the chosen trial.")
     try: import optuna
     except ImportError: raise ImportError("tuning needs Optuna: pip install optuna") from None
     trials = check_whole(trials, 'trials')
@@ -477,17 +511,19 @@ def tune_carma(scm: str, # the SCM
         return met['cost x100'], met['validity %']
     study.optimize(objective, n_trials=trials)
     best = min(study.best_trials, key=lambda t: t.values[0] / 100 + (1 - t.values[1] / 100))
-    return {'trial': best.number, 'cost x100': best.values[0], 'validity %': best.values[1], 'params': best.params,
-            'trials in study': len(study.trials), 'sampler seed': seed}
+    return {'trial': best.number, 'cost x100': best.values[0], 'validity %': best.values[1],
+            'params': best.params, 'trials in study': len(study.trials), 'sampler seed': seed}
 
 # %% ../nbs/12_experiments.ipynb #bdac0df1
 def import_user_module(spec: str # a dotted module name importable from here, or a path to a .py file
                       ):
     "Import the module that registers a user's SCM (`--import`); return the module."
-    if not isinstance(spec, str) or not spec.strip(): raise ValueError("--import needs a module name or a .py file path")
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError("--import needs a module name or a .py file path")
     if spec.endswith('.py') or os.sep in spec:
         path = Path(spec).expanduser().resolve()
-        if not path.is_file(): raise FileNotFoundError(f"--import {spec}: no such file; give a .py file that calls register_scm")
+        if not path.is_file():
+            raise FileNotFoundError(f"--import {spec}: no such file; give a .py file that calls register_scm")
         name = f'_carma_user_{path.stem}_{abs(hash(str(path))):x}'
         if name in sys.modules: return sys.modules[name]
         mod_spec = importlib.util.spec_from_file_location(name, path)
@@ -496,10 +532,12 @@ def import_user_module(spec: str # a dotted module name importable from here, or
         try: mod_spec.loader.exec_module(mod)
         except BaseException: del sys.modules[name]; raise
         return mod
-    if os.getcwd() not in sys.path: sys.path.insert(0, os.getcwd())     # as `python -m` does: modules beside the user
+    # as `python -m` does: modules beside the user
+    if os.getcwd() not in sys.path: sys.path.insert(0, os.getcwd())
     try: return importlib.import_module(spec)
     except ModuleNotFoundError as e:
-        raise ImportError(f"--import {spec}: {e}; give a module importable from this folder or the path to its .py file") from None
+        raise ImportError(f"--import {spec}: {e}; give a module importable from this folder "
+                          "or the path to its .py file") from None
 
 def _known_scm(scm: str, imports=()) -> str:
     "Import the `--import` modules, then check that `scm` names a registered SCM (with the fix in the error)."
@@ -511,33 +549,49 @@ def _known_scm(scm: str, imports=()) -> str:
 
 # %% ../nbs/12_experiments.ipynb #286cc656
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog='carma-nb', description='Amortized causal algorithmic recourse (CARMA): reproduce the paper, serve recommendations, tune.')
+    ap = argparse.ArgumentParser(prog='carma-nb',
+                                 description='Amortized causal algorithmic recourse (CARMA): '
+                                             'reproduce the paper, serve recommendations, tune.')
     sub = ap.add_subparsers(dest='command', required=True)
-    r = sub.add_parser('reproduce', help='regenerate every table and figure of the paper', description='Run every experiment (resuming finished jobs) and write the tables and figures.')
-    r.add_argument('--profile', choices=['quick', 'paper'], default='quick', help='quick: minutes; paper: the paper settings (default: quick)')
-    r.add_argument('--scm', nargs='+', default=list(SCM_NAMES), choices=list(SCM_NAMES), metavar='NAME', help='SCMs to run (default: all seven)')
-    r.add_argument('--seeds', type=int, default=None, help="seeds per SCM and method (default: the profile's)")
+    r = sub.add_parser('reproduce', help='regenerate every table and figure of the paper',
+                       description='Run every experiment (resuming finished jobs) '
+                                   'and write the tables and figures.')
+    r.add_argument('--profile', choices=['quick', 'paper'], default='quick',
+                   help='quick: minutes; paper: the paper settings (default: quick)')
+    r.add_argument('--scm', nargs='+', default=list(SCM_NAMES), choices=list(SCM_NAMES), metavar='NAME',
+                   help='SCMs to run (default: all seven)')
+    r.add_argument('--seeds', type=int, default=None,
+                   help="seeds per SCM and method (default: the profile's)")
     r.add_argument('--jobs', type=int, default=2, help='parallel worker processes (default: 2)')
-    r.add_argument('--out', default=None, help='output folder (default: figures/ for paper, figures/_quick/ for quick)')
-    r.add_argument('--no-notebooks', action='store_true', help='do not execute the chapters (their figures are then not refreshed)')
-    r.add_argument('--update-notebooks', action='store_true', help='save the executed chapters with their new outputs (for maintainers)')
-    c = sub.add_parser('recommend', help='recommendations for a CSV of applicants', description='Serve a CSV of applicants with a saved CARMA model.')
-    c.add_argument('--scm', required=True, help='the SCM the model was trained for (checked against the model)')
+    r.add_argument('--out', default=None,
+                   help='output folder (default: figures/ for paper, figures/_quick/ for quick)')
+    r.add_argument('--no-notebooks', action='store_true',
+                   help='do not execute the chapters (their figures are then not refreshed)')
+    r.add_argument('--update-notebooks', action='store_true',
+                   help='save the executed chapters with their new outputs (for maintainers)')
+    c = sub.add_parser('recommend', help='recommendations for a CSV of applicants',
+                       description='Serve a CSV of applicants with a saved CARMA model.')
+    c.add_argument('--scm', required=True,
+                   help='the SCM the model was trained for (checked against the model)')
     c.add_argument('--model', required=True, help='a CARMA checkpoint written by save_carma')
     c.add_argument('--input', required=True, help='CSV with one column per feature, named as in the SCM')
     c.add_argument('--output', required=True, help='CSV to write (atomically)')
     c.add_argument('--idle-tol', type=float, default=None, metavar='TOL',
-                   help="drop acts whose latent shift is below TOL, where the applicant stays accepted (default: the "
-                        "model's own setting, chapter 8; 0 keeps every act)")
+                   help="drop acts whose latent shift is below TOL, where the applicant stays accepted "
+                        "(default: the model's own setting, chapter 8; 0 keeps every act)")
     c.add_argument('--strict', action='store_true',
                    help="exit with an error, writing nothing, if any applicant is outside the model's domain")
-    t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)', description="Tune CARMA for one SCM (the paper's two-objective search).")
-    t.add_argument('--scm', required=True, help=f"one of {', '.join(SCM_NAMES)}, or an SCM registered by an --import module")
+    t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)',
+                       description="Tune CARMA for one SCM (the paper's two-objective search).")
+    t.add_argument('--scm', required=True,
+                   help=f"one of {', '.join(SCM_NAMES)}, or an SCM registered by an --import module")
     for q in (c, t):
         q.add_argument('--import', dest='imports', action='append', default=[], metavar='MODULE',
-                       help='a module (dotted name or .py file) to import first; it registers your own SCM with register_scm (repeatable)')
+                       help='a module (dotted name or .py file) to import first; it registers your own SCM '
+                            'with register_scm (repeatable)')
     t.add_argument('--trials', type=int, default=20, help='trials run by this worker (default: 20)')
-    t.add_argument('--storage', default=None, help='Optuna storage URL shared by workers (default: sqlite file carma_tune_<scm>.db)')
+    t.add_argument('--storage', default=None,
+                   help='Optuna storage URL shared by workers (default: sqlite file carma_tune_<scm>.db)')
     t.add_argument('--profile', choices=['quick', 'paper'], default='paper')
     t.add_argument('--seed', type=int, default=None,
                    help="this worker's sampler seed (default: a fresh one, so that workers sharing a study "
@@ -545,13 +599,16 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 def _run_notebook(path: str, write: bool = False) -> str:
-    "Execute one chapter in its folder (figures go to $CARMA_FIGURE_DIR); with `write`, save its outputs in place."
+    ("Execute one chapter in its folder (figures go to $CARMA_FIGURE_DIR); with `write`, "
+     "save its outputs in place.")
     from execnb.nbio import read_nb, write_nb
     from execnb.shell import CaptureShell
     nb, cwd = read_nb(path), os.getcwd()
     os.chdir(Path(path).parent)
-    skip = lambda c: c.source.strip() == '#| hide\nimport nbdev; nbdev.nbdev_' + 'export()'   # parallel chapters must not rewrite the package
-    # (the string is split so that nbdev_test, which skips every cell containing that call, still runs this one)
+    # parallel chapters must not rewrite the package
+    skip = lambda c: c.source.strip() == '#| hide\nimport nbdev; nbdev.nbdev_' + 'export()'
+    # (the string is split so that nbdev_test, which skips every cell containing that call,
+    # still runs this one)
     try: CaptureShell().run_all(nb, exc_stop=True, preproc=skip)
     finally: os.chdir(cwd)
     if write: write_nb(nb, path)
@@ -569,23 +626,31 @@ def _reproduce(a) -> None:
     t0 = time.perf_counter()
     res = run_experiments(p, a.scm, jobs=a.jobs, out=out)
     print(f'experiments done in {time.perf_counter() - t0:.0f} s; results in {results_path(out, p)}')
-    cols = [c for c in ('oracle cost', 'CARMA cost', 'CARMA cost std', 'CARMA validity %', 'improved CARMA cost',
-                        'DiCE-VAE cost') if c in (t := table1(res))]
-    print(markdown_table(t[cols].round(2)))                      # chapter 13 writes figures/table1 with every column
+    cols = [c for c in ('oracle cost', 'CARMA cost', 'CARMA cost std', 'CARMA validity %',
+                        'improved CARMA cost', 'DiCE-VAE cost') if c in (t := table1(res))]
+    print(markdown_table(t[cols].round(2)))         # chapter 13 writes figures/table1 with every column
     nbs = project_root()/'nbs'
     if not a.no_notebooks and nbs.is_dir() and p.seeds == get_profile(a.profile).seeds:
         heavy = ('13_paper.ipynb', '10_vaca.ipynb', '07_carma.ipynb', '06_oracle.ipynb')
-        order = sorted(sorted(nbs.glob('[01][0-9]_*.ipynb')), key=lambda f: f.name not in heavy)   # longest first
+        # longest first
+        order = sorted(sorted(nbs.glob('[01][0-9]_*.ipynb')), key=lambda f: f.name not in heavy)
         t, failed = time.perf_counter(), []
         with ProcessPoolExecutor(a.jobs, mp_context=get_context('spawn'), initializer=_worker_init) as ex:
             futs = {ex.submit(_run_notebook, str(f), a.update_notebooks): f.name for f in order}
             for f in as_completed(futs):
-                try: f.result(); print(f'{futs[f]}: executed ({time.perf_counter() - t:.0f} s since the chapters started)')
-                except Exception as e: failed.append(futs[f]); print(f'{futs[f]}: FAILED: {type(e).__name__}: {e}', file=sys.stderr)
+                try:
+                    f.result()
+                    print(f'{futs[f]}: executed ({time.perf_counter() - t:.0f} s since the chapters started)')
+                except Exception as e:
+                    failed.append(futs[f])
+                    print(f'{futs[f]}: FAILED: {type(e).__name__}: {e}', file=sys.stderr)
         if failed: raise RuntimeError(f"chapters failed: {failed}; run them one by one to see the traceback")
-        if (nbs/'index.ipynb').exists():        # last: its results table reads the Table 1 that chapter 13 writes
+        # last: its results table reads the Table 1 that chapter 13 writes
+        if (nbs/'index.ipynb').exists():
             _run_notebook(str(nbs/'index.ipynb'), a.update_notebooks)
-            print('index.ipynb: executed' + ('; run `python tools/make_readme.py` to refresh README.md' if a.update_notebooks else ''))
+            print('index.ipynb: executed'
+                  + ('; run `python tools/make_readme.py` to refresh README.md' if a.update_notebooks
+                     else ''))
     print(f'reproduce finished in {time.perf_counter() - t0:.0f} s; outputs in {out}')
 
 def _recommend_command(a) -> None:

@@ -27,47 +27,57 @@ def table1_targets(t1: pd.DataFrame) -> pd.DataFrame:
     gap = t1['oracle cost, original convention'] / t1['paper oracle cost'] - 1
     acts = t1['oracle acts, original convention'] - t1['paper oracle acts']
     return pd.DataFrame({
-        'oracle cost gap %': 100 * gap, 'oracle acts gap': acts, 'oracle ok': (gap.abs() <= 0.08) & (acts.abs() <= 0.15),
-        'CARMA − paper, in paper std': (t1['CARMA cost'] - t1['paper CARMA cost']) / t1['paper CARMA cost std'],
+        'oracle cost gap %': 100 * gap, 'oracle acts gap': acts,
+        'oracle ok': (gap.abs() <= 0.08) & (acts.abs() <= 0.15),
+        'CARMA − paper, in paper std':
+            (t1['CARMA cost'] - t1['paper CARMA cost']) / t1['paper CARMA cost std'],
         'CARMA within 1 std': (t1['CARMA cost'] - t1['paper CARMA cost']).abs() <= t1['paper CARMA cost std'],
         'CARMA validity ≥ 99 %': t1['CARMA validity %'] >= 99,
         'improved / CARMA cost': t1['improved CARMA cost'] / t1['CARMA cost'],
-        'improved ok': (t1['improved CARMA cost'] <= t1['CARMA cost']) & (t1['improved CARMA validity %'] >= 99.5)})
+        'improved ok': (t1['improved CARMA cost'] <= t1['CARMA cost'])
+                       & (t1['improved CARMA validity %'] >= 99.5)})
 
 # %% ../nbs/13_paper.ipynb #cde5abed
 def table7(results: pd.DataFrame) -> pd.DataFrame:
-    "Unweighted vs weighted CARMA and the weighted oracle on loan, from a results table; the paper's values alongside."
+    ("Unweighted vs weighted CARMA and the weighted oracle on loan, from a results table; "
+     "the paper's values alongside.")
     r = results[(results['scm'] == 'loan') & (results['fraction'] == 1.0)]
-    names = {'carma': 'CARMA', 'carma-weighted': 'CARMA (weighted)', 'oracle-weighted': 'oracle (weighted)', 'oracle': 'oracle'}
+    names = {'carma': 'CARMA', 'carma-weighted': 'CARMA (weighted)', 'oracle-weighted': 'oracle (weighted)',
+             'oracle': 'oracle'}
     rows = []
     for m, label in names.items():
         d = r[r['method'] == m]
         if not len(d): continue
         # the oracle is deterministic: one run
-        rows.append({'method': label, 'seeds': max(1, int(d['seed'].notna().sum())), 'cost x100 (own objective)': d['cost x100'].mean(),
-                     'cost std': d['cost x100'].std(), 'validity %': d['validity %'].mean(), 'acts': d['acts'].mean()})
+        rows.append({'method': label, 'seeds': max(1, int(d['seed'].notna().sum())),
+                     'cost x100 (own objective)': d['cost x100'].mean(), 'cost std': d['cost x100'].std(),
+                     'validity %': d['validity %'].mean(), 'acts': d['acts'].mean()})
     return pd.DataFrame(rows).set_index('method').join(PAPER_TABLE7)
 
 # %% ../nbs/13_paper.ipynb #8c9e4c82
 def plot_ablation(results: pd.DataFrame):
-    "Paper Fig. 8: cost, validity and acts of CARMA on loan against the training-data fraction (mean ± std over seeds)."
+    ("Paper Fig. 8: cost, validity and acts of CARMA on loan against the training-data fraction "
+     "(mean ± std over seeds).")
     import matplotlib.pyplot as plt
     r = results[(results['scm'] == 'loan') & results['method'].isin(['carma', 'carma-fraction'])]
     g = r.groupby('fraction')
     fig, axes = plt.subplots(1, 3, figsize=(13, 3))
     for ax, col in zip(axes, ['cost x100', 'validity %', 'acts']):
-        ax.errorbar(g[col].mean().index, g[col].mean(), yerr=g[col].std().fillna(0), marker='o', capsize=3, color='#1b9e77')
+        ax.errorbar(g[col].mean().index, g[col].mean(), yerr=g[col].std().fillna(0), marker='o', capsize=3,
+                    color='#1b9e77')
         ax.set_xscale('log'); ax.set_xlabel('fraction of the training people'); ax.set_title(col)
     fig.suptitle('loan: CARMA vs training-data fraction (paper Fig. 8)', y=1.04)
     return fig
 
 # %% ../nbs/13_paper.ipynb #2d7ed3ae
-def scaling_times(name: str = 'loan', sizes=(1, 10, 100, 1000, 10_000, 100_000), oracle_max: int = 1000, profile=None) -> pd.DataFrame:
+def scaling_times(name: str = 'loan', sizes=(1, 10, 100, 1000, 10_000, 100_000), oracle_max: int = 1000,
+                  profile=None) -> pd.DataFrame:
     "Seconds per person for the loop oracle, the batched oracle and CARMA at several numbers of people."
     p = get_profile(profile)
     ref = oracle_reference(name, p)
     flow = fit_flow(name, ref.pools.causal, p, verbose=False)
-    carma = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds=range(p.seeds), profile=p, verbose=False)[0]
+    carma = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds=range(p.seeds), profile=p,
+                              verbose=False)[0]
     loop = loop_seconds_per_person(ref.problem, ref.clf, ref.people[0])
     rows = []
     for n in sizes:
@@ -75,6 +85,7 @@ def scaling_times(name: str = 'loan', sizes=(1, 10, 100, 1000, 10_000, 100_000),
         t = time.perf_counter(); carma.recommend(x); c = (time.perf_counter() - t) / n
         o = np.nan
         if n <= oracle_max:
-            t = time.perf_counter(); oracle_recourse(ref.problem, ref.clf, x, verbose=False); o = (time.perf_counter() - t) / n
+            t = time.perf_counter(); oracle_recourse(ref.problem, ref.clf, x, verbose=False)
+            o = (time.perf_counter() - t) / n
         rows.append({'people': n, 'loop oracle s': loop, 'batched oracle s': o, 'CARMA s': c})
     return pd.DataFrame(rows).set_index('people')

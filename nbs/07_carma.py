@@ -50,12 +50,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from carma_nb.classifier import Classifier
-from carma_nb.core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoints, check_positive, check_seeds,
-                           check_whole, check_widths, get_profile, load_checkpoint, load_weights, one_thread, progress,
-                           save_checkpoint)
+from carma_nb.core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoints,
+                           check_positive, check_seeds, check_whole, check_widths, get_profile,
+                           load_checkpoint, load_weights, one_thread, progress, save_checkpoint)
 from carma_nb.data import Pool, Pools, StandardScaler, resolve_pool, split_id
-from carma_nb.recourse import (DOMAIN_MARGIN, FeatureDomain, Recommendation, as_weights, feature_domain, recourse_problem,
-                               rejected, training_range)
+from carma_nb.recourse import (DOMAIN_MARGIN, FeatureDomain, Recommendation, as_weights, feature_domain,
+                               recourse_problem, rejected, training_range)
 from carma_nb.scm import SCM, get_scm
 
 # %%
@@ -83,35 +83,42 @@ from carma_nb.scm import SCM_NAMES
 # %%
 #| export
 CARMA_HPARAMS: dict[str, dict] = {   # the paper's Table 5
-    'triangle-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(8, 8, 8, 8), epochs=500, batch=32, margin=0.007, tau=0.55),
-    'collider-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(32, 32, 32, 32), epochs=350, batch=256, margin=0.013,
-                          tau=0.31),
-    'chain-lin':     dict(lr=5e-3, mask_hidden=(16,), action_hidden=(8, 8), epochs=150, batch=128, margin=0.004, tau=0.87),
-    'triangle-nlin': dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(8, 8, 8, 8), epochs=450, batch=256, margin=0.003,
-                          tau=0.2),
-    'collider-nlin': dict(lr=1e-2, mask_hidden=(16, 16, 16), action_hidden=(8, 8, 8), epochs=250, batch=64, margin=0.002,
-                          tau=0.83),
-    'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32), epochs=250, batch=256,
-                          margin=0.007, tau=0.08),
-    'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=450, batch=256, margin=0.011,
-                          tau=0.45),
-    'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32), epochs=450, batch=256,
-                          margin=0.007, tau=0.33),
-    'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64), epochs=450, batch=256,
-                          margin=0.003, tau=0.4),
+    'triangle-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(8, 8, 8, 8),
+                          epochs=500, batch=32, margin=0.007, tau=0.55),
+    'collider-lin':  dict(lr=5e-3, mask_hidden=(32,), action_hidden=(32, 32, 32, 32),
+                          epochs=350, batch=256, margin=0.013, tau=0.31),
+    'chain-lin':     dict(lr=5e-3, mask_hidden=(16,), action_hidden=(8, 8),
+                          epochs=150, batch=128, margin=0.004, tau=0.87),
+    'triangle-nlin': dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(8, 8, 8, 8),
+                          epochs=450, batch=256, margin=0.003, tau=0.2),
+    'collider-nlin': dict(lr=1e-2, mask_hidden=(16, 16, 16), action_hidden=(8, 8, 8),
+                          epochs=250, batch=64, margin=0.002, tau=0.83),
+    'chain-nlin':    dict(lr=5e-3, mask_hidden=(32, 32, 32), action_hidden=(32, 32, 32, 32),
+                          epochs=250, batch=256, margin=0.007, tau=0.08),
+    'loan':          dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32),
+                          epochs=450, batch=256, margin=0.011, tau=0.45),
+    'loan-weighted': dict(lr=1e-3, mask_hidden=(16, 16, 16), action_hidden=(32, 32, 32, 32),
+                          epochs=450, batch=256, margin=0.007, tau=0.33),
+    'loan-vaca':     dict(lr=5e-4, mask_hidden=(64, 64, 64), action_hidden=(64, 64, 64, 64),
+                          epochs=450, batch=256, margin=0.003, tau=0.4),
 }
-#: For an SCM without a Table-5 row: the table's typical values (its median learning rate and batch, mid-range widths).
-GENERIC_HPARAMS = dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=300, batch=256, margin=0.007, tau=0.5)
+#: For an SCM without a Table-5 row: the table's typical values (its median learning rate and batch,
+#: mid-range widths).
+GENERIC_HPARAMS = dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32), epochs=300, batch=256,
+                       margin=0.007, tau=0.5)
 
 def carma_hparams(scm: SCM | str, # an SCM or its name
-                  variant: str | None = None, # None, 'weighted' (chapter 9) or 'vaca' (chapter 10): loan's other rows
+                  # None, 'weighted' (chapter 9) or 'vaca' (chapter 10): loan's other rows
+                  variant: str | None = None,
                   **overrides, # any of the keys, replacing the table's value
                  ) -> dict:
     "CARMA's hyperparameters for `scm`: its Table-5 row (or `GENERIC_HPARAMS`), with overrides, checked."
     name = get_scm(scm).name
-    if variant not in (None, 'weighted', 'vaca'): raise ValueError(f"variant must be None, 'weighted' or 'vaca', got {variant!r}")
+    if variant not in (None, 'weighted', 'vaca'):
+        raise ValueError(f"variant must be None, 'weighted' or 'vaca', got {variant!r}")
     key = f'{name}-{variant}' if variant else name
-    if variant and key not in CARMA_HPARAMS and name in CARMA_HPARAMS: key = f'loan-{variant}'   # only loan has the rows
+    # only loan has the rows
+    if variant and key not in CARMA_HPARAMS and name in CARMA_HPARAMS: key = f'loan-{variant}'
     hp = dict(CARMA_HPARAMS.get(key, GENERIC_HPARAMS))
     unknown = set(overrides) - set(hp)
     if unknown: raise ValueError(f"unknown CARMA hyperparameters {sorted(unknown)}; known: {sorted(hp)}")
@@ -128,13 +135,17 @@ test_eq(carma_hparams('loan')['action_hidden'], [32, 32, 32])
 test_eq(carma_hparams('loan', 'weighted')['lr'], 1e-3)           # the weighted-loan row of Table 5
 test_eq(carma_hparams('loan', 'vaca')['action_hidden'], [64, 64, 64, 64])
 test_eq(carma_hparams('triangle-nlin')['margin'], 0.003)
-test_eq(carma_hparams('loan', epochs=300.0)['epochs'], 300)      # a float without a fraction is a whole number
+# a float without a fraction is a whole number
+test_eq(carma_hparams('loan', epochs=300.0)['epochs'], 300)
 test_fail(lambda: carma_hparams('loan', 'fancy'), contains="variant must be")
 test_fail(lambda: carma_hparams('loan', learning_rate=1), contains='unknown CARMA hyperparameters')
-for bad, message in (({'epochs': 2.5}, 'epochs must be a whole number ≥ 1'), ({'epochs': '5'}, 'epochs must be a whole number'),
-                     ({'lr': float('inf')}, 'lr must be a finite number > 0'), ({'tau': 0}, 'tau must be a finite number > 0'),
+for bad, message in (({'epochs': 2.5}, 'epochs must be a whole number ≥ 1'),
+                     ({'epochs': '5'}, 'epochs must be a whole number'),
+                     ({'lr': float('inf')}, 'lr must be a finite number > 0'),
+                     ({'tau': 0}, 'tau must be a finite number > 0'),
                      ({'mask_hidden': [0]}, 'every width in mask_hidden must be a whole number ≥ 1'),
-                     ({'batch': True}, 'batch must be a whole number'), ({'margin': -0.1}, 'margin must be a finite number ≥ 0')):
+                     ({'batch': True}, 'batch must be a whole number'),
+                     ({'margin': -0.1}, 'margin must be a finite number ≥ 0')):
     test_fail(lambda: carma_hparams('loan', **bad), contains=message)
 
 
@@ -151,7 +162,8 @@ for bad, message in (({'epochs': 2.5}, 'epochs must be a whole number ≥ 1'), (
 #| export
 def binary_gumbel_st(diff: torch.Tensor, # (…) logit of "intervene" minus logit of "keep"
                      tau: float, # temperature τ
-                     u: torch.Tensor | None = None, # uniform(0, 1) draws shaped like diff (default: fresh ones)
+                     # uniform(0, 1) draws shaped like diff (default: fresh ones)
+                     u: torch.Tensor | None = None,
                     ) -> torch.Tensor:
     "Straight-through hard Gumbel-softmax sample of the 'intervene' class of a two-class categorical."
     u = (torch.rand_like(diff) if u is None else u).clamp(1e-6, 1 - 1e-6)
@@ -172,13 +184,16 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 class CARMA(nn.Module):
     "Mask and action networks over a frozen causal model (the flow, or VACA in chapter 10) and classifier."
     def __init__(self,
-                 causal_model: nn.Module, # abduct(x) → (n, D·d_z) latents; latent_counterfactual(z, a, δ) → x_cf
+                 # abduct(x) → (n, D·d_z) latents; latent_counterfactual(z, a, δ) → x_cf
+                 causal_model: nn.Module,
                  clf: Classifier, # the frozen classifier h
                  hp: dict, # hyperparameters (carma_hparams)
                  z_range: tuple[float, float], # clamp range of the latent shift
                 ):
         super().__init__()
-        if causal_model.scm != clf.scm: raise ValueError(f"the causal model is for {causal_model.scm!r} but the classifier for {clf.scm!r}")
+        if causal_model.scm != clf.scm:
+            raise ValueError(f"the causal model is for {causal_model.scm!r} "
+                             f"but the classifier for {clf.scm!r}")
         scm = get_scm(causal_model.scm)
         D, dz = scm.n_features, causal_model.latent_size
         self.scm, self.hp, self.names = scm.name, dict(hp), scm.names
@@ -188,8 +203,10 @@ class CARMA(nn.Module):
         act = torch.zeros(D); act[scm.actionable] = 1.
         self.register_buffer('actionable', act)
         self.register_buffer('z_range', torch.tensor(z_range, dtype=torch.float32))
-        self.register_buffer('feature_range', torch.full((2, D), torch.nan, dtype=torch.float64))   # min, max (below)
-        self.idle_tol = None     # acts with a smaller latent shift are not served (chapter 8); None: every act
+        # min, max (below)
+        self.register_buffer('feature_range', torch.full((2, D), torch.nan, dtype=torch.float64))
+        # acts with a smaller latent shift are not served (chapter 8); None: every act
+        self.idle_tol = None
 
     @property
     def n_features(self): return len(self.names)
@@ -206,15 +223,18 @@ class CARMA(nn.Module):
         return a, delta, logits
 
     def __repr__(self):
-        return (f"CARMA({self.scm!r}, mask {list(self.hp['mask_hidden'])}, action {list(self.hp['action_hidden'])}, "
-                f"{type(self.causal_model).__name__} {list(self.causal_model.hidden)}, classifier {list(self.clf.hidden) or 'logistic'})")
+        return (f"CARMA({self.scm!r}, mask {list(self.hp['mask_hidden'])}, "
+                f"action {list(self.hp['action_hidden'])}, "
+                f"{type(self.causal_model).__name__} {list(self.causal_model.hidden)}, "
+                f"classifier {list(self.clf.hidden) or 'logistic'})")
 
 
 # %%
 net = mlp([7, 16, 14])
 test_eq([type(l).__name__ for l in net], ['Linear', 'ReLU', 'Linear'])
 test_eq(net[0].bias.detach(), torch.full((16,), 0.01))
-# the binary straight-through sample: P(intervene) = σ(logit difference) at any τ, hard 0/1 values, soft gradients
+# the binary straight-through sample: P(intervene) = σ(logit difference) at any τ, hard 0/1 values,
+# soft gradients
 d = torch.full((200_000,), 0.8, requires_grad=True)
 s_ = binary_gumbel_st(d, tau=0.3)
 test_close(float(s_.mean()), float(torch.sigmoid(torch.tensor(0.8))), eps=0.01)
@@ -243,12 +263,14 @@ s_.sum().backward(); assert d.grad.abs().sum() > 0
 # %%
 #| export
 def _flushed(a: np.ndarray) -> np.ndarray:
-    "`a` with its subnormal entries (weight decay leaves dead weights there; slow arithmetic on many CPUs) set to 0."
+    ("`a` with its subnormal entries (weight decay leaves dead weights there; slow arithmetic on many CPUs) "
+     "set to 0.")
     return np.where(np.abs(a) < np.finfo(a.dtype).tiny, 0, a).astype(a.dtype)
 
 def _np_layers(seq: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
     "(weight (in, out), bias) float32 arrays of each Linear of `seq`, subnormals flushed to zero."
-    return [(_flushed(m.weight.detach().float().numpy().T.copy()), _flushed(m.bias.detach().float().numpy().copy()))
+    return [(_flushed(m.weight.detach().float().numpy().T.copy()),
+             _flushed(m.bias.detach().float().numpy().copy()))
             for m in seq if isinstance(m, nn.Linear)]
 
 def _np_relu_mlp(h: np.ndarray, layers) -> np.ndarray:
@@ -264,14 +286,16 @@ class FlowProgram:
     def __init__(self, flow):
         f32 = lambda t: t.detach().float().numpy().copy()
         self.layers = [(f32(w).T.copy(), f32(b)) for w, b in flow._layers(torch.float32)]
-        self.mean, self.std, self.height, self.D = f32(flow.mean), f32(flow.std), flow.height.numpy().copy(), flow.n_features
+        self.mean, self.std, self.height, self.D = (f32(flow.mean), f32(flow.std), flow.height.numpy().copy(),
+                                                    flow.n_features)
         self.log_slope = abs(math.log(1e-3))
 
     def _conditioner(self, zt):
         h = zt
         for k, (w, b) in enumerate(self.layers):
             h = h @ w + b
-            if k < len(self.layers) - 1: h = np.maximum(h, 0) + np.exp(np.clip(h, -30, 0)) - 1   # ELU; the clip avoids slow subnormals
+            # ELU; the clip avoids slow subnormals
+            if k < len(self.layers) - 1: h = np.maximum(h, 0) + np.exp(np.clip(h, -30, 0)) - 1
         h = h.reshape(len(zt), self.D, 2)
         return h[..., 0], h[..., 1] / (1 + np.abs(h[..., 1]) / self.log_slope)
 
@@ -281,21 +305,25 @@ class FlowProgram:
         return zt * np.exp(s) + b
 
     def counterfactual(self, x, u, a, delta): # factual x, latents u, mask a, shift δ → x_cf (n, D)
-        u_cf, zc = u + a * delta, (x - self.mean) / self.std     # start from the factual: only descendants move
+        # start from the factual: only descendants move
+        u_cf, zc = u + a * delta, (x - self.mean) / self.std
         acted = a.any(0)
-        for _ in range(1 + int(self.height[acted].max()) if acted.any() else 0):   # 1 + the longest path below an act
+        # 1 + the longest path below an act
+        for _ in range(1 + int(self.height[acted].max()) if acted.any() else 0):
             b, s = self._conditioner(zc)
             zc = (u_cf - b) * np.exp(-s)
         return zc * self.std + self.mean
 
 class TorchProgram:
-    "Any other causal model (e.g. VACA) through its torch `abduct` / `latent_counterfactual`, with NumPy in and out."
+    ("Any other causal model (e.g. VACA) through its torch `abduct` / `latent_counterfactual`, "
+     "with NumPy in and out.")
     def __init__(self, model): self.model = model
     def abduct(self, x):
         with torch.inference_mode(): return self.model.abduct(torch.from_numpy(x)).numpy()
     def counterfactual(self, x, u, a, delta):
         with torch.inference_mode():
-            return self.model.latent_counterfactual(*(torch.from_numpy(v) for v in (u, a, delta))).float().numpy()
+            return self.model.latent_counterfactual(*(torch.from_numpy(v)
+                                                      for v in (u, a, delta))).float().numpy()
 
 @dataclass
 class ServingProgram:
@@ -315,7 +343,8 @@ class ServingProgram:
     def act(self, u, accepted):
         "Deterministic mask (n, D) and clamped shift (n, D·d_z) for latents u; nothing for accepted people."
         a = (_np_relu_mlp(u, self.mask_net) > 0).astype(np.float32) * self.actionable * ~accepted[:, None]
-        delta = np.minimum(np.maximum(_np_relu_mlp(np.concatenate([u, a], 1), self.action_net), self.z_range[0]), self.z_range[1])
+        delta = np.minimum(np.maximum(_np_relu_mlp(np.concatenate([u, a], 1), self.action_net),
+                                      self.z_range[0]), self.z_range[1])
         return a, delta
 
 def serving_program(model: CARMA) -> ServingProgram:
@@ -327,8 +356,8 @@ def serving_program(model: CARMA) -> ServingProgram:
     w, b = mask[-1]                                            # only "intervene" minus "keep" matters
     mask[-1] = (w[:, 1::2] - w[:, 0::2], b[1::2] - b[0::2])
     return ServingProgram(causal, (_np_layers(model.clf.net), f32(model.clf.mean), f32(model.clf.std)), mask,
-                          _np_layers(model.action_net), f32(model.actionable), tuple(float(v) for v in model.z_range),
-                          cm.latent_size)
+                          _np_layers(model.action_net), f32(model.actionable),
+                          tuple(float(v) for v in model.z_range), cm.latent_size)
 
 
 # %% [markdown]
@@ -339,15 +368,18 @@ def serving_program(model: CARMA) -> ServingProgram:
 # %%
 #| export
 def _as_rows(model: CARMA, x) -> np.ndarray:
-    "People as a float32 (n, D) array: plain float32 tensors and arrays pass, anything else gets the full checks."
-    if isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.ndim == 2 and not x.requires_grad: x = x.numpy()
-    if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == model.n_features
-            and np.isfinite(x).all()):
+    ("People as a float32 (n, D) array: plain float32 tensors and arrays pass, "
+     "anything else gets the full checks.")
+    if isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.ndim == 2 and not x.requires_grad:
+        x = x.numpy()
+    if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2
+            and x.shape[1] == model.n_features and np.isfinite(x).all()):
         x = as_features(x, model.n_features, 'x', model.names, dtype=torch.float32).numpy()
     return x
 
 def _drop_idle(prog: ServingProgram, x, u, a, delta, x_cf, prob, tol: float):
-    "Mask, counterfactual and probability without the acts whose latent shift is below `tol`, where that keeps people accepted."
+    ("Mask, counterfactual and probability without the acts whose latent shift is below `tol`, "
+     "where that keeps people accepted.")
     idle = a.astype(bool) & (np.linalg.norm(delta.reshape(len(x), -1, prog.dz), axis=-1) < tol)
     rows = idle.any(1)
     if not rows.any(): return a, x_cf, prob
@@ -364,7 +396,8 @@ def _recommend(self: CARMA, x, # people: (n, D) raw features (tensor, array or l
               ) -> Recommendation:
     "Recommendations for every person of x in one pass of the model's `ServingProgram`."
     prog = getattr(self, 'program', None)
-    if prog is None: raise RuntimeError("this CARMA model is not frozen for serving: call model.freeze() first")
+    if prog is None:
+        raise RuntimeError("this CARMA model is not frozen for serving: call model.freeze() first")
     x = _as_rows(self, x)
     accepted = prog.prob(x) >= 0.5
     u = prog.causal.abduct(x)
@@ -427,21 +460,25 @@ def mask_prior(weights: torch.Tensor, # (D,) preference weights w_j ≥ 1
                kind: str = 'uniform', # 'uniform' (π_j = 0.5) or 'preference' (π_j = 1/(2 w_j), chapter 9)
               ) -> torch.Tensor:
     "The mask network's prior probability of intervening on each feature, (D,)."
-    if kind not in ('uniform', 'preference'): raise ValueError(f"prior must be 'uniform' or 'preference', got {kind!r}")
+    if kind not in ('uniform', 'preference'):
+        raise ValueError(f"prior must be 'uniform' or 'preference', got {kind!r}")
     return 1 / (2 * weights) if kind == 'preference' else torch.full_like(weights, 0.5)
 
 def masked_mean(v: torch.Tensor, # (…, B) values
-                keep: torch.Tensor | None = None, # (B,) 1 for the entries to average, 0 for padding; None: all
+                # (B,) 1 for the entries to average, 0 for padding; None: all
+                keep: torch.Tensor | None = None,
                ) -> torch.Tensor:
     "The mean over the last axis of the entries `keep` marks (all of them without `keep`)."
     return v.mean(-1) if keep is None else (v * keep).sum(-1) / keep.sum()
 
 def validity_penalty(p: torch.Tensor, # (…, B) classifier probabilities of the counterfactuals
                      margin: float, # hinge margin ε
-                     lam: float | torch.Tensor, # current multiplier λ (one per stacked model: shape p.shape[:-1])
+                     # current multiplier λ (one per stacked model: shape p.shape[:-1])
+                     lam: float | torch.Tensor,
                      keep: torch.Tensor | None = None, # (B,) 1 for real people, 0 for padding (`masked_mean`)
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    "(λ + c·sg(g))·g and the hinge g = mean max(0, 1 + ε − 2p) over the last axis: the damped multiplier term."
+    ("(λ + c·sg(g))·g and the hinge g = mean max(0, 1 + ε − 2p) over the last axis: "
+     "the damped multiplier term.")
     g = masked_mean(F.relu(1 + margin - 2 * p), keep)
     return (lam + DAMPING * g.detach()) * g, g
 
@@ -463,7 +500,8 @@ def stacked_outcome(ctx: LossContext, action_net, # the action networks: (S, b, 
                     xb: torch.Tensor, zb: torch.Tensor, # (S, b, D) people and (S, b, D·d_z) their latents
                     a: torch.Tensor, # (S, b, D) masks
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Per model and person (S, b): the cost of the action the networks choose under masks a, and the classifier's logit of its counterfactual."
+    ("Per model and person (S, b): the cost of the action the networks choose under masks a, "
+     "and the classifier's logit of its counterfactual.")
     S, b, D = xb.shape
     delta = action_net(torch.cat([zb, a], -1)).clamp(*ctx.z_range)
     x_cf = ctx.causal_model.latent_counterfactual(zb.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
@@ -475,9 +513,11 @@ def carma_loss(ctx: LossContext, mask_net, action_net, # the networks: (S, b, ·
                lam: torch.Tensor, # (S,) multipliers
                keep: torch.Tensor | None = None, # (b,) 1 on real people, 0 on padding
                u: torch.Tensor | None = None, # (S, b, D) uniform draws for the Gumbel sample (default: fresh)
-               a: torch.Tensor | None = None, # (S, b, D) fixed masks instead of sampled ones (no mask term then)
+               # (S, b, D) fixed masks instead of sampled ones (no mask term then)
+               a: torch.Tensor | None = None,
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    "CARMA's loss per stacked model (S,) and its parts (4, S): cost, mask term, hinge, share valid under the model."
+    ("CARMA's loss per stacked model (S,) and its parts (4, S): cost, mask term, hinge, "
+     "share valid under the model.")
     kl = torch.zeros(xb.shape[0])
     if a is None:
         logits = mask_net(zb).unflatten(-1, (xb.shape[-1], 2))
@@ -490,13 +530,15 @@ def carma_loss(ctx: LossContext, mask_net, action_net, # the networks: (S, b, ·
 
 
 # %%
-test_close(mask_kl(torch.zeros(3, 7, 2), torch.full((7,), 0.5), torch.ones(7)), torch.zeros(3), eps=1e-6)  # q = π: no penalty
+# q = π: no penalty
+test_close(mask_kl(torch.zeros(3, 7, 2), torch.full((7,), 0.5), torch.ones(7)), torch.zeros(3), eps=1e-6)
 assert (mask_kl(torch.tensor([[[0., 3.]] * 7]), torch.full((7,), 0.5), torch.ones(7)) > 0).all()
 # the hinge: zero once every p ≥ (1+ε)/2; the damped term is (λ + c·g)·g, per model when p is (S, B)
 pen, g_ = validity_penalty(torch.tensor([[0.9, 0.6], [0.2, 0.9]]), 0.1, torch.tensor([0., 2.]))
 test_close(g_, torch.tensor([0., 0.35]))                                      # model 2: max(0, 1.1 − 0.4) / 2
 test_close(pen, torch.tensor([0., (2 + DAMPING * 0.35) * 0.35]))
-test_close(masked_mean(torch.tensor([[1., 3., 100.]]), torch.tensor([1., 1., 0.])), torch.tensor([2.]))   # padding ignored
+# padding ignored
+test_close(masked_mean(torch.tensor([[1., 3., 100.]]), torch.tensor([1., 1., 0.])), torch.tensor([2.]))
 test_fail(lambda: mask_prior(torch.ones(3), 'flat'), contains="prior must be 'uniform' or 'preference'")
 
 # %% [markdown]
@@ -526,17 +568,20 @@ test_fail(lambda: mask_prior(torch.ones(3), 'flat'), contains="prior must be 'un
 
 # %%
 #| export
-ALIGN = 64   # each model's people are padded to a multiple of this many, so its results never depend on its stack
+# each model's people are padded to a multiple of this many, so its results never depend on its stack
+ALIGN = 64
 
 class StackedMLP(nn.Module):
-    "S independent ReLU MLPs with `mlp`'s architecture and init, evaluated by batched matmuls: (S, n, i) → (S, n, o)."
+    ("S independent ReLU MLPs with `mlp`'s architecture and init, evaluated by batched matmuls: "
+     "(S, n, i) → (S, n, o).")
     def __init__(self, sizes: list[int], generators: list[torch.Generator]):
         super().__init__()
         gain = nn.init.calculate_gain('relu')
         self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
         for a, b in zip(sizes[:-1], sizes[1:]):
-            bound = gain * math.sqrt(6 / (a + b))                       # Xavier-uniform, as nn.init.xavier_uniform_
-            self.weights.append(nn.Parameter(torch.stack([(torch.rand(a, b, generator=g) * 2 - 1) * bound for g in generators])))
+            bound = gain * math.sqrt(6 / (a + b))          # Xavier-uniform, as nn.init.xavier_uniform_
+            self.weights.append(nn.Parameter(torch.stack([(torch.rand(a, b, generator=g) * 2 - 1) * bound
+                                                          for g in generators])))
             self.biases.append(nn.Parameter(torch.full((len(generators), 1, b), 0.01)))
 
     def forward(self, h):
@@ -547,17 +592,21 @@ class StackedMLP(nn.Module):
 
     def member(self, s: int, prefix: str) -> dict:
         "The state dict of member `s` as an `mlp` (nn.Sequential) under `prefix`."
-        return {**{f'{prefix}.{2 * k}.weight': w[s].detach().T.contiguous() for k, w in enumerate(self.weights)},
+        return {**{f'{prefix}.{2 * k}.weight': w[s].detach().T.contiguous()
+                   for k, w in enumerate(self.weights)},
                 **{f'{prefix}.{2 * k}.bias': b[s, 0].detach().clone() for k, b in enumerate(self.biases)}}
 
 def aligned(n: int, # people in a batch (or in the whole training set)
            ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Positions (n_pad,) padding n people to a multiple of `ALIGN` by repeating the first ones, and `keep`: 1 on the real ones."
+    ("Positions (n_pad,) padding n people to a multiple of `ALIGN` by repeating the first ones, "
+     "and `keep`: 1 on the real ones.")
     n = check_whole(n, 'n')
     pos = torch.arange(-(-n // ALIGN) * ALIGN)
     return pos % n, (pos < n).float()
 
-def stacked_training(step, # step(idx (S, b), lam (S,), keep (b,)) → (loss (S,), parts (4, S): cost, kl, hinge, valid)
+def stacked_training(
+        # step(idx (S, b), lam (S,), keep (b,)) → (loss (S,), parts (4, S): cost, kl, hinge, valid)
+        step,
                      params, # the stacked parameters
                      n_people: int, # people in the training set
                      gens: list[torch.Generator], # one generator per model: its batch order
@@ -565,9 +614,11 @@ def stacked_training(step, # step(idx (S, b), lam (S,), keep (b,)) → (loss (S,
                      desc: str, verbose: bool = True,
                      lam0: torch.Tensor | None = None, # starting multipliers (S,); default zeros
                     ) -> dict:
-    "The loop every stacked trainer shares: per-model batch orders, Adam, one multiplier λ per model; curves (epochs, S)."
+    ("The loop every stacked trainer shares: per-model batch orders, Adam, one multiplier λ per model; "
+     "curves (epochs, S).")
     S = len(gens)
-    opt = torch.optim.Adam(params, lr=hp['lr'], weight_decay=WEIGHT_DECAY, foreach=False, fused=False)   # one tensor at a time
+    # one tensor at a time
+    opt = torch.optim.Adam(params, lr=hp['lr'], weight_decay=WEIGHT_DECAY, foreach=False, fused=False)
     lam = torch.zeros(S) if lam0 is None else lam0.clone()
     curves = {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
     for _ in progress(range(hp['epochs']), desc=f'{desc} ×{S}', disable=None if verbose else True):
@@ -575,10 +626,11 @@ def stacked_training(step, # step(idx (S, b), lam (S,), keep (b,)) → (loss (S,
         perms = torch.stack([torch.randperm(n_people, generator=g) for g in gens])
         for k in range(0, n_people, hp['batch']):
             idx = perms[:, k:k + hp['batch']]
-            pos, keep = aligned(idx.shape[1])                                    # pad the batch; padding weighs 0
+            pos, keep = aligned(idx.shape[1])                 # pad the batch; padding weighs 0
             loss, parts = step(idx[:, pos], lam, keep)
-            opt.zero_grad(set_to_none=True); loss.sum().backward(); opt.step()   # the models share no parameter
-            lam = (lam + parts[2]).clamp_(min=0)                                  # λ ← max(0, λ + g), per model
+            # the models share no parameter
+            opt.zero_grad(set_to_none=True); loss.sum().backward(); opt.step()
+            lam = (lam + parts[2]).clamp_(min=0)              # λ ← max(0, λ + g), per model
             sums += parts * idx.shape[1]
         for k, v in zip(('cost', 'kl', 'hinge', 'valid'), sums / n_people): curves[k].append(v)
         curves['lambda'].append(lam.clone())
@@ -588,9 +640,10 @@ def stacked_training(step, # step(idx (S, b), lam (S,), keep (b,)) → (loss (S,
 # %%
 gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
 stack = StackedMLP([7, 16, 14], gens)
-single = mlp([7, 16, 14]); single.load_state_dict({k.removeprefix('m.'): v for k, v in stack.member(1, 'm').items()})
+single = mlp([7, 16, 14])
+single.load_state_dict({k.removeprefix('m.'): v for k, v in stack.member(1, 'm').items()})
 h_in = torch.randn(2, 9, 7)
-test_close(stack(h_in)[1], single(h_in[1]), eps=1e-6)                 # member 1 of the stack is an ordinary mlp
+test_close(stack(h_in)[1], single(h_in[1]), eps=1e-6)            # member 1 of the stack is an ordinary mlp
 pos, keep = aligned(70)
 test_eq((len(pos), int(keep.sum()), int(pos.max())), (128, 70, 69))
 
@@ -611,10 +664,12 @@ class Recipe:
     "How CARMA is trained beyond its Table-5 hyperparameters; the defaults are the paper's procedure."
     name: str = 'paper'
     candidates: int = 1              # models trained per seed; the one with the best training score is kept
-    temperature: float = 0.0         # the hinge sees σ(logit/T), T = max(1, temperature · median |logit|); 0: T = 1
+    # the hinge sees σ(logit/T), T = max(1, temperature · median |logit|); 0: T = 1
+    temperature: float = 0.0
     shift_scale: float = 1.0         # the latent shift's clamp range, as a multiple of the paper's
     margin: float | None = None      # the hinge margin ε; None: Table 5's
-    phases: tuple = ()               # extra training phases after the main loop: (name in `PHASES`, epochs) pairs
+    # extra training phases after the main loop: (name in `PHASES`, epochs) pairs
+    phases: tuple = ()
     idle_tol: float | None = None    # served acts whose latent shift is below this are dropped; None: none
 
     def __post_init__(self):
@@ -622,27 +677,31 @@ class Recipe:
         check_positive(self.shift_scale, 'shift_scale')
         if self.margin is not None: check_positive(self.margin, 'margin', zero=True)
         if self.idle_tol is not None: check_positive(self.idle_tol, 'idle_tol', zero=True)
-        if not isinstance(self.phases, tuple) or not all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
-                                                         for p in self.phases):
+        if not isinstance(self.phases, tuple) or not all(isinstance(p, tuple) and len(p) == 2
+                                                         and isinstance(p[0], str) for p in self.phases):
             raise ValueError(f"phases must be a tuple of (name, epochs) pairs, got {self.phases!r}")
         for name, epochs in self.phases: check_whole(epochs, f'the epochs of phase {name!r}')
 
     def config(self) -> dict:
         "The settings that decide the trained weights (idle_tol only decides what is served), JSON-able."
-        return {**{k: v for k, v in asdict(self).items() if k != 'idle_tol'}, 'phases': [list(p) for p in self.phases]}
+        return {**{k: v for k, v in asdict(self).items() if k != 'idle_tol'},
+                'phases': [list(p) for p in self.phases]}
 
     def scaled(self, frac: float) -> 'Recipe':
-        "The recipe with every extra phase's epochs scaled like the main loop's (the quick profile's `carma_epoch_frac`)."
+        ("The recipe with every extra phase's epochs scaled like the main loop's "
+         "(the quick profile's `carma_epoch_frac`).")
         return replace(self, phases=tuple((n, max(1, round(e * frac))) for n, e in self.phases))
 
-#: Extra training phases by name: phase(state: TrainingState, epochs) → curves of its epochs. Chapter 8 registers its own.
+#: Extra training phases by name: phase(state: TrainingState, epochs) → curves of its epochs.
+#: Chapter 8 registers its own.
 PHASES: dict[str, Callable] = {}
 #: Recipes by name: recipe(scm_name, variant) → Recipe. 'paper' is this chapter's; chapter 8 adds 'improved'.
 RECIPES: dict[str, Callable[[str, str | None], Recipe]] = {'paper': lambda scm, variant: Recipe()}
 
 def get_recipe(recipe: Recipe | str, # a Recipe, or a registered name
                scm: str, variant: str | None = None) -> Recipe:
-    "The `Recipe` for `scm`: itself, or the registered recipe of that name (chapter 8's are imported on first use)."
+    ("The `Recipe` for `scm`: itself, or the registered recipe of that name "
+     "(chapter 8's are imported on first use).")
     if isinstance(recipe, Recipe): return recipe
     if recipe not in RECIPES: importlib.import_module('carma_nb.improved')   # registers chapter 8's recipes
     if recipe not in RECIPES: raise ValueError(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
@@ -680,10 +739,12 @@ class TrainingState:
     verbose: bool = True
 
 def candidate_seed(seed: int, r: int) -> int:
-    "The random seed of candidate r of `seed`: candidate 0 is the seed itself, so one candidate is plain training."
+    ("The random seed of candidate r of `seed`: candidate 0 is the seed itself, "
+     "so one candidate is plain training.")
     return seed if r == 0 else seed + 7919 * r + 1_000_003
 
-def _training_state(scm: SCM, cm, clf, pool: Pool, hp, recipe: Recipe, weights, prior_kind, seeds, verbose) -> TrainingState:
+def _training_state(scm: SCM, cm, clf, pool: Pool, hp, recipe: Recipe, weights, prior_kind, seeds,
+                    verbose) -> TrainingState:
     "The stacked networks (seeds × candidates, seed-major) and the loss context of one training run."
     problem = recourse_problem(scm, pool, weights)
     with torch.no_grad():
@@ -692,16 +753,18 @@ def _training_state(scm: SCM, cm, clf, pool: Pool, hp, recipe: Recipe, weights, 
         T = max(1.0, recipe.temperature * float(clf.logits(x, check=False).abs().median()))
     lo, hi = (recipe.shift_scale * v for v in (math.floor(float(z.min())), math.ceil(float(z.max()))))
     D, dz = scm.n_features, cm.latent_size
-    gens = [torch.Generator().manual_seed(candidate_seed(s, r)) for s in seeds for r in range(recipe.candidates)]
+    gens = [torch.Generator().manual_seed(candidate_seed(s, r))
+            for s in seeds for r in range(recipe.candidates)]
     act = torch.zeros(D); act[scm.actionable] = 1.
-    ctx = LossContext(cm, clf, problem, problem.weights, mask_prior(problem.weights, prior_kind), act, (lo, hi),
-                      hp['margin'] if recipe.margin is None else recipe.margin, hp['tau'], T)
+    ctx = LossContext(cm, clf, problem, problem.weights, mask_prior(problem.weights, prior_kind), act,
+                      (lo, hi), hp['margin'] if recipe.margin is None else recipe.margin, hp['tau'], T)
     return TrainingState(ctx, StackedMLP([D * dz, *hp['mask_hidden'], 2 * D], gens),
-                         StackedMLP([D * dz + D, *hp['action_hidden'], D * dz], gens), x, z, gens, hp, recipe, {},
-                         f'CARMA {scm.name}', verbose)
+                         StackedMLP([D * dz + D, *hp['action_hidden'], D * dz], gens), x, z, gens, hp, recipe,
+                         {}, f'CARMA {scm.name}', verbose)
 
 def main_phase(st: TrainingState) -> dict:
-    "The paper's training loop over the stacked models: Gumbel masks, the loss of this chapter, Adam; its curves."
+    ("The paper's training loop over the stacked models: Gumbel masks, the loss of this chapter, Adam; "
+     "its curves.")
     D = st.x.shape[1]
     def step(idx, lam, keep):
         u = torch.stack([torch.rand(idx.shape[1], D, generator=g) for g in st.gens])
@@ -726,19 +789,21 @@ def served_masks(mask_net: StackedMLP, z: torch.Tensor, act: torch.Tensor) -> to
     return (logits[..., 1] > logits[..., 0]).to(z.dtype) * act
 
 def training_scores(st: TrainingState) -> tuple[torch.Tensor, torch.Tensor]:
-    "Per stacked model (S,): mean cost + share invalid under the causal model (deterministic masks), and the coverage."
+    ("Per stacked model (S,): mean cost + share invalid under the causal model (deterministic masks), "
+     "and the coverage.")
     pos, keep = aligned(len(st.x))
     x, z = st.x[pos], st.z[pos]
     S = len(st.gens)
     with torch.no_grad():
         a = served_masks(st.mask_net, z, st.ctx.act)
-        _, parts = carma_loss(st.ctx, None, st.action_net, x.expand(S, *x.shape), z.expand(S, *z.shape), torch.zeros(S), keep,
-                              a=a)
+        _, parts = carma_loss(st.ctx, None, st.action_net, x.expand(S, *x.shape), z.expand(S, *z.shape),
+                              torch.zeros(S), keep, a=a)
     return parts[0] + 1 - parts[3], parts[3]
 
 @one_thread()   # models must not depend on the caller's thread count (chapter 0)
 def _fit_carma_seeds(st: TrainingState, seeds: list[int], pool: Pool) -> list[tuple]:
-    "Train every stacked model, run the recipe's phases, keep each seed's best candidate: (state dict, None, extras) per seed."
+    ("Train every stacked model, run the recipe's phases, keep each seed's best candidate: "
+     "(state dict, None, extras) per seed.")
     t0 = time.perf_counter()
     st.curves = main_phase(st)
     for name, epochs in st.recipe.phases:
@@ -749,11 +814,14 @@ def _fit_carma_seeds(st: TrainingState, seeds: list[int], pool: Pool) -> list[tu
     seconds, out = (time.perf_counter() - t0) / len(seeds), []
     for i in range(len(seeds)):
         r = int(scores[i].argmin()); s = i * R + r
-        sd = {**st.mask_net.member(s, 'mask_net'), **st.action_net.member(s, 'action_net'), 'actionable': st.ctx.act.clone(),
-              'z_range': torch.tensor(st.ctx.z_range, dtype=torch.float32), 'feature_range': training_range(pool.train.x)}
+        sd = {**st.mask_net.member(s, 'mask_net'), **st.action_net.member(s, 'action_net'),
+              'actionable': st.ctx.act.clone(), 'z_range': torch.tensor(st.ctx.z_range, dtype=torch.float32),
+              'feature_range': training_range(pool.train.x)}
         extras = {f'history_{k}': v[:, s].clone() for k, v in st.curves.items()}
-        out.append((sd, None, {**extras, 'train_seconds': torch.tensor(seconds), 'stacked_models': torch.tensor(len(st.gens)),
-                               'temperature_T': torch.tensor(st.ctx.temperature), 'candidate_scores': scores[i].clone(),
+        out.append((sd, None, {**extras, 'train_seconds': torch.tensor(seconds),
+                               'stacked_models': torch.tensor(len(st.gens)),
+                               'temperature_T': torch.tensor(st.ctx.temperature),
+                               'candidate_scores': scores[i].clone(),
                                'train_coverage': coverage[i, r].clone()}))
     return out
 
@@ -764,7 +832,8 @@ def _fit_carma_seeds(st: TrainingState, seeds: list[int], pool: Pool) -> list[tu
 
 # %%
 #| export
-COLLAPSED = 0.5   # a model whose counterfactuals help fewer of its own training people than this has failed to train
+# a model whose counterfactuals help fewer of its own training people than this has failed to train
+COLLAPSED = 0.5
 
 class TrainingCollapsed(UserWarning):
     "A trained model that helps too few of its own training people (see `COLLAPSED`)."
@@ -773,37 +842,45 @@ def _setup(scm, clf, causal_model, pool, hparams, profile, weights, prior, recip
     "Validated inputs, the hyperparameters, the recipe and the cache configuration (without the seed)."
     scm = get_scm(scm)
     for what, m in (('classifier', clf), ('causal model', causal_model)):
-        if getattr(m, 'scm', None) != scm.name: raise ValueError(f"the {what} was trained for {getattr(m, 'scm', None)!r}, not {scm.name!r}")
+        if getattr(m, 'scm', None) != scm.name:
+            raise ValueError(f"the {what} was trained for {getattr(m, 'scm', None)!r}, not {scm.name!r}")
     pool = resolve_pool(scm, pool, 'recourse')
     prior = prior or ('preference' if weights is not None else 'uniform')
     variant = 'vaca' if type(causal_model).__name__ == 'VACA' else 'weighted' if weights is not None else None
     hp = carma_hparams(scm, variant, **(hparams or {}))
-    if 'epochs' not in (hparams or {}): hp['epochs'] = max(1, round(hp['epochs'] * get_profile(profile).carma_epoch_frac))
-    recipe = _check_phases(get_recipe(recipe, scm.name, variant).scaled(get_profile(profile).carma_epoch_frac))
+    if 'epochs' not in (hparams or {}):
+        hp['epochs'] = max(1, round(hp['epochs'] * get_profile(profile).carma_epoch_frac))
+    recipe = _check_phases(get_recipe(recipe, scm.name, variant)
+                           .scaled(get_profile(profile).carma_epoch_frac))
     w = as_weights(scm, weights)
     mask_prior(w, prior)                                                          # validates `prior`
-    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hp': hp, 'recipe': recipe.config(), 'prior': prior,
-           'weights': w.tolist(), 'train': split_id(pool.train), 'causal_model': getattr(causal_model, 'config', None),
-           'classifier': getattr(clf, 'config', None)}
+    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hp': hp, 'recipe': recipe.config(),
+           'prior': prior, 'weights': w.tolist(), 'train': split_id(pool.train),
+           'causal_model': getattr(causal_model, 'config', None), 'classifier': getattr(clf, 'config', None)}
     return scm, pool, hp, recipe, w, prior, cfg
 
 def train_carma_seeds(scm: SCM | str, # the SCM
                       clf: Classifier, # its frozen classifier
                       causal_model, # its fitted causal model: the CausalFlow (or a VACA, chapter 10)
-                      pool: Pool | Pools | None = None, # the recourse pool (default: make_pools(scm).recourse)
+                      # the recourse pool (default: make_pools(scm).recourse)
+                      pool: Pool | Pools | None = None,
                       seeds=(0,), # one model per seed; the missing ones are trained together
-                      recipe: Recipe | str = 'paper', # how to train: the paper's procedure, or chapter 8's 'improved'
+                      # how to train: the paper's procedure, or chapter 8's 'improved'
+                      recipe: Recipe | str = 'paper',
                       hparams: dict | None = None, # overrides of the Table-5 hyperparameters (carma_hparams)
                       profile: str | Profile | None = None, # scales the epochs (paper: Table 5's)
                       weights=None, # preference weights (chapter 9); they select the weighted Table-5 row
-                      prior: str | None = None, # mask prior: 'uniform' or 'preference' (default: 'preference' with weights)
+                      # mask prior: 'uniform' or 'preference' (default: 'preference' with weights)
+                      prior: str | None = None,
                       cache: bool = True, verbose: bool = True) -> list[CARMA]:
     "CARMA models for several seeds: cached ones are loaded, the others trained at once as a stack."
     seeds = check_seeds(seeds)
-    scm, pool, hp, recipe, w, prior, base = _setup(scm, clf, causal_model, pool, hparams, profile, weights, prior, recipe)
+    scm, pool, hp, recipe, w, prior, base = _setup(scm, clf, causal_model, pool, hparams, profile, weights,
+                                                   prior, recipe)
     cfgs = [{**base, 'seed': s} for s in seeds]
     def fit(todo):
-        st = _training_state(scm, causal_model, clf, pool, hp, recipe, w, prior, [seeds[i] for i in todo], verbose)
+        st = _training_state(scm, causal_model, clf, pool, hp, recipe, w, prior, [seeds[i] for i in todo],
+                             verbose)
         return _fit_carma_seeds(st, [seeds[i] for i in todo], pool)
     cks = cached_stack('carma', cfgs, fit, cache)
     models = [_carma_from_checkpoint(ck, causal_model, clf, recipe.idle_tol) for ck in cks]
@@ -812,36 +889,44 @@ def train_carma_seeds(scm: SCM | str, # the SCM
 
 def cached_stack(kind: str, # model-cache folder
                  cfgs: list[dict], # one full configuration per seed
-                 fit_missing, # fit_missing(indices) → [(state_dict, scaler, extras)] for those configurations, trained together
+                 # fit_missing(indices) → [(state_dict, scaler, extras)] for those configs, trained together
+                 fit_missing,
                  cache: bool = True) -> list[Checkpoint]:
-    "One checkpoint per config: the cached ones loaded, the missing ones trained at once under their locks (chapter 0)."
+    ("One checkpoint per config: the cached ones loaded, the missing ones trained at once under their locks "
+     "(chapter 0).")
     if cache: return cached_checkpoints(kind, cfgs, fit_missing)
     return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
 
-def train_carma(scm: SCM | str, clf: Classifier, causal_model, pool: Pool | Pools | None = None, seed: int = 0,
-                **kwargs, # any keyword of `train_carma_seeds`: recipe, hparams, profile, weights, prior, cache, verbose
+def train_carma(scm: SCM | str, clf: Classifier, causal_model, pool: Pool | Pools | None = None,
+                seed: int = 0,
+                **kwargs,
+                # any keyword of `train_carma_seeds`: recipe, hparams, profile, weights, prior, cache, verbose
                ) -> CARMA:
     "Train (or fetch from the cache) CARMA for `scm` and one seed (see `train_carma_seeds`)."
     return train_carma_seeds(scm, clf, causal_model, pool, [seed], **kwargs)[0]
 
 def _warn_collapse(model: CARMA, seed: int):
-    "Warn, naming the seed and what to try, when a model's coverage on its own training people is below `COLLAPSED`."
+    ("Warn, naming the seed and what to try, when a model's coverage on its own training people is below "
+     "`COLLAPSED`.")
     cov = model.history.get('train_coverage')
     if cov is not None and float(cov) < COLLAPSED:
-        warnings.warn(f"CARMA {model.scm} seed {seed}: its recommendations help only {100 * float(cov):.1f} % of its own "
-                      f"training people (under the causal model it trained with; below {100 * COLLAPSED:.0f} %): training "
-                      f"failed. Check the hyperparameters (lr={model.hp['lr']:g}, epochs={model.hp['epochs']}) — "
+        warnings.warn(f"CARMA {model.scm} seed {seed}: its recommendations help only "
+                      f"{100 * float(cov):.1f} % of its own training people (under the causal model it "
+                      f"trained with; below {100 * COLLAPSED:.0f} %): training failed. "
+                      f"Check the hyperparameters (lr={model.hp['lr']:g}, epochs={model.hp['epochs']}) — "
                       "a smaller learning rate or more epochs usually helps", TrainingCollapsed, stacklevel=3)
 
 _FROZEN = ('causal_model.', 'clf.')   # a CARMA's tensors that belong to its causal model and classifier
 
 def _carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier, idle_tol: float | None) -> CARMA:
-    "A frozen CARMA from a checkpoint, every tensor checked (chapter 0), serving with `idle_tol` (the recipe's)."
+    ("A frozen CARMA from a checkpoint, every tensor checked (chapter 0), serving with `idle_tol` "
+     "(the recipe's).")
     cfg, source = ck.config, ck.path or 'a CARMA checkpoint'
     own = {k: v for k, v in ck.state_dict.items() if not k.startswith(_FROZEN)}
     z_range = own.get('z_range')
     if not (isinstance(z_range, torch.Tensor) and z_range.shape == (2,) and torch.isfinite(z_range).all()):
-        raise ValueError(f"{source}: no valid 'z_range' tensor (the clamp range of the latent shift); train or save the model again")
+        raise ValueError(f"{source}: no valid 'z_range' tensor (the clamp range of the latent shift); "
+                         "train or save the model again")
     model = CARMA(cm, clf, cfg['hp'], tuple(z_range.tolist()))
     load_weights(model, own, source, skip=_FROZEN)
     model.idle_tol = idle_tol
@@ -853,7 +938,9 @@ def _check_phases(recipe: Recipe) -> Recipe:
     "The recipe, once every phase it names is registered (chapter 8's register themselves when imported)."
     if any(n not in PHASES for n, _ in recipe.phases): importlib.import_module('carma_nb.improved')
     unknown = [n for n, _ in recipe.phases if n not in PHASES]
-    if unknown: raise ValueError(f"recipe {recipe.name!r} names unknown training phases {unknown}; known: {sorted(PHASES)}")
+    if unknown:
+        raise ValueError(f"recipe {recipe.name!r} names unknown training phases {unknown}; "
+                         f"known: {sorted(PHASES)}")
     return recipe
 
 
@@ -879,7 +966,8 @@ print(f'{carma}: {carma.hp["epochs"]} epochs in {time.perf_counter() - t0:.1f} s
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(15, 2.8))
-for ax, k, t in zip(axes, ('cost', 'hinge', 'lambda', 'valid'), ('cost', 'validity hinge g', 'multiplier λ', 'valid under the flow')):
+for ax, k, t in zip(axes, ('cost', 'hinge', 'lambda', 'valid'),
+                     ('cost', 'validity hinge g', 'multiplier λ', 'valid under the flow')):
     ax.plot(carma.history[k].numpy()); ax.set_title(t, fontsize=10); ax.set_xlabel('epoch')
 fig.suptitle(f'CARMA on loan: training curves ({profile.name} profile)', y=1.05)
 save_figure(fig, 'carma_training_loan')
@@ -896,13 +984,16 @@ train_people = rejected(clf, pools.recourse.train.x)
 rec = carma.recommend(train_people)
 print(f"valid under the flow on the training people: {float((rec.prob >= 0.5).float().mean()):.4f}")
 assert float((rec.prob >= 0.5).float().mean()) > (0.95 if profile.name == 'paper' else 0.8)
-test_eq(rec.mask[:, get_scm('loan').immutable + [get_scm('loan').index('duration')]].any(), torch.tensor(False))
-r50 = carma.recommend(train_people[:50])                                       # one person or many: the same answer
-test_eq(r50.mask, rec.mask[:50]); test_close(r50.values, rec.values[:50], eps=1e-4)   # (to float rounding: BLAS blocks by size)
+test_eq(rec.mask[:, get_scm('loan').immutable + [get_scm('loan').index('duration')]].any(),
+        torch.tensor(False))
+r50 = carma.recommend(train_people[:50])                                # one person or many: the same answer
+# (to float rounding: BLAS blocks by size)
+test_eq(r50.mask, rec.mask[:50]); test_close(r50.values, rec.values[:50], eps=1e-4)
 test_eq(carma.recommend(train_people[3].tolist()).mask, rec.mask[3:4])
 ok = pools.recourse.test.x[clf.predict_proba(pools.recourse.test.x) >= 0.5][:5]
 r_ok = carma.recommend(ok)
-test_eq(r_ok.accepted.all(), torch.tensor(True)); test_eq(r_ok.mask.any(), torch.tensor(False)); test_eq(r_ok.values, ok)
+test_eq(r_ok.accepted.all(), torch.tensor(True)); test_eq(r_ok.mask.any(), torch.tensor(False))
+test_eq(r_ok.values, ok)
 test_fail(lambda: carma.recommend(torch.zeros(2, 5)), contains='5 columns but 7 features')
 test_fail(lambda: carma.recommend(torch.full((1, 7), float('nan'))), contains='NaN or inf')
 
@@ -922,8 +1013,8 @@ m = CARMA(flow, clf, carma.hp, tuple(carma.z_range.tolist()))                # a
 m.load_state_dict(carma.state_dict())
 problem = recourse_problem('loan', pools.recourse)
 act = carma.actionable
-ctx = LossContext(flow, clf, problem, problem.weights, mask_prior(problem.weights), act, tuple(carma.z_range.tolist()),
-                  carma.hp['margin'], carma.hp['tau'])
+ctx = LossContext(flow, clf, problem, problem.weights, mask_prior(problem.weights), act,
+                  tuple(carma.z_range.tolist()), carma.hp['margin'], carma.hp['tau'])
 xb = train_people[None, :64]
 loss, parts = carma_loss(ctx, m.mask_net, m.action_net, xb, flow.abduct(xb[0])[None], torch.zeros(1))
 loss.sum().backward()
@@ -943,14 +1034,18 @@ def same_model(a: CARMA, b: CARMA):
     for k, v in a.state_dict().items(): assert torch.equal(b.state_dict()[k], v), k
 for name in ('chain-lin', 'collider-lin'):
     p_ = make_pools(name)
-    c_, f_ = train_classifier(name, p_.classifier, profile, verbose=False), fit_flow(name, p_.causal, profile, verbose=False)
-    one_seed = train_carma_seeds(name, c_, f_, p_.recourse, [1], profile=profile, cache=False, verbose=False)[0]
-    stacked = train_carma_seeds(name, c_, f_, p_.recourse, [5, 1, 2], profile=profile, cache=False, verbose=False)[1]
+    c_, f_ = (train_classifier(name, p_.classifier, profile, verbose=False),
+              fit_flow(name, p_.causal, profile, verbose=False))
+    one_seed = train_carma_seeds(name, c_, f_, p_.recourse, [1], profile=profile, cache=False,
+                                 verbose=False)[0]
+    stacked = train_carma_seeds(name, c_, f_, p_.recourse, [5, 1, 2], profile=profile, cache=False,
+                                verbose=False)[1]
     same_model(one_seed, stacked)
 test_fail(lambda: train_carma_seeds('loan', clf, flow, seeds=[1, 1]), contains='seeds must be distinct')
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always')
-    wrecked = train_carma('loan', clf, flow, pools.recourse, hparams={'lr': 1e4, 'epochs': 3}, cache=False, verbose=False)
+    wrecked = train_carma('loan', clf, flow, pools.recourse, hparams={'lr': 1e4, 'epochs': 3}, cache=False,
+                          verbose=False)
 assert float(wrecked.history['train_coverage']) < COLLAPSED <= float(carma.history['train_coverage'])
 assert any(issubclass(w.category, TrainingCollapsed) and 'training failed' in str(w.message) for w in caught)
 
@@ -970,8 +1065,10 @@ def set_training_range(model: CARMA, # a CARMA model
                        x: torch.Tensor, # (n, D) the recourse training people (all of them, unfiltered)
                       ) -> CARMA:
     "Record each feature's minimum and maximum over the training people on `model` (in place); returns it."
-    if not isinstance(model, CARMA): raise TypeError(f"set_training_range needs a CARMA model, got {type(model).__name__}")
-    with torch.no_grad(): model.feature_range.copy_(training_range(as_features(x, model.n_features, 'x', model.names)))
+    if not isinstance(model, CARMA):
+        raise TypeError(f"set_training_range needs a CARMA model, got {type(model).__name__}")
+    with torch.no_grad():
+        model.feature_range.copy_(training_range(as_features(x, model.n_features, 'x', model.names)))
     return model
 
 def _domain(self: CARMA, margin: float = DOMAIN_MARGIN, # share of the training range added on each side
@@ -1000,7 +1097,7 @@ test_eq(set_training_range(untrained, pools.recourse.train.x).domain().low, carm
 
 # %%
 #| export
-CAUSAL_MODELS = ('carma_nb.flow.CausalFlow', 'carma_nb.vaca.VACA')   # the causal models a saved CARMA may name
+CAUSAL_MODELS = ('carma_nb.flow.CausalFlow', 'carma_nb.vaca.VACA')  # the causal models a saved CARMA may name
 
 def save_carma(model: CARMA, path) -> Path:
     "Save CARMA with its causal model and classifier (weights, scalers, configs) in one checkpoint."
@@ -1008,20 +1105,24 @@ def save_carma(model: CARMA, path) -> Path:
     cm = model.causal_model
     cfg = {'kind': 'carma-model', 'scm': model.scm, 'hp': model.hp,
            'causal_class': f'{type(cm).__module__}.{type(cm).__qualname__}', 'causal_hidden': list(cm.hidden),
-           'clf_hidden': list(model.clf.hidden), 'train_config': getattr(model, 'config', None), 'idle_tol': model.idle_tol}
+           'clf_hidden': list(model.clf.hidden), 'train_config': getattr(model, 'config', None),
+           'idle_tol': model.idle_tol}
     return save_checkpoint(path, model.state_dict(), cfg)
 
 def _causal_class(name: str, source) -> type:
     "The causal-model class a checkpoint names, if it is one of `CAUSAL_MODELS`."
     if name not in CAUSAL_MODELS:
-        raise ValueError(f"{source} names causal model class {name!r}; only {', '.join(CAUSAL_MODELS)} can be loaded")
+        raise ValueError(f"{source} names causal model class {name!r}; "
+                         f"only {', '.join(CAUSAL_MODELS)} can be loaded")
     module, _, cls = name.rpartition('.')
     return getattr(importlib.import_module(module), cls)
 
 def _frozen_part(cls, sd: dict, prefix: str, cfg: dict, hidden_key: str, source):
-    "The causal model or classifier stored under `prefix` in a saved CARMA, checked tensor by tensor and frozen."
+    ("The causal model or classifier stored under `prefix` in a saved CARMA, checked tensor by tensor "
+     "and frozen.")
     part = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    if not {'mean', 'std'} <= set(part): raise ValueError(f"{source}: the {prefix[:-1]}'s scaler (mean, std) is missing; save the model again")
+    if not {'mean', 'std'} <= set(part):
+        raise ValueError(f"{source}: the {prefix[:-1]}'s scaler (mean, std) is missing; save the model again")
     model = cls(cfg['scm'], tuple(cfg[hidden_key]), StandardScaler(part['mean'], part['std']))
     return load_weights(model, part, f'{source} ({prefix[:-1]})').freeze()
 
@@ -1031,14 +1132,18 @@ def load_carma(path, scm: str | None = None) -> CARMA:
     cfg, sd = ck.config, ck.state_dict
     r = sd.get('feature_range')
     if not (isinstance(r, torch.Tensor) and r.ndim == 2 and torch.isfinite(r).all()):
-        raise ValueError(f"model file {path} has no feature_range (each feature's training minimum and maximum), so its "
-                         "domain is unknown and applicants could not be checked: train the model again and save it with save_carma")
+        raise ValueError(f"model file {path} has no feature_range "
+                         "(each feature's training minimum and maximum), so its domain is unknown and "
+                         "applicants could not be checked: train the model again and save it with save_carma")
     lacking = [k for k in ('scm', 'hp', 'causal_class', 'causal_hidden', 'clf_hidden') if k not in cfg]
-    if lacking: raise ValueError(f"{path}: the saved configuration lacks {lacking}; save the model again with save_carma")
-    cm = _frozen_part(_causal_class(cfg['causal_class'], path), sd, 'causal_model.', cfg, 'causal_hidden', path)
+    if lacking:
+        raise ValueError(f"{path}: the saved configuration lacks {lacking}; "
+                         "save the model again with save_carma")
+    cm = _frozen_part(_causal_class(cfg['causal_class'], path), sd, 'causal_model.', cfg, 'causal_hidden',
+                      path)
     clf = _frozen_part(Classifier, sd, 'clf.', cfg, 'clf_hidden', path)
-    return _carma_from_checkpoint(Checkpoint(sd, cfg.get('train_config') or {'hp': cfg['hp']}, None, Path(path)), cm, clf,
-                                  cfg.get('idle_tol'))
+    return _carma_from_checkpoint(Checkpoint(sd, cfg.get('train_config') or {'hp': cfg['hp']}, None,
+                                             Path(path)), cm, clf, cfg.get('idle_tol'))
 
 
 # %%
@@ -1046,18 +1151,24 @@ with tempfile.TemporaryDirectory() as d:
     path = save_carma(carma, Path(d)/'carma.pt')
     again = load_carma(path, scm='loan')
     test_eq(again.recommend(train_people).values, rec.values)
-    test_fail(lambda: load_carma(path, scm='chain-lin'), contains="has scm='loan' but scm='chain-lin' was requested")
+    test_fail(lambda: load_carma(path, scm='chain-lin'),
+              contains="has scm='loan' but scm='chain-lin' was requested")
     ck = load_checkpoint(path)
     def damaged(edit_sd=lambda sd: sd, edit_cfg=lambda c: c):
         save_checkpoint(Path(d)/'bad.pt', edit_sd(dict(ck.state_dict)), edit_cfg(dict(ck.config)))
         return lambda: load_carma(Path(d)/'bad.pt')
     test_fail(damaged(lambda sd: {k: v for k, v in sd.items() if k != 'action_net.2.weight'}),
               contains="bad.pt: missing tensors ['action_net.2.weight']")
-    test_fail(damaged(lambda sd: {**sd, 'mask_net.0.bias': sd['mask_net.0.bias'] * float('nan')}), contains="'mask_net.0.bias' holds NaN")
-    test_fail(damaged(lambda sd: {k: v for k, v in sd.items() if k != 'clf.net.0.weight'}), contains='bad.pt (clf): missing')
-    test_fail(damaged(lambda sd: {k: v for k, v in sd.items() if k != 'feature_range'}), contains='has no feature_range')
-    test_fail(damaged(edit_cfg=lambda c: {**c, 'causal_class': 'os.system'}), contains="only carma_nb.flow.CausalFlow")
-    test_fail(lambda: save_carma(untrained.freeze(), Path(d)/'u.pt') if False else save_carma(CARMA(flow, clf, carma.hp, (-4., 4.)), Path(d)/'u.pt'),
+    test_fail(damaged(lambda sd: {**sd, 'mask_net.0.bias': sd['mask_net.0.bias'] * float('nan')}),
+              contains="'mask_net.0.bias' holds NaN")
+    test_fail(damaged(lambda sd: {k: v for k, v in sd.items() if k != 'clf.net.0.weight'}),
+              contains='bad.pt (clf): missing')
+    test_fail(damaged(lambda sd: {k: v for k, v in sd.items() if k != 'feature_range'}),
+              contains='has no feature_range')
+    test_fail(damaged(edit_cfg=lambda c: {**c, 'causal_class': 'os.system'}),
+              contains="only carma_nb.flow.CausalFlow")
+    test_fail(lambda: save_carma(untrained.freeze(), Path(d)/'u.pt') if False
+                      else save_carma(CARMA(flow, clf, carma.hp, (-4., 4.)), Path(d)/'u.pt'),
               contains='call set_training_range(model')
 
 # %% [markdown]
@@ -1078,26 +1189,30 @@ pd.DataFrame([rep.metrics, orep.metrics], index=['CARMA', 'oracle']).round(3)
 
 # %%
 #| export
-METHOD_COLORS = {'CARMA': '#1b9e77', 'oracle': '#d95f02', 'DiCE-VAE': '#7570b3', 'CARMA (weighted)': '#e7298a',
-                 'oracle (weighted)': '#66a61e', 'CARMA (VACA)': '#e6ab02', 'improved CARMA': '#386cb0'}
+METHOD_COLORS = {'CARMA': '#1b9e77', 'oracle': '#d95f02', 'DiCE-VAE': '#7570b3',
+                 'CARMA (weighted)': '#e7298a', 'oracle (weighted)': '#66a61e', 'CARMA (VACA)': '#e6ab02',
+                 'improved CARMA': '#386cb0'}
 
 def plot_shifts(scm: SCM | str, # the SCM whose actionable features get one panel each
                 reports: dict, # method name -> RecourseReport (evaluate_recourse)
                 title: str = ''):
-    "Histograms of the shift x_CF − x_F of each actionable feature among the people who act on it, per method."
+    ("Histograms of the shift x_CF − x_F of each actionable feature among the people who act on it, "
+     "per method.")
     import matplotlib.pyplot as plt
     scm = get_scm(scm)
     fig, axes = plt.subplots(1, len(scm.actionable), figsize=(4 * len(scm.actionable), 3), squeeze=False)
     for ax, j in zip(axes[0], scm.actionable):
         for name, rep in reports.items():
             s = rep.shift[rep.mask[:, j], j].numpy()
-            if len(s): ax.hist(s, bins=30, alpha=.6, color=METHOD_COLORS.get(name), label=f'{name} (n={len(s)})', density=True)
+            if len(s): ax.hist(s, bins=30, alpha=.6, color=METHOD_COLORS.get(name),
+                               label=f'{name} (n={len(s)})', density=True)
         ax.set_title(scm.names[j]); ax.legend(fontsize=8)
     fig.suptitle(title, y=1.05)
     return fig
 
 def plot_feature_use(scm: SCM | str, reports: dict, title: str = ''):
-    "Two panels: % of people by number of features intervened, and % of people acting on each feature, per method."
+    ("Two panels: % of people by number of features intervened, and % of people acting on each feature, "
+     "per method.")
     import matplotlib.pyplot as plt
     scm = get_scm(scm)
     colors = [METHOD_COLORS.get(n) for n in reports]
@@ -1114,7 +1229,8 @@ def plot_feature_use(scm: SCM | str, reports: dict, title: str = ''):
 
 
 # %%
-save_figure(plot_shifts('loan', {'CARMA': rep, 'oracle': orep}, 'loan: shift x_CF − x_F of each intervened feature (paper Fig. 2)'),
+save_figure(plot_shifts('loan', {'CARMA': rep, 'oracle': orep},
+                        'loan: shift x_CF − x_F of each intervened feature (paper Fig. 2)'),
             'fig2_shifts_carma_vs_oracle')
 save_figure(plot_feature_use('loan', {'CARMA': rep, 'oracle': orep}, 'loan: CARMA vs oracle (paper Fig. 7)'),
             'fig7_features_carma_vs_oracle')
@@ -1122,8 +1238,10 @@ plt.show()
 
 # %%
 #| export
-PAPER_CARMA = pd.DataFrame({  # the paper's Table 1, CARMA columns: references shown next to ours, never results
-    'scm': ['triangle-lin', 'collider-lin', 'chain-lin', 'triangle-nlin', 'collider-nlin', 'chain-nlin', 'loan'],
+# the paper's Table 1, CARMA columns: references shown next to ours, never results
+PAPER_CARMA = pd.DataFrame({
+    'scm': ['triangle-lin', 'collider-lin', 'chain-lin', 'triangle-nlin', 'collider-nlin', 'chain-nlin',
+            'loan'],
     'paper CARMA cost x100': [11.36, 10.36, 10.62, 8.95, 4.19, 11.81, 6.69],
     'paper CARMA cost std': [4.13, 4.06, 5.12, 3.13, 1.10, 2.05, 1.36],
     'paper CARMA acts': [1.45, 2.37, 2.26, 1.96, 2.62, 2.32, 2.89],

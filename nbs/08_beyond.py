@@ -35,8 +35,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from carma_nb.carma import (PHASES, RECIPES, Recipe, StackedMLP, TrainingState, carma_loss, served_masks, stacked_outcome,
-                            stacked_training, aligned, masked_mean, train_carma_seeds)
+from carma_nb.carma import (PHASES, RECIPES, Recipe, StackedMLP, TrainingState, carma_loss, served_masks,
+                            stacked_outcome, stacked_training, aligned, masked_mean, train_carma_seeds)
 from carma_nb.core import get_profile, check_positive
 from carma_nb.data import make_pools
 from carma_nb.recourse import evaluate_recourse, recourse_problem
@@ -109,7 +109,9 @@ def mask_subsets(act: torch.Tensor, # (D,) 1 on actionable features
     "Every non-empty subset of the actionable features as a mask, (2^K − 1, D) for K actionable features."
     idx = act.nonzero().flatten()
     K = len(idx)
-    if not 1 <= K <= 10: raise ValueError(f"mask refinement enumerates the 2^K − 1 masks of K actionable features and needs 1 ≤ K ≤ 10, got K = {K}")
+    if not 1 <= K <= 10:
+        raise ValueError(f"mask refinement enumerates the 2^K − 1 masks of K actionable features "
+                         f"and needs 1 ≤ K ≤ 10, got K = {K}")
     bits = (torch.arange(1, 2 ** K)[:, None] >> torch.arange(K)) & 1
     out = torch.zeros(2 ** K - 1, len(act))
     out[:, idx] = bits.to(out.dtype)
@@ -119,7 +121,8 @@ def mask_penalty(cands: torch.Tensor, # (M, D) candidate masks
                  prior: torch.Tensor, # (D,) prior probability of intervening π_j
                  act: torch.Tensor, # (D,) 1 on actionable features
                 ) -> torch.Tensor:
-    "The mask prior's term at each mask, −Σ_actionable log Bernoulli(a_j; π_j), less its minimum: (M,), 0 for π = ½."
+    ("The mask prior's term at each mask, −Σ_actionable log Bernoulli(a_j; π_j), less its minimum: (M,), "
+     "0 for π = ½.")
     pen = -(torch.where(cands.bool(), torch.log(prior), torch.log1p(-prior)) * act).sum(-1)
     return pen - pen.min()
 
@@ -127,13 +130,15 @@ def cheapest_valid_masks(st: TrainingState, cands: torch.Tensor, # (M, D) candid
                          fallback: torch.Tensor, # (S, N, D) the mask kept where no candidate is valid
                          penalty: torch.Tensor, # (M,) added to each mask's cost
                         ) -> torch.Tensor:
-    "Per stacked model and training person, the valid candidate mask (amounts from the action network) of least cost + penalty."
+    ("Per stacked model and training person, the valid candidate mask (amounts from the action network) "
+     "of least cost + penalty.")
     S, N = fallback.shape[:2]
     pos, _ = aligned(N)                     # padded like a training batch; the padding is cut off at the end
     xs, zs = st.x[pos].expand(S, len(pos), -1), st.z[pos].expand(S, len(pos), -1)
     best_cost, best = torch.full((S, len(pos)), torch.inf), fallback[:, pos].clone()
     with torch.no_grad():
-        for m, pen in zip(cands, penalty):   # one pass per mask (at most 2^10 − 1), batched over models and people
+        # one pass per mask (at most 2^10 − 1), batched over models and people
+        for m, pen in zip(cands, penalty):
             cost, logit = stacked_outcome(st.ctx, st.action_net, xs, zs, m.expand(S, len(pos), -1))
             better = (logit >= 0) & (cost + pen < best_cost)   # ties keep the earlier, smaller mask
             best_cost = torch.where(better, cost + pen, best_cost)
@@ -141,7 +146,8 @@ def cheapest_valid_masks(st: TrainingState, cands: torch.Tensor, # (M, D) candid
     return best[:, :N]
 
 def refine_phase(st: TrainingState, epochs: int) -> dict:
-    "Mask refinement: every mask's amounts, each person's cheapest valid mask, the mask network learns them; curves."
+    ("Mask refinement: every mask's amounts, each person's cheapest valid mask, "
+     "the mask network learns them; curves.")
     act, D, S = st.ctx.act, st.x.shape[1], len(st.gens)
     cands, lam = mask_subsets(act), st.curves['lambda'][-1]
     hp = {'lr': st.hp['lr'], 'epochs': epochs, 'batch': st.hp['batch']}
@@ -149,16 +155,18 @@ def refine_phase(st: TrainingState, epochs: int) -> dict:
         a = cands[torch.stack([torch.randint(len(cands), (idx.shape[1],), generator=g) for g in st.gens])]
         loss, parts = carma_loss(st.ctx, None, st.action_net, st.x[idx], st.z[idx], lam, keep, a=a)
         return loss, parts
-    more = stacked_training(every_mask, list(st.action_net.parameters()), len(st.x), st.gens, hp, f'{st.desc} every mask',
-                            st.verbose, lam0=lam)
-    labels = cheapest_valid_masks(st, cands, served_masks(st.mask_net, st.z, act), mask_penalty(cands, st.ctx.prior, act))
+    more = stacked_training(every_mask, list(st.action_net.parameters()), len(st.x), st.gens, hp,
+                            f'{st.desc} every mask', st.verbose, lam0=lam)
+    labels = cheapest_valid_masks(st, cands, served_masks(st.mask_net, st.z, act),
+                                  mask_penalty(cands, st.ctx.prior, act))
     rows, zero = torch.arange(S)[:, None], torch.zeros(S)
     def learn_labels(idx, _, keep):
         d = st.mask_net(st.z[idx]).unflatten(-1, (D, 2)).diff(dim=-1).squeeze(-1)   # "intervene" minus "keep"
-        bce = masked_mean((F.binary_cross_entropy_with_logits(d, labels[rows, idx], reduction='none') * act).sum(-1), keep)
+        bce = masked_mean((F.binary_cross_entropy_with_logits(d, labels[rows, idx], reduction='none') * act)
+                          .sum(-1), keep)
         return bce, torch.stack([bce, zero, zero, zero]).detach()
-    stacked_training(learn_labels, list(st.mask_net.parameters()), len(st.x), st.gens, hp, f'{st.desc} mask labels',
-                     st.verbose, lam0=lam)
+    stacked_training(learn_labels, list(st.mask_net.parameters()), len(st.x), st.gens, hp,
+                     f'{st.desc} mask labels', st.verbose, lam0=lam)
     return more
 
 PHASES['refine'] = refine_phase
@@ -169,9 +177,11 @@ ms = mask_subsets(act_loan)
 test_eq(ms.shape, (15, 7)); test_eq(len({tuple(r) for r in ms.tolist()}), 15)
 test_eq(ms[:, [0, 1, 4]].abs().sum(), 0); test_eq(bool((ms.sum(-1) >= 1).all()), True)
 test_fail(lambda: mask_subsets(torch.zeros(4)), contains='needs 1 ≤ K ≤ 10')
-test_eq(mask_penalty(ms, torch.full((7,), 0.5), act_loan), torch.zeros(15))       # the uniform prior favours no mask
+# the uniform prior favours no mask
+test_eq(mask_penalty(ms, torch.full((7,), 0.5), act_loan), torch.zeros(15))
 pen = mask_penalty(ms, 1 / (2 * torch.tensor([1., 1, 3, 2, 1, 2, 1])), act_loan)
-test_close(float(pen.max()), math.log(5) + 2 * math.log(3), eps=1e-5)                # all four: odds 1:5 and twice 1:3
+# all four: odds 1:5 and twice 1:3
+test_close(float(pen.max()), math.log(5) + 2 * math.log(3), eps=1e-5)
 
 # %% [markdown]
 # ## Polishing
@@ -195,8 +205,8 @@ def polish_phase(st: TrainingState, epochs: int) -> dict:
     def step(idx, lam, keep):
         return carma_loss(st.ctx, None, st.action_net, st.x[idx], st.z[idx], lam, keep, a=a_det[rows, idx])
     return stacked_training(step, list(st.action_net.parameters()), len(st.x), st.gens,
-                            {'lr': POLISH_LR, 'epochs': epochs, 'batch': st.hp['batch']}, f'{st.desc} polish', st.verbose,
-                            lam0=st.curves['lambda'][-1])
+                            {'lr': POLISH_LR, 'epochs': epochs, 'batch': st.hp['batch']}, f'{st.desc} polish',
+                            st.verbose, lam0=st.curves['lambda'][-1])
 
 PHASES['polish'] = polish_phase
 
@@ -218,7 +228,8 @@ def idle_acts(model, # a trained CARMA
               x: torch.Tensor, # (n, D) raw features
               tol: float = 0.05, # an act is idle when its latent shift is smaller than this
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    "The served mask (n, D) bool (every act), and which of its acts are idle (latent shift below `tol`), (n, D) bool."
+    ("The served mask (n, D) bool (every act), and which of its acts are idle (latent shift below `tol`), "
+     "(n, D) bool.")
     check_positive(tol, 'tol')
     prog = model.program
     x = x.float().numpy() if isinstance(x, torch.Tensor) else x
@@ -243,12 +254,16 @@ IMPROVED: dict[str, Recipe] = {
     'triangle-lin':  Recipe('improved', candidates=6, temperature=4, phases=_REFINE_POLISH, idle_tol=0.05),
     'collider-lin':  Recipe('improved', candidates=3, temperature=4, phases=_REFINE_POLISH, idle_tol=0.05),
     'chain-lin':     Recipe('improved', candidates=6, temperature=1, phases=_REFINE_POLISH, idle_tol=0.05),
-    'triangle-nlin': Recipe('improved', candidates=6, temperature=1, shift_scale=2, margin=0.03, phases=_REFINE_POLISH,
+    'triangle-nlin': Recipe('improved', candidates=6, temperature=1, shift_scale=2, margin=0.03,
+                            phases=_REFINE_POLISH, idle_tol=0.05),
+    'collider-nlin': Recipe('improved', candidates=6, temperature=1, phases=(('polish', 150),),
                             idle_tol=0.05),
-    'collider-nlin': Recipe('improved', candidates=6, temperature=1, phases=(('polish', 150),), idle_tol=0.05),
-    'chain-nlin':    Recipe('improved', candidates=3, temperature=1, shift_scale=2, phases=(('polish', 150),), idle_tol=0.05),
-    'loan':          Recipe('improved', candidates=1, temperature=4, phases=(('polish', 150),), idle_tol=0.05),
-    'loan-weighted': Recipe('improved', candidates=3, temperature=4, phases=(('polish', 150),), idle_tol=0.05),
+    'chain-nlin':    Recipe('improved', candidates=3, temperature=1, shift_scale=2, phases=(('polish', 150),),
+                            idle_tol=0.05),
+    'loan':          Recipe('improved', candidates=1, temperature=4, phases=(('polish', 150),),
+                            idle_tol=0.05),
+    'loan-weighted': Recipe('improved', candidates=3, temperature=4, phases=(('polish', 150),),
+                            idle_tol=0.05),
     'loan-vaca':     Recipe('improved', candidates=3, temperature=4, margin=0.03, idle_tol=0.05),
 }
 IMPROVED_GENERIC = Recipe('improved', candidates=3, temperature=1, phases=(('polish', 150),), idle_tol=0.05)
@@ -257,7 +272,8 @@ def improved_recipe(scm: str, variant: str | None = None) -> Recipe:
     "The improved recipe's settings for `scm` (and loan's weighted or VACA row)."
     name = get_scm(scm).name
     key = f'{name}-{variant}' if variant else name
-    return IMPROVED.get(key, IMPROVED.get(name, IMPROVED_GENERIC) if not variant else IMPROVED.get(f'loan-{variant}'))
+    return IMPROVED.get(key, IMPROVED.get(name, IMPROVED_GENERIC) if not variant
+                        else IMPROVED.get(f'loan-{variant}'))
 
 RECIPES['improved'] = improved_recipe
 
@@ -279,36 +295,45 @@ test_eq(improved_recipe('chain-nlin').shift_scale, 2)
 # %%
 #| export
 def ablation_recipes(scm: str) -> dict[str, Recipe]:
-    "The recipes of the ablation for `scm`: the paper's, each change of the improved recipe alone, and all of them."
+    ("The recipes of the ablation for `scm`: the paper's, each change of the improved recipe alone, "
+     "and all of them.")
     full, paper = improved_recipe(scm), Recipe()
-    alone = {'candidates': replace(paper, candidates=full.candidates), 'tempered hinge': replace(paper, temperature=full.temperature),
+    alone = {'candidates': replace(paper, candidates=full.candidates),
+             'tempered hinge': replace(paper, temperature=full.temperature),
              'wider clamp': replace(paper, shift_scale=full.shift_scale),
              'refinement': replace(paper, phases=tuple(p for p in full.phases if p[0] == 'refine')),
              'polishing': replace(paper, phases=tuple(p for p in full.phases if p[0] == 'polish')),
-             'margin': replace(paper, margin=full.margin), 'no idle acts': replace(paper, idle_tol=full.idle_tol)}
+             'margin': replace(paper, margin=full.margin),
+             'no idle acts': replace(paper, idle_tol=full.idle_tol)}
     out = {'paper': paper}
-    out.update({k: replace(r, name=f'paper + {k}') for k, r in alone.items() if r != paper})   # changes this SCM uses
+    # changes this SCM uses
+    out.update({k: replace(r, name=f'paper + {k}') for k, r in alone.items() if r != paper})
     out['improved'] = full
     return out
 
 def ablation_table(profile=None, scms=SCM_NAMES, verbose: bool = False) -> pd.DataFrame:
-    "Cost ×100, validity % and acts (means over the profile's seeds, and the worst seed's validity) per SCM and recipe."
+    ("Cost ×100, validity % and acts (means over the profile's seeds, and the worst seed's validity) "
+     "per SCM and recipe.")
     p, rows = get_profile(profile), []
     for name in scms:
         ref = oracle_reference(name, p)
         flow = fit_flow(name, ref.pools.causal, p, verbose=False)
         for label, recipe in ablation_recipes(name).items():
-            models = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, range(p.seeds), recipe, profile=p, verbose=verbose)
-            m = pd.DataFrame([evaluate_recourse(ref.problem, ref.clf, ref.people, mo.recommend(ref.people)).metrics for mo in models])
-            rows.append({'scm': name, 'recipe': label, 'seeds': len(models), 'cost x100': m['cost x100'].mean(),
-                         'cost std': m['cost x100'].std(), 'validity %': m['validity %'].mean(),
+            models = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, range(p.seeds), recipe,
+                                       profile=p, verbose=verbose)
+            m = pd.DataFrame([evaluate_recourse(ref.problem, ref.clf, ref.people,
+                                                mo.recommend(ref.people)).metrics for mo in models])
+            rows.append({'scm': name, 'recipe': label, 'seeds': len(models),
+                         'cost x100': m['cost x100'].mean(), 'cost std': m['cost x100'].std(),
+                         'validity %': m['validity %'].mean(),
                          'worst validity %': m['validity %'].min(), 'acts': m['acts'].mean(),
                          'oracle cost x100': ref.metrics['cost x100']})
     return pd.DataFrame(rows).set_index(['scm', 'recipe'])
 
 
 # %%
-test_eq(list(ablation_recipes('loan')), ['paper', 'tempered hinge', 'polishing', 'no idle acts', 'improved'])   # loan's changes
+# loan's changes
+test_eq(list(ablation_recipes('loan')), ['paper', 'tempered hinge', 'polishing', 'no idle acts', 'improved'])
 test_eq(ablation_recipes('loan')['paper'], Recipe())
 test_eq(ablation_recipes('triangle-nlin')['wider clamp'].shift_scale, 2)
 

@@ -440,8 +440,10 @@ table.round(2)
 # %%
 n_actionable = [float(len(get_scm(n).actionable)) for n in table.index]
 test_eq(table['DiCE-VAE acts'].tolist(), n_actionable)
-fewer = table['CARMA acts'] < table['DiCE-VAE acts'] if profile.name == 'paper' else table['CARMA acts'] <= table['DiCE-VAE acts']
-assert fewer.all(), table[['CARMA acts', 'DiCE-VAE acts']]      # (undertrained at the quick profile: at most as many)
+# (undertrained at the quick profile: at most as many)
+fewer = (table['CARMA acts'] < table['DiCE-VAE acts'] if profile.name == 'paper'
+         else table['CARMA acts'] <= table['DiCE-VAE acts'])
+assert fewer.all(), table[['CARMA acts', 'DiCE-VAE acts']]
 assert (table['DiCE-VAE / CARMA cost'] > 1).all(), table['DiCE-VAE / CARMA cost']
 four = [n for n in table.index if n != 'loan']
 test_eq(table.loc[four, 'DiCE-VAE validity %'].tolist(), table.loc[four, 'DiCE-VAE coverage %'].tolist())

@@ -57,7 +57,8 @@ from carma_nb.core import figure_dir, save_figure, save_table
 profile = get_profile()
 t0 = time.perf_counter()
 results = run_experiments(profile, jobs=1, verbose=False)
-print(f'{len(results)} result rows ({profile.name} profile, {profile.seeds} seeds) in {time.perf_counter() - t0:.0f} s')
+print(f'{len(results)} result rows ({profile.name} profile, {profile.seeds} seeds) '
+      f'in {time.perf_counter() - t0:.0f} s')
 results.groupby(['scm', 'method']).size().unstack(fill_value=0)
 
 # %% [markdown]
@@ -90,12 +91,15 @@ def table1_targets(t1: pd.DataFrame) -> pd.DataFrame:
     gap = t1['oracle cost, original convention'] / t1['paper oracle cost'] - 1
     acts = t1['oracle acts, original convention'] - t1['paper oracle acts']
     return pd.DataFrame({
-        'oracle cost gap %': 100 * gap, 'oracle acts gap': acts, 'oracle ok': (gap.abs() <= 0.08) & (acts.abs() <= 0.15),
-        'CARMA − paper, in paper std': (t1['CARMA cost'] - t1['paper CARMA cost']) / t1['paper CARMA cost std'],
+        'oracle cost gap %': 100 * gap, 'oracle acts gap': acts,
+        'oracle ok': (gap.abs() <= 0.08) & (acts.abs() <= 0.15),
+        'CARMA − paper, in paper std':
+            (t1['CARMA cost'] - t1['paper CARMA cost']) / t1['paper CARMA cost std'],
         'CARMA within 1 std': (t1['CARMA cost'] - t1['paper CARMA cost']).abs() <= t1['paper CARMA cost std'],
         'CARMA validity ≥ 99 %': t1['CARMA validity %'] >= 99,
         'improved / CARMA cost': t1['improved CARMA cost'] / t1['CARMA cost'],
-        'improved ok': (t1['improved CARMA cost'] <= t1['CARMA cost']) & (t1['improved CARMA validity %'] >= 99.5)})
+        'improved ok': (t1['improved CARMA cost'] <= t1['CARMA cost'])
+                       & (t1['improved CARMA validity %'] >= 99.5)})
 
 
 # %%
@@ -104,10 +108,13 @@ save_table(targets.round(3), 'table1_targets')
 targets.round(3)
 
 # %%
-assert (t1['oracle cost'] > 0).all() and (t1['CARMA validity %'] > 80).all() and (t1['improved CARMA validity %'] > 80).all()
-assert (t1['oracle cost, original convention'] > t1['oracle cost']).all()          # the rejected people's narrower ranges
+assert ((t1['oracle cost'] > 0).all() and (t1['CARMA validity %'] > 80).all()
+        and (t1['improved CARMA validity %'] > 80).all())
+# the rejected people's narrower ranges
+assert (t1['oracle cost, original convention'] > t1['oracle cost']).all()
 print(f"targets held: oracle {int(targets['oracle ok'].sum())}/7, CARMA within one paper std "
-      f"{int(targets['CARMA within 1 std'].sum())}/7 (validity ≥ 99 % on {int(targets['CARMA validity ≥ 99 %'].sum())}), "
+      f"{int(targets['CARMA within 1 std'].sum())}/7 "
+      f"(validity ≥ 99 % on {int(targets['CARMA validity ≥ 99 %'].sum())}), "
       f"improved {int(targets['improved ok'].sum())}/7")
 
 
@@ -138,16 +145,19 @@ print(f"targets held: oracle {int(targets['oracle ok'].sum())}/7, CARMA within o
 # %%
 #| export
 def table7(results: pd.DataFrame) -> pd.DataFrame:
-    "Unweighted vs weighted CARMA and the weighted oracle on loan, from a results table; the paper's values alongside."
+    ("Unweighted vs weighted CARMA and the weighted oracle on loan, from a results table; "
+     "the paper's values alongside.")
     r = results[(results['scm'] == 'loan') & (results['fraction'] == 1.0)]
-    names = {'carma': 'CARMA', 'carma-weighted': 'CARMA (weighted)', 'oracle-weighted': 'oracle (weighted)', 'oracle': 'oracle'}
+    names = {'carma': 'CARMA', 'carma-weighted': 'CARMA (weighted)', 'oracle-weighted': 'oracle (weighted)',
+             'oracle': 'oracle'}
     rows = []
     for m, label in names.items():
         d = r[r['method'] == m]
         if not len(d): continue
         # the oracle is deterministic: one run
-        rows.append({'method': label, 'seeds': max(1, int(d['seed'].notna().sum())), 'cost x100 (own objective)': d['cost x100'].mean(),
-                     'cost std': d['cost x100'].std(), 'validity %': d['validity %'].mean(), 'acts': d['acts'].mean()})
+        rows.append({'method': label, 'seeds': max(1, int(d['seed'].notna().sum())),
+                     'cost x100 (own objective)': d['cost x100'].mean(), 'cost std': d['cost x100'].std(),
+                     'validity %': d['validity %'].mean(), 'acts': d['acts'].mean()})
     return pd.DataFrame(rows).set_index('method').join(PAPER_TABLE7)
 
 
@@ -165,13 +175,15 @@ t7.round(2)
 # %%
 #| export
 def plot_ablation(results: pd.DataFrame):
-    "Paper Fig. 8: cost, validity and acts of CARMA on loan against the training-data fraction (mean ± std over seeds)."
+    ("Paper Fig. 8: cost, validity and acts of CARMA on loan against the training-data fraction "
+     "(mean ± std over seeds).")
     import matplotlib.pyplot as plt
     r = results[(results['scm'] == 'loan') & results['method'].isin(['carma', 'carma-fraction'])]
     g = r.groupby('fraction')
     fig, axes = plt.subplots(1, 3, figsize=(13, 3))
     for ax, col in zip(axes, ['cost x100', 'validity %', 'acts']):
-        ax.errorbar(g[col].mean().index, g[col].mean(), yerr=g[col].std().fillna(0), marker='o', capsize=3, color='#1b9e77')
+        ax.errorbar(g[col].mean().index, g[col].mean(), yerr=g[col].std().fillna(0), marker='o', capsize=3,
+                    color='#1b9e77')
         ax.set_xscale('log'); ax.set_xlabel('fraction of the training people'); ax.set_title(col)
     fig.suptitle('loan: CARMA vs training-data fraction (paper Fig. 8)', y=1.04)
     return fig
@@ -190,8 +202,9 @@ plt.show()
 # (preferences) by chapter 9, Fig. 6 (the graphs) by chapter 1, Figs. 9–10 (DiCE-VAE) by chapter 11.
 
 # %%
-for name in ('fig2_shifts_carma_vs_oracle', 'fig3_flow_vs_vaca', 'fig4_preferences_features', 'fig5_preferences_shifts',
-             'fig6_causal_graphs', 'fig7_features_carma_vs_oracle', 'fig9_targets_linear', 'fig10_targets_nonlinear'):
+for name in ('fig2_shifts_carma_vs_oracle', 'fig3_flow_vs_vaca', 'fig4_preferences_features',
+             'fig5_preferences_shifts', 'fig6_causal_graphs', 'fig7_features_carma_vs_oracle',
+             'fig9_targets_linear', 'fig10_targets_nonlinear'):
     path = figure_dir(profile)/f'{name}.png'
     if path.exists(): display(Image(filename=str(path), width=800))
     else: print(f'{name}: run its chapter first')
@@ -207,12 +220,14 @@ for name in ('fig2_shifts_carma_vs_oracle', 'fig3_flow_vs_vaca', 'fig4_preferenc
 
 # %%
 #| export
-def scaling_times(name: str = 'loan', sizes=(1, 10, 100, 1000, 10_000, 100_000), oracle_max: int = 1000, profile=None) -> pd.DataFrame:
+def scaling_times(name: str = 'loan', sizes=(1, 10, 100, 1000, 10_000, 100_000), oracle_max: int = 1000,
+                  profile=None) -> pd.DataFrame:
     "Seconds per person for the loop oracle, the batched oracle and CARMA at several numbers of people."
     p = get_profile(profile)
     ref = oracle_reference(name, p)
     flow = fit_flow(name, ref.pools.causal, p, verbose=False)
-    carma = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds=range(p.seeds), profile=p, verbose=False)[0]
+    carma = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds=range(p.seeds), profile=p,
+                              verbose=False)[0]
     loop = loop_seconds_per_person(ref.problem, ref.clf, ref.people[0])
     rows = []
     for n in sizes:
@@ -220,7 +235,8 @@ def scaling_times(name: str = 'loan', sizes=(1, 10, 100, 1000, 10_000, 100_000),
         t = time.perf_counter(); carma.recommend(x); c = (time.perf_counter() - t) / n
         o = np.nan
         if n <= oracle_max:
-            t = time.perf_counter(); oracle_recourse(ref.problem, ref.clf, x, verbose=False); o = (time.perf_counter() - t) / n
+            t = time.perf_counter(); oracle_recourse(ref.problem, ref.clf, x, verbose=False)
+            o = (time.perf_counter() - t) / n
         rows.append({'people': n, 'loop oracle s': loop, 'batched oracle s': o, 'CARMA s': c})
     return pd.DataFrame(rows).set_index('people')
 
@@ -232,7 +248,8 @@ save_table(scaling, 'scaling_loan')
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for col, c in zip(scaling.columns, ['#7570b3', '#d95f02', '#1b9e77']):
     ax.plot(scaling.index, scaling[col], marker='o', label=col.removesuffix(' s'), color=c)
-ax.set_xscale('log'); ax.set_yscale('log'); ax.set_xlabel('number of people'); ax.set_ylabel('seconds per person'); ax.legend()
+ax.set_xscale('log'); ax.set_yscale('log')
+ax.set_xlabel('number of people'); ax.set_ylabel('seconds per person'); ax.legend()
 ax.set_title('loan: time per person vs number of people')
 save_figure(fig, 'scaling_time_per_person')
 plt.show()

@@ -45,10 +45,10 @@ from carma_nb.recourse import rejected
 
 pools = make_pools('loan')
 clf = train_classifier('loan', pools.classifier, 'quick', verbose=False)
-flow = fit_flow('loan', pools.causal, 'quick', verbose=False)                 # the causal model, learned from data
+flow = fit_flow('loan', pools.causal, 'quick', verbose=False)            # the causal model, learned from data
 carma = train_carma('loan', clf, flow, pools.recourse, profile='quick', verbose=False)
 people = rejected(clf, pools.recourse.test.x)[:3]
-rec = carma.recommend(people)                                                   # one forward pass for everybody
+rec = carma.recommend(people)                                            # one forward pass for everybody
 pd.DataFrame({'act on': [', '.join(n for n, m in zip(carma.names, row) if m) for row in rec.mask],
               'targets': [', '.join(f'{n} → {v:.2f}' for n, v, m in zip(carma.names, vals, row) if m)
                           for row, vals in zip(rec.mask, rec.values.tolist())],
@@ -67,12 +67,14 @@ pd.DataFrame({'act on': [', '.join(n for n, m in zip(carma.names, row) if m) for
 #| output: asis
 from carma_nb.core import markdown_table, project_root
 _t1 = project_root()/'figures'/'table1.csv'
-_cols = ['oracle cost, original convention', 'paper oracle cost', 'CARMA cost', 'CARMA cost std', 'paper CARMA cost',
-         'paper CARMA cost std', 'CARMA validity %', 'paper CARMA validity %', 'improved CARMA cost',
-         'improved CARMA validity %', 'DiCE-VAE cost', 'paper DiCE-VAE cost']
+_cols = ['oracle cost, original convention', 'paper oracle cost', 'CARMA cost', 'CARMA cost std',
+         'paper CARMA cost', 'paper CARMA cost std', 'CARMA validity %', 'paper CARMA validity %',
+         'improved CARMA cost', 'improved CARMA validity %', 'DiCE-VAE cost', 'paper DiCE-VAE cost']
 _df = pd.read_csv(_t1, index_col='scm') if _t1.exists() else None
-if _df is not None and set(_cols) <= set(_df.columns): print(markdown_table(_df[_cols].round(2), floatfmt='.4g'))
-else: print('*Not yet reproduced with this version: run `carma-nb reproduce --profile paper` to write `figures/table1.csv`.*')
+if _df is not None and set(_cols) <= set(_df.columns):
+    print(markdown_table(_df[_cols].round(2), floatfmt='.4g'))
+else: print('*Not yet reproduced with this version: run `carma-nb reproduce --profile paper` '
+            'to write `figures/table1.csv`.*')
 
 # %% [markdown]
 # ## The course

@@ -432,7 +432,11 @@ table.round(2)
 #
 # - the DiCE-VAE acts on every actionable feature for every person (3 on the four-node SCMs, 4 on loan);
 #   CARMA chooses fewer;
-# - so it pays more than CARMA on every SCM (the paper: 1.8–3×);
+# - so it pays more than CARMA on most SCMs (the paper: 1.8–3× on all seven). Not on the two chains:
+#   at the paper profile our DiCE-VAE costs 14.6 (chain-lin) and 10.2 (chain-nlin), about half the
+#   paper's, while a few of the paper's-CARMA seeds there fail and cost far more than the others (chapter
+#   13's list of differences, items 7 and below); on chain-nlin even CARMA's median seed (12.6) costs more. The improved
+#   recipe of chapter 8 (6.4 and 6.8) is well below DiCE-VAE on both;
 # - on the four-node SCMs every feature downstream of an edit is itself edited, so the world cannot
 #   disagree with the edited row: causal validity equals coverage exactly. On loan they differ, by the
 #   people for whom the loan's duration, which the edit leaves alone, moves the classifier's decision.
@@ -444,7 +448,7 @@ test_eq(table['DiCE-VAE acts'].tolist(), n_actionable)
 fewer = (table['CARMA acts'] < table['DiCE-VAE acts'] if profile.name == 'paper'
          else table['CARMA acts'] <= table['DiCE-VAE acts'])
 assert fewer.all(), table[['CARMA acts', 'DiCE-VAE acts']]
-assert (table['DiCE-VAE / CARMA cost'] > 1).all(), table['DiCE-VAE / CARMA cost']
+assert (table['DiCE-VAE / CARMA cost'] > 1).sum() >= 5, table['DiCE-VAE / CARMA cost']
 four = [n for n in table.index if n != 'loan']
 test_eq(table.loc[four, 'DiCE-VAE validity %'].tolist(), table.loc[four, 'DiCE-VAE coverage %'].tolist())
 r, gap = table['DiCE-VAE / CARMA cost'], table['DiCE-VAE validity %'] - table['DiCE-VAE coverage %']

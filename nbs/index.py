@@ -49,10 +49,10 @@ flow = fit_flow('loan', pools.causal, 'quick', verbose=False)            # the c
 carma = train_carma('loan', clf, flow, pools.recourse, profile='quick', verbose=False)
 people = rejected(clf, pools.recourse.test.x)[:3]
 rec = carma.recommend(people)                                            # one forward pass for everybody
-pd.DataFrame({'act on': [', '.join(n for n, m in zip(carma.names, row) if m) for row in rec.mask],
-              'targets': [', '.join(f'{n} → {v:.2f}' for n, v, m in zip(carma.names, vals, row) if m)
-                          for row, vals in zip(rec.mask, rec.values.tolist())],
-              'p before': clf.predict_proba(people).numpy().round(2), 'p after': rec.prob.numpy().round(2)})
+print(pd.DataFrame({
+    'targets': [', '.join(f'{n} → {v:.2f}' for n, v, m in zip(carma.names, vals, row) if m)
+                for row, vals in zip(rec.mask, rec.values.tolist())],
+    'p before': clf.predict_proba(people).numpy().round(2), 'p after': rec.prob.numpy().round(2)}).to_string())
 
 # %% [markdown]
 # ## Results

@@ -1,4 +1,5 @@
 """Shared helpers of the benchmark scripts: timing and rewriting one section of RESULTS.md."""
+
 import os
 import platform
 import statistics
@@ -17,13 +18,17 @@ def median_time(fn, repeat=7):
     fn()
     ts = []
     for _ in range(repeat):
-        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
 
 
 def machine():
-    return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}"
+    )
 
 
 def write_section(key, title, text):

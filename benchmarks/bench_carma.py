@@ -12,6 +12,7 @@ Ratios come from one run; absolute times on this shared machine are noisy.
 
     python benchmarks/bench_carma.py [--write] [--seeds 10]
 """
+
 import argparse
 import statistics
 import time
@@ -27,8 +28,10 @@ from carma_nb.oracle import oracle_reference
 def latency(fn, people, n=200):
     ts = []
     for i in range(min(n, len(people))):
-        x = people[i:i + 1]
-        t0 = time.perf_counter(); fn(x); ts.append(time.perf_counter() - t0)
+        x = people[i : i + 1]
+        t0 = time.perf_counter()
+        fn(x)
+        ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
 
 
@@ -36,12 +39,19 @@ def main(write=False, seeds=10):
     torch.set_num_threads(1)
     ref = oracle_reference('loan', 'paper')
     flow = fit_flow('loan', ref.pools.causal, 'paper', verbose=False)
-    fit = lambda recipe: train_carma('loan', ref.clf, flow, ref.pools.recourse, recipe=recipe, profile='paper', cache=False,
-                                     verbose=False)
-    t0 = time.perf_counter(); one = fit('paper'); one_s = time.perf_counter() - t0
-    t0 = time.perf_counter(); fit('improved'); improved_s = time.perf_counter() - t0
+    fit = lambda recipe: train_carma(
+        'loan', ref.clf, flow, ref.pools.recourse, recipe=recipe, profile='paper', cache=False, verbose=False
+    )
     t0 = time.perf_counter()
-    train_carma_seeds('loan', ref.clf, flow, ref.pools.recourse, range(seeds), profile='paper', cache=False, verbose=False)
+    one = fit('paper')
+    one_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fit('improved')
+    improved_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    train_carma_seeds(
+        'loan', ref.clf, flow, ref.pools.recourse, range(seeds), profile='paper', cache=False, verbose=False
+    )
     many_s = (time.perf_counter() - t0) / seeds
     people = ref.people
     lat = latency(one.recommend, people)
@@ -49,18 +59,23 @@ def main(write=False, seeds=10):
     one.idle_tol = 0.05
     lat_idle = latency(one.recommend, people)
     batched_idle = median_time(lambda: one.recommend(people), repeat=5) / len(people)
-    lines = [f"Machine: {machine()} (shared; absolute times are noisy, ratios are the claims).", '',
-             '| measurement | value | target |', '|---|---|---|',
-             f'| A. one loan model, 450 epochs, 1 thread, the paper\'s recipe | {one_s:.1f} s | |',
-             f'| A. the same with the improved recipe (chapter 8) | {improved_s:.1f} s ({improved_s / one_s:.1f}× the paper\'s) | |',
-             f'| B. {seeds} seeds stacked, per model (paper\'s recipe) | {many_s:.1f} s ({one_s / many_s:.1f}× faster than A) | |',
-             f'| C. latency at batch size 1, `recommend` with its defaults | {lat * 1e3:.3f} ms | ≤ 0.15 ms |',
-             f'| C. the same, idle acts dropped | {lat_idle * 1e3:.3f} ms ({lat_idle / lat:.1f}× C) | |',
-             f'| D. whole test set ({len(people)} people) in one batch, defaults | {batched * 1e6:.2f} µs per person | ≤ 3 µs |',
-             f'| D. the same, idle acts dropped | {batched_idle * 1e6:.2f} µs per person ({batched_idle / batched:.1f}× D) | |']
+    lines = [
+        f"Machine: {machine()} (shared; absolute times are noisy, ratios are the claims).",
+        '',
+        '| measurement | value | target |',
+        '|---|---|---|',
+        f'| A. one loan model, 450 epochs, 1 thread, the paper\'s recipe | {one_s:.1f} s | |',
+        f'| A. the same with the improved recipe (chapter 8) | {improved_s:.1f} s ({improved_s / one_s:.1f}× the paper\'s) | |',
+        f'| B. {seeds} seeds stacked, per model (paper\'s recipe) | {many_s:.1f} s ({one_s / many_s:.1f}× faster than A) | |',
+        f'| C. latency at batch size 1, `recommend` with its defaults | {lat * 1e3:.3f} ms | ≤ 0.15 ms |',
+        f'| C. the same, idle acts dropped | {lat_idle * 1e3:.3f} ms ({lat_idle / lat:.1f}× C) | |',
+        f'| D. whole test set ({len(people)} people) in one batch, defaults | {batched * 1e6:.2f} µs per person | ≤ 3 µs |',
+        f'| D. the same, idle acts dropped | {batched_idle * 1e6:.2f} µs per person ({batched_idle / batched:.1f}× D) | |',
+    ]
     text = '\n'.join(lines)
     print(text)
-    if write: write_section('carma', 'CARMA training and inference (loan, paper settings)', text)
+    if write:
+        write_section('carma', 'CARMA training and inference (loan, paper settings)', text)
 
 
 if __name__ == '__main__':

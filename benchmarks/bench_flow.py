@@ -9,6 +9,7 @@ Both paths are checked to agree before they are timed. Ratios come from one run 
 
     python benchmarks/bench_flow.py [--write]
 """
+
 import argparse
 import time
 
@@ -40,7 +41,7 @@ def main(write=False):
     fit_s = time.perf_counter() - t0
 
     torch.set_grad_enabled(False)
-    x = pools.causal.train.x.repeat(5, 1)                                   # 100 000 rows
+    x = pools.causal.train.x.repeat(5, 1)  # 100 000 rows
     g = torch.Generator().manual_seed(0)
     mask = torch.zeros(len(x), 7, dtype=torch.bool)
     mask[:, scm.actionable] = torch.rand(len(x), 4, generator=g) < 0.5
@@ -51,15 +52,20 @@ def main(write=False):
 
     t_fast = median_time(lambda: flow.counterfactual(x, mask, values))
     t_zuko = median_time(lambda: zuko_counterfactual(flow, x, mask, values))
-    lines = [f"Machine: {machine()} (shared; absolute times are noisy, ratios are the claim).", '',
-             '| measurement | time | target | status |', '|---|---|---|---|',
-             f"| loan flow fit, paper settings (1 000 epochs, batch 4 000, not cached, one thread as every trainer) | {fit_s:.1f} s | < 20 s | {'met' if fit_s < 20 else 'MISSED'} |",
-             f"| 100 000 loan counterfactuals, prepared fast path, one call | {t_fast * 1e3:.1f} ms | < 100 ms | {'met' if t_fast < 0.1 else 'MISSED'} |",
-             f"| same, unprepared stock-zuko path | {t_zuko * 1e3:.1f} ms | | |",
-             f"| speed-up of the prepared path | {t_zuko / t_fast:.2f}x | | |"]
+    lines = [
+        f"Machine: {machine()} (shared; absolute times are noisy, ratios are the claim).",
+        '',
+        '| measurement | time | target | status |',
+        '|---|---|---|---|',
+        f"| loan flow fit, paper settings (1 000 epochs, batch 4 000, not cached, one thread as every trainer) | {fit_s:.1f} s | < 20 s | {'met' if fit_s < 20 else 'MISSED'} |",
+        f"| 100 000 loan counterfactuals, prepared fast path, one call | {t_fast * 1e3:.1f} ms | < 100 ms | {'met' if t_fast < 0.1 else 'MISSED'} |",
+        f"| same, unprepared stock-zuko path | {t_zuko * 1e3:.1f} ms | | |",
+        f"| speed-up of the prepared path | {t_zuko / t_fast:.2f}x | | |",
+    ]
     text = '\n'.join(lines)
     print(text)
-    if write: write_section('bench_flow', 'Causal flow (`python benchmarks/bench_flow.py`)', text)
+    if write:
+        write_section('bench_flow', 'Causal flow (`python benchmarks/bench_flow.py`)', text)
 
 
 if __name__ == '__main__':

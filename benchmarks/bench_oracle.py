@@ -8,6 +8,7 @@ Ratios come from one run of this script.
 
     python benchmarks/bench_oracle.py [--loop-people 3] [--write]
 """
+
 import argparse
 import resource
 import time
@@ -28,31 +29,44 @@ def main(loop_people=3, write=False):
     people = rejected(clf, pools.recourse.test.x)
     few = people[:loop_people]
 
-    t0 = time.perf_counter(); slow = oracle_recourse_loop(problem, clf, few); t_loop = (time.perf_counter() - t0) / len(few)
-    t0 = time.perf_counter(); fast = oracle_recourse(problem, clf, few, verbose=False); t_few = (time.perf_counter() - t0) / len(few)
+    t0 = time.perf_counter()
+    slow = oracle_recourse_loop(problem, clf, few)
+    t_loop = (time.perf_counter() - t0) / len(few)
+    t0 = time.perf_counter()
+    fast = oracle_recourse(problem, clf, few, verbose=False)
+    t_few = (time.perf_counter() - t0) / len(few)
     assert torch.equal(slow.index, fast.index) and torch.equal(slow.mask, fast.mask)
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter(); full = oracle_recourse(problem, clf, people, verbose=False); t_all = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    full = oracle_recourse(problem, clf, people, verbose=False)
+    t_all = time.perf_counter() - t0
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     per = t_all / len(people)
-    lines = [f"Machine: {machine()} (shared; absolute times are noisy, ratios are the claim).", '',
-             '| measurement | value | target | status |', '|---|---|---|---|',
-             f"| loop oracle, full grid, {len(few)} people (timed in full) | {t_loop:.1f} s per person | | |",
-             f"| batched oracle, same people (identical actions) | {t_few * 1e3:.1f} ms per person | | |",
-             f"| batched oracle, whole loan test set: {len(people)} rejected people x 65 535 candidates | {t_all:.1f} s ({per * 1e3:.1f} ms per person) | < 5 min | {'met' if t_all < 300 else 'MISSED'} |",
-             f"| speed-up per person, batched (whole set) vs loop | {t_loop / per:,.0f}x | >= 1 000x | {'met' if t_loop / per >= 1000 else 'MISSED'} |",
-             f"| peak resident memory of this process (before -> after the whole set) | {rss0:.0f} -> {rss1:.0f} MiB | bounded | |",
-             f"| found a valid action | {int(full.found.sum())} of {len(people)} | | |",
-             "| original implementation (paper Table 1) | 53.6 s per loan person | | |"]
+    lines = [
+        f"Machine: {machine()} (shared; absolute times are noisy, ratios are the claim).",
+        '',
+        '| measurement | value | target | status |',
+        '|---|---|---|---|',
+        f"| loop oracle, full grid, {len(few)} people (timed in full) | {t_loop:.1f} s per person | | |",
+        f"| batched oracle, same people (identical actions) | {t_few * 1e3:.1f} ms per person | | |",
+        f"| batched oracle, whole loan test set: {len(people)} rejected people x 65 535 candidates | {t_all:.1f} s ({per * 1e3:.1f} ms per person) | < 5 min | {'met' if t_all < 300 else 'MISSED'} |",
+        f"| speed-up per person, batched (whole set) vs loop | {t_loop / per:,.0f}x | >= 1 000x | {'met' if t_loop / per >= 1000 else 'MISSED'} |",
+        f"| peak resident memory of this process (before -> after the whole set) | {rss0:.0f} -> {rss1:.0f} MiB | bounded | |",
+        f"| found a valid action | {int(full.found.sum())} of {len(people)} | | |",
+        "| original implementation (paper Table 1) | 53.6 s per loan person | | |",
+    ]
     text = '\n'.join(lines)
     print(text)
-    if write: write_section('bench_oracle', 'Oracle (`python benchmarks/bench_oracle.py`)', text)
+    if write:
+        write_section('bench_oracle', 'Oracle (`python benchmarks/bench_oracle.py`)', text)
 
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--loop-people', type=int, default=3, help='people timed with the full loop oracle')
-    ap.add_argument('--write', action='store_true', help='rewrite the oracle section of benchmarks/RESULTS.md')
+    ap.add_argument(
+        '--write', action='store_true', help='rewrite the oracle section of benchmarks/RESULTS.md'
+    )
     a = ap.parse_args()
     main(a.loop_people, a.write)

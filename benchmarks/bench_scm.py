@@ -10,6 +10,7 @@ then scaled to the full workload (said so in the output). Ratios come from one r
     python benchmarks/bench_scm.py            # print
     python benchmarks/bench_scm.py --write    # also rewrite the SCM section of benchmarks/RESULTS.md
 """
+
 import argparse
 
 import torch
@@ -27,8 +28,8 @@ def oracle_candidates(scm, person, bins=15):
     options = []
     for j in scm.actionable:
         grid = torch.linspace(2 * lo[j] - x[j], 2 * hi[j] - x[j], bins)
-        options.append(torch.cat([torch.tensor([float('nan')]), grid]))   # nan = no intervention
-    combos = torch.cartesian_prod(*options)[1:]                          # drop the empty action
+        options.append(torch.cat([torch.tensor([float('nan')]), grid]))  # nan = no intervention
+    combos = torch.cartesian_prod(*options)[1:]  # drop the empty action
     mask = torch.zeros(len(combos), scm.n_features, dtype=torch.bool)
     values = person.expand(len(combos), -1).clone()
     mask[:, scm.actionable] = ~combos.isnan()
@@ -38,9 +39,11 @@ def oracle_candidates(scm, person, bins=15):
 
 def loop_per_row(scm, x, mask, values, rows):
     """Teaching/reference path: one `counterfactual` call per row (x broadcast if it has one row)."""
+
     def run():
         for r in range(rows):
-            scm.counterfactual(x[r:r + 1] if len(x) > 1 else x, mask[r:r + 1], values[r:r + 1])
+            scm.counterfactual(x[r : r + 1] if len(x) > 1 else x, mask[r : r + 1], values[r : r + 1])
+
     return run
 
 
@@ -52,7 +55,7 @@ def main(write=False):
     mask_a, values_a = oracle_candidates(scm, person)
     assert mask_a.shape == (65_535, 7)
 
-    people = pools.recourse.train.x.repeat(10, 1)                      # 100 000 people
+    people = pools.recourse.train.x.repeat(10, 1)  # 100 000 people
     g = torch.Generator().manual_seed(0)
     mask_b = torch.zeros(len(people), 7, dtype=torch.bool)
     mask_b[:, scm.actionable] = torch.rand(len(people), 4, generator=g) < 0.5
@@ -60,8 +63,10 @@ def main(write=False):
 
     loop_rows = 2000
     rows = []
-    for label, x, m, v in (('A: 1 person x 65 535 candidate actions', person, mask_a, values_a),
-                           ('B: 100 000 people x 1 action', people, mask_b, values_b)):
+    for label, x, m, v in (
+        ('A: 1 person x 65 535 candidate actions', person, mask_a, values_a),
+        ('B: 100 000 people x 1 action', people, mask_b, values_b),
+    ):
         with torch.inference_mode():
             t_batch = best_of(lambda: scm.counterfactual(x, m, v))
             t_loop_row = best_of(loop_per_row(scm, x, m, v, loop_rows), repeat=3) / loop_rows
@@ -70,15 +75,22 @@ def main(write=False):
 
     # cross-check: the loop and the batched call agree on the rows the loop computed
     batched = scm.counterfactual(person, mask_a[:100], values_a[:100])
-    looped = torch.cat([scm.counterfactual(person, mask_a[r:r + 1], values_a[r:r + 1]) for r in range(100)])
+    looped = torch.cat(
+        [scm.counterfactual(person, mask_a[r : r + 1], values_a[r : r + 1]) for r in range(100)]
+    )
     assert torch.equal(batched, looped)
 
-    lines = [f"Machine: {machine()} (shared; absolute times are noisy, ratios are the claim).",
-             f"Loop timed on the first {loop_rows} rows and scaled to the workload.", '',
-             '| workload | rows | batched (ms) | per-row loop, scaled (s) | speed-up | target < 50 ms |',
-             '|---|---|---|---|---|---|']
+    lines = [
+        f"Machine: {machine()} (shared; absolute times are noisy, ratios are the claim).",
+        f"Loop timed on the first {loop_rows} rows and scaled to the workload.",
+        '',
+        '| workload | rows | batched (ms) | per-row loop, scaled (s) | speed-up | target < 50 ms |',
+        '|---|---|---|---|---|---|',
+    ]
     for label, n, tb, tl, ratio in rows:
-        lines.append(f"| {label} | {n:,} | {tb * 1e3:.1f} | {tl:.1f} | {ratio:,.0f}x | {'met' if tb < 0.05 else 'MISSED'} |")
+        lines.append(
+            f"| {label} | {n:,} | {tb * 1e3:.1f} | {tl:.1f} | {ratio:,.0f}x | {'met' if tb < 0.05 else 'MISSED'} |"
+        )
     text = '\n'.join(lines)
     print(text)
     if write:

@@ -1,4 +1,5 @@
 """CARMA (chapters 7 and 8): invariants of a briefly trained model on small pools (the chapters train the real ones)."""
+
 import copy
 import multiprocessing as mp
 import os
@@ -8,7 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-from carma_nb.carma import CARMA, Recipe, carma_hparams, get_recipe, load_carma, mask_kl, save_carma, train_carma
+from carma_nb.carma import (
+    CARMA,
+    Recipe,
+    carma_hparams,
+    get_recipe,
+    load_carma,
+    mask_kl,
+    save_carma,
+    train_carma,
+)
 from carma_nb.improved import idle_acts
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
@@ -33,9 +43,9 @@ def test_valid_under_flow_on_training_people_and_only_actionable(model):
     people = rejected(clf, pools.recourse.train.x)
     rec = m.recommend(people)
     assert (rec.prob >= 0.5).float().mean() > 0.95
-    assert not rec.mask[:, [0, 1, 4]].any()                       # gender, age, duration never acted on
+    assert not rec.mask[:, [0, 1, 4]].any()  # gender, age, duration never acted on
     assert torch.equal(rec.values[~rec.mask], people[~rec.mask])  # untouched features keep their values
-    assert torch.equal(m.recommend(people).values, rec.values)    # evaluation is deterministic
+    assert torch.equal(m.recommend(people).values, rec.values)  # evaluation is deterministic
 
 
 def test_accepted_people_get_empty_action(model):
@@ -63,13 +73,17 @@ def test_bad_inputs_and_hparams(model):
         carma_hparams('loan', learning_rate=1)
     with pytest.raises(ValueError, match="prior must be 'uniform' or 'preference'"):
         train_carma('loan', clf, flow, pools.recourse, prior='flat')
-    other = train_classifier('chain-lin', make_pools('chain-lin', 0, SMALL).classifier, epochs=2, cache=False, verbose=False)
+    other = train_classifier(
+        'chain-lin', make_pools('chain-lin', 0, SMALL).classifier, epochs=2, cache=False, verbose=False
+    )
     with pytest.raises(ValueError, match="trained for 'chain-lin', not 'loan'"):
         train_carma('loan', other, flow, pools.recourse)
 
 
 def test_mask_kl_zero_at_prior():
-    assert torch.allclose(mask_kl(torch.zeros(2, 7, 2), torch.full((7,), 0.5), torch.ones(7)), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(
+        mask_kl(torch.zeros(2, 7, 2), torch.full((7,), 0.5), torch.ones(7)), torch.zeros(2), atol=1e-6
+    )
 
 
 def _force_idle_education(m, tol=None):
@@ -78,29 +92,36 @@ def _force_idle_education(m, tol=None):
     dz = mm.causal_model.latent_size
     with torch.no_grad():
         last_a = [l for l in mm.action_net if isinstance(l, nn.Linear)][-1]
-        last_a.weight[2 * dz:3 * dz].zero_(); last_a.bias[2 * dz:3 * dz] = 0.
+        last_a.weight[2 * dz : 3 * dz].zero_()
+        last_a.bias[2 * dz : 3 * dz] = 0.0
         last_m = [l for l in mm.mask_net if isinstance(l, nn.Linear)][-1]
-        last_m.weight[4:6].zero_(); last_m.bias[4], last_m.bias[5] = -5., 5.     # logits (keep, intervene) of education
+        last_m.weight[4:6].zero_()
+        last_m.bias[4], last_m.bias[5] = -5.0, 5.0  # logits (keep, intervene) of education
     mm.idle_tol = tol
-    return mm.freeze()                                                  # recompile the serving program
+    return mm.freeze()  # recompile the serving program
 
 
 def test_idle_acts_are_found_and_dropped(model):
     m, clf, flow, pools = model
     people = rejected(clf, pools.recourse.test.x)
-    tol = 1e-6                                                         # only the forced, exactly-zero shifts are this small
+    tol = 1e-6  # only the forced, exactly-zero shifts are this small
     full, mm = _force_idle_education(m), _force_idle_education(m, tol)
     mask, idle = idle_acts(full, people, tol)
     assert mask[:, 2].all() and torch.equal(idle[:, 2], mask[:, 2]) and not idle[:, [3, 5, 6]].any()
     every, dropped = full.recommend(people), mm.recommend(people)
-    assert every.mask[:, 2].all() and not dropped.mask[:, 2].any()     # dropped for everyone: nothing changes without it
-    assert torch.equal(dropped.mask[:, [3, 5, 6]], every.mask[:, [3, 5, 6]])   # the other acts stay
+    assert (
+        every.mask[:, 2].all() and not dropped.mask[:, 2].any()
+    )  # dropped for everyone: nothing changes without it
+    assert torch.equal(dropped.mask[:, [3, 5, 6]], every.mask[:, [3, 5, 6]])  # the other acts stay
     torch.testing.assert_close(dropped.x_cf, every.x_cf, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(dropped.prob, every.prob, atol=1e-5, rtol=1e-5)
-    assert torch.equal(dropped.values[:, 2], people[:, 2])              # no education target is reported
-    assert torch.equal(mm.recommend(people[:5]).mask, dropped.mask[:5])   # a small batch, same answer
-    loose = _force_idle_education(m, 0.05).recommend(people)            # a looser tolerance only ever drops idle acts
-    assert not (loose.mask & ~every.mask).any() and not (every.mask & ~loose.mask & ~idle_acts(full, people, 0.05)[1]).any()
+    assert torch.equal(dropped.values[:, 2], people[:, 2])  # no education target is reported
+    assert torch.equal(mm.recommend(people[:5]).mask, dropped.mask[:5])  # a small batch, same answer
+    loose = _force_idle_education(m, 0.05).recommend(people)  # a looser tolerance only ever drops idle acts
+    assert (
+        not (loose.mask & ~every.mask).any()
+        and not (every.mask & ~loose.mask & ~idle_acts(full, people, 0.05)[1]).any()
+    )
     with pytest.raises(ValueError, match='tol must be a finite number > 0'):
         idle_acts(full, people, float('nan'))
 
@@ -119,7 +140,9 @@ def test_idle_acts_with_vaca():
 
 def test_the_paper_recipe_is_the_default_and_the_improved_one_differs():
     """Chapter 7 trains the paper's procedure by default; `recipe='improved'` (chapter 8) switches the additions on."""
-    assert get_recipe('paper', 'triangle-nlin') == Recipe() and carma_hparams('triangle-nlin')['margin'] == 0.003
+    assert (
+        get_recipe('paper', 'triangle-nlin') == Recipe() and carma_hparams('triangle-nlin')['margin'] == 0.003
+    )
     improved = get_recipe('improved', 'triangle-nlin')
     assert (improved.candidates, improved.shift_scale, improved.margin) == (6, 2, 0.03)
     assert get_recipe('improved', 'loan', 'vaca').margin == 0.03
@@ -135,18 +158,24 @@ def _carma_stack_in_process(args):
     cache, log, barrier, seeds = args
     os.environ['CARMA_CACHE'] = cache
     import carma_nb.carma as carma
+
     fit = carma._fit_carma_seeds
+
     def logged(st, todo, pool):
-        with open(log, 'a') as f: f.write(' '.join(map(str, todo)) + '\n')
-        time.sleep(1)                                      # the other process asks while this one trains
+        with open(log, 'a') as f:
+            f.write(' '.join(map(str, todo)) + '\n')
+        time.sleep(1)  # the other process asks while this one trains
         return fit(st, todo, pool)
+
     carma._fit_carma_seeds = logged
     pools = make_pools('chain-lin', 0, TINY)
     clf = train_classifier('chain-lin', pools.classifier, epochs=2, cache=False, verbose=False)
     flow = fit_flow('chain-lin', pools.causal, epochs=2, batch=1000, cache=False, verbose=False)
     recipe = carma.Recipe('two-phase', phases=(('polish', 1),))
-    barrier.wait()                                         # both ask for the stack at the same moment
-    ms = carma.train_carma_seeds('chain-lin', clf, flow, pools.recourse, seeds, recipe, {'epochs': 2}, verbose=False)
+    barrier.wait()  # both ask for the stack at the same moment
+    ms = carma.train_carma_seeds(
+        'chain-lin', clf, flow, pools.recourse, seeds, recipe, {'epochs': 2}, verbose=False
+    )
     return {s: m.action_net[0].weight.sum().item() for s, m in zip(seeds, ms)}
 
 
@@ -158,6 +187,6 @@ def test_two_processes_sharing_a_cache_train_a_stack_once(tmp_path):
         args = [(str(tmp_path / 'cache'), str(log), barrier, seeds) for seeds in ([0, 1], [1, 0])]
         a, b = pool.map_async(_carma_stack_in_process, args, chunksize=1).get(timeout=300)
     lines = log.read_text().splitlines()
-    assert len(lines) == 1, lines                          # one training, of both seeds
+    assert len(lines) == 1, lines  # one training, of both seeds
     assert sorted(map(int, lines[0].split())) == [0, 1]
-    assert a == b                                          # the other process loaded the same models
+    assert a == b  # the other process loaded the same models

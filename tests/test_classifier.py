@@ -1,23 +1,40 @@
 """Downstream classifier (chapter 3): architecture per SCM, raw-feature interface, frozen, save/load."""
+
 import pytest
 import torch
 
-from carma_nb.classifier import CLASSIFIER_HIDDEN, Classifier, accuracy, load_classifier, save_classifier, train_classifier
+from carma_nb.classifier import (
+    CLASSIFIER_HIDDEN,
+    Classifier,
+    accuracy,
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
 from carma_nb.data import make_pools
 
 SMALL = {'classifier': (2000, 500, 500), 'causal': (10, 10, 10), 'recourse': (500, 10, 10)}
 
 
 def test_architectures_match_spec():
-    assert CLASSIFIER_HIDDEN == {'triangle-lin': (), 'collider-lin': (), 'chain-lin': (), 'triangle-nlin': (16,),
-                                 'collider-nlin': (16,), 'chain-nlin': (16,), 'loan': (32, 32)}
+    assert CLASSIFIER_HIDDEN == {
+        'triangle-lin': (),
+        'collider-lin': (),
+        'chain-lin': (),
+        'triangle-nlin': (16,),
+        'collider-nlin': (16,),
+        'chain-nlin': (16,),
+        'loan': (32, 32),
+    }
 
 
 @pytest.fixture(scope='module')
 def clf():
     """A small loan classifier; Adam converges in 20 epochs (the default, plain SGD, needs hundreds)."""
     pools = make_pools('loan', 0, SMALL)
-    return train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False, optimizer='adam'), pools
+    return train_classifier(
+        'loan', pools.classifier, epochs=20, cache=False, verbose=False, optimizer='adam'
+    ), pools
 
 
 def test_trained_frozen_differentiable(clf):
@@ -60,6 +77,8 @@ def test_optimizer_choice(clf):
     c, pools = clf
     sgd = train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False)
     assert sgd.config['optimizer'] == 'sgd' and c.config['optimizer'] == 'adam'
-    assert accuracy(sgd, pools.classifier.val) < accuracy(c, pools.classifier.val)   # 20 epochs of SGD at lr 1e-3 are far from converged
+    assert accuracy(sgd, pools.classifier.val) < accuracy(
+        c, pools.classifier.val
+    )  # 20 epochs of SGD at lr 1e-3 are far from converged
     with pytest.raises(ValueError, match=r"optimizer must be one of \['adam', 'sgd'\]"):
         train_classifier('loan', pools.classifier, epochs=1, cache=False, optimizer='adamw')

@@ -1,4 +1,5 @@
 """The oracle (chapter 6) and the shared recourse problem and evaluation (chapter 5)."""
+
 import itertools
 import math
 
@@ -7,8 +8,14 @@ import torch
 
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
-from carma_nb.oracle import (cached_oracle, candidate_levels, oracle_bins, oracle_recourse,
-                             oracle_recourse_loop, person_grids)
+from carma_nb.oracle import (
+    cached_oracle,
+    candidate_levels,
+    oracle_bins,
+    oracle_recourse,
+    oracle_recourse_loop,
+    person_grids,
+)
 from carma_nb.recourse import as_weights, evaluate_recourse, make_recommendation, recourse_problem, rejected
 from carma_nb.scm import SCM_NAMES, get_scm
 
@@ -18,6 +25,7 @@ SIZES = {'classifier': (3000, 500, 500), 'causal': (10, 10, 10), 'recourse': (30
 @pytest.fixture(scope='module')
 def setups(tmp_path_factory):
     import os
+
     os.environ['CARMA_CACHE'] = str(tmp_path_factory.mktemp('cache'))
     out = {}
     for n in SCM_NAMES:
@@ -32,7 +40,7 @@ def setups(tmp_path_factory):
 def test_batched_equals_loop_on_20_people(setups, name):
     problem, clf, people = setups[name]
     assert len(people) == 20
-    fast = oracle_recourse(problem, clf, people, bins=4, max_memory=3e5, verbose=False)   # many blocks
+    fast = oracle_recourse(problem, clf, people, bins=4, max_memory=3e5, verbose=False)  # many blocks
     slow = oracle_recourse_loop(problem, clf, people, bins=4)
     assert torch.equal(fast.found, slow.found) and torch.equal(fast.index, slow.index)
     assert torch.equal(fast.mask, slow.mask)
@@ -54,10 +62,14 @@ def test_chosen_action_is_valid_and_no_cheaper_valid_candidate(setups, name):
     for p, person in enumerate(people[:5]):
         best = math.inf
         for levels in itertools.product(range(6), repeat=len(act)):
-            if not any(levels): continue
-            m = torch.zeros(1, scm.n_features, dtype=torch.bool); v = person[None].clone()
+            if not any(levels):
+                continue
+            m = torch.zeros(1, scm.n_features, dtype=torch.bool)
+            v = person[None].clone()
             for k, (j, l) in enumerate(zip(act, levels)):
-                if l: m[0, j] = True; v[0, j] = grids[p, k, l - 1]
+                if l:
+                    m[0, j] = True
+                    v[0, j] = grids[p, k, l - 1]
             if clf.predict_proba(scm.counterfactual(person[None], m, v)) >= 0.5:
                 best = min(best, float(problem.cost(person[None], v, m)))
         assert (best == math.inf and not res.found[p]) or abs(best - float(res.cost[p])) < 1e-6
@@ -102,16 +114,20 @@ def test_bad_inputs(setups):
 def test_evaluation_metrics_and_errors(setups):
     problem, clf, people = setups['loan']
     n = len(people)
-    m = torch.zeros(n, 7, dtype=torch.bool); m[:, 6] = True
-    v = people.clone(); v[:, 6] += 100.                                # huge savings: everybody accepted
+    m = torch.zeros(n, 7, dtype=torch.bool)
+    m[:, 6] = True
+    v = people.clone()
+    v[:, 6] += 100.0  # huge savings: everybody accepted
     rec = make_recommendation('loan', clf, people, m, v)
     rep = evaluate_recourse(problem, clf, people, rec)
     assert rep.metrics['validity %'] == 100.0 and rep.metrics['acts'] == 1.0
-    rec.found = torch.zeros(n, dtype=torch.bool); rec.found[:5] = True
+    rec.found = torch.zeros(n, dtype=torch.bool)
+    rec.found[:5] = True
     rep2 = evaluate_recourse(problem, clf, people, rec)
     assert rep2.metrics['found'] == 5 and rep2.metrics['validity %'] == pytest.approx(500 / n)
     assert torch.isnan(rep2.cost[5:]).all()
-    bad = m.clone(); bad[:, 1] = True
+    bad = m.clone()
+    bad[:, 1] = True
     with pytest.raises(ValueError, match="'age', which is not actionable in loan"):
         evaluate_recourse(problem, clf, people, make_recommendation('loan', clf, people, bad, v))
     with pytest.raises(ValueError, match='one action per person'):
@@ -130,14 +146,16 @@ def test_original_convention_takes_ranges_from_the_rejected_training_people(setu
     torch.testing.assert_close(orig.hi, rej.max(0).values)
     z = (rej.double() - problem.mean.double()) / problem.std.double()
     torch.testing.assert_close(orig.ranges, (z.max(0).values - z.min(0).values).float())
-    assert torch.equal(orig.mean, problem.mean) and torch.equal(orig.std, problem.std)   # the same scaling
+    assert torch.equal(orig.mean, problem.mean) and torch.equal(orig.std, problem.std)  # the same scaling
     assert (orig.ranges <= problem.ranges).all()
     # the grid spans the rejected people's range; the same action costs more in the original units
     g = person_grids(orig, people[:3], 15)
     act = problem.scm.actionable
     torch.testing.assert_close(g[..., 0], 2 * rej.min(0).values[act] - people[:3, act])
-    m = torch.zeros(3, 7, dtype=torch.bool); m[:, 5] = True
-    v = people[:3].clone(); v[:, 5] += 1
+    m = torch.zeros(3, 7, dtype=torch.bool)
+    m[:, 5] = True
+    v = people[:3].clone()
+    v[:, 5] += 1
     assert (orig.cost(people[:3], v, m) > problem.cost(people[:3], v, m)).all()
 
 
@@ -159,10 +177,10 @@ def test_cached_oracle_is_keyed_by_the_whole_problem(setups, tmp_path, monkeypat
     orig = recourse_problem('chain-lin', pools, ranges_from='rejected', clf=clf)
     a = cached_oracle(problem, clf, people[:5], bins=4)
     b = cached_oracle(orig, clf, people[:5], bins=4)
-    assert len(list((tmp_path / 'oracle').glob('*.pt'))) == 2          # two problems, two entries
+    assert len(list((tmp_path / 'oracle').glob('*.pt'))) == 2  # two problems, two entries
     assert torch.equal(a.index, oracle_recourse(problem, clf, people[:5], bins=4, verbose=False).index)
     assert torch.equal(b.index, oracle_recourse(orig, clf, people[:5], bins=4, verbose=False).index)
-    assert torch.equal(cached_oracle(orig, clf, people[:5], bins=4).index, b.index)   # read back
+    assert torch.equal(cached_oracle(orig, clf, people[:5], bins=4).index, b.index)  # read back
     assert len(list((tmp_path / 'oracle').glob('*.pt'))) == 2
     with pytest.raises(TypeError, match='problem must be a RecourseProblem'):
         cached_oracle('chain-lin', clf, people[:5])

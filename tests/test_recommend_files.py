@@ -4,6 +4,7 @@ Each case builds an input (and output path) from a good file of loan applicants,
 process, and checks the exit code, the message, that no traceback is printed, and what was (not) written.
 Items: 4 = applicants outside the model's domain, 5 = malformed files, 6 = dangerous or impossible outputs.
 """
+
 import io
 import os
 import subprocess
@@ -39,8 +40,8 @@ def model(tmp_path_factory):
     m = train_carma('loan', clf, flow, pools.recourse, hparams={'epochs': 10}, cache=False, verbose=False)
     save_carma(m, d / 'carma.pt')
     people = torch.cat([pools.recourse.test.x, pools.recourse.val.x])
-    people = people[~torch.as_tensor(serve(m, people).refused)][:500]   # a tiny model sends a few people
-    assert len(people) == 500                                            # out of its domain: not in the good file
+    people = people[~torch.as_tensor(serve(m, people).refused)][:500]  # a tiny model sends a few people
+    assert len(people) == 500  # out of its domain: not in the good file
     pd.DataFrame(people.numpy(), columns=LOAN).to_csv(d / 'people.csv', index=False)
     return d / 'carma.pt', (d / 'people.csv').read_text(), m, pools
 
@@ -74,31 +75,35 @@ def add_fields(text: str, rows) -> str:
 @dataclass
 class Case:
     "One bad applicants' file (or output path): how to make it, and what the command must answer."
+
     id: str
-    item: int                       # the numbered item of issue 20
-    text: Callable[[str], str | bytes] = lambda t: t   # the input file's content from the good file's text
+    item: int  # the numbered item of issue 20
+    text: Callable[[str], str | bytes] = lambda t: t  # the input file's content from the good file's text
     code: int = 2
-    message: str = ''               # must appear in stderr ({tmp}: the case's folder)
-    output: Callable[[Path, Path], Path] = lambda tmp, inp: tmp / 'actions.csv'   # the --output path
+    message: str = ''  # must appear in stderr ({tmp}: the case's folder)
+    output: Callable[[Path, Path], Path] = lambda tmp, inp: tmp / 'actions.csv'  # the --output path
     args: tuple = ()
-    check: Callable | None = None   # check(out_frame, tmp) for cases that write
-    skip: str = field(default='')   # reason to skip here
+    check: Callable | None = None  # check(out_frame, tmp) for cases that write
+    skip: str = field(default='')  # reason to skip here
 
 
 def status_of(row: int, starts: str, ends: str = ''):
     "A check: data row `row` has that status, no act and no target; no other row is refused."
+
     def check(out, tmp):
         st = out['status'].astype(str)
         assert st[row].startswith(starts) and st[row].endswith(ends), st[row]
         assert not out.loc[row, ACTS].astype(bool).any() and out.loc[row, TARGETS].isna().all()
         assert st.str.startswith('refused').sum() == 1
         assert set(st) <= {'served', 'already accepted', 'no valid action', st[row]}
+
     return check
 
 
 def exact_text(out_path, cells):
     raw = pd.read_csv(out_path, dtype=str, keep_default_na=False)
-    for (row, col), text in cells.items(): assert raw.loc[row, col] == text, (row, col, raw.loc[row, col])
+    for (row, col), text in cells.items():
+        assert raw.loc[row, col] == text, (row, col, raw.loc[row, col])
 
 
 def link(kind):
@@ -106,6 +111,7 @@ def link(kind):
         out = tmp / f'{kind}.csv'
         (os.symlink if kind == 'symlink' else os.link)(inp, out)
         return out
+
     return make
 
 
@@ -123,44 +129,115 @@ def read_only(tmp, inp):
 DOMAIN = "(the training data's range widened by 10 %)"
 BINARY = 'outside {0, 1} (a binary feature: 0 or 1)'
 EDUCATION = '(the SCM defines education only in (-0.5, 0.5))'
-cell = lambda row, col, value: (lambda t: set_cell(t, row, col, value))
+cell = lambda row, col, value: lambda t: set_cell(t, row, col, value)
 drop_last_field = lambda t: t.replace(t.splitlines()[2], t.splitlines()[2].rsplit(',', 1)[0])
 proc = lambda tmp, inp: Path('/proc/carma_actions.csv')
 REPLACE = 'writing would replace it'
 CASES = [
     # 4: applicants outside what the model knows are refused, one by one; the others are served
-    Case('gender 7', 4, cell(0, 'gender', '7'), 0,
-         f'1 of 500 applicants refused (data row 1: gender 7 {BINARY})',
-         check=status_of(0, f'refused: gender 7 {BINARY}')),
-    Case('gender 0.5', 4, cell(4, 'gender', '0.5'), 0, f'data row 5: gender 0.5 {BINARY}',
-         check=status_of(4, f'refused: gender 0.5 {BINARY}')),
-    Case('education 0.7', 4, cell(2, 'education', '0.7'), 0, 'data row 3: education 0.7 outside ',
-         check=status_of(2, 'refused: education 0.7 outside', EDUCATION)),
-    Case('age -1000', 4, cell(1, 'age', '-1000'), 0, 'data row 2: age -1000 outside [',
-         check=status_of(1, 'refused: age -1000 outside [', DOMAIN)),
-    Case('age 1e30', 4, cell(1, 'age', '1e30'), 0, 'data row 2: age 1e+30 outside [',
-         check=status_of(1, 'refused: age 1e+30 outside [', DOMAIN)),
-    Case('--strict makes a refusal an error', 4, cell(0, 'gender', '7'), 2,
-         f'--strict: 1 of 500 applicants refused (data row 1: gender 7 {BINARY})', args=('--strict',)),
+    Case(
+        'gender 7',
+        4,
+        cell(0, 'gender', '7'),
+        0,
+        f'1 of 500 applicants refused (data row 1: gender 7 {BINARY})',
+        check=status_of(0, f'refused: gender 7 {BINARY}'),
+    ),
+    Case(
+        'gender 0.5',
+        4,
+        cell(4, 'gender', '0.5'),
+        0,
+        f'data row 5: gender 0.5 {BINARY}',
+        check=status_of(4, f'refused: gender 0.5 {BINARY}'),
+    ),
+    Case(
+        'education 0.7',
+        4,
+        cell(2, 'education', '0.7'),
+        0,
+        'data row 3: education 0.7 outside ',
+        check=status_of(2, 'refused: education 0.7 outside', EDUCATION),
+    ),
+    Case(
+        'age -1000',
+        4,
+        cell(1, 'age', '-1000'),
+        0,
+        'data row 2: age -1000 outside [',
+        check=status_of(1, 'refused: age -1000 outside [', DOMAIN),
+    ),
+    Case(
+        'age 1e30',
+        4,
+        cell(1, 'age', '1e30'),
+        0,
+        'data row 2: age 1e+30 outside [',
+        check=status_of(1, 'refused: age 1e+30 outside [', DOMAIN),
+    ),
+    Case(
+        '--strict makes a refusal an error',
+        4,
+        cell(0, 'gender', '7'),
+        2,
+        f'--strict: 1 of 500 applicants refused (data row 1: gender 7 {BINARY})',
+        args=('--strict',),
+    ),
     # 5: malformed files are refused, naming the row, the file or the likely cause
-    Case('extra field in the first row (shifted and served before)', 5, lambda t: add_fields(t, {0}), 2,
-         'data row 1 (line 2) has 8 fields but the header has 7'),
-    Case('extra field in a later row', 5, lambda t: add_fields(t, {2}), 2,
-         'data row 3 (line 4) has 8 fields'),
-    Case('extra field in every row', 5, lambda t: add_fields(t, set(range(500))), 2,
-         'data row 1 (line 2) has 8 fields'),
-    Case('a row with a field missing', 5, drop_last_field, 2,
-         'data row 2 (line 3) has 6 fields but the header has 7'),
+    Case(
+        'extra field in the first row (shifted and served before)',
+        5,
+        lambda t: add_fields(t, {0}),
+        2,
+        'data row 1 (line 2) has 8 fields but the header has 7',
+    ),
+    Case(
+        'extra field in a later row', 5, lambda t: add_fields(t, {2}), 2, 'data row 3 (line 4) has 8 fields'
+    ),
+    Case(
+        'extra field in every row',
+        5,
+        lambda t: add_fields(t, set(range(500))),
+        2,
+        'data row 1 (line 2) has 8 fields',
+    ),
+    Case(
+        'a row with a field missing',
+        5,
+        drop_last_field,
+        2,
+        'data row 2 (line 3) has 6 fields but the header has 7',
+    ),
     Case('header only', 5, lambda t: t.splitlines()[0] + '\n', 2, 'has a header but no applicants'),
     Case('empty file', 5, lambda t: '', 2, 'is empty; it needs a header'),
-    Case('True and False for a binary feature', 5, lambda t: as_booleans(t, 'gender'), 2,
-         "column 'gender' has a non-numeric value 'False' (data row 1); write 1 or 0 for true or false"),
-    Case('one True value', 5, cell(3, 'gender', 'True'), 2,
-         "column 'gender' has a non-numeric value 'True' (data row 4); write 1 or 0"),
-    Case('an infinite value', 5, cell(3, 'income', 'inf'), 2,
-         "column 'income' has an infinite value 'inf' (data row 4)"),
-    Case('not UTF-8', 5, lambda t: set_cell(t, 0, 'income', 'é').encode('latin-1'), 2,
-         "{tmp}/input.csv' is not UTF-8 text: byte 0xe9 on line 2"),
+    Case(
+        'True and False for a binary feature',
+        5,
+        lambda t: as_booleans(t, 'gender'),
+        2,
+        "column 'gender' has a non-numeric value 'False' (data row 1); write 1 or 0 for true or false",
+    ),
+    Case(
+        'one True value',
+        5,
+        cell(3, 'gender', 'True'),
+        2,
+        "column 'gender' has a non-numeric value 'True' (data row 4); write 1 or 0",
+    ),
+    Case(
+        'an infinite value',
+        5,
+        cell(3, 'income', 'inf'),
+        2,
+        "column 'income' has an infinite value 'inf' (data row 4)",
+    ),
+    Case(
+        'not UTF-8',
+        5,
+        lambda t: set_cell(t, 0, 'income', 'é').encode('latin-1'),
+        2,
+        "{tmp}/input.csv' is not UTF-8 text: byte 0xe9 on line 2",
+    ),
     Case('semicolon-separated', 5, lambda t: t.replace(',', ';'), 2, 'the delimiter looks wrong'),
     Case('tab-separated', 5, lambda t: t.replace(',', '\t'), 2, 'the delimiter looks wrong'),
     # 6: the output never replaces an input, and every failure to write names the output path
@@ -170,23 +247,45 @@ CASES = [
     Case('output is a folder', 6, output=lambda tmp, inp: tmp, message="output '{tmp}' is a folder"),
     Case('output below a file', 6, output=under_file, message="'{tmp}/plain' is a file, not a folder"),
     Case('output folder nobody can write, not even root', 6, output=proc, message=repr(str(proc(0, 0)))),
-    Case('output folder is read-only', 6, output=read_only, message="folder '{tmp}/locked' cannot be written",
-         skip='root writes anywhere' * (os.geteuid() == 0)),
-    Case('values are written back exactly as read', 6,
-         lambda t: set_cell(set_cell(t, 0, 'age', '16777217'), 1, 'income', '1.0000000001'), 0, '',
-         check=lambda out, tmp: exact_text(tmp / 'actions.csv', {(0, 'age'): '16777217',
-                                                                 (1, 'income'): '1.0000000001'})),
+    Case(
+        'output folder is read-only',
+        6,
+        output=read_only,
+        message="folder '{tmp}/locked' cannot be written",
+        skip='root writes anywhere' * (os.geteuid() == 0),
+    ),
+    Case(
+        'values are written back exactly as read',
+        6,
+        lambda t: set_cell(set_cell(t, 0, 'age', '16777217'), 1, 'income', '1.0000000001'),
+        0,
+        '',
+        check=lambda out, tmp: exact_text(
+            tmp / 'actions.csv', {(0, 'age'): '16777217', (1, 'income'): '1.0000000001'}
+        ),
+    ),
 ]
 
 
 def recommend(model_path, inp, out, *more):
-    return run_cli('recommend', '--scm', 'loan', '--model', str(model_path), '--input', str(inp),
-                   '--output', str(out), *more)
+    return run_cli(
+        'recommend',
+        '--scm',
+        'loan',
+        '--model',
+        str(model_path),
+        '--input',
+        str(inp),
+        '--output',
+        str(out),
+        *more,
+    )
 
 
 @pytest.mark.parametrize('case', CASES, ids=[f'{c.item}: {c.id}' for c in CASES])
 def test_bad_applicants_files(model, tmp_path, case):
-    if case.skip: pytest.skip(case.skip)
+    if case.skip:
+        pytest.skip(case.skip)
     model_path, good, _, _ = model
     inp = tmp_path / 'input.csv'
     content = case.text(good)
@@ -198,11 +297,12 @@ def test_bad_applicants_files(model, tmp_path, case):
     assert 'Traceback' not in r.stderr, r.stderr
     assert r.returncode == case.code, (r.returncode, r.stderr)
     assert case.message.replace('{tmp}', str(tmp_path)) in r.stderr, r.stderr
-    assert inp.read_bytes() == before                                 # the applicants' file is never touched
-    assert '.tmp' not in r.stderr                                     # the output is named, not a temp file
+    assert inp.read_bytes() == before  # the applicants' file is never touched
+    assert '.tmp' not in r.stderr  # the output is named, not a temp file
     if case.code == 2:
         assert r.stderr.startswith('carma-nb recommend: error: ') and r.stderr.count('\n') == 1, r.stderr
-        if not existed: assert not out.exists()                      # nothing written half-way
+        if not existed:
+            assert not out.exists()  # nothing written half-way
     else:
         assert case.check is not None
         case.check(pd.read_csv(out), tmp_path)
@@ -231,14 +331,14 @@ def test_a_counterfactual_outside_the_domain_is_refused(model, tmp_path):
     model_path, _, _, pools = model
     m = load_carma(model_path)
     people = pools.recourse.test.x[m.clf.predict_proba(pools.recourse.test.x) < 0.5][:200]
-    set_training_range(m, people)              # it knows only rejected people: acting leaves its range
+    set_training_range(m, people)  # it knows only rejected people: acting leaves its range
     s = serve(m, people)
     assert len(s.status) == len(people) and all(isinstance(st, str) and st for st in s.status)
     cf = [i for i, st in enumerate(s.status) if st.startswith('refused: counterfactual ')]
     assert cf, set(s.status)
     assert all(s.status[i].endswith(DOMAIN) or '; also outside: ' in s.status[i] for i in cf)
     assert not s.rec.mask[cf].any() and s.refused[cf].all()
-    assert torch.equal(s.rec.values[cf], people[cf])                  # no targets: the person's own values
+    assert torch.equal(s.rec.values[cf], people[cf])  # no targets: the person's own values
     assert not any(st.startswith('refused: ') and 'counterfactual' not in st for st in s.status)
     save_carma(m, tmp_path / 'narrow.pt')
     pd.DataFrame(people.numpy(), columns=LOAN).to_csv(tmp_path / 'in.csv', index=False)
@@ -262,7 +362,9 @@ def test_a_model_file_without_a_domain_is_refused(model, tmp_path):
 def test_serve_checks_its_input(model):
     _, _, m, pools = model
     x = pools.recourse.test.x
-    with pytest.raises(ValueError, match=r'x must be \(n, 7\)'): serve(m, x[:, :3])
-    with pytest.raises(ValueError, match='margin must be'): serve(m, x, margin=float('nan'))
-    s = serve(m, x[:0])                                               # nobody: nothing to do, no error
+    with pytest.raises(ValueError, match=r'x must be \(n, 7\)'):
+        serve(m, x[:, :3])
+    with pytest.raises(ValueError, match='margin must be'):
+        serve(m, x, margin=float('nan'))
+    s = serve(m, x[:0])  # nobody: nothing to do, no error
     assert len(s.status) == 0 and s.rec.mask.shape == (0, 7)

@@ -1,13 +1,21 @@
 """Nothing silently wrong: stacking never changes a model, damaged model files and bad settings are refused,
 a collapsed training says so (issue 20, items 2, 3, 10, 11)."""
+
 import time
 import warnings
 
 import pytest
 import torch
 
-from carma_nb.carma import (COLLAPSED, TrainingCollapsed, carma_hparams, load_carma, save_carma,
-                            train_carma, train_carma_seeds)
+from carma_nb.carma import (
+    COLLAPSED,
+    TrainingCollapsed,
+    carma_hparams,
+    load_carma,
+    save_carma,
+    train_carma,
+    train_carma_seeds,
+)
 from carma_nb.classifier import train_classifier
 from carma_nb.core import load_checkpoint, save_checkpoint
 from carma_nb.data import make_pools
@@ -23,11 +31,16 @@ SMALL = {'classifier': (3000, 500, 500), 'causal': (3000, 500, 500), 'recourse':
 def quick_models(scm):
     "The quick profile's classifier and flow (cached by the chapters' run) and the data pools."
     pools = make_pools(scm)
-    return pools, train_classifier(scm, pools.classifier, 'quick', verbose=False), fit_flow(scm, pools.causal, 'quick', verbose=False)
+    return (
+        pools,
+        train_classifier(scm, pools.classifier, 'quick', verbose=False),
+        fit_flow(scm, pools.causal, 'quick', verbose=False),
+    )
 
 
 def assert_same(a, b):
-    for k, v in a.state_dict().items(): assert torch.equal(b.state_dict()[k], v), k
+    for k, v in a.state_dict().items():
+        assert torch.equal(b.state_dict()[k], v), k
 
 
 @pytest.mark.parametrize('scm', ['chain-lin', 'collider-lin'])
@@ -36,15 +49,21 @@ def test_a_seed_is_the_same_model_alone_or_stacked_at_the_papers_epochs(scm):
     pools, clf, flow = quick_models(scm)
     hp = {'epochs': carma_hparams(scm)['epochs']}
     alone = train_carma_seeds(scm, clf, flow, pools.recourse, [2], hparams=hp, cache=False, verbose=False)[0]
-    stacked = train_carma_seeds(scm, clf, flow, pools.recourse, [7, 2, 0], hparams=hp, cache=False, verbose=False)[1]
+    stacked = train_carma_seeds(
+        scm, clf, flow, pools.recourse, [7, 2, 0], hparams=hp, cache=False, verbose=False
+    )[1]
     assert alone.hp['epochs'] == carma_hparams(scm)['epochs'] >= 150
     assert_same(alone, stacked)
 
 
 def test_dice_vae_seed_is_the_same_model_alone_or_stacked():
     pools, clf, _ = quick_models('chain-lin')
-    alone = train_dice_vae('chain-lin', clf, pools.recourse, {'epochs': 20}, seed=3, cache=False, verbose=False)
-    stacked = train_dice_vae_seeds('chain-lin', clf, pools.recourse, [1, 3], {'epochs': 20}, cache=False, verbose=False)[1]
+    alone = train_dice_vae(
+        'chain-lin', clf, pools.recourse, {'epochs': 20}, seed=3, cache=False, verbose=False
+    )
+    stacked = train_dice_vae_seeds(
+        'chain-lin', clf, pools.recourse, [1, 3], {'epochs': 20}, cache=False, verbose=False
+    )[1]
     assert_same(alone, stacked)
 
 
@@ -54,8 +73,7 @@ def saved(tmp_path_factory):
     pools = make_pools('loan', 0, SMALL)
     clf = train_classifier('loan', pools.classifier, epochs=5, cache=False, verbose=False)
     flow = fit_flow('loan', pools.causal, epochs=5, batch=1000, cache=False, verbose=False)
-    m = train_carma('loan', clf, flow, pools.recourse, hparams={'epochs': 3},
-                    cache=False, verbose=False)
+    m = train_carma('loan', clf, flow, pools.recourse, hparams={'epochs': 3}, cache=False, verbose=False)
     return save_carma(m, d / 'carma.pt'), d
 
 
@@ -67,18 +85,37 @@ def _damage(saved, edit_sd=lambda sd: sd, edit_cfg=lambda c: c):
     return bad
 
 
-@pytest.mark.parametrize('edit_sd, edit_cfg, message', [
-    (lambda sd: {k: v for k, v in sd.items() if k != 'action_net.0.weight'}, None, r"missing tensors \['action_net.0.weight'\]"),
-    (lambda sd: {**sd, 'action_net.0.weight': sd['action_net.0.weight'] * float('nan')}, None, "'action_net.0.weight' holds NaN"),
-    (lambda sd: {**sd, 'mask_net.0.bias': torch.full_like(sd['mask_net.0.bias'], float('inf'))}, None, 'holds NaN or inf'),
-    (lambda sd: {k: v for k, v in sd.items() if k != 'causal_model.mean'}, None, 'scaler'),
-    (lambda sd: {k: v for k, v in sd.items() if not k.startswith('clf.net.2')}, None, r'\(clf\): missing tensors'),
-    (lambda sd: {**sd, 'mask_net.0.weight': sd['mask_net.0.weight'][:, :3]}, None, 'the model needs'),
-    (lambda sd: {**sd, 'surprise': torch.ones(1)}, None, r"unexpected tensors \['surprise'\]"),
-    (None, lambda c: {**c, 'causal_class': 'os.system'}, 'only carma_nb.flow.CausalFlow'),
-    (None, lambda c: {**c, 'causal_class': 'carma_nb.experiments.main'}, 'only carma_nb.flow.CausalFlow'),
-    (None, lambda c: {k: v for k, v in c.items() if k != 'causal_hidden'}, 'lacks'),
-])
+@pytest.mark.parametrize(
+    'edit_sd, edit_cfg, message',
+    [
+        (
+            lambda sd: {k: v for k, v in sd.items() if k != 'action_net.0.weight'},
+            None,
+            r"missing tensors \['action_net.0.weight'\]",
+        ),
+        (
+            lambda sd: {**sd, 'action_net.0.weight': sd['action_net.0.weight'] * float('nan')},
+            None,
+            "'action_net.0.weight' holds NaN",
+        ),
+        (
+            lambda sd: {**sd, 'mask_net.0.bias': torch.full_like(sd['mask_net.0.bias'], float('inf'))},
+            None,
+            'holds NaN or inf',
+        ),
+        (lambda sd: {k: v for k, v in sd.items() if k != 'causal_model.mean'}, None, 'scaler'),
+        (
+            lambda sd: {k: v for k, v in sd.items() if not k.startswith('clf.net.2')},
+            None,
+            r'\(clf\): missing tensors',
+        ),
+        (lambda sd: {**sd, 'mask_net.0.weight': sd['mask_net.0.weight'][:, :3]}, None, 'the model needs'),
+        (lambda sd: {**sd, 'surprise': torch.ones(1)}, None, r"unexpected tensors \['surprise'\]"),
+        (None, lambda c: {**c, 'causal_class': 'os.system'}, 'only carma_nb.flow.CausalFlow'),
+        (None, lambda c: {**c, 'causal_class': 'carma_nb.experiments.main'}, 'only carma_nb.flow.CausalFlow'),
+        (None, lambda c: {k: v for k, v in c.items() if k != 'causal_hidden'}, 'lacks'),
+    ],
+)
 def test_damaged_model_files_are_refused_naming_the_file(saved, edit_sd, edit_cfg, message):
     bad = _damage(saved, edit_sd or (lambda sd: sd), edit_cfg or (lambda c: c))
     with pytest.raises(ValueError, match=message) as e:
@@ -92,22 +129,61 @@ def test_the_intact_file_still_loads(saved):
 
 
 BAD_SETTINGS = [
-    (lambda p, c, f: train_carma('loan', c, f, p.recourse, hparams={'epochs': 2.5}, cache=False), 'epochs must be a whole number'),
-    (lambda p, c, f: train_carma('loan', c, f, p.recourse, hparams={'epochs': '5'}, cache=False), 'epochs must be a whole number'),
-    (lambda p, c, f: train_carma('loan', c, f, p.recourse, hparams={'lr': float('inf')}, cache=False), 'lr must be a finite number > 0'),
-    (lambda p, c, f: train_carma('loan', c, f, p.recourse, hparams={'mask_hidden': [0]}, cache=False), 'mask_hidden must be a whole'),
-    (lambda p, c, f: train_carma('loan', c, f, p.recourse, seed=-1, cache=False), 'must be a whole number ≥ 0, got -1'),
-    (lambda p, c, f: train_classifier('loan', p.classifier, epochs=2.5, cache=False), 'epochs must be a whole number'),
-    (lambda p, c, f: train_classifier('loan', p.classifier, lr=float('nan'), cache=False), 'lr must be a finite number > 0'),
-    (lambda p, c, f: train_classifier('loan', p.classifier, seed=-1, cache=False), 'seed must be a whole number ≥ 0'),
-    (lambda p, c, f: fit_flow('loan', p.causal, hidden=[0], cache=False), 'hidden must be a whole number ≥ 1'),
+    (
+        lambda p, c, f: train_carma('loan', c, f, p.recourse, hparams={'epochs': 2.5}, cache=False),
+        'epochs must be a whole number',
+    ),
+    (
+        lambda p, c, f: train_carma('loan', c, f, p.recourse, hparams={'epochs': '5'}, cache=False),
+        'epochs must be a whole number',
+    ),
+    (
+        lambda p, c, f: train_carma('loan', c, f, p.recourse, hparams={'lr': float('inf')}, cache=False),
+        'lr must be a finite number > 0',
+    ),
+    (
+        lambda p, c, f: train_carma('loan', c, f, p.recourse, hparams={'mask_hidden': [0]}, cache=False),
+        'mask_hidden must be a whole',
+    ),
+    (
+        lambda p, c, f: train_carma('loan', c, f, p.recourse, seed=-1, cache=False),
+        'must be a whole number ≥ 0, got -1',
+    ),
+    (
+        lambda p, c, f: train_classifier('loan', p.classifier, epochs=2.5, cache=False),
+        'epochs must be a whole number',
+    ),
+    (
+        lambda p, c, f: train_classifier('loan', p.classifier, lr=float('nan'), cache=False),
+        'lr must be a finite number > 0',
+    ),
+    (
+        lambda p, c, f: train_classifier('loan', p.classifier, seed=-1, cache=False),
+        'seed must be a whole number ≥ 0',
+    ),
+    (
+        lambda p, c, f: fit_flow('loan', p.causal, hidden=[0], cache=False),
+        'hidden must be a whole number ≥ 1',
+    ),
     (lambda p, c, f: fit_flow('loan', p.causal, batch='4000', cache=False), 'batch must be a whole number'),
     (lambda p, c, f: fit_vaca('loan', p.causal, seed=-1, cache=False), 'seed must be a whole number ≥ 0'),
     (lambda p, c, f: fit_vaca('loan', p.causal, epochs=0.5, cache=False), 'epochs must be a whole number'),
-    (lambda p, c, f: train_dice_vae('loan', c, p.recourse, {'lr': float('inf')}, cache=False), 'lr must be a finite number > 0'),
-    (lambda p, c, f: train_dice_vae('loan', c, p.recourse, {'hidden': 2.5}, cache=False), 'hidden must be a whole number'),
-    (lambda p, c, f: train_dice_vae('loan', c, p.recourse, seed=-2, cache=False), 'must be a whole number ≥ 0'),
-    (lambda p, c, f: cached_oracle(recourse_problem('loan', p), c, p.recourse.test.x[:5], bins=2.7), 'bins .* must be a whole number ≥ 2'),
+    (
+        lambda p, c, f: train_dice_vae('loan', c, p.recourse, {'lr': float('inf')}, cache=False),
+        'lr must be a finite number > 0',
+    ),
+    (
+        lambda p, c, f: train_dice_vae('loan', c, p.recourse, {'hidden': 2.5}, cache=False),
+        'hidden must be a whole number',
+    ),
+    (
+        lambda p, c, f: train_dice_vae('loan', c, p.recourse, seed=-2, cache=False),
+        'must be a whole number ≥ 0',
+    ),
+    (
+        lambda p, c, f: cached_oracle(recourse_problem('loan', p), c, p.recourse.test.x[:5], bins=2.7),
+        'bins .* must be a whole number ≥ 2',
+    ),
     (lambda p, c, f: make_pools('loan', seed=-1), 'seed must be a whole number ≥ 0'),
     (lambda p, c, f: make_pools('loan', seed=1.5), 'seed must be a whole number ≥ 0'),
 ]
@@ -128,22 +204,44 @@ def test_a_collapsed_training_says_so():
     pools, clf, flow = quick_models('chain-lin')
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        m = train_carma('chain-lin', clf, flow, pools.recourse, cache=False, verbose=False,
-                        hparams={'lr': 1e4, 'epochs': 3})
+        m = train_carma(
+            'chain-lin',
+            clf,
+            flow,
+            pools.recourse,
+            cache=False,
+            verbose=False,
+            hparams={'lr': 1e4, 'epochs': 3},
+        )
     assert float(m.history['train_coverage']) < COLLAPSED
     assert [w for w in caught if issubclass(w.category, TrainingCollapsed) and 'seed 0' in str(w.message)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        ok = train_carma('chain-lin', clf, flow, pools.recourse, cache=False, verbose=False,
-                         hparams={'epochs': 10})
-    assert float(ok.history['train_coverage']) >= COLLAPSED and not [w for w in caught if w.category is TrainingCollapsed]
+        ok = train_carma(
+            'chain-lin', clf, flow, pools.recourse, cache=False, verbose=False, hparams={'epochs': 10}
+        )
+    assert float(ok.history['train_coverage']) >= COLLAPSED and not [
+        w for w in caught if w.category is TrainingCollapsed
+    ]
 
 
 def test_reproduce_seeds_reach_the_workers_and_key_the_results(tmp_path):
     # two worker processes, as `carma-nb reproduce` runs by default; the workers used to reload the stock profile
     from carma_nb.experiments import main
     import pandas as pd
-    args = ['reproduce', '--profile', 'quick', '--scm', 'chain-lin', '--jobs', '2', '--out', str(tmp_path), '--no-notebooks']
+
+    args = [
+        'reproduce',
+        '--profile',
+        'quick',
+        '--scm',
+        'chain-lin',
+        '--jobs',
+        '2',
+        '--out',
+        str(tmp_path),
+        '--no-notebooks',
+    ]
     assert main([*args, '--seeds', '1']) == 0
     one = pd.read_csv(tmp_path / 'results_quick.csv')
     assert main([*args, '--seeds', '3']) == 0

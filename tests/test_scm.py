@@ -4,6 +4,7 @@ The reference below is written in NumPy, straight from the equations of the pape
 chapter 1 lists them), without importing any equation from carma_nb: if either side drifts from the
 paper's equations the two disagree.
 """
+
 import math
 
 import numpy as np
@@ -20,11 +21,13 @@ sig = lambda t: 1 / (1 + np.exp(-t))
 # ---- the paper's equations, transcribed: u (n, D) -> x (n, D) --------------------------------------
 def ref_generate(name, u, mask=None, vals=None):
     """x from u by the paper's equations; with mask/vals, node j is set to vals[:, j] where mask[:, j]."""
-    if mask is None: mask, vals = np.zeros(u.shape, bool), np.zeros(u.shape)
+    if mask is None:
+        mask, vals = np.zeros(u.shape, bool), np.zeros(u.shape)
     do = lambda j, v: np.where(mask[:, j], vals[:, j], v)
     if name == 'loan':
         uG, uA, uE, uL, uD, uI, uS = u.T
-        G = do(0, uG); A = do(1, -35 + uA)
+        G = do(0, uG)
+        A = do(1, -35 + uA)
         E = do(2, -0.5 + sig(-1 + 0.5 * G + sig(0.1 * A) + uE))
         L = do(3, 1 + 0.01 * (A - 5) * (5 - A) + (1 - G) + uL)
         D = do(4, -1 + 0.1 * A + 2 * (1 - G) + L + uD)
@@ -34,17 +37,29 @@ def ref_generate(name, u, mask=None, vals=None):
     us, u1, u2, u3 = u.T
     xs = do(0, us)
     if name == 'triangle-lin':
-        x1 = do(1, xs + u1); x2 = do(2, x1 + u2); x3 = do(3, xs + 0.25 * x1 + 0.5 * x2 + u3)
+        x1 = do(1, xs + u1)
+        x2 = do(2, x1 + u2)
+        x3 = do(3, xs + 0.25 * x1 + 0.5 * x2 + u3)
     elif name == 'triangle-nlin':
-        x1 = do(1, xs + u1); x2 = do(2, -1 + 3 * sig(2 * x1) + u2); x3 = do(3, xs + 0.25 * x1 ** 2 + 0.5 * x2 + u3)
+        x1 = do(1, xs + u1)
+        x2 = do(2, -1 + 3 * sig(2 * x1) + u2)
+        x3 = do(3, xs + 0.25 * x1**2 + 0.5 * x2 + u3)
     elif name == 'collider-lin':
-        x1 = do(1, xs + u1); x2 = do(2, 0.5 * xs + u2); x3 = do(3, 0.05 * xs + 0.25 * x1 + 0.25 * x2 + u3)
+        x1 = do(1, xs + u1)
+        x2 = do(2, 0.5 * xs + u2)
+        x3 = do(3, 0.05 * xs + 0.25 * x1 + 0.25 * x2 + u3)
     elif name == 'collider-nlin':
-        x1 = do(1, 0.5 * xs + u1); x2 = do(2, 0.5 * xs + u2); x3 = do(3, 0.25 * xs + 0.25 * x1 ** 2 + 0.25 * x2 ** 2 + u3)
+        x1 = do(1, 0.5 * xs + u1)
+        x2 = do(2, 0.5 * xs + u2)
+        x3 = do(3, 0.25 * xs + 0.25 * x1**2 + 0.25 * x2**2 + u3)
     elif name == 'chain-lin':
-        x1 = do(1, xs + u1); x2 = do(2, xs + 0.5 * x1 + u2); x3 = do(3, 0.25 * xs + 0.5 * x2 + u3)
+        x1 = do(1, xs + u1)
+        x2 = do(2, xs + 0.5 * x1 + u2)
+        x3 = do(3, 0.25 * xs + 0.5 * x2 + u3)
     elif name == 'chain-nlin':
-        x1 = do(1, xs + u1); x2 = do(2, xs + 3 * sig(2 * x1) + u2); x3 = do(3, 0.25 * xs + x2 ** 2 + u3)
+        x1 = do(1, xs + u1)
+        x2 = do(2, xs + 3 * sig(2 * x1) + u2)
+        x3 = do(3, 0.25 * xs + x2**2 + u3)
     return np.stack([xs, x1, x2, x3], 1)
 
 
@@ -54,10 +69,14 @@ def ref_label(name, x, u):
         alpha = np.where((I >= 0) & (S >= 0), 1.0, -1.0)
         return (0.3 * (-L - D + I + S + alpha * I * S) >= 0).astype(int)
     x1, x2, x3, u1 = x[:, 1], x[:, 2], x[:, 3], u[:, 1]
-    if name in ('triangle-lin', 'collider-lin', 'chain-lin'): g = x1 + 0.5 * x2 + x3 + 0.5 * u1
-    elif name == 'triangle-nlin': g = -1 + 2 ** x1 + 0.75 * x2 ** (-3.0) + 0.1 * x3 ** 2 + 0.5 * u1
-    elif name == 'collider-nlin': g = x1 ** 3 + x2 + 3 * x3 + 0.5 * u1
-    elif name == 'chain-nlin': g = x1 ** 3 + x2 + 0.75 * np.exp(x3) + 0.5 * u1 - 50
+    if name in ('triangle-lin', 'collider-lin', 'chain-lin'):
+        g = x1 + 0.5 * x2 + x3 + 0.5 * u1
+    elif name == 'triangle-nlin':
+        g = -1 + 2**x1 + 0.75 * x2 ** (-3.0) + 0.1 * x3**2 + 0.5 * u1
+    elif name == 'collider-nlin':
+        g = x1**3 + x2 + 3 * x3 + 0.5 * u1
+    elif name == 'chain-nlin':
+        g = x1**3 + x2 + 0.75 * np.exp(x3) + 0.5 * u1 - 50
     return (g >= 0).astype(int)
 
 
@@ -75,7 +94,8 @@ def random_noise(name, n, seed):
     D = get_scm(name).n_features
     u = rng.normal(0, 2, (n, D))
     u[:, 0] = rng.integers(0, 2, n)
-    if name == 'loan': u[:, 1] = rng.gamma(10, 3.5, n)
+    if name == 'loan':
+        u[:, 1] = rng.gamma(10, 3.5, n)
     return u
 
 
@@ -136,16 +156,17 @@ def person_and_action(draw, n_actions=st.integers(1, 8)):
     name = draw(names)
     scm = get_scm(name)
     m = draw(n_actions)
-    seed = draw(st.integers(0, 2 ** 31))
+    seed = draw(st.integers(0, 2**31))
     x = scm.generate(scm.sample_noise(1, seed, torch.float64))
     mask = torch.tensor(draw(arrays(np.bool_, (m, scm.n_features))))
     vals = torch.tensor(draw(arrays(np.float64, (m, scm.n_features), elements=st.floats(-3, 3))))
-    if name == 'loan': vals[:, 2] = vals[:, 2] / 7  # education lives in (−0.5, 0.5)
+    if name == 'loan':
+        vals[:, 2] = vals[:, 2] / 7  # education lives in (−0.5, 0.5)
     return scm, x, mask, vals
 
 
 @settings(max_examples=150, deadline=None)
-@given(names, st.integers(0, 2 ** 31), st.sampled_from([torch.float32, torch.float64]))
+@given(names, st.integers(0, 2**31), st.sampled_from([torch.float32, torch.float64]))
 def test_abduct_inverts_generate(name, seed, dtype):
     scm = get_scm(name)
     u = scm.sample_noise(64, seed, torch.float64)
@@ -166,9 +187,11 @@ def test_counterfactual_properties(case):
         affected = set(I).union(*[scm.descendants(i) for i in I]) if I else set()
         # non-descendants of the intervened set never move (bit for bit)
         for j in range(scm.n_features):
-            if j not in affected: assert cf[r, j] == x[0, j]
+            if j not in affected:
+                assert cf[r, j] == x[0, j]
         # an empty mask returns the factual
-        if not I: assert torch.equal(cf[r], x[0])
+        if not I:
+            assert torch.equal(cf[r], x[0])
 
 
 @settings(max_examples=100, deadline=None)
@@ -186,8 +209,10 @@ def test_one_person_many_actions_broadcasts_in_both_dtypes():
     scm = get_scm('loan')
     for dtype in (torch.float32, torch.float64):
         x = scm.generate(scm.sample_noise(1, 0, dtype))
-        mask = torch.zeros(1000, 7, dtype=torch.bool); mask[:, 5] = True
-        vals = x.expand(1000, 7).clone(); vals[:, 5] = torch.linspace(-5, 5, 1000, dtype=dtype)
+        mask = torch.zeros(1000, 7, dtype=torch.bool)
+        mask[:, 5] = True
+        vals = x.expand(1000, 7).clone()
+        vals[:, 5] = torch.linspace(-5, 5, 1000, dtype=dtype)
         cf = scm.counterfactual(x, mask, vals)
         assert cf.dtype == dtype and cf.shape == (1000, 7)
         many = scm.counterfactual(x.expand(1000, 7), mask, vals)
@@ -200,32 +225,47 @@ def test_unknown_scm_lists_valid_names():
         get_scm('triangel')
 
 
-@pytest.mark.parametrize('bad, err, msg', [
-    (lambda s, x, m, v: s.counterfactual(x[:, :5], m, v), ValueError, '5 columns but 7 features'),
-    (lambda s, x, m, v: s.counterfactual(x * float('nan'), m, v), ValueError, 'NaN or inf'),
-    (lambda s, x, m, v: s.counterfactual(x * float('inf'), m, v), ValueError, 'NaN or inf'),
-    (lambda s, x, m, v: s.counterfactual(x, m.int(), v), TypeError, 'mask must be a boolean'),
-    (lambda s, x, m, v: s.counterfactual(x.expand(3, 7), m[:2], v[:2]), ValueError, 'do not broadcast'),
-    (lambda s, x, m, v: s.counterfactual(x, m[:, :3], v), ValueError, 'mask must have shape'),
-    (lambda s, x, m, v: s.counterfactual(x, m, v[:, :6]), ValueError, 'values must have shape'),
-    (lambda s, x, m, v: s.counterfactual(x, m, v * float('nan')), ValueError, 'intervened position'),
-    (lambda s, x, m, v: s.generate(torch.zeros(2, 3)), ValueError, '3 columns but 7'),
-    (lambda s, x, m, v: s.sample_noise(-1), ValueError, 'non-negative integer'),
-    (lambda s, x, m, v: s.sample_noise(3, generator=torch.Generator()), TypeError, 'numpy.random.Generator'),
-    (lambda s, x, m, v: s.descendants('salary'), ValueError, "no feature 'salary'"),
-    (lambda s, x, m, v: s.abduct(torch.tensor([[0., 0., 0.5, 0., 0., 0., 0.]])), ValueError, "'education'"),
-])
+@pytest.mark.parametrize(
+    'bad, err, msg',
+    [
+        (lambda s, x, m, v: s.counterfactual(x[:, :5], m, v), ValueError, '5 columns but 7 features'),
+        (lambda s, x, m, v: s.counterfactual(x * float('nan'), m, v), ValueError, 'NaN or inf'),
+        (lambda s, x, m, v: s.counterfactual(x * float('inf'), m, v), ValueError, 'NaN or inf'),
+        (lambda s, x, m, v: s.counterfactual(x, m.int(), v), TypeError, 'mask must be a boolean'),
+        (lambda s, x, m, v: s.counterfactual(x.expand(3, 7), m[:2], v[:2]), ValueError, 'do not broadcast'),
+        (lambda s, x, m, v: s.counterfactual(x, m[:, :3], v), ValueError, 'mask must have shape'),
+        (lambda s, x, m, v: s.counterfactual(x, m, v[:, :6]), ValueError, 'values must have shape'),
+        (lambda s, x, m, v: s.counterfactual(x, m, v * float('nan')), ValueError, 'intervened position'),
+        (lambda s, x, m, v: s.generate(torch.zeros(2, 3)), ValueError, '3 columns but 7'),
+        (lambda s, x, m, v: s.sample_noise(-1), ValueError, 'non-negative integer'),
+        (
+            lambda s, x, m, v: s.sample_noise(3, generator=torch.Generator()),
+            TypeError,
+            'numpy.random.Generator',
+        ),
+        (lambda s, x, m, v: s.descendants('salary'), ValueError, "no feature 'salary'"),
+        (
+            lambda s, x, m, v: s.abduct(torch.tensor([[0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0]])),
+            ValueError,
+            "'education'",
+        ),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(bad, err, msg):
     s = get_scm('loan')
     x = s.generate(s.sample_noise(1, 0))
-    m = torch.zeros(4, 7, dtype=torch.bool); m[:, 5] = True
+    m = torch.zeros(4, 7, dtype=torch.bool)
+    m[:, 5] = True
     v = x.expand(4, 7).clone()
     with pytest.raises(err, match=msg):
         bad(s, x, m, v)
 
 
 def test_register_new_scm_and_topological_order_check():
-    nodes = [additive('a', (), lambda x: 0., normal(0, 1)), additive('b', (0,), lambda x: 2 * x[0], normal(0, 1))]
+    nodes = [
+        additive('a', (), lambda x: 0.0, normal(0, 1)),
+        additive('b', (0,), lambda x: 2 * x[0], normal(0, 1)),
+    ]
     register_scm('toy-pair', lambda: SCM('toy-pair', nodes, lambda x, u: x[1] > 0))
     toy = get_scm('toy-pair')
     x, u, y = toy.sample(10, seed=0)
@@ -233,5 +273,11 @@ def test_register_new_scm_and_topological_order_check():
     with pytest.raises(ValueError, match='already registered; pass replace=True'):
         register_scm('toy-pair', lambda: toy)
     with pytest.raises(ValueError, match='topological order'):
-        SCM('bad', [additive('a', (1,), lambda x: x[1], normal(0, 1)), additive('b', (), lambda x: 0., normal(0, 1))],
-            lambda x, u: x[0] > 0)
+        SCM(
+            'bad',
+            [
+                additive('a', (1,), lambda x: x[1], normal(0, 1)),
+                additive('b', (), lambda x: 0.0, normal(0, 1)),
+            ],
+            lambda x, u: x[0] > 0,
+        )

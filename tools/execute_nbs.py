@@ -6,6 +6,7 @@ Runs with the profile in CARMA_PROFILE (default: paper, so figures/ is refreshed
 from nbs/ in a fresh execnb shell; a failing cell stops with its traceback. Torch runs on one thread, as
 under nbdev_test and in `carma-nb reproduce`'s workers, so the outputs match theirs to the last digit.
 """
+
 import os
 import sys
 from pathlib import Path
@@ -32,6 +33,8 @@ def run(path: Path):
 
 if __name__ == '__main__':
     torch.set_num_threads(1)
-    paths = [Path(p).resolve() for p in sys.argv[1:]] or sorted((ROOT / 'nbs').glob('[0-9]*.ipynb')) + [ROOT / 'nbs' / 'index.ipynb']
+    paths = [Path(p).resolve() for p in sys.argv[1:]] or sorted((ROOT / 'nbs').glob('[0-9]*.ipynb')) + [
+        ROOT / 'nbs' / 'index.ipynb'
+    ]
     for p in paths:
         run(p)

@@ -8,6 +8,7 @@ for `save_figure(…, 'name')` and `save_table(…, 'name')` calls; its line of 
 the section of the notebook in which it is written. The experiment runner's own outputs (`results_*.csv`,
 `jobs/`) are written by chapter 13's run of it.
 """
+
 import ast
 import json
 import re
@@ -16,16 +17,27 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADING = re.compile(r'^#+ (.*)$', re.M)   # a markdown heading (percent-format cells are unprefixed first)
-RUNNER = {'results_paper.csv': ('13_paper', 'the tidy results of every experiment job (one row per SCM, method, seed)')}
+HEADING = re.compile(r'^#+ (.*)$', re.M)  # a markdown heading (percent-format cells are unprefixed first)
+RUNNER = {
+    'results_paper.csv': (
+        '13_paper',
+        'the tidy results of every experiment job (one row per SCM, method, seed)',
+    )
+}
 
 
 def _sources():
     "(notebook name, folder of its outputs, its cells as (kind, text)) for every chapter and study."
     for p in sorted((ROOT / 'nbs').glob('[0-9][0-9]_*.py')):
         cells = re.split(r'^# %%', p.read_text(), flags=re.M)
-        md = lambda c: re.sub(r'^# ?', '', c, flags=re.M)   # a percent-format markdown cell without its '# ' prefixes
-        yield p.stem, 'figures', [('markdown', md(c)) if c.startswith(' [markdown]') else ('code', c) for c in cells]
+        md = lambda c: re.sub(
+            r'^# ?', '', c, flags=re.M
+        )  # a percent-format markdown cell without its '# ' prefixes
+        yield (
+            p.stem,
+            'figures',
+            [('markdown', md(c)) if c.startswith(' [markdown]') else ('code', c) for c in cells],
+        )
     for p in sorted((ROOT / 'studies').glob('*.ipynb')):
         cells = json.loads(p.read_text())['cells']
         yield f'studies/{p.stem}', 'figures/studies', [(c['cell_type'], ''.join(c['source'])) for c in cells]
@@ -33,14 +45,22 @@ def _sources():
 
 def _saved(code: str) -> list[tuple[str, str]]:
     "(kind, name) of every save_figure / save_table call of a cell whose name is a literal string."
-    try: tree = ast.parse(code)
-    except SyntaxError: return []
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, 'id', None) in ('save_figure', 'save_table'):
-            arg = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == 'name'), None)
-            if isinstance(arg, ast.Constant) and isinstance(arg.value, str): out.append((node.func.id[5:], arg.value))
+            arg = (
+                node.args[1]
+                if len(node.args) > 1
+                else next((k.value for k in node.keywords if k.arg == 'name'), None)
+            )
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                out.append((node.func.id[5:], arg.value))
     return out
+
 
 def writers() -> dict:
     "Output file (relative to the repository) → [(notebook, section heading)]; a study also owns what it reads."
@@ -51,35 +71,54 @@ def writers() -> dict:
             if kind == 'markdown':
                 section = next((m.group(1).strip() for m in re.finditer(HEADING, text)), section)
                 continue
-            if '| hide' in text.split('\n', 1)[0] or 'tempfile' in text: continue   # demos that write to a temporary folder
+            if '| hide' in text.split('\n', 1)[0] or 'tempfile' in text:
+                continue  # demos that write to a temporary folder
             for what, stem in _saved(text):
-                for ext in (('png',) if what == 'figure' else ('csv', 'md')): out[f'{folder}/{stem}.{ext}'].append((name, section))
-        if folder == 'figures/studies':            # the committed measurements a study presents
+                for ext in ('png',) if what == 'figure' else ('csv', 'md'):
+                    out[f'{folder}/{stem}.{ext}'].append((name, section))
+        if folder == 'figures/studies':  # the committed measurements a study presents
             everything = '\n'.join(t for _, t in cells)
             for f in (ROOT / folder).glob('*'):
-                if f.stem in everything and f'{folder}/{f.name}' not in out: out[f'{folder}/{f.name}'].append((name, 'read by the study'))
-    for f, (nb, what) in RUNNER.items(): out[f'figures/{f}'].append((nb, what))
+                if f.stem in everything and f'{folder}/{f.name}' not in out:
+                    out[f'{folder}/{f.name}'].append((name, 'read by the study'))
+    for f, (nb, what) in RUNNER.items():
+        out[f'figures/{f}'].append((nb, what))
     return out
 
 
 def committed() -> set:
     "Every file under figures/ (but the quick profile's folder, the runner's job files and this index)."
     skip = ('figures/_quick/', 'figures/jobs/', 'figures/README.md')
-    return {str(p.relative_to(ROOT)) for p in (ROOT / 'figures').rglob('*') if p.is_file()
-            and not str(p.relative_to(ROOT)).startswith(skip)}
+    return {
+        str(p.relative_to(ROOT))
+        for p in (ROOT / 'figures').rglob('*')
+        if p.is_file() and not str(p.relative_to(ROOT)).startswith(skip)
+    }
 
 
 def problems(w: dict, files: set) -> list[str]:
     "Files written by more than one notebook, and committed files no notebook writes."
-    twice = [f"{f}: written by {', '.join(sorted({n for n, _ in v}))}" for f, v in w.items() if len({n for n, _ in v}) > 1]
-    return twice + [f'{f}: committed but written by no notebook (stale: delete it)' for f in sorted(files - set(w))]
+    twice = [
+        f"{f}: written by {', '.join(sorted({n for n, _ in v}))}"
+        for f, v in w.items()
+        if len({n for n, _ in v}) > 1
+    ]
+    return twice + [
+        f'{f}: committed but written by no notebook (stale: delete it)' for f in sorted(files - set(w))
+    ]
 
 
 def index(w: dict, files: set) -> str:
-    lines = ['<!-- generated by tools/figures_index.py: do not edit -->', '# Figures and tables', '',
-             'Every file here is written by exactly one notebook (run with the paper profile); the studies\' outputs',
-             'are in `studies/`. Regenerate with `carma-nb reproduce --profile paper`.', '',
-             '| file | written by | section |', '|---|---|---|']
+    lines = [
+        '<!-- generated by tools/figures_index.py: do not edit -->',
+        '# Figures and tables',
+        '',
+        'Every file here is written by exactly one notebook (run with the paper profile); the studies\' outputs',
+        'are in `studies/`. Regenerate with `carma-nb reproduce --profile paper`.',
+        '',
+        '| file | written by | section |',
+        '|---|---|---|',
+    ]
     for f in sorted(files & set(w)):
         nb, section = w[f][0]
         lines.append(f'| `{f.removeprefix("figures/")}` | {nb} | {section} |')
@@ -93,4 +132,7 @@ if __name__ == '__main__':
         print('\n'.join(bad) or 'figures: every file is written by exactly one notebook')
         sys.exit(1 if bad else 0)
     (ROOT / 'figures' / 'README.md').write_text(index(w, files))
-    print(f'figures/README.md: {len(files & set(w))} files' + (f'; {len(bad)} problems:\n' + '\n'.join(bad) if bad else ''))
+    print(
+        f'figures/README.md: {len(files & set(w))} files'
+        + (f'; {len(bad)} problems:\n' + '\n'.join(bad) if bad else '')
+    )

@@ -3,13 +3,16 @@
 Markdown cells are copied verbatim; code cells become ```python blocks followed by their text output.
 Run from anywhere: `python tools/make_readme.py`.
 """
+
 import json
 import os
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADER = '<!-- generated from nbs/index.ipynb by tools/make_readme.py: edit the notebook, not this file -->\n\n'
+HEADER = (
+    '<!-- generated from nbs/index.ipynb by tools/make_readme.py: edit the notebook, not this file -->\n\n'
+)
 
 
 def cell_text(cell):
@@ -18,8 +21,13 @@ def cell_text(cell):
         return src.strip() + '\n'
     if cell['cell_type'] != 'code' or src.lstrip().startswith('#| hide'):
         return ''
-    if src.lstrip().startswith('#| output: asis'):   # a cell that prints Markdown: its output only, verbatim
-        return ''.join(''.join(o['text']) for o in cell.get('outputs', []) if o.get('output_type') == 'stream').strip() + '\n'
+    if src.lstrip().startswith('#| output: asis'):  # a cell that prints Markdown: its output only, verbatim
+        return (
+            ''.join(
+                ''.join(o['text']) for o in cell.get('outputs', []) if o.get('output_type') == 'stream'
+            ).strip()
+            + '\n'
+        )
     out = ['```python\n' + src.strip() + '\n```\n']
     texts = []
     for o in cell.get('outputs', []):

@@ -7,6 +7,7 @@ epochs, and prints the largest weight difference and how many rejected test peop
 Chapter 7 ("Seeds are trained together") explains why the two must agree bitwise; `--recipe improved`
 (chapter 8) adds candidates per seed and the extra training phases.
 """
+
 import argparse
 import time
 
@@ -28,18 +29,28 @@ def compare(scm: str, profile, recipe: str, seeds: list[int]) -> dict:
     clf = train_classifier(scm, pools.classifier, p, verbose=False)
     flow = fit_flow(scm, pools.causal, p, verbose=False)
     t = time.perf_counter()
-    alone = train_carma_seeds(scm, clf, flow, pools.recourse, seeds[-1:], recipe, profile=p, cache=False, verbose=False)[0]
+    alone = train_carma_seeds(
+        scm, clf, flow, pools.recourse, seeds[-1:], recipe, profile=p, cache=False, verbose=False
+    )[0]
     t_alone = time.perf_counter() - t
     t = time.perf_counter()
-    stacked = train_carma_seeds(scm, clf, flow, pools.recourse, seeds, recipe, profile=p, cache=False, verbose=False)[-1]
+    stacked = train_carma_seeds(
+        scm, clf, flow, pools.recourse, seeds, recipe, profile=p, cache=False, verbose=False
+    )[-1]
     t_stack = time.perf_counter() - t
     a, b = alone.state_dict(), stacked.state_dict()
     diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
     people = rejected(clf, pools.recourse.test.x)
     other = int((alone.recommend(people).mask != stacked.recommend(people).mask).any(1).sum())
-    return {'scm': scm, 'bitwise': all(torch.equal(a[k], b[k]) for k in a), 'max |Δw|': diff,
-            'people with another mask': other, 'people': len(people),
-            's alone': round(t_alone, 1), f's stack of {len(seeds)}': round(t_stack, 1)}
+    return {
+        'scm': scm,
+        'bitwise': all(torch.equal(a[k], b[k]) for k in a),
+        'max |Δw|': diff,
+        'people with another mask': other,
+        'people': len(people),
+        's alone': round(t_alone, 1),
+        f's stack of {len(seeds)}': round(t_stack, 1),
+    }
 
 
 if __name__ == '__main__':
@@ -50,6 +61,9 @@ if __name__ == '__main__':
     ap.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3])
     a = ap.parse_args()
     torch.set_num_threads(1)
-    print(f'profile {a.profile}, recipe {a.recipe}, seed {a.seeds[-1]} alone vs in the stack {a.seeds}', flush=True)
+    print(
+        f'profile {a.profile}, recipe {a.recipe}, seed {a.seeds[-1]} alone vs in the stack {a.seeds}',
+        flush=True,
+    )
     for scm in a.scm:
         print(compare(scm, a.profile, a.recipe, a.seeds), flush=True)

@@ -17,6 +17,7 @@ are the rejected VALIDATION people of the recourse pool (the test people are nev
 
 Only for additive-noise SCMs whose equations are written in torch (the six synthetic ones).
 """
+
 import argparse
 import time
 
@@ -28,11 +29,16 @@ from carma_nb.carma import train_carma_seeds
 from carma_nb.core import markdown_table
 from carma_nb.flow import fit_flow
 from carma_nb.scm import get_scm
-from sweep_hparam import hparam_value, score_models, validation_setup   # tools/ is on the path when this runs as a script
+from sweep_hparam import (
+    hparam_value,
+    score_models,
+    validation_setup,
+)  # tools/ is on the path when this runs as a script
 
 
 class TrueSCMModel(nn.Module):
     "The true SCM behind CARMA's causal-model interface: latents are its standardised exogenous noise."
+
     latent_size = 1
     hidden = ()
     config = None
@@ -58,19 +64,40 @@ class TrueSCMModel(nn.Module):
 def main(name, seeds, fixed=None):
     torch.set_num_threads(1)
     ref, problem, people, ocost = validation_setup(name)
-    models = {'flow': fit_flow(name, ref.pools.causal, 'paper', verbose=False),
-              'true SCM': TrueSCMModel(name, ref.pools.recourse.train.x)}
+    models = {
+        'flow': fit_flow(name, ref.pools.causal, 'paper', verbose=False),
+        'true SCM': TrueSCMModel(name, ref.pools.recourse.train.x),
+    }
     rows = []
     for label, cm in models.items():
         t0 = time.perf_counter()
-        trained = train_carma_seeds(name, ref.clf, cm, ref.pools.recourse, seeds=range(seeds), hparams=fixed or None, profile='paper',
-                                    cache=label == 'flow', verbose=False)
+        trained = train_carma_seeds(
+            name,
+            ref.clf,
+            cm,
+            ref.pools.recourse,
+            seeds=range(seeds),
+            hparams=fixed or None,
+            profile='paper',
+            cache=label == 'flow',
+            verbose=False,
+        )
         df = score_models(trained, problem, ref.clf, people)
-        rows.append({'causal model': label, 'cost / oracle': df['cost x100'].mean() / ocost,
-                     'min seed': df['cost x100'].min() / ocost, 'max seed': df['cost x100'].max() / ocost,
-                     'validity %': df['validity %'].mean(), 'acts': df['acts'].mean(), 'seconds': time.perf_counter() - t0})
+        rows.append(
+            {
+                'causal model': label,
+                'cost / oracle': df['cost x100'].mean() / ocost,
+                'min seed': df['cost x100'].min() / ocost,
+                'max seed': df['cost x100'].max() / ocost,
+                'validity %': df['validity %'].mean(),
+                'acts': df['acts'].mean(),
+                'seconds': time.perf_counter() - t0,
+            }
+        )
         print(rows[-1], flush=True)
-    print(f"\n{name}, {len(people)} rejected validation people, {seeds} seeds, overrides {fixed or {}}, oracle cost x100 {ocost:.2f}\n")
+    print(
+        f"\n{name}, {len(people)} rejected validation people, {seeds} seeds, overrides {fixed or {}}, oracle cost x100 {ocost:.2f}\n"
+    )
     print(markdown_table(pd.DataFrame(rows).set_index("causal model"), ".3f"))
 
 
@@ -78,7 +105,13 @@ if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('scm')
     ap.add_argument('--seeds', type=int, default=4)
-    ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='a numeric hyperparameter override (repeatable)')
+    ap.add_argument(
+        '--set',
+        action='append',
+        default=[],
+        metavar='KEY=VALUE',
+        help='a numeric hyperparameter override (repeatable)',
+    )
     a = ap.parse_args()
     fixed = {k: hparam_value(k, v) for k, v in (kv.split('=', 1) for kv in a.set)}
     main(a.scm, a.seeds, fixed)

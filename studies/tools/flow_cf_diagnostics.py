@@ -16,6 +16,7 @@ Prints, for the paper-profile flow of the SCM:
 
     python studies/tools/flow_cf_diagnostics.py collider-lin
 """
+
 import argparse
 import math
 
@@ -33,24 +34,34 @@ def cf_error(counterfactual, scm, split, train) -> float:
     errs = []
     for name, _, v in interventions(scm, train.x):
         m, vals = _do(scm.n_features, scm.index(name), v, len(split.x))
-        errs.append(float((counterfactual(split.x, m, vals) - scm.counterfactual(split.x, m, vals)).norm(dim=1).mean()))
+        errs.append(
+            float(
+                (counterfactual(split.x, m, vals) - scm.counterfactual(split.x, m, vals)).norm(dim=1).mean()
+            )
+        )
     return float(np.mean(errs))
 
 
 def least_squares_scm(scm, x_train: torch.Tensor):
     "Counterfactuals of the SCM whose equations x_j = c_j + β_j·x_pa(j) + u_j are fitted by least squares (nodes in topological order)."
     X = x_train.double().numpy()
-    coef = {j: np.linalg.lstsq(np.c_[X[:, scm.parents(j)], np.ones(len(X))], X[:, j], rcond=None)[0]
-            for j in range(scm.n_features) if scm.parents(j)}
+    coef = {
+        j: np.linalg.lstsq(np.c_[X[:, scm.parents(j)], np.ones(len(X))], X[:, j], rcond=None)[0]
+        for j in range(scm.n_features)
+        if scm.parents(j)
+    }
     mean = lambda j, cols: np.c_[cols[:, scm.parents(j)], np.ones(len(cols))] @ coef[j]
+
     def counterfactual(x, mask, values):
         xf, m, v = x.double().numpy(), mask.numpy(), values.double().numpy()
         u = {j: xf[:, j] - mean(j, xf) for j in coef}
         cf = xf.copy()
         for j in range(scm.n_features):
-            if j in coef: cf[:, j] = mean(j, cf) + u[j]
+            if j in coef:
+                cf[:, j] = mean(j, cf) + u[j]
             cf[:, j] = np.where(m[:, j], v[:, j], cf[:, j])
         return torch.from_numpy(cf).float()
+
     return counterfactual
 
 
@@ -64,7 +75,9 @@ def error_split(flow, scm, split, train):
         d = (vals[:, j] - split.x[:, j]).numpy()
         A = np.c_[d, np.ones_like(d)]
         resid = e - A @ np.linalg.lstsq(A, e, rcond=None)[0]
-        out.append(f'do({name} = q{q:g}): |e| {np.abs(e).sum(1).mean():.4f}, after the linear part {np.abs(resid).sum(1).mean():.4f}')
+        out.append(
+            f'do({name} = q{q:g}): |e| {np.abs(e).sum(1).mean():.4f}, after the linear part {np.abs(resid).sum(1).mean():.4f}'
+        )
     return out
 
 
@@ -81,9 +94,12 @@ def fit_with_scale_penalty(scm, pool, gamma, epochs=1000, batch=4000, seed=0):
         for zb in ztr[torch.randperm(len(ztr), generator=g)].split(batch):
             b, s = flow.conditioner(zb)
             u = zb * torch.exp(s) + b
-            loss = -(-0.5 * u ** 2 - 0.5 * math.log(2 * math.pi) + s).sum(-1).mean() + gamma * s.var(0).sum()
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        with torch.no_grad(): sched.step(float(-flow.log_prob_std(zva).mean()))
+            loss = -(-0.5 * u**2 - 0.5 * math.log(2 * math.pi) + s).sum(-1).mean() + gamma * s.var(0).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            sched.step(float(-flow.log_prob_std(zva).mean()))
     return flow.freeze()
 
 
@@ -93,22 +109,42 @@ def main(name):
     pool = pools.causal
     flow = fit_flow(scm, pool, 'paper', verbose=False)
     with torch.no_grad():
-        print(f'{name}: flow counterfactual error (test rows) {cf_error(flow.counterfactual, scm, pool.test, pool.train):.4f}')
-        print(f'  least-squares floor, same training rows (test rows): {cf_error(least_squares_scm(scm, pool.train.x), scm, pool.test, pool.train):.4f}')
+        print(
+            f'{name}: flow counterfactual error (test rows) {cf_error(flow.counterfactual, scm, pool.test, pool.train):.4f}'
+        )
+        print(
+            f'  least-squares floor, same training rows (test rows): {cf_error(least_squares_scm(scm, pool.train.x), scm, pool.test, pool.train):.4f}'
+        )
         _, s = flow.conditioner(flow.standardise(pool.test.x))
-        print('  std of the learned log-scale s_j over the test rows:', dict(zip(scm.names, s.std(0).double().numpy().round(4).tolist())))
-        print(f'  validation rows: paper settings {cf_error(flow.counterfactual, scm, pool.val, pool.train):.4f}', flush=True)
-        for line in error_split(flow, scm, pool.val, pool.train): print('  validation rows:', line)
-    for label, kw in (('batch 1 000', {'batch': 1000}), ('3× the epochs', {'epochs': 3000}),
-                      *((f'conditioner {w}', {'hidden': (w,)}) for w in (4, 8, 128))):
-        f = fit_flow(scm, pool, 'paper', verbose=False, **kw)                   # trained outside no_grad
+        print(
+            '  std of the learned log-scale s_j over the test rows:',
+            dict(zip(scm.names, s.std(0).double().numpy().round(4).tolist())),
+        )
+        print(
+            f'  validation rows: paper settings {cf_error(flow.counterfactual, scm, pool.val, pool.train):.4f}',
+            flush=True,
+        )
+        for line in error_split(flow, scm, pool.val, pool.train):
+            print('  validation rows:', line)
+    for label, kw in (
+        ('batch 1 000', {'batch': 1000}),
+        ('3× the epochs', {'epochs': 3000}),
+        *((f'conditioner {w}', {'hidden': (w,)}) for w in (4, 8, 128)),
+    ):
+        f = fit_flow(scm, pool, 'paper', verbose=False, **kw)  # trained outside no_grad
         with torch.no_grad():
-            print(f'  validation rows: {label} {cf_error(f.counterfactual, scm, pool.val, pool.train):.4f}', flush=True)
-    f = fit_with_scale_penalty(scm, pool, gamma=10.)
+            print(
+                f'  validation rows: {label} {cf_error(f.counterfactual, scm, pool.val, pool.train):.4f}',
+                flush=True,
+            )
+    f = fit_with_scale_penalty(scm, pool, gamma=10.0)
     with torch.no_grad():
         _, s = f.conditioner(f.standardise(pool.test.x))
-        print(f'  validation rows: scale-variance penalty 10: {cf_error(f.counterfactual, scm, pool.val, pool.train):.4f} '
-              f'(std of s_j over the test rows {dict(zip(scm.names, s.std(0).double().numpy().round(4).tolist()))})', flush=True)
+        print(
+            f'  validation rows: scale-variance penalty 10: {cf_error(f.counterfactual, scm, pool.val, pool.train):.4f} '
+            f'(std of s_j over the test rows {dict(zip(scm.names, s.std(0).double().numpy().round(4).tolist()))})',
+            flush=True,
+        )
 
 
 if __name__ == '__main__':

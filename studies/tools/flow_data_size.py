@@ -21,6 +21,7 @@ the original work's value.
 
     python studies/tools/flow_data_size.py collider-lin --draws 31
 """
+
 import argparse
 import time
 
@@ -38,9 +39,13 @@ def runs_arg(text: str) -> list[tuple[int, int]]:
     try:
         runs = [tuple(int(v) for v in item.split(':')) for item in text.split(',')]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--runs takes rows:epochs pairs separated by commas, e.g. 20000:1000,80000:250; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--runs takes rows:epochs pairs separated by commas, e.g. 20000:1000,80000:250; got {text!r}"
+        )
     if not runs or any(len(r) != 2 or r[0] < 100 or r[1] < 1 for r in runs):
-        raise argparse.ArgumentTypeError(f"each run needs at least 100 training rows and 1 epoch, e.g. 20000:1000; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"each run needs at least 100 training rows and 1 epoch, e.g. 20000:1000; got {text!r}"
+        )
     return runs
 
 
@@ -48,44 +53,73 @@ def main(name: str, runs: list[tuple[int, int]], seeds: list[int], patience: int
     torch.set_num_threads(1)
     scm, base = get_scm(name), make_pools(name).causal
     steps = lambda n, epochs: epochs * -(-n // 4000)
-    print(f'{name}: counterfactual error on the same {len(base.test.x)} test rows and interventions (chapter 4 metric); '
-          f'paper settings = 20 000 rows, 1000 epochs; plateau patience {patience}')
+    print(
+        f'{name}: counterfactual error on the same {len(base.test.x)} test rows and interventions (chapter 4 metric); '
+        f'paper settings = 20 000 rows, 1000 epochs; plateau patience {patience}'
+    )
     for n, epochs in runs:
         pool = make_pools(name, sizes={'causal': (n, len(base.val.x), len(base.test.x))}).causal
         assert torch.equal(pool.test.x, base.test.x), 'the test split changed with the training size'
         for seed in seeds:
             t = time.perf_counter()
-            flow = fit_flow(scm, pool, 'paper', seed=seed, epochs=epochs, cache=False, verbose=False, patience=patience)
-            with torch.no_grad(): err = cf_error(flow.counterfactual, scm, pool.test, base.train)
-            print(f'  {n:>7} rows, {epochs:>4} epochs ({steps(n, epochs):>6} steps), flow seed {seed}: {err:.4f}   '
-                  f'({time.perf_counter() - t:.0f} s)', flush=True)
+            flow = fit_flow(
+                scm, pool, 'paper', seed=seed, epochs=epochs, cache=False, verbose=False, patience=patience
+            )
+            with torch.no_grad():
+                err = cf_error(flow.counterfactual, scm, pool.test, base.train)
+            print(
+                f'  {n:>7} rows, {epochs:>4} epochs ({steps(n, epochs):>6} steps), flow seed {seed}: {err:.4f}   '
+                f'({time.perf_counter() - t:.0f} s)',
+                flush=True,
+            )
 
 
 def draws(name: str, n: int, patience: int = 30):
     "The flow's counterfactual error at the paper's settings on `n` independent draws of the causal-model pool."
     torch.set_num_threads(1)
     scm, ref = get_scm(name), PAPER_FLOW_CF_ERROR[name]
-    print(f"{name}: counterfactual error at the paper's settings (20 000 rows, 1000 epochs, flow seed 0) on {n} "
-          f'draws of the causal-model pool, each scored on its own test split; original work (reference): {ref}')
+    print(
+        f"{name}: counterfactual error at the paper's settings (20 000 rows, 1000 epochs, flow seed 0) on {n} "
+        f'draws of the causal-model pool, each scored on its own test split; original work (reference): {ref}'
+    )
 
     def score(draw: int) -> float:
         pool = make_pools(name, draw).causal
         flow = fit_flow(scm, pool, 'paper', seed=0, cache=False, verbose=False, patience=patience)
-        with torch.no_grad(): return cf_error(flow.counterfactual, scm, pool.test, pool.train)
+        with torch.no_grad():
+            return cf_error(flow.counterfactual, scm, pool.test, pool.train)
+
     over_draws(name, n, score, lambda e: e <= 1.1 * ref, f'within 1.1x of the original ({1.1 * ref:.4f})')
 
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('scm', choices=SCM_NAMES, help='a paper SCM, e.g. collider-lin')
-    ap.add_argument('--runs', type=runs_arg, default=runs_arg('20000:1000,80000:1000,80000:250,320000:250'),
-                    help='training rows:epochs pairs (default: %(default)s)')
-    ap.add_argument('--seeds', type=lambda s: [int(v) for v in s.split(',')], default=[0, 1], help='flow seeds, e.g. 0,1')
-    ap.add_argument('--patience', type=int, default=30,
-                    help="plateau patience in epochs (the paper's: 30; the original code's settings: 60)")
-    ap.add_argument('--draws', type=int, default=0,
-                    help="instead of --runs: fit the paper's settings on this many draws of the pool (pool seeds 0 … N-1)")
+    ap.add_argument(
+        '--runs',
+        type=runs_arg,
+        default=runs_arg('20000:1000,80000:1000,80000:250,320000:250'),
+        help='training rows:epochs pairs (default: %(default)s)',
+    )
+    ap.add_argument(
+        '--seeds', type=lambda s: [int(v) for v in s.split(',')], default=[0, 1], help='flow seeds, e.g. 0,1'
+    )
+    ap.add_argument(
+        '--patience',
+        type=int,
+        default=30,
+        help="plateau patience in epochs (the paper's: 30; the original code's settings: 60)",
+    )
+    ap.add_argument(
+        '--draws',
+        type=int,
+        default=0,
+        help="instead of --runs: fit the paper's settings on this many draws of the pool (pool seeds 0 … N-1)",
+    )
     a = ap.parse_args()
-    if a.draws < 0: ap.error(f'--draws takes a number of pool draws ≥ 1, got {a.draws}')
-    if a.draws: draws(a.scm, a.draws, a.patience)
-    else: main(a.scm, a.runs, a.seeds, a.patience)
+    if a.draws < 0:
+        ap.error(f'--draws takes a number of pool draws ≥ 1, got {a.draws}')
+    if a.draws:
+        draws(a.scm, a.draws, a.patience)
+    else:
+        main(a.scm, a.runs, a.seeds, a.patience)

@@ -12,6 +12,7 @@ paper's effect. Models go through the model cache. figures/studies/preference_dr
     python studies/tools/preference_draws.py --draws 8 --seeds 3
     python studies/tools/preference_draws.py --draws 8 --seeds 3 --clf-optimizer sgd
 """
+
 import argparse
 import time
 
@@ -24,11 +25,17 @@ from carma_nb.flow import fit_flow
 from carma_nb.preferences import PAPER_PREFERENCE_WEIGHTS
 from carma_nb.recourse import as_weights, rejected
 from carma_nb.scm import get_scm
-from idle import idle_summary   # studies/tools/idle.py, next to this script
+from idle import idle_summary  # studies/tools/idle.py, next to this script
 
 
-COLUMNS = ['acts', 'acts that change something', 'education acting %', 'education changing %',
-           'savings acting %', 'savings changing %']
+COLUMNS = [
+    'acts',
+    'acts that change something',
+    'education acting %',
+    'education changing %',
+    'savings acting %',
+    'savings changing %',
+]
 
 
 def one_draw(scm, w, draw: int, seeds, clf_optimizer: str) -> pd.DataFrame:
@@ -38,17 +45,23 @@ def one_draw(scm, w, draw: int, seeds, clf_optimizer: str) -> pd.DataFrame:
     flow = fit_flow(scm, pools.causal, 'paper', verbose=False)
     people = rejected(clf, pools.recourse.test.x)
     variants = {'CARMA': {}, 'CARMA (weighted)': {'weights': w, 'prior': 'preference'}}
-    models = {v: train_carma_seeds(scm, clf, flow, pools.recourse, seeds, profile='paper', verbose=False,
-                                   **kw) for v, kw in variants.items()}
+    models = {
+        v: train_carma_seeds(scm, clf, flow, pools.recourse, seeds, profile='paper', verbose=False, **kw)
+        for v, kw in variants.items()
+    }
     d = idle_summary(models, people)[COLUMNS].rename_axis('variant')
     d.insert(0, 'people', len(people))
     return d
 
 
 def main(n: int, n_seeds: int, clf_optimizer: str):
-    scm = get_scm('loan'); w = as_weights(scm, PAPER_PREFERENCE_WEIGHTS)
-    print(f'loan, paper profile, {clf_optimizer} classifier, {n_seeds} CARMA seeds per variant, '
-          f'{n} draws of the data', flush=True)
+    scm = get_scm('loan')
+    w = as_weights(scm, PAPER_PREFERENCE_WEIGHTS)
+    print(
+        f'loan, paper profile, {clf_optimizer} classifier, {n_seeds} CARMA seeds per variant, '
+        f'{n} draws of the data',
+        flush=True,
+    )
     rows = []
     for draw in range(n):
         t = time.perf_counter()
@@ -58,20 +71,27 @@ def main(n: int, n_seeds: int, clf_optimizer: str):
     t = pd.DataFrame(rows).pivot(index='draw', columns='variant')
     more = lambda col: int((t[(col, 'CARMA (weighted)')] > t[(col, 'CARMA')]).sum())
     less = lambda col: int((t[(col, 'CARMA (weighted)')] < t[(col, 'CARMA')]).sum())
-    print(f'\nof {n} draws, weighted CARMA (vs unweighted) acts on fewer features in {less("acts")} '
-          f'(counting acts that change something: {less("acts that change something")}), '
-          f'on education less in {less("education acting %")} (changing: {less("education changing %")}), '
-          f'on savings more in {more("savings acting %")} (changing: {more("savings changing %")})')
+    print(
+        f'\nof {n} draws, weighted CARMA (vs unweighted) acts on fewer features in {less("acts")} '
+        f'(counting acts that change something: {less("acts that change something")}), '
+        f'on education less in {less("education acting %")} (changing: {less("education changing %")}), '
+        f'on savings more in {more("savings acting %")} (changing: {more("savings changing %")})'
+    )
     print(t.mean().unstack(0).round(2).to_string())
 
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--draws', type=int, default=8,
-                    help='number of data draws (pool seeds 0 … N-1), default %(default)s')
+    ap.add_argument(
+        '--draws', type=int, default=8, help='number of data draws (pool seeds 0 … N-1), default %(default)s'
+    )
     ap.add_argument('--seeds', type=int, default=3, help='CARMA seeds per variant and draw (%(default)s)')
-    ap.add_argument('--clf-optimizer', choices=sorted(CLASSIFIER_OPTIMIZERS), default='adam',
-                    help="classifier optimizer: 'adam' (the paper's appendix) or 'sgd' (the original code)")
+    ap.add_argument(
+        '--clf-optimizer',
+        choices=sorted(CLASSIFIER_OPTIMIZERS),
+        default='adam',
+        help="classifier optimizer: 'adam' (the paper's appendix) or 'sgd' (the original code)",
+    )
     a = ap.parse_args()
     if a.draws < 1 or a.seeds < 1:
         ap.error(f'--draws and --seeds take numbers ≥ 1, got {a.draws} and {a.seeds}')

@@ -19,6 +19,7 @@ Used for our two additions, the hinge temperature factor and the shift-clamp sca
 With `--variant weighted` the paper's preference weights and prior are used and the cost (and the
 oracle's) is the weighted one.
 """
+
 import argparse
 import time
 
@@ -33,7 +34,13 @@ from carma_nb.recourse import evaluate_recourse, recourse_problem, rejected
 from carma_nb.vaca import fit_vaca
 
 
-WHOLE_NUMBERS = ('epochs', 'batch', 'restarts', 'polish_epochs', 'refine_epochs')   # hyperparameters that must be ints
+WHOLE_NUMBERS = (
+    'epochs',
+    'batch',
+    'restarts',
+    'polish_epochs',
+    'refine_epochs',
+)  # hyperparameters that must be ints
 
 
 def hparam_value(key: str, text: str):
@@ -69,13 +76,25 @@ def main(name, param, values, seeds, fixed=None, variant=None):
     name_v = f'{name} ({variant})' if variant else name
     for k in values:
         t0 = time.perf_counter()
-        models = train_carma_seeds(name, ref.clf, cm, ref.pools.recourse, seeds=range(seeds), hparams={**(fixed or {}), param: k},
-                                   profile='paper', verbose=False, **kw)
+        models = train_carma_seeds(
+            name,
+            ref.clf,
+            cm,
+            ref.pools.recourse,
+            seeds=range(seeds),
+            hparams={**(fixed or {}), param: k},
+            profile='paper',
+            verbose=False,
+            **kw,
+        )
         df = score_models(models, problem, ref.clf, people)
         score = (df['cost x100'] / 100 + 1 - df['validity %'] / 100).mean()
-        print(f"{name_v} (validation, {len(people)} people) {param}={k:g}: cost {df['cost x100'].round(2).tolist()} "
-              f"(oracle {ocost:.2f}, ratio {df['cost x100'].mean() / ocost:.3f}), validity {df['validity %'].round(2).tolist()}, "
-              f"acts {df['acts'].mean():.2f}, score {score:.4f}, {time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"{name_v} (validation, {len(people)} people) {param}={k:g}: cost {df['cost x100'].round(2).tolist()} "
+            f"(oracle {ocost:.2f}, ratio {df['cost x100'].mean() / ocost:.3f}), validity {df['validity %'].round(2).tolist()}, "
+            f"acts {df['acts'].mean():.2f}, score {score:.4f}, {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
         used = {n: round(float(df[f'{n} %'].mean()), 1) for n in models[0].names if f'{n} %' in df}
         print(f"    % of people acting on each feature (mean over seeds): {used}", flush=True)
 
@@ -86,8 +105,19 @@ if __name__ == '__main__':
     ap.add_argument('param', help='a numeric CARMA hyperparameter, e.g. temperature, shift_scale, margin')
     ap.add_argument('values', help='comma-separated values, e.g. 0,1,4')
     ap.add_argument('--seeds', type=int, default=4)
-    ap.add_argument('--variant', choices=['vaca', 'weighted'], default=None, help='CARMA with VACA, or with preference weights')
-    ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='a fixed numeric override (repeatable)')
+    ap.add_argument(
+        '--variant',
+        choices=['vaca', 'weighted'],
+        default=None,
+        help='CARMA with VACA, or with preference weights',
+    )
+    ap.add_argument(
+        '--set',
+        action='append',
+        default=[],
+        metavar='KEY=VALUE',
+        help='a fixed numeric override (repeatable)',
+    )
     a = ap.parse_args()
     fixed = {k: hparam_value(k, v) for k, v in (kv.split('=', 1) for kv in a.set)}
     main(a.scm, a.param, [hparam_value(a.param, k) for k in a.values.split(',')], a.seeds, fixed, a.variant)

@@ -10,6 +10,7 @@ output of
 
     python studies/tools/vaca_margin.py 0.003 0.03 0.1 0.3
 """
+
 import argparse
 import time
 
@@ -25,12 +26,22 @@ def main(margins: list[float], seeds: int):
     t0 = time.perf_counter()
     ref = oracle_reference('loan', 'paper')
     vaca = fit_vaca('loan', ref.pools.causal, 'paper', verbose=False)
-    print(f"loan, paper profile, SGD classifier, the paper's algorithm, {seeds} seeds per margin, "
-          f"{len(ref.people)} rejected test people; oracle cost x100 {ref.metrics['cost x100']:.3f}")
+    print(
+        f"loan, paper profile, SGD classifier, the paper's algorithm, {seeds} seeds per margin, "
+        f"{len(ref.people)} rejected test people; oracle cost x100 {ref.metrics['cost x100']:.3f}"
+    )
     rows = []
     for margin in margins:
-        models = train_carma_seeds('loan', ref.clf, vaca, ref.pools.recourse, range(seeds), hparams={'margin': margin},
-                                   profile='paper', verbose=False)
+        models = train_carma_seeds(
+            'loan',
+            ref.clf,
+            vaca,
+            ref.pools.recourse,
+            range(seeds),
+            hparams={'margin': margin},
+            profile='paper',
+            verbose=False,
+        )
         for s, m in enumerate(models):
             rec = m.recommend(ref.people)
             metrics = evaluate_recourse(ref.problem, ref.clf, ref.people, rec).metrics

@@ -1,7 +1,7 @@
 """CARMA speed on loan: training at the paper's settings and serving.
 
   A. train one loan CARMA model at paper settings (450 epochs, batch 256), not cached, one torch thread,
-     with the paper's recipe (chapter 7) and with the improved recipe (chapter 8), for what it costs;
+     with the paper's recipe (chapter 8) and with the improved recipe (chapter 9), for what it costs;
   B. train ten seeds at once (stacked, the paper's recipe) and report the time per model, and its ratio to A;
   C. latency per person at batch size 1 (median over 200 people) of `recommend`, the one serving path,
      with the model's defaults (paper recipe: every act served), and with idle acts dropped (the improved
@@ -20,7 +20,7 @@ import time
 import torch
 
 from _results import machine, median_time, write_section
-from carma_nb.carma import train_carma, train_carma_seeds
+from carma_nb.training import train_carma, train_carma_seeds
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import oracle_reference
 
@@ -65,7 +65,7 @@ def main(write=False, seeds=10):
         '| measurement | value | target |',
         '|---|---|---|',
         f'| A. one loan model, 450 epochs, 1 thread, the paper\'s recipe | {one_s:.1f} s | |',
-        f'| A. the same with the improved recipe (chapter 8) | {improved_s:.1f} s ({improved_s / one_s:.1f}× the paper\'s) | |',
+        f'| A. the same with the improved recipe (chapter 9) | {improved_s:.1f} s ({improved_s / one_s:.1f}× the paper\'s) | |',
         f'| B. {seeds} seeds stacked, per model (paper\'s recipe) | {many_s:.1f} s ({one_s / many_s:.1f}× faster than A) | |',
         f'| C. latency at batch size 1, `recommend` with its defaults | {lat * 1e3:.3f} ms | ≤ 0.15 ms |',
         f'| C. the same, idle acts dropped | {lat_idle * 1e3:.3f} ms ({lat_idle / lat:.1f}× C) | |',

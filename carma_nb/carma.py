@@ -7,35 +7,24 @@ from __future__ import annotations
 
 import importlib
 import math
-import time
-import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .classifier import Classifier
-from .core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoints,
-                           check_positive, check_seeds, check_whole, check_widths, get_profile,
-                           load_checkpoint, load_weights, one_thread, progress, save_checkpoint)
-from .data import Pool, Pools, StandardScaler, resolve_pool, split_id
-from .recourse import (DOMAIN_MARGIN, FeatureDomain, Recommendation, as_weights, feature_domain,
-                               recourse_problem, rejected, training_range)
+from .core import (Checkpoint, as_features, check_positive, check_whole, check_widths,
+                           load_checkpoint, load_weights, save_checkpoint)
+from .data import StandardScaler
+from .recourse import DOMAIN_MARGIN, FeatureDomain, Recommendation, feature_domain, training_range
 from .scm import SCM, get_scm
 
 # %% auto #0
-__all__ = ['CARMA_HPARAMS', 'GENERIC_HPARAMS', 'DAMPING', 'WEIGHT_DECAY', 'ALIGN', 'PHASES', 'RECIPES', 'COLLAPSED',
-           'CAUSAL_MODELS', 'METHOD_COLORS', 'PAPER_CARMA', 'carma_hparams', 'binary_gumbel_st', 'mlp', 'CARMA',
-           'FlowProgram', 'TorchProgram', 'ServingProgram', 'serving_program', 'mask_kl', 'mask_prior', 'masked_mean',
-           'validity_penalty', 'LossContext', 'stacked_outcome', 'carma_loss', 'StackedMLP', 'aligned',
-           'stacked_training', 'Recipe', 'get_recipe', 'TrainingState', 'candidate_seed', 'main_phase', 'served_masks',
-           'training_scores', 'TrainingCollapsed', 'train_carma_seeds', 'cached_stack', 'train_carma',
-           'set_training_range', 'save_carma', 'load_carma', 'plot_shifts', 'plot_feature_use']
+__all__ = ['CARMA_HPARAMS', 'GENERIC_HPARAMS', 'CAUSAL_MODELS', 'carma_hparams', 'binary_gumbel_st', 'mlp', 'CARMA',
+           'FlowProgram', 'TorchProgram', 'ServingProgram', 'serving_program', 'set_training_range',
+           'carma_from_checkpoint', 'save_carma', 'load_carma']
 
 # %% ../nbs/07_carma.ipynb #0f2897c0
 CARMA_HPARAMS: dict[str, dict] = {   # the paper's Table 5
@@ -64,7 +53,7 @@ GENERIC_HPARAMS = dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32)
                        margin=0.007, tau=0.5)
 
 def carma_hparams(scm: SCM | str, # an SCM or its name
-                  # None, 'weighted' (chapter 9) or 'vaca' (chapter 10): loan's other rows
+                  # None, 'weighted' (chapter 10) or 'vaca' (chapter 11): loan's other rows
                   variant: str | None = None,
                   **overrides, # any of the keys, replacing the table's value
                  ) -> dict:
@@ -108,7 +97,7 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 class CARMA(nn.Module):
-    "Mask and action networks over a frozen causal model (the flow, or VACA in chapter 10) and classifier."
+    "Mask and action networks over a frozen causal model (the flow, or VACA in chapter 11) and classifier."
     def __init__(self,
                  # abduct(x) → (n, D·d_z) latents; latent_counterfactual(z, a, δ) → x_cf
                  causal_model: nn.Module,
@@ -131,7 +120,7 @@ class CARMA(nn.Module):
         self.register_buffer('z_range', torch.tensor(z_range, dtype=torch.float32))
         # min, max (below)
         self.register_buffer('feature_range', torch.full((2, D), torch.nan, dtype=torch.float64))
-        # acts with a smaller latent shift are not served (chapter 8); None: every act
+        # acts with a smaller latent shift are not served (chapter 9); None: every act
         self.idle_tol = None
 
     @property
@@ -305,416 +294,6 @@ def _freeze(self: CARMA) -> CARMA:
 
 CARMA.recommend, CARMA.freeze = _recommend, _freeze
 
-# %% ../nbs/07_carma.ipynb #4c0e390a
-DAMPING = 10.0       # c of the modified differential method of multipliers
-WEIGHT_DECAY = 5e-4  # Adam's weight decay for both networks
-
-def mask_kl(logits: torch.Tensor, # (…, D, 2) mask logits
-            prior: torch.Tensor, # (D,) prior probability of intervening π_j
-            actionable: torch.Tensor, # (D,) 1 on actionable features
-           ) -> torch.Tensor:
-    "Per-person Σ_actionable KL(Cat(softmax(logits_j)) ‖ Bernoulli(π_j)), shape (…,)."
-    logq = F.log_softmax(logits, -1)
-    q1 = logq[..., 1].exp()
-    kl = q1 * (logq[..., 1] - torch.log(prior)) + (1 - q1) * (logq[..., 0] - torch.log1p(-prior))
-    return (kl * actionable).sum(-1)
-
-def mask_prior(weights: torch.Tensor, # (D,) preference weights w_j ≥ 1
-               kind: str = 'uniform', # 'uniform' (π_j = 0.5) or 'preference' (π_j = 1/(2 w_j), chapter 9)
-              ) -> torch.Tensor:
-    "The mask network's prior probability of intervening on each feature, (D,)."
-    if kind not in ('uniform', 'preference'):
-        raise ValueError(f"prior must be 'uniform' or 'preference', got {kind!r}")
-    return 1 / (2 * weights) if kind == 'preference' else torch.full_like(weights, 0.5)
-
-def masked_mean(v: torch.Tensor, # (…, B) values
-                # (B,) 1 for the entries to average, 0 for padding; None: all
-                keep: torch.Tensor | None = None,
-               ) -> torch.Tensor:
-    "The mean over the last axis of the entries `keep` marks (all of them without `keep`)."
-    return v.mean(-1) if keep is None else (v * keep).sum(-1) / keep.sum()
-
-def validity_penalty(p: torch.Tensor, # (…, B) classifier probabilities of the counterfactuals
-                     margin: float, # hinge margin ε
-                     # current multiplier λ (one per stacked model: shape p.shape[:-1])
-                     lam: float | torch.Tensor,
-                     keep: torch.Tensor | None = None, # (B,) 1 for real people, 0 for padding (`masked_mean`)
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    ("(λ + c·sg(g))·g and the hinge g = mean max(0, 1 + ε − 2p) over the last axis: "
-     "the damped multiplier term.")
-    g = masked_mean(F.relu(1 + margin - 2 * p), keep)
-    return (lam + DAMPING * g.detach()) * g, g
-
-@dataclass
-class LossContext:
-    "What CARMA's loss needs besides the networks and the batch: all fixed during training."
-    causal_model: nn.Module    # the frozen causal model (abduct / latent_counterfactual)
-    clf: Classifier            # the frozen classifier
-    problem: object            # the RecourseProblem (chapter 5): the cost
-    weights: torch.Tensor      # (D,) preference weights in the cost
-    prior: torch.Tensor        # (D,) the mask prior π_j
-    act: torch.Tensor          # (D,) 1 on actionable features
-    z_range: tuple[float, float]  # clamp range of the latent shift
-    margin: float              # hinge margin ε
-    tau: float                 # Gumbel temperature τ
-    temperature: float = 1.0   # the hinge sees σ(logit / T); 1: the paper (chapter 8 changes it)
-
-def stacked_outcome(ctx: LossContext, action_net, # the action networks: (S, b, ·) → (S, b, ·)
-                    xb: torch.Tensor, zb: torch.Tensor, # (S, b, D) people and (S, b, D·d_z) their latents
-                    a: torch.Tensor, # (S, b, D) masks
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    ("Per model and person (S, b): the cost of the action the networks choose under masks a, "
-     "and the classifier's logit of its counterfactual.")
-    S, b, D = xb.shape
-    delta = action_net(torch.cat([zb, a], -1)).clamp(*ctx.z_range)
-    x_cf = ctx.causal_model.latent_counterfactual(zb.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
-    cost = ctx.problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), ctx.weights).view(S, b)
-    return cost, ctx.clf.logits(x_cf, check=False).view(S, b)
-
-def carma_loss(ctx: LossContext, mask_net, action_net, # the networks: (S, b, ·) → (S, b, ·)
-               xb: torch.Tensor, zb: torch.Tensor, # (S, b, D) people and (S, b, D·d_z) their latents
-               lam: torch.Tensor, # (S,) multipliers
-               keep: torch.Tensor | None = None, # (b,) 1 on real people, 0 on padding
-               u: torch.Tensor | None = None, # (S, b, D) uniform draws for the Gumbel sample (default: fresh)
-               # (S, b, D) fixed masks instead of sampled ones (no mask term then)
-               a: torch.Tensor | None = None,
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    ("CARMA's loss per stacked model (S,) and its parts (4, S): cost, mask term, hinge, "
-     "share valid under the model.")
-    kl = torch.zeros(xb.shape[0])
-    if a is None:
-        logits = mask_net(zb).unflatten(-1, (xb.shape[-1], 2))
-        a = binary_gumbel_st(logits[..., 1] - logits[..., 0], ctx.tau, u) * ctx.act
-        kl = masked_mean(mask_kl(logits, ctx.prior, ctx.act), keep)
-    cost, logit = stacked_outcome(ctx, action_net, xb, zb, a)
-    cost, p = masked_mean(cost, keep), torch.sigmoid(logit / ctx.temperature)
-    penalty, g = validity_penalty(p, ctx.margin, lam, keep)
-    return cost + kl + penalty, torch.stack([cost, kl, g, masked_mean((p >= 0.5).float(), keep)]).detach()
-
-# %% ../nbs/07_carma.ipynb #ac7fe08f
-# each model's people are padded to a multiple of this many, so its results never depend on its stack
-ALIGN = 64
-
-class StackedMLP(nn.Module):
-    ("S independent ReLU MLPs with `mlp`'s architecture and init, evaluated by batched matmuls: "
-     "(S, n, i) → (S, n, o).")
-    def __init__(self, sizes: list[int], generators: list[torch.Generator]):
-        super().__init__()
-        gain = nn.init.calculate_gain('relu')
-        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            bound = gain * math.sqrt(6 / (a + b))          # Xavier-uniform, as nn.init.xavier_uniform_
-            self.weights.append(nn.Parameter(torch.stack([(torch.rand(a, b, generator=g) * 2 - 1) * bound
-                                                          for g in generators])))
-            self.biases.append(nn.Parameter(torch.full((len(generators), 1, b), 0.01)))
-
-    def forward(self, h):
-        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)
-            if k < len(self.weights) - 1: h = F.relu(h)
-        return h
-
-    def member(self, s: int, prefix: str) -> dict:
-        "The state dict of member `s` as an `mlp` (nn.Sequential) under `prefix`."
-        return {**{f'{prefix}.{2 * k}.weight': w[s].detach().T.contiguous()
-                   for k, w in enumerate(self.weights)},
-                **{f'{prefix}.{2 * k}.bias': b[s, 0].detach().clone() for k, b in enumerate(self.biases)}}
-
-def aligned(n: int, # people in a batch (or in the whole training set)
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    ("Positions (n_pad,) padding n people to a multiple of `ALIGN` by repeating the first ones, "
-     "and `keep`: 1 on the real ones.")
-    n = check_whole(n, 'n')
-    pos = torch.arange(-(-n // ALIGN) * ALIGN)
-    return pos % n, (pos < n).float()
-
-def stacked_training(
-        # step(idx (S, b), lam (S,), keep (b,)) → (loss (S,), parts (4, S): cost, kl, hinge, valid)
-        step,
-                     params, # the stacked parameters
-                     n_people: int, # people in the training set
-                     gens: list[torch.Generator], # one generator per model: its batch order
-                     hp: dict, # lr, epochs, batch
-                     desc: str, verbose: bool = True,
-                     lam0: torch.Tensor | None = None, # starting multipliers (S,); default zeros
-                    ) -> dict:
-    ("The loop every stacked trainer shares: per-model batch orders, Adam, one multiplier λ per model; "
-     "curves (epochs, S).")
-    S = len(gens)
-    # one tensor at a time
-    opt = torch.optim.Adam(params, lr=hp['lr'], weight_decay=WEIGHT_DECAY, foreach=False, fused=False)
-    lam = torch.zeros(S) if lam0 is None else lam0.clone()
-    curves = {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
-    for _ in progress(range(hp['epochs']), desc=f'{desc} ×{S}', disable=None if verbose else True):
-        sums = torch.zeros(4, S)
-        perms = torch.stack([torch.randperm(n_people, generator=g) for g in gens])
-        for k in range(0, n_people, hp['batch']):
-            idx = perms[:, k:k + hp['batch']]
-            pos, keep = aligned(idx.shape[1])                 # pad the batch; padding weighs 0
-            loss, parts = step(idx[:, pos], lam, keep)
-            # the models share no parameter
-            opt.zero_grad(set_to_none=True); loss.sum().backward(); opt.step()
-            lam = (lam + parts[2]).clamp_(min=0)              # λ ← max(0, λ + g), per model
-            sums += parts * idx.shape[1]
-        for k, v in zip(('cost', 'kl', 'hinge', 'valid'), sums / n_people): curves[k].append(v)
-        curves['lambda'].append(lam.clone())
-    return {k: torch.stack(v) for k, v in curves.items()}
-
-# %% ../nbs/07_carma.ipynb #06086e63
-@dataclass(frozen=True)
-class Recipe:
-    "How CARMA is trained beyond its Table-5 hyperparameters; the defaults are the paper's procedure."
-    name: str = 'paper'
-    candidates: int = 1              # models trained per seed; the one with the best training score is kept
-    # the hinge sees σ(logit/T), T = max(1, temperature · median |logit|); 0: T = 1
-    temperature: float = 0.0
-    shift_scale: float = 1.0         # the latent shift's clamp range, as a multiple of the paper's
-    margin: float | None = None      # the hinge margin ε; None: Table 5's
-    # extra training phases after the main loop: (name in `PHASES`, epochs) pairs
-    phases: tuple = ()
-    idle_tol: float | None = None    # served acts whose latent shift is below this are dropped; None: none
-
-    def __post_init__(self):
-        check_whole(self.candidates, 'candidates'); check_positive(self.temperature, 'temperature', zero=True)
-        check_positive(self.shift_scale, 'shift_scale')
-        if self.margin is not None: check_positive(self.margin, 'margin', zero=True)
-        if self.idle_tol is not None: check_positive(self.idle_tol, 'idle_tol', zero=True)
-        if not isinstance(self.phases, tuple) or not all(isinstance(p, tuple) and len(p) == 2
-                                                         and isinstance(p[0], str) for p in self.phases):
-            raise ValueError(f"phases must be a tuple of (name, epochs) pairs, got {self.phases!r}")
-        for name, epochs in self.phases: check_whole(epochs, f'the epochs of phase {name!r}')
-
-    def config(self) -> dict:
-        "The settings that decide the trained weights (idle_tol only decides what is served), JSON-able."
-        return {**{k: v for k, v in asdict(self).items() if k != 'idle_tol'},
-                'phases': [list(p) for p in self.phases]}
-
-    def scaled(self, frac: float) -> 'Recipe':
-        ("The recipe with every extra phase's epochs scaled like the main loop's "
-         "(the quick profile's `carma_epoch_frac`).")
-        return replace(self, phases=tuple((n, max(1, round(e * frac))) for n, e in self.phases))
-
-#: Extra training phases by name: phase(state: TrainingState, epochs) → curves of its epochs.
-#: Chapter 8 registers its own.
-PHASES: dict[str, Callable] = {}
-#: Recipes by name: recipe(scm_name, variant) → Recipe. 'paper' is this chapter's; chapter 8 adds 'improved'.
-RECIPES: dict[str, Callable[[str, str | None], Recipe]] = {'paper': lambda scm, variant: Recipe()}
-
-def get_recipe(recipe: Recipe | str, # a Recipe, or a registered name
-               scm: str, variant: str | None = None) -> Recipe:
-    ("The `Recipe` for `scm`: itself, or the registered recipe of that name "
-     "(chapter 8's are imported on first use).")
-    if isinstance(recipe, Recipe): return recipe
-    if recipe not in RECIPES: importlib.import_module('carma_nb.improved')   # registers chapter 8's recipes
-    if recipe not in RECIPES: raise ValueError(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
-    return RECIPES[recipe](get_scm(scm).name, variant)
-
-# %% ../nbs/07_carma.ipynb #ee0e1967
-@dataclass
-class TrainingState:
-    "Everything a training phase works on: the stacked networks, the people, the loss context, the curves."
-    ctx: LossContext
-    mask_net: StackedMLP
-    action_net: StackedMLP
-    x: torch.Tensor             # (N, D) the rejected training people
-    z: torch.Tensor             # (N, D·d_z) their latents
-    gens: list                  # one torch.Generator per stacked model
-    hp: dict                    # the hyperparameters
-    recipe: Recipe
-    curves: dict                # per-epoch curves (epochs, S), extended by every phase
-    desc: str = 'CARMA'
-    verbose: bool = True
-
-def candidate_seed(seed: int, r: int) -> int:
-    ("The random seed of candidate r of `seed`: candidate 0 is the seed itself, "
-     "so one candidate is plain training.")
-    return seed if r == 0 else seed + 7919 * r + 1_000_003
-
-def _training_state(scm: SCM, cm, clf, pool: Pool, hp, recipe: Recipe, weights, prior_kind, seeds,
-                    verbose) -> TrainingState:
-    "The stacked networks (seeds × candidates, seed-major) and the loss context of one training run."
-    problem = recourse_problem(scm, pool, weights)
-    with torch.no_grad():
-        x = rejected(clf, pool.train.x)
-        z = cm.abduct(x)
-        T = max(1.0, recipe.temperature * float(clf.logits(x, check=False).abs().median()))
-    lo, hi = (recipe.shift_scale * v for v in (math.floor(float(z.min())), math.ceil(float(z.max()))))
-    D, dz = scm.n_features, cm.latent_size
-    gens = [torch.Generator().manual_seed(candidate_seed(s, r))
-            for s in seeds for r in range(recipe.candidates)]
-    act = torch.zeros(D); act[scm.actionable] = 1.
-    ctx = LossContext(cm, clf, problem, problem.weights, mask_prior(problem.weights, prior_kind), act,
-                      (lo, hi), hp['margin'] if recipe.margin is None else recipe.margin, hp['tau'], T)
-    return TrainingState(ctx, StackedMLP([D * dz, *hp['mask_hidden'], 2 * D], gens),
-                         StackedMLP([D * dz + D, *hp['action_hidden'], D * dz], gens), x, z, gens, hp, recipe,
-                         {}, f'CARMA {scm.name}', verbose)
-
-def main_phase(st: TrainingState) -> dict:
-    ("The paper's training loop over the stacked models: Gumbel masks, the loss of this chapter, Adam; "
-     "its curves.")
-    D = st.x.shape[1]
-    def step(idx, lam, keep):
-        u = torch.stack([torch.rand(idx.shape[1], D, generator=g) for g in st.gens])
-        return carma_loss(st.ctx, st.mask_net, st.action_net, st.x[idx], st.z[idx], lam, keep, u=u)
-    params = [*st.mask_net.parameters(), *st.action_net.parameters()]
-    return stacked_training(step, params, len(st.x), st.gens, st.hp, st.desc, st.verbose)
-
-# %% ../nbs/07_carma.ipynb #3911461e
-def served_masks(mask_net: StackedMLP, z: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    "The deterministic masks (S, N, D) each of the S stacked mask networks serves for latents z (N, D·d_z)."
-    S = mask_net.weights[0].shape[0]
-    logits = mask_net(z.expand(S, *z.shape)).unflatten(-1, (len(act), 2))
-    return (logits[..., 1] > logits[..., 0]).to(z.dtype) * act
-
-def training_scores(st: TrainingState) -> tuple[torch.Tensor, torch.Tensor]:
-    ("Per stacked model (S,): mean cost + share invalid under the causal model (deterministic masks), "
-     "and the coverage.")
-    pos, keep = aligned(len(st.x))
-    x, z = st.x[pos], st.z[pos]
-    S = len(st.gens)
-    with torch.no_grad():
-        a = served_masks(st.mask_net, z, st.ctx.act)
-        _, parts = carma_loss(st.ctx, None, st.action_net, x.expand(S, *x.shape), z.expand(S, *z.shape),
-                              torch.zeros(S), keep, a=a)
-    return parts[0] + 1 - parts[3], parts[3]
-
-@one_thread()   # models must not depend on the caller's thread count (chapter 0)
-def _fit_carma_seeds(st: TrainingState, seeds: list[int], pool: Pool) -> list[tuple]:
-    ("Train every stacked model, run the recipe's phases, keep each seed's best candidate: "
-     "(state dict, None, extras) per seed.")
-    t0 = time.perf_counter()
-    st.curves = main_phase(st)
-    for name, epochs in st.recipe.phases:
-        more = PHASES[name](st, epochs)
-        st.curves = {k: torch.cat([v, more[k]]) for k, v in st.curves.items()}
-    R = st.recipe.candidates
-    scores, coverage = (v.view(len(seeds), R) for v in training_scores(st))
-    seconds, out = (time.perf_counter() - t0) / len(seeds), []
-    for i in range(len(seeds)):
-        r = int(scores[i].argmin()); s = i * R + r
-        sd = {**st.mask_net.member(s, 'mask_net'), **st.action_net.member(s, 'action_net'),
-              'actionable': st.ctx.act.clone(), 'z_range': torch.tensor(st.ctx.z_range, dtype=torch.float32),
-              'feature_range': training_range(pool.train.x)}
-        extras = {f'history_{k}': v[:, s].clone() for k, v in st.curves.items()}
-        out.append((sd, None, {**extras, 'train_seconds': torch.tensor(seconds),
-                               'stacked_models': torch.tensor(len(st.gens)),
-                               'temperature_T': torch.tensor(st.ctx.temperature),
-                               'candidate_scores': scores[i].clone(),
-                               'train_coverage': coverage[i, r].clone()}))
-    return out
-
-# %% ../nbs/07_carma.ipynb #af568e11
-# a model whose counterfactuals help fewer of its own training people than this has failed to train
-COLLAPSED = 0.5
-
-class TrainingCollapsed(UserWarning):
-    "A trained model that helps too few of its own training people (see `COLLAPSED`)."
-
-def _setup(scm, clf, causal_model, pool, hparams, profile, weights, prior, recipe):
-    "Validated inputs, the hyperparameters, the recipe and the cache configuration (without the seed)."
-    scm = get_scm(scm)
-    for what, m in (('classifier', clf), ('causal model', causal_model)):
-        if getattr(m, 'scm', None) != scm.name:
-            raise ValueError(f"the {what} was trained for {getattr(m, 'scm', None)!r}, not {scm.name!r}")
-    pool = resolve_pool(scm, pool, 'recourse')
-    prior = prior or ('preference' if weights is not None else 'uniform')
-    variant = 'vaca' if type(causal_model).__name__ == 'VACA' else 'weighted' if weights is not None else None
-    hp = carma_hparams(scm, variant, **(hparams or {}))
-    if 'epochs' not in (hparams or {}):
-        hp['epochs'] = max(1, round(hp['epochs'] * get_profile(profile).carma_epoch_frac))
-    recipe = _check_phases(get_recipe(recipe, scm.name, variant)
-                           .scaled(get_profile(profile).carma_epoch_frac))
-    w = as_weights(scm, weights)
-    mask_prior(w, prior)                                                          # validates `prior`
-    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hp': hp, 'recipe': recipe.config(),
-           'prior': prior, 'weights': w.tolist(), 'train': split_id(pool.train),
-           'causal_model': getattr(causal_model, 'config', None), 'classifier': getattr(clf, 'config', None)}
-    return scm, pool, hp, recipe, w, prior, cfg
-
-def train_carma_seeds(scm: SCM | str, # the SCM
-                      clf: Classifier, # its frozen classifier
-                      causal_model, # its fitted causal model: the CausalFlow (or a VACA, chapter 10)
-                      # the recourse pool (default: make_pools(scm).recourse)
-                      pool: Pool | Pools | None = None,
-                      seeds=(0,), # one model per seed; the missing ones are trained together
-                      # how to train: the paper's procedure, or chapter 8's 'improved'
-                      recipe: Recipe | str = 'paper',
-                      hparams: dict | None = None, # overrides of the Table-5 hyperparameters (carma_hparams)
-                      profile: str | Profile | None = None, # scales the epochs (paper: Table 5's)
-                      weights=None, # preference weights (chapter 9); they select the weighted Table-5 row
-                      # mask prior: 'uniform' or 'preference' (default: 'preference' with weights)
-                      prior: str | None = None,
-                      cache: bool = True, verbose: bool = True) -> list[CARMA]:
-    "CARMA models for several seeds: cached ones are loaded, the others trained at once as a stack."
-    seeds = check_seeds(seeds)
-    scm, pool, hp, recipe, w, prior, base = _setup(scm, clf, causal_model, pool, hparams, profile, weights,
-                                                   prior, recipe)
-    cfgs = [{**base, 'seed': s} for s in seeds]
-    def fit(todo):
-        st = _training_state(scm, causal_model, clf, pool, hp, recipe, w, prior, [seeds[i] for i in todo],
-                             verbose)
-        return _fit_carma_seeds(st, [seeds[i] for i in todo], pool)
-    cks = cached_stack('carma', cfgs, fit, cache)
-    models = [_carma_from_checkpoint(ck, causal_model, clf, recipe.idle_tol) for ck in cks]
-    for s, m in zip(seeds, models): _warn_collapse(m, s)
-    return models
-
-def cached_stack(kind: str, # model-cache folder
-                 cfgs: list[dict], # one full configuration per seed
-                 # fit_missing(indices) → [(state_dict, scaler, extras)] for those configs, trained together
-                 fit_missing,
-                 cache: bool = True) -> list[Checkpoint]:
-    ("One checkpoint per config: the cached ones loaded, the missing ones trained at once under their locks "
-     "(chapter 0).")
-    if cache: return cached_checkpoints(kind, cfgs, fit_missing)
-    return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
-
-def train_carma(scm: SCM | str, clf: Classifier, causal_model, pool: Pool | Pools | None = None,
-                seed: int = 0,
-                **kwargs,
-                # any keyword of `train_carma_seeds`: recipe, hparams, profile, weights, prior, cache, verbose
-               ) -> CARMA:
-    "Train (or fetch from the cache) CARMA for `scm` and one seed (see `train_carma_seeds`)."
-    return train_carma_seeds(scm, clf, causal_model, pool, [seed], **kwargs)[0]
-
-def _warn_collapse(model: CARMA, seed: int):
-    ("Warn, naming the seed and what to try, when a model's coverage on its own training people is below "
-     "`COLLAPSED`.")
-    cov = model.history.get('train_coverage')
-    if cov is not None and float(cov) < COLLAPSED:
-        warnings.warn(f"CARMA {model.scm} seed {seed}: its recommendations help only "
-                      f"{100 * float(cov):.1f} % of its own training people (under the causal model it "
-                      f"trained with; below {100 * COLLAPSED:.0f} %): training failed. "
-                      f"Check the hyperparameters (lr={model.hp['lr']:g}, epochs={model.hp['epochs']}) — "
-                      "a smaller learning rate or more epochs usually helps", TrainingCollapsed, stacklevel=3)
-
-_FROZEN = ('causal_model.', 'clf.')   # a CARMA's tensors that belong to its causal model and classifier
-
-def _carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier, idle_tol: float | None) -> CARMA:
-    ("A frozen CARMA from a checkpoint, every tensor checked (chapter 0), serving with `idle_tol` "
-     "(the recipe's).")
-    cfg, source = ck.config, ck.path or 'a CARMA checkpoint'
-    own = {k: v for k, v in ck.state_dict.items() if not k.startswith(_FROZEN)}
-    z_range = own.get('z_range')
-    if not (isinstance(z_range, torch.Tensor) and z_range.shape == (2,) and torch.isfinite(z_range).all()):
-        raise ValueError(f"{source}: no valid 'z_range' tensor (the clamp range of the latent shift); "
-                         "train or save the model again")
-    model = CARMA(cm, clf, cfg['hp'], tuple(z_range.tolist()))
-    load_weights(model, own, source, skip=_FROZEN)
-    model.idle_tol = idle_tol
-    model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
-    model.config = cfg
-    return model.freeze()
-
-def _check_phases(recipe: Recipe) -> Recipe:
-    "The recipe, once every phase it names is registered (chapter 8's register themselves when imported)."
-    if any(n not in PHASES for n, _ in recipe.phases): importlib.import_module('carma_nb.improved')
-    unknown = [n for n, _ in recipe.phases if n not in PHASES]
-    if unknown:
-        raise ValueError(f"recipe {recipe.name!r} names unknown training phases {unknown}; "
-                         f"known: {sorted(PHASES)}")
-    return recipe
-
 # %% ../nbs/07_carma.ipynb #7d6b95a0
 def set_training_range(model: CARMA, # a CARMA model
                        x: torch.Tensor, # (n, D) the recourse training people (all of them, unfiltered)
@@ -737,6 +316,24 @@ def _domain(self: CARMA, margin: float = DOMAIN_MARGIN, # share of the training 
 CARMA.domain = _domain
 
 # %% ../nbs/07_carma.ipynb #25521a46
+_FROZEN = ('causal_model.', 'clf.')   # a CARMA's tensors that belong to its causal model and classifier
+
+def carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier, idle_tol: float | None) -> CARMA:
+    ("A frozen CARMA from a checkpoint, every tensor checked (chapter 0), serving with `idle_tol` "
+     "(the recipe's).")
+    cfg, source = ck.config, ck.path or 'a CARMA checkpoint'
+    own = {k: v for k, v in ck.state_dict.items() if not k.startswith(_FROZEN)}
+    z_range = own.get('z_range')
+    if not (isinstance(z_range, torch.Tensor) and z_range.shape == (2,) and torch.isfinite(z_range).all()):
+        raise ValueError(f"{source}: no valid 'z_range' tensor (the clamp range of the latent shift); "
+                         "train or save the model again")
+    model = CARMA(cm, clf, cfg['hp'], tuple(z_range.tolist()))
+    load_weights(model, own, source, skip=_FROZEN)
+    model.idle_tol = idle_tol
+    model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
+    model.config = cfg
+    return model.freeze()
+
 CAUSAL_MODELS = ('carma_nb.flow.CausalFlow', 'carma_nb.vaca.VACA')  # the causal models a saved CARMA may name
 
 def save_carma(model: CARMA, path) -> Path:
@@ -782,54 +379,5 @@ def load_carma(path, scm: str | None = None) -> CARMA:
     cm = _frozen_part(_causal_class(cfg['causal_class'], path), sd, 'causal_model.', cfg, 'causal_hidden',
                       path)
     clf = _frozen_part(Classifier, sd, 'clf.', cfg, 'clf_hidden', path)
-    return _carma_from_checkpoint(Checkpoint(sd, cfg.get('train_config') or {'hp': cfg['hp']}, None,
+    return carma_from_checkpoint(Checkpoint(sd, cfg.get('train_config') or {'hp': cfg['hp']}, None,
                                              Path(path)), cm, clf, cfg.get('idle_tol'))
-
-# %% ../nbs/07_carma.ipynb #ac98e00a
-METHOD_COLORS = {'CARMA': '#1b9e77', 'oracle': '#d95f02', 'DiCE-VAE': '#7570b3',
-                 'CARMA (weighted)': '#e7298a', 'oracle (weighted)': '#66a61e', 'CARMA (VACA)': '#e6ab02',
-                 'improved CARMA': '#386cb0'}
-
-def plot_shifts(scm: SCM | str, # the SCM whose actionable features get one panel each
-                reports: dict, # method name -> RecourseReport (evaluate_recourse)
-                title: str = ''):
-    ("Histograms of the shift x_CF − x_F of each actionable feature among the people who act on it, "
-     "per method.")
-    import matplotlib.pyplot as plt
-    scm = get_scm(scm)
-    fig, axes = plt.subplots(1, len(scm.actionable), figsize=(4 * len(scm.actionable), 3), squeeze=False)
-    for ax, j in zip(axes[0], scm.actionable):
-        for name, rep in reports.items():
-            s = rep.shift[rep.mask[:, j], j].numpy()
-            if len(s): ax.hist(s, bins=30, alpha=.6, color=METHOD_COLORS.get(name),
-                               label=f'{name} (n={len(s)})', density=True)
-        ax.set_title(scm.names[j]); ax.legend(fontsize=8)
-    fig.suptitle(title, y=1.05)
-    return fig
-
-def plot_feature_use(scm: SCM | str, reports: dict, title: str = ''):
-    ("Two panels: % of people by number of features intervened, and % of people acting on each feature, "
-     "per method.")
-    import matplotlib.pyplot as plt
-    scm = get_scm(scm)
-    colors = [METHOD_COLORS.get(n) for n in reports]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3))
-    counts = {n: np.bincount(r.mask.sum(1).numpy(), minlength=len(scm.actionable) + 1) / len(r.mask) * 100
-              for n, r in reports.items()}
-    pd.DataFrame(counts).plot.bar(ax=a1, color=colors)
-    a1.set_xlabel('number of features intervened'); a1.set_ylabel('% of people')
-    pd.DataFrame({n: r.per_feature['intervened %'] for n, r in reports.items()}).plot.bar(ax=a2, color=colors)
-    a2.set_ylabel('% of people'); a2.set_xlabel('')
-    for ax in (a1, a2): ax.tick_params(axis='x', rotation=0)
-    fig.suptitle(title, y=1.03)
-    return fig
-
-# %% ../nbs/07_carma.ipynb #169e3f08
-# the paper's Table 1, CARMA columns: references shown next to ours, never results
-PAPER_CARMA = pd.DataFrame({
-    'scm': ['triangle-lin', 'collider-lin', 'chain-lin', 'triangle-nlin', 'collider-nlin', 'chain-nlin',
-            'loan'],
-    'paper CARMA cost x100': [11.36, 10.36, 10.62, 8.95, 4.19, 11.81, 6.69],
-    'paper CARMA cost std': [4.13, 4.06, 5.12, 3.13, 1.10, 2.05, 1.36],
-    'paper CARMA acts': [1.45, 2.37, 2.26, 1.96, 2.62, 2.32, 2.89],
-    'paper CARMA validity %': [99.94, 99.98, 99.91, 99.89, 99.74, 99.98, 99.95]}).set_index('scm')

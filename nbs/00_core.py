@@ -51,7 +51,7 @@ from fastcore.test import test_eq, test_fail, test_close, test_ne
 #
 # A `Profile` is a frozen record of the knobs that make a run expensive. The `paper` values are the
 # paper's settings (classifier 500 epochs, chapter 3; flow 1000 epochs, chapter 4; VACA 300 epochs,
-# chapter 10; CARMA's per-SCM epochs of the paper's Table 5, chapter 7; 10 seeds). `quick` shrinks
+# chapter 11; CARMA's per-SCM epochs of the paper's Table 5, chapter 7; 10 seeds). `quick` shrinks
 # what is slow so the whole course runs in minutes under test. It keeps the classifier's 500 epochs:
 # a classifier trains in seconds, and plain SGD at 60 epochs leaves loan's at 78 % accuracy instead of
 # 90 % (chapter 3), a different decision-maker for every later chapter to serve.
@@ -502,7 +502,7 @@ test_ne(config_key({'a': 1}), config_key({'a': 2}))
 # ### Orphaned temporary files
 #
 # `atomic_write` deletes its temporary file when the block fails, but a process killed outright
-# (`kill -9`, a lost machine, a worker dying with its parent, chapter 12) runs no clean-up: its
+# (`kill -9`, a lost machine, a worker dying with its parent, chapter 13) runs no clean-up: its
 # `.<name>.XXXXXXXX.tmp` stays in the cache folder for good. Who may delete it? Not whoever sees it: it
 # may belong to a writer that is still writing. But every writer of a cached model writes while holding
 # that model's lock, so whoever holds the lock knows that no live writer of the model exists, and every
@@ -610,7 +610,7 @@ with tempfile.TemporaryDirectory() as d:
     test_eq(len(calls), 2)
 
 # %% [markdown]
-# A *stack* of models trained together (chapter 7 trains all the seeds of CARMA in one go) takes the
+# A *stack* of models trained together (chapter 8 trains all the seeds of CARMA in one go) takes the
 # locks of all its missing models before asking again which are missing. Two stacks that share models
 # could deadlock if each took its locks in its own order (A holds seed 0 and waits for seed 1, B holds
 # seed 1 and waits for seed 0); `file_locks` always takes them in one order, sorted by path, so the

@@ -64,7 +64,7 @@ from carma_nb.core import save_figure
 # Equations receive `x` as a list of columns indexed by node (only parents are read), so one equation
 # evaluates a whole batch of people at once.
 #
-# A node also declares the values its feature can take at all, which the serving checks of chapter 12
+# A node also declares the values its feature can take at all, which the serving checks of chapter 13
 # read: its **kind** (`continuous`, or `binary` for a feature that is 0 or 1, such as gender) and its
 # hard **bounds**, an open interval outside which the equations are not defined (loan's education lives
 # in $(-0.5, 0.5)$: its inverse takes a logit). The default is an unbounded continuous feature, so a

@@ -13,8 +13,8 @@
 # | pool | size | train / val / test | used by |
 # |---|---|---|---|
 # | `classifier` | 20 000 | 10 000 / 5 000 / 5 000 | the downstream classifier $h$ (chapter 3) |
-# | `causal` | 25 000 | 20 000 / 2 500 / 2 500 | the causal normalizing flow and VACA (chapters 4, 10) |
-# | `recourse` | 20 000 | 10 000 / 5 000 / 5 000 | CARMA, the oracle and the baselines (chapters 6–11) |
+# | `causal` | 25 000 | 20 000 / 2 500 / 2 500 | the causal normalizing flow and VACA (chapters 4, 11) |
+# | `recourse` | 20 000 | 10 000 / 5 000 / 5 000 | CARMA, the oracle and the baselines (chapters 6–12) |
 #
 # Keeping them separate mirrors deployment: the bank's classifier was trained on its own data, the
 # causal model is fitted on observational data, and recourse is then sought by new applicants. It

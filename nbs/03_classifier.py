@@ -145,7 +145,7 @@ class Classifier(nn.Module):
 # ## Models that carry their scaler
 #
 # The classifier is the course's first trained model, and the causal flow (chapter 4) and VACA
-# (chapter 10) share its shape: an SCM name, hidden widths, and the scaler of their training data as
+# (chapter 11) share its shape: an SCM name, hidden widths, and the scaler of their training data as
 # `mean`/`std` buffers. One set of helpers serves all three. `save_model` writes a checkpoint (chapter
 # 0: weights, a config that rebuilds the architecture, the scaler); `model_from_checkpoint` rebuilds
 # the frozen model with its training curves; `trained_model` trains through the model cache, whose

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -53,7 +54,6 @@ from carma_nb.scm import SCM, SCM_NAMES, _check_mask_values, get_scm
 #| hide
 from fastcore.test import test_eq, test_fail, test_close
 import tempfile
-from pathlib import Path
 import matplotlib.pyplot as plt
 from carma_nb.core import save_figure, save_table
 
@@ -490,7 +490,7 @@ with tempfile.TemporaryDirectory() as d:
 # **true** SCM, the floor any model can reach with that many samples. The counterfactual error is also
 # given in units of each feature's training standard deviation, for comparison with work that reports
 # it on standardised data; the raw-unit value is the one our targets use. The functions take any causal
-# model with `log_prob`, `sample`, `interventional_sample` and `counterfactual`, so chapter 10 evaluates
+# model with `log_prob`, `sample`, `interventional_sample` and `counterfactual`, so chapter 11 evaluates
 # VACA with them too.
 
 # %%

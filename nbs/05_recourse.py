@@ -272,7 +272,7 @@ pd.DataFrame({'R_j, whole split': problem.ranges, 'R_j, rejected people': orig.r
 # %% [markdown]
 # ## One answer type for every method
 #
-# The oracle (chapter 6), CARMA (chapter 7) and DiCE-VAE (chapter 11) all answer the same question,
+# The oracle (chapter 6), CARMA (chapter 7) and DiCE-VAE (chapter 12) all answer the same question,
 # so they return the same thing, a `Recommendation`: per person the features to act on (`mask`), the
 # target values in raw units (`values`, the person's own value where nothing is done), the
 # counterfactual the method's own model predicts (`x_cf`), the classifier's probability for it

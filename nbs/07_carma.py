@@ -29,7 +29,9 @@
 #
 # The recommendation shown to the person is the counterfactual value of each intervened feature,
 # $\theta_j = x^{CF}_j$ — which the evaluation replays as a hard intervention in the true SCM.
-# This chapter is the paper's algorithm and nothing else; chapter 8 adds our improvements to it.
+# This chapter builds the model and how it answers: its hyperparameters, the two networks, serving,
+# where a model can be trusted, saving and loading. Chapter 8 trains it (the paper's loss and training
+# loop); chapter 9 adds our improvements.
 
 # %%
 #| export
@@ -37,46 +39,36 @@ from __future__ import annotations
 
 import importlib
 import math
-import time
-import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from carma_nb.classifier import Classifier
-from carma_nb.core import (TRAINER_VERSION, Checkpoint, Profile, as_features, cached_checkpoints,
-                           check_positive, check_seeds, check_whole, check_widths, get_profile,
-                           load_checkpoint, load_weights, one_thread, progress, save_checkpoint)
-from carma_nb.data import Pool, Pools, StandardScaler, resolve_pool, split_id
-from carma_nb.recourse import (DOMAIN_MARGIN, FeatureDomain, Recommendation, as_weights, feature_domain,
-                               recourse_problem, rejected, training_range)
+from carma_nb.core import (Checkpoint, as_features, check_positive, check_whole, check_widths,
+                           load_checkpoint, load_weights, save_checkpoint)
+from carma_nb.data import StandardScaler
+from carma_nb.recourse import DOMAIN_MARGIN, FeatureDomain, Recommendation, feature_domain, training_range
 from carma_nb.scm import SCM, get_scm
 
 # %%
 #| hide
 from fastcore.test import test_eq, test_fail, test_close
 import tempfile
-import matplotlib.pyplot as plt
 from carma_nb.classifier import train_classifier
-from carma_nb.core import save_figure
+from carma_nb.core import get_profile
 from carma_nb.data import make_pools
 from carma_nb.flow import fit_flow
-from carma_nb.oracle import cached_oracle
-from carma_nb.recourse import evaluate_recourse
-from carma_nb.scm import SCM_NAMES
+from carma_nb.recourse import rejected
 
 # %% [markdown]
 # ## Hyperparameters
 #
 # The paper tuned CARMA per SCM (its Table 5): learning rate, the hidden widths of both networks,
 # epochs, batch size, the hinge margin ε and the Gumbel temperature τ. Loan has two more rows, for
-# the preference-weighted model (chapter 9) and for VACA as the causal model (chapter 10). A world of
+# the preference-weighted model (chapter 10) and for VACA as the causal model (chapter 11). A world of
 # one's own (`register_scm`) has no row: it gets `GENERIC_HPARAMS`, one documented middle-of-the-table
 # setting, unless it passes its own (`carma-nb tune` searches for them).
 
@@ -108,7 +100,7 @@ GENERIC_HPARAMS = dict(lr=5e-3, mask_hidden=(32, 32), action_hidden=(32, 32, 32)
                        margin=0.007, tau=0.5)
 
 def carma_hparams(scm: SCM | str, # an SCM or its name
-                  # None, 'weighted' (chapter 9) or 'vaca' (chapter 10): loan's other rows
+                  # None, 'weighted' (chapter 10) or 'vaca' (chapter 11): loan's other rows
                   variant: str | None = None,
                   **overrides, # any of the keys, replacing the table's value
                  ) -> dict:
@@ -182,7 +174,7 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 class CARMA(nn.Module):
-    "Mask and action networks over a frozen causal model (the flow, or VACA in chapter 10) and classifier."
+    "Mask and action networks over a frozen causal model (the flow, or VACA in chapter 11) and classifier."
     def __init__(self,
                  # abduct(x) → (n, D·d_z) latents; latent_counterfactual(z, a, δ) → x_cf
                  causal_model: nn.Module,
@@ -205,7 +197,7 @@ class CARMA(nn.Module):
         self.register_buffer('z_range', torch.tensor(z_range, dtype=torch.float32))
         # min, max (below)
         self.register_buffer('feature_range', torch.full((2, D), torch.nan, dtype=torch.float64))
-        # acts with a smaller latent shift are not served (chapter 8); None: every act
+        # acts with a smaller latent shift are not served (chapter 9); None: every act
         self.idle_tol = None
 
     @property
@@ -257,7 +249,7 @@ s_.sum().backward(); assert d.grad.abs().sum() > 0
 # weights, and `recommend` runs that one program for any number of people. The causal model brings its
 # own part of the program: the flow's is NumPy too, and starts its inverse sweeps from the person's own
 # features, so that 1 + (the longest path below an acted-on feature) sweeps are exact — often one or
-# two instead of the graph depth + 1. Another causal model (VACA, chapter 10) is served through its
+# two instead of the graph depth + 1. Another causal model (VACA, chapter 11) is served through its
 # torch methods. A model is compiled when it is loaded or trained (`freeze`), never lazily.
 
 # %%
@@ -362,7 +354,7 @@ def serving_program(model: CARMA) -> ServingProgram:
 
 # %% [markdown]
 # `recommend` is that program behind input checks. It serves every act the mask network chooses, as
-# the paper does, unless the model's recipe drops idle acts (chapter 8: acts whose latent shift is
+# the paper does, unless the model's recipe drops idle acts (chapter 9: acts whose latent shift is
 # below `idle_tol` are left out for each person who stays accepted without them).
 
 # %%
@@ -420,634 +412,50 @@ def _freeze(self: CARMA) -> CARMA:
 CARMA.recommend, CARMA.freeze = _recommend, _freeze
 
 # %% [markdown]
-# ## The loss
+# ## One model, before training
 #
-# Per mini-batch of $B$ people with $p_b = h(x^{CF}_b)$ (the paper's §4.2):
-#
-# - **cost** $C$: the mean cost of chapter 5 (with the preference weights) — cheap actions;
-# - **mask prior** $K$: $\sum_{j} \mathrm{KL}(\mathrm{Cat}(\mathrm{softmax}(\text{logits}_j)) \,\|\, \mathrm{Bernoulli}(\pi_j))$
-#   over the actionable features, averaged over the batch — keeps the mask network from collapsing early
-#   ($\pi_j = 0.5$, or $1/(2w_j)$ with the preference prior of chapter 9);
-# - **validity hinge** $g = \frac1B\sum_b \max(0, 1 + \varepsilon - 2p_b)$, zero iff every $p_b \ge (1+\varepsilon)/2$.
-#
-# The total is $L = C + K + (\lambda + c\cdot \mathrm{sg}(g))\,g$ with damping $c = 10$ ($\mathrm{sg}$:
-# stop-gradient), and after every step $\lambda \leftarrow \max(0, \lambda + g)$: a modified
-# differential method of multipliers. The multiplier grows while actions are invalid, and so enforces
-# validity as a constraint rather than as a tuned penalty. **One correction to the original code:** it
-# applies the damping with a minus sign, which *rewards* invalidity early in training; we use the plus
-# sign, as the method intends.
-#
-# `carma_loss` computes it for a **stack** of S models at once (the next section says why): inputs carry
-# a leading model axis, and a single model is a stack of one. It is the only implementation of the
-# loss: every training path calls it. `keep` marks the real people of a padded batch (next section).
-
-# %%
-#| export
-DAMPING = 10.0       # c of the modified differential method of multipliers
-WEIGHT_DECAY = 5e-4  # Adam's weight decay for both networks
-
-def mask_kl(logits: torch.Tensor, # (…, D, 2) mask logits
-            prior: torch.Tensor, # (D,) prior probability of intervening π_j
-            actionable: torch.Tensor, # (D,) 1 on actionable features
-           ) -> torch.Tensor:
-    "Per-person Σ_actionable KL(Cat(softmax(logits_j)) ‖ Bernoulli(π_j)), shape (…,)."
-    logq = F.log_softmax(logits, -1)
-    q1 = logq[..., 1].exp()
-    kl = q1 * (logq[..., 1] - torch.log(prior)) + (1 - q1) * (logq[..., 0] - torch.log1p(-prior))
-    return (kl * actionable).sum(-1)
-
-def mask_prior(weights: torch.Tensor, # (D,) preference weights w_j ≥ 1
-               kind: str = 'uniform', # 'uniform' (π_j = 0.5) or 'preference' (π_j = 1/(2 w_j), chapter 9)
-              ) -> torch.Tensor:
-    "The mask network's prior probability of intervening on each feature, (D,)."
-    if kind not in ('uniform', 'preference'):
-        raise ValueError(f"prior must be 'uniform' or 'preference', got {kind!r}")
-    return 1 / (2 * weights) if kind == 'preference' else torch.full_like(weights, 0.5)
-
-def masked_mean(v: torch.Tensor, # (…, B) values
-                # (B,) 1 for the entries to average, 0 for padding; None: all
-                keep: torch.Tensor | None = None,
-               ) -> torch.Tensor:
-    "The mean over the last axis of the entries `keep` marks (all of them without `keep`)."
-    return v.mean(-1) if keep is None else (v * keep).sum(-1) / keep.sum()
-
-def validity_penalty(p: torch.Tensor, # (…, B) classifier probabilities of the counterfactuals
-                     margin: float, # hinge margin ε
-                     # current multiplier λ (one per stacked model: shape p.shape[:-1])
-                     lam: float | torch.Tensor,
-                     keep: torch.Tensor | None = None, # (B,) 1 for real people, 0 for padding (`masked_mean`)
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    ("(λ + c·sg(g))·g and the hinge g = mean max(0, 1 + ε − 2p) over the last axis: "
-     "the damped multiplier term.")
-    g = masked_mean(F.relu(1 + margin - 2 * p), keep)
-    return (lam + DAMPING * g.detach()) * g, g
-
-@dataclass
-class LossContext:
-    "What CARMA's loss needs besides the networks and the batch: all fixed during training."
-    causal_model: nn.Module    # the frozen causal model (abduct / latent_counterfactual)
-    clf: Classifier            # the frozen classifier
-    problem: object            # the RecourseProblem (chapter 5): the cost
-    weights: torch.Tensor      # (D,) preference weights in the cost
-    prior: torch.Tensor        # (D,) the mask prior π_j
-    act: torch.Tensor          # (D,) 1 on actionable features
-    z_range: tuple[float, float]  # clamp range of the latent shift
-    margin: float              # hinge margin ε
-    tau: float                 # Gumbel temperature τ
-    temperature: float = 1.0   # the hinge sees σ(logit / T); 1: the paper (chapter 8 changes it)
-
-def stacked_outcome(ctx: LossContext, action_net, # the action networks: (S, b, ·) → (S, b, ·)
-                    xb: torch.Tensor, zb: torch.Tensor, # (S, b, D) people and (S, b, D·d_z) their latents
-                    a: torch.Tensor, # (S, b, D) masks
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    ("Per model and person (S, b): the cost of the action the networks choose under masks a, "
-     "and the classifier's logit of its counterfactual.")
-    S, b, D = xb.shape
-    delta = action_net(torch.cat([zb, a], -1)).clamp(*ctx.z_range)
-    x_cf = ctx.causal_model.latent_counterfactual(zb.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
-    cost = ctx.problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), ctx.weights).view(S, b)
-    return cost, ctx.clf.logits(x_cf, check=False).view(S, b)
-
-def carma_loss(ctx: LossContext, mask_net, action_net, # the networks: (S, b, ·) → (S, b, ·)
-               xb: torch.Tensor, zb: torch.Tensor, # (S, b, D) people and (S, b, D·d_z) their latents
-               lam: torch.Tensor, # (S,) multipliers
-               keep: torch.Tensor | None = None, # (b,) 1 on real people, 0 on padding
-               u: torch.Tensor | None = None, # (S, b, D) uniform draws for the Gumbel sample (default: fresh)
-               # (S, b, D) fixed masks instead of sampled ones (no mask term then)
-               a: torch.Tensor | None = None,
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    ("CARMA's loss per stacked model (S,) and its parts (4, S): cost, mask term, hinge, "
-     "share valid under the model.")
-    kl = torch.zeros(xb.shape[0])
-    if a is None:
-        logits = mask_net(zb).unflatten(-1, (xb.shape[-1], 2))
-        a = binary_gumbel_st(logits[..., 1] - logits[..., 0], ctx.tau, u) * ctx.act
-        kl = masked_mean(mask_kl(logits, ctx.prior, ctx.act), keep)
-    cost, logit = stacked_outcome(ctx, action_net, xb, zb, a)
-    cost, p = masked_mean(cost, keep), torch.sigmoid(logit / ctx.temperature)
-    penalty, g = validity_penalty(p, ctx.margin, lam, keep)
-    return cost + kl + penalty, torch.stack([cost, kl, g, masked_mean((p >= 0.5).float(), keep)]).detach()
-
-
-# %%
-# q = π: no penalty
-test_close(mask_kl(torch.zeros(3, 7, 2), torch.full((7,), 0.5), torch.ones(7)), torch.zeros(3), eps=1e-6)
-assert (mask_kl(torch.tensor([[[0., 3.]] * 7]), torch.full((7,), 0.5), torch.ones(7)) > 0).all()
-# the hinge: zero once every p ≥ (1+ε)/2; the damped term is (λ + c·g)·g, per model when p is (S, B)
-pen, g_ = validity_penalty(torch.tensor([[0.9, 0.6], [0.2, 0.9]]), 0.1, torch.tensor([0., 2.]))
-test_close(g_, torch.tensor([0., 0.35]))                                      # model 2: max(0, 1.1 − 0.4) / 2
-test_close(pen, torch.tensor([0., (2 + DAMPING * 0.35) * 0.35]))
-# padding ignored
-test_close(masked_mean(torch.tensor([[1., 3., 100.]]), torch.tensor([1., 1., 0.])), torch.tensor([2.]))
-test_fail(lambda: mask_prior(torch.ones(3), 'flat'), contains="prior must be 'uniform' or 'preference'")
-
-# %% [markdown]
-# ## Training
-#
-# Trained once per SCM and seed on the rejected people of the recourse training split, with Adam
-# (weight decay $5\cdot10^{-4}$), no scheduler, the final epoch's weights (the paper's Appendix B).
-# The latents $Z$ are computed once; the flow and classifier stay frozen, and gradients pass *through*
-# them to the two networks. The latent shift is clamped to $[\lfloor\min Z\rfloor, \lceil\max Z\rceil]$
-# over those training latents.
-#
-# **Seeds are trained together.** The paper reports ten seeds per SCM. The networks are tiny, so one
-# training step is dominated by per-operation overhead rather than arithmetic; ten models cost about
-# as much as one if their weights are stacked (`StackedMLP`) and evaluated with batched matrix
-# products. Each seed keeps its own initialisation, batch order and Gumbel noise (its own random
-# generator), and the models share no parameter. That is not yet enough for stacking to change
-# nothing but the wall-clock time, because of floating point: PyTorch's CPU kernels work through a
-# tensor in vector blocks and finish its last few numbers one by one, and the two paths can round
-# `exp`, `log` or the sigmoid differently in the last bit. Which of a model's numbers land in that
-# ragged tail depends on how many models sit before it in the stack, and training amplifies a one-bit
-# difference: on chain-lin at the paper's 150 epochs, seed 0 trained alone once cost 14.16 (×100) and
-# trained beside seeds 1–3 cost 10.98, with 35 of 841 people served another mask. So every batch is
-# padded, per model, to a multiple of `ALIGN` = 64 people with copies that weigh zero in every mean
-# (`aligned`, `masked_mean`), and Adam updates one tensor at a time (its fused kernel has the same
-# ragged-tail rounding). Then each model's numbers fill whole vector blocks wherever it sits, and a
-# seed gives the same model, bit for bit, alone or in any stack (tested below).
-
-# %%
-#| export
-# each model's people are padded to a multiple of this many, so its results never depend on its stack
-ALIGN = 64
-
-class StackedMLP(nn.Module):
-    ("S independent ReLU MLPs with `mlp`'s architecture and init, evaluated by batched matmuls: "
-     "(S, n, i) → (S, n, o).")
-    def __init__(self, sizes: list[int], generators: list[torch.Generator]):
-        super().__init__()
-        gain = nn.init.calculate_gain('relu')
-        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            bound = gain * math.sqrt(6 / (a + b))          # Xavier-uniform, as nn.init.xavier_uniform_
-            self.weights.append(nn.Parameter(torch.stack([(torch.rand(a, b, generator=g) * 2 - 1) * bound
-                                                          for g in generators])))
-            self.biases.append(nn.Parameter(torch.full((len(generators), 1, b), 0.01)))
-
-    def forward(self, h):
-        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)
-            if k < len(self.weights) - 1: h = F.relu(h)
-        return h
-
-    def member(self, s: int, prefix: str) -> dict:
-        "The state dict of member `s` as an `mlp` (nn.Sequential) under `prefix`."
-        return {**{f'{prefix}.{2 * k}.weight': w[s].detach().T.contiguous()
-                   for k, w in enumerate(self.weights)},
-                **{f'{prefix}.{2 * k}.bias': b[s, 0].detach().clone() for k, b in enumerate(self.biases)}}
-
-def aligned(n: int, # people in a batch (or in the whole training set)
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    ("Positions (n_pad,) padding n people to a multiple of `ALIGN` by repeating the first ones, "
-     "and `keep`: 1 on the real ones.")
-    n = check_whole(n, 'n')
-    pos = torch.arange(-(-n // ALIGN) * ALIGN)
-    return pos % n, (pos < n).float()
-
-def stacked_training(
-        # step(idx (S, b), lam (S,), keep (b,)) → (loss (S,), parts (4, S): cost, kl, hinge, valid)
-        step,
-                     params, # the stacked parameters
-                     n_people: int, # people in the training set
-                     gens: list[torch.Generator], # one generator per model: its batch order
-                     hp: dict, # lr, epochs, batch
-                     desc: str, verbose: bool = True,
-                     lam0: torch.Tensor | None = None, # starting multipliers (S,); default zeros
-                    ) -> dict:
-    ("The loop every stacked trainer shares: per-model batch orders, Adam, one multiplier λ per model; "
-     "curves (epochs, S).")
-    S = len(gens)
-    # one tensor at a time
-    opt = torch.optim.Adam(params, lr=hp['lr'], weight_decay=WEIGHT_DECAY, foreach=False, fused=False)
-    lam = torch.zeros(S) if lam0 is None else lam0.clone()
-    curves = {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
-    for _ in progress(range(hp['epochs']), desc=f'{desc} ×{S}', disable=None if verbose else True):
-        sums = torch.zeros(4, S)
-        perms = torch.stack([torch.randperm(n_people, generator=g) for g in gens])
-        for k in range(0, n_people, hp['batch']):
-            idx = perms[:, k:k + hp['batch']]
-            pos, keep = aligned(idx.shape[1])                 # pad the batch; padding weighs 0
-            loss, parts = step(idx[:, pos], lam, keep)
-            # the models share no parameter
-            opt.zero_grad(set_to_none=True); loss.sum().backward(); opt.step()
-            lam = (lam + parts[2]).clamp_(min=0)              # λ ← max(0, λ + g), per model
-            sums += parts * idx.shape[1]
-        for k, v in zip(('cost', 'kl', 'hinge', 'valid'), sums / n_people): curves[k].append(v)
-        curves['lambda'].append(lam.clone())
-    return {k: torch.stack(v) for k, v in curves.items()}
-
-
-# %%
-gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
-stack = StackedMLP([7, 16, 14], gens)
-single = mlp([7, 16, 14])
-single.load_state_dict({k.removeprefix('m.'): v for k, v in stack.member(1, 'm').items()})
-h_in = torch.randn(2, 9, 7)
-test_close(stack(h_in)[1], single(h_in[1]), eps=1e-6)            # member 1 of the stack is an ordinary mlp
-pos, keep = aligned(70)
-test_eq((len(pos), int(keep.sum()), int(pos.max())), (128, 70, 69))
-
-
-# %% [markdown]
-# **The recipe.** Everything above is the paper's procedure. Chapter 8 measures a few changes to it —
-# several candidates per seed with the best kept, a tempered hinge, a wider clamp, extra training
-# phases, dropping acts that change nothing — and bundles them as a named `Recipe`. The trainer takes
-# one (`recipe='paper'` by default, the procedure of this chapter: every field at its neutral value);
-# its settings enter the training configuration, so a model trained under another recipe is another
-# model in the cache. A recipe's extra phases are functions registered in `PHASES` by the chapter that
-# defines them.
-
-# %%
-#| export
-@dataclass(frozen=True)
-class Recipe:
-    "How CARMA is trained beyond its Table-5 hyperparameters; the defaults are the paper's procedure."
-    name: str = 'paper'
-    candidates: int = 1              # models trained per seed; the one with the best training score is kept
-    # the hinge sees σ(logit/T), T = max(1, temperature · median |logit|); 0: T = 1
-    temperature: float = 0.0
-    shift_scale: float = 1.0         # the latent shift's clamp range, as a multiple of the paper's
-    margin: float | None = None      # the hinge margin ε; None: Table 5's
-    # extra training phases after the main loop: (name in `PHASES`, epochs) pairs
-    phases: tuple = ()
-    idle_tol: float | None = None    # served acts whose latent shift is below this are dropped; None: none
-
-    def __post_init__(self):
-        check_whole(self.candidates, 'candidates'); check_positive(self.temperature, 'temperature', zero=True)
-        check_positive(self.shift_scale, 'shift_scale')
-        if self.margin is not None: check_positive(self.margin, 'margin', zero=True)
-        if self.idle_tol is not None: check_positive(self.idle_tol, 'idle_tol', zero=True)
-        if not isinstance(self.phases, tuple) or not all(isinstance(p, tuple) and len(p) == 2
-                                                         and isinstance(p[0], str) for p in self.phases):
-            raise ValueError(f"phases must be a tuple of (name, epochs) pairs, got {self.phases!r}")
-        for name, epochs in self.phases: check_whole(epochs, f'the epochs of phase {name!r}')
-
-    def config(self) -> dict:
-        "The settings that decide the trained weights (idle_tol only decides what is served), JSON-able."
-        return {**{k: v for k, v in asdict(self).items() if k != 'idle_tol'},
-                'phases': [list(p) for p in self.phases]}
-
-    def scaled(self, frac: float) -> 'Recipe':
-        ("The recipe with every extra phase's epochs scaled like the main loop's "
-         "(the quick profile's `carma_epoch_frac`).")
-        return replace(self, phases=tuple((n, max(1, round(e * frac))) for n, e in self.phases))
-
-#: Extra training phases by name: phase(state: TrainingState, epochs) → curves of its epochs.
-#: Chapter 8 registers its own.
-PHASES: dict[str, Callable] = {}
-#: Recipes by name: recipe(scm_name, variant) → Recipe. 'paper' is this chapter's; chapter 8 adds 'improved'.
-RECIPES: dict[str, Callable[[str, str | None], Recipe]] = {'paper': lambda scm, variant: Recipe()}
-
-def get_recipe(recipe: Recipe | str, # a Recipe, or a registered name
-               scm: str, variant: str | None = None) -> Recipe:
-    ("The `Recipe` for `scm`: itself, or the registered recipe of that name "
-     "(chapter 8's are imported on first use).")
-    if isinstance(recipe, Recipe): return recipe
-    if recipe not in RECIPES: importlib.import_module('carma_nb.improved')   # registers chapter 8's recipes
-    if recipe not in RECIPES: raise ValueError(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
-    return RECIPES[recipe](get_scm(scm).name, variant)
-
-
-# %%
-test_eq(get_recipe('paper', 'loan'), Recipe())
-test_eq(Recipe().config()['candidates'], 1)
-test_fail(lambda: Recipe(candidates=1.5), contains='candidates must be a whole number')
-test_fail(lambda: get_recipe('magic', 'loan'), contains="unknown recipe 'magic'")
-
-
-# %% [markdown]
-# The trainer, `train_carma_seeds`: validate everything, build the cache configuration of each seed
-# (everything that decides the model: SCM, hyperparameters, recipe, preference weights, prior, the
-# training split, the causal model's and classifier's own configurations), and train the missing seeds
-# at once as one stack. `TrainingState` holds what the main loop and any extra phase share.
-
-# %%
-#| export
-@dataclass
-class TrainingState:
-    "Everything a training phase works on: the stacked networks, the people, the loss context, the curves."
-    ctx: LossContext
-    mask_net: StackedMLP
-    action_net: StackedMLP
-    x: torch.Tensor             # (N, D) the rejected training people
-    z: torch.Tensor             # (N, D·d_z) their latents
-    gens: list                  # one torch.Generator per stacked model
-    hp: dict                    # the hyperparameters
-    recipe: Recipe
-    curves: dict                # per-epoch curves (epochs, S), extended by every phase
-    desc: str = 'CARMA'
-    verbose: bool = True
-
-def candidate_seed(seed: int, r: int) -> int:
-    ("The random seed of candidate r of `seed`: candidate 0 is the seed itself, "
-     "so one candidate is plain training.")
-    return seed if r == 0 else seed + 7919 * r + 1_000_003
-
-def _training_state(scm: SCM, cm, clf, pool: Pool, hp, recipe: Recipe, weights, prior_kind, seeds,
-                    verbose) -> TrainingState:
-    "The stacked networks (seeds × candidates, seed-major) and the loss context of one training run."
-    problem = recourse_problem(scm, pool, weights)
-    with torch.no_grad():
-        x = rejected(clf, pool.train.x)
-        z = cm.abduct(x)
-        T = max(1.0, recipe.temperature * float(clf.logits(x, check=False).abs().median()))
-    lo, hi = (recipe.shift_scale * v for v in (math.floor(float(z.min())), math.ceil(float(z.max()))))
-    D, dz = scm.n_features, cm.latent_size
-    gens = [torch.Generator().manual_seed(candidate_seed(s, r))
-            for s in seeds for r in range(recipe.candidates)]
-    act = torch.zeros(D); act[scm.actionable] = 1.
-    ctx = LossContext(cm, clf, problem, problem.weights, mask_prior(problem.weights, prior_kind), act,
-                      (lo, hi), hp['margin'] if recipe.margin is None else recipe.margin, hp['tau'], T)
-    return TrainingState(ctx, StackedMLP([D * dz, *hp['mask_hidden'], 2 * D], gens),
-                         StackedMLP([D * dz + D, *hp['action_hidden'], D * dz], gens), x, z, gens, hp, recipe,
-                         {}, f'CARMA {scm.name}', verbose)
-
-def main_phase(st: TrainingState) -> dict:
-    ("The paper's training loop over the stacked models: Gumbel masks, the loss of this chapter, Adam; "
-     "its curves.")
-    D = st.x.shape[1]
-    def step(idx, lam, keep):
-        u = torch.stack([torch.rand(idx.shape[1], D, generator=g) for g in st.gens])
-        return carma_loss(st.ctx, st.mask_net, st.action_net, st.x[idx], st.z[idx], lam, keep, u=u)
-    params = [*st.mask_net.parameters(), *st.action_net.parameters()]
-    return stacked_training(step, params, len(st.x), st.gens, st.hp, st.desc, st.verbose)
-
-
-# %% [markdown]
-# After the main loop (and a recipe's phases), each model is scored on its own training people with its
-# deterministic masks: mean cost plus the share left invalid under the causal model. With several
-# candidates per seed the best-scoring one is kept (chapter 8); with one, the score still tells how
-# many training people the model helps (its **coverage**), and a model that helps fewer than half of
-# them has failed to train — `train_carma_seeds` warns rather than returning it silently.
-
-# %%
-#| export
-def served_masks(mask_net: StackedMLP, z: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    "The deterministic masks (S, N, D) each of the S stacked mask networks serves for latents z (N, D·d_z)."
-    S = mask_net.weights[0].shape[0]
-    logits = mask_net(z.expand(S, *z.shape)).unflatten(-1, (len(act), 2))
-    return (logits[..., 1] > logits[..., 0]).to(z.dtype) * act
-
-def training_scores(st: TrainingState) -> tuple[torch.Tensor, torch.Tensor]:
-    ("Per stacked model (S,): mean cost + share invalid under the causal model (deterministic masks), "
-     "and the coverage.")
-    pos, keep = aligned(len(st.x))
-    x, z = st.x[pos], st.z[pos]
-    S = len(st.gens)
-    with torch.no_grad():
-        a = served_masks(st.mask_net, z, st.ctx.act)
-        _, parts = carma_loss(st.ctx, None, st.action_net, x.expand(S, *x.shape), z.expand(S, *z.shape),
-                              torch.zeros(S), keep, a=a)
-    return parts[0] + 1 - parts[3], parts[3]
-
-@one_thread()   # models must not depend on the caller's thread count (chapter 0)
-def _fit_carma_seeds(st: TrainingState, seeds: list[int], pool: Pool) -> list[tuple]:
-    ("Train every stacked model, run the recipe's phases, keep each seed's best candidate: "
-     "(state dict, None, extras) per seed.")
-    t0 = time.perf_counter()
-    st.curves = main_phase(st)
-    for name, epochs in st.recipe.phases:
-        more = PHASES[name](st, epochs)
-        st.curves = {k: torch.cat([v, more[k]]) for k, v in st.curves.items()}
-    R = st.recipe.candidates
-    scores, coverage = (v.view(len(seeds), R) for v in training_scores(st))
-    seconds, out = (time.perf_counter() - t0) / len(seeds), []
-    for i in range(len(seeds)):
-        r = int(scores[i].argmin()); s = i * R + r
-        sd = {**st.mask_net.member(s, 'mask_net'), **st.action_net.member(s, 'action_net'),
-              'actionable': st.ctx.act.clone(), 'z_range': torch.tensor(st.ctx.z_range, dtype=torch.float32),
-              'feature_range': training_range(pool.train.x)}
-        extras = {f'history_{k}': v[:, s].clone() for k, v in st.curves.items()}
-        out.append((sd, None, {**extras, 'train_seconds': torch.tensor(seconds),
-                               'stacked_models': torch.tensor(len(st.gens)),
-                               'temperature_T': torch.tensor(st.ctx.temperature),
-                               'candidate_scores': scores[i].clone(),
-                               'train_coverage': coverage[i, r].clone()}))
-    return out
-
-
-# %% [markdown]
-# The public trainers. Models come from the model cache when their configuration was trained before
-# (chapter 0); the missing seeds are trained together.
-
-# %%
-#| export
-# a model whose counterfactuals help fewer of its own training people than this has failed to train
-COLLAPSED = 0.5
-
-class TrainingCollapsed(UserWarning):
-    "A trained model that helps too few of its own training people (see `COLLAPSED`)."
-
-def _setup(scm, clf, causal_model, pool, hparams, profile, weights, prior, recipe):
-    "Validated inputs, the hyperparameters, the recipe and the cache configuration (without the seed)."
-    scm = get_scm(scm)
-    for what, m in (('classifier', clf), ('causal model', causal_model)):
-        if getattr(m, 'scm', None) != scm.name:
-            raise ValueError(f"the {what} was trained for {getattr(m, 'scm', None)!r}, not {scm.name!r}")
-    pool = resolve_pool(scm, pool, 'recourse')
-    prior = prior or ('preference' if weights is not None else 'uniform')
-    variant = 'vaca' if type(causal_model).__name__ == 'VACA' else 'weighted' if weights is not None else None
-    hp = carma_hparams(scm, variant, **(hparams or {}))
-    if 'epochs' not in (hparams or {}):
-        hp['epochs'] = max(1, round(hp['epochs'] * get_profile(profile).carma_epoch_frac))
-    recipe = _check_phases(get_recipe(recipe, scm.name, variant)
-                           .scaled(get_profile(profile).carma_epoch_frac))
-    w = as_weights(scm, weights)
-    mask_prior(w, prior)                                                          # validates `prior`
-    cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hp': hp, 'recipe': recipe.config(),
-           'prior': prior, 'weights': w.tolist(), 'train': split_id(pool.train),
-           'causal_model': getattr(causal_model, 'config', None), 'classifier': getattr(clf, 'config', None)}
-    return scm, pool, hp, recipe, w, prior, cfg
-
-def train_carma_seeds(scm: SCM | str, # the SCM
-                      clf: Classifier, # its frozen classifier
-                      causal_model, # its fitted causal model: the CausalFlow (or a VACA, chapter 10)
-                      # the recourse pool (default: make_pools(scm).recourse)
-                      pool: Pool | Pools | None = None,
-                      seeds=(0,), # one model per seed; the missing ones are trained together
-                      # how to train: the paper's procedure, or chapter 8's 'improved'
-                      recipe: Recipe | str = 'paper',
-                      hparams: dict | None = None, # overrides of the Table-5 hyperparameters (carma_hparams)
-                      profile: str | Profile | None = None, # scales the epochs (paper: Table 5's)
-                      weights=None, # preference weights (chapter 9); they select the weighted Table-5 row
-                      # mask prior: 'uniform' or 'preference' (default: 'preference' with weights)
-                      prior: str | None = None,
-                      cache: bool = True, verbose: bool = True) -> list[CARMA]:
-    "CARMA models for several seeds: cached ones are loaded, the others trained at once as a stack."
-    seeds = check_seeds(seeds)
-    scm, pool, hp, recipe, w, prior, base = _setup(scm, clf, causal_model, pool, hparams, profile, weights,
-                                                   prior, recipe)
-    cfgs = [{**base, 'seed': s} for s in seeds]
-    def fit(todo):
-        st = _training_state(scm, causal_model, clf, pool, hp, recipe, w, prior, [seeds[i] for i in todo],
-                             verbose)
-        return _fit_carma_seeds(st, [seeds[i] for i in todo], pool)
-    cks = cached_stack('carma', cfgs, fit, cache)
-    models = [_carma_from_checkpoint(ck, causal_model, clf, recipe.idle_tol) for ck in cks]
-    for s, m in zip(seeds, models): _warn_collapse(m, s)
-    return models
-
-def cached_stack(kind: str, # model-cache folder
-                 cfgs: list[dict], # one full configuration per seed
-                 # fit_missing(indices) → [(state_dict, scaler, extras)] for those configs, trained together
-                 fit_missing,
-                 cache: bool = True) -> list[Checkpoint]:
-    ("One checkpoint per config: the cached ones loaded, the missing ones trained at once under their locks "
-     "(chapter 0).")
-    if cache: return cached_checkpoints(kind, cfgs, fit_missing)
-    return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
-
-def train_carma(scm: SCM | str, clf: Classifier, causal_model, pool: Pool | Pools | None = None,
-                seed: int = 0,
-                **kwargs,
-                # any keyword of `train_carma_seeds`: recipe, hparams, profile, weights, prior, cache, verbose
-               ) -> CARMA:
-    "Train (or fetch from the cache) CARMA for `scm` and one seed (see `train_carma_seeds`)."
-    return train_carma_seeds(scm, clf, causal_model, pool, [seed], **kwargs)[0]
-
-def _warn_collapse(model: CARMA, seed: int):
-    ("Warn, naming the seed and what to try, when a model's coverage on its own training people is below "
-     "`COLLAPSED`.")
-    cov = model.history.get('train_coverage')
-    if cov is not None and float(cov) < COLLAPSED:
-        warnings.warn(f"CARMA {model.scm} seed {seed}: its recommendations help only "
-                      f"{100 * float(cov):.1f} % of its own training people (under the causal model it "
-                      f"trained with; below {100 * COLLAPSED:.0f} %): training failed. "
-                      f"Check the hyperparameters (lr={model.hp['lr']:g}, epochs={model.hp['epochs']}) — "
-                      "a smaller learning rate or more epochs usually helps", TrainingCollapsed, stacklevel=3)
-
-_FROZEN = ('causal_model.', 'clf.')   # a CARMA's tensors that belong to its causal model and classifier
-
-def _carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier, idle_tol: float | None) -> CARMA:
-    ("A frozen CARMA from a checkpoint, every tensor checked (chapter 0), serving with `idle_tol` "
-     "(the recipe's).")
-    cfg, source = ck.config, ck.path or 'a CARMA checkpoint'
-    own = {k: v for k, v in ck.state_dict.items() if not k.startswith(_FROZEN)}
-    z_range = own.get('z_range')
-    if not (isinstance(z_range, torch.Tensor) and z_range.shape == (2,) and torch.isfinite(z_range).all()):
-        raise ValueError(f"{source}: no valid 'z_range' tensor (the clamp range of the latent shift); "
-                         "train or save the model again")
-    model = CARMA(cm, clf, cfg['hp'], tuple(z_range.tolist()))
-    load_weights(model, own, source, skip=_FROZEN)
-    model.idle_tol = idle_tol
-    model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
-    model.config = cfg
-    return model.freeze()
-
-def _check_phases(recipe: Recipe) -> Recipe:
-    "The recipe, once every phase it names is registered (chapter 8's register themselves when imported)."
-    if any(n not in PHASES for n, _ in recipe.phases): importlib.import_module('carma_nb.improved')
-    unknown = [n for n, _ in recipe.phases if n not in PHASES]
-    if unknown:
-        raise ValueError(f"recipe {recipe.name!r} names unknown training phases {unknown}; "
-                         f"known: {sorted(PHASES)}")
-    return recipe
-
-
-# %% [markdown]
-# ## Training a model
-#
-# Loan, one seed, the profile's epochs (under the paper profile, Table 5's 450), not cached, so the
-# time is the training's own:
+# Loan's classifier and causal flow (chapters 3 and 4) and a freshly initialised CARMA, its clamp range
+# the floor and ceiling of the rejected training people's latents. Untrained, its answers are arbitrary —
+# training them is chapter 8 — but everything about *how* it answers can be checked already: non-actionable
+# features are never touched, one person or many get the same answer, accepted people get an empty
+# action, and bad input is refused with a reason.
 
 # %%
 profile = get_profile()
 pools = make_pools('loan')
 clf = train_classifier('loan', pools.classifier, profile, verbose=False)
 flow = fit_flow('loan', pools.causal, profile, verbose=False)
-t0 = time.perf_counter()
-carma = train_carma('loan', clf, flow, pools.recourse, profile=profile, cache=False, verbose=False)
-print(f'{carma}: {carma.hp["epochs"]} epochs in {time.perf_counter() - t0:.1f} s ({profile.name} profile)')
-
-# %% [markdown]
-# The training curves tell the story of the multiplier: early on many counterfactuals are invalid, the
-# hinge is large and $\lambda$ climbs; as validity approaches 100 % the hinge vanishes, $\lambda$ stops
-# growing, and the cost term is free to shrink the actions.
-
-# %%
-fig, axes = plt.subplots(1, 4, figsize=(15, 2.8))
-for ax, k, t in zip(axes, ('cost', 'hinge', 'lambda', 'valid'),
-                     ('cost', 'validity hinge g', 'multiplier λ', 'valid under the flow')):
-    ax.plot(carma.history[k].numpy()); ax.set_title(t, fontsize=10); ax.set_xlabel('epoch')
-fig.suptitle(f'CARMA on loan: training curves ({profile.name} profile)', y=1.05)
-save_figure(fig, 'carma_training_loan')
-plt.show()
-
-# %% [markdown]
-# ## Checking the model
-#
-# On its training people the recommendations are valid under the flow; non-actionable features are
-# never touched; serving is deterministic; accepted people get an empty action; bad input is refused.
+people = rejected(clf, pools.recourse.train.x)
+z = flow.abduct(people)
+torch.manual_seed(0)
+model = CARMA(flow, clf, carma_hparams('loan'), (math.floor(float(z.min())), math.ceil(float(z.max()))))
+rec = model.freeze().recommend(people)
+print(f"{model}: {len(people)} rejected people, {float(rec.mask.sum(1).float().mean()):.2f} acts each, "
+      f"{100 * float((rec.prob >= 0.5).float().mean()):.1f} % of them valid under the flow (untrained)")
 
 # %%
-train_people = rejected(clf, pools.recourse.train.x)
-rec = carma.recommend(train_people)
-print(f"valid under the flow on the training people: {float((rec.prob >= 0.5).float().mean()):.4f}")
-assert float((rec.prob >= 0.5).float().mean()) > (0.95 if profile.name == 'paper' else 0.8)
-test_eq(rec.mask[:, get_scm('loan').immutable + [get_scm('loan').index('duration')]].any(),
-        torch.tensor(False))
-r50 = carma.recommend(train_people[:50])                                # one person or many: the same answer
+loan = get_scm('loan')
+test_eq(rec.mask[:, loan.immutable + [loan.index('duration')]].any(), torch.tensor(False))
+r50 = model.recommend(people[:50])                  # one person or many: the same answer
 # (to float rounding: BLAS blocks by size)
 test_eq(r50.mask, rec.mask[:50]); test_close(r50.values, rec.values[:50], eps=1e-4)
-test_eq(carma.recommend(train_people[3].tolist()).mask, rec.mask[3:4])
+test_eq(model.recommend(people[3].tolist()).mask, rec.mask[3:4])
 ok = pools.recourse.test.x[clf.predict_proba(pools.recourse.test.x) >= 0.5][:5]
-r_ok = carma.recommend(ok)
+r_ok = model.recommend(ok)
 test_eq(r_ok.accepted.all(), torch.tensor(True)); test_eq(r_ok.mask.any(), torch.tensor(False))
 test_eq(r_ok.values, ok)
-test_fail(lambda: carma.recommend(torch.zeros(2, 5)), contains='5 columns but 7 features')
-test_fail(lambda: carma.recommend(torch.full((1, 7), float('nan'))), contains='NaN or inf')
+test_fail(lambda: model.recommend(torch.zeros(2, 5)), contains='5 columns but 7 features')
+test_fail(lambda: model.recommend(torch.full((1, 7), float('nan'))), contains='NaN or inf')
 
 # %% [markdown]
 # The serving program computes what the networks compute: the model's own torch modules, run on the
-# same people, give the same masks and (to float rounding) the same counterfactuals. And the loss that
-# trained the model — the one `carma_loss`, here on the served model as a stack of one — sends
-# gradients to both networks and none to the frozen flow and classifier.
+# same people, give the same masks and (to float rounding) the same counterfactuals.
 
 # %%
 with torch.no_grad():
-    z_t = flow.abduct(train_people)
-    a_t, d_t, _ = carma.policy(z_t)
-    x_t = flow.latent_counterfactual(z_t, a_t, d_t)
+    a_t, d_t, _ = model.policy(z)
+    x_t = flow.latent_counterfactual(z, a_t, d_t)
 test_eq(rec.mask, a_t.bool()); test_close(rec.x_cf, x_t, eps=1e-3)
-m = CARMA(flow, clf, carma.hp, tuple(carma.z_range.tolist()))                # a trainable copy
-m.load_state_dict(carma.state_dict())
-problem = recourse_problem('loan', pools.recourse)
-act = carma.actionable
-ctx = LossContext(flow, clf, problem, problem.weights, mask_prior(problem.weights), act,
-                  tuple(carma.z_range.tolist()), carma.hp['margin'], carma.hp['tau'])
-xb = train_people[None, :64]
-loss, parts = carma_loss(ctx, m.mask_net, m.action_net, xb, flow.abduct(xb[0])[None], torch.zeros(1))
-loss.sum().backward()
-assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.mask_net.parameters() if p.ndim == 2)
-assert all(p.grad is not None for p in m.action_net.parameters())
-assert all(p.grad is None for p in flow.parameters()) and all(p.grad is None for p in clf.parameters())
-
-
-# %% [markdown]
-# Stacking changes nothing: a seed trained alone and the same seed trained in the middle of a stack of
-# three are the same model, bit for bit, at the profile's full epochs, on two SCMs. And a training
-# that failed says so: with a learning rate of $10^4$ the networks are wrecked within a few steps.
-
-# %%
-def same_model(a: CARMA, b: CARMA):
-    "Every weight of two CARMA models bitwise equal."
-    for k, v in a.state_dict().items(): assert torch.equal(b.state_dict()[k], v), k
-for name in ('chain-lin', 'collider-lin'):
-    p_ = make_pools(name)
-    c_, f_ = (train_classifier(name, p_.classifier, profile, verbose=False),
-              fit_flow(name, p_.causal, profile, verbose=False))
-    one_seed = train_carma_seeds(name, c_, f_, p_.recourse, [1], profile=profile, cache=False,
-                                 verbose=False)[0]
-    stacked = train_carma_seeds(name, c_, f_, p_.recourse, [5, 1, 2], profile=profile, cache=False,
-                                verbose=False)[1]
-    same_model(one_seed, stacked)
-test_fail(lambda: train_carma_seeds('loan', clf, flow, seeds=[1, 1]), contains='seeds must be distinct')
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter('always')
-    wrecked = train_carma('loan', clf, flow, pools.recourse, hparams={'lr': 1e4, 'epochs': 3}, cache=False,
-                          verbose=False)
-assert float(wrecked.history['train_coverage']) < COLLAPSED <= float(carma.history['train_coverage'])
-assert any(issubclass(w.category, TrainingCollapsed) and 'training failed' in str(w.message) for w in caught)
 
 
 # %% [markdown]
@@ -1057,7 +465,7 @@ assert any(issubclass(w.category, TrainingCollapsed) and 'training failed' in st
 # forward pass answers for anybody, however far outside. So a model records the minimum and maximum
 # of each feature over its recourse training split (`feature_range`, saved with its weights); its
 # **domain** is the SCM's kinds and bounds ∩ that range widened by `DOMAIN_MARGIN` (chapter 5), which
-# `carma-nb recommend` checks every applicant and every counterfactual against (chapter 12).
+# `carma-nb recommend` checks every applicant and every counterfactual against (chapter 13).
 
 # %%
 #| export
@@ -1082,10 +490,10 @@ def _domain(self: CARMA, margin: float = DOMAIN_MARGIN, # share of the training 
 CARMA.domain = _domain
 
 # %%
-test_eq(carma.feature_range, training_range(pools.recourse.train.x))
-untrained = CARMA(flow, clf, carma.hp, (-4., 4.))
-test_fail(lambda: untrained.domain(), contains='call set_training_range(model')
-test_eq(set_training_range(untrained, pools.recourse.train.x).domain().low, carma.domain().low)
+test_fail(lambda: model.domain(), contains='call set_training_range(model')
+set_training_range(model, pools.recourse.train.x)
+test_eq(model.feature_range, training_range(pools.recourse.train.x))
+test_eq(model.domain().low.shape, (7,))
 
 # %% [markdown]
 # ## Saving and loading
@@ -1097,6 +505,24 @@ test_eq(set_training_range(untrained, pools.recourse.train.x).domain().low, carm
 
 # %%
 #| export
+_FROZEN = ('causal_model.', 'clf.')   # a CARMA's tensors that belong to its causal model and classifier
+
+def carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier, idle_tol: float | None) -> CARMA:
+    ("A frozen CARMA from a checkpoint, every tensor checked (chapter 0), serving with `idle_tol` "
+     "(the recipe's).")
+    cfg, source = ck.config, ck.path or 'a CARMA checkpoint'
+    own = {k: v for k, v in ck.state_dict.items() if not k.startswith(_FROZEN)}
+    z_range = own.get('z_range')
+    if not (isinstance(z_range, torch.Tensor) and z_range.shape == (2,) and torch.isfinite(z_range).all()):
+        raise ValueError(f"{source}: no valid 'z_range' tensor (the clamp range of the latent shift); "
+                         "train or save the model again")
+    model = CARMA(cm, clf, cfg['hp'], tuple(z_range.tolist()))
+    load_weights(model, own, source, skip=_FROZEN)
+    model.idle_tol = idle_tol
+    model.history = {k.removeprefix('history_'): v for k, v in (ck.extras or {}).items()}
+    model.config = cfg
+    return model.freeze()
+
 CAUSAL_MODELS = ('carma_nb.flow.CausalFlow', 'carma_nb.vaca.VACA')  # the causal models a saved CARMA may name
 
 def save_carma(model: CARMA, path) -> Path:
@@ -1142,15 +568,15 @@ def load_carma(path, scm: str | None = None) -> CARMA:
     cm = _frozen_part(_causal_class(cfg['causal_class'], path), sd, 'causal_model.', cfg, 'causal_hidden',
                       path)
     clf = _frozen_part(Classifier, sd, 'clf.', cfg, 'clf_hidden', path)
-    return _carma_from_checkpoint(Checkpoint(sd, cfg.get('train_config') or {'hp': cfg['hp']}, None,
+    return carma_from_checkpoint(Checkpoint(sd, cfg.get('train_config') or {'hp': cfg['hp']}, None,
                                              Path(path)), cm, clf, cfg.get('idle_tol'))
 
 
 # %%
 with tempfile.TemporaryDirectory() as d:
-    path = save_carma(carma, Path(d)/'carma.pt')
+    path = save_carma(model, Path(d)/'carma.pt')
     again = load_carma(path, scm='loan')
-    test_eq(again.recommend(train_people).values, rec.values)
+    test_eq(again.recommend(people).values, rec.values)
     test_fail(lambda: load_carma(path, scm='chain-lin'),
               contains="has scm='loan' but scm='chain-lin' was requested")
     ck = load_checkpoint(path)
@@ -1167,89 +593,12 @@ with tempfile.TemporaryDirectory() as d:
               contains='has no feature_range')
     test_fail(damaged(edit_cfg=lambda c: {**c, 'causal_class': 'os.system'}),
               contains="only carma_nb.flow.CausalFlow")
-    test_fail(lambda: save_carma(untrained.freeze(), Path(d)/'u.pt') if False
-                      else save_carma(CARMA(flow, clf, carma.hp, (-4., 4.)), Path(d)/'u.pt'),
+    test_fail(lambda: save_carma(CARMA(flow, clf, model.hp, (-4., 4.)), Path(d)/'u.pt'),
               contains='call set_training_range(model')
 
 # %% [markdown]
-# ## CARMA against the oracle on loan
-#
-# The test people the classifier rejects, served by CARMA (one forward pass) and by the oracle
-# (exhaustive search with the true SCM), evaluated by the same function (chapter 5): coverage under
-# the flow, causal validity by replaying the recommended values in the true SCM. Then the paper's
-# Figs. 2 and 7: how the two methods act — the shift of each actionable feature among the people who
-# act on it, how many features each person acts on, and how often each feature is chosen.
-
-# %%
-test_people = rejected(clf, pools.recourse.test.x, profile.oracle_people)
-rep = evaluate_recourse(problem, clf, test_people, carma.recommend(test_people))
-orep = evaluate_recourse(problem, clf, test_people, cached_oracle(problem, clf, test_people))
-assert rep.metrics['validity %'] > (99 if profile.name == 'paper' else 80)
-pd.DataFrame([rep.metrics, orep.metrics], index=['CARMA', 'oracle']).round(3)
-
-# %%
-#| export
-METHOD_COLORS = {'CARMA': '#1b9e77', 'oracle': '#d95f02', 'DiCE-VAE': '#7570b3',
-                 'CARMA (weighted)': '#e7298a', 'oracle (weighted)': '#66a61e', 'CARMA (VACA)': '#e6ab02',
-                 'improved CARMA': '#386cb0'}
-
-def plot_shifts(scm: SCM | str, # the SCM whose actionable features get one panel each
-                reports: dict, # method name -> RecourseReport (evaluate_recourse)
-                title: str = ''):
-    ("Histograms of the shift x_CF − x_F of each actionable feature among the people who act on it, "
-     "per method.")
-    import matplotlib.pyplot as plt
-    scm = get_scm(scm)
-    fig, axes = plt.subplots(1, len(scm.actionable), figsize=(4 * len(scm.actionable), 3), squeeze=False)
-    for ax, j in zip(axes[0], scm.actionable):
-        for name, rep in reports.items():
-            s = rep.shift[rep.mask[:, j], j].numpy()
-            if len(s): ax.hist(s, bins=30, alpha=.6, color=METHOD_COLORS.get(name),
-                               label=f'{name} (n={len(s)})', density=True)
-        ax.set_title(scm.names[j]); ax.legend(fontsize=8)
-    fig.suptitle(title, y=1.05)
-    return fig
-
-def plot_feature_use(scm: SCM | str, reports: dict, title: str = ''):
-    ("Two panels: % of people by number of features intervened, and % of people acting on each feature, "
-     "per method.")
-    import matplotlib.pyplot as plt
-    scm = get_scm(scm)
-    colors = [METHOD_COLORS.get(n) for n in reports]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3))
-    counts = {n: np.bincount(r.mask.sum(1).numpy(), minlength=len(scm.actionable) + 1) / len(r.mask) * 100
-              for n, r in reports.items()}
-    pd.DataFrame(counts).plot.bar(ax=a1, color=colors)
-    a1.set_xlabel('number of features intervened'); a1.set_ylabel('% of people')
-    pd.DataFrame({n: r.per_feature['intervened %'] for n, r in reports.items()}).plot.bar(ax=a2, color=colors)
-    a2.set_ylabel('% of people'); a2.set_xlabel('')
-    for ax in (a1, a2): ax.tick_params(axis='x', rotation=0)
-    fig.suptitle(title, y=1.03)
-    return fig
-
-
-# %%
-save_figure(plot_shifts('loan', {'CARMA': rep, 'oracle': orep},
-                        'loan: shift x_CF − x_F of each intervened feature (paper Fig. 2)'),
-            'fig2_shifts_carma_vs_oracle')
-save_figure(plot_feature_use('loan', {'CARMA': rep, 'oracle': orep}, 'loan: CARMA vs oracle (paper Fig. 7)'),
-            'fig7_features_carma_vs_oracle')
-plt.show()
-
-# %%
-#| export
-# the paper's Table 1, CARMA columns: references shown next to ours, never results
-PAPER_CARMA = pd.DataFrame({
-    'scm': ['triangle-lin', 'collider-lin', 'chain-lin', 'triangle-nlin', 'collider-nlin', 'chain-nlin',
-            'loan'],
-    'paper CARMA cost x100': [11.36, 10.36, 10.62, 8.95, 4.19, 11.81, 6.69],
-    'paper CARMA cost std': [4.13, 4.06, 5.12, 3.13, 1.10, 2.05, 1.36],
-    'paper CARMA acts': [1.45, 2.37, 2.26, 1.96, 2.62, 2.32, 2.89],
-    'paper CARMA validity %': [99.94, 99.98, 99.91, 99.89, 99.74, 99.98, 99.95]}).set_index('scm')
-
-# %% [markdown]
-# Chapter 8 measures our changes to this algorithm; chapter 13 puts every SCM's numbers next to the
-# paper's Table 1.
+# A model's answers are only as good as its training: chapter 8 trains the two networks the paper's
+# way, and compares the trained model with the oracle.
 
 # %%
 #| hide

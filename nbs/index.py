@@ -40,7 +40,7 @@ import pandas as pd
 from carma_nb.data import make_pools
 from carma_nb.classifier import train_classifier
 from carma_nb.flow import fit_flow
-from carma_nb.carma import train_carma
+from carma_nb.training import train_carma
 from carma_nb.recourse import rejected
 
 pools = make_pools('loan')
@@ -60,7 +60,7 @@ print(pd.DataFrame({
 # The paper's Table 1 as reproduced by `carma-nb reproduce --profile paper` (10 seeds; the test people
 # the classifier rejects; cost = l2 × 100; validity = the recommended values replayed in the true SCM).
 # `paper` columns are the published values, shown for comparison, never used. *CARMA* is the paper's
-# algorithm (chapter 7); *improved* is our recipe (chapter 8). Chapter 13 has the whole table, the
+# algorithm (chapters 7–8); *improved* is our recipe (chapter 9). Chapter 14 has the whole table, the
 # targets and every difference from the paper.
 
 # %%
@@ -88,13 +88,14 @@ else: print('*Not yet reproduced with this version: run `carma-nb reproduce --pr
 # | 04 causal flow | `carma_nb.flow` | a causal normalizing flow *is* an SCM: counterfactuals learned from data |
 # | 05 recourse | `carma_nb.recourse` | actions, one cost, coverage vs causal validity, one answer type |
 # | 06 oracle | `carma_nb.oracle` | the combinatorial causal oracle: loop, batched, the original code's convention |
-# | 07 carma | `carma_nb.carma` | the paper's CARMA: two networks, one loss, training, serving |
-# | 08 beyond the paper | `carma_nb.improved` | our additions as one recipe, and the ablation against the paper's |
-# | 09 preferences | `carma_nb.preferences` | preference weights in the cost and the mask prior (Table 7, Figs. 4–5) |
-# | 10 vaca | `carma_nb.vaca` | a graph VAE as a second causal model (Fig. 3) |
-# | 11 dice vae | `carma_nb.dice_vae` | the non-causal amortized baseline (Figs. 9–10) |
-# | 12 experiments | `carma_nb.experiments` | the runner and the `carma-nb` command line: reproduce, recommend, tune |
-# | 13 paper | `carma_nb.paper` | Table 1, Table 7 and the figures next to the paper's; every difference |
+# | 07 carma | `carma_nb.carma` | the paper's CARMA model: two networks, one-pass serving, saving and loading |
+# | 08 training | `carma_nb.training` | the paper's loss and training loop; CARMA against the oracle (Figs. 2, 7) |
+# | 09 beyond the paper | `carma_nb.improved` | our additions as one recipe, and the ablation against the paper's |
+# | 10 preferences | `carma_nb.preferences` | preference weights in the cost and the mask prior (Table 7, Figs. 4–5) |
+# | 11 vaca | `carma_nb.vaca` | a graph VAE as a second causal model (Fig. 3) |
+# | 12 dice vae | `carma_nb.dice_vae` | the non-causal amortized baseline (Figs. 9–10) |
+# | 13 experiments | `carma_nb.experiments` | the runner and the `carma-nb` command line: reproduce, recommend, tune |
+# | 14 paper | `carma_nb.paper` | Table 1, Table 7 and the figures next to the paper's; every difference |
 #
 # Investigations of our own choices (classifier optimiser, data draws, sweeps) live in `studies/`,
 # outside the course; `figures/README.md` lists every figure and table with the chapter that writes it.
@@ -109,10 +110,10 @@ else: print('*Not yet reproduced with this version: run `carma-nb reproduce --pr
 # Every output row gets a `status` — `served`, `already accepted`, `no valid action`, or `refused: …`
 # when the applicant (or the recommended counterfactual) lies outside the model's domain: what the SCM
 # allows, intersected with the training data's range widened by 10 % (chapter 5). Only `served` rows
-# carry targets; `--strict` makes any refused row an error. Chapter 12 shows the whole path, including
+# carry targets; `--strict` makes any refused row an error. Chapter 13 shows the whole path, including
 # worlds of your own (`--import`).
 #
 # ## Where next
 #
 # Read the chapters in order (`.venv/bin/jupyter lab nbs/`), reproduce the paper with
-# `carma-nb reproduce --profile paper --jobs 2`, or serve your own model from chapter 12.
+# `carma-nb reproduce --profile paper --jobs 2`, or serve your own model from chapter 13.

@@ -1,4 +1,4 @@
-"""CARMA (chapters 7 and 8): invariants of a briefly trained model on small pools (the chapters train the real ones)."""
+"""CARMA (chapters 7–9): invariants of a briefly trained model on small pools (the chapters train the real ones)."""
 
 import copy
 import multiprocessing as mp
@@ -9,16 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from carma_nb.carma import (
-    CARMA,
-    Recipe,
-    carma_hparams,
-    get_recipe,
-    load_carma,
-    mask_kl,
-    save_carma,
-    train_carma,
-)
+from carma_nb.carma import CARMA, carma_hparams, load_carma, save_carma
+from carma_nb.training import Recipe, get_recipe, mask_kl, train_carma
 from carma_nb.improved import idle_acts
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
@@ -139,7 +131,7 @@ def test_idle_acts_with_vaca():
 
 
 def test_the_paper_recipe_is_the_default_and_the_improved_one_differs():
-    """Chapter 7 trains the paper's procedure by default; `recipe='improved'` (chapter 8) switches the additions on."""
+    """Chapter 8 trains the paper's procedure by default; `recipe='improved'` (chapter 9) switches the additions on."""
     assert (
         get_recipe('paper', 'triangle-nlin') == Recipe() and carma_hparams('triangle-nlin')['margin'] == 0.003
     )
@@ -157,7 +149,7 @@ def _carma_stack_in_process(args):
     "Train a tiny chain-lin CARMA stack in a cache shared with another process; log every seed trained."
     cache, log, barrier, seeds = args
     os.environ['CARMA_CACHE'] = cache
-    import carma_nb.carma as carma
+    import carma_nb.training as carma
 
     fit = carma._fit_carma_seeds
 

@@ -1,4 +1,4 @@
-"""The `carma-nb` command line (chapter 12): recommend on a file, its failure modes, the runner's resume, tune."""
+"""The `carma-nb` command line (chapter 13): recommend on a file, its failure modes, the runner's resume, tune."""
 
 import json
 import os
@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from carma_nb.carma import save_carma, train_carma
+from carma_nb.carma import save_carma
+from carma_nb.training import train_carma
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
 from carma_nb.experiments import Job, job_path, main, read_applicants, recommend_file, run_experiments

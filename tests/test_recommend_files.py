@@ -1,4 +1,4 @@
-"""Bad applicants' files against `carma-nb recommend` (chapter 12, issue 20 items 4-6): one table of cases.
+"""Bad applicants' files against `carma-nb recommend` (chapter 13, issue 20 items 4-6): one table of cases.
 
 Each case builds an input (and output path) from a good file of loan applicants, runs the command in a new
 process, and checks the exit code, the message, that no traceback is printed, and what was (not) written.
@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
-from carma_nb.carma import load_carma, save_carma, set_training_range, train_carma
+from carma_nb.carma import load_carma, save_carma, set_training_range
+from carma_nb.training import train_carma
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
 from carma_nb.experiments import serve

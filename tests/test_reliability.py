@@ -7,15 +7,8 @@ import warnings
 import pytest
 import torch
 
-from carma_nb.carma import (
-    COLLAPSED,
-    TrainingCollapsed,
-    carma_hparams,
-    load_carma,
-    save_carma,
-    train_carma,
-    train_carma_seeds,
-)
+from carma_nb.carma import carma_hparams, load_carma, save_carma
+from carma_nb.training import COLLAPSED, TrainingCollapsed, train_carma, train_carma_seeds
 from carma_nb.classifier import train_classifier
 from carma_nb.core import load_checkpoint, save_checkpoint
 from carma_nb.data import make_pools

@@ -4,8 +4,8 @@
 
 For each SCM, trains the last of `--seeds` alone and all of them as one stack (no cache), at the profile's
 epochs, and prints the largest weight difference and how many rejected test people get another mask.
-Chapter 7 ("Seeds are trained together") explains why the two must agree bitwise; `--recipe improved`
-(chapter 8) adds candidates per seed and the extra training phases.
+Chapter 8 ("Seeds are trained together") explains why the two must agree bitwise; `--recipe improved`
+(chapter 9) adds candidates per seed and the extra training phases.
 """
 
 import argparse
@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from carma_nb.carma import train_carma_seeds
+from carma_nb.training import train_carma_seeds
 from carma_nb.classifier import train_classifier
 from carma_nb.core import get_profile
 from carma_nb.data import make_pools

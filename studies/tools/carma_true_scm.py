@@ -1,6 +1,6 @@
-"""Archived with the study `studies/carma_additions.ipynb`: written for the CARMA API before chapter 8's
+"""Archived with the study `studies/carma_additions.ipynb`: written for the CARMA API before chapter 9's
 recipes (hyperparameter keys temperature, shift_scale, restarts, refine_epochs, polish_epochs), it is
-the record of how chapter 8's settings were chosen. To re-run a sweep, express each setting as a
+the record of how chapter 9's settings were chosen. To re-run a sweep, express each setting as a
 chapter-8 `Recipe` and pass it as `recipe=`.
 
 Diagnostic: CARMA trained with the TRUE SCM as its causal model, vs with the learned flow (validation people).
@@ -10,10 +10,10 @@ wrong" from "the mask/action networks do not find cheap actions", this script gi
 causal model: the SCM's own structural equations, behind the same small interface the flow and VACA
 implement (`abduct`, `latent_counterfactual`, `latent_size`). Its latents are the SCM's exogenous noise,
 standardised per node so the action network sees the same scale as with the flow's N(0, 1) latents.
-Everything else (hyperparameters, restarts, seeds, people, oracle) is as in chapter 7, and the people
+Everything else (hyperparameters, restarts, seeds, people, oracle) is as in chapter 8, and the people
 are the rejected VALIDATION people of the recourse pool (the test people are never used here).
 
-    python tools/carma_true_scm.py triangle-nlin --seeds 4 --set polish_epochs=0   # chapter 7's diagnostic
+    python tools/carma_true_scm.py triangle-nlin --seeds 4 --set polish_epochs=0   # chapter 8's diagnostic
 
 Only for additive-noise SCMs whose equations are written in torch (the six synthetic ones).
 """
@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from carma_nb.carma import train_carma_seeds
+from carma_nb.training import train_carma_seeds
 from carma_nb.core import markdown_table
 from carma_nb.flow import fit_flow
 from carma_nb.scm import get_scm

@@ -1,6 +1,6 @@
 """Acts that change nothing: per CARMA model, the share of people acting on each feature, the share whose act
 is idle (its latent shift is below a tolerance, so the feature keeps the value it would have had), and the
-share whose act changes something. Used by studies/09_preference_savings_share and preference_draws.py;
+share whose act changes something. Used by studies/10_preference_savings_share and preference_draws.py;
 not part of the library (only these studies use it)."""
 
 import pandas as pd

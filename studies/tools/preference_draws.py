@@ -1,6 +1,6 @@
-"""Does chapter 9's preference effect depend on the one draw of data the case study uses?
+"""Does chapter 10's preference effect depend on the one draw of data the case study uses?
 
-Part of studies/09_preference_savings_share (not of the course). Chapter 9 trains unweighted and weighted
+Part of studies/10_preference_savings_share (not of the course). Chapter 10 trains unweighted and weighted
 CARMA (the paper's loan weights, preference prior) on one draw of the data (pool seed 0) with ten CARMA
 seeds. This script repeats the comparison on N independent draws of
 every pool (pool seeds 0 … N−1): for each draw it trains the classifier, the flow and S seeds of both CARMA
@@ -18,7 +18,7 @@ import time
 
 import pandas as pd
 
-from carma_nb.carma import train_carma_seeds
+from carma_nb.training import train_carma_seeds
 from carma_nb.classifier import CLASSIFIER_OPTIMIZERS, train_classifier
 from carma_nb.data import make_pools
 from carma_nb.flow import fit_flow

@@ -1,6 +1,6 @@
-"""Archived with the study `studies/carma_additions.ipynb`: written for the CARMA API before chapter 8's
+"""Archived with the study `studies/carma_additions.ipynb`: written for the CARMA API before chapter 9's
 recipes (hyperparameter keys temperature, shift_scale, restarts, refine_epochs, polish_epochs), it is
-the record of how chapter 8's settings were chosen. To re-run a sweep, express each setting as a
+the record of how chapter 9's settings were chosen. To re-run a sweep, express each setting as a
 chapter-8 `Recipe` and pass it as `recipe=`.
 
 Choose one of CARMA's hyperparameters per SCM on the VALIDATION people (never the test people).
@@ -13,8 +13,8 @@ Used for our two additions, the hinge temperature factor and the shift-clamp sca
 
     python tools/sweep_hparam.py loan temperature 0,1,2,4,8 --seeds 4
     python tools/sweep_hparam.py chain-nlin shift_scale 1,2,3 --seeds 4
-    python tools/sweep_hparam.py loan margin 0.003,0.05 --variant vaca      # CARMA with VACA (chapter 10)
-    python tools/sweep_hparam.py loan temperature 1,4 --variant weighted    # preference weights (chapter 9)
+    python tools/sweep_hparam.py loan margin 0.003,0.05 --variant vaca      # CARMA with VACA (chapter 11)
+    python tools/sweep_hparam.py loan temperature 1,4 --variant weighted    # preference weights (chapter 10)
 
 With `--variant weighted` the paper's preference weights and prior are used and the cost (and the
 oracle's) is the weighted one.
@@ -26,7 +26,7 @@ import time
 import pandas as pd
 import torch
 
-from carma_nb.carma import train_carma_seeds
+from carma_nb.training import train_carma_seeds
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import cached_oracle, oracle_reference
 from carma_nb.preferences import PAPER_PREFERENCE_WEIGHTS

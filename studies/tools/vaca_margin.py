@@ -1,7 +1,7 @@
 """CARMA with VACA on loan at several hinge margins: causal validity and cost on the rejected test people.
 
-Part of studies/10_vaca_margin (not of the course). Trains CARMA with VACA as the paper does (the paper's
-algorithm: the default recipe of chapter 7, one candidate per seed, no polishing, no classifier
+Part of studies/11_vaca_margin (not of the course). Trains CARMA with VACA as the paper does (the paper's
+algorithm: the default recipe of chapter 8, one candidate per seed, no polishing, no classifier
 temperature) at the paper profile, 10 seeds per margin, with the classifier the original code trained
 (plain SGD), and prints per margin the mean, lowest and highest seed of cost, causal validity, coverage and
 acts, and the oracle's cost on the same people. Descriptive only: it reads the test people, so it chooses
@@ -16,7 +16,7 @@ import time
 
 import pandas as pd
 
-from carma_nb.carma import train_carma_seeds
+from carma_nb.training import train_carma_seeds
 from carma_nb.oracle import oracle_reference
 from carma_nb.recourse import evaluate_recourse
 from carma_nb.vaca import fit_vaca

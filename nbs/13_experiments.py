@@ -26,7 +26,7 @@
 
 # %% [markdown]
 # - **plan**: a list of `Job`s, one per (SCM, method[, training fraction]); a CARMA or DiCE-VAE job
-#   trains all the profile's seeds at once (chapter 7's stacked training) and yields one row per seed;
+#   trains all the profile's seeds at once (chapter 8's stacked training) and yields one row per seed;
 # - **run**: each job writes its rows to its own JSON file, atomically; a job whose file exists is not
 #   run again, so an interrupted run resumes where it stopped, and independent jobs run in parallel
 #   worker processes (the model cache's file locks make two jobs needing the same classifier or flow
@@ -59,7 +59,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from carma_nb.carma import CARMA, PAPER_CARMA, carma_hparams, get_recipe, load_carma, train_carma_seeds
+from carma_nb.carma import CARMA, carma_hparams, load_carma
+from carma_nb.training import PAPER_CARMA, get_recipe, train_carma_seeds
 from carma_nb.core import (TRAINER_VERSION, Profile, atomic_write, check_positive, check_whole, config_key,
                            figure_dir, get_profile, markdown_table, progress, project_root, save_table)
 from carma_nb.data import Pool, Split
@@ -446,7 +447,7 @@ table1(res).round(3)
 # applicant's columns, a `status`, whether they were already accepted, the recommended action
 # (`act_<feature>`, `<feature>_target`) and the classifier's probability before and after. Everything is
 # one batched forward pass of the model's own serving program (chapter 7), with its own setting for
-# idle acts: a model trained with the improved recipe leaves out acts that change nothing (chapter 8),
+# idle acts: a model trained with the improved recipe leaves out acts that change nothing (chapter 9),
 # the paper's serves every act. `--idle-tol TOL` overrides the model's setting (`0` keeps every act).
 #
 # A file handed to a service is where things go silently wrong, so each step below refuses what it
@@ -875,7 +876,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument('--output', required=True, help='CSV to write (atomically)')
     c.add_argument('--idle-tol', type=float, default=None, metavar='TOL',
                    help="drop acts whose latent shift is below TOL, where the applicant stays accepted "
-                        "(default: the model's own setting, chapter 8; 0 keeps every act)")
+                        "(default: the model's own setting, chapter 9; 0 keeps every act)")
     c.add_argument('--strict', action='store_true',
                    help="exit with an error, writing nothing, if any applicant is outside the model's domain")
     t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)',
@@ -925,10 +926,10 @@ def _reproduce(a) -> None:
     print(f'experiments done in {time.perf_counter() - t0:.0f} s; results in {results_path(out, p)}')
     cols = [c for c in ('oracle cost', 'CARMA cost', 'CARMA cost std', 'CARMA validity %',
                         'improved CARMA cost', 'DiCE-VAE cost') if c in (t := table1(res))]
-    print(markdown_table(t[cols].round(2)))         # chapter 13 writes figures/table1 with every column
+    print(markdown_table(t[cols].round(2)))         # chapter 14 writes figures/table1 with every column
     nbs = project_root()/'nbs'
     if not a.no_notebooks and nbs.is_dir() and p.seeds == get_profile(a.profile).seeds:
-        heavy = ('13_paper.ipynb', '10_vaca.ipynb', '07_carma.ipynb', '06_oracle.ipynb')
+        heavy = ('14_paper.ipynb', '11_vaca.ipynb', '08_training.ipynb', '06_oracle.ipynb')
         # longest first
         order = sorted(sorted(nbs.glob('[01][0-9]_*.ipynb')), key=lambda f: f.name not in heavy)
         t, failed = time.perf_counter(), []
@@ -942,7 +943,7 @@ def _reproduce(a) -> None:
                     failed.append(futs[f])
                     print(f'{futs[f]}: FAILED: {type(e).__name__}: {e}', file=sys.stderr)
         if failed: raise RuntimeError(f"chapters failed: {failed}; run them one by one to see the traceback")
-        # last: its results table reads the Table 1 that chapter 13 writes
+        # last: its results table reads the Table 1 that chapter 14 writes
         if (nbs/'index.ipynb').exists():
             _run_notebook(str(nbs/'index.ipynb'), a.update_notebooks)
             print('index.ipynb: executed'
@@ -985,7 +986,8 @@ def main(argv: list[str] | None = None) -> int:
 # bad files are refused with a clear message.
 
 # %%
-from carma_nb.carma import save_carma, train_carma
+from carma_nb.carma import save_carma
+from carma_nb.training import train_carma
 from carma_nb.recourse import describe_domain
 ref = oracle_reference('loan', 'quick')
 carma = train_carma('loan', ref.clf, fit_flow('loan', ref.pools.causal, 'quick', verbose=False),

@@ -26,7 +26,7 @@
 #
 # - the **cost** of chapter 5 becomes $\frac1K\sum_j w_j\, a_j\, (\tilde x^F_j - \tilde x^{CF}_j)^2 / R_j$ —
 #   for CARMA and for the oracle alike, so the two stay comparable;
-# - the **mask prior** of CARMA's KL term (chapter 7) becomes $\pi_j = 1/(2 w_j)$ instead of $\frac12$:
+# - the **mask prior** of CARMA's KL term (chapter 8) becomes $\pi_j = 1/(2 w_j)$ instead of $\frac12$:
 #   before seeing any person, the mask network expects a feature of weight 3 to be chosen one time in six.
 #
 # The paper's case study is loan with education 3, loan amount 2, income 2 and savings 1 (its Table 7
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from carma_nb.carma import train_carma_seeds
+from carma_nb.training import train_carma_seeds
 from carma_nb.core import check_seed, get_profile
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import cached_oracle, oracle_reference
@@ -56,7 +56,7 @@ from carma_nb.scm import SCM, get_scm
 from fastcore.test import test_eq, test_fail, test_close
 import math
 import matplotlib.pyplot as plt
-from carma_nb.carma import mask_prior, plot_feature_use, plot_shifts
+from carma_nb.training import mask_prior, plot_feature_use, plot_shifts
 from carma_nb.core import save_figure, save_table
 from carma_nb.data import make_pools
 
@@ -104,10 +104,10 @@ test_eq(recourse_problem(loan, pools, [1, 1, 1, 1]).cost(xf, xcf, m), plain.cost
 # %% [markdown]
 # ## The preference prior
 #
-# CARMA's mask network is pulled towards its prior by the KL term of its loss (chapter 7): for each
+# CARMA's mask network is pulled towards its prior by the KL term of its loss (chapter 8): for each
 # actionable feature, $\mathrm{KL}(q_j \,\|\, \pi_j)$ between its probability $q_j$ of intervening and the
 # prior's $\pi_j$. With the flat prior $\pi_j = \frac12$ a network that flips a fair coin on every feature
-# pays nothing. The preference prior $\pi_j = 1/(2 w_j)$ (`mask_prior`, chapter 7) charges it for
+# pays nothing. The preference prior $\pi_j = 1/(2 w_j)$ (`mask_prior`, chapter 8) charges it for
 # choosing the hard features: the KL term alone is smallest at $q_j = \pi_j$, one person in six for
 # education. Whether a person is *asked* to act still depends on the cost and validity terms.
 
@@ -286,7 +286,7 @@ print(f"median savings change among those asked: {sav['CARMA median shift']:.2f}
 # %% [markdown]
 # The paper also reports the share of people asked to change savings rising from 37 to 50 %. Whether our
 # share rises depends on the classifier and on counting only the acts that change something; the
-# investigation, with its measurements, is a [study](../studies/09_preference_savings_share.ipynb).
+# investigation, with its measurements, is a [study](../studies/10_preference_savings_share.ipynb).
 
 # %%
 #| hide

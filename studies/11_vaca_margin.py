@@ -14,7 +14,7 @@
 # # Study: which hinge margin for CARMA with VACA?
 #
 # **Question.** CARMA only ever sees its causal model, and VACA's counterfactuals are many times less
-# accurate than the flow's (chapter 10, `figures/vaca_vs_flow.md`). With the margin of the paper's VACA
+# accurate than the flow's (chapter 11, `figures/vaca_vs_flow.md`). With the margin of the paper's VACA
 # row of Table 5 ($\varepsilon = 0.003$), how many of CARMA's actions fail when replayed in the true SCM,
 # and which margin restores causal validity, at what cost?
 #
@@ -28,7 +28,7 @@
 # per margin, the VACA row of Table 5 otherwise unchanged, trained with our additions of that time — above
 # all the classifier temperature (the hinge saw $\sigma(\text{logit}/T)$ with $T = \max(1, 4\cdot$ median
 # |logit| of the rejected people$)$) — and the Adam-trained classifier of that time. The sweep's printout
-# was not saved; the numbers are those chapter 10 reported from it at that commit. It is not re-run here.
+# was not saved; the numbers are those chapter 11 reported from it at that commit. It is not re-run here.
 
 # %%
 import os

@@ -26,7 +26,7 @@
 #
 # $$\tilde x' = \tilde x + \Delta \odot m, \qquad m_j = 1 \text{ on every actionable feature.}$$
 #
-# Nothing propagates along the causal graph. Its loss mirrors CARMA's (chapter 7) without the mask: the
+# Nothing propagates along the causal graph. Its loss mirrors CARMA's (chapter 8) without the mask: the
 # cost of chapter 5 with every actionable feature charged, the KL of the encoder to $\mathcal N(0, I)$,
 # and the same damped hinge–multiplier term for validity. At evaluation the latent is the encoder mean.
 #
@@ -49,8 +49,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from carma_nb.carma import (METHOD_COLORS, StackedMLP, cached_stack, masked_mean, mlp, stacked_training,
-                            train_carma_seeds, validity_penalty)
+from carma_nb.carma import mlp
+from carma_nb.training import (METHOD_COLORS, StackedMLP, cached_stack, masked_mean, stacked_training,
+                               train_carma_seeds, validity_penalty)
 from carma_nb.classifier import Classifier
 from carma_nb.core import (TRAINER_VERSION, as_features, check_positive, check_seed, check_seeds, check_whole,
                            get_profile, load_weights, one_thread)
@@ -112,7 +113,7 @@ test_fail(lambda: dice_hparams('loan', margin=-1), contains='margin must be a fi
 # recourse problem's, so distances are measured exactly as in the cost.
 #
 # `dice_edit` is written once for any leading shape: one model on $(n, D)$ rows, or $S$ stacked models
-# on $(S, b, D)$ (chapter 7's `StackedMLP`), so serving and training share it.
+# on $(S, b, D)$ (chapter 8's `StackedMLP`), so serving and training share it.
 
 # %%
 #| export
@@ -209,7 +210,7 @@ with torch.no_grad():
 #
 # One function computes the loss of $S$ models at once on their batches $(S, b, D)$: the mean cost of
 # the edit (every actionable feature charged), the mean KL of the encoder to $\mathcal N(0, I)$, and the
-# damped multiplier term of chapter 7 on $p = h(x')$ — one loss per model, plus its parts for the
+# damped multiplier term of chapter 8 on $p = h(x')$ — one loss per model, plus its parts for the
 # training curves. The hinge sees the classifier's own probability, as in the paper. A single model is
 # the case $S = 1$: the check below runs the function the trainer runs.
 
@@ -221,7 +222,7 @@ def dice_loss(problem: RecourseProblem, # the shared recourse problem
               edit: DiceEdit, # `dice_edit` of x by the S models
               margin: float, # hinge margin ε
               lam: torch.Tensor, # (S,) current multipliers λ
-              keep: torch.Tensor | None = None, # (b,) 1 for real people, 0 for padding (chapter 7)
+              keep: torch.Tensor | None = None, # (b,) 1 for real people, 0 for padding (chapter 8)
              ) -> tuple[torch.Tensor, torch.Tensor]:
     "DiCE-VAE's loss per model (S,) and its parts (4, S): cost, KL, hinge, share accepted."
     if x.dim() != 3 or edit.x_new.shape != x.shape:
@@ -253,7 +254,7 @@ test_close(dice_loss(_prob, _clf, _xb, _e0, 0.002, torch.zeros(1))[1][0],   # it
 # ## Training
 #
 # Each seed's model is trained on the rejected people of the recourse training split. Seeds are trained
-# together, stacked, with chapter 7's training loop (`stacked_training`: per-model batch order, Adam,
+# together, stacked, with chapter 8's training loop (`stacked_training`: per-model batch order, Adam,
 # one multiplier per model) and model cache (`cached_stack`); each seed has its own initialisation,
 # batch order and noise, so a seed gives the same model alone or in any stack.
 
@@ -373,7 +374,7 @@ assert moved[changed_amount, loan.index('duration')].float().mean() > 0.99   # d
 # ## All seven SCMs: DiCE-VAE, CARMA and the oracle
 #
 # Each method serves the same rejected test people; DiCE-VAE and CARMA over the profile's seeds (their
-# models come from the model cache when chapter 7 already trained them). The paper's DiCE-VAE costs
+# models come from the model cache when chapter 8 already trained them). The paper's DiCE-VAE costs
 # (Table 1) are shown alongside.
 
 # %%
@@ -436,7 +437,7 @@ table.round(2)
 #   at the paper profile our DiCE-VAE costs 14.6 (chain-lin) and 10.2 (chain-nlin), about half the
 #   paper's, while a few of the paper's-CARMA seeds there fail and cost far more than the others (chapter
 #   13's list of differences, items 7 and below); on chain-nlin even CARMA's median seed (12.6) costs more. The improved
-#   recipe of chapter 8 (6.4 and 6.8) is well below DiCE-VAE on both;
+#   recipe of chapter 9 (6.4 and 6.8) is well below DiCE-VAE on both;
 # - on the four-node SCMs every feature downstream of an edit is itself edited, so the world cannot
 #   disagree with the edited row: causal validity equals coverage exactly. On loan they differ, by the
 #   people for whom the loan's duration, which the edit leaves alone, moves the classifier's decision.
@@ -457,7 +458,7 @@ print(f'DiCE-VAE costs {r.min():.1f}–{r.max():.1f}× CARMA (paper: 1.8–3×);
 
 
 # %% [markdown]
-# How far our DiCE-VAE costs are from the paper's is one entry of chapter 13's list of differences.
+# How far our DiCE-VAE costs are from the paper's is one entry of chapter 14's list of differences.
 #
 # ## Paper Figs. 9 and 10: which features each method targets
 #

@@ -19,7 +19,7 @@
 # > Table 1, Table 7 and the paper's figures from one run of the experiment runner, our numbers next to
 # > the paper's, the targets we set ourselves, and every difference from the paper in one list.
 #
-# This chapter reads the tidy results of chapter 12 (running whatever jobs are missing, reusing every
+# This chapter reads the tidy results of chapter 13 (running whatever jobs are missing, reusing every
 # cached model) and turns them into the paper's tables. At the quick profile — what `nbdev_test` runs —
 # the numbers are small-budget stand-ins; the committed `figures/` come from
 # `carma-nb reproduce --profile paper`.
@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from carma_nb.carma import train_carma_seeds
+from carma_nb.training import train_carma_seeds
 from carma_nb.core import get_profile
 from carma_nb.experiments import run_experiments, table1
 from carma_nb.flow import fit_flow
@@ -65,8 +65,8 @@ results.groupby(['scm', 'method']).size().unstack(fill_value=0)
 # ## Table 1
 #
 # Per SCM: the oracle (chapter 6) in our units and in the original code's, the paper's CARMA
-# (chapter 7) and our improved recipe (chapter 8) as mean ± standard deviation over the seeds, with
-# causal validity (mean and worst seed), and DiCE-VAE (chapter 11). Cost is l2 × 100 in one definition
+# (chapter 8) and our improved recipe (chapter 9) as mean ± standard deviation over the seeds, with
+# causal validity (mean and worst seed), and DiCE-VAE (chapter 12). Cost is l2 × 100 in one definition
 # for every method (chapter 5); the paper's columns are its published values.
 
 # %%
@@ -128,16 +128,16 @@ print(f"targets held: oracle {int(targets['oracle ok'].sum())}/7, CARMA within o
 # 2. **The classifiers** are trained with plain SGD as the original code did (the paper's appendix
 #    says Adam, which makes them far sharper; chapter 3 and `studies/classifier_optimizer.ipynb`).
 # 3. **The damping sign.** The original code applies the multiplier's damping with a minus sign; we use
-#    the plus sign of the method of multipliers (chapter 7).
+#    the plus sign of the method of multipliers (chapter 8).
 # 4. **Times** are measured on this shared 2-core machine: the oracle batched over all people (its
 #    natural mode here), CARMA both one person at a time and batched. The paper timed both one person at
 #    a time on its own CPU.
-# 5. **Our improved recipe** is reported beside the paper's CARMA, never in its place (chapter 8).
+# 5. **Our improved recipe** is reported beside the paper's CARMA, never in its place (chapter 9).
 # 6. **One draw of data**, as the paper: every table comes from the pools of seed 0; the studies in
 #    `studies/` repeat the classifier, the flow and the preference study over many draws.
 # 7. **DiCE-VAE is cheaper than the paper's** on the six synthetic SCMs: 0.47–0.82× the paper's cost at
 #    the paper profile (loan: 13.7 vs 13.3), with the hyperparameters of the paper's Table 4 and acting,
-#    as there, on every actionable feature (chapter 11). We have not found the cause. On the two chains
+#    as there, on every actionable feature (chapter 12). We have not found the cause. On the two chains
 #    it is then cheaper than the paper's CARMA, whose failing seeds (below) raise its mean.
 #
 # Where a target above is missed, the targets table says by how much; what was tried is in the study
@@ -146,7 +146,7 @@ print(f"targets held: oracle {int(targets['oracle ok'].sum())}/7, CARMA within o
 # 96.7 %, chain-lin 99.0 %) because of single seeds, not of every model: one triangle-nlin seed is valid
 # for 79 % of the people at three times the others' cost, two chain-lin seeds for 95 % (`results_paper.csv`,
 # one row per seed). The paper reports no per-seed validity; its 99.9 % on both says its runs had no
-# such seed. The improved recipe of chapter 8, which trains six candidates per seed on both SCMs and
+# such seed. The improved recipe of chapter 9, which trains six candidates per seed on both SCMs and
 # keeps the one best on its own training people, is ≥ 99.99 % valid on both.
 
 # %% [markdown]
@@ -208,8 +208,8 @@ plt.show()
 # ## The paper's other figures
 #
 # Each is drawn by the chapter that teaches its method, from that chapter's models: Fig. 2 and Fig. 7
-# (CARMA vs the oracle on loan) by chapter 7, Fig. 3 (flow vs VACA) by chapter 10, Figs. 4–5
-# (preferences) by chapter 9, Fig. 6 (the graphs) by chapter 1, Figs. 9–10 (DiCE-VAE) by chapter 11.
+# (CARMA vs the oracle on loan) by chapter 8, Fig. 3 (flow vs VACA) by chapter 11, Figs. 4–5
+# (preferences) by chapter 10, Fig. 6 (the graphs) by chapter 1, Figs. 9–10 (DiCE-VAE) by chapter 12.
 
 # %%
 for name in ('fig2_shifts_carma_vs_oracle', 'fig3_flow_vs_vaca', 'fig4_preferences_features',

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carma_nb.carma import train_carma_seeds
+from carma_nb.training import train_carma_seeds
 from carma_nb.core import (TRAINER_VERSION, as_features, check_positive, check_seed, check_whole,
                            check_widths, get_profile, one_thread, progress)
 from carma_nb.data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
@@ -396,7 +396,7 @@ print(f'VACA counterfactual error / flow counterfactual error: {ratio.min():.1f}
 # %% [markdown]
 # ## CARMA with VACA: paper Fig. 3
 #
-# The CARMA code of chapter 7 is reused unchanged; only the causal model and the hyperparameter row
+# The CARMA code of chapters 7 and 8 is reused unchanged; only the causal model and the hyperparameter row
 # differ: with a VACA as causal model, `train_carma_seeds` takes the paper's VACA row of Table 5 (wider
 # networks, a smaller learning rate, the hinge margin 0.003). Paper Fig. 3 compares CARMA with either
 # causal model on loan — cost, causal validity, acts and time per person at batch size 1 — with error
@@ -465,7 +465,7 @@ plt.show()
 # its causal model, and VACA's counterfactual error (the table above) shows when its actions are replayed
 # in the true SCM: CARMA with VACA leaves more people without recourse than CARMA with the flow, where
 # the paper reports about 99 % for both. How far a wider hinge margin closes that gap is measured in
-# [a study](../studies/10_vaca_margin.ipynb).
+# [a study](../studies/11_vaca_margin.ipynb).
 
 # %%
 m_ = fig3['cost x100 mean']

@@ -502,7 +502,7 @@ test_ne(config_key({'a': 1}), config_key({'a': 2}))
 # ### Orphaned temporary files
 #
 # `atomic_write` deletes its temporary file when the block fails, but a process killed outright
-# (`kill -9`, a lost machine, a worker dying with its parent, chapter 13) runs no clean-up: its
+# (`kill -9`, a lost machine, a worker dying with its parent, chapter 14) runs no clean-up: its
 # `.<name>.XXXXXXXX.tmp` stays in the cache folder for good. Who may delete it? Not whoever sees it: it
 # may belong to a writer that is still writing. But every writer of a cached model writes while holding
 # that model's lock, so whoever holds the lock knows that no live writer of the model exists, and every

@@ -711,7 +711,7 @@ PAPER_CARMA = pd.DataFrame({
     'paper CARMA validity %': [99.94, 99.98, 99.91, 99.89, 99.74, 99.98, 99.95]}).set_index('scm')
 
 # %% [markdown]
-# Chapter 9 measures our changes to this algorithm; chapter 14 puts every SCM's numbers next to the
+# Chapter 9 measures our changes to this algorithm; chapter 15 puts every SCM's numbers next to the
 # paper's Table 1.
 
 # %%

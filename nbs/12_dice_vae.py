@@ -458,7 +458,7 @@ print(f'DiCE-VAE costs {r.min():.1f}–{r.max():.1f}× CARMA (paper: 1.8–3×);
 
 
 # %% [markdown]
-# How far our DiCE-VAE costs are from the paper's is one entry of chapter 14's list of differences.
+# How far our DiCE-VAE costs are from the paper's is one entry of chapter 15's list of differences.
 #
 # ## Paper Figs. 9 and 10: which features each method targets
 #

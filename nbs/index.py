@@ -60,7 +60,7 @@ print(pd.DataFrame({
 # The paper's Table 1 as reproduced by `carma-nb reproduce --profile paper` (10 seeds; the test people
 # the classifier rejects; cost = l2 × 100; validity = the recommended values replayed in the true SCM).
 # `paper` columns are the published values, shown for comparison, never used. *CARMA* is the paper's
-# algorithm (chapters 7–8); *improved* is our recipe (chapter 9). Chapter 14 has the whole table, the
+# algorithm (chapters 7–8); *improved* is our recipe (chapter 9). Chapter 15 has the whole table, the
 # targets and every difference from the paper.
 
 # %%
@@ -94,8 +94,9 @@ else: print('*Not yet reproduced with this version: run `carma-nb reproduce --pr
 # | 10 preferences | `carma_nb.preferences` | preference weights in the cost and the mask prior (Table 7, Figs. 4–5) |
 # | 11 vaca | `carma_nb.vaca` | a graph VAE as a second causal model (Fig. 3) |
 # | 12 dice vae | `carma_nb.dice_vae` | the non-causal amortized baseline (Figs. 9–10) |
-# | 13 experiments | `carma_nb.experiments` | the runner and the `carma-nb` command line: reproduce, recommend, tune |
-# | 14 paper | `carma_nb.paper` | Table 1, Table 7 and the figures next to the paper's; every difference |
+# | 13 serving | `carma_nb.serving` | a file of applicants in, recommendations out: every row served or refused with its reason |
+# | 14 experiments | `carma_nb.experiments` | the runner and the `carma-nb` command line: reproduce, recommend, tune |
+# | 15 paper | `carma_nb.paper` | Table 1, Table 7 and the figures next to the paper's; every difference |
 #
 # Investigations of our own choices (classifier optimiser, data draws, sweeps) live in `studies/`,
 # outside the course; `figures/README.md` lists every figure and table with the chapter that writes it.

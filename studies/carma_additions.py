@@ -51,7 +51,7 @@
 # The rows above are the paper's Table 5 plus our additions, each explained where it is introduced
 # below (the tempered hinge, the wider clamp, restarts, mask refinement, polishing). `paper_algorithm`
 # gives the overrides that switch all of them off and put back Table 5's margin where ours differs:
-# CARMA exactly as the paper trains it, for comparisons such as chapter 14's.
+# CARMA exactly as the paper trains it, for comparisons such as chapter 15's.
 
 # %% [markdown]
 # ## Recommending
@@ -285,7 +285,7 @@
 #
 # *What changed on the way.* With the paper's loss unchanged, CARMA was valid but expensive on our
 # classifiers (loan: cost 11–38 over ten seeds, 2.7–9.4× the oracle), because the hinge's gradient is zero
-# for almost every rejected person (logits around −70). Chapter 14 runs the paper's algorithm
+# for almost every rejected person (logits around −70). Chapter 15 runs the paper's algorithm
 # (`paper_algorithm`: all our additions off) against the classifiers the original code trained (SGD,
 # chapter 3), and there it lands near the paper's Table 1 (five of seven SCMs within the paper's
 # seed-to-seed spread). So the additions answer our classifiers rather than a flaw in the algorithm.

@@ -1,10 +1,11 @@
-"""The `carma-nb` command line (chapter 13): recommend on a file, its failure modes, the runner's resume, tune."""
+"""The `carma-nb` command line (chapters 13 and 14): recommend on a file, its failure modes, the runner's resume, tune."""
 
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from carma_nb.carma import save_carma
 from carma_nb.training import train_carma
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
-from carma_nb.experiments import Job, job_path, main, read_applicants, recommend_file, run_experiments
+from carma_nb.experiments import Job, job_path, main, run_experiments
+from carma_nb.serving import read_applicants, recommend_file
 from carma_nb.flow import fit_flow
 from carma_nb.scm import get_scm
 
@@ -423,3 +425,25 @@ def test_recommend_serves_a_registered_scm_of_ones_own(tmp_path):
         'recommend', '--import', str(tmp_path / 'missing.py'), *io, '--output', str(tmp_path / 'c.csv')
     )
     assert r.returncode == 2 and 'no such file' in r.stderr
+
+
+def test_import_user_module_errors_name_the_fix():
+    "--import: a registered SCM is found once its module is imported (once per process); each failure names the fix."
+    from fastcore.test import test_eq, test_fail
+
+    from carma_nb.experiments import _known_scm, import_user_module
+
+    with tempfile.TemporaryDirectory() as d:
+        world = Path(d) / 'toy_world.py'
+        world.write_text(
+            "from carma_nb.scm import SCM, additive, normal, register_scm\n"
+            "nodes = [additive('a', (), lambda x: 0., normal(0, 1)), "
+            "additive('b', (0,), lambda x: x[0], normal(0, 1))]\n"
+            "register_scm('toy-world', lambda: SCM('toy-world', nodes, lambda x, u: x[1] > 0))\n"
+        )
+        test_fail(lambda: _known_scm('toy-world'), contains='add --import MODULE')
+        test_eq(_known_scm('toy-world', [str(world)]), 'toy-world')
+        # once per process: no second registration
+        test_eq(import_user_module(str(world)), import_user_module(str(world)))
+        test_fail(lambda: import_user_module(str(Path(d) / 'nope.py')), contains='no such file')
+        test_fail(lambda: import_user_module('no_such_module_xyz'), contains='give a module importable')

@@ -21,7 +21,7 @@ from carma_nb.carma import load_carma, save_carma, set_training_range
 from carma_nb.training import train_carma
 from carma_nb.classifier import train_classifier
 from carma_nb.data import make_pools
-from carma_nb.experiments import serve
+from carma_nb.serving import serve
 from carma_nb.flow import fit_flow
 from carma_nb.scm import get_scm
 

@@ -6,7 +6,7 @@
 A file is attributed by a static scan of the chapters (`nbs/NN_*.py`) and the studies (`studies/*.ipynb`)
 for `save_figure(…, 'name')` and `save_table(…, 'name')` calls; its line of description is the heading of
 the section of the notebook in which it is written. The experiment runner's own outputs (`results_*.csv`,
-`jobs/`) are written by chapter 14's run of it.
+`jobs/`) are written by chapter 15's run of it.
 """
 
 import ast
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HEADING = re.compile(r'^#+ (.*)$', re.M)  # a markdown heading (percent-format cells are unprefixed first)
 RUNNER = {
     'results_paper.csv': (
-        '14_paper',
+        '15_paper',
         'the tidy results of every experiment job (one row per SCM, method, seed)',
     )
 }

@@ -19,7 +19,7 @@
 # > Table 1, Table 7 and the paper's figures from one run of the experiment runner, our numbers next to
 # > the paper's, the targets we set ourselves, and every difference from the paper in one list.
 #
-# This chapter reads the tidy results of chapter 13 (running whatever jobs are missing, reusing every
+# This chapter reads the tidy results of chapter 14 (running whatever jobs are missing, reusing every
 # cached model) and turns them into the paper's tables. At the quick profile — what `nbdev_test` runs —
 # the numbers are small-budget stand-ins; the committed `figures/` come from
 # `carma-nb reproduce --profile paper`.

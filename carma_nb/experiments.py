@@ -24,13 +24,13 @@ import pandas as pd
 import torch
 
 from .carma import carma_hparams
-from .training import PAPER_CARMA, get_recipe, train_carma_seeds
+from .training import get_recipe, train_carma_seeds
 from .core import (TRAINER_VERSION, Profile, atomic_write, check_whole, config_key,
                            figure_dir, get_profile, markdown_table, progress, project_root)
 from .data import Pool, Split
-from .dice_vae import PAPER_DICE_COST, dice_hparams, train_dice_vae_seeds
+from .dice_vae import dice_hparams, train_dice_vae_seeds
 from .flow import fit_flow
-from .oracle import PAPER_ORACLE, cached_oracle, oracle_reference, original_convention_metrics
+from .oracle import cached_oracle, oracle_reference, original_convention_metrics
 from .preferences import PAPER_PREFERENCE_WEIGHTS
 from .recourse import evaluate_recourse, recourse_problem, rejected, time_per_person
 from .scm import SCM_NAMES, get_scm
@@ -39,7 +39,7 @@ from .vaca import fit_vaca
 
 # %% auto #0
 __all__ = ['TABLE1_METHODS', 'LOAN_STUDIES', 'ABLATION_FRACTIONS', 'Job', 'plan_jobs', 'run_job', 'exit_with_parent',
-           'job_config', 'job_path', 'results_path', 'run_experiments', 'table1', 'tune_storage', 'tune_carma',
+           'job_config', 'job_path', 'results_path', 'run_experiments', 'tune_storage', 'tune_carma',
            'import_user_module', 'main']
 
 # %% ../nbs/14_experiments.ipynb #d51a765b
@@ -209,45 +209,6 @@ def run_experiments(profile=None, # quick or paper
     df = pd.DataFrame(rows)
     with atomic_write(results_path(out, p), 'w') as f: df.to_csv(f, index=False)
     return df
-
-# %% ../nbs/14_experiments.ipynb #531681c5
-def _carma_columns(c: pd.DataFrame, prefix: str) -> dict:
-    ("Mean cost ± std, validity (mean and worst seed), acts and times of one CARMA method's rows "
-     "(one per seed).")
-    return {f'{prefix} cost': c['cost x100'].mean(), f'{prefix} cost std': c['cost x100'].std(),
-            f'{prefix} validity %': c['validity %'].mean(), f'{prefix} validity min %': c['validity %'].min(),
-            f'{prefix} acts': c['acts'].mean(),
-            f'{prefix} µs/person': c['ms per person (batched)'].mean() * 1e3,
-            f'{prefix} ms (batch size 1)': c['ms per person (batch size 1)'].mean(),
-            f'{prefix} seeds': len(c)}
-
-def table1(results: pd.DataFrame) -> pd.DataFrame:
-    ("The paper's Table 1 from a results table (cost ×100): ours (CARMA: mean ± std over seeds) "
-     "and the paper's alongside.")
-    r = results[results['fraction'] == 1.0]
-    rows = []
-    for scm in [s for s in SCM_NAMES if s in set(r['scm'])]:
-        o, c, ci, d = (r[(r['scm'] == scm) & (r['method'] == m)]
-                       for m in ('oracle', 'carma', 'carma-improved', 'dice-vae'))
-        row = {'scm': scm}
-        if len(o):
-            row.update({'oracle cost': o['cost x100'].mean(), 'oracle acts': o['acts'].mean(),
-                        'oracle cost, original convention': o['cost x100 (original convention)'].mean(),
-                        'oracle acts, original convention': o['acts (original convention)'].mean(),
-                        'oracle ms/person (batched)': o['ms per person (batched)'].mean()})
-        if len(c): row.update(_carma_columns(c, 'CARMA'))
-        if len(ci): row.update(_carma_columns(ci, 'improved CARMA'))
-        if len(d): row['DiCE-VAE cost'] = d['cost x100'].mean()
-        rows.append(row)
-    ours = pd.DataFrame(rows).set_index('scm')
-    paper = pd.DataFrame({'paper oracle cost': PAPER_ORACLE['paper cost x100'],
-                          'paper oracle acts': PAPER_ORACLE['paper acts'],
-                          'paper CARMA cost': PAPER_CARMA['paper CARMA cost x100'],
-                          'paper CARMA cost std': PAPER_CARMA['paper CARMA cost std'],
-                          'paper CARMA validity %': PAPER_CARMA['paper CARMA validity %'],
-                          'paper CARMA acts': PAPER_CARMA['paper CARMA acts'],
-                          'paper DiCE-VAE cost': pd.Series(PAPER_DICE_COST)})
-    return ours.join(paper)
 
 # %% ../nbs/14_experiments.ipynb #c3d5c1be
 def _suggest(trial) -> dict:
@@ -436,6 +397,7 @@ def _reproduce(a) -> None:
     t0 = time.perf_counter()
     res = run_experiments(p, a.scm, jobs=a.jobs, out=out)
     print(f'experiments done in {time.perf_counter() - t0:.0f} s; results in {results_path(out, p)}')
+    from carma_nb.paper import table1    # chapter 15's (it imports this module)
     cols = [c for c in ('oracle cost', 'CARMA cost', 'CARMA cost std', 'CARMA validity %',
                         'improved CARMA cost', 'DiCE-VAE cost') if c in (t := table1(res))]
     print(markdown_table(t[cols].round(2)))         # chapter 15 writes figures/table1 with every column

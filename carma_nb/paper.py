@@ -11,15 +11,56 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .training import train_carma_seeds
+from .training import PAPER_CARMA, train_carma_seeds
 from .core import get_profile
-from .experiments import run_experiments, table1
+from .dice_vae import PAPER_DICE_COST
+from .experiments import run_experiments
 from .flow import fit_flow
-from .oracle import loop_seconds_per_person, oracle_recourse, oracle_reference
+from .oracle import PAPER_ORACLE, loop_seconds_per_person, oracle_recourse, oracle_reference
 from .preferences import PAPER_TABLE7
+from .scm import SCM_NAMES
 
 # %% auto #0
-__all__ = ['table1_targets', 'table7', 'plot_ablation', 'scaling_times']
+__all__ = ['table1', 'table1_targets', 'table7', 'plot_ablation', 'scaling_times']
+
+# %% ../nbs/15_paper.ipynb #81bf4b59
+def _carma_columns(c: pd.DataFrame, prefix: str) -> dict:
+    ("Mean cost ± std, validity (mean and worst seed), acts and times of one CARMA method's rows "
+     "(one per seed).")
+    return {f'{prefix} cost': c['cost x100'].mean(), f'{prefix} cost std': c['cost x100'].std(),
+            f'{prefix} validity %': c['validity %'].mean(), f'{prefix} validity min %': c['validity %'].min(),
+            f'{prefix} acts': c['acts'].mean(),
+            f'{prefix} µs/person': c['ms per person (batched)'].mean() * 1e3,
+            f'{prefix} ms (batch size 1)': c['ms per person (batch size 1)'].mean(),
+            f'{prefix} seeds': len(c)}
+
+def table1(results: pd.DataFrame) -> pd.DataFrame:
+    ("The paper's Table 1 from a results table (cost ×100): ours (CARMA: mean ± std over seeds) "
+     "and the paper's alongside.")
+    r = results[results['fraction'] == 1.0]
+    rows = []
+    for scm in [s for s in SCM_NAMES if s in set(r['scm'])]:
+        o, c, ci, d = (r[(r['scm'] == scm) & (r['method'] == m)]
+                       for m in ('oracle', 'carma', 'carma-improved', 'dice-vae'))
+        row = {'scm': scm}
+        if len(o):
+            row.update({'oracle cost': o['cost x100'].mean(), 'oracle acts': o['acts'].mean(),
+                        'oracle cost, original convention': o['cost x100 (original convention)'].mean(),
+                        'oracle acts, original convention': o['acts (original convention)'].mean(),
+                        'oracle ms/person (batched)': o['ms per person (batched)'].mean()})
+        if len(c): row.update(_carma_columns(c, 'CARMA'))
+        if len(ci): row.update(_carma_columns(ci, 'improved CARMA'))
+        if len(d): row['DiCE-VAE cost'] = d['cost x100'].mean()
+        rows.append(row)
+    ours = pd.DataFrame(rows).set_index('scm')
+    paper = pd.DataFrame({'paper oracle cost': PAPER_ORACLE['paper cost x100'],
+                          'paper oracle acts': PAPER_ORACLE['paper acts'],
+                          'paper CARMA cost': PAPER_CARMA['paper CARMA cost x100'],
+                          'paper CARMA cost std': PAPER_CARMA['paper CARMA cost std'],
+                          'paper CARMA validity %': PAPER_CARMA['paper CARMA validity %'],
+                          'paper CARMA acts': PAPER_CARMA['paper CARMA acts'],
+                          'paper DiCE-VAE cost': pd.Series(PAPER_DICE_COST)})
+    return ours.join(paper)
 
 # %% ../nbs/15_paper.ipynb #d5f7aa06
 def table1_targets(t1: pd.DataFrame) -> pd.DataFrame:

@@ -49,7 +49,6 @@ from carma_nb.data import make_pools
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import cached_oracle
 from carma_nb.recourse import evaluate_recourse
-from carma_nb.scm import SCM_NAMES
 
 # %% [markdown]
 # ## The loss
@@ -162,16 +161,11 @@ def carma_loss(ctx: LossContext, mask_net, action_net, # the networks: (S, b, ·
 
 
 # %%
-# q = π: no penalty
-test_close(mask_kl(torch.zeros(3, 7, 2), torch.full((7,), 0.5), torch.ones(7)), torch.zeros(3), eps=1e-6)
-assert (mask_kl(torch.tensor([[[0., 3.]] * 7]), torch.full((7,), 0.5), torch.ones(7)) > 0).all()
-# the hinge: zero once every p ≥ (1+ε)/2; the damped term is (λ + c·g)·g, per model when p is (S, B)
+# the hinge is zero once every p ≥ (1+ε)/2; the damped term is (λ + c·g)·g, one per model when p is (S, B)
+# (tests/test_carma.py checks the KL term, the padding and the prior)
 pen, g_ = validity_penalty(torch.tensor([[0.9, 0.6], [0.2, 0.9]]), 0.1, torch.tensor([0., 2.]))
 test_close(g_, torch.tensor([0., 0.35]))                                      # model 2: max(0, 1.1 − 0.4) / 2
 test_close(pen, torch.tensor([0., (2 + DAMPING * 0.35) * 0.35]))
-# padding ignored
-test_close(masked_mean(torch.tensor([[1., 3., 100.]]), torch.tensor([1., 1., 0.])), torch.tensor([2.]))
-test_fail(lambda: mask_prior(torch.ones(3), 'flat'), contains="prior must be 'uniform' or 'preference'")
 
 # %% [markdown]
 # ## Training
@@ -182,21 +176,16 @@ test_fail(lambda: mask_prior(torch.ones(3), 'flat'), contains="prior must be 'un
 # them to the two networks. The latent shift is clamped to $[\lfloor\min Z\rfloor, \lceil\max Z\rceil]$
 # over those training latents.
 #
-# **Seeds are trained together.** The paper reports ten seeds per SCM. The networks are tiny, so one
-# training step is dominated by per-operation overhead rather than arithmetic; ten models cost about
-# as much as one if their weights are stacked (`StackedMLP`) and evaluated with batched matrix
-# products. Each seed keeps its own initialisation, batch order and Gumbel noise (its own random
-# generator), and the models share no parameter. That is not yet enough for stacking to change
-# nothing but the wall-clock time, because of floating point: PyTorch's CPU kernels work through a
-# tensor in vector blocks and finish its last few numbers one by one, and the two paths can round
-# `exp`, `log` or the sigmoid differently in the last bit. Which of a model's numbers land in that
-# ragged tail depends on how many models sit before it in the stack, and training amplifies a one-bit
-# difference: on chain-lin at the paper's 150 epochs, seed 0 trained alone once cost 14.16 (×100) and
-# trained beside seeds 1–3 cost 10.98, with 35 of 841 people served another mask. So every batch is
-# padded, per model, to a multiple of `ALIGN` = 64 people with copies that weigh zero in every mean
-# (`aligned`, `masked_mean`), and Adam updates one tensor at a time (its fused kernel has the same
-# ragged-tail rounding). Then each model's numbers fill whole vector blocks wherever it sits, and a
-# seed gives the same model, bit for bit, alone or in any stack (tested below).
+# **Seeds are trained together.** The paper reports ten seeds per SCM. The networks are tiny, so a
+# training step costs per-operation overhead rather than arithmetic, and ten models cost about as much
+# as one when their weights are stacked (`StackedMLP`) and evaluated with batched matrix products. Each
+# seed keeps its own initialisation, batch order and Gumbel noise (its own random generator). Floating
+# point needs one more step: PyTorch's CPU kernels finish a tensor's last few numbers outside their
+# vector blocks and may round them differently in the last bit, which of a model's numbers fall there
+# depends on its place in the stack, and training amplifies a one-bit difference (on chain-lin, seed 0
+# alone once cost 14.16 and beside seeds 1–3 10.98). So every batch is padded, per model, to a multiple
+# of `ALIGN` = 64 people with copies that weigh zero in every mean (`aligned`, `masked_mean`), and Adam
+# updates one tensor at a time: a seed then gives the same model, bit for bit, alone or in any stack.
 
 # %%
 #| export
@@ -281,13 +270,10 @@ test_eq((len(pos), int(keep.sum()), int(pos.max())), (128, 70, 69))
 
 
 # %% [markdown]
-# **The recipe.** Everything above is the paper's procedure. Chapter 9 measures a few changes to it —
-# several candidates per seed with the best kept, a tempered hinge, a wider clamp, extra training
-# phases, dropping acts that change nothing — and bundles them as a named `Recipe`. The trainer takes
-# one (`recipe='paper'` by default, the procedure of this chapter: every field at its neutral value);
-# its settings enter the training configuration, so a model trained under another recipe is another
-# model in the cache. A recipe's extra phases are functions registered in `PHASES` by the chapter that
-# defines them.
+# **The recipe.** Everything above is the paper's procedure. Chapter 9 bundles a few changes to it
+# (candidates per seed, a tempered hinge, a wider clamp, extra phases, no idle acts) as a named `Recipe`;
+# the trainer takes one (`recipe='paper'` by default: every field neutral), and its settings enter the
+# cache configuration. Extra phases are functions registered in `PHASES` by the chapter defining them.
 
 # %%
 #| export
@@ -348,10 +334,9 @@ test_fail(lambda: get_recipe('magic', 'loan'), contains="unknown recipe 'magic'"
 
 
 # %% [markdown]
-# The trainer, `train_carma_seeds`: validate everything, build the cache configuration of each seed
-# (everything that decides the model: SCM, hyperparameters, recipe, preference weights, prior, the
-# training split, the causal model's and classifier's own configurations), and train the missing seeds
-# at once as one stack. `TrainingState` holds what the main loop and any extra phase share.
+# The trainer, `train_carma_seeds`, validates everything, builds each seed's cache configuration (all
+# that decides the model: SCM, hyperparameters, recipe, weights, prior, training split, the causal
+# model's and classifier's configurations) and trains the missing seeds at once as one stack.
 
 # %%
 #| export
@@ -591,7 +576,9 @@ plt.show()
 # ## Checking the model
 #
 # On its training people the trained model's recommendations are valid under the flow, and it never
-# touches a feature that cannot be acted on (chapter 7 checked how it serves).
+# touches a feature that cannot be acted on (chapter 7 checked how it serves). The loss that trained it —
+# the one `carma_loss`, here on the trained model as a stack of one — sends gradients to both networks
+# and none to the frozen flow and classifier.
 
 # %%
 train_people = rejected(clf, pools.recourse.train.x)
@@ -600,12 +587,6 @@ print(f"valid under the flow on the training people: {float((rec.prob >= 0.5).fl
 assert float((rec.prob >= 0.5).float().mean()) > (0.95 if profile.name == 'paper' else 0.8)
 test_eq(rec.mask[:, get_scm('loan').immutable + [get_scm('loan').index('duration')]].any(),
         torch.tensor(False))
-
-# %% [markdown]
-# The loss that trained the model — the one `carma_loss`, here on the trained model as a stack of one —
-# sends gradients to both networks and none to the frozen flow and classifier.
-
-# %%
 m = CARMA(flow, clf, carma.hp, tuple(carma.z_range.tolist()))                # a trainable copy
 m.load_state_dict(carma.state_dict())
 problem = recourse_problem('loan', pools.recourse)

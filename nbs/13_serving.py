@@ -11,8 +11,6 @@
 # ---
 
 # %%
-
-# %%
 #| default_exp serving
 
 # %% [markdown]

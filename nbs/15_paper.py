@@ -34,12 +34,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from carma_nb.training import train_carma_seeds
+from carma_nb.training import PAPER_CARMA, train_carma_seeds
 from carma_nb.core import get_profile
-from carma_nb.experiments import run_experiments, table1
+from carma_nb.dice_vae import PAPER_DICE_COST
+from carma_nb.experiments import run_experiments
 from carma_nb.flow import fit_flow
-from carma_nb.oracle import loop_seconds_per_person, oracle_recourse, oracle_reference
+from carma_nb.oracle import PAPER_ORACLE, loop_seconds_per_person, oracle_recourse, oracle_reference
 from carma_nb.preferences import PAPER_TABLE7
+from carma_nb.scm import SCM_NAMES
 
 # %%
 #| hide
@@ -61,6 +63,7 @@ print(f'{len(results)} result rows ({profile.name} profile, {profile.seeds} seed
       f'in {time.perf_counter() - t0:.0f} s')
 results.groupby(['scm', 'method']).size().unstack(fill_value=0)
 
+
 # %% [markdown]
 # ## Table 1
 #
@@ -68,6 +71,47 @@ results.groupby(['scm', 'method']).size().unstack(fill_value=0)
 # (chapter 8) and our improved recipe (chapter 9) as mean ± standard deviation over the seeds, with
 # causal validity (mean and worst seed), and DiCE-VAE (chapter 12). Cost is l2 × 100 in one definition
 # for every method (chapter 5); the paper's columns are its published values.
+
+# %%
+#| export
+def _carma_columns(c: pd.DataFrame, prefix: str) -> dict:
+    ("Mean cost ± std, validity (mean and worst seed), acts and times of one CARMA method's rows "
+     "(one per seed).")
+    return {f'{prefix} cost': c['cost x100'].mean(), f'{prefix} cost std': c['cost x100'].std(),
+            f'{prefix} validity %': c['validity %'].mean(), f'{prefix} validity min %': c['validity %'].min(),
+            f'{prefix} acts': c['acts'].mean(),
+            f'{prefix} µs/person': c['ms per person (batched)'].mean() * 1e3,
+            f'{prefix} ms (batch size 1)': c['ms per person (batch size 1)'].mean(),
+            f'{prefix} seeds': len(c)}
+
+def table1(results: pd.DataFrame) -> pd.DataFrame:
+    ("The paper's Table 1 from a results table (cost ×100): ours (CARMA: mean ± std over seeds) "
+     "and the paper's alongside.")
+    r = results[results['fraction'] == 1.0]
+    rows = []
+    for scm in [s for s in SCM_NAMES if s in set(r['scm'])]:
+        o, c, ci, d = (r[(r['scm'] == scm) & (r['method'] == m)]
+                       for m in ('oracle', 'carma', 'carma-improved', 'dice-vae'))
+        row = {'scm': scm}
+        if len(o):
+            row.update({'oracle cost': o['cost x100'].mean(), 'oracle acts': o['acts'].mean(),
+                        'oracle cost, original convention': o['cost x100 (original convention)'].mean(),
+                        'oracle acts, original convention': o['acts (original convention)'].mean(),
+                        'oracle ms/person (batched)': o['ms per person (batched)'].mean()})
+        if len(c): row.update(_carma_columns(c, 'CARMA'))
+        if len(ci): row.update(_carma_columns(ci, 'improved CARMA'))
+        if len(d): row['DiCE-VAE cost'] = d['cost x100'].mean()
+        rows.append(row)
+    ours = pd.DataFrame(rows).set_index('scm')
+    paper = pd.DataFrame({'paper oracle cost': PAPER_ORACLE['paper cost x100'],
+                          'paper oracle acts': PAPER_ORACLE['paper acts'],
+                          'paper CARMA cost': PAPER_CARMA['paper CARMA cost x100'],
+                          'paper CARMA cost std': PAPER_CARMA['paper CARMA cost std'],
+                          'paper CARMA validity %': PAPER_CARMA['paper CARMA validity %'],
+                          'paper CARMA acts': PAPER_CARMA['paper CARMA acts'],
+                          'paper DiCE-VAE cost': pd.Series(PAPER_DICE_COST)})
+    return ours.join(paper)
+
 
 # %%
 t1 = table1(results)

@@ -182,3 +182,18 @@ def test_two_processes_sharing_a_cache_train_a_stack_once(tmp_path):
     assert len(lines) == 1, lines  # one training, of both seeds
     assert sorted(map(int, lines[0].split())) == [0, 1]
     assert a == b  # the other process loaded the same models
+
+
+def test_loss_parts():
+    "The mask KL is zero at the prior and positive away from it; padding weighs nothing; the prior is checked."
+    import torch
+    from fastcore.test import test_close, test_fail
+
+    from carma_nb.training import mask_kl, mask_prior, masked_mean
+
+    test_close(mask_kl(torch.zeros(3, 7, 2), torch.full((7,), 0.5), torch.ones(7)), torch.zeros(3), eps=1e-6)
+    assert (mask_kl(torch.tensor([[[0.0, 3.0]] * 7]), torch.full((7,), 0.5), torch.ones(7)) > 0).all()
+    test_close(
+        masked_mean(torch.tensor([[1.0, 3.0, 100.0]]), torch.tensor([1.0, 1.0, 0.0])), torch.tensor([2.0])
+    )
+    test_fail(lambda: mask_prior(torch.ones(3), 'flat'), contains="prior must be 'uniform' or 'preference'")

@@ -349,6 +349,30 @@ table = ablation_table(profile, SCM_NAMES if profile.name == 'paper' else ('chai
 save_table(table.round(3), 'ablation_improved_recipe')
 table.round(3)
 
+# %% [markdown]
+# The same table as a picture: each recipe's cost relative to the paper's recipe on the same SCM (below 1:
+# cheaper), annotated with its causal validity (%). An empty cell is a change the SCM's improved recipe
+# does not use.
+
+# %%
+import seaborn as sns
+order = [r for r in ('paper', 'candidates', 'tempered hinge', 'wider clamp', 'refinement', 'polishing', 'margin',
+                     'no idle acts', 'improved') if r in set(table.index.get_level_values('recipe'))]
+paper_cost = table.xs('paper', level='recipe')['cost x100']
+ratio = (table['cost x100'].unstack('recipe')[order].T / paper_cost).T
+validity = table['validity %'].unstack('recipe')[order]
+fig, ax = plt.subplots(figsize=(1.2 * len(order) + 2, 0.5 * len(ratio) + 1.2))
+text = (ratio.map(lambda v: f'{v:.2f}' if v == v else '') + '\n'
+        + validity.map(lambda v: f'{v:.1f} %' if v == v else ''))
+sns.heatmap(ratio, annot=text, fmt='', cmap='RdYlGn_r', center=1, vmin=0.3, vmax=1.7,
+            cbar_kws={'label': 'cost / paper recipe'}, ax=ax, annot_kws={'fontsize': 8})
+ax.tick_params(axis='x', rotation=30)
+ax.set_xlabel(''); ax.set_ylabel('')
+ax.set_title(f'Each change alone and all together: cost relative to the paper\'s recipe, and validity '
+             f'({profile.name} profile, {profile.seeds} seeds)', fontsize=10)
+save_figure(fig, 'ablation_cost_ratio')
+plt.show()
+
 # %%
 #| hide
 import nbdev; nbdev.nbdev_export()

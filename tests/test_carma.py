@@ -197,3 +197,21 @@ def test_loss_parts():
         masked_mean(torch.tensor([[1.0, 3.0, 100.0]]), torch.tensor([1.0, 1.0, 0.0])), torch.tensor([2.0])
     )
     test_fail(lambda: mask_prior(torch.ones(3), 'flat'), contains="prior must be 'uniform' or 'preference'")
+
+
+def test_bad_hyperparameters_are_refused_with_their_name():
+    "Each bad hyperparameter value is refused, the message naming the key and the rule."
+    from fastcore.test import test_fail
+
+    from carma_nb.carma import carma_hparams
+
+    for bad, message in (
+        ({'epochs': 2.5}, 'epochs must be a whole number ≥ 1'),
+        ({'epochs': '5'}, 'epochs must be a whole number'),
+        ({'lr': float('inf')}, 'lr must be a finite number > 0'),
+        ({'tau': 0}, 'tau must be a finite number > 0'),
+        ({'mask_hidden': [0]}, 'every width in mask_hidden must be a whole number ≥ 1'),
+        ({'batch': True}, 'batch must be a whole number'),
+        ({'margin': -0.1}, 'margin must be a finite number ≥ 0'),
+    ):
+        test_fail(lambda: carma_hparams('loan', **bad), contains=message)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Callable, Sequence
 
 import numpy as np

@@ -6,19 +6,13 @@
 #
 # > The plumbing every chapter shares, so that no chapter writes it twice.
 #
-# A reproduction is only as trustworthy as its bookkeeping. Before we touch a causal model we settle
-# five things once:
-#
-# 1. **Profiles.** One switch, `CARMA_PROFILE`, decides how much work a run does. `quick` (the default
-#    under `nbdev_test`) keeps every chapter to about a minute; `paper` uses the paper's settings.
-#    The code path is the same: only the numbers change.
-# 2. **Seeds.** Every random draw comes from an explicit seed.
-# 3. **Figures and tables** go through one helper. Paper-profile output lands in `figures/` (committed);
-#    quick-profile output goes to a git-ignored folder, so a test run never overwrites a committed figure.
-# 4. **Checkpoints** hold weights, a JSON config and the data scaler together, are written atomically,
-#    and are read with `torch.load(..., weights_only=True)` so loading never unpickles arbitrary code.
-# 5. **A model cache** keyed by the full training configuration, safe when two notebooks train the
-#    same model at the same time.
+# A reproduction is only as trustworthy as its bookkeeping. Before we touch a causal model we settle,
+# once for every chapter: how much work a run does (**profiles**: one switch, the same code path, only
+# the numbers change), where randomness comes from (**seeds**, one thread), where results go (**figures
+# and tables**, written **atomically**, and never over a committed figure by a test run), how a trained
+# model travels (**checkpoints** read with `weights_only=True`, so loading never runs code), how it is
+# trained only once (a **model cache** keyed by the full configuration, safe when two notebooks want the
+# same model at once), and how bad input is refused (**feature matrices** and **hyperparameters**).
 
 # %%
 #| export
@@ -49,12 +43,13 @@ from fastcore.test import test_eq, test_fail, test_close, test_ne
 # %% [markdown]
 # ## Profiles
 #
-# A `Profile` is a frozen record of the knobs that make a run expensive. The `paper` values are the
-# paper's settings (classifier 500 epochs, chapter 3; flow 1000 epochs, chapter 4; VACA 300 epochs,
-# chapter 11; CARMA's per-SCM epochs of the paper's Table 5, chapter 7; 10 seeds). `quick` shrinks
-# what is slow so the whole course runs in minutes under test. It keeps the classifier's 500 epochs:
-# a classifier trains in seconds, and plain SGD at 60 epochs leaves loan's at 78 % accuracy instead of
-# 90 % (chapter 3), a different decision-maker for every later chapter to serve.
+# A `Profile` is a frozen record of the knobs that make a run expensive. `paper` holds the paper's
+# settings (classifier 500 epochs, chapter 3; flow 1000, chapter 4; VACA 300, chapter 11; CARMA's
+# per-SCM epochs of the paper's Table 5, chapter 7; 10 seeds). `quick` shrinks what is slow so the
+# course runs in minutes under test, but keeps the classifier's 500 epochs: it trains in seconds, and
+# at 60 epochs plain SGD leaves loan's at 78 % accuracy instead of 90 % (chapter 3), a different
+# decision-maker for every later chapter. The active profile is the argument, else `$CARMA_PROFILE`,
+# else `quick` under `nbdev_test` (which sets `IN_TEST`) and `paper` when a person runs the chapter.
 
 # %%
 #| export
@@ -77,11 +72,6 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-# %% [markdown]
-# Which profile is active? An explicit argument wins; otherwise the `CARMA_PROFILE` environment
-# variable; otherwise `quick` when `nbdev_test` is running the chapter (it sets `IN_TEST`) and `paper`
-# when a person runs it.
-
 # %%
 #| export
 def get_profile(profile: str | Profile | None = None, # a name, a `Profile`, or None for the active one
@@ -98,7 +88,6 @@ def get_profile(profile: str | Profile | None = None, # a name, a `Profile`, or 
 
 # %%
 test_eq(get_profile('paper').flow_epochs, 1000)
-test_eq(get_profile(PROFILES['quick']).name, 'quick')
 test_fail(lambda: get_profile('fast'), contains="choose one of ['paper', 'quick']")
 get_profile()
 
@@ -128,15 +117,13 @@ test_fail(lambda: seed_everything(-1), contains='non-negative integer')
 
 
 # %% [markdown]
-# A seed is not the whole story. How many threads torch splits a computation over changes the order of
-# its floating-point sums, and so the last digits of every gradient step: the same loan classifier
-# trained with one thread and with two drifts apart, step after step, until after hundreds of epochs
-# a few people sit on different sides of its decision boundary.
-# So every trainer of the package runs on **one thread**, whatever the caller set: a model then depends
-# only on its configuration, in a notebook, a test, the experiment runner or a user's own script. The
-# price is paid by the one trainer with large batches, the flow: the loan flow's paper-settings fit takes
-# about 10 s on one thread (`benchmarks/RESULTS.md`, target under 20 s). The experiment runner already
-# trained on one thread per worker, two workers at a time, which is the fastest use of this machine.
+# A seed is not the whole story. The number of threads torch splits a computation over changes the
+# order of its floating-point sums, and so the last digits of every gradient step: the same loan
+# classifier trained on one thread and on two drifts apart until, after hundreds of epochs, a few people
+# sit on different sides of its decision boundary. So every trainer runs on **one thread**, whatever the
+# caller set, and a model depends only on its configuration. The flow, the one trainer with large
+# batches, pays for it: about 10 s for loan's at the paper's settings (`benchmarks/RESULTS.md`).
+# `one_thread` also works as a decorator, and restores the count after an error (`tests/test_core.py`).
 
 # %%
 #| export
@@ -152,14 +139,7 @@ def one_thread():
 # %%
 n0 = torch.get_num_threads()
 with one_thread(): test_eq(torch.get_num_threads(), 1)
-test_eq(torch.get_num_threads(), n0)
-@one_thread()
-def _threads_inside(fail=False):
-    if fail: raise RuntimeError('boom')
-    return torch.get_num_threads()
-test_eq(_threads_inside(), 1)
-test_fail(lambda: _threads_inside(True), contains='boom')
-test_eq(torch.get_num_threads(), n0)                      # restored after an error too
+test_eq(torch.get_num_threads(), n0)                      # the caller's count is restored
 
 
 # %% [markdown]
@@ -190,7 +170,8 @@ test_eq(sum(progress(range(5), disable=True)), 10)
 # Figures, tables and the model cache are found relative to the project: the `CARMA_HOME` environment
 # variable if set, else the nearest folder above the working directory that holds the project's
 # `settings.ini` (so a chapter run from `nbs/` writes to the repository's `figures/`), else the working
-# directory (a user who `pip install`ed the library).
+# directory (a user who `pip install`ed the library). `CARMA_FIGURE_DIR` and `CARMA_CACHE` redirect the
+# figures and the cache (`carma-nb reproduce --out DIR` sets the first); `tests/test_core.py` checks them.
 
 # %%
 #| export
@@ -215,15 +196,8 @@ def cache_dir() -> Path:
 
 
 # %%
-_saved = os.environ.pop('CARMA_FIGURE_DIR', None)   # `carma-nb reproduce --out DIR` sets it
-try:
-    test_eq(figure_dir('paper').name, 'figures')
-    test_eq(figure_dir('quick').relative_to(project_root()), Path('figures/_quick'))
-    os.environ['CARMA_FIGURE_DIR'] = '/tmp/elsewhere'
-    test_eq(figure_dir('paper'), Path('/tmp/elsewhere'))
-finally:
-    if _saved is None: os.environ.pop('CARMA_FIGURE_DIR', None)
-    else: os.environ['CARMA_FIGURE_DIR'] = _saved
+if not os.environ.get('CARMA_FIGURE_DIR'):
+    test_eq(figure_dir('quick'), figure_dir('paper')/'_quick')
 
 
 # %% [markdown]
@@ -396,13 +370,8 @@ with tempfile.TemporaryDirectory() as d:
     p = save_checkpoint(Path(d)/'m.pt', lin.state_dict(), {'scm': 'loan', 'hidden': [32, 32]},
                         scaler={'mean': torch.zeros(3), 'std': torch.ones(3)})
     ck = load_checkpoint(p, expect={'scm': 'loan'})
-    test_eq(ck.config['hidden'], [32, 32])
-    test_eq(ck.extras, None)
     test_eq(ck.state_dict['weight'], lin.weight.detach())
     test_fail(lambda: load_checkpoint(p, expect={'scm': 'triangle-lin'}), contains="has scm='loan'")
-    test_fail(lambda: save_checkpoint(Path(d)/'bad.pt', lin.state_dict(), {'f': print}), contains='JSON-able')
-    (Path(d)/'junk.pt').write_bytes(b'not a checkpoint')
-    test_fail(lambda: load_checkpoint(Path(d)/'junk.pt'), contains='not a readable carma_nb checkpoint')
 
 
 # %% [markdown]
@@ -411,6 +380,7 @@ with tempfile.TemporaryDirectory() as d:
 # the random initial value of a missing layer, and a NaN weight silently makes every output NaN. So
 # every model of the package is filled by `load_weights`, which refuses the file unless each tensor the
 # model needs is there, with its shape and dtype, with finite values, and nothing unknown is left over.
+# `tests/test_core.py` tries each kind of damage; here, a missing tensor.
 
 # %%
 #| export
@@ -445,12 +415,8 @@ def load_weights(module: torch.nn.Module, # the freshly built model to fill
 # %%
 lin, good = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2).state_dict()
 test_eq(load_weights(lin, good, "m.pt").weight.detach(), good["weight"])
-load = lambda state: load_weights(lin, state, 'm.pt')
-test_fail(lambda: load({'weight': good['weight']}), contains="m.pt: missing tensors ['bias']")
-test_fail(lambda: load({**good, 'extra': torch.ones(1)}), contains="unexpected tensors ['extra']")
-test_fail(lambda: load({**good, 'bias': torch.ones(3)}), contains="'bias' is torch.float32 (3,)")
-test_fail(lambda: load({**good, 'bias': torch.tensor([0., float('nan')])}), contains='NaN or inf')
-test_fail(lambda: load_weights(lin, {**good, 'bias': good['bias'].double()}, 'm.pt'), contains='float64')
+test_fail(lambda: load_weights(lin, {'weight': good['weight']}, 'm.pt'),
+          contains="m.pt: missing tensors ['bias']")
 
 
 # %% [markdown]
@@ -463,9 +429,8 @@ test_fail(lambda: load_weights(lin, {**good, 'bias': good['bias'].double()}, 'm.
 #
 # Two notebooks run in parallel under `nbdev_test` may ask for the same model at once. An exclusive
 # `fcntl.flock` on a per-model lock file makes the second wait while the first trains, then read the
-# finished file instead of training again. The order matters: "is the model there?" must be asked
-# again *after* taking the lock. Asked only before, both processes see it missing, both queue at the
-# lock, and both train it, the second after the first has finished.
+# finished file. The order matters: "is the model there?" must be asked again *after* taking the lock;
+# asked only before, both processes see it missing, queue at the lock, and train it one after the other.
 
 # %%
 #| export
@@ -502,13 +467,13 @@ test_ne(config_key({'a': 1}), config_key({'a': 2}))
 # ### Orphaned temporary files
 #
 # `atomic_write` deletes its temporary file when the block fails, but a process killed outright
-# (`kill -9`, a lost machine, a worker dying with its parent, chapter 14) runs no clean-up: its
-# `.<name>.XXXXXXXX.tmp` stays in the cache folder for good. Who may delete it? Not whoever sees it: it
-# may belong to a writer that is still writing. But every writer of a cached model writes while holding
-# that model's lock, so whoever holds the lock knows that no live writer of the model exists, and every
-# temporary file of the model is an orphan. The cache removes them right after taking the lock. The
-# match is exact (`.<name>.`, mkstemp's 8 random characters, `.tmp`), so the temporary file of any other
-# file, whose writer may well be alive, is never touched.
+# (`kill -9`, a worker dying with its parent, chapter 14) leaves its `.<name>.XXXXXXXX.tmp` behind for
+# good. Whoever merely sees such a file may not delete it: its writer may still be writing. But every
+# writer of a cached model holds that model's lock, so whoever holds the lock knows that every temporary
+# file of the model is an orphan, and the cache removes them right after taking it. The match is exact
+# (`.<name>.`, mkstemp's 8 random characters, `.tmp`): another file's temporary file, whose writer may be
+# alive, is never touched. `tests/test_core.py` kills a writer mid-write and checks that the next run
+# removes its file, and only its file.
 
 # %%
 #| export
@@ -528,19 +493,6 @@ def remove_orphaned_temps(path: str | Path, # a file whose writers all hold one 
         with contextlib.suppress(FileNotFoundError): p.unlink(); n += 1
     return n
 
-
-# %%
-def _mkstemp(d, prefix):
-    fd, name = tempfile.mkstemp(dir=d, prefix=prefix, suffix='.tmp'); os.close(fd); return Path(name)
-with tempfile.TemporaryDirectory() as d:
-    target = Path(d)/'m.pt'
-    with atomic_write(target) as f:
-        test_eq(len(_temp_files(target)), 1)             # the pattern matches atomic_write's temporary file
-        f.write(b'x')
-    orphan = _mkstemp(d, '.m.pt.')                       # what a writer killed mid-write leaves
-    other = _mkstemp(d, '.m.pt.x.')                      # a writer of another file, m.pt.x, perhaps alive
-    test_eq(remove_orphaned_temps(target), 1)
-    test_eq((orphan.exists(), other.exists(), target.exists()), (False, True, True))
 
 # %%
 #| export
@@ -589,54 +541,27 @@ def cached_checkpoint(kind: str, # model family, e.g. 'flow' (a sub-folder of th
 
 
 # %% [markdown]
-# Two threads asking for the same model at once: the lock makes training happen exactly once, and
-# both get the same weights. (The test suite checks the same with two separate processes.)
+# A *stack* of models trained together (chapter 8 trains all the seeds of CARMA in one go) takes the
+# locks of all its missing models before asking again which are missing. Two stacks that share models
+# would deadlock if each took its locks in its own order (A holds seed 0 and waits for seed 1, B the
+# reverse); `file_locks` takes them sorted by path, so the stack that gets the first shared lock gets
+# them all. Below, two threads ask at once for overlapping stacks listed in different orders: every
+# model is trained once, and both get the same weights (`tests/test_core.py` does it with processes).
 
 # %%
 import threading, time
 with tempfile.TemporaryDirectory() as d:
-    calls = []
-    def train():
-        calls.append(1); time.sleep(0.2)
-        return torch.nn.Linear(2, 1).state_dict(), None
-    results = []
-    fetch = lambda: results.append(cached_checkpoint('demo', {'seed': 0}, train, cache=d))
-    threads = [threading.Thread(target=fetch) for _ in range(2)]
-    for t in threads: t.start()
-    for t in threads: t.join()
-    test_eq(len(calls), 1)
-    test_eq(results[0].state_dict['weight'], results[1].state_dict['weight'])
-    cached_checkpoint('demo', {'seed': 1}, train, cache=d)   # another config is another model
-    test_eq(len(calls), 2)
-
-# %% [markdown]
-# A *stack* of models trained together (chapter 8 trains all the seeds of CARMA in one go) takes the
-# locks of all its missing models before asking again which are missing. Two stacks that share models
-# could deadlock if each took its locks in its own order (A holds seed 0 and waits for seed 1, B holds
-# seed 1 and waits for seed 0); `file_locks` always takes them in one order, sorted by path, so the
-# stack that gets the first shared lock gets them all. Below, two threads ask for overlapping stacks
-# listed in different orders: every model is trained once, and an orphan left by a killed writer is
-# removed by the next run that takes its lock.
-
-# %%
-with tempfile.TemporaryDirectory() as d:
-    trained = []
-    def train_missing(cfgs):
-        def train(todo):
-            trained.extend(cfgs[i]['seed'] for i in todo); time.sleep(0.2)
+    trained, got = [], {}
+    def fetch(seeds):
+        def train_missing(todo):
+            trained.extend(seeds[i] for i in todo); time.sleep(0.2)
             return [(torch.nn.Linear(2, 1).state_dict(), None) for _ in todo]
-        return train
-    stacks = [[{'seed': 0}, {'seed': 1}], [{'seed': 2}, {'seed': 1}, {'seed': 0}]]
-    threads = [threading.Thread(target=cached_checkpoints, args=('demo', s, train_missing(s), d))
-               for s in stacks]
+        got[seeds] = cached_checkpoints('demo', [{'seed': s} for s in seeds], train_missing, cache=d)
+    threads = [threading.Thread(target=fetch, args=(s,)) for s in [(0, 1), (2, 1, 0)]]
     for t in threads: t.start()
     for t in threads: t.join()
     test_eq(sorted(trained), [0, 1, 2])                      # each model trained once, nobody deadlocked
-    orphan = _mkstemp(Path(d)/'demo', f".{config_key({'seed': 3})}.pt.")
-    cached_checkpoints('demo', [{'seed': 3}], train_missing([{'seed': 3}]), cache=d)
-    test_eq(orphan.exists(), False)
-    twice = [{'seed': 4}, {'seed': 4}]
-    test_fail(lambda: cached_checkpoints('demo', twice, train_missing(twice), cache=d), contains='distinct')
+    test_eq(got[0, 1][1].state_dict['weight'], got[2, 1, 0][1].state_dict['weight'])   # seed 1, shared
 
 
 # %% [markdown]
@@ -645,7 +570,7 @@ with tempfile.TemporaryDirectory() as d:
 # Every public function of the library that takes people's features runs them through one check, so
 # the errors read the same everywhere: a 1-D row is promoted to one person, lists and NumPy arrays
 # become tensors, and a wrong column count, a non-numeric dtype, NaN or inf are refused with a message
-# that names the problem.
+# that names the problem (`tests/test_core.py` tries each).
 
 # %%
 #| export
@@ -679,13 +604,10 @@ def as_features(x, # people's features: (n, D) or a single row (D,); tensor, arr
 
 # %%
 test_eq(as_features([1., 2.], 2).shape, (1, 2))
-test_eq(as_features(np.zeros((3, 2)), 2, dtype=torch.float64).dtype, torch.float64)
 test_fail(lambda: as_features(torch.zeros(3, 4), 2, feature_names=['a', 'b']),
           contains='4 columns but 2 features are expected (a, b)')
 test_fail(lambda: as_features(torch.tensor([[0., float('nan')]]), 2),
           contains='NaN or inf (first at row 0, column 1)')
-test_fail(lambda: as_features(torch.zeros(2, 2, 2), 2), contains='must be 2-D')
-test_fail(lambda: as_features([['a', 'b']], 2), contains='must be numeric')
 
 
 # %% [markdown]
@@ -693,11 +615,10 @@ test_fail(lambda: as_features([['a', 'b']], 2), contains='must be numeric')
 #
 # A trainer should refuse a bad setting before it trains, not fail a minute later or — worse — train
 # something else than what was asked (`epochs=2.5` run as 2, `hidden=[0]` a network with an empty
-# layer). Every trainer of the package checks each argument with one of these, so the same kind of
-# value follows the same rule everywhere: counts are **whole numbers** (an int, or a float with no
-# fractional part such as Optuna or JSON may give), rates and scales are **finite positive numbers**,
-# seeds are whole numbers **≥ 0**, and layer widths are whole numbers ≥ 1. Strings and booleans are
-# never numbers here, whatever Python would let them pass for.
+# layer). Every trainer checks each argument with one of these, so one rule holds everywhere: counts are
+# **whole numbers** (an int, or a float without a fraction, as Optuna or JSON may give), rates and scales
+# **finite positive numbers**, seeds whole numbers **≥ 0**, layer widths whole numbers ≥ 1; strings and
+# booleans are never numbers here. `tests/test_core.py` tries each rule on a list of bad values.
 
 # %%
 #| export
@@ -747,21 +668,11 @@ def check_widths(value, # a sequence of layer widths
 
 
 # %%
-test_eq(check_whole(3.0, 'epochs'), 3); test_eq(type(check_whole(np.int64(3), 'epochs')), int)
-for bad in (2.5, '5', True, 0, float('inf'), None):
-    test_fail(lambda: check_whole(bad, 'epochs'), contains='epochs must be a whole number ≥ 1')
-test_eq(check_positive(1e-3, 'lr'), 1e-3); test_eq(check_positive(0, 'margin', zero=True), 0.)
-for bad in (0, -1, float('inf'), float('nan'), '1e-3', True):
-    test_fail(lambda: check_positive(bad, 'lr'), contains='lr must be a finite number > 0')
-test_eq(check_seed(0), 0); test_fail(lambda: check_seed(-1), contains='seed must be a whole number ≥ 0')
-test_eq(check_seeds(range(3)), [0, 1, 2])
-test_fail(lambda: check_seeds([1, 1]), contains='seeds must be distinct')
-test_fail(lambda: check_seeds([0, -1]), contains='every seed in seeds must be a whole number ≥ 0')
-test_eq(check_widths([32, 32.0], 'hidden'), (32, 32)); test_eq(check_widths((), 'hidden', empty=True), ())
+test_eq(check_whole(3.0, 'epochs'), 3); test_eq(check_seeds(range(3)), [0, 1, 2])
+test_fail(lambda: check_whole(2.5, 'epochs'), contains='epochs must be a whole number ≥ 1')
+test_fail(lambda: check_positive('1e-3', 'lr'), contains='lr must be a finite number > 0')
 test_fail(lambda: check_widths([0], 'mask_hidden'),
           contains='every width in mask_hidden must be a whole number ≥ 1')
-test_fail(lambda: check_widths(32, 'hidden'), contains='a list of layer widths')
-test_fail(lambda: check_widths([], 'mask_hidden'), contains='at least one layer width')
 
 # %%
 #| hide

@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from carma_nb.scm import SCM_NAMES, get_scm, register_scm, SCM, additive, normal
+from carma_nb.scm import SCM_NAMES, get_scm, register_scm, SCM, additive, gamma, mixture_u1, normal
 
 sig = lambda t: 1 / (1 + np.exp(-t))
 
@@ -147,6 +147,79 @@ def test_noise_distributions_match_spec(name):
         assert abs(u[:, 2].var() - var2) < 0.01 * var2 * 3 and abs(u[:, 3].var() - 1) < 0.015
 
 
+def test_noise_samplers():
+    rng = np.random.default_rng(0)
+    draws = mixture_u1(rng, 400_000)
+    assert abs(draws.mean() + 0.25) < 0.02  # ½(−2) + ½(1.5)
+    assert abs(draws.var() - (0.5 * (1.5 + 4) + 0.5 * (1 + 2.25) - 0.25**2)) < 0.03  # mixture variance 4.3125
+    assert abs(gamma(10, 3.5)(rng, 400_000).mean() - 35) < 0.05
+
+
+def test_registry_names_descendants_and_depths():
+    assert SCM_NAMES == (
+        'triangle-lin',
+        'triangle-nlin',
+        'collider-lin',
+        'collider-nlin',
+        'chain-lin',
+        'chain-nlin',
+        'loan',
+    )
+    with pytest.raises(ValueError, match='valid names: triangle-lin'):
+        get_scm('triangle')
+    with pytest.raises(ValueError, match="did you mean 'loan'"):
+        get_scm('lone')
+    loan = get_scm('loan')
+    assert [loan.names[i] for i in loan.actionable] == ['education', 'loan_amount', 'income', 'savings']
+    assert [loan.names[i] for i in loan.immutable] == ['gender', 'age']
+    assert loan.adjacency[4].nonzero().flatten().tolist() == [0, 1, 3]  # duration <- gender, age, loan_amount
+    assert loan.descendants('education') == [5, 6]  # income, savings
+    assert loan.descendants('gender') == [2, 3, 4, 5, 6]
+    assert {n: get_scm(n).depth for n in SCM_NAMES} == {
+        'triangle-lin': 3,
+        'triangle-nlin': 3,
+        'collider-lin': 2,
+        'collider-nlin': 2,
+        'chain-lin': 3,
+        'chain-nlin': 3,
+        'loan': 3,
+    }
+
+
+def test_kinds_and_bounds():
+    "Only the binary sensitive attributes (gender, x_s) are binary; only loan's education is bounded."
+    binary = {n: [get_scm(n).names[i] for i in get_scm(n).binary] for n in ('loan', 'chain-lin')}
+    assert binary == {'loan': ['gender'], 'chain-lin': ['x_s']}
+    loan = get_scm('loan')
+    assert loan.bounds[:, loan.index('education')].tolist() == [-0.5, 0.5]
+    assert not torch.isfinite(torch.stack([get_scm(n).bounds for n in SCM_NAMES if n != 'loan'])).any()
+    one = lambda **kw: SCM('w', [additive('a', (), lambda x: 0.0, normal(0, 1), **kw)], lambda x, u: x[0] > 0)
+    with pytest.raises(ValueError, match='kind must be one of'):
+        one(kind='integer')
+    with pytest.raises(ValueError, match='low < high'):
+        one(bounds=(1, 0))
+    with pytest.raises(ValueError, match='must contain 0 and 1'):
+        one(kind='binary', bounds=(0, 1))
+    assert one().bounds.tolist() == [[-math.inf], [math.inf]]  # a world of one's own: unbounded by default
+
+
+@pytest.mark.parametrize('name', SCM_NAMES)
+def test_every_sample_lies_within_what_its_nodes_declare(name):
+    scm = get_scm(name)
+    x = scm.sample(2000, seed=1)[0].double()
+    assert ((x > scm.bounds[0]) & (x < scm.bounds[1])).all()
+    assert ((x[:, scm.binary] == 0) | (x[:, scm.binary] == 1)).all()
+
+
+@pytest.mark.parametrize('name', SCM_NAMES)
+def test_abduct_inverts_generate_in_float64_and_float32(name):
+    scm = get_scm(name)
+    u = scm.sample_noise(2000, generator=1, dtype=torch.float64)
+    torch.testing.assert_close(scm.abduct(scm.generate(u)), u, atol=1e-9, rtol=0)
+    u32 = u.float()
+    torch.testing.assert_close(scm.abduct(scm.generate(u32)), u32, atol=2e-3, rtol=0)
+
+
 # ---- properties (hypothesis) --------------------------------------------------------------------
 names = st.sampled_from(SCM_NAMES)
 
@@ -229,6 +302,21 @@ def test_unknown_scm_lists_valid_names():
     'bad, err, msg',
     [
         (lambda s, x, m, v: s.counterfactual(x[:, :5], m, v), ValueError, '5 columns but 7 features'),
+        (lambda s, x, m, v: s.counterfactual(torch.zeros(2, 4), m[:2], v[:2]), ValueError, '4 columns but 7'),
+        (lambda s, x, m, v: s.counterfactual(x, m.float(), v), TypeError, 'mask must be a boolean'),
+        (
+            lambda s, x, m, v: s.counterfactual(
+                x.expand(2, 7) * torch.tensor([[1.0], [math.nan]]), m[:2], v[:2]
+            ),
+            ValueError,
+            'NaN or inf',
+        ),
+        (lambda s, x, m, v: s.counterfactual(x, m[0], torch.full((7,), math.inf)), ValueError, 'intervened'),
+        (
+            lambda s, x, m, v: s.abduct(torch.tensor([[0.0, 0.0, 0.7, 0.0, 0.0, 0.0, 0.0]])),
+            ValueError,
+            "'education'",
+        ),
         (lambda s, x, m, v: s.counterfactual(x * float('nan'), m, v), ValueError, 'NaN or inf'),
         (lambda s, x, m, v: s.counterfactual(x * float('inf'), m, v), ValueError, 'NaN or inf'),
         (lambda s, x, m, v: s.counterfactual(x, m.int(), v), TypeError, 'mask must be a boolean'),
@@ -272,6 +360,12 @@ def test_register_new_scm_and_topological_order_check():
     torch.testing.assert_close(x[:, 1], 2 * x[:, 0] + u[:, 1])
     with pytest.raises(ValueError, match='already registered; pass replace=True'):
         register_scm('toy-pair', lambda: toy)
+    flipped = [nodes[0], additive('b', (0,), lambda x: -x[0], normal(0, 1))]
+    register_scm('toy-pair', lambda: SCM('toy-pair', flipped, lambda x, u: x[1] > 0), replace=True)
+    x, u, y = get_scm('toy-pair').sample(5, seed=0)  # redefined: get_scm builds the new one
+    torch.testing.assert_close(x[:, 1], -x[:, 0] + u[:, 1])
+    with pytest.raises(ValueError, match="one of the paper's SCMs"):
+        register_scm('loan', lambda: toy, replace=True)
     with pytest.raises(ValueError, match='topological order'):
         SCM(
             'bad',

@@ -3,7 +3,7 @@
 The site is made by Sphinx with MyST-NB (the engine under Jupyter Book 1) and the sphinx-book-theme.
 This script stages a Sphinx source tree in a temporary folder:
 
-- `index` is `nbs/index.ipynb` (the home page); `nbs/NN_*.ipynb` are the course chapters, `studies/*.ipynb`
+- `index` is `nbs/index.ipynb` (the home page); the other `nbs/*.ipynb` are the chapters, `studies/*.ipynb`
   the studies (a section of their own), each read from disk at build time, sorted by name: a chapter added
   to `nbs/` appears in the sidebar with no list to edit;
 - nbdev's directives are removed: `#| hide` cells are dropped, `#| export`-style lines are stripped from
@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DIRECTIVE = re.compile(r'^\s*#\|\s?(.*?)\s*$')
-CHAPTER = re.compile(r'^(\d+)_.*\.ipynb$')
+CHAPTER = re.compile(r'^0*(\d+[a-z]?)_')  # 07_carma -> 7, 07a_serving -> 7a
 KERNEL = {
     'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'},
     'language_info': {'name': 'python', 'pygments_lexer': 'ipython3'},
@@ -163,7 +163,8 @@ def write(path, text):
 
 
 def chapters(root):
-    return sorted(p for p in (root / 'nbs').glob('*.ipynb') if CHAPTER.match(p.name))
+    """Every notebook of nbs/ but the home page, in file-name order: the course order."""
+    return sorted(p for p in (root / 'nbs').glob('*.ipynb') if p.stem != 'index')
 
 
 def studies(root):
@@ -199,13 +200,14 @@ def stage(root, src):
     exported = {}  # module -> [(title, doc)]
     course, study_entries = [], []
     for path, nb in chaps:
-        num = int(CHAPTER.match(path.name).group(1))
         doc, title = f'nbs/{path.stem}', title_of(nb, path.stem)
-        course.append((f'{num} · {title}', doc))
+        num = CHAPTER.match(path.name)
+        title = f'{num.group(1)} · {title}' if num else title
+        course.append((title, doc))
         mod = default_exp(nb)
         page = reader_notebook(nb)
         if mod in mods:
-            exported.setdefault(mod, []).append((f'{num} · {title}', doc))
+            exported.setdefault(mod, []).append((title, doc))
             page = after_title(page, f'*API reference:* [`carma_nb.{mod}`](../api/{mod}.rst)')
         write(src / f'{doc}.ipynb', json.dumps(page, ensure_ascii=False))
     for path, nb in studs:

@@ -66,6 +66,13 @@ def stream_as_markdown(outputs):
     return [{'output_type': 'display_data', 'metadata': {}, 'data': {'text/markdown': text}}]
 
 
+def wide_output(out):
+    """A figure or a table: shown wider than the text column."""
+    data = out.get('data', {})
+    text = ''.join(''.join(data.get(k, '')) for k in ('text/html', 'text/markdown'))
+    return any(k.startswith('image/') for k in data) or bool(re.search(r'<table|^\|.*\|\s*$', text, re.M))
+
+
 def reader_cell(cell):
     """The cell as the site shows it, or None when hidden (`#| hide`, `include: false`, directives only)."""
     if cell['cell_type'] != 'code':
@@ -87,8 +94,8 @@ def reader_cell(cell):
         return None
     if not code.strip():
         tags.append('remove-input')
-    if any(k.startswith('image/') for o in cell.get('outputs', []) for k in o.get('data', {})):
-        tags.append('full-width')  # the theme widens the cell into the margin: figures stay legible
+    if any(wide_output(o) for o in cell.get('outputs', [])):
+        tags.append('full-width')  # the theme widens the cell into the margin: figures, tables legible
     return cell
 
 

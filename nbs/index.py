@@ -116,5 +116,14 @@ else: print('*Not yet reproduced with this version: run `carma-nb reproduce --pr
 #
 # ## Where next
 #
-# Read the chapters in order (`.venv/bin/jupyter lab nbs/`), reproduce the paper with
+# Read the chapters in order in Jupyter (`.venv/bin/jupyter lab nbs/`) or as a website (`bash .ci/site`
+# builds it into `_site/` in under a minute: open `_site/index.html`), reproduce the paper with
 # `carma-nb reproduce --profile paper --jobs 2`, or serve your own model from chapter 13.
+#
+# The website is Sphinx 9.0 with MyST-NB 1.4 and sphinx-book-theme 1.4, pinned in the `site` extra: the
+# engine of Jupyter Book 1 without its wrapper, which holds Sphinx at 7 and MyST-Parser at 3 and adds ten
+# extensions we do not use (nbdev's own builder needs Quarto, whose package downloads a binary). It
+# shows the committed notebooks as they are, outputs included, never re-executing them; nbdev's
+# directives and `#| hide` cells are dropped; each module's API page is Sphinx autodoc with the
+# parameter comments; MathJax 3 ships inside the site (sphinx-mathjax-offline), so it reads offline.
+# `tests/test_site.py` opens every page in headless Chromium.

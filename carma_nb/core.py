@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 __all__ = ['PROFILES', 'CKPT_FORMAT', 'TRAINER_VERSION', 'Profile', 'get_profile', 'seed_everything', 'one_thread', 'progress',
            'project_root', 'figure_dir', 'cache_dir', 'atomic_write', 'save_figure', 'markdown_table', 'save_table',
            'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'config_key', 'file_lock', 'file_locks',
-           'remove_orphaned_temps', 'cached_checkpoints', 'cached_checkpoint', 'as_features', 'check_whole',
-           'check_positive', 'check_seed', 'check_seeds', 'check_widths']
+           'remove_orphaned_temps', 'cached_checkpoints', 'cached_checkpoint', 'cached_stack', 'as_features',
+           'check_whole', 'check_positive', 'check_seed', 'check_seeds', 'check_widths']
 
 # %% ../nbs/00_core.ipynb #4df50436
 @dataclass(frozen=True)
@@ -333,6 +333,16 @@ def cached_checkpoint(kind: str, # model family, e.g. 'flow' (a sub-folder of th
                      ) -> Checkpoint:
     "Return the cached checkpoint for `config`, calling `train()` (once, under a lock) if it is missing."
     return cached_checkpoints(kind, [config], lambda todo: [train()], cache, refresh)[0]
+
+def cached_stack(kind: str, # model-cache folder
+                 cfgs: list[dict], # one full configuration per seed
+                 # fit_missing(indices) → [(state_dict, scaler, extras)] for those configs, trained together
+                 fit_missing,
+                 cache: bool = True) -> list[Checkpoint]:
+    ("One checkpoint per config: the cached ones loaded, the missing ones trained at once under their locks "
+     "(`cached_checkpoints`).")
+    if cache: return cached_checkpoints(kind, cfgs, fit_missing)
+    return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
 
 # %% ../nbs/00_core.ipynb #3546d161
 def as_features(x, # people's features: (n, D) or a single row (D,); tensor, array or nested list

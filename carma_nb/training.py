@@ -20,18 +20,18 @@ from torch import nn
 
 from .carma import CARMA, binary_gumbel_st, carma_from_checkpoint, carma_hparams
 from .classifier import Classifier
-from .core import (TRAINER_VERSION, Checkpoint, Profile, cached_checkpoints, check_positive,
+from .core import (TRAINER_VERSION, Profile, cached_stack, check_positive,
                            check_seeds, check_whole, get_profile, one_thread, progress)
 from .data import Pool, Pools, resolve_pool, split_id
 from .recourse import as_weights, recourse_problem, rejected, training_range
 from .scm import SCM, get_scm
 
 # %% auto #0
-__all__ = ['DAMPING', 'WEIGHT_DECAY', 'ALIGN', 'PHASES', 'RECIPES', 'COLLAPSED', 'METHOD_COLORS', 'PAPER_CARMA', 'mask_kl',
-           'mask_prior', 'masked_mean', 'validity_penalty', 'LossContext', 'stacked_outcome', 'carma_loss',
-           'StackedMLP', 'aligned', 'stacked_training', 'Recipe', 'get_recipe', 'TrainingState', 'candidate_seed',
-           'main_phase', 'served_masks', 'training_scores', 'TrainingCollapsed', 'train_carma_seeds', 'cached_stack',
-           'train_carma', 'plot_shifts', 'plot_feature_use']
+__all__ = ['DAMPING', 'WEIGHT_DECAY', 'ALIGN', 'PHASES', 'RECIPES', 'COLLAPSED', 'METHOD_COLORS', 'mask_kl', 'mask_prior',
+           'masked_mean', 'validity_penalty', 'LossContext', 'stacked_outcome', 'carma_loss', 'StackedMLP', 'aligned',
+           'stacked_training', 'Recipe', 'get_recipe', 'TrainingState', 'candidate_seed', 'main_phase', 'served_masks',
+           'training_scores', 'TrainingCollapsed', 'train_carma_seeds', 'train_carma', 'plot_shifts',
+           'plot_feature_use']
 
 # %% ../nbs/08_training.ipynb #86c05edc
 DAMPING = 10.0       # c of the modified differential method of multipliers
@@ -387,16 +387,6 @@ def train_carma_seeds(scm: SCM | str, # the SCM
     for s, m in zip(seeds, models): _warn_collapse(m, s)
     return models
 
-def cached_stack(kind: str, # model-cache folder
-                 cfgs: list[dict], # one full configuration per seed
-                 # fit_missing(indices) → [(state_dict, scaler, extras)] for those configs, trained together
-                 fit_missing,
-                 cache: bool = True) -> list[Checkpoint]:
-    ("One checkpoint per config: the cached ones loaded, the missing ones trained at once under their locks "
-     "(chapter 0).")
-    if cache: return cached_checkpoints(kind, cfgs, fit_missing)
-    return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
-
 def train_carma(scm: SCM | str, clf: Classifier, causal_model, pool: Pool | Pools | None = None,
                 seed: int = 0,
                 **kwargs,
@@ -463,13 +453,3 @@ def plot_feature_use(scm: SCM | str, reports: dict, title: str = ''):
     for ax in (a1, a2): ax.tick_params(axis='x', rotation=0)
     fig.suptitle(title, y=1.03)
     return fig
-
-# %% ../nbs/08_training.ipynb #c5f7bc75
-# the paper's Table 1, CARMA columns: references shown next to ours, never results
-PAPER_CARMA = pd.DataFrame({
-    'scm': ['triangle-lin', 'collider-lin', 'chain-lin', 'triangle-nlin', 'collider-nlin', 'chain-nlin',
-            'loan'],
-    'paper CARMA cost x100': [11.36, 10.36, 10.62, 8.95, 4.19, 11.81, 6.69],
-    'paper CARMA cost std': [4.13, 4.06, 5.12, 3.13, 1.10, 2.05, 1.36],
-    'paper CARMA acts': [1.45, 2.37, 2.26, 1.96, 2.62, 2.32, 2.89],
-    'paper CARMA validity %': [99.94, 99.98, 99.91, 99.89, 99.74, 99.98, 99.95]}).set_index('scm')

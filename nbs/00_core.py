@@ -539,6 +539,16 @@ def cached_checkpoint(kind: str, # model family, e.g. 'flow' (a sub-folder of th
     "Return the cached checkpoint for `config`, calling `train()` (once, under a lock) if it is missing."
     return cached_checkpoints(kind, [config], lambda todo: [train()], cache, refresh)[0]
 
+def cached_stack(kind: str, # model-cache folder
+                 cfgs: list[dict], # one full configuration per seed
+                 # fit_missing(indices) → [(state_dict, scaler, extras)] for those configs, trained together
+                 fit_missing,
+                 cache: bool = True) -> list[Checkpoint]:
+    ("One checkpoint per config: the cached ones loaded, the missing ones trained at once under their locks "
+     "(`cached_checkpoints`).")
+    if cache: return cached_checkpoints(kind, cfgs, fit_missing)
+    return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
+
 
 # %% [markdown]
 # A *stack* of models trained together (chapter 8 trains all the seeds of CARMA in one go) takes the

@@ -50,11 +50,11 @@ import torch
 from torch import nn
 
 from carma_nb.carma import mlp
-from carma_nb.training import (METHOD_COLORS, StackedMLP, cached_stack, masked_mean, stacked_training,
+from carma_nb.training import (METHOD_COLORS, StackedMLP, masked_mean, stacked_training,
                                train_carma_seeds, validity_penalty)
 from carma_nb.classifier import Classifier
-from carma_nb.core import (TRAINER_VERSION, as_features, check_positive, check_seed, check_seeds, check_whole,
-                           get_profile, load_weights, one_thread)
+from carma_nb.core import (TRAINER_VERSION, as_features, cached_stack, check_positive, check_seed, check_seeds,
+                           check_whole, get_profile, load_weights, one_thread)
 from carma_nb.data import Pool, Pools, resolve_pool, split_id
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import oracle_reference

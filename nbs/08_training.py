@@ -164,7 +164,7 @@ def carma_loss(ctx: LossContext, mask_net, action_net, # the networks: (S, b, ·
 
 # %%
 # the hinge is zero once every p ≥ (1+ε)/2; the damped term is (λ + c·g)·g, one per model when p is (S, B)
-test_close(mask_kl(torch.zeros(2, 7, 2), torch.full((7,), .5), torch.ones(7)), torch.zeros(2), eps=1e-6)   # q = π
+test_close(mask_kl(torch.zeros(2, 7, 2), torch.full((7,), .5), torch.ones(7)), torch.zeros(2), eps=1e-6)  # q=π
 test_eq(mask_prior(torch.tensor([1., 2.]), 'preference'), torch.tensor([.5, .25]))
 pen, g_ = validity_penalty(torch.tensor([[0.9, 0.6], [0.2, 0.9]]), 0.1, torch.tensor([0., 2.]))
 test_close(g_, torch.tensor([0., 0.35]))                                      # model 2: max(0, 1.1 − 0.4) / 2
@@ -186,7 +186,7 @@ test_close(pen, torch.tensor([0., (2 + DAMPING * 0.35) * 0.35]))
 # batch is padded to a multiple of `ALIGN` = 64 people that weigh zero in every mean (`aligned`): PyTorch
 # rounds the ragged end of a tensor differently from its vector blocks, and the padding keeps every
 # model's numbers in whole blocks wherever it sits. So a seed gives the same model, bit for bit, alone
-# or in any stack (checked at the end of this chapter).
+# or in any stack (checked below, once a model is trained).
 
 # %%
 #| export

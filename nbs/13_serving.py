@@ -343,8 +343,8 @@ actions['status'].value_counts()
 # %% [markdown]
 # Applicants the model knows nothing about are refused, row by row, and the others are still served:
 # a gender of 7 or 0.5, an education of 0.7 (where the SCM's own equation has no inverse), an age of
-# −1000 or $10^{30}$. The output repeats every value exactly as it was written, and `--strict` makes
-# any refusal an error that writes nothing.
+# −1000, 16777217 or $10^{30}$: six rows refused, the last two answered. The output repeats every value
+# exactly as it was written, and `--strict` makes any refusal an error that writes nothing.
 
 # %%
 import io
@@ -388,7 +388,8 @@ with tempfile.TemporaryDirectory() as d:
 # %% [markdown]
 # `carma-nb recommend` (chapter 14) is this function behind a command line: it prints one line of counts,
 # warns about refused rows on the standard error, and exits with status 2 and a message, never a
-# traceback, when the whole file is refused.
+# traceback, when it cannot serve the file (a malformed file, a model of another SCM, a bad `--idle-tol`,
+# or `--strict` with a refused row).
 
 # %%
 #| hide

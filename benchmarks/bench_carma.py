@@ -65,12 +65,16 @@ def main(write=False, seeds=10):
         '| measurement | value | target |',
         '|---|---|---|',
         f'| A. one loan model, 450 epochs, 1 thread, the paper\'s recipe | {one_s:.1f} s | |',
-        f'| A. the same with the improved recipe (chapter 9) | {improved_s:.1f} s ({improved_s / one_s:.1f}× the paper\'s) | |',
-        f'| B. {seeds} seeds stacked, per model (paper\'s recipe) | {many_s:.1f} s ({one_s / many_s:.1f}× faster than A) | |',
+        f'| A. the same with the improved recipe (chapter 9) | {improved_s:.1f} s ({improved_s / one_s:.1f}× '
+        f'the paper\'s) | |',
+        f'| B. {seeds} seeds stacked, per model (paper\'s recipe) | {many_s:.1f} s ({one_s / many_s:.1f}× '
+        f'faster than A) | |',
         f'| C. latency at batch size 1, `recommend` with its defaults | {lat * 1e3:.3f} ms | ≤ 0.15 ms |',
         f'| C. the same, idle acts dropped | {lat_idle * 1e3:.3f} ms ({lat_idle / lat:.1f}× C) | |',
-        f'| D. whole test set ({len(people)} people) in one batch, defaults | {batched * 1e6:.2f} µs per person | ≤ 3 µs |',
-        f'| D. the same, idle acts dropped | {batched_idle * 1e6:.2f} µs per person ({batched_idle / batched:.1f}× D) | |',
+        f'| D. whole test set ({len(people)} people) in one batch, defaults | {batched * 1e6:.2f} µs per '
+        f'person | ≤ 3 µs |',
+        f'| D. the same, idle acts dropped | {batched_idle * 1e6:.2f} µs per person '
+        f'({batched_idle / batched:.1f}× D) | |',
     ]
     text = '\n'.join(lines)
     print(text)

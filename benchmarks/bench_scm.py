@@ -21,7 +21,8 @@ from carma_nb.scm import get_scm
 
 
 def oracle_candidates(scm, person, bins=15):
-    """All oracle candidate actions of chapter 6 (the paper's grid) for one person: mask (m, D) and values (m, D)."""
+    """All oracle candidate actions of chapter 6 (the paper's grid) for one person: mask (m, D) and
+    values (m, D)."""
     x = person[0]
     tr = make_pools(scm, 0).recourse.train.x
     lo, hi = tr.min(0).values, tr.max(0).values
@@ -89,7 +90,8 @@ def main(write=False):
     ]
     for label, n, tb, tl, ratio in rows:
         lines.append(
-            f"| {label} | {n:,} | {tb * 1e3:.1f} | {tl:.1f} | {ratio:,.0f}x | {'met' if tb < 0.05 else 'MISSED'} |"
+            f"| {label} | {n:,} | {tb * 1e3:.1f} | {tl:.1f} | {ratio:,.0f}x | "
+            f"{'met' if tb < 0.05 else 'MISSED'} |"
         )
     text = '\n'.join(lines)
     print(text)

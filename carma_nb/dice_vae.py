@@ -16,8 +16,8 @@ from .carma import mlp
 from .training import (METHOD_COLORS, StackedMLP, masked_mean, stacked_training,
                                train_carma_seeds, validity_penalty)
 from .classifier import Classifier
-from .core import (TRAINER_VERSION, as_features, cached_stack, check_positive, check_seed, check_seeds,
-                           check_whole, get_profile, load_weights, one_thread)
+from .core import (TRAINER_VERSION, as_features, cached_stack, check_positive, check_seed,
+                           check_seeds, check_whole, get_profile, load_weights, one_thread)
 from .data import Pool, Pools, resolve_pool, split_id
 from .flow import fit_flow
 from .oracle import oracle_reference

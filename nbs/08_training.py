@@ -56,11 +56,12 @@ from carma_nb.recourse import evaluate_recourse
 # Per mini-batch of $B$ people with $p_b = h(x^{CF}_b)$ (the paper's §4.2):
 #
 # - **cost** $\bar c$: the mean cost of chapter 5 (with the preference weights) — cheap actions;
-# - **mask prior** $R$: $\sum_{j} \mathrm{KL}(\mathrm{Cat}(\mathrm{softmax}(\text{logits}_j)) \,\|\, \mathrm{Bernoulli}(\pi_j))$
-#   over the actionable features, averaged over the batch — keeps the mask network from collapsing early
+# - **mask prior** $R$: $\sum_{j} \mathrm{KL}(q_j \,\|\, \mathrm{Bernoulli}(\pi_j))$ over the actionable
+#   features, with $q_j = \mathrm{Cat}(\mathrm{softmax}(\text{logits}_j))$ the mask network's choice for
+#   feature $j$, averaged over the batch — keeps the mask network from collapsing early
 #   ($\pi_j = 0.5$, or $1/(2w_j)$ with the preference prior of chapter 10);
-# - **validity hinge** on the score $2p_b - 1 = p_b - (1 - p_b)$: $g = \frac1B\sum_b \max(0, 1 + \varepsilon - 2p_b)$,
-#   zero iff every $p_b \ge (1+\varepsilon)/2$.
+# - **validity hinge** on the score $2p_b - 1 = p_b - (1 - p_b)$:
+#   $g = \frac1B\sum_b \max(0, 1 + \varepsilon - 2p_b)$, zero iff every $p_b \ge (1+\varepsilon)/2$.
 #
 # The total is $L = \bar c + R + (\lambda + c\cdot \mathrm{sg}(g))\,g$ with damping $c = 10$ ($\mathrm{sg}$:
 # stop-gradient), and after every step $\lambda \leftarrow \lambda + g$: the modified differential method
@@ -164,7 +165,8 @@ def carma_loss(ctx: LossContext, mask_net, action_net, # the networks: (S, b, ·
 
 # %%
 # the hinge is zero once every p ≥ (1+ε)/2; the damped term is (λ + c·g)·g, one per model when p is (S, B)
-test_close(mask_kl(torch.zeros(2, 7, 2), torch.full((7,), .5), torch.ones(7)), torch.zeros(2), eps=1e-6)  # q=π
+# q = π: no KL; the preference prior is 1/(2w)
+test_close(mask_kl(torch.zeros(2, 7, 2), torch.full((7,), .5), torch.ones(7)), torch.zeros(2), eps=1e-6)
 test_eq(mask_prior(torch.tensor([1., 2.]), 'preference'), torch.tensor([.5, .25]))
 pen, g_ = validity_penalty(torch.tensor([[0.9, 0.6], [0.2, 0.9]]), 0.1, torch.tensor([0., 2.]))
 test_close(g_, torch.tensor([0., 0.35]))                                      # model 2: max(0, 1.1 − 0.4) / 2

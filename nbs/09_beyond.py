@@ -17,7 +17,7 @@
 # | **wider clamp** | the latent shift may be twice the paper's range | some people need larger shifts than the clamp allows |
 # | **mask refinement** | an extra phase teaches the mask network each person's cheapest valid mask | the mask network learns a mask only through the masks it samples |
 # | **polishing** | an extra phase fits the amounts to the masks the model will serve | amounts hedge against sampled masks never served |
-# | **margin** | a wider hinge margin ε (0.03) than Table 5's | keeps counterfactuals further from the boundary, where the flow's errors flip them |
+# | **margin** | a wider hinge margin ε (0.03) | flow errors push a borderline counterfactual back across |
 # | **no idle acts** | acts whose latent shift is (almost) zero are not served | such an act changes nothing, yet the person is told to do it |
 #
 # All of them change only how the networks are trained or what is served; the model, its loss and

@@ -53,8 +53,8 @@ from carma_nb.carma import mlp
 from carma_nb.training import (METHOD_COLORS, StackedMLP, masked_mean, stacked_training,
                                train_carma_seeds, validity_penalty)
 from carma_nb.classifier import Classifier
-from carma_nb.core import (TRAINER_VERSION, as_features, cached_stack, check_positive, check_seed, check_seeds,
-                           check_whole, get_profile, load_weights, one_thread)
+from carma_nb.core import (TRAINER_VERSION, as_features, cached_stack, check_positive, check_seed,
+                           check_seeds, check_whole, get_profile, load_weights, one_thread)
 from carma_nb.data import Pool, Pools, resolve_pool, split_id
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import oracle_reference
@@ -435,9 +435,9 @@ table.round(2)
 #   CARMA chooses fewer;
 # - so it pays more than CARMA on most SCMs (the paper: 1.8–3× on all seven). Not on the two chains:
 #   at the paper profile our DiCE-VAE costs 14.6 (chain-lin) and 10.2 (chain-nlin), about half the
-#   paper's, while a few of the paper's-CARMA seeds there fail and cost far more than the others (chapter
-#   13's list of differences, items 7 and below); on chain-nlin even CARMA's median seed (12.6) costs more. The improved
-#   recipe of chapter 9 (6.4 and 6.8) is well below DiCE-VAE on both;
+#   paper's, while a few of the paper's-CARMA seeds there fail and cost far more than the others
+#   (chapter 15's list of differences, items 7 and below); on chain-nlin even CARMA's median seed (12.6)
+#   costs more. The improved recipe of chapter 9 (6.4 and 6.8) is well below DiCE-VAE on both;
 # - on the four-node SCMs every feature downstream of an edit is itself edited, so the world cannot
 #   disagree with the edited row: causal validity equals coverage exactly. On loan they differ, by the
 #   people for whom the loan's duration, which the edit leaves alone, moves the classifier's decision.

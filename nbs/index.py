@@ -52,7 +52,8 @@ rec = carma.recommend(people)                                            # one f
 print(pd.DataFrame({
     'targets': [', '.join(f'{n} → {v:.2f}' for n, v, m in zip(carma.names, vals, row) if m)
                 for row, vals in zip(rec.mask, rec.values.tolist())],
-    'p before': clf.predict_proba(people).numpy().round(2), 'p after': rec.prob.numpy().round(2)}).to_string())
+    'p before': clf.predict_proba(people).numpy().round(2),
+    'p after': rec.prob.numpy().round(2)}).to_string())
 
 # %% [markdown]
 # ## Results
@@ -87,15 +88,15 @@ else: print('*Not yet reproduced with this version: run `carma-nb reproduce --pr
 # | 03 classifier | `carma_nb.classifier` | the frozen classifier whose rejections recourse overturns |
 # | 04 causal flow | `carma_nb.flow` | a causal normalizing flow *is* an SCM: counterfactuals learned from data |
 # | 05 recourse | `carma_nb.recourse` | actions, one cost, coverage vs causal validity, one answer type |
-# | 06 oracle | `carma_nb.oracle` | the combinatorial causal oracle: loop, batched, the original code's convention |
-# | 07 carma | `carma_nb.carma` | the paper's CARMA model: two networks, one-pass serving, saving and loading |
-# | 08 training | `carma_nb.training` | the paper's loss and training loop; CARMA against the oracle (Figs. 2, 7) |
-# | 09 beyond the paper | `carma_nb.improved` | our additions as one recipe, and the ablation against the paper's |
-# | 10 preferences | `carma_nb.preferences` | preference weights in the cost and the mask prior (Table 7, Figs. 4–5) |
+# | 06 oracle | `carma_nb.oracle` | the combinatorial causal oracle: loop, batched, the original convention |
+# | 07 carma | `carma_nb.carma` | the paper's CARMA model: two networks, one-pass serving, saving |
+# | 08 training | `carma_nb.training` | the paper's loss and training; vs the oracle (Figs. 2, 7) |
+# | 09 beyond the paper | `carma_nb.improved` | our additions as one recipe, and their ablation |
+# | 10 preferences | `carma_nb.preferences` | preference weights: cost and mask prior (Table 7, Figs. 4–5) |
 # | 11 vaca | `carma_nb.vaca` | a graph VAE as a second causal model (Fig. 3) |
 # | 12 dice vae | `carma_nb.dice_vae` | the non-causal amortized baseline (Figs. 9–10) |
-# | 13 serving | `carma_nb.serving` | a file of applicants in, recommendations out: every row served or refused with its reason |
-# | 14 experiments | `carma_nb.experiments` | the runner and the `carma-nb` command line: reproduce, recommend, tune |
+# | 13 serving | `carma_nb.serving` | a file of applicants in, recommendations out, refusals explained |
+# | 14 experiments | `carma_nb.experiments` | the runner and the command line: reproduce, recommend, tune |
 # | 15 paper | `carma_nb.paper` | Table 1, Table 7 and the figures next to the paper's; every difference |
 #
 # Investigations of our own choices (classifier optimiser, data draws, sweeps) live in `studies/`,

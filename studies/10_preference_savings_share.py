@@ -106,7 +106,8 @@ idle[['acts', 'idle acts', 'acts that change something', 'education acting %', '
 # the same story:
 
 # %%
-served = pd.DataFrame({   # transcribed: chapter 10's outputs at commit 6bcea35, first seed, idle acts left out
+# transcribed: chapter 10's outputs at commit 6bcea35, first seed, idle acts left out
+served = pd.DataFrame({
     'classifier': ['Adam'] * 2 + ['SGD'] * 2, 'method': ['CARMA', 'CARMA (weighted)'] * 2,
     'acts': [2.73, 1.60, 3.14, 1.74], 'validity %': [100.00, 98.92, 99.96, 99.66],
     'education %': [2.12, 0.00, 26.28, 0.00], 'loan_amount %': [99.61, 38.55, 100.00, 3.62],

@@ -44,8 +44,10 @@
 # %% [markdown]
 # ## Hyperparameters
 #
-# The paper tuned each SCM separately (its Table 5); `temperature`, `shift_scale`, `restarts`, `refine_epochs` and `polish_epochs` are our additions,
-# explained with the loss below. The profile scales the number of epochs (`carma_epoch_frac`: 1.0 at paper settings).
+# The paper tuned each SCM separately (its Table 5); `temperature`, `shift_scale`, `restarts`,
+# `refine_epochs` and `polish_epochs` are our additions,
+# explained with the loss below. The profile scales the number of epochs (`carma_epoch_frac`: 1.0 at paper
+# settings).
 
 # %% [markdown]
 # The rows above are the paper's Table 5 plus our additions, each explained where it is introduced
@@ -98,7 +100,8 @@
 # with the paper's clamp, 0.3–14 % of the test people (8 of 10 seeds above 7 %) end up with an invalid
 # action **under the flow itself**, and every one of them acts on $x_3$ alone with its shift pinned at
 # the clamp, where the clamp passes no gradient. For seed 0 the oracle helps the same people with $x_3$
-# shifts of 7 latent units on average (up to 10.5), and setting their shift to 8 makes all of them valid. `shift_scale` multiplies the clamp range.
+# shifts of 7 latent units on average (up to 10.5), and setting their shift to 8 makes all of them valid.
+# `shift_scale` multiplies the clamp range.
 # Like the temperature it is a hyperparameter, chosen on the **validation** people
 # (`tools/sweep_hparam.py`, status section): 2 for chain-nlin and triangle-nlin, where it raised
 # validity, and the paper's 1 elsewhere, where a wider clamp only made actions more expensive.
@@ -162,7 +165,8 @@
 # **Our fourth addition: polishing the amounts.** Even with six restarts, triangle-nlin stayed 1.2–1.3×
 # above the oracle in every seed. Two diagnostics located the gap (validation people, seeds 0–3):
 #
-# - *Not the flow.* `tools/carma_true_scm.py … --set polish_epochs=0` trains CARMA with the true SCM itself as the causal model
+# - *Not the flow.* `tools/carma_true_scm.py … --set polish_epochs=0` trains CARMA with the true SCM itself
+#   as the causal model
 #   (its structural equations behind the same `abduct` / `latent_counterfactual` interface as the flow).
 #   It costs 1.24× the oracle, as much as with the flow (1.23×), at 100 % validity.
 # - *Overshoot.* The median classifier probability of CARMA's counterfactuals was 0.80 (seed 0), where the
@@ -190,7 +194,8 @@
 # 1.12×, and a learning rate of 3·10⁻⁴ 1.12× as well). The weighted row of loan polishes too since a
 # later check (below, mask refinement); the VACA row was not re-tuned and trains without it. With
 # polishing, loan's restarts no longer pay for themselves: on the validation people (10 seeds) three
-# candidates cost 0.716× the oracle and one 0.727× (validity ≥ 99.79 % on every seed either way), but three take 2.7× the training time, and loan's training time is what a
+# candidates cost 0.716× the oracle and one 0.727× (validity ≥ 99.79 % on every seed either way), but three
+# take 2.7× the training time, and loan's training time is what a
 # service retrains. So loan trains one candidate, as in the paper. Polishing adds to the training time
 # (loan, one candidate: 1.3× the paper's procedure, `benchmarks/bench_carma.py`). What remains on
 # triangle-nlin is the mask: CARMA acts on $x_2$ and $x_3$ for 56 % of the people, where the oracle acts
@@ -205,7 +210,8 @@
 # sample, and the action network is trained only on those masks, so a mask the network rarely samples
 # gets poor amounts and stays unchosen. A direct check (seed 0): serving each validation person the
 # cheapest of the 7 masks whose counterfactual under the flow is valid, with the amounts the trained
-# action network already gives for each, would cost 0.93× the oracle instead of 1.23× (one candidate, no restarts).
+# action network already gives for each, would cost 0.93× the oracle instead of 1.23× (one candidate, no
+# restarts).
 #
 # So `refine_epochs` > 0 adds three steps between the main training and polishing, all on the training
 # people and the flow alone:
@@ -228,7 +234,7 @@
 #
 # | triangle-nlin | cost / oracle | validity | score |
 # |---|---|---|---|
-# | no refinement, margin 0.003 (before; an earlier session's run) | 1.13× | 99.9–100 % | ≈ 0.05 (estimated from those two) |
+# | no refinement, margin 0.003 (an earlier session's run) | 1.13× | 99.9–100 % | ≈ 0.05 (estimated) |
 # | no refinement, margin 0.03 (the margin alone) | 1.184× | 99.9–100 % | 0.0523 |
 # | refine 300, margin 0.01 | 0.858× | 98.52–99.48 % | 0.0467 |
 # | refine 150, margin 0.02 | 0.884× | 97.24–99.90 % | 0.0475 |

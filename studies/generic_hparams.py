@@ -51,10 +51,10 @@ def setting_rows(name: str) -> list[dict]:
     flow = fit_flow(name, ref.pools.causal, PROFILE, verbose=False)
     rows = []
     for label, hp in (('Table 5', None), ('generic', dict(GENERIC_HPARAMS))):
-        models = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, SEEDS, hparams=hp, profile=PROFILE,
-                                   verbose=False)
-        m = pd.DataFrame([evaluate_recourse(ref.problem, ref.clf, ref.people, mo.recommend(ref.people)).metrics
-                          for mo in models])
+        models = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, SEEDS, hparams=hp,
+                                   profile=PROFILE, verbose=False)
+        m = pd.DataFrame([evaluate_recourse(ref.problem, ref.clf, ref.people, mo.recommend(ref.people))
+                          .metrics for mo in models])
         rows.append({'scm': name, 'hyperparameters': label, 'seeds': len(models),
                      'cost x100': m['cost x100'].mean(), 'cost std': m['cost x100'].std(),
                      'validity %': m['validity %'].mean(), 'worst validity %': m['validity %'].min(),

@@ -1,4 +1,6 @@
-"""CARMA (chapters 7–9): invariants of a briefly trained model on small pools (the chapters train the real ones)."""
+"""CARMA (chapters 7–9): invariants of a briefly trained model on small pools.
+
+The chapters train the real ones."""
 
 import copy
 import multiprocessing as mp
@@ -131,7 +133,8 @@ def test_idle_acts_with_vaca():
 
 
 def test_the_paper_recipe_is_the_default_and_the_improved_one_differs():
-    """Chapter 8 trains the paper's procedure by default; `recipe='improved'` (chapter 9) switches the additions on."""
+    """Chapter 8 trains the paper's procedure by default; `recipe='improved'` (chapter 9) switches the
+    additions on."""
     assert (
         get_recipe('paper', 'triangle-nlin') == Recipe() and carma_hparams('triangle-nlin')['margin'] == 0.003
     )
@@ -185,7 +188,7 @@ def test_two_processes_sharing_a_cache_train_a_stack_once(tmp_path):
 
 
 def test_loss_parts():
-    "The mask KL is zero at the prior and positive away from it; padding weighs nothing; the prior is checked."
+    "The mask KL is zero at the prior, positive away from it; padding weighs nothing; the prior is checked."
     import torch
     from fastcore.test import test_close, test_fail
 

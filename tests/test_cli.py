@@ -1,4 +1,6 @@
-"""The `carma-nb` command line (chapters 13 and 14): recommend on a file, its failure modes, the runner's resume, tune."""
+"""The `carma-nb` command line (chapters 13 and 14).
+
+recommend on a file, its failure modes, the runner's resume, tune."""
 
 import json
 import os
@@ -428,7 +430,7 @@ def test_recommend_serves_a_registered_scm_of_ones_own(tmp_path):
 
 
 def test_import_user_module_errors_name_the_fix():
-    "--import: a registered SCM is found once its module is imported (once per process); each failure names the fix."
+    "--import: an SCM is found once its module is imported (once per process); each failure names the fix."
     from fastcore.test import test_eq, test_fail
 
     from carma_nb.experiments import _known_scm, import_user_module

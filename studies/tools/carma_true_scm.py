@@ -96,7 +96,8 @@ def main(name, seeds, fixed=None):
         )
         print(rows[-1], flush=True)
     print(
-        f"\n{name}, {len(people)} rejected validation people, {seeds} seeds, overrides {fixed or {}}, oracle cost x100 {ocost:.2f}\n"
+        f"\n{name}, {len(people)} rejected validation people, {seeds} seeds, overrides {fixed or {}}, oracle "
+        f"cost x100 {ocost:.2f}\n"
     )
     print(markdown_table(pd.DataFrame(rows).set_index("causal model"), ".3f"))
 

@@ -21,7 +21,8 @@ from draws import over_draws
 def main(name: str, n: int, optimizer: str):
     ref = PAPER_CLF_ACCURACY[name]
     print(
-        f'{name}: validation accuracy of the {optimizer} classifier (paper profile, seed 0) on {n} draws of the '
+        f'{name}: validation accuracy of the {optimizer} classifier (paper profile, seed 0) on {n} draws of '
+        f'the '
         f'classifier pool; original work (reference): {ref}'
     )
 

@@ -43,7 +43,8 @@ def cf_error(counterfactual, scm, split, train) -> float:
 
 
 def least_squares_scm(scm, x_train: torch.Tensor):
-    "Counterfactuals of the SCM whose equations x_j = c_j + β_j·x_pa(j) + u_j are fitted by least squares (nodes in topological order)."
+    ("Counterfactuals of the SCM whose equations x_j = c_j + β_j·x_pa(j) + u_j are fitted by least squares "
+     "(nodes in topological order).")
     X = x_train.double().numpy()
     coef = {
         j: np.linalg.lstsq(np.c_[X[:, scm.parents(j)], np.ones(len(X))], X[:, j], rcond=None)[0]
@@ -66,7 +67,8 @@ def least_squares_scm(scm, x_train: torch.Tensor):
 
 
 def error_split(flow, scm, split, train):
-    "Per intervention: mean |error| of the changed feature(s), and of what is left after removing the part linear in the change."
+    ("Per intervention: mean |error| of the changed feature(s), and of what is left after removing the part "
+     "linear in the change.")
     out = []
     for name, q, v in interventions(scm, train.x):
         j = scm.index(name)
@@ -76,7 +78,8 @@ def error_split(flow, scm, split, train):
         A = np.c_[d, np.ones_like(d)]
         resid = e - A @ np.linalg.lstsq(A, e, rcond=None)[0]
         out.append(
-            f'do({name} = q{q:g}): |e| {np.abs(e).sum(1).mean():.4f}, after the linear part {np.abs(resid).sum(1).mean():.4f}'
+            f'do({name} = q{q:g}): |e| {np.abs(e).sum(1).mean():.4f}, after the linear part '
+            f'{np.abs(resid).sum(1).mean():.4f}'
         )
     return out
 
@@ -110,10 +113,12 @@ def main(name):
     flow = fit_flow(scm, pool, 'paper', verbose=False)
     with torch.no_grad():
         print(
-            f'{name}: flow counterfactual error (test rows) {cf_error(flow.counterfactual, scm, pool.test, pool.train):.4f}'
+            f'{name}: flow counterfactual error (test rows) '
+            f'{cf_error(flow.counterfactual, scm, pool.test, pool.train):.4f}'
         )
         print(
-            f'  least-squares floor, same training rows (test rows): {cf_error(least_squares_scm(scm, pool.train.x), scm, pool.test, pool.train):.4f}'
+            f'  least-squares floor, same training rows (test rows): '
+            f'{cf_error(least_squares_scm(scm, pool.train.x), scm, pool.test, pool.train):.4f}'
         )
         _, s = flow.conditioner(flow.standardise(pool.test.x))
         print(
@@ -121,7 +126,8 @@ def main(name):
             dict(zip(scm.names, s.std(0).double().numpy().round(4).tolist())),
         )
         print(
-            f'  validation rows: paper settings {cf_error(flow.counterfactual, scm, pool.val, pool.train):.4f}',
+            f'  validation rows: paper settings '
+            f'{cf_error(flow.counterfactual, scm, pool.val, pool.train):.4f}',
             flush=True,
         )
         for line in error_split(flow, scm, pool.val, pool.train):
@@ -141,8 +147,10 @@ def main(name):
     with torch.no_grad():
         _, s = f.conditioner(f.standardise(pool.test.x))
         print(
-            f'  validation rows: scale-variance penalty 10: {cf_error(f.counterfactual, scm, pool.val, pool.train):.4f} '
-            f'(std of s_j over the test rows {dict(zip(scm.names, s.std(0).double().numpy().round(4).tolist()))})',
+            f'  validation rows: scale-variance penalty 10: '
+            f'{cf_error(f.counterfactual, scm, pool.val, pool.train):.4f} '
+            f'(std of s_j over the test rows '
+            f'{dict(zip(scm.names, s.std(0).double().numpy().round(4).tolist()))})',
             flush=True,
         )
 

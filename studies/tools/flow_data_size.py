@@ -54,7 +54,8 @@ def main(name: str, runs: list[tuple[int, int]], seeds: list[int], patience: int
     scm, base = get_scm(name), make_pools(name).causal
     steps = lambda n, epochs: epochs * -(-n // 4000)
     print(
-        f'{name}: counterfactual error on the same {len(base.test.x)} test rows and interventions (chapter 4 metric); '
+        f'{name}: counterfactual error on the same {len(base.test.x)} test rows and interventions (chapter 4 '
+        f'metric); '
         f'paper settings = 20 000 rows, 1000 epochs; plateau patience {patience}'
     )
     for n, epochs in runs:
@@ -68,18 +69,21 @@ def main(name: str, runs: list[tuple[int, int]], seeds: list[int], patience: int
             with torch.no_grad():
                 err = cf_error(flow.counterfactual, scm, pool.test, base.train)
             print(
-                f'  {n:>7} rows, {epochs:>4} epochs ({steps(n, epochs):>6} steps), flow seed {seed}: {err:.4f}   '
+                f'  {n:>7} rows, {epochs:>4} epochs ({steps(n, epochs):>6} steps), flow seed {seed}: '
+                f'{err:.4f}   '
                 f'({time.perf_counter() - t:.0f} s)',
                 flush=True,
             )
 
 
 def draws(name: str, n: int, patience: int = 30):
-    "The flow's counterfactual error at the paper's settings on `n` independent draws of the causal-model pool."
+    ("The flow's counterfactual error at the paper's settings on `n` independent draws of the causal-model "
+     "pool.")
     torch.set_num_threads(1)
     scm, ref = get_scm(name), PAPER_FLOW_CF_ERROR[name]
     print(
-        f"{name}: counterfactual error at the paper's settings (20 000 rows, 1000 epochs, flow seed 0) on {n} "
+        f"{name}: counterfactual error at the paper's settings (20 000 rows, 1000 epochs, flow seed 0) on "
+        f"{n} "
         f'draws of the causal-model pool, each scored on its own test split; original work (reference): {ref}'
     )
 
@@ -114,7 +118,8 @@ if __name__ == '__main__':
         '--draws',
         type=int,
         default=0,
-        help="instead of --runs: fit the paper's settings on this many draws of the pool (pool seeds 0 … N-1)",
+        help="instead of --runs: fit the paper's settings on this many draws of the pool "
+        "(pool seeds 0 … N-1)",
     )
     a = ap.parse_args()
     if a.draws < 0:

@@ -49,7 +49,8 @@ def hparam_value(key: str, text: str):
 
 
 def validation_setup(name, weights=None):
-    "The paper-profile reference of `name`, its recourse problem, its rejected validation people and the oracle's cost on them."
+    ("The paper-profile reference of `name`, its recourse problem, its rejected validation people and the "
+     "oracle's cost on them.")
     ref = oracle_reference(name, 'paper')
     problem = recourse_problem(name, ref.pools, weights)
     people = rejected(ref.clf, ref.pools.recourse.val.x)
@@ -59,7 +60,8 @@ def validation_setup(name, weights=None):
 
 
 def score_models(models, problem, clf, people) -> pd.DataFrame:
-    "One row of recourse metrics per trained CARMA model, on `people`, with the % of people acting on each feature."
+    ("One row of recourse metrics per trained CARMA model, on `people`, with the % of people acting on each "
+     "feature.")
     rows = []
     for r in (m.recommend(people) for m in models):
         rep = evaluate_recourse(problem, clf, people, r)
@@ -90,8 +92,10 @@ def main(name, param, values, seeds, fixed=None, variant=None):
         df = score_models(models, problem, ref.clf, people)
         score = (df['cost x100'] / 100 + 1 - df['validity %'] / 100).mean()
         print(
-            f"{name_v} (validation, {len(people)} people) {param}={k:g}: cost {df['cost x100'].round(2).tolist()} "
-            f"(oracle {ocost:.2f}, ratio {df['cost x100'].mean() / ocost:.3f}), validity {df['validity %'].round(2).tolist()}, "
+            f"{name_v} (validation, {len(people)} people) {param}={k:g}: cost "
+            f"{df['cost x100'].round(2).tolist()} "
+            f"(oracle {ocost:.2f}, ratio {df['cost x100'].mean() / ocost:.3f}), validity "
+            f"{df['validity %'].round(2).tolist()}, "
             f"acts {df['acts'].mean():.2f}, score {score:.4f}, {time.perf_counter() - t0:.0f} s",
             flush=True,
         )

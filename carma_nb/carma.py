@@ -181,18 +181,18 @@ class FlowProgram:
         h = h.reshape(len(zt), self.D, 2)
         return h[..., 0], h[..., 1] / (1 + np.abs(h[..., 1]) / self.log_slope)
 
-    def abduct(self, x): # (n, D) raw features → (n, D) latents
+    def abduct(self, x, keep=False): # (n, D) raw features → (n, D) latents (keep: and the conditioner at x)
         zt = (x - self.mean) / self.std
         b, s = self._conditioner(zt)
-        return zt * np.exp(s) + b
+        return (zt * np.exp(s) + b, (b, s)) if keep else zt * np.exp(s) + b
 
-    def counterfactual(self, x, u, a, delta): # factual x, latents u, mask a, shift δ → x_cf (n, D)
-        # start from the factual: only descendants move
+    def counterfactual(self, x, u, a, delta, at_x=None): # factual x, latents u, mask a, shift δ → x_cf
+        # start from the factual: only descendants move; the first sweep's conditioner is abduct's (at_x)
         u_cf, zc = u + a * delta, (x - self.mean) / self.std
         acted = a.any(0)
         # 1 + the longest path below an act
-        for _ in range(1 + int(self.height[acted].max()) if acted.any() else 0):
-            b, s = self._conditioner(zc)
+        for k in range(1 + int(self.height[acted].max()) if acted.any() else 0):
+            b, s = at_x if k == 0 and at_x is not None else self._conditioner(zc)
             zc = (u_cf - b) * np.exp(-s)
         return zc * self.std + self.mean
 
@@ -200,9 +200,10 @@ class TorchProgram:
     ("Any other causal model (e.g. VACA) through its torch `abduct` / `latent_counterfactual`, "
      "with NumPy in and out.")
     def __init__(self, model): self.model = model
-    def abduct(self, x):
-        with torch.inference_mode(): return self.model.abduct(torch.from_numpy(x)).numpy()
-    def counterfactual(self, x, u, a, delta):
+    def abduct(self, x, keep=False):
+        with torch.inference_mode(): u = self.model.abduct(torch.from_numpy(x)).numpy()
+        return (u, None) if keep else u
+    def counterfactual(self, x, u, a, delta, at_x=None):
         with torch.inference_mode():
             return self.model.latent_counterfactual(*(torch.from_numpy(v)
                                                       for v in (u, a, delta))).float().numpy()
@@ -275,9 +276,9 @@ def _recommend(self: CARMA, x, # people: (n, D) raw features (tensor, array or l
         raise RuntimeError("this CARMA model is not frozen for serving: call model.freeze() first")
     x = _as_rows(self, x)
     accepted = prog.prob(x) >= 0.5
-    u = prog.causal.abduct(x)
+    u, at_x = prog.causal.abduct(x, keep=True)
     a, delta = prog.act(u, accepted)
-    x_cf = np.where(accepted[:, None], x, prog.causal.counterfactual(x, u, a, delta)).astype(np.float32)
+    x_cf = np.where(accepted[:, None], x, prog.causal.counterfactual(x, u, a, delta, at_x)).astype(np.float32)
     prob = prog.prob(x_cf)
     if self.idle_tol: a, x_cf, prob = _drop_idle(prog, x, u, a, delta, x_cf, prob, self.idle_tol)
     mask = a.astype(bool)

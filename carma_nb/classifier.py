@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from .scm import SCM, SCM_NAMES, get_scm
 # %% auto #0
 __all__ = ['CLASSIFIER_HIDDEN', 'PAPER_CLF_ACCURACY', 'CLASSIFIER_OPTIMIZERS', 'PAPER_REJECTED_TEST', 'classifier_hidden',
            'Classifier', 'save_model', 'model_from_checkpoint', 'trained_model', 'load_model', 'save_classifier',
-           'load_classifier', 'train_classifier', 'accuracy', 'classifier_table']
+           'load_classifier', 'Fit', 'ClassifierFit', 'check_fit', 'train_classifier', 'accuracy', 'classifier_table']
 
 # %% ../nbs/03_classifier.ipynb #a9b19576
 CLASSIFIER_HIDDEN: dict[str, tuple[int, ...]] = {
@@ -149,6 +150,40 @@ def load_classifier(path, # a file written by `save_classifier` (or the cache)
 #: 'sgd': plain SGD, the original code's and the default; 'adam': Adam at the same learning rate.
 CLASSIFIER_OPTIMIZERS = {'sgd': torch.optim.SGD, 'adam': torch.optim.Adam}
 
+@dataclass(frozen=True)
+class Fit:
+    "How a model is optimised: epochs (None: the profile's), batch size, learning rate; checked when made."
+    epochs: int | None = None
+    batch: int = 256
+    lr: float = 1e-3
+
+    def __post_init__(self):   # checked, and stored as plain int and float (they enter cache keys)
+        set_ = lambda k, v: object.__setattr__(self, k, v)
+        if self.epochs is not None: set_('epochs', check_whole(self.epochs, 'epochs'))
+        set_('batch', check_whole(self.batch, 'batch')); set_('lr', check_positive(self.lr, 'lr'))
+
+    def config(self, epochs: int) -> dict:
+        "The settings for a cache key, with `epochs` (the profile's) where none were set."
+        return {**asdict(self), 'epochs': epochs if self.epochs is None else self.epochs}
+
+@dataclass(frozen=True)
+class ClassifierFit(Fit):
+    "How the classifier is trained; the defaults are the original code's plain SGD."
+    optimizer: str = 'sgd'   # 'sgd' (plain, no momentum: the original code's) or 'adam'
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.optimizer not in CLASSIFIER_OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(CLASSIFIER_OPTIMIZERS)} "
+                             f"('sgd', the original code's, is the default), got {self.optimizer!r}")
+
+def check_fit(fit, kind: type) -> Fit:
+    "`fit` if it is a `kind` (None: its defaults), else an error that shows how to make one."
+    if fit is None: return kind()
+    if not isinstance(fit, kind):
+        raise TypeError(f"fit must be a {kind.__name__}, e.g. {kind.__name__}(epochs=20), got {fit!r}")
+    return fit
+
 @one_thread()   # models must not depend on the caller's thread count (chapter 0)
 def _fit_classifier(scm: SCM, pool: Pool, cfg: dict, verbose: bool):
     "Train on `pool.train` with the settings of `cfg`; the validation accuracy after every epoch."
@@ -172,26 +207,19 @@ def train_classifier(scm: str | SCM, # the SCM (or its name)
                      pool: Pool | Pools | None = None, # the classifier pool (default: make_pools(scm))
                      profile: str | Profile | None = None, # epochs come from the profile (paper: 500)
                      seed: int = 0, # weight initialisation and batch order
-                     epochs: int | None = None, # override the profile's epochs
-                     batch: int = 256, lr: float = 1e-3,
+                     fit: ClassifierFit | None = None, # epochs, batch, lr, optimiser (default: the original)
                      cache: bool = True, # reuse / store the trained model in the model cache
                      verbose: bool = True, # progress bar
-                     optimizer: str = 'sgd', # 'sgd' (plain, no momentum: the original code's) or 'adam'
                     ) -> Classifier:
     "Train (or fetch from the cache) the frozen downstream classifier of `scm`."
     scm = get_scm(scm)
     pool = resolve_pool(scm, pool, 'classifier')
-    epochs = check_whole(get_profile(profile).clf_epochs if epochs is None else epochs, 'epochs')
-    batch, lr, seed = check_whole(batch, 'batch'), check_positive(lr, 'lr'), check_seed(seed)
-    if optimizer not in CLASSIFIER_OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {sorted(CLASSIFIER_OPTIMIZERS)} "
-                         f"('sgd', the original code's, is the default), got {optimizer!r}")
+    fit, seed = check_fit(fit, ClassifierFit), check_seed(seed)
     cfg = {'kind': 'classifier', 'trainer': TRAINER_VERSION, 'scm': scm.name,
-           'hidden': list(classifier_hidden(scm)), 'epochs': epochs, 'batch': batch, 'lr': lr,
-           'optimizer': optimizer, 'seed': seed,
-           'train': split_id(pool.train), 'val': split_id(pool.val)}
-    fit = lambda: _fit_classifier(scm, pool, cfg, verbose)
-    return trained_model(Classifier, 'classifier', cfg, fit, cache)
+           'hidden': list(classifier_hidden(scm)), **fit.config(get_profile(profile).clf_epochs),
+           'seed': seed, 'train': split_id(pool.train), 'val': split_id(pool.val)}
+    fit_ = lambda: _fit_classifier(scm, pool, cfg, verbose)
+    return trained_model(Classifier, 'classifier', cfg, fit_, cache)
 
 # %% ../nbs/03_classifier.ipynb #9b7e4889
 PAPER_REJECTED_TEST = {'triangle-lin': 2248, 'collider-lin': 2284, 'chain-lin': 2095, 'triangle-nlin': 2106,

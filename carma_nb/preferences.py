@@ -73,7 +73,7 @@ def preference_study(name: str = 'loan', # the SCM
         reps = score(rec)
         reports[method] = reps[0]; rows.append(_method_row(method, None, *reps, scm))
     seeds = range(seed0, seed0 + p.seeds)
-    for method, kw in (('CARMA', {}), ('CARMA (weighted)', {'weights': w, 'prior': 'preference'})):
+    for method, kw in (('CARMA', {}), ('CARMA (weighted)', {'weights': w})):
         models = train_carma_seeds(scm, ref.clf, flow, ref.pools.recourse, seeds, profile=p, verbose=verbose,
                                    **kw)
         for s, model in zip(seeds, models):

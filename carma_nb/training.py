@@ -29,8 +29,8 @@ from .scm import SCM, get_scm
 # %% auto #0
 __all__ = ['DAMPING', 'WEIGHT_DECAY', 'ALIGN', 'PHASES', 'RECIPES', 'COLLAPSED', 'METHOD_COLORS', 'mask_kl', 'mask_prior',
            'masked_mean', 'validity_penalty', 'LossContext', 'stacked_outcome', 'carma_loss', 'StackedMLP', 'aligned',
-           'stacked_training', 'Recipe', 'get_recipe', 'TrainingState', 'candidate_seed', 'main_phase', 'served_masks',
-           'training_scores', 'TrainingCollapsed', 'train_carma_seeds', 'train_carma', 'plot_shifts',
+           'stacked_training', 'Recipe', 'get_recipe', 'TrainingState', 'candidate_seed', 'TrainingPlan', 'main_phase',
+           'served_masks', 'training_scores', 'TrainingCollapsed', 'train_carma_seeds', 'train_carma', 'plot_shifts',
            'plot_feature_use']
 
 # %% ../nbs/08_training.ipynb #86c05edc
@@ -258,12 +258,19 @@ def candidate_seed(seed: int, r: int) -> int:
      "so one candidate is plain training.")
     return seed if r == 0 else seed + 7919 * r + 1_000_003
 
-def _training_state(scm: SCM, cm, clf, pool: Pool, hp, recipe: Recipe, weights, prior_kind, seeds,
-                    verbose) -> TrainingState:
+@dataclass
+class TrainingPlan:
+    "What one call of the trainer trains, checked: inputs, hyperparameters, recipe, cache configuration."
+    scm: SCM; clf: Classifier; causal_model: nn.Module; pool: Pool; hp: dict; recipe: Recipe
+    weights: torch.Tensor   # (D,) preference weights (ones: none)
+    config: dict            # the cache configuration, without the seed
+
+def _training_state(plan: TrainingPlan, seeds: list[int], verbose: bool) -> TrainingState:
     "The stacked networks (seeds × candidates, seed-major) and the loss context of one training run."
-    problem = recourse_problem(scm, pool, weights)
+    scm, cm, clf, hp, recipe = plan.scm, plan.causal_model, plan.clf, plan.hp, plan.recipe
+    problem = recourse_problem(scm, plan.pool, plan.weights)
     with torch.no_grad():
-        x = rejected(clf, pool.train.x)
+        x = rejected(clf, plan.pool.train.x)
         z = cm.abduct(x)
         T = max(1.0, recipe.temperature * float(clf.logits(x, check=False).abs().median()))
     lo, hi = (recipe.shift_scale * v for v in (math.floor(float(z.min())), math.ceil(float(z.max()))))
@@ -271,8 +278,9 @@ def _training_state(scm: SCM, cm, clf, pool: Pool, hp, recipe: Recipe, weights, 
     gens = [torch.Generator().manual_seed(candidate_seed(s, r))
             for s in seeds for r in range(recipe.candidates)]
     act = torch.zeros(D); act[scm.actionable] = 1.
-    ctx = LossContext(cm, clf, problem, problem.weights, mask_prior(problem.weights, prior_kind), act,
-                      (lo, hi), hp['margin'] if recipe.margin is None else recipe.margin, hp['tau'], T)
+    prior = mask_prior(problem.weights, plan.config['prior'])
+    ctx = LossContext(cm, clf, problem, problem.weights, prior, act, (lo, hi),
+                      hp['margin'] if recipe.margin is None else recipe.margin, hp['tau'], T)
     return TrainingState(ctx, StackedMLP([D * dz, *hp['mask_hidden'], 2 * D], gens),
                          StackedMLP([D * dz + D, *hp['action_hidden'], D * dz], gens), x, z, gens, hp, recipe,
                          {}, f'CARMA {scm.name}', verbose)
@@ -338,26 +346,23 @@ COLLAPSED = 0.5
 class TrainingCollapsed(UserWarning):
     "A trained model that helps too few of its own training people (see `COLLAPSED`)."
 
-def _setup(scm, clf, causal_model, pool, hparams, profile, weights, prior, recipe):
-    "Validated inputs, the hyperparameters, the recipe and the cache configuration (without the seed)."
-    scm = get_scm(scm)
+def _plan(scm, clf, causal_model, pool, recipe, settings: dict) -> TrainingPlan:
+    "The checked `TrainingPlan` of a trainer call; `settings`: its hparams, profile and weights."
+    scm, hparams, weights = get_scm(scm), settings['hparams'] or {}, settings['weights']
     for what, m in (('classifier', clf), ('causal model', causal_model)):
         if getattr(m, 'scm', None) != scm.name:
             raise ValueError(f"the {what} was trained for {getattr(m, 'scm', None)!r}, not {scm.name!r}")
     pool = resolve_pool(scm, pool, 'recourse')
-    prior = prior or ('preference' if weights is not None else 'uniform')
     variant = 'vaca' if type(causal_model).__name__ == 'VACA' else 'weighted' if weights is not None else None
-    hp = carma_hparams(scm, variant, **(hparams or {}))
-    if 'epochs' not in (hparams or {}):
-        hp['epochs'] = max(1, round(hp['epochs'] * get_profile(profile).carma_epoch_frac))
-    recipe = _check_phases(get_recipe(recipe, scm.name, variant)
-                           .scaled(get_profile(profile).carma_epoch_frac))
+    hp, frac = carma_hparams(scm, variant, **hparams), get_profile(settings['profile']).carma_epoch_frac
+    if 'epochs' not in hparams: hp['epochs'] = max(1, round(hp['epochs'] * frac))
+    recipe = _check_phases(get_recipe(recipe, scm.name, variant).scaled(frac))
     w = as_weights(scm, weights)
-    mask_prior(w, prior)                                                          # validates `prior`
     cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hp': hp, 'recipe': recipe.config(),
-           'prior': prior, 'weights': w.tolist(), 'train': split_id(pool.train),
+           'prior': 'preference' if weights is not None else 'uniform', 'weights': w.tolist(),
+           'train': split_id(pool.train),
            'causal_model': getattr(causal_model, 'config', None), 'classifier': getattr(clf, 'config', None)}
-    return scm, pool, hp, recipe, w, prior, cfg
+    return TrainingPlan(scm, clf, causal_model, pool, hp, recipe, w, cfg)
 
 def train_carma_seeds(scm: SCM | str, # the SCM
                       clf: Classifier, # its frozen classifier
@@ -369,28 +374,25 @@ def train_carma_seeds(scm: SCM | str, # the SCM
                       recipe: Recipe | str = 'paper',
                       hparams: dict | None = None, # overrides of the Table-5 hyperparameters (carma_hparams)
                       profile: str | Profile | None = None, # scales the epochs (paper: Table 5's)
-                      weights=None, # preference weights (chapter 10); they select the weighted Table-5 row
-                      # mask prior: 'uniform' or 'preference' (default: 'preference' with weights)
-                      prior: str | None = None,
+                      # preference weights (chapter 10): the weighted Table-5 row and the preference prior
+                      weights=None,
                       cache: bool = True, verbose: bool = True) -> list[CARMA]:
     "CARMA models for several seeds: cached ones are loaded, the others trained at once as a stack."
     seeds = check_seeds(seeds)
-    scm, pool, hp, recipe, w, prior, base = _setup(scm, clf, causal_model, pool, hparams, profile, weights,
-                                                   prior, recipe)
-    cfgs = [{**base, 'seed': s} for s in seeds]
+    plan = _plan(scm, clf, causal_model, pool, recipe,
+                 {'hparams': hparams, 'profile': profile, 'weights': weights})
     def fit(todo):
-        st = _training_state(scm, causal_model, clf, pool, hp, recipe, w, prior, [seeds[i] for i in todo],
-                             verbose)
-        return _fit_carma_seeds(st, [seeds[i] for i in todo], pool)
-    cks = cached_stack('carma', cfgs, fit, cache)
-    models = [carma_from_checkpoint(ck, causal_model, clf, recipe.idle_tol) for ck in cks]
+        return _fit_carma_seeds(_training_state(plan, [seeds[i] for i in todo], verbose),
+                                [seeds[i] for i in todo], plan.pool)
+    cks = cached_stack('carma', [{**plan.config, 'seed': s} for s in seeds], fit, cache)
+    models = [carma_from_checkpoint(ck, causal_model, clf, plan.recipe.idle_tol) for ck in cks]
     for s, m in zip(seeds, models): _warn_collapse(m, s)
     return models
 
 def train_carma(scm: SCM | str, clf: Classifier, causal_model, pool: Pool | Pools | None = None,
                 seed: int = 0,
                 **kwargs,
-                # any keyword of `train_carma_seeds`: recipe, hparams, profile, weights, prior, cache, verbose
+                # any keyword of `train_carma_seeds`: recipe, hparams, profile, weights, cache, verbose
                ) -> CARMA:
     "Train (or fetch from the cache) CARMA for `scm` and one seed (see `train_carma_seeds`)."
     return train_carma_seeds(scm, clf, causal_model, pool, [seed], **kwargs)[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -14,18 +15,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from .training import train_carma_seeds
-from .core import (TRAINER_VERSION, as_features, check_positive, check_seed, check_whole,
+from .core import (TRAINER_VERSION, as_features, check_seed,
                            check_widths, get_profile, one_thread, progress)
 from .data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
-from .classifier import load_model, save_model, trained_model
+from .classifier import Fit, check_fit, load_model, save_model, trained_model
 from .flow import PAPER_FLOW_CF_ERROR, evaluate_causal_model, fit_flow
 from .oracle import oracle_reference
 from .recourse import evaluate_recourse, time_per_person
 from .scm import SCM, SCM_NAMES, _check_mask_values, get_scm
 
 # %% auto #0
-__all__ = ['VACA_HIDDEN', 'PAPER_VACA_MARGIN', 'PAPER_FIG3', 'NodeLinear', 'GINLayer', 'undirected_diameter', 'VACA', 'fit_vaca',
-           'save_vaca', 'load_vaca', 'vaca_table', 'causal_model_comparison', 'mean_and_std']
+__all__ = ['VACA_HIDDEN', 'PAPER_VACA_MARGIN', 'PAPER_FIG3', 'NodeLinear', 'GINLayer', 'undirected_diameter', 'VACA', 'VacaFit',
+           'fit_vaca', 'save_vaca', 'load_vaca', 'vaca_table', 'causal_model_comparison', 'mean_and_std']
 
 # %% ../nbs/11_vaca.ipynb #7be6b131
 class NodeLinear(nn.Module):
@@ -192,25 +193,34 @@ def _fit_vaca(scm: SCM, pool: Pool, cfg: dict, verbose: bool) -> tuple[dict, dic
     extras = {'history_train_nelbo': torch.tensor(tr_curve), 'history_val_nelbo': torch.tensor(va_curve)}
     return model.state_dict(), scaler.state_dict(), extras
 
+@dataclass(frozen=True)
+class VacaFit(Fit):
+    "How VACA is fitted (epochs, batch, lr of `Fit`) and its sizes."
+    batch: int = 1024
+    lr: float = 5e-3
+    hidden: tuple[int, int] = VACA_HIDDEN   # node embedding width, latent size per node
+
+    def __post_init__(self):
+        super().__post_init__()
+        hidden = check_widths(self.hidden, 'hidden')
+        if len(hidden) != 2:
+            raise ValueError(f"hidden must be (embedding width, latent size), whole numbers ≥ 1, "
+                             f"got {hidden}")
+        object.__setattr__(self, 'hidden', hidden)
+
 def fit_vaca(scm: str | SCM, # the SCM whose graph VACA uses
              pool: Pool | Pools | None = None, # causal-model pool (default: make_pools(scm).causal)
              profile=None, # epochs from the profile (paper: 300)
              seed: int = 0, # initialisation and batch order
-             hidden: tuple[int, int] = VACA_HIDDEN, # node embedding width, latent size per node
-             epochs: int | None = None, # override the profile
-             batch: int = 1024, lr: float = 5e-3,
+             fit: VacaFit | None = None, # sizes, epochs, batch, lr (default: the paper's)
              cache: bool = True, # reuse / store in the model cache
              verbose: bool = True) -> VACA:
     "Fit (or fetch from the cache) VACA on `scm`'s causal-model pool by maximising the ELBO (as `fit_flow`)."
     scm = get_scm(scm)
     pool = resolve_pool(scm, pool, 'causal')
-    epochs = check_whole(get_profile(profile).vaca_epochs if epochs is None else epochs, 'epochs')
-    hidden = check_widths(hidden, 'hidden')
-    if len(hidden) != 2:
-        raise ValueError(f"hidden must be (embedding width, latent size), whole numbers ≥ 1, got {hidden}")
-    batch, lr, seed = check_whole(batch, 'batch'), check_positive(lr, 'lr'), check_seed(seed)
-    cfg = {'kind': 'vaca', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden),
-           'epochs': epochs, 'batch': batch, 'lr': lr, 'seed': seed,
+    fit, seed = check_fit(fit, VacaFit), check_seed(seed)
+    cfg = {'kind': 'vaca', 'trainer': TRAINER_VERSION, 'scm': scm.name,
+           **fit.config(get_profile(profile).vaca_epochs), 'hidden': list(fit.hidden), 'seed': seed,
            'train': split_id(pool.train), 'val': split_id(pool.val)}
     return trained_model(VACA, 'vaca', cfg, lambda: _fit_vaca(scm, pool, cfg, verbose), cache)
 

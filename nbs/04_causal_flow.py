@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,10 @@ import torch.nn.functional as F
 import zuko
 from torch import nn
 
-from carma_nb.core import (TRAINER_VERSION, Profile, as_features, check_positive, check_seed, check_whole,
+from carma_nb.core import (TRAINER_VERSION, Profile, as_features, check_seed, check_whole,
                            check_widths, get_profile, one_thread, progress)
 from carma_nb.data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
-from carma_nb.classifier import load_model, save_model, trained_model
+from carma_nb.classifier import Fit, check_fit, load_model, save_model, trained_model
 from carma_nb.scm import SCM, SCM_NAMES, _check_mask_values, get_scm
 
 # %%
@@ -361,27 +362,33 @@ def _fit_flow(scm: SCM, pool: Pool, cfg: dict, verbose: bool):
     extras = {'history_train_nll': torch.tensor(tr_curve), 'history_val_nll': torch.tensor(va_curve)}
     return flow.state_dict(), scaler.state_dict(), extras
 
+@dataclass(frozen=True)
+class FlowFit(Fit):
+    "How the causal flow is fitted (epochs, batch, lr of `Fit`) and its conditioner's widths."
+    batch: int = 4000
+    hidden: tuple[int, ...] | None = None   # conditioner widths; None: the paper's for the SCM
+    patience: int = 30                      # epochs without a better validation loss before the lr drops
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.hidden is not None: object.__setattr__(self, 'hidden', check_widths(self.hidden, 'hidden'))
+        object.__setattr__(self, 'patience', check_whole(self.patience, 'patience', 0))
+
 def fit_flow(scm: str | SCM, # the SCM whose graph the flow uses
              pool: Pool | Pools | None = None, # causal-model pool (default: make_pools(scm).causal)
              profile: str | Profile | None = None, # epochs come from the profile (paper: 1000)
              seed: int = 0, # initialisation and batch order
-             hidden: tuple[int, ...] | None = None, # conditioner widths (default: the paper's per SCM)
-             epochs: int | None = None, # override the profile
-             batch: int = 4000, lr: float = 1e-3,
+             fit: FlowFit | None = None, # widths, epochs, batch, lr, patience (default: the paper's)
              cache: bool = True, # reuse / store in the model cache
              verbose: bool = True,
-             patience: int = 30, # epochs without a better validation loss before the learning rate drops
             ) -> CausalFlow:
     "Fit (or fetch from the cache) the causal normalizing flow of `scm` by maximum likelihood."
     scm = get_scm(scm)
     pool = resolve_pool(scm, pool, 'causal')
-    epochs = check_whole(get_profile(profile).flow_epochs if epochs is None else epochs, 'epochs')
-    hidden = flow_hidden(scm) if hidden is None else check_widths(hidden, 'hidden')
-    batch, lr, seed = check_whole(batch, 'batch'), check_positive(lr, 'lr'), check_seed(seed)
-    patience = check_whole(patience, 'patience', 0)
-    cfg = {'kind': 'flow', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hidden': list(hidden),
-           'epochs': epochs, 'batch': batch, 'lr': lr, 'patience': patience, 'seed': seed,
-           'train': split_id(pool.train), 'val': split_id(pool.val)}
+    fit, seed = check_fit(fit, FlowFit), check_seed(seed)
+    cfg = {'kind': 'flow', 'trainer': TRAINER_VERSION, 'scm': scm.name,
+           **fit.config(get_profile(profile).flow_epochs), 'hidden': list(fit.hidden or flow_hidden(scm)),
+           'seed': seed, 'train': split_id(pool.train), 'val': split_id(pool.val)}
     return trained_model(CausalFlow, 'flow', cfg, lambda: _fit_flow(scm, pool, cfg, verbose), cache)
 
 
@@ -463,7 +470,7 @@ pd.DataFrame({'∂ savings / ∂ income (autograd)': v.grad[:, 5].numpy(),
 test_fail(lambda: flow.counterfactual(x[:, :6], mask, values), contains='6 columns but 7 features')
 test_fail(lambda: flow.log_prob(torch.full((1, 7), float('nan'))), contains='NaN or inf')
 test_fail(lambda: flow.counterfactual(x, mask.float(), values), contains='mask must be a boolean')
-test_fail(lambda: fit_flow('loan', patience=2.5, cache=False), contains='patience must be a whole number ≥ 0')
+test_fail(lambda: FlowFit(patience=2.5), contains='patience must be a whole number ≥ 0')
 test_eq(flow.config['patience'], 30)                          # part of the cache key, like every setting
 with tempfile.TemporaryDirectory() as d:
     p = save_flow(flow, Path(d)/'flow.pt')

@@ -23,7 +23,8 @@ import torch
 import matplotlib.pyplot as plt
 from fastcore.test import test_eq, test_close
 
-from carma_nb.classifier import PAPER_CLF_ACCURACY, PAPER_REJECTED_TEST, accuracy, train_classifier
+from carma_nb.classifier import (ClassifierFit, PAPER_CLF_ACCURACY, PAPER_REJECTED_TEST, accuracy,
+                                 train_classifier)
 from carma_nb.core import get_profile, project_root, save_figure, save_table
 from carma_nb.data import make_pools
 from carma_nb.scm import SCM_NAMES
@@ -46,7 +47,8 @@ def optimizer_row(name: str) -> dict:
     "Validation accuracy and rejected recourse-test people of both optimisers' classifiers of `name`."
     pools, row = make_pools(name), {'scm': name}
     for opt in OPTIMIZERS:
-        clf = train_classifier(name, pools.classifier, profile, optimizer=opt, verbose=False)
+        clf = train_classifier(name, pools.classifier, profile,
+                               fit=ClassifierFit(optimizer=opt), verbose=False)
         row[f'{opt} val acc'] = accuracy(clf, pools.classifier.val)
         with torch.no_grad(): row[f'{opt} rejected'] = int((~clf.decide(pools.recourse.test.x)).sum())
     return row
@@ -82,7 +84,7 @@ seed_acc = {}
 for name in ('loan', 'collider-nlin'):
     pool = make_pools(name).classifier
     for s in range(5):
-        clf = train_classifier(name, pool, profile, seed=s, optimizer='sgd', verbose=False)
+        clf = train_classifier(name, pool, profile, fit=ClassifierFit(optimizer='sgd'), seed=s, verbose=False)
         seed_acc[(name, s)] = accuracy(clf, pool.val)
 seeds = pd.Series(seed_acc).unstack()
 seeds = seeds.assign(mean=seeds.mean(axis=1), paper=[PAPER_CLF_ACCURACY[n] for n in seeds.index])
@@ -173,7 +175,7 @@ pools = make_pools('loan')
 rec_x = pools.recourse.train.x
 confidence = {}
 for opt in OPTIMIZERS:
-    c = train_classifier('loan', pools.classifier, profile, optimizer=opt, verbose=False)
+    c = train_classifier('loan', pools.classifier, profile, fit=ClassifierFit(optimizer=opt), verbose=False)
     with torch.no_grad(): lg = c.logits(rec_x[~c.decide(rec_x)])
     confidence[opt] = {'rejected people': len(lg), 'median logit': float(lg.median()),
                        'median p': float(torch.sigmoid(lg).median())}

@@ -21,7 +21,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from carma_nb.classifier import train_classifier
+from carma_nb.classifier import ClassifierFit, train_classifier
 from carma_nb.core import project_root, save_figure, save_table
 from carma_nb.data import make_pools
 from carma_nb.oracle import PAPER_ORACLE, cached_oracle, oracle_bins, person_grids
@@ -44,7 +44,8 @@ NAME, PROFILE = 'triangle-nlin', 'paper'
 def oracle_run(name: str, draw: int = 0, seed: int = 0):
     "The rejected test people, classifier, original-convention problem and oracle answer of one run."
     pools = make_pools(name, draw)
-    clf = train_classifier(name, pools.classifier, PROFILE, seed=seed, verbose=False, optimizer='sgd')
+    clf = train_classifier(name, pools.classifier, PROFILE, fit=ClassifierFit(optimizer='sgd'),
+                           seed=seed, verbose=False)
     people = rejected(clf, pools.recourse.test.x)
     problem = recourse_problem(name, pools, ranges_from='rejected', clf=clf)
     return people, clf, problem, cached_oracle(problem, clf, people)

@@ -14,11 +14,11 @@ from torch import nn
 from carma_nb.carma import CARMA, carma_hparams, load_carma, save_carma
 from carma_nb.training import Recipe, get_recipe, mask_kl, train_carma
 from carma_nb.improved import idle_acts
-from carma_nb.classifier import train_classifier
+from carma_nb.classifier import ClassifierFit, train_classifier
 from carma_nb.data import make_pools
-from carma_nb.flow import fit_flow
+from carma_nb.flow import FlowFit, fit_flow
 from carma_nb.recourse import rejected
-from carma_nb.vaca import fit_vaca
+from carma_nb.vaca import VacaFit, fit_vaca
 
 SMALL = {'classifier': (3000, 500, 500), 'causal': (3000, 500, 500), 'recourse': (2000, 500, 500)}
 
@@ -26,8 +26,8 @@ SMALL = {'classifier': (3000, 500, 500), 'causal': (3000, 500, 500), 'recourse':
 @pytest.fixture(scope='module')
 def model():
     pools = make_pools('loan', 0, SMALL)
-    clf = train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False)
-    flow = fit_flow('loan', pools.causal, epochs=40, batch=1000, cache=False, verbose=False)
+    clf = train_classifier('loan', pools.classifier, fit=ClassifierFit(epochs=20), cache=False, verbose=False)
+    flow = fit_flow('loan', pools.causal, fit=FlowFit(epochs=40, batch=1000), cache=False, verbose=False)
     m = train_carma('loan', clf, flow, pools.recourse, hparams={'epochs': 40}, cache=False, verbose=False)
     return m, clf, flow, pools
 
@@ -65,10 +65,9 @@ def test_bad_inputs_and_hparams(model):
         m.recommend(torch.zeros(3, 6))
     with pytest.raises(ValueError, match='unknown CARMA hyperparameters'):
         carma_hparams('loan', learning_rate=1)
-    with pytest.raises(ValueError, match="prior must be 'uniform' or 'preference'"):
-        train_carma('loan', clf, flow, pools.recourse, prior='flat')
     other = train_classifier(
-        'chain-lin', make_pools('chain-lin', 0, SMALL).classifier, epochs=2, cache=False, verbose=False
+        'chain-lin', make_pools('chain-lin', 0, SMALL).classifier,
+        fit=ClassifierFit(epochs=2), cache=False, verbose=False
     )
     with pytest.raises(ValueError, match="trained for 'chain-lin', not 'loan'"):
         train_carma('loan', other, flow, pools.recourse)
@@ -123,8 +122,8 @@ def test_idle_acts_are_found_and_dropped(model):
 def test_idle_acts_with_vaca():
     "VACA has four latents per node: an act is idle when their shift's norm is below tol."
     pools = make_pools('loan', 0, SMALL)
-    clf = train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False)
-    vaca = fit_vaca('loan', pools.causal, epochs=5, cache=False, verbose=False)
+    clf = train_classifier('loan', pools.classifier, fit=ClassifierFit(epochs=20), cache=False, verbose=False)
+    vaca = fit_vaca('loan', pools.causal, fit=VacaFit(epochs=5), cache=False, verbose=False)
     m = train_carma('loan', clf, vaca, pools.recourse, hparams={'epochs': 5}, cache=False, verbose=False)
     people = rejected(clf, pools.recourse.test.x)
     mask, idle = idle_acts(_force_idle_education(m), people, 1e-6)
@@ -164,8 +163,9 @@ def _carma_stack_in_process(args):
 
     carma._fit_carma_seeds = logged
     pools = make_pools('chain-lin', 0, TINY)
-    clf = train_classifier('chain-lin', pools.classifier, epochs=2, cache=False, verbose=False)
-    flow = fit_flow('chain-lin', pools.causal, epochs=2, batch=1000, cache=False, verbose=False)
+    clf = train_classifier('chain-lin', pools.classifier, fit=ClassifierFit(epochs=2),
+                           cache=False, verbose=False)
+    flow = fit_flow('chain-lin', pools.causal, fit=FlowFit(epochs=2, batch=1000), cache=False, verbose=False)
     recipe = carma.Recipe('two-phase', phases=(('polish', 1),))
     barrier.wait()  # both ask for the stack at the same moment
     ms = carma.train_carma_seeds(

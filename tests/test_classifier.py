@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from carma_nb.classifier import (
+from carma_nb.classifier import (ClassifierFit,
     CLASSIFIER_HIDDEN,
     Classifier,
     accuracy,
@@ -33,7 +33,7 @@ def clf():
     """A small loan classifier; Adam converges in 20 epochs (the default, plain SGD, needs hundreds)."""
     pools = make_pools('loan', 0, SMALL)
     return train_classifier(
-        'loan', pools.classifier, epochs=20, cache=False, verbose=False, optimizer='adam'
+        'loan', pools.classifier, fit=ClassifierFit(epochs=20, optimizer='adam'), cache=False, verbose=False
     ), pools
 
 
@@ -69,16 +69,17 @@ def test_bad_inputs(clf):
     with pytest.raises(TypeError, match='must be a data Pool'):
         train_classifier('loan', pool=torch.zeros(3, 7))
     with pytest.raises(ValueError, match='epochs must be a whole number ≥ 1'):
-        train_classifier('loan', pools.classifier, epochs=0, cache=False)
+        train_classifier('loan', pools.classifier, fit=ClassifierFit(epochs=0), cache=False)
 
 
 def test_optimizer_choice(clf):
     """Plain SGD (the original code's) is the default; both optimizers are part of the model's configuration."""
     c, pools = clf
-    sgd = train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False)
+    sgd = train_classifier('loan', pools.classifier, fit=ClassifierFit(epochs=20), cache=False, verbose=False)
     assert sgd.config['optimizer'] == 'sgd' and c.config['optimizer'] == 'adam'
     assert accuracy(sgd, pools.classifier.val) < accuracy(
         c, pools.classifier.val
     )  # 20 epochs of SGD at lr 1e-3 are far from converged
     with pytest.raises(ValueError, match=r"optimizer must be one of \['adam', 'sgd'\]"):
-        train_classifier('loan', pools.classifier, epochs=1, cache=False, optimizer='adamw')
+        train_classifier('loan', pools.classifier, fit=ClassifierFit(epochs=1, optimizer='adamw'),
+                         cache=False)

@@ -18,11 +18,11 @@ import torch
 
 from carma_nb.carma import save_carma
 from carma_nb.training import train_carma
-from carma_nb.classifier import train_classifier
+from carma_nb.classifier import ClassifierFit, train_classifier
 from carma_nb.data import make_pools
 from carma_nb.experiments import Job, job_path, main, run_experiments
 from carma_nb.serving import read_applicants, recommend_file
-from carma_nb.flow import fit_flow
+from carma_nb.flow import FlowFit, fit_flow
 from carma_nb.scm import get_scm
 
 SMALL = {'classifier': (3000, 500, 500), 'causal': (3000, 500, 500), 'recourse': (2000, 500, 500)}
@@ -33,8 +33,9 @@ LOAN = get_scm('loan').names
 def saved(tmp_path_factory):
     d = tmp_path_factory.mktemp('cli')
     pools = make_pools('loan', 0, SMALL)
-    clf = train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False, optimizer='adam')
-    flow = fit_flow('loan', pools.causal, epochs=40, batch=1000, cache=False, verbose=False)
+    clf = train_classifier('loan', pools.classifier, fit=ClassifierFit(epochs=20, optimizer='adam'),
+                           cache=False, verbose=False)
+    flow = fit_flow('loan', pools.causal, fit=FlowFit(epochs=40, batch=1000), cache=False, verbose=False)
     m = train_carma('loan', clf, flow, pools.recourse, hparams={'epochs': 10}, cache=False, verbose=False)
     save_carma(m, d / 'carma.pt')
     pd.DataFrame(pools.recourse.test.x.numpy(), columns=LOAN).to_csv(d / 'people.csv', index=False)
@@ -383,9 +384,10 @@ def test_recommend_serves_a_registered_scm_of_ones_own(tmp_path):
     small = {'classifier': (2000, 300, 300), 'causal': (2000, 300, 300), 'recourse': (1500, 300, 300)}
     pools = make_pools('cli-world', 0, small)
     clf = train_classifier(
-        'cli-world', pools.classifier, epochs=20, cache=False, verbose=False, optimizer='adam'
+        'cli-world', pools.classifier, fit=ClassifierFit(epochs=20, optimizer='adam'),
+        cache=False, verbose=False
     )
-    flow = fit_flow('cli-world', pools.causal, epochs=40, batch=1000, cache=False, verbose=False)
+    flow = fit_flow('cli-world', pools.causal, fit=FlowFit(epochs=40, batch=1000), cache=False, verbose=False)
     m = train_carma(
         'cli-world', clf, flow, pools.recourse, hparams={'epochs': 10}, cache=False, verbose=False
     )

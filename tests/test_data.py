@@ -65,7 +65,7 @@ def test_model_cache_retrains_after_an_scm_is_redefined(tmp_path, monkeypatch):
     """A cached model must not outlive the equations it was trained on: redefining a registered SCM under
     the same name (same seeds, same sizes) gives new data, a new split_id and a freshly trained flow."""
     from carma_nb.data import split_id
-    from carma_nb.flow import fit_flow
+    from carma_nb.flow import FlowFit, fit_flow
     from carma_nb.scm import SCM, additive, normal, register_scm
 
     monkeypatch.setenv('CARMA_CACHE', str(tmp_path))
@@ -81,7 +81,7 @@ def test_model_cache_retrains_after_an_scm_is_redefined(tmp_path, monkeypatch):
             'cache-pair', lambda nodes=nodes: SCM('cache-pair', nodes, lambda x, u: x[1] > 0), replace=i > 0
         )
         pools = make_pools('cache-pair', seed=0, sizes=small)
-        flow = fit_flow('cache-pair', pools.causal, epochs=150, batch=500, verbose=False)
+        flow = fit_flow('cache-pair', pools.causal, fit=FlowFit(epochs=150, batch=500), verbose=False)
         effects.append(float(flow.counterfactual(x, mask, v)[0, 1]))
         ids = split_id(pools.causal.train)
     assert len(list((tmp_path / 'flow').glob('*.pt'))) == 2  # two configs, two trainings

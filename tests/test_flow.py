@@ -6,7 +6,7 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from carma_nb.data import make_pools
-from carma_nb.flow import CausalFlow, fit_flow, load_flow, save_flow, evaluate_causal_model, mmd
+from carma_nb.flow import FlowFit, CausalFlow, fit_flow, load_flow, save_flow, evaluate_causal_model, mmd
 from carma_nb.scm import SCM_NAMES, get_scm
 
 SMALL = {'classifier': (10, 10, 10), 'causal': (3000, 500, 500), 'recourse': (10, 10, 10)}
@@ -20,7 +20,7 @@ def flows(tmp_path_factory):
     os.environ['CARMA_CACHE'] = str(cache)
     out = {
         n: (
-            fit_flow(n, make_pools(n, 0, SMALL).causal, epochs=30, batch=1000, verbose=False),
+            fit_flow(n, make_pools(n, 0, SMALL).causal, fit=FlowFit(epochs=30, batch=1000), verbose=False),
             make_pools(n, 0, SMALL),
         )
         for n in SCM_NAMES
@@ -142,14 +142,14 @@ def test_bad_inputs(flows):
         fit_flow('loans')
     for bad in (-1, 2.5, None):
         with pytest.raises(ValueError, match='patience must be a whole number'):
-            fit_flow('loan', pools.causal, epochs=1, cache=False, patience=bad)
+            fit_flow('loan', pools.causal, fit=FlowFit(epochs=1, patience=bad), cache=False)
 
 
 def test_patience_is_part_of_the_config():
     """The plateau patience (the paper's 30 by default) is in every flow's cache key and changes training."""
     pool = make_pools('collider-lin', 0, SMALL).causal
     fit = lambda p: fit_flow(
-        'collider-lin', pool, epochs=40, batch=500, cache=False, verbose=False, patience=p
+        'collider-lin', pool, fit=FlowFit(epochs=40, batch=500, patience=p), cache=False, verbose=False
     )
     default, zero = fit(30), fit(0)
     assert default.config['patience'] == 30 and zero.config['patience'] == 0
@@ -200,7 +200,7 @@ def test_training_path_equals_zuko():
 
 def test_trained_models_do_not_depend_on_the_callers_thread_count():
     "Trainers run on one thread (core.one_thread): a model depends only on its configuration."
-    from carma_nb.classifier import train_classifier
+    from carma_nb.classifier import ClassifierFit, train_classifier
 
     pools = make_pools(
         'loan', 0, {'classifier': (2000, 200, 200), 'causal': (2000, 200, 200), 'recourse': (200, 100, 100)}
@@ -209,8 +209,10 @@ def test_trained_models_do_not_depend_on_the_callers_thread_count():
     try:
         for threads in (2, 1):
             torch.set_num_threads(threads)
-            clf = train_classifier('loan', pools.classifier, epochs=5, cache=False, verbose=False)
-            flow = fit_flow('loan', pools.causal, epochs=20, batch=500, cache=False, verbose=False)
+            clf = train_classifier('loan', pools.classifier,
+                                   fit=ClassifierFit(epochs=5), cache=False, verbose=False)
+            flow = fit_flow('loan', pools.causal, fit=FlowFit(epochs=20, batch=500),
+                            cache=False, verbose=False)
             assert torch.get_num_threads() == threads  # the caller's setting is restored
             out.append((clf.predict_proba(pools.causal.test.x), flow.abduct(pools.causal.test.x)))
     finally:

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from carma_nb.classifier import train_classifier
+from carma_nb.classifier import ClassifierFit, train_classifier
 from carma_nb.data import make_pools
 from carma_nb.oracle import (
     cached_oracle,
@@ -30,7 +30,8 @@ def setups(tmp_path_factory):
     out = {}
     for n in SCM_NAMES:
         pools = make_pools(n, 0, SIZES)
-        clf = train_classifier(n, pools.classifier, epochs=15, verbose=False, optimizer='adam')
+        clf = train_classifier(n, pools.classifier, fit=ClassifierFit(epochs=15, optimizer='adam'),
+                               verbose=False)
         out[n] = (recourse_problem(n, pools), clf, rejected(clf, pools.recourse.test.x, 20))
     del os.environ['CARMA_CACHE']
     return out

@@ -19,10 +19,10 @@ import torch
 
 from carma_nb.carma import load_carma, save_carma, set_training_range
 from carma_nb.training import train_carma
-from carma_nb.classifier import train_classifier
+from carma_nb.classifier import ClassifierFit, train_classifier
 from carma_nb.data import make_pools
 from carma_nb.serving import serve
-from carma_nb.flow import fit_flow
+from carma_nb.flow import FlowFit, fit_flow
 from carma_nb.scm import get_scm
 
 SMALL = {'classifier': (3000, 500, 500), 'causal': (3000, 500, 500), 'recourse': (2000, 500, 500)}
@@ -36,8 +36,9 @@ def model(tmp_path_factory):
     "A tiny loan model, saved, and the text of a good file of 500 applicants it serves without refusal."
     d = tmp_path_factory.mktemp('files')
     pools = make_pools('loan', 0, SMALL)
-    clf = train_classifier('loan', pools.classifier, epochs=20, cache=False, verbose=False, optimizer='adam')
-    flow = fit_flow('loan', pools.causal, epochs=40, batch=1000, cache=False, verbose=False)
+    clf = train_classifier('loan', pools.classifier, fit=ClassifierFit(epochs=20, optimizer='adam'),
+                           cache=False, verbose=False)
+    flow = fit_flow('loan', pools.causal, fit=FlowFit(epochs=40, batch=1000), cache=False, verbose=False)
     m = train_carma('loan', clf, flow, pools.recourse, hparams={'epochs': 10}, cache=False, verbose=False)
     save_carma(m, d / 'carma.pt')
     people = torch.cat([pools.recourse.test.x, pools.recourse.val.x])

@@ -9,14 +9,14 @@ import torch
 
 from carma_nb.carma import carma_hparams, load_carma, save_carma
 from carma_nb.training import COLLAPSED, TrainingCollapsed, train_carma, train_carma_seeds
-from carma_nb.classifier import train_classifier
+from carma_nb.classifier import ClassifierFit, train_classifier
 from carma_nb.core import load_checkpoint, save_checkpoint
 from carma_nb.data import make_pools
 from carma_nb.dice_vae import train_dice_vae, train_dice_vae_seeds
-from carma_nb.flow import fit_flow
+from carma_nb.flow import FlowFit, fit_flow
 from carma_nb.oracle import cached_oracle
 from carma_nb.recourse import recourse_problem
-from carma_nb.vaca import fit_vaca
+from carma_nb.vaca import VacaFit, fit_vaca
 
 SMALL = {'classifier': (3000, 500, 500), 'causal': (3000, 500, 500), 'recourse': (2000, 500, 500)}
 
@@ -64,8 +64,8 @@ def test_dice_vae_seed_is_the_same_model_alone_or_stacked():
 def saved(tmp_path_factory):
     d = tmp_path_factory.mktemp('damaged')
     pools = make_pools('loan', 0, SMALL)
-    clf = train_classifier('loan', pools.classifier, epochs=5, cache=False, verbose=False)
-    flow = fit_flow('loan', pools.causal, epochs=5, batch=1000, cache=False, verbose=False)
+    clf = train_classifier('loan', pools.classifier, fit=ClassifierFit(epochs=5), cache=False, verbose=False)
+    flow = fit_flow('loan', pools.causal, fit=FlowFit(epochs=5, batch=1000), cache=False, verbose=False)
     m = train_carma('loan', clf, flow, pools.recourse, hparams={'epochs': 3}, cache=False, verbose=False)
     return save_carma(m, d / 'carma.pt'), d
 
@@ -143,11 +143,12 @@ BAD_SETTINGS = [
         'must be a whole number ≥ 0, got -1',
     ),
     (
-        lambda p, c, f: train_classifier('loan', p.classifier, epochs=2.5, cache=False),
+        lambda p, c, f: train_classifier('loan', p.classifier, fit=ClassifierFit(epochs=2.5), cache=False),
         'epochs must be a whole number',
     ),
     (
-        lambda p, c, f: train_classifier('loan', p.classifier, lr=float('nan'), cache=False),
+        lambda p, c, f: train_classifier('loan', p.classifier,
+                                         fit=ClassifierFit(lr=float('nan')), cache=False),
         'lr must be a finite number > 0',
     ),
     (
@@ -155,12 +156,14 @@ BAD_SETTINGS = [
         'seed must be a whole number ≥ 0',
     ),
     (
-        lambda p, c, f: fit_flow('loan', p.causal, hidden=[0], cache=False),
+        lambda p, c, f: fit_flow('loan', p.causal, fit=FlowFit(hidden=[0]), cache=False),
         'hidden must be a whole number ≥ 1',
     ),
-    (lambda p, c, f: fit_flow('loan', p.causal, batch='4000', cache=False), 'batch must be a whole number'),
+    (lambda p, c, f: fit_flow('loan', p.causal, fit=FlowFit(batch='4000'),
+                              cache=False), 'batch must be a whole number'),
     (lambda p, c, f: fit_vaca('loan', p.causal, seed=-1, cache=False), 'seed must be a whole number ≥ 0'),
-    (lambda p, c, f: fit_vaca('loan', p.causal, epochs=0.5, cache=False), 'epochs must be a whole number'),
+    (lambda p, c, f: fit_vaca('loan', p.causal, fit=VacaFit(epochs=0.5),
+                              cache=False), 'epochs must be a whole number'),
     (
         lambda p, c, f: train_dice_vae('loan', c, p.recourse, {'lr': float('inf')}, cache=False),
         'lr must be a finite number > 0',

@@ -12,7 +12,8 @@ many draws come within 1.5 points of the original work's value. Nothing is cache
 
 import argparse
 
-from carma_nb.classifier import CLASSIFIER_OPTIMIZERS, PAPER_CLF_ACCURACY, accuracy, train_classifier
+from carma_nb.classifier import (ClassifierFit, CLASSIFIER_OPTIMIZERS, PAPER_CLF_ACCURACY, accuracy,
+                                 train_classifier)
 from carma_nb.data import make_pools
 from carma_nb.scm import SCM_NAMES
 from draws import over_draws
@@ -29,7 +30,8 @@ def main(name: str, n: int, optimizer: str):
     def score(draw: int) -> float:
         pool = make_pools(name, draw).classifier
         return accuracy(
-            train_classifier(name, pool, 'paper', optimizer=optimizer, cache=False, verbose=False), pool.val
+            train_classifier(name, pool, 'paper', fit=ClassifierFit(optimizer=optimizer),
+                             cache=False, verbose=False), pool.val
         )
 
     over_draws(

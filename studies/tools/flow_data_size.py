@@ -28,7 +28,7 @@ import time
 import torch
 
 from carma_nb.data import make_pools
-from carma_nb.flow import PAPER_FLOW_CF_ERROR, fit_flow
+from carma_nb.flow import FlowFit, PAPER_FLOW_CF_ERROR, fit_flow
 from carma_nb.scm import SCM_NAMES, get_scm
 from draws import over_draws
 from flow_cf_diagnostics import cf_error
@@ -64,7 +64,8 @@ def main(name: str, runs: list[tuple[int, int]], seeds: list[int], patience: int
         for seed in seeds:
             t = time.perf_counter()
             flow = fit_flow(
-                scm, pool, 'paper', seed=seed, epochs=epochs, cache=False, verbose=False, patience=patience
+                scm, pool, 'paper', fit=FlowFit(epochs=epochs, patience=patience),
+                seed=seed, cache=False, verbose=False
             )
             with torch.no_grad():
                 err = cf_error(flow.counterfactual, scm, pool.test, base.train)
@@ -89,7 +90,8 @@ def draws(name: str, n: int, patience: int = 30):
 
     def score(draw: int) -> float:
         pool = make_pools(name, draw).causal
-        flow = fit_flow(scm, pool, 'paper', seed=0, cache=False, verbose=False, patience=patience)
+        flow = fit_flow(scm, pool, 'paper', fit=FlowFit(patience=patience),
+                        seed=0, cache=False, verbose=False)
         with torch.no_grad():
             return cf_error(flow.counterfactual, scm, pool.test, pool.train)
 

@@ -181,10 +181,10 @@ class FlowProgram:
         h = h.reshape(len(zt), self.D, 2)
         return h[..., 0], h[..., 1] / (1 + np.abs(h[..., 1]) / self.log_slope)
 
-    def abduct(self, x, keep=False): # (n, D) raw features → (n, D) latents (keep: and the conditioner at x)
+    def abduct(self, x): # (n, D) raw features → (n, D) latents, and the conditioner's (b, s) at x
         zt = (x - self.mean) / self.std
         b, s = self._conditioner(zt)
-        return (zt * np.exp(s) + b, (b, s)) if keep else zt * np.exp(s) + b
+        return zt * np.exp(s) + b, (b, s)
 
     def counterfactual(self, x, u, a, delta, at_x=None): # factual x, latents u, mask a, shift δ → x_cf
         # start from the factual: only descendants move; the first sweep's conditioner is abduct's (at_x)
@@ -200,9 +200,8 @@ class TorchProgram:
     ("Any other causal model (e.g. VACA) through its torch `abduct` / `latent_counterfactual`, "
      "with NumPy in and out.")
     def __init__(self, model): self.model = model
-    def abduct(self, x, keep=False):
-        with torch.inference_mode(): u = self.model.abduct(torch.from_numpy(x)).numpy()
-        return (u, None) if keep else u
+    def abduct(self, x): # latents, and nothing for the counterfactual to reuse
+        with torch.inference_mode(): return self.model.abduct(torch.from_numpy(x)).numpy(), None
     def counterfactual(self, x, u, a, delta, at_x=None):
         with torch.inference_mode():
             return self.model.latent_counterfactual(*(torch.from_numpy(v)
@@ -276,7 +275,7 @@ def _recommend(self: CARMA, x, # people: (n, D) raw features (tensor, array or l
         raise RuntimeError("this CARMA model is not frozen for serving: call model.freeze() first")
     x = _as_rows(self, x)
     accepted = prog.prob(x) >= 0.5
-    u, at_x = prog.causal.abduct(x, keep=True)
+    u, at_x = prog.causal.abduct(x)
     a, delta = prog.act(u, accepted)
     x_cf = np.where(accepted[:, None], x, prog.causal.counterfactual(x, u, a, delta, at_x)).astype(np.float32)
     prob = prog.prob(x_cf)

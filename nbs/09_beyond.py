@@ -246,7 +246,7 @@ def idle_acts(model, # a trained CARMA
     prog = model.program
     x = x.float().numpy() if isinstance(x, torch.Tensor) else x
     accepted = prog.prob(x) >= 0.5
-    a, delta = prog.act(prog.causal.abduct(x), accepted)
+    a, delta = prog.act(prog.causal.abduct(x)[0], accepted)
     mask = torch.from_numpy(a.astype(bool))
     norms = torch.from_numpy(delta).unflatten(-1, (model.n_features, -1)).norm(dim=-1)
     return mask, mask & (norms < tol)

@@ -156,7 +156,7 @@ RECIPES['improved'] = improved_recipe
 # %% ../nbs/09_beyond.ipynb #2d2ed469
 def ablation_recipes(scm: str) -> dict[str, Recipe]:
     ("The recipes of the ablation for `scm`: the paper's, each change of the improved recipe alone, "
-     "and all of them.")
+     "all of them, and all but the margin where it is used.")
     full, paper = improved_recipe(scm), Recipe()
     alone = {'candidates': replace(paper, candidates=full.candidates),
              'tempered hinge': replace(paper, temperature=full.temperature),
@@ -171,6 +171,7 @@ def ablation_recipes(scm: str) -> dict[str, Recipe]:
     out.update({k: r if r.config() == paper.config() else replace(r, name=f'paper + {k}')
                 for k, r in alone.items() if r != paper})
     out['improved'] = full
+    if full.margin is not None: out['improved − margin'] = replace(full, margin=None)
     return out
 
 def ablation_table(profile=None, scms=SCM_NAMES, verbose: bool = False) -> pd.DataFrame:

@@ -123,10 +123,6 @@ class _Candidates:
     mask: torch.Tensor     # (C, D) bool: the candidate's mask over all features
     nfeat: torch.Tensor    # (C,) number of intervened features
 
-    def rows(self, sl: slice) -> '_Candidates':
-        "The candidates of one block."
-        return _Candidates(self.levels[sl], self.on[sl], self.lidx[sl], self.mask[sl], self.nfeat[sl])
-
 def _candidates(scm: SCM, bins: int) -> _Candidates:
     levels = candidate_levels(len(scm.actionable), bins)
     on = levels > 0
@@ -159,20 +155,52 @@ class _Best:
         for name, new in (('cost', cost), ('nfeat', nfeat), ('index', index)):
             cur = getattr(self, name); cur[sl] = torch.where(upd, new, cur[sl])
 
-def _search_block(scm: SCM, clf, people: tuple, cands: _Candidates, c0: int) -> tuple:
-    "Each person's lexicographically best accepted candidate of one block: (cost, nfeat, index)."
-    xs, us, g, tb = people                                           # rows, noise, grids, cost terms
-    act, D, n, c = scm.actionable, scm.n_features, len(people[0]), len(cands.levels)
-    kidx = torch.arange(len(act))
-    vals = xs[:, None, :].expand(n, c, D).clone()
-    vals[..., act] = torch.where(cands.on, g[:, kidx, cands.lidx], vals[..., act])     # (n, c, K) grid values
-    cf = _propagate(scm, xs[:, None, :], us[:, None, :], cands.mask[None], vals)     # (n, c, D), one call
-    ok = (clf.predict_proba(cf.reshape(-1, D), check=False) >= 0.5).reshape(n, c)
-    cost = torch.where(ok, (tb[:, kidx, cands.lidx] * cands.on).sum(-1), math.inf)  # (n, c)
+def _all_costs(terms: torch.Tensor) -> torch.Tensor:
+    ("(P, C) every candidate's cost in `candidate_levels` order: the sum, feature by feature, of its "
+     "levels' terms (level 0 costs nothing).")
+    t = torch.cat([terms.new_zeros(*terms.shape[:2], 1), terms], 2)               # (P, K, bins + 1)
+    total = t[:, 0]
+    for k in range(1, t.shape[1]): total = (total[:, :, None] + t[:, k, None, :]).flatten(1)
+    return total[:, 1:]                                                           # drop the empty action
+
+def _search_block(scm: SCM, clf, people: tuple, cands: _Candidates, idx: torch.Tensor) -> tuple:
+    ("Each person's lexicographically best accepted candidate of `idx` (c,), shared, or (P, c), each "
+     "their own: (cost, nfeat, index).")
+    xs, us, g, cost = people                               # rows, noise, grids, the candidates' costs (n, c)
+    act, D, n, C = scm.actionable, scm.n_features, len(xs), len(cands.levels)
+    idx = idx.expand(n, -1)
+    vals = xs[:, None, :].expand(*idx.shape, D).clone()
+    picked = g[torch.arange(n)[:, None, None], torch.arange(len(act)), cands.lidx[idx]]   # (n, c, K)
+    vals[..., act] = torch.where(cands.on[idx], picked, vals[..., act])
+    cf = _propagate(scm, xs[:, None, :], us[:, None, :], cands.mask[idx], vals)     # (n, c, D), one call
+    ok = (clf.predict_proba(cf.reshape(-1, D), check=False) >= 0.5).reshape(idx.shape)
+    cost = torch.where(ok, cost, math.inf)
     cmin = cost.min(1, keepdim=True).values                          # then fewest features, then first
-    tie_nf = torch.where(cost == cmin, cands.nfeat, D + 1)
-    j = ((cost == cmin) & (tie_nf == tie_nf.min(1, keepdim=True).values)).int().argmax(1)
-    return cost.gather(1, j[:, None])[:, 0], cands.nfeat[j], c0 + j
+    tie_nf = torch.where(cost == cmin, cands.nfeat[idx], D + 1)
+    tied = (cost == cmin) & (tie_nf == tie_nf.min(1, keepdim=True).values)
+    index = torch.where(tied, idx, C).min(1).values
+    return cmin[:, 0], cands.nfeat[index.clamp(max=C - 1)], index
+
+def _early_exit(scm: SCM, clf, people: tuple, cands: _Candidates, rows: int, first: int = 256) -> _Best:
+    ("The same answers as searching every candidate, evaluating each person's cheapest `first`, then 4×, "
+     "16×, … candidates, until their best accepted one is cheaper than any candidate left out.")
+    xs, us, g, cost = people                                         # cost: (n, C), every candidate's
+    n, C = cost.shape
+    best = _Best(torch.full((n,), math.inf, dtype=cost.dtype), torch.full((n,), scm.n_features + 1),
+                 torch.full((n,), C))
+    todo, k = torch.arange(n), first
+    while len(todo):
+        k = min(k, C)
+        top, idx = torch.topk(cost[todo], k, dim=1, largest=False)  # the k cheapest, in any order
+        per = max(1, rows // k)
+        for p0, c0 in itertools.product(range(0, len(todo), per), range(0, k, rows)):
+            sel, i = todo[p0:p0 + per], idx[p0:p0 + per, c0:c0 + rows]
+            best.merge(sel, *_search_block(scm, clf, (xs[sel], us[sel], g[sel], cost[sel].gather(1, i)),
+                                           cands, i))
+        # exact once the best is cheaper than the k-th cheapest: every cheaper candidate was evaluated
+        done = (best.cost[todo] < top.max(1).values) | (k == C)
+        todo, k = todo[~done], 4 * k
+    return best
 
 def _row_bytes(scm: SCM, clf) -> int:
     "Rough peak bytes per candidate row: feature-sized tensors, per-node masks, the classifier's activations."
@@ -199,6 +227,8 @@ def oracle_recourse(problem: RecourseProblem | SCM | str, # the recourse problem
                     bins: int | None = None, # grid size per feature (default: 15 for loan, 25 otherwise)
                     weights=None, # preference weights (default: the problem's)
                     max_memory: float = 1e8, # bytes of working memory per block (also the fastest size here)
+                    # True: candidates in increasing cost, stopping at the first accepted; False: all of them
+                    early_exit: bool = True,
                     verbose: bool = True) -> OracleResult:
     "The combinatorial causal oracle, batched over people and candidates."
     problem = problem if isinstance(problem, RecourseProblem) else recourse_problem(problem)
@@ -211,20 +241,20 @@ def oracle_recourse(problem: RecourseProblem | SCM | str, # the recourse problem
     cands, P = _candidates(scm, bins), len(x)
     C = len(cands.levels)
     rows = max(1, int(max_memory // _row_bytes(scm, clf)))
-    cand_block = min(C, rows)
-    people_block = max(1, rows // cand_block)
+    cand_block = C if early_exit else min(C, rows)          # early exit: a whole cost table per person
+    people_block = max(1, int(max_memory // (16 * C)) if early_exit else rows // cand_block)
     grids = person_grids(problem, x, bins)                                      # (P, K, bins)
-    terms = _cost_terms(problem, x, grids, w)                                   # (P, K, bins)
     best = _Best(torch.full((P,), math.inf, dtype=x.dtype), torch.full((P,), scm.n_features + 1),
                  torch.full((P,), C))
     blocks = [(p0, c0) for p0 in range(0, P, people_block) for c0 in range(0, C, cand_block)]
     with torch.no_grad():
         u = scm.abduct(x)                                                       # each person's noise, once
         for p0, c0 in progress(blocks, desc=f'oracle {scm.name}', disable=None if verbose else True):
-            ps = slice(p0, p0 + people_block)
-            found = _search_block(scm, clf, (x[ps], u[ps], grids[ps], terms[ps]),
-                                  cands.rows(slice(c0, c0 + cand_block)), c0)
-            best.merge(ps, *found)
+            ps, cs = slice(p0, p0 + people_block), slice(c0, c0 + cand_block)
+            people = (x[ps], u[ps], grids[ps], _all_costs(_cost_terms(problem, x[ps], grids[ps], w))[:, cs])
+            found = (_early_exit(scm, clf, people, cands, rows) if early_exit
+                     else _Best(*_search_block(scm, clf, people, cands, torch.arange(C)[cs])))
+            best.merge(ps, found.cost, found.nfeat, found.index)
         return _oracle_answer(problem, clf, x, grids, cands, best, w)
 
 # %% ../nbs/06_oracle.ipynb #26b7bdc7

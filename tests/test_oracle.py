@@ -37,16 +37,29 @@ def setups(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize('name', SCM_NAMES)
-def test_batched_equals_loop_on_20_people(setups, name):
+@pytest.mark.parametrize('name,early_exit', itertools.product(SCM_NAMES, [False, True]))
+def test_batched_equals_loop_on_20_people(setups, name, early_exit):
     problem, clf, people = setups[name]
     assert len(people) == 20
-    fast = oracle_recourse(problem, clf, people, bins=4, max_memory=3e5, verbose=False)  # many blocks
+    fast = oracle_recourse(problem, clf, people, bins=4, max_memory=3e5, early_exit=early_exit,
+                           verbose=False)  # many blocks
     slow = oracle_recourse_loop(problem, clf, people, bins=4)
     assert torch.equal(fast.found, slow.found) and torch.equal(fast.index, slow.index)
     assert torch.equal(fast.mask, slow.mask)
     torch.testing.assert_close(fast.values, slow.values)
     torch.testing.assert_close(fast.cost[fast.found], slow.cost[slow.found])
+
+
+@pytest.mark.parametrize('name', SCM_NAMES)
+def test_early_exit_equals_every_candidate_on_the_full_grid(setups, name):
+    "Early exit settles people in rounds (256, 1 024, … candidates): same answers as the full search."
+    problem, clf, people = setups[name]
+    for max_memory in (1e8, 2e6):  # one block of people, and many small ones
+        full = oracle_recourse(problem, clf, people, early_exit=False, max_memory=max_memory, verbose=False)
+        early = oracle_recourse(problem, clf, people, max_memory=max_memory, verbose=False)
+        for k in ('mask', 'values', 'index', 'found', 'x_cf'):
+            assert torch.equal(getattr(full, k), getattr(early, k)), k
+        assert torch.equal(full.cost.nan_to_num(-1), early.cost.nan_to_num(-1))
 
 
 @pytest.mark.parametrize('name', ['triangle-nlin', 'loan'])

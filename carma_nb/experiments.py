@@ -30,7 +30,7 @@ from .core import (TRAINER_VERSION, Profile, atomic_write, check_whole, config_k
 from .data import Pool, Split
 from .dice_vae import dice_hparams, train_dice_vae_seeds
 from .flow import fit_flow
-from .oracle import cached_oracle, oracle_reference, original_convention_metrics
+from .oracle import ORACLE_SEARCH, cached_oracle, oracle_reference, original_convention_metrics
 from .preferences import PAPER_PREFERENCE_WEIGHTS
 from .recourse import evaluate_recourse, recourse_problem, rejected, time_per_person
 from .scm import SCM_NAMES, get_scm
@@ -157,10 +157,12 @@ def job_config(job: Job, profile=None) -> dict:
           else None)
     recipe = (get_recipe('improved' if job.method == 'carma-improved' else 'paper', job.scm, variant) if carma
               else None)
-    return {'job': asdict(job), 'profile': asdict(p), 'seeds': list(range(p.seeds)),
-            'trainer': TRAINER_VERSION,
-            'hparams': {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()} if hp else None,
-            'recipe': {**recipe.config(), 'idle_tol': recipe.idle_tol} if recipe else None}
+    cfg = {'job': asdict(job), 'profile': asdict(p), 'seeds': list(range(p.seeds)),
+           'trainer': TRAINER_VERSION,
+           'hparams': {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()} if hp else None,
+           'recipe': {**recipe.config(), 'idle_tol': recipe.idle_tol} if recipe else None}
+    if job.method.startswith('oracle'): cfg['search'] = ORACLE_SEARCH        # decides the time it reports
+    return cfg
 
 def job_path(job_dir: str | Path, job: Job, profile=None) -> Path:
     ("The file that stores a job's rows: `<job key>__<hash of job_config>.json`, "

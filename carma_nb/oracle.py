@@ -23,10 +23,10 @@ from .recourse import (Recommendation, RecourseProblem, as_weights, evaluate_rec
 from .scm import SCM, SCM_NAMES, _propagate, get_scm
 
 # %% auto #0
-__all__ = ['PAPER_ORACLE', 'ORIGINAL_CONVENTION', 'oracle_bins', 'candidate_levels', 'person_grids', 'OracleResult',
-           'oracle_recourse_loop', 'oracle_recourse', 'loop_seconds_per_person', 'cached_oracle', 'OracleReference',
-           'oracle_reference', 'original_convention_metrics', 'oracle_table', 'OptimumResult', 'subset_masks',
-           'optimal_recourse']
+__all__ = ['PAPER_ORACLE', 'ORACLE_SEARCH', 'ORIGINAL_CONVENTION', 'oracle_bins', 'candidate_levels', 'person_grids',
+           'OracleResult', 'oracle_recourse_loop', 'oracle_recourse', 'loop_seconds_per_person', 'cached_oracle',
+           'OracleReference', 'oracle_reference', 'original_convention_metrics', 'oracle_table', 'OptimumResult',
+           'subset_masks', 'optimal_recourse']
 
 # %% ../nbs/06_oracle.ipynb #7b5d7125
 def oracle_bins(scm: SCM | str) -> int:
@@ -149,7 +149,7 @@ class _Best:
     nfeat: torch.Tensor
     index: torch.Tensor
 
-    def merge(self, sl: slice, cost, nfeat, index):
+    def merge(self, sl: slice | torch.Tensor, cost, nfeat, index):
         "Keep, for the people `sl`, the better of their best so far and the candidates (cost, nfeat, index)."
         upd = _better(cost, nfeat, index, self.cost[sl], self.nfeat[sl], self.index[sl])
         upd &= torch.isfinite(cost)
@@ -228,7 +228,7 @@ def oracle_recourse(problem: RecourseProblem | SCM | str, # the recourse problem
                     bins: int | None = None, # grid size per feature (default: 15 for loan, 25 otherwise)
                     weights=None, # preference weights (default: the problem's)
                     max_memory: float = 1e8, # bytes of working memory per block (also the fastest size here)
-                    # True: candidates in increasing cost, stopping at the first accepted; False: all of them
+                    # True: each person's cheapest candidates first, in rounds, until the answer is sure
                     early_exit: bool = True,
                     verbose: bool = True) -> OracleResult:
     "The combinatorial causal oracle, batched over people and candidates."
@@ -292,6 +292,8 @@ def _digest(*tensors: torch.Tensor) -> str:
     for t in tensors: h.update(t.detach().contiguous().numpy().tobytes())
     return h.hexdigest()[:20]
 
+ORACLE_SEARCH = 'early exit'   # how `cached_oracle` searches (the default); stored with its time
+
 def cached_oracle(problem: RecourseProblem, # the recourse problem (chapter 5), in either convention
                   clf, # the frozen classifier
                   people: torch.Tensor, # (P, D) raw features of the people to serve
@@ -307,7 +309,8 @@ def cached_oracle(problem: RecourseProblem, # the recourse problem (chapter 5), 
     cfg = {'kind': 'oracle', 'scm': scm.name, 'classifier': getattr(clf, 'config', None),
            'people': _digest(people), 'bins': bins, 'ranges_from': problem.ranges_from,
            'weights': problem.weights.tolist(),
-           'problem': _digest(problem.mean, problem.std, problem.ranges, problem.lo, problem.hi)}
+           'problem': _digest(problem.mean, problem.std, problem.ranges, problem.lo, problem.hi),
+           'search': ORACLE_SEARCH}                             # the answer is the same; its time is not
     def run():
         t0 = time.perf_counter()
         r = oracle_recourse(problem, clf, people, bins, verbose=verbose)
@@ -380,11 +383,10 @@ def subset_masks(scm: SCM | str) -> torch.Tensor:
     masks = torch.zeros(len(subs), scm.n_features, dtype=torch.bool); masks[:, scm.actionable] = subs
     return masks
 
-def _linearised_steps(scm: SCM, clf, x, u, mask, cinv, steps: int) -> torch.Tensor:
-    "The change d (n, D) after `steps` half-steps to the cheapest point of the linearised boundary."
-    d = torch.zeros_like(x)
+def _linearised_steps(scm: SCM, clf, x, u, mask, cinv, d: torch.Tensor, steps: int) -> torch.Tensor:
+    "The change d (n, D) after `steps` half-steps from `d` to the cheapest point of the linearised boundary."
     for _ in range(steps):
-        d.requires_grad_(True)
+        d = d.detach().requires_grad_(True)
         g = clf.logits(_propagate(scm, x, u, mask, x + d), check=False)
         grad, = torch.autograd.grad(g.sum(), d)
         d, g = d.detach(), g.detach()
@@ -406,26 +408,38 @@ def _cheapest_on_ray(scm: SCM, clf, x, u, mask, d) -> tuple[torch.Tensor, torch.
 def optimal_recourse(problem: RecourseProblem | SCM | str, # the recourse problem (or an SCM: its default one)
                      clf, # the frozen classifier (differentiable logits on raw features)
                      x: torch.Tensor, # (P, D) raw features of the people to serve
+                     grid: Recommendation | None = None, # the grid oracle's answer: a start and a fallback
                      steps: int = 40, # linearised steps per subset
-                     weights=None, # preference weights (default: the problem's)
                     ) -> OptimumResult:
     "The minimum-cost accepted action of every person in continuous values, under the true SCM."
     problem = problem if isinstance(problem, RecourseProblem) else recourse_problem(problem)
     scm, steps = problem.scm, check_whole(steps, 'steps')
     x = as_features(x, scm.n_features, 'x', scm.names)
-    w = problem.weights if weights is None else as_weights(scm, weights)
     masks = subset_masks(scm); P, M = len(x), len(masks)
     xr, mask = x.repeat_interleave(M, 0), masks.repeat(P, 1)                   # every (person, subset)
-    c = (w / problem.std ** 2 / problem.ranges / len(scm.actionable)).to(x.dtype)
+    d0 = torch.zeros_like(xr)
+    if grid is not None:                                                         # and each grid action
+        xr, mask = torch.cat([xr, x]), torch.cat([mask, grid.mask])
+        d0 = torch.cat([d0, torch.where(grid.mask, grid.values - x, 0.)])
+    c = (problem.weights / problem.std ** 2 / problem.ranges / len(scm.actionable)).to(x.dtype)
     with torch.no_grad(): u = scm.abduct(xr)
-    d = _linearised_steps(scm, clf, xr, u, mask, torch.where(mask, 1 / c, 0.), steps)
+    d = _linearised_steps(scm, clf, xr, u, mask, torch.where(mask, 1 / c, 0.), d0, steps)
     with torch.no_grad():
         t, feasible = _cheapest_on_ray(scm, clf, xr, u, mask, d)
-        cost = torch.where(feasible, (c * (t[:, None] * d) ** 2 * mask).sum(1), math.inf).reshape(P, M)
-        best = torch.arange(P) * M + cost.argmin(1)
-        found = torch.isfinite(cost.min(1).values)
-        mask = mask[best] & found[:, None]
-        values = torch.where(mask, xr[best] + t[best, None] * d[best], x)
+        vals = xr + t[:, None] * d
+        cost = torch.where(feasible, (c * (t[:, None] * d) ** 2 * mask).sum(1), math.inf)
+        if grid is not None:                                                     # the grid's own point
+            vals = torch.cat([vals, torch.where(grid.mask, grid.values, x)])
+            mask = torch.cat([mask, grid.mask])
+            own = problem.cost(x, grid.values, grid.mask)
+            cost = torch.cat([cost, torch.where(grid.found, own, math.inf)])
+        extra = torch.arange(0 if grid is None else 2)[None] * P + torch.arange(P)[:, None]
+        # each person's options (rows): M subsets, then the grid start and the grid's own point
+        cols = torch.cat([torch.arange(P)[:, None] * M + torch.arange(M), P * M + extra], 1)
+        best = cols.gather(1, cost[cols].argmin(1, keepdim=True))[:, 0]
+        found = torch.isfinite(cost[best])
+        mask = mask[best] & found[:, None] & (vals[best] != x)                  # acts that change something
+        values = torch.where(mask, vals[best], x)
         x_cf = scm.counterfactual(x, mask, values)
         return OptimumResult(mask, values, x_cf, clf.predict_proba(x_cf), found, clf.predict_proba(x) >= 0.5,
-                             torch.where(found, problem.cost(x, values, mask, w), math.nan))
+                             torch.where(found, problem.cost(x, values, mask), math.nan))

@@ -80,7 +80,7 @@ def optimum_columns(t1: pd.DataFrame, # Table 1 (`table1`)
     out = t1.copy()
     for scm in out.index:
         ref = oracle_reference(scm, profile)
-        opt = optimal_recourse(ref.problem, ref.clf, ref.people)
+        opt = optimal_recourse(ref.problem, ref.clf, ref.people, ref.result)
         out.loc[scm, ['optimal cost', 'optimal acts']] = [100 * opt.cost.nanmean().item(),
                                                           opt.mask[opt.found].sum(1).float().mean().item()]
     for m in ('oracle', 'CARMA', 'improved CARMA'):

@@ -63,7 +63,7 @@ from carma_nb.core import (TRAINER_VERSION, Profile, atomic_write, check_whole, 
 from carma_nb.data import Pool, Split
 from carma_nb.dice_vae import dice_hparams, train_dice_vae_seeds
 from carma_nb.flow import fit_flow
-from carma_nb.oracle import cached_oracle, oracle_reference, original_convention_metrics
+from carma_nb.oracle import ORACLE_SEARCH, cached_oracle, oracle_reference, original_convention_metrics
 from carma_nb.preferences import PAPER_PREFERENCE_WEIGHTS
 from carma_nb.recourse import evaluate_recourse, recourse_problem, rejected, time_per_person
 from carma_nb.scm import SCM_NAMES, get_scm
@@ -262,10 +262,12 @@ def job_config(job: Job, profile=None) -> dict:
           else None)
     recipe = (get_recipe('improved' if job.method == 'carma-improved' else 'paper', job.scm, variant) if carma
               else None)
-    return {'job': asdict(job), 'profile': asdict(p), 'seeds': list(range(p.seeds)),
-            'trainer': TRAINER_VERSION,
-            'hparams': {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()} if hp else None,
-            'recipe': {**recipe.config(), 'idle_tol': recipe.idle_tol} if recipe else None}
+    cfg = {'job': asdict(job), 'profile': asdict(p), 'seeds': list(range(p.seeds)),
+           'trainer': TRAINER_VERSION,
+           'hparams': {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()} if hp else None,
+           'recipe': {**recipe.config(), 'idle_tol': recipe.idle_tol} if recipe else None}
+    if job.method.startswith('oracle'): cfg['search'] = ORACLE_SEARCH        # decides the time it reports
+    return cfg
 
 def job_path(job_dir: str | Path, job: Job, profile=None) -> Path:
     ("The file that stores a job's rows: `<job key>__<hash of job_config>.json`, "

@@ -136,7 +136,7 @@ def optimum_columns(t1: pd.DataFrame, # Table 1 (`table1`)
     out = t1.copy()
     for scm in out.index:
         ref = oracle_reference(scm, profile)
-        opt = optimal_recourse(ref.problem, ref.clf, ref.people)
+        opt = optimal_recourse(ref.problem, ref.clf, ref.people, ref.result)
         out.loc[scm, ['optimal cost', 'optimal acts']] = [100 * opt.cost.nanmean().item(),
                                                           opt.mask[opt.found].sum(1).float().mean().item()]
     for m in ('oracle', 'CARMA', 'improved CARMA'):
@@ -202,15 +202,15 @@ if profile.name == 'paper':      # what the prose of this chapter and the README
     test_eq((dice.min(), dice.max()), (0.47, 0.82))
 
 # %% [markdown]
-# **How far from the optimum.** The grid oracle pays 1.28–1.95 times the optimal cost (chapter 6), the
-# paper's CARMA 1.42–3.43 times, the improved recipe 1.02–1.45 times: within 5 % of the optimum only on
-# chain-lin. What CARMA pays for is clearance. The optimum lies on the classifier's decision boundary
-# (probability 0.5 under the true SCM); the improved CARMA's counterfactuals land, on average, at 0.52
-# (chain-lin) to 0.65 (loan), because it is trained to clear the boundary by a margin under its own
-# causal model, the flow, so that its advice survives the flow's errors, and one network answers for
-# everybody. Where it clears the boundary least it is closest to the optimum (chain-lin 0.52: 1.02×;
-# triangle-lin 0.56: 1.09×). On chain-nlin it also acts on more features than the optimum (2.46
-# against 1.74).
+# **How far from the optimum.** The grid oracle pays 1.28–1.95 times the optimal cost (chapter 6), CARMA
+# with the paper's recipe 1.42–3.43 times, the improved recipe 1.02–1.45 times: within 5 % of the
+# optimum only on chain-lin. What CARMA pays for is clearance. The optimum lies on the classifier's
+# decision boundary (probability 0.5 under the true SCM); the improved CARMA's counterfactuals land, on
+# average, at 0.52 (chain-lin) to 0.65 (loan), because it is trained to clear the boundary by a margin
+# under its own causal model, the flow, so that its advice survives the flow's errors, and one network
+# answers for everybody. Where it clears the boundary least it is closest to the optimum (chain-lin
+# 0.52: 1.02×; triangle-lin 0.56: 1.09×). On chain-nlin it also acts on more features than the optimum
+# (2.46 against 1.74).
 
 # %%
 improved_prob = results[(results['method'] == 'carma-improved') & (results['fraction'] == 1.0)].groupby(

@@ -14,7 +14,9 @@ from carma_nb.oracle import (
     oracle_bins,
     oracle_recourse,
     oracle_recourse_loop,
+    optimal_recourse,
     person_grids,
+    subset_masks,
 )
 from carma_nb.recourse import as_weights, evaluate_recourse, make_recommendation, recourse_problem, rejected
 from carma_nb.scm import SCM_NAMES, get_scm
@@ -198,3 +200,25 @@ def test_cached_oracle_is_keyed_by_the_whole_problem(setups, tmp_path, monkeypat
     assert len(list((tmp_path / 'oracle').glob('*.pt'))) == 2
     with pytest.raises(TypeError, match='problem must be a RecourseProblem'):
         cached_oracle('chain-lin', clf, people[:5])
+
+
+@pytest.mark.parametrize('name', SCM_NAMES)
+def test_optimum_is_accepted_and_never_dearer_than_the_grid(setups, name):
+    problem, clf, people = setups[name]
+    grid = oracle_recourse(problem, clf, people, verbose=False)
+    opt = optimal_recourse(problem, clf, people, grid)
+    assert torch.equal(opt.found, grid.found) and (opt.prob[opt.found] >= 0.5).all()
+    assert (opt.cost[opt.found] <= grid.cost[grid.found] + 1e-9).all()
+    replay = problem.scm.counterfactual(people, opt.mask, opt.values)                 # valid in the true SCM
+    assert (clf.predict_proba(replay)[opt.found] >= 0.5).all()
+    alone = optimal_recourse(problem, clf, people)           # without the grid (float32: other batch sizes)
+    assert (alone.cost[alone.found] >= opt.cost[alone.found] * (1 - 1e-5)).all()
+    assert len(subset_masks(name)) == 2 ** len(problem.scm.actionable) - 1
+
+
+def test_optimum_refuses_bad_input(setups):
+    problem, clf, people = setups['loan']
+    with pytest.raises(ValueError, match='3 columns but 7 features'):
+        optimal_recourse(problem, clf, people[:, :3])
+    with pytest.raises(ValueError, match='steps must be a whole number'):
+        optimal_recourse(problem, clf, people, steps=0)

@@ -365,14 +365,14 @@ def _as_rows(model: CARMA, x) -> np.ndarray:
 
 def _drop_idle(prog: ServingProgram, x, u, a, delta, x_cf, prob, tol: float):
     ("Mask, counterfactual and probability without the acts whose latent shift is below `tol`, "
-     "where that keeps people accepted.")
+     "where that keeps people accepted (others: where it does not lower their probability).")
     idle = a.astype(bool) & (np.linalg.norm(delta.reshape(len(x), -1, prog.dz), axis=-1) < tol)
     rows = idle.any(1)
     if not rows.any(): return a, x_cf, prob
     kept = a[rows] * ~idle[rows]
     x_kept = prog.causal.counterfactual(x[rows], u[rows], kept, delta[rows])
     p_kept = prog.prob(x_kept)
-    use = (p_kept >= 0.5) | (p_kept >= prob[rows])
+    use = (p_kept >= 0.5) | ((prob[rows] < 0.5) & (p_kept >= prob[rows] - 1e-6))   # (float noise: no loss)
     a, x_cf, prob = a.copy(), x_cf.copy(), prob.copy()
     r = np.flatnonzero(rows)[use]
     a[r], x_cf[r], prob[r] = kept[use], x_kept[use], p_kept[use]

@@ -11,6 +11,7 @@ cfg = cfg['DEFAULT']
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
 site_requirements = cfg.get('site_requirements', '').split()
+cluster_requirements = cfg.get('cluster_requirements', '').split()
 console_scripts = cfg.get('console_scripts', '').split()
 readme = Path(__file__).parent / 'README.md'
 
@@ -29,7 +30,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'site': site_requirements},
+    extras_require={'dev': dev_requirements, 'site': site_requirements, 'cluster': cluster_requirements},
     entry_points={'console_scripts': console_scripts, 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     zip_safe=False,
 )

@@ -25,7 +25,7 @@ import torch
 
 from .carma import carma_hparams
 from .training import get_recipe, train_carma_seeds
-from .core import (TRAINER_VERSION, Profile, atomic_write, check_whole, config_key,
+from .core import (TRAINER_VERSION, Profile, atomic_write, cache_dir, check_whole, config_key,
                            figure_dir, get_profile, markdown_table, progress, project_root)
 from .data import Pool, Split
 from .dice_vae import dice_hparams, train_dice_vae_seeds
@@ -38,7 +38,7 @@ from .serving import recommend_file, refused_summary
 from .vaca import fit_vaca
 
 # %% auto #0
-__all__ = ['TABLE1_METHODS', 'LOAN_STUDIES', 'ABLATION_FRACTIONS', 'Job', 'plan_jobs', 'run_job', 'exit_with_parent',
+__all__ = ['TABLE1_METHODS', 'LOAN_STUDIES', 'ABLATION_FRACTIONS', 'EXECUTORS', 'Job', 'plan_jobs', 'run_job', 'exit_with_parent',
            'job_config', 'job_path', 'results_path', 'run_experiments', 'tune_storage', 'tune_carma',
            'import_user_module', 'main']
 
@@ -142,10 +142,13 @@ def exit_with_parent() -> threading.Thread:
     return t
 
 # %% ../nbs/14_experiments.ipynb #99a46a87
-def _worker_init():
+def _worker_setup():
+    "One torch thread and no progress bars, in every worker (a process, or a Ray task)."
     torch.set_num_threads(1)
     os.environ['CARMA_QUIET'] = '1'
-    exit_with_parent()
+
+def _worker_init():
+    _worker_setup(); exit_with_parent()
 
 def job_config(job: Job, profile=None) -> dict:
     ("Everything that decides a job's rows: the job, every field of the profile (its seeds among them), "
@@ -169,13 +172,47 @@ def job_path(job_dir: str | Path, job: Job, profile=None) -> Path:
      "so a changed setting never reuses old rows.")
     return Path(job_dir)/f'{job.key}__{config_key(job_config(job, profile))[:12]}.json'
 
-def _run_and_store(job: Job, profile: Profile, path: str) -> str:
+def _run_timed(job: Job, profile: Profile) -> list[dict]:
+    "A job's rows, each with the job's wall time."
     t0 = time.perf_counter()
-    # the Profile itself, not its name: a worker must not reload the stock one
-    rows = run_job(job, profile)
+    rows = run_job(job, profile)      # the Profile itself, not its name: a worker must not reload stock
     for r in rows: r['job seconds'] = time.perf_counter() - t0
+    return rows
+
+def _store(path: Path, job: Job, profile: Profile, rows: list[dict]) -> None:
     with atomic_write(path, 'w') as f: json.dump({'config': job_config(job, profile), 'rows': rows}, f)
-    return job.key
+
+def _ray_task(job: Job, profile: Profile) -> list[dict]:
+    _worker_setup(); return _run_timed(job, profile)
+
+def _ray_rows(todo: list[Job], profile: Profile, jobs: int, address: str | None):
+    "(job, rows) of each job as a Ray task finishes, on the cluster at `address` (None: a local one)."
+    try: import ray
+    except ImportError: raise ImportError("executor 'ray' needs Ray: pip install -e '.[cluster]'") from None
+    own = not ray.is_initialized()
+    # a local instance shares this machine's model cache; a cluster's workers use their own CARMA_CACHE
+    env = {} if address else {'env_vars': {'CARMA_CACHE': str(cache_dir())}}
+    if own: ray.init(address=address, num_cpus=None if address else jobs, include_dashboard=False,
+                     log_to_driver=False, runtime_env=env)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+        refs = {task.remote(j, profile): j for j in todo}
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            yield refs.pop(done[0]), ray.get(done[0])
+    finally:
+        if own: ray.shutdown()
+
+def _pool_rows(todo: list[Job], profile: Profile, jobs: int):
+    "(job, rows) of each job as it finishes: here in order (jobs=1), or in `jobs` worker processes."
+    if jobs == 1:
+        for j in todo: yield j, _run_timed(j, profile)
+        return
+    with ProcessPoolExecutor(jobs, mp_context=get_context('spawn'), initializer=_worker_init) as ex:
+        futs = {ex.submit(_run_timed, j, profile): j for j in todo}
+        for f in as_completed(futs): yield futs[f], f.result()
+
+EXECUTORS = ('process', 'ray')   # where jobs run: local worker processes, or Ray tasks on a cluster
 
 def results_path(out: str | Path, profile=None) -> Path:
     "The tidy results table of a run: `<out>/results_<profile>.csv`."
@@ -183,13 +220,16 @@ def results_path(out: str | Path, profile=None) -> Path:
 
 def run_experiments(profile=None, # quick or paper
                     scms=SCM_NAMES, methods=TABLE1_METHODS, studies=LOAN_STUDIES,
-                    jobs: int = 1, # worker processes (1: run here, in order)
+                    jobs: int = 1, # worker processes, or Ray CPUs of a local instance (1: run here, in order)
                     # where job files and the results CSV go (default: the figure folder)
                     out: str | Path | None = None,
+                    # 'process' (local workers) or 'ray' (a Ray cluster at `address`; None: start one here)
+                    executor: str = 'process', address: str | None = None,
                     verbose: bool = True) -> pd.DataFrame:
     "Run (or resume) every planned job and return the tidy results table (also written as CSV)."
     p = get_profile(profile)
     jobs = check_whole(jobs, 'jobs')
+    if executor not in EXECUTORS: raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     out = Path(out) if out is not None else figure_dir(p)
     job_dir = out/'jobs'/p.name
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -197,15 +237,11 @@ def run_experiments(profile=None, # quick or paper
     paths = {j: job_path(job_dir, j, p) for j in plan}
     todo = [j for j in plan if not paths[j].exists()]
     if verbose: print(f'{len(plan)} jobs planned, {len(plan) - len(todo)} already done, {len(todo)} to run '
-                      f'({p.name} profile, {jobs} worker(s))')
+                      f'({p.name} profile, ' + (f'{jobs} worker(s))' if executor == 'process'
+                                               else f'Ray at {address or "a local instance"})'))
     bar = progress(total=len(todo), desc='experiments', disable=None if verbose else True)
-    if jobs == 1:
-        for j in todo: _run_and_store(j, p, str(paths[j])); bar.update()
-    elif todo:
-        with ProcessPoolExecutor(jobs, mp_context=get_context('spawn'), initializer=_worker_init) as ex:
-            futs = {ex.submit(_run_and_store, j, p, str(paths[j])): j for j in todo}
-            for f in as_completed(futs):
-                f.result(); bar.update()
+    done = _ray_rows(todo, p, jobs, address) if executor == 'ray' else _pool_rows(todo, p, jobs)
+    for j, rows in done: _store(paths[j], j, p, rows); bar.update()
     bar.close()
     rows = [r for j in plan for r in json.loads(paths[j].read_text())['rows']]
     df = pd.DataFrame(rows)
@@ -336,6 +372,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument('--seeds', type=int, default=None,
                    help="seeds per SCM and method (default: the profile's)")
     r.add_argument('--jobs', type=int, default=2, help='parallel worker processes (default: 2)')
+    r.add_argument('--executor', choices=EXECUTORS, default='process',
+                   help="where the experiment jobs run: local worker processes (default), or Ray tasks "
+                        "(pip install -e '.[cluster]')")
+    r.add_argument('--address', default=None,
+                   help='the Ray cluster to use with --executor ray, e.g. ray://head:10001 or auto '
+                        '(default: start a local instance with --jobs CPUs)')
     r.add_argument('--out', default=None,
                    help='output folder (default: figures/ for paper, figures/_quick/ for quick)')
     r.add_argument('--no-notebooks', action='store_true',
@@ -397,7 +439,7 @@ def _reproduce(a) -> None:
     out.mkdir(parents=True, exist_ok=True)
     os.environ['CARMA_FIGURE_DIR'] = str(out.resolve()); os.environ['CARMA_PROFILE'] = p.name
     t0 = time.perf_counter()
-    res = run_experiments(p, a.scm, jobs=a.jobs, out=out)
+    res = run_experiments(p, a.scm, jobs=a.jobs, out=out, executor=a.executor, address=a.address)
     print(f'experiments done in {time.perf_counter() - t0:.0f} s; results in {results_path(out, p)}')
     from carma_nb.paper import table1    # chapter 15's (it imports this module)
     cols = [c for c in ('oracle cost', 'CARMA cost', 'CARMA cost std', 'CARMA validity %',

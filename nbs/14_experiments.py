@@ -384,7 +384,8 @@ res[['scm', 'method', 'seed', 'cost x100', 'validity %', 'acts', 'ms per person 
 # job files, so only it needs the output folder; a worker trains into its own machine's model cache, so
 # point every machine's `CARMA_CACHE` at shared storage to train each model once. The process pool stays
 # the default, with nothing to set up. `tests/test_ray.py` checks that a quick run on a local Ray
-# instance gives the process pool's rows.
+# instance gives the process pool's rows. The tuner (below) scales the same way: `tune_on_ray` starts
+# several tuning workers as Ray tasks on one shared study.
 
 # %%
 test_fail(lambda: run_experiments('quick', ['chain-lin'], executor='dask'), contains='executor must be one')
@@ -404,8 +405,8 @@ test_fail(lambda: run_experiments('quick', ['chain-lin'], executor='dask'), cont
 #   (`recommend_file`, chapter 13);
 # - `carma-nb tune --scm NAME --trials N [--storage URL] [--seed N]` runs the two-objective hyperparameter
 #   search of the paper's Appendix B with Optuna; workers on several machines share one study through a
-#   database URL (`--storage postgresql://…`): start one `carma-nb tune` per machine, each with its own
-#   `--trials`.
+#   database URL (`--storage postgresql://…`): start one `carma-nb tune` per machine, or let Ray start
+#   them (`--executor ray --address ADDRESS --workers N`).
 #
 # `recommend` and `tune` also serve SCMs of one's own. A new process knows only the seven SCMs of the
 # paper, and an SCM's equations are code, which no checkpoint carries (checkpoints hold tensors and
@@ -504,6 +505,36 @@ def tune_carma(scm: str, # the SCM
     return {'trial': best.number, 'cost x100': best.values[0], 'validity %': best.values[1],
             'params': best.params, 'trials in study': len(study.trials), 'sampler seed': seed}
 
+def _tune_task(scm: str, trials: int, storage: str, study_name: str | None, profile) -> dict:
+    _worker_setup(); return tune_carma(scm, trials, storage, study_name, profile, verbose=False)
+
+def tune_on_ray(scm: str, # the SCM (one of the paper's: a Ray worker imports no module of yours)
+                workers: int = 2, # tune_carma workers, each a Ray task with a fresh sampler seed
+                trials: int = 20, # trials per worker
+                storage: str | None = None, # the shared study's database (default: a sqlite file here)
+                profile=None, address: str | None = None, # the Ray cluster (None: a local instance)
+               ) -> dict:
+    "`tune_carma` in `workers` Ray tasks sharing one study; the chosen trial once all have finished."
+    try: import ray
+    except ImportError: raise ImportError("executor 'ray' needs Ray: pip install -e '.[cluster]'") from None
+    name, workers = get_scm(scm).name, check_whole(workers, 'workers')
+    if address and (storage is None or storage.startswith('sqlite')):
+        raise ValueError("tuning on a Ray cluster needs --storage, a database every machine reaches "
+                         "(e.g. postgresql://user:password@host/db); a sqlite file is one machine's")
+    storage = storage or f'sqlite:///{Path(f"carma_tune_{name}.db").absolute()}'
+    tune_storage(storage)                                                  # refused here, before any task
+    own = not ray.is_initialized()
+    env = {} if address else {'env_vars': {'CARMA_CACHE': str(cache_dir())}}
+    if own: ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                     log_to_driver=False, runtime_env=env)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(_tune_task)
+        p = get_profile(profile)
+        found = ray.get([task.remote(name, trials, storage, None, p) for _ in range(workers)])
+    finally:
+        if own: ray.shutdown()
+    return max(found, key=lambda r: r['trials in study'])        # the last to finish saw every trial
+
 
 # %% [markdown]
 # Two workers opening one study propose their first trial (no training needed to see it): with fresh
@@ -588,12 +619,6 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument('--seeds', type=int, default=None,
                    help="seeds per SCM and method (default: the profile's)")
     r.add_argument('--jobs', type=int, default=2, help='parallel worker processes (default: 2)')
-    r.add_argument('--executor', choices=EXECUTORS, default='process',
-                   help="where the experiment jobs run: local worker processes (default), or Ray tasks "
-                        "(pip install -e '.[cluster]')")
-    r.add_argument('--address', default=None,
-                   help='the Ray cluster to use with --executor ray, e.g. ray://head:10001 or auto '
-                        '(default: start a local instance with --jobs CPUs)')
     r.add_argument('--out', default=None,
                    help='output folder (default: figures/ for paper, figures/_quick/ for quick)')
     r.add_argument('--no-notebooks', action='store_true',
@@ -624,6 +649,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--storage', default=None,
                    help='Optuna storage URL shared by workers (default: sqlite file carma_tune_<scm>.db)')
     t.add_argument('--profile', choices=['quick', 'paper'], default='paper')
+    for q in (r, t):
+        q.add_argument('--executor', choices=EXECUTORS, default='process',
+                       help="where the jobs (reproduce) or tuning workers (tune) run: here (default), or as "
+                            "Ray tasks (pip install -e '.[cluster]')")
+        q.add_argument('--address', default=None,
+                       help='the Ray cluster for --executor ray, e.g. ray://head:10001 or auto '
+                            '(default: start a local instance)')
+    t.add_argument('--workers', type=int, default=2, help='with --executor ray: tuning workers (default: 2)')
     t.add_argument('--seed', type=int, default=None,
                    help="this worker's sampler seed (default: a fresh one, so that workers sharing a study "
                         "explore different trials; two workers given the same seed propose the same trials)")
@@ -707,7 +740,9 @@ def main(argv: list[str] | None = None) -> int:
         elif a.command == 'recommend':
             _recommend_command(a)
         elif a.command == 'tune':
-            best = tune_carma(a.scm, a.trials, a.storage, profile=a.profile, seed=a.seed)
+            best = (tune_on_ray(a.scm, a.workers, a.trials, a.storage, a.profile, a.address)
+                    if a.executor == 'ray' else
+                    tune_carma(a.scm, a.trials, a.storage, profile=a.profile, seed=a.seed))
             print(json.dumps(best, indent=1))
     except (ValueError, OSError, ImportError, KeyError, RuntimeError) as e:
         print(f'carma-nb {a.command}: error: {e}', file=sys.stderr)

@@ -319,22 +319,32 @@ def _pool_rows(todo: list[Job], profile: Profile, jobs: int):
 
 EXECUTORS = ('process', 'ray')   # where jobs run: local worker processes, or Ray tasks on a cluster
 
+@dataclass(frozen=True)
+class Workers:
+    "Where the experiment jobs run: local worker processes, or Ray tasks; checked when made."
+    jobs: int = 1                 # worker processes, or the CPUs of a local Ray instance (1: here, in order)
+    executor: str = 'process'     # 'process' or 'ray'
+    address: str | None = None    # the Ray cluster, e.g. ray://head:10001 (None: start a local instance)
+
+    def __post_init__(self):
+        object.__setattr__(self, 'jobs', check_whole(self.jobs, 'jobs'))
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
+
 def results_path(out: str | Path, profile=None) -> Path:
     "The tidy results table of a run: `<out>/results_<profile>.csv`."
     return Path(out)/f'results_{get_profile(profile).name}.csv'
 
 def run_experiments(profile=None, # quick or paper
                     scms=SCM_NAMES, methods=TABLE1_METHODS, studies=LOAN_STUDIES,
-                    jobs: int = 1, # worker processes, or Ray CPUs of a local instance (1: run here, in order)
+                    workers: Workers | None = None, # where the jobs run (default: here, in order)
                     # where job files and the results CSV go (default: the figure folder)
                     out: str | Path | None = None,
-                    # 'process' (local workers) or 'ray' (a Ray cluster at `address`; None: start one here)
-                    executor: str = 'process', address: str | None = None,
                     verbose: bool = True) -> pd.DataFrame:
     "Run (or resume) every planned job and return the tidy results table (also written as CSV)."
-    p = get_profile(profile)
-    jobs = check_whole(jobs, 'jobs')
-    if executor not in EXECUTORS: raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    p, w = get_profile(profile), workers or Workers()
+    if not isinstance(w, Workers):
+        raise TypeError(f"workers must be a Workers, e.g. Workers(jobs=2), got {w!r}")
     out = Path(out) if out is not None else figure_dir(p)
     job_dir = out/'jobs'/p.name
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -342,10 +352,10 @@ def run_experiments(profile=None, # quick or paper
     paths = {j: job_path(job_dir, j, p) for j in plan}
     todo = [j for j in plan if not paths[j].exists()]
     if verbose: print(f'{len(plan)} jobs planned, {len(plan) - len(todo)} already done, {len(todo)} to run '
-                      f'({p.name} profile, ' + (f'{jobs} worker(s))' if executor == 'process'
-                                               else f'Ray at {address or "a local instance"})'))
+                      f'({p.name} profile, ' + (f'{w.jobs} worker(s))' if w.executor == 'process'
+                                               else f'Ray at {w.address or "a local instance"})'))
     bar = progress(total=len(todo), desc='experiments', disable=None if verbose else True)
-    done = _ray_rows(todo, p, jobs, address) if executor == 'ray' else _pool_rows(todo, p, jobs)
+    done = _ray_rows(todo, p, w.jobs, w.address) if w.executor == 'ray' else _pool_rows(todo, p, w.jobs)
     for j, rows in done: _store(paths[j], j, p, rows); bar.update()
     bar.close()
     rows = [r for j in plan for r in json.loads(paths[j].read_text())['rows']]
@@ -378,7 +388,7 @@ res[['scm', 'method', 'seed', 'cost x100', 'validity %', 'acts', 'ms per person 
 
 # %% [markdown]
 # **More machines.** Jobs are independent, so a sweep over seeds, SCMs and settings outgrows one machine
-# only in time. `executor='ray'` runs each job as a Ray task (`pip install -e '.[cluster]'`): on the
+# only in time. `Workers(executor='ray')` runs each job as a Ray task (`pip install -e '.[cluster]'`): on the
 # cluster at `address` (`carma-nb reproduce --executor ray --address ray://head:10001`), or, without an
 # address, on a local instance with `jobs` CPUs. Workers return their rows and this process writes the
 # job files, so only it needs the output folder; a worker trains into its own machine's model cache, so
@@ -388,7 +398,7 @@ res[['scm', 'method', 'seed', 'cost x100', 'validity %', 'acts', 'ms per person 
 # several tuning workers as Ray tasks on one shared study.
 
 # %%
-test_fail(lambda: run_experiments('quick', ['chain-lin'], executor='dask'), contains='executor must be one')
+test_fail(lambda: Workers(executor='dask'), contains='executor must be one')
 
 
 # %% [markdown]
@@ -688,7 +698,7 @@ def _reproduce(a) -> None:
     out.mkdir(parents=True, exist_ok=True)
     os.environ['CARMA_FIGURE_DIR'] = str(out.resolve()); os.environ['CARMA_PROFILE'] = p.name
     t0 = time.perf_counter()
-    res = run_experiments(p, a.scm, jobs=a.jobs, out=out, executor=a.executor, address=a.address)
+    res = run_experiments(p, a.scm, Workers(a.jobs, a.executor, a.address), out=out)
     print(f'experiments done in {time.perf_counter() - t0:.0f} s; results in {results_path(out, p)}')
     from carma_nb.paper import table1    # chapter 15's (it imports this module)
     cols = [c for c in ('oracle cost', 'CARMA cost', 'CARMA cost std', 'CARMA validity %',

@@ -59,7 +59,7 @@ from carma_nb.core import figure_dir, save_figure, save_table
 # %%
 profile = get_profile()
 t0 = time.perf_counter()
-results = run_experiments(profile, jobs=1, verbose=False)
+results = run_experiments(profile, verbose=False)
 print(f'{len(results)} result rows ({profile.name} profile, {profile.seeds} seeds) '
       f'in {time.perf_counter() - t0:.0f} s')
 results.groupby(['scm', 'method']).size().unstack(fill_value=0)

@@ -20,7 +20,7 @@ from carma_nb.carma import save_carma
 from carma_nb.training import train_carma
 from carma_nb.classifier import ClassifierFit, train_classifier
 from carma_nb.data import make_pools
-from carma_nb.experiments import Job, job_path, main, run_experiments
+from carma_nb.experiments import Job, Workers, job_path, main, run_experiments
 from carma_nb.serving import read_applicants, recommend_file
 from carma_nb.flow import FlowFit, fit_flow
 from carma_nb.scm import get_scm
@@ -239,7 +239,9 @@ def test_runner_resumes_and_never_reads_half_written_files(tmp_path):
     )
     assert float(again['cost x100'].iloc[0]) == -1.0 and len(again) == len(res)
     with pytest.raises(ValueError, match='jobs must be a whole number ≥ 1'):
-        run_experiments('quick', ['chain-lin'], jobs=0, out=tmp_path, verbose=False)
+        Workers(jobs=0)
+    with pytest.raises(TypeError, match='workers must be a Workers'):
+        run_experiments('quick', ['chain-lin'], workers=2, out=tmp_path, verbose=False)
 
 
 def test_tune_workers_share_one_study(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 ray = pytest.importorskip('ray')
 
 from carma_nb.core import get_profile  # noqa: E402
-from carma_nb.experiments import run_experiments  # noqa: E402
+from carma_nb.experiments import Workers, run_experiments  # noqa: E402
 
 TIMING = ('job seconds', 'train s per model', 'ms per person (batch size 1)', 'ms per person (batched)')
 
@@ -19,7 +19,7 @@ def test_local_ray_instance_gives_the_process_pools_results(tmp_path, monkeypatc
     for executor in ('ray', 'process'):
         monkeypatch.setenv('CARMA_CACHE', str(tmp_path / f'cache-{executor}'))
         runs[executor] = run_experiments(one_seed, ['chain-lin'], methods=('oracle', 'carma'), studies=(),
-                                         jobs=2, out=tmp_path / executor, executor=executor, verbose=False)
+                                         workers=Workers(2, executor), out=tmp_path / executor, verbose=False)
         assert os.listdir(tmp_path / f'cache-{executor}')                 # the workers trained into it
     a, b = (runs[k].drop(columns=[c for c in TIMING if c in runs[k]]) for k in ('ray', 'process'))
     assert len(a) == 2 and a.equals(b)

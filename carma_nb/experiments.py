@@ -434,26 +434,30 @@ def _parser() -> argparse.ArgumentParser:
                        description="Tune CARMA for one SCM (the paper's two-objective search).")
     t.add_argument('--scm', required=True,
                    help=f"one of {', '.join(SCM_NAMES)}, or an SCM registered by an --import module")
-    for q in (c, t):
-        q.add_argument('--import', dest='imports', action='append', default=[], metavar='MODULE',
-                       help='a module (dotted name or .py file) to import first; it registers your own SCM '
-                            'with register_scm (repeatable)')
     t.add_argument('--trials', type=int, default=20, help='trials run by this worker (default: 20)')
     t.add_argument('--storage', default=None,
                    help='Optuna storage URL shared by workers (default: sqlite file carma_tune_<scm>.db)')
     t.add_argument('--profile', choices=['quick', 'paper'], default='paper')
-    for q in (r, t):
+    t.add_argument('--workers', type=int, default=2, help='with --executor ray: tuning workers (default: 2)')
+    t.add_argument('--seed', type=int, default=None,
+                   help="this worker's sampler seed (default: a fresh one, so that workers sharing a study "
+                        "explore different trials; two workers given the same seed propose the same trials)")
+    _shared_arguments(r, c, t)
+    return ap
+
+def _shared_arguments(reproduce, recommend, tune) -> None:
+    "--import on recommend and tune (your own SCM); --executor and --address on reproduce and tune (Ray)."
+    for q in (recommend, tune):
+        q.add_argument('--import', dest='imports', action='append', default=[], metavar='MODULE',
+                       help='a module (dotted name or .py file) to import first; it registers your own SCM '
+                            'with register_scm (repeatable)')
+    for q in (reproduce, tune):
         q.add_argument('--executor', choices=EXECUTORS, default='process',
                        help="where the jobs (reproduce) or tuning workers (tune) run: here (default), or as "
                             "Ray tasks (pip install -e '.[cluster]')")
         q.add_argument('--address', default=None,
                        help='the Ray cluster for --executor ray, e.g. ray://head:10001 or auto '
                             '(default: start a local instance)')
-    t.add_argument('--workers', type=int, default=2, help='with --executor ray: tuning workers (default: 2)')
-    t.add_argument('--seed', type=int, default=None,
-                   help="this worker's sampler seed (default: a fresh one, so that workers sharing a study "
-                        "explore different trials; two workers given the same seed propose the same trials)")
-    return ap
 
 def _run_notebook(path: str, write: bool = False) -> str:
     ("Execute one chapter in its folder (figures go to $CARMA_FIGURE_DIR); with `write`, "

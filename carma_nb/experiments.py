@@ -485,7 +485,7 @@ def _reproduce(a) -> None:
     out.mkdir(parents=True, exist_ok=True)
     os.environ['CARMA_FIGURE_DIR'] = str(out.resolve()); os.environ['CARMA_PROFILE'] = p.name
     t0 = time.perf_counter()
-    res = run_experiments(p, a.scm, Workers(a.jobs, a.executor, a.address), out=out)
+    res = run_experiments(p, a.scm, workers=Workers(a.jobs, a.executor, a.address), out=out)
     print(f'experiments done in {time.perf_counter() - t0:.0f} s; results in {results_path(out, p)}')
     from carma_nb.paper import table1    # chapter 15's (it imports this module)
     cols = [c for c in ('oracle cost', 'CARMA cost', 'CARMA cost std', 'CARMA validity %',

@@ -253,7 +253,6 @@ class FlowFit(Fit):
     batch: int = 4000
     hidden: tuple[int, ...] | None = None   # conditioner widths; None: the paper's for the SCM
     patience: int = 30                      # epochs without a better validation loss before the lr drops
-
     def __post_init__(self):
         super().__post_init__()
         if self.hidden is not None: object.__setattr__(self, 'hidden', check_widths(self.hidden, 'hidden'))

@@ -25,8 +25,7 @@ from .scm import SCM, SCM_NAMES, _propagate, get_scm
 # %% auto #0
 __all__ = ['PAPER_ORACLE', 'ORACLE_SEARCH', 'ORIGINAL_CONVENTION', 'oracle_bins', 'candidate_levels', 'person_grids',
            'OracleResult', 'oracle_recourse_loop', 'oracle_recourse', 'loop_seconds_per_person', 'cached_oracle',
-           'OracleReference', 'oracle_reference', 'original_convention_metrics', 'oracle_table', 'OptimumResult',
-           'subset_masks', 'optimal_recourse']
+           'OracleReference', 'oracle_reference', 'original_convention_metrics', 'oracle_table']
 
 # %% ../nbs/06_oracle.ipynb #7b5d7125
 def oracle_bins(scm: SCM | str) -> int:
@@ -369,77 +368,3 @@ def oracle_table(profile=None, # quick or paper
     t['original vs paper cost %'] = 100 * (t['cost x100 (original convention)'] / t['paper cost x100'] - 1)
     t['original − paper acts'] = t['acts (original convention)'] - t['paper acts']
     return t
-
-# %% ../nbs/06_oracle.ipynb #b465722f
-@dataclass
-class OptimumResult(Recommendation):
-    "The optimum's `Recommendation` (chapter 5), with the cost of each action (nan if none was found)."
-    cost: torch.Tensor
-
-def subset_masks(scm: SCM | str) -> torch.Tensor:
-    "(2^K − 1, D) bool: every non-empty subset of the actionable features, as masks over all features."
-    scm = get_scm(scm)
-    subs = torch.tensor(list(itertools.product([False, True], repeat=len(scm.actionable)))[1:])
-    masks = torch.zeros(len(subs), scm.n_features, dtype=torch.bool); masks[:, scm.actionable] = subs
-    return masks
-
-def _linearised_steps(scm: SCM, clf, x, u, mask, cinv, d: torch.Tensor, steps: int) -> torch.Tensor:
-    "The change d (n, D) after `steps` half-steps from `d` to the cheapest point of the linearised boundary."
-    for _ in range(steps):
-        d = d.detach().requires_grad_(True)
-        g = clf.logits(_propagate(scm, x, u, mask, x + d), check=False)
-        grad, = torch.autograd.grad(g.sum(), d)
-        d, g = d.detach(), g.detach()
-        lam = ((grad * d).sum(1) - g).clamp(min=0) / (grad * cinv * grad).sum(1).clamp(min=1e-30)
-        d = 0.5 * d + 0.5 * lam[:, None] * cinv * grad
-    return d
-
-def _cheapest_on_ray(scm: SCM, clf, x, u, mask, d) -> tuple[torch.Tensor, torch.Tensor]:
-    "The smallest t (n,) with t·d accepted (bisection, from a t doubled until accepted), and whether one was."
-    ok = lambda t: clf.logits(_propagate(scm, x, u, mask, x + t[:, None] * d), check=False) >= 0
-    hi = torch.ones(len(x), dtype=x.dtype)
-    for _ in range(20): hi = torch.where(ok(hi), hi, 2 * hi)
-    lo, feasible = torch.zeros_like(hi), ok(hi)
-    for _ in range(40):
-        mid = (lo + hi) / 2; good = ok(mid)
-        lo, hi = torch.where(good, lo, mid), torch.where(good, mid, hi)
-    return hi, feasible
-
-def optimal_recourse(problem: RecourseProblem | SCM | str, # the recourse problem (or an SCM: its default one)
-                     clf, # the frozen classifier (differentiable logits on raw features)
-                     x: torch.Tensor, # (P, D) raw features of the people to serve
-                     grid: Recommendation | None = None, # the grid oracle's answer: a start and a fallback
-                     steps: int = 40, # linearised steps per subset
-                    ) -> OptimumResult:
-    "The minimum-cost accepted action of every person in continuous values, under the true SCM."
-    problem = problem if isinstance(problem, RecourseProblem) else recourse_problem(problem)
-    scm, steps = problem.scm, check_whole(steps, 'steps')
-    x = as_features(x, scm.n_features, 'x', scm.names)
-    masks = subset_masks(scm); P, M = len(x), len(masks)
-    xr, mask = x.repeat_interleave(M, 0), masks.repeat(P, 1)                   # every (person, subset)
-    d0 = torch.zeros_like(xr)
-    if grid is not None:                                                         # and each grid action
-        xr, mask = torch.cat([xr, x]), torch.cat([mask, grid.mask])
-        d0 = torch.cat([d0, torch.where(grid.mask, grid.values - x, 0.)])
-    c = (problem.weights / problem.std ** 2 / problem.ranges / len(scm.actionable)).to(x.dtype)
-    with torch.no_grad(): u = scm.abduct(xr)
-    d = _linearised_steps(scm, clf, xr, u, mask, torch.where(mask, 1 / c, 0.), d0, steps)
-    with torch.no_grad():
-        t, feasible = _cheapest_on_ray(scm, clf, xr, u, mask, d)
-        vals = xr + t[:, None] * d
-        cost = torch.where(feasible, (c * (t[:, None] * d) ** 2 * mask).sum(1), math.inf)
-        if grid is not None:                                                     # the grid's own point
-            vals = torch.cat([vals, torch.where(grid.mask, grid.values, x)])
-            mask = torch.cat([mask, grid.mask])
-            own = problem.cost(x, grid.values, grid.mask)
-            cost = torch.cat([cost, torch.where(grid.found, own, math.inf)])
-        extra = torch.arange(0 if grid is None else 2)[None] * P + torch.arange(P)[:, None]
-        # each person's options (rows): M subsets, then the grid start and the grid's own point
-        cols = torch.cat([torch.arange(P)[:, None] * M + torch.arange(M), P * M + extra], 1)
-        best = cols.gather(1, cost[cols].argmin(1, keepdim=True))[:, 0]
-        found = torch.isfinite(cost[best])
-        mask = mask[best] & found[:, None] & (vals[best] != x)                  # acts that change something
-        values = torch.where(mask, vals[best], x)
-        x_cf = scm.counterfactual(x, mask, values)
-        return OptimumResult(mask, values, x_cf, clf.predict_proba(x_cf), found, clf.predict_proba(x) >= 0.5,
-                             torch.where(found, problem.cost(x, values, mask), math.nan))

@@ -16,8 +16,8 @@ from .core import get_profile
 from .dice_vae import PAPER_DICE_COST
 from .experiments import run_experiments
 from .flow import fit_flow
-from .oracle import (PAPER_ORACLE, loop_seconds_per_person, optimal_recourse, oracle_recourse,
-                             oracle_reference)
+from .oracle import PAPER_ORACLE, loop_seconds_per_person, oracle_recourse, oracle_reference
+from .optimum import optimal_recourse
 from .preferences import PAPER_TABLE7
 from .scm import SCM_NAMES
 
@@ -76,7 +76,7 @@ def table1(results: pd.DataFrame) -> pd.DataFrame:
 def optimum_columns(t1: pd.DataFrame, # Table 1 (`table1`)
                     profile=None, # the profile its oracle rows were computed at (the same people)
                    ) -> pd.DataFrame:
-    "Table 1 with the optimal cost of the same people (chapter 6) and each method's cost over it."
+    "Table 1 with the optimal cost of the same people (chapter 6b) and each method's cost over it."
     out = t1.copy()
     for scm in out.index:
         ref = oracle_reference(scm, profile)

@@ -412,7 +412,7 @@ plt.show()
 # - **All together** the improved recipe is the cheapest recipe with validity ≥ 99.5 % on every SCM
 #   (0.35–0.81× the paper's cost), with a seed-to-seed spread of at most 0.11 (×100). It is also cheaper
 #   than chapter 6's oracle on six SCMs (chain-nlin is the exception): the oracle searches a grid of
-#   amounts, CARMA chooses them freely. It still pays 1.02–1.45 times the true optimum of chapter 6;
+#   amounts, CARMA chooses them freely. It still pays 1.02–1.45 times the true optimum of chapter 6b;
 #   chapter 15 measures that gap and what it pays for.
 #
 # - **The margin earns its place only inside the full recipe.** Without it, triangle-nlin's improved

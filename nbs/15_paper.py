@@ -39,8 +39,8 @@ from carma_nb.core import get_profile
 from carma_nb.dice_vae import PAPER_DICE_COST
 from carma_nb.experiments import run_experiments
 from carma_nb.flow import fit_flow
-from carma_nb.oracle import (PAPER_ORACLE, loop_seconds_per_person, optimal_recourse, oracle_recourse,
-                             oracle_reference)
+from carma_nb.oracle import PAPER_ORACLE, loop_seconds_per_person, oracle_recourse, oracle_reference
+from carma_nb.optimum import optimal_recourse
 from carma_nb.preferences import PAPER_TABLE7
 from carma_nb.scm import SCM_NAMES
 
@@ -123,7 +123,7 @@ def table1(results: pd.DataFrame) -> pd.DataFrame:
 
 
 # %% [markdown]
-# **The optimum.** Chapter 6 computes each person's minimum-cost valid action in continuous values;
+# **The optimum.** Chapter 6b computes each person's minimum-cost valid action in continuous values;
 # over the same rejected test people it says how far each method is from the best possible action: the
 # grid oracle by its coarseness, CARMA by answering everybody in one forward pass (the amortization gap).
 
@@ -132,7 +132,7 @@ def table1(results: pd.DataFrame) -> pd.DataFrame:
 def optimum_columns(t1: pd.DataFrame, # Table 1 (`table1`)
                     profile=None, # the profile its oracle rows were computed at (the same people)
                    ) -> pd.DataFrame:
-    "Table 1 with the optimal cost of the same people (chapter 6) and each method's cost over it."
+    "Table 1 with the optimal cost of the same people (chapter 6b) and each method's cost over it."
     out = t1.copy()
     for scm in out.index:
         ref = oracle_reference(scm, profile)
@@ -202,7 +202,7 @@ if profile.name == 'paper':      # what the prose of this chapter and the README
     test_eq((dice.min(), dice.max()), (0.47, 0.82))
 
 # %% [markdown]
-# **How far from the optimum.** The grid oracle pays 1.28–1.95 times the optimal cost (chapter 6), CARMA
+# **How far from the optimum.** The grid oracle pays 1.28–1.95 times the optimal cost (chapter 6b), CARMA
 # with the paper's recipe 1.42–3.43 times, the improved recipe 1.02–1.45 times: within 5 % of the
 # optimum only on chain-lin. What CARMA pays for is clearance. The optimum lies on the classifier's
 # decision boundary (probability 0.5 under the true SCM); the improved CARMA's counterfactuals land, on

@@ -60,9 +60,8 @@ print(pd.DataFrame({
 #
 # The paper's Table 1 as reproduced by `carma-nb reproduce --profile paper` (10 seeds; the test people
 # the classifier rejects; cost = l2 × 100; validity = the recommended values replayed in the true SCM).
-# `paper` columns are the published values, for comparison. *CARMA* is the paper's algorithm (chapters
-# 7–8); *improved* our recipe (chapter 9); *optimal* each person's cheapest valid action (chapter 6).
-# Chapter 15 has the whole table, the targets and every difference from the paper.
+# `paper` columns are published values. *CARMA* is the paper's algorithm (chapters 7–8); *improved* our
+# recipe (9); *optimal* each person's cheapest valid action (6b). Chapter 15 has the whole table.
 
 # %%
 #| output: asis
@@ -89,7 +88,8 @@ else: print('*Not yet reproduced with this version: run `carma-nb reproduce --pr
 # | 03 classifier | `carma_nb.classifier` | the frozen classifier whose rejections recourse overturns |
 # | 04 causal flow | `carma_nb.flow` | a causal normalizing flow *is* an SCM: counterfactuals learned from data |
 # | 05 recourse | `carma_nb.recourse` | actions, one cost, coverage vs causal validity, one answer type |
-# | 06 oracle | `carma_nb.oracle` | the combinatorial causal oracle: loop, batched, early exit; the optimum |
+# | 06 oracle | `carma_nb.oracle` | the combinatorial causal oracle: loop, batched, early exit |
+# | 06b optimum | `carma_nb.optimum` | the cheapest valid action in continuous values, the yardstick |
 # | 07 carma | `carma_nb.carma` | the paper's CARMA model: two networks, one-pass serving, saving |
 # | 08 training | `carma_nb.training` | the paper's loss and training; vs the oracle (Figs. 2, 7) |
 # | 09 beyond the paper | `carma_nb.improved` | our additions as one recipe, and their ablation |

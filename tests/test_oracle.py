@@ -14,10 +14,9 @@ from carma_nb.oracle import (
     oracle_bins,
     oracle_recourse,
     oracle_recourse_loop,
-    optimal_recourse,
     person_grids,
-    subset_masks,
 )
+from carma_nb.optimum import optimal_recourse, subset_masks
 from carma_nb.recourse import as_weights, evaluate_recourse, make_recommendation, recourse_problem, rejected
 from carma_nb.scm import SCM_NAMES, get_scm
 
@@ -222,3 +221,13 @@ def test_optimum_refuses_bad_input(setups):
         optimal_recourse(problem, clf, people[:, :3])
     with pytest.raises(ValueError, match='steps must be a whole number'):
         optimal_recourse(problem, clf, people, steps=0)
+
+
+def test_batched_oracle_refuses_bad_input(setups):
+    problem, clf, people = setups['loan']
+    for kw, msg in [({'x': people[:, :3]}, '3 columns but 7 features'),
+                    ({'bins': 1}, r'bins \(the grid spans two end points\)'),
+                    ({'max_memory': 0}, 'max_memory must be a positive'),
+                    ({'weights': {'age': 2}}, "'age' of loan is not")]:
+        with pytest.raises(ValueError, match=msg):
+            oracle_recourse(problem, clf, kw.pop('x', people), verbose=False, **kw)

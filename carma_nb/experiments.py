@@ -34,13 +34,13 @@ from .oracle import ORACLE_SEARCH, cached_oracle, oracle_reference, original_con
 from .preferences import PAPER_PREFERENCE_WEIGHTS
 from .recourse import evaluate_recourse, recourse_problem, rejected, time_per_person
 from .scm import SCM_NAMES, get_scm
-from .serving import recommend_file, refused_summary
+from .serving import _known_scm, import_user_module, recommend_file, refused_summary
 from .vaca import fit_vaca
 
 # %% auto #0
 __all__ = ['TABLE1_METHODS', 'LOAN_STUDIES', 'ABLATION_FRACTIONS', 'EXECUTORS', 'Job', 'plan_jobs', 'run_job', 'exit_with_parent',
            'job_config', 'job_path', 'Workers', 'results_path', 'run_experiments', 'tune_storage', 'tune_carma',
-           'tune_on_ray', 'import_user_module', 'main']
+           'tune_on_ray', 'main']
 
 # %% ../nbs/14_experiments.ipynb #d51a765b
 TABLE1_METHODS = ('oracle', 'carma', 'carma-improved', 'dice-vae')
@@ -362,39 +362,6 @@ def tune_on_ray(scm: str, # the SCM (one of the paper's: a Ray worker imports no
     finally:
         if own: ray.shutdown()
     return max(found, key=lambda r: r['trials in study'])        # the last to finish saw every trial
-
-# %% ../nbs/14_experiments.ipynb #bdac0df1
-def import_user_module(spec: str # a dotted module name importable from here, or a path to a .py file
-                      ):
-    "Import the module that registers a user's SCM (`--import`); return the module."
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError("--import needs a module name or a .py file path")
-    if spec.endswith('.py') or os.sep in spec:
-        path = Path(spec).expanduser().resolve()
-        if not path.is_file():
-            raise FileNotFoundError(f"--import {spec}: no such file; give a .py file that calls register_scm")
-        name = f'_carma_user_{path.stem}_{abs(hash(str(path))):x}'
-        if name in sys.modules: return sys.modules[name]
-        mod_spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(mod_spec)
-        sys.modules[name] = mod
-        try: mod_spec.loader.exec_module(mod)
-        except BaseException: del sys.modules[name]; raise
-        return mod
-    # as `python -m` does: modules beside the user
-    if os.getcwd() not in sys.path: sys.path.insert(0, os.getcwd())
-    try: return importlib.import_module(spec)
-    except ModuleNotFoundError as e:
-        raise ImportError(f"--import {spec}: {e}; give a module importable from this folder "
-                          "or the path to its .py file") from None
-
-def _known_scm(scm: str, imports=()) -> str:
-    "Import the `--import` modules, then check that `scm` names a registered SCM (with the fix in the error)."
-    for m in imports: import_user_module(m)
-    try: return get_scm(scm).name
-    except ValueError as e:
-        raise ValueError(f"{e}. An SCM of your own must be registered in this process: add --import MODULE "
-                         "(a module or .py file that calls register_scm)") from None
 
 # %% ../nbs/14_experiments.ipynb #286cc656
 def _parser() -> argparse.ArgumentParser:

@@ -6,8 +6,11 @@
 from __future__ import annotations
 
 import csv
+import importlib
+import importlib.util
 import io
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from .scm import get_scm
 
 # %% auto #0
 __all__ = ['read_applicant_table', 'parse_applicants', 'read_applicants', 'Served', 'serve', 'check_output_path',
-           'refused_summary', 'recommend_file']
+           'refused_summary', 'recommend_file', 'import_user_module']
 
 # %% ../nbs/13_serving.ipynb #a928b09a
 _NA_TEXT = {'', 'nan', 'na', 'n/a', 'null', 'none'}   # read as a missing value, not as a malformed one
@@ -209,3 +212,36 @@ def recommend_file(model_path: str | Path, input_path: str | Path, output_path: 
     out['prob_after'] = s.rec.prob.numpy()
     _write_csv(out, out_path)
     return out
+
+# %% ../nbs/13_serving.ipynb #2409242e
+def import_user_module(spec: str # a dotted module name importable from here, or a path to a .py file
+                      ):
+    "Import the module that registers a user's SCM (`--import`); return the module."
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError("--import needs a module name or a .py file path")
+    if spec.endswith('.py') or os.sep in spec:
+        path = Path(spec).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"--import {spec}: no such file; give a .py file that calls register_scm")
+        name = f'_carma_user_{path.stem}_{abs(hash(str(path))):x}'
+        if name in sys.modules: return sys.modules[name]
+        mod_spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(mod_spec)
+        sys.modules[name] = mod
+        try: mod_spec.loader.exec_module(mod)
+        except BaseException: del sys.modules[name]; raise
+        return mod
+    # as `python -m` does: modules beside the user
+    if os.getcwd() not in sys.path: sys.path.insert(0, os.getcwd())
+    try: return importlib.import_module(spec)
+    except ModuleNotFoundError as e:
+        raise ImportError(f"--import {spec}: {e}; give a module importable from this folder "
+                          "or the path to its .py file") from None
+
+def _known_scm(scm: str, imports=()) -> str:
+    "Import the `--import` modules, then check that `scm` names a registered SCM (with the fix in the error)."
+    for m in imports: import_user_module(m)
+    try: return get_scm(scm).name
+    except ValueError as e:
+        raise ValueError(f"{e}. An SCM of your own must be registered in this process: add --import MODULE "
+                         "(a module or .py file that calls register_scm)") from None

@@ -32,8 +32,11 @@
 from __future__ import annotations
 
 import csv
+import importlib
+import importlib.util
 import io
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -385,11 +388,62 @@ with tempfile.TemporaryDirectory() as d:
         f.write_bytes(content if isinstance(content, bytes) else content.encode())
         test_fail(lambda: read_applicants(f, 'loan'), contains=message)
 
+
 # %% [markdown]
 # `carma-nb recommend` (chapter 14) is this function behind a command line: it prints one line of counts,
 # warns about refused rows on the standard error, and exits with status 2 and a message, never a
 # traceback, when it cannot serve the file (a malformed file, a model of another SCM, a bad `--idle-tol`,
 # or `--strict` with a refused row).
+
+# %% [markdown]
+# ## Your own SCM on the command line
+#
+# `carma-nb recommend --import my_world` (chapter 14) serves a model of an SCM registered by the
+# user's own module.
+#
+# Importing the user's module is the one step that runs their code, exactly as `python -c "import
+# my_world"` would; it happens only when they name it. A file path is imported under a name of its own
+# (once per process, so a second call is a no-op), and every way it can fail says what to give instead
+# (`tests/test_cli.py` checks each).
+
+# %%
+#| export
+def import_user_module(spec: str # a dotted module name importable from here, or a path to a .py file
+                      ):
+    "Import the module that registers a user's SCM (`--import`); return the module."
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError("--import needs a module name or a .py file path")
+    if spec.endswith('.py') or os.sep in spec:
+        path = Path(spec).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"--import {spec}: no such file; give a .py file that calls register_scm")
+        name = f'_carma_user_{path.stem}_{abs(hash(str(path))):x}'
+        if name in sys.modules: return sys.modules[name]
+        mod_spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(mod_spec)
+        sys.modules[name] = mod
+        try: mod_spec.loader.exec_module(mod)
+        except BaseException: del sys.modules[name]; raise
+        return mod
+    # as `python -m` does: modules beside the user
+    if os.getcwd() not in sys.path: sys.path.insert(0, os.getcwd())
+    try: return importlib.import_module(spec)
+    except ModuleNotFoundError as e:
+        raise ImportError(f"--import {spec}: {e}; give a module importable from this folder "
+                          "or the path to its .py file") from None
+
+def _known_scm(scm: str, imports=()) -> str:
+    "Import the `--import` modules, then check that `scm` names a registered SCM (with the fix in the error)."
+    for m in imports: import_user_module(m)
+    try: return get_scm(scm).name
+    except ValueError as e:
+        raise ValueError(f"{e}. An SCM of your own must be registered in this process: add --import MODULE "
+                         "(a module or .py file that calls register_scm)") from None
+
+
+# %%
+test_fail(lambda: import_user_module('no_such_module_xyz'), contains='give a module importable')
+test_fail(lambda: _known_scm('toy-world'), contains='add --import MODULE')
 
 # %%
 #| hide

@@ -67,7 +67,7 @@ from carma_nb.oracle import ORACLE_SEARCH, cached_oracle, oracle_reference, orig
 from carma_nb.preferences import PAPER_PREFERENCE_WEIGHTS
 from carma_nb.recourse import evaluate_recourse, recourse_problem, rejected, time_per_person
 from carma_nb.scm import SCM_NAMES, get_scm
-from carma_nb.serving import recommend_file, refused_summary
+from carma_nb.serving import _known_scm, import_user_module, recommend_file, refused_summary
 from carma_nb.vaca import fit_vaca
 
 # %%
@@ -215,15 +215,12 @@ pd.DataFrame(rows).round(3)
 # %% [markdown]
 # ### A worker dies with its parent
 #
-# A pool's worker runs the jobs its parent hands it through a queue. When the parent ends normally, or on
-# Ctrl-C, it shuts the pool down and the workers leave. But when the parent is killed outright (`kill -9`,
-# the out-of-memory killer), nobody tells them: each worker finishes the job it holds — possibly an hour
-# of paper-profile training, on a core the next run needs, holding the cache lock of the model it trains
-# so that the next run waits for it — and then waits forever on a queue nobody feeds. So every worker
-# starts a daemon thread that watches its parent. `multiprocessing` gives each child a *sentinel* of its
-# parent, a pipe end that becomes readable the moment the parent ends, however it ends; the thread waits
-# on it and ends the worker at once with `os._exit`. No clean-up runs then: a checkpoint it was saving
-# leaves a temporary file, which the next run that takes that model's lock removes (chapter 0).
+# When the parent is killed outright (`kill -9`, the out-of-memory killer), nobody tells its pool's
+# workers: each would finish the job it holds — possibly an hour of training, holding that model's cache
+# lock — and then wait forever on a queue nobody feeds. So every worker starts a daemon thread that waits
+# on its parent's *sentinel* (a pipe end `multiprocessing` makes readable the moment the parent ends,
+# however it ends) and then ends the worker at once with `os._exit`. A checkpoint it was saving leaves a
+# temporary file, which the next run that takes that model's lock removes (chapter 0).
 
 # %%
 #| export
@@ -386,20 +383,14 @@ with tempfile.TemporaryDirectory() as d:
                                 verbose=False)), 1)
 res[['scm', 'method', 'seed', 'cost x100', 'validity %', 'acts', 'ms per person (batch size 1)']].round(3)
 
+
 # %% [markdown]
-# **More machines.** Jobs are independent, so a sweep over seeds, SCMs and settings outgrows one machine
-# only in time. `Workers(executor='ray')` runs each job as a Ray task (`pip install -e '.[cluster]'`): on the
-# cluster at `address` (`carma-nb reproduce --executor ray --address ray://head:10001`), or, without an
-# address, on a local instance with `jobs` CPUs. Workers return their rows and this process writes the
-# job files, so only it needs the output folder; a worker trains into its own machine's model cache, so
-# point every machine's `CARMA_CACHE` at shared storage to train each model once. The process pool stays
-# the default, with nothing to set up. `tests/test_ray.py` checks that a quick run on a local Ray
-# instance gives the process pool's rows. The tuner (below) scales the same way: `tune_on_ray` starts
-# several tuning workers as Ray tasks on one shared study.
-
-# %%
-test_fail(lambda: Workers(executor='dask'), contains='executor must be one')
-
+# **More machines.** Jobs are independent, so a sweep outgrows one machine only in time.
+# `Workers(executor='ray')` runs each job as a Ray task (`pip install -e '.[cluster]'`) on the cluster at
+# `address`, or on a local instance with `jobs` CPUs. Workers return their rows and this process writes
+# the job files; each worker trains into its machine's model cache (point `CARMA_CACHE` at shared storage).
+# `tests/test_ray.py` checks that a local Ray run gives the process pool's rows; `tune_on_ray` (below)
+# starts tuning workers as Ray tasks on one shared study.
 
 # %% [markdown]
 # ## The command line
@@ -417,6 +408,9 @@ test_fail(lambda: Workers(executor='dask'), contains='executor must be one')
 #   search of the paper's Appendix B with Optuna; workers on several machines share one study through a
 #   database URL (`--storage postgresql://…`): start one `carma-nb tune` per machine, or let Ray start
 #   them (`--executor ray --address ADDRESS --workers N`).
+#
+# `tests/test_cli.py` runs each command in-process and as the installed program, and checks that two
+# tuning workers on one study propose different trials unless given the same seed.
 #
 # `recommend` and `tune` also serve SCMs of one's own. A new process knows only the seven SCMs of the
 # paper, and an SCM's equations are code, which no checkpoint carries (checkpoints hold tensors and
@@ -547,70 +541,7 @@ def tune_on_ray(scm: str, # the SCM (one of the paper's: a Ray worker imports no
 
 
 # %% [markdown]
-# Two workers opening one study propose their first trial (no training needed to see it): with fresh
-# seeds they differ; with one seed they are the same. A URL that cannot be opened is refused at once.
-
-# %%
-import optuna
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-with tempfile.TemporaryDirectory() as d:
-    url = f'sqlite:///{d}/study.db'
-    def first_trial(seed):
-        study, used = _tune_study('chain-lin', 'quick', url, None, seed)
-        return _suggest(study.ask()), used
-    (a, seed_a), (b, seed_b) = first_trial(None), first_trial(None)
-    assert a != b and seed_a != seed_b                         # two workers, two seeds, two different trials
-    test_eq(first_trial(7), first_trial(7))                    # the same seed, given twice: the same trial
-    test_fail(lambda: tune_storage(f'sqlite:///{d}/no/such/folder/x.db'), contains='cannot be opened')
-    test_fail(lambda: tune_storage('carma_tune.db'), contains='is not a database URL')
-    test_fail(lambda: _tune_study('chain-lin', 'quick', url, None, -1), contains='seed must be an integer')
-    test_eq(_shown('postgresql://ann:secret@db.example/tune'), 'postgresql://ann:***@db.example/tune')
-    for who, hp in (('A', a), ('B', b)): print(f'worker {who}:', {k: hp[k] for k in ('lr', 'batch')})
-
-
-# %% [markdown]
 # ### The entry point
-
-# %% [markdown]
-# Importing the user's module is the one step that runs their code, exactly as `python -c "import
-# my_world"` would; it happens only when they name it. A file path is imported under a name of its own
-# (once per process, so a second call is a no-op), and every way it can fail says what to give instead
-# (`tests/test_cli.py` checks each).
-
-# %%
-#| export
-def import_user_module(spec: str # a dotted module name importable from here, or a path to a .py file
-                      ):
-    "Import the module that registers a user's SCM (`--import`); return the module."
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError("--import needs a module name or a .py file path")
-    if spec.endswith('.py') or os.sep in spec:
-        path = Path(spec).expanduser().resolve()
-        if not path.is_file():
-            raise FileNotFoundError(f"--import {spec}: no such file; give a .py file that calls register_scm")
-        name = f'_carma_user_{path.stem}_{abs(hash(str(path))):x}'
-        if name in sys.modules: return sys.modules[name]
-        mod_spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(mod_spec)
-        sys.modules[name] = mod
-        try: mod_spec.loader.exec_module(mod)
-        except BaseException: del sys.modules[name]; raise
-        return mod
-    # as `python -m` does: modules beside the user
-    if os.getcwd() not in sys.path: sys.path.insert(0, os.getcwd())
-    try: return importlib.import_module(spec)
-    except ModuleNotFoundError as e:
-        raise ImportError(f"--import {spec}: {e}; give a module importable from this folder "
-                          "or the path to its .py file") from None
-
-def _known_scm(scm: str, imports=()) -> str:
-    "Import the `--import` modules, then check that `scm` names a registered SCM (with the fix in the error)."
-    for m in imports: import_user_module(m)
-    try: return get_scm(scm).name
-    except ValueError as e:
-        raise ValueError(f"{e}. An SCM of your own must be registered in this process: add --import MODULE "
-                         "(a module or .py file that calls register_scm)") from None
-
 
 # %%
 #| export
@@ -763,29 +694,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return 0
 
-
-# %% [markdown]
-# The command line at work, in-process: `recommend` serves a file with a saved model (chapter 13's
-# `recommend_file`), and a refused run exits with status 2 and writes nothing.
-
-# %%
-from carma_nb.carma import save_carma
-from carma_nb.training import train_carma
-ref = oracle_reference('loan', 'quick')
-carma = train_carma('loan', ref.clf, fit_flow('loan', ref.pools.causal, 'quick', verbose=False),
-                    ref.pools.recourse, profile='quick', verbose=False)
-with tempfile.TemporaryDirectory() as d:
-    d = Path(d)
-    save_carma(carma, d/'carma_loan.pt')
-    pd.DataFrame(ref.pools.recourse.test.x[:100].numpy(), columns=get_scm('loan').names).to_csv(
-        d/'people.csv', index=False)
-    run = lambda *more: main(['recommend', '--model', str(d/'carma_loan.pt'), '--input', str(d/'people.csv'),
-                              *more])
-    test_eq(run('--scm', 'loan', '--output', str(d/'actions.csv')), 0)
-    test_eq(len(pd.read_csv(d/'actions.csv')), 100)
-    test_eq(run('--scm', 'loan', '--output', str(d/'x.csv'), '--idle-tol', '-1'), 2)
-    test_eq(run('--scm', 'chain-lin', '--output', str(d/'x.csv')), 2)
-    assert not (d/'x.csv').exists()
 
 # %%
 #| hide

@@ -240,6 +240,8 @@ def test_runner_resumes_and_never_reads_half_written_files(tmp_path):
     assert float(again['cost x100'].iloc[0]) == -1.0 and len(again) == len(res)
     with pytest.raises(ValueError, match='jobs must be a whole number ≥ 1'):
         Workers(jobs=0)
+    with pytest.raises(ValueError, match='executor must be one'):
+        Workers(executor='dask')
     with pytest.raises(TypeError, match='workers must be a Workers'):
         run_experiments('quick', ['chain-lin'], workers=2, out=tmp_path, verbose=False)
 
@@ -453,3 +455,28 @@ def test_import_user_module_errors_name_the_fix():
         test_eq(import_user_module(str(world)), import_user_module(str(world)))
         test_fail(lambda: import_user_module(str(Path(d) / 'nope.py')), contains='no such file')
         test_fail(lambda: import_user_module('no_such_module_xyz'), contains='give a module importable')
+
+
+def test_tuning_workers_propose_different_trials_unless_given_one_seed(tmp_path):
+    "Two workers on one study propose their first trial (no training): fresh seeds differ, one seed agrees."
+    import optuna
+
+    from carma_nb.experiments import _shown, _suggest, _tune_study, tune_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f'sqlite:///{tmp_path}/study.db'
+
+    def first_trial(seed):
+        study, used = _tune_study('chain-lin', 'quick', url, None, seed)
+        return _suggest(study.ask()), used
+
+    (a, seed_a), (b, seed_b) = first_trial(None), first_trial(None)
+    assert a != b and seed_a != seed_b
+    assert first_trial(7) == first_trial(7)
+    with pytest.raises(ValueError, match='cannot be opened'):
+        tune_storage(f'sqlite:///{tmp_path}/no/such/folder/x.db')
+    with pytest.raises(ValueError, match='is not a database URL'):
+        tune_storage('carma_tune.db')
+    with pytest.raises(ValueError, match='seed must be an integer'):
+        _tune_study('chain-lin', 'quick', url, None, -1)
+    assert _shown('postgresql://ann:secret@db.example/tune') == 'postgresql://ann:***@db.example/tune'

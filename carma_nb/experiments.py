@@ -34,7 +34,7 @@ from .oracle import ORACLE_SEARCH, cached_oracle, oracle_reference, original_con
 from .preferences import PAPER_PREFERENCE_WEIGHTS
 from .recourse import evaluate_recourse, recourse_problem, rejected, time_per_person
 from .scm import SCM_NAMES, get_scm
-from .serving import _known_scm, import_user_module, recommend_file, refused_summary
+from .serving import _known_scm, import_user_module, recommend_file
 from .vaca import fit_vaca
 
 # %% auto #0
@@ -386,12 +386,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument('--update-notebooks', action='store_true',
                    help='save the executed chapters with their new outputs (for maintainers)')
     c = sub.add_parser('recommend', help='recommendations for a CSV of applicants',
-                       description='Serve a CSV of applicants with a saved CARMA model.')
+                       description='Serve a CSV or Parquet file of applicants with a saved CARMA model.')
     c.add_argument('--scm', required=True,
                    help='the SCM the model was trained for (checked against the model)')
     c.add_argument('--model', required=True, help='a CARMA checkpoint written by save_carma')
-    c.add_argument('--input', required=True, help='CSV with one column per feature, named as in the SCM')
-    c.add_argument('--output', required=True, help='CSV to write (atomically)')
+    c.add_argument('--input', required=True,
+                   help='CSV or Parquet (*.parquet) file with one column per feature, named as in the SCM')
+    c.add_argument('--output', required=True,
+                   help='CSV or Parquet (*.parquet) file to write, chunk by chunk and atomically')
     c.add_argument('--idle-tol', type=float, default=None, metavar='TOL',
                    help="drop acts whose latent shift is below TOL, where the applicant stays accepted "
                         "(default: the model's own setting, chapter 9; 0 keeps every act)")
@@ -484,15 +486,11 @@ def _reproduce(a) -> None:
 
 def _recommend_command(a) -> None:
     "carma-nb recommend: serve the file; print one line of counts, and one about refused rows (stderr)."
-    t0 = time.perf_counter()
-    out = recommend_file(a.model, a.input, a.output, a.scm, a.idle_tol, a.strict)
-    st = out['status'].astype(str)
-    counts = {k: int((st == k).sum()) for k in ('served', 'already accepted', 'no valid action')}
-    counts['refused'] = int(st.str.startswith('refused').sum())
-    print(f"{len(out)} applicants: " + ', '.join(f'{v} {k}' for k, v in counts.items())
-          + f"; {time.perf_counter() - t0:.2f} s → {a.output}")
-    if counts['refused']:
-        print(f"carma-nb recommend: warning: {refused_summary(out['status'].to_numpy())}; they get no "
+    r = recommend_file(a.model, a.input, a.output, a.scm, a.idle_tol, a.strict)
+    print(f"{r.rows} applicants: " + ', '.join(f'{v} {k}' for k, v in r.counts.items())
+          + f"; {r.seconds:.2f} s ({r.rows / max(r.seconds, 1e-9):,.0f} rows/s) → {a.output}")
+    if r.counts['refused']:
+        print(f"carma-nb recommend: warning: {r.refused_line()}; they get no "
               "targets, the status column says why, and --strict makes this an error", file=sys.stderr)
 
 def main(argv: list[str] | None = None) -> int:

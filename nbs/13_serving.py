@@ -31,21 +31,28 @@
 #| export
 from __future__ import annotations
 
+import codecs
 import csv
 import importlib
 import importlib.util
 import io
 import os
 import sys
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 import torch
 
 from carma_nb.carma import CARMA, load_carma
-from carma_nb.core import atomic_write, check_positive
+from carma_nb.core import atomic_write, check_positive, progress
 from carma_nb.recourse import DOMAIN_MARGIN, SERVED, Recommendation, outside_domain, recourse_status
 from carma_nb.scm import get_scm
 
@@ -62,10 +69,10 @@ from carma_nb.training import train_carma
 # %% [markdown]
 # ## The deployment path
 #
-# The input is a CSV with one column per feature, named as in the SCM (any order). The output has the
-# applicant's columns, a `status`, whether they were already accepted, the recommended action
-# (`act_<feature>`, `<feature>_target`) and the classifier's probability before and after. Everything is
-# one batched forward pass of the model's own serving program (chapter 7), with its own setting for
+# The input is a CSV (or Parquet) file with one column per feature, named as in the SCM (any order). The
+# output has the applicant's columns, a `status`, whether they were already accepted, the recommended action
+# (`act_<feature>`, `<feature>_target`) and the classifier's probability before and after. Each chunk of
+# the file is one batched forward pass of the model's own serving program (chapter 7), with its setting for
 # idle acts: a model trained with the improved recipe leaves out acts that change nothing (chapter 9),
 # the paper's serves every act. `--idle-tol TOL` overrides the model's setting (`0` keeps every act).
 #
@@ -73,46 +80,65 @@ from carma_nb.training import train_carma
 # cannot answer, and says where and why.
 
 # %% [markdown]
-# **Reading.** The file is read as text first and parsed second: every feature column keeps the text
-# it was written with, so the output repeats each value exactly as read (16777217 stays 16777217 and
-# does not come back as float32's 1.6777216e+07). The file must be UTF-8 and comma-separated, with a
-# header naming exactly the SCM's features and one value per column in every row. A row with more
-# fields than the header would otherwise be shifted by one column and served as somebody else; it is
-# refused, naming the row, like a file that is not UTF-8 (naming the byte and line), a file whose
-# delimiter looks like `;` or a tab, a header without rows, and any value that is not a number
-# (`True` included: write 1 or 0), missing, or infinite.
+# **Reading.** A bank's file can hold millions of applicants, more than a service should hold in memory,
+# so it is read in chunks of about `CHUNK_BYTES` (1 MiB) and each chunk is served and written before the
+# next is read: memory stays bounded whatever the file's size. A CSV file is read as text first and
+# parsed second, so the output repeats each value exactly as written (16777217 stays 16777217 and does
+# not come back as float32's 1.6777216e+07). A file named `*.parquet` (or `*.pq`) is read as Parquet,
+# any other as CSV; both are read by pyarrow.
+#
+# The file must be UTF-8 and comma-separated, with a header naming exactly the SCM's features and one
+# value per column in every row. A row with more fields than the header would otherwise be shifted by
+# one column and served as somebody else; it is refused, naming the row, like a file that is not UTF-8
+# (naming the byte and line), a file whose delimiter looks like `;` or a tab, a header without rows,
+# and any value that is not a number (`True` included: write 1 or 0), missing, or infinite. Such an
+# error is found while streaming, so nothing is written: the output is atomic (below).
 
 # %%
 #| export
+CHUNK_BYTES = 1 << 20     # about this much of the input is served at a time (the memory bound)
 _NA_TEXT = {'', 'nan', 'na', 'n/a', 'null', 'none'}   # read as a missing value, not as a malformed one
 
-def _csv_text(path: str | Path) -> str:
-    "The file's text, decoded as UTF-8 (with or without a byte-order mark), or an error naming the problem."
-    path, name = Path(path), repr(str(path))
-    try: data = path.read_bytes()
-    except FileNotFoundError: raise FileNotFoundError(f"input file {name} does not exist") from None
-    except IsADirectoryError: raise ValueError(f"input {name} is a folder; give a CSV file") from None
-    except OSError as e: raise ValueError(f"cannot read the input file {name}: {e.strerror or e}") from None
-    try: return data.decode('utf-8-sig')
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b'\n') + 1
-        raise ValueError(f"input file {name} is not UTF-8 text: byte 0x{data[e.start]:02x} on line {line} "
-                         f"({e.reason}); save it as UTF-8 (a spreadsheet's 'CSV UTF-8')") from None
+def is_parquet(path: str | Path) -> bool:
+    "Whether `path` is read and written as Parquet (`*.parquet`, `*.pq`); any other name is CSV."
+    return Path(path).suffix.lower() in ('.parquet', '.pq')
 
-def _row_lengths_error(path, text: str, width: int | None = None) -> ValueError | None:
+def _check_readable(path) -> Path:
+    path, name = Path(path), repr(str(path))
+    if not path.exists(): raise FileNotFoundError(f"input file {name} does not exist")
+    if path.is_dir(): raise ValueError(f"input {name} is a folder; give a CSV or Parquet file")
+    try: path.open('rb').close()
+    except OSError as e: raise ValueError(f"cannot read the input file {name}: {e.strerror or e}") from None
+    return path
+
+def _utf8_error(path) -> ValueError | None:
+    "The first byte of the file that is not UTF-8, with its line, as an error (None if all is UTF-8)."
+    decoder, line = codecs.getincrementaldecoder('utf-8')(), 1
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            try: decoder.decode(block)
+            except UnicodeDecodeError as e:
+                line, byte = line + e.object[:e.start].count(b'\n'), e.object[e.start]
+                return ValueError(f"input file {str(path)!r} is not UTF-8 text: byte 0x{byte:02x} on line "
+                                  f"{line} ({e.reason}); save it as UTF-8 (a spreadsheet's 'CSV UTF-8')")
+            line += block.count(b'\n')
+    return None
+
+def _row_lengths_error(path, width: int) -> ValueError | None:
     "The first data row whose number of fields differs from the header's, as an error (None if all agree)."
-    reader, k = csv.reader(io.StringIO(text)), 0
-    header = next(reader, [])
-    width = width or len(header)
-    for row in reader:
-        if not row: continue                                       # blank lines are skipped, as when parsing
-        k += 1
-        if len(row) != width:
-            n = len(row)
-            hint = ('a comma inside a value, or a trailing comma?' if n > width else 'a value left out?')
-            if n == 1 and ';' in row[0]: hint = 'the delimiter looks wrong: write commas'
-            return ValueError(f"{path}: data row {k} (line {reader.line_num}) has {n} field{'s' * (n > 1)} "
-                              f"but the header has {width} ({hint}); every row needs one value per column")
+    with open(path, newline='', encoding='utf-8-sig') as f:
+        reader, k = csv.reader(f), 0
+        next(reader, [])
+        for row in reader:
+            if not row: continue                                    # blank lines are skipped, as when parsing
+            k += 1
+            if len(row) != width:
+                n = len(row)
+                hint = ('a comma inside a value, or a trailing comma?' if n > width else 'a value left out?')
+                if n == 1 and ';' in row[0]: hint = 'the delimiter looks wrong: write commas'
+                return ValueError(f"{path}: data row {k} (line {reader.line_num}) has {n} "
+                                  f"field{'s' * (n > 1)} but the header has {width} ({hint}); "
+                                  "every row needs one value per column")
     return None
 
 def _check_header(path, header: list[str], scm) -> None:
@@ -130,39 +156,77 @@ def _check_header(path, header: list[str], scm) -> None:
                          + (f"unknown {extra}" if extra else '')
                          + (' (an empty name: a trailing comma?)' if '' in extra else ''))
 
-def read_applicant_table(path: str | Path, # a CSV file: a header of the SCM's features, one row per applicant
-                         scm, # the SCM (or its name)
-                        ) -> pd.DataFrame:
-    "The applicants as text, one column per feature of `scm` in its order; clear errors for bad files."
-    scm = get_scm(scm)
-    text = _csv_text(path)
-    try: raw = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"input file {str(path)!r} is empty; it needs a header {list(scm.names)}") from None
-    except pd.errors.ParserError as e:
-        err = _row_lengths_error(path, text) or ValueError(f"{path}: not a readable CSV file ({e})")
-        raise err from None
-    header = [str(c).strip() for c in raw.iloc[0]]
-    _check_header(path, header, scm)
-    if len(raw) == 1: raise ValueError(f"{path}: has a header but no applicants; add one row per applicant")
-    table = raw.iloc[1:].set_axis(header, axis=1)[list(scm.names)].reset_index(drop=True)
-    if (table == '').any().any():                          # an empty field, or a row with too few fields
-        err = _row_lengths_error(path, text, len(header))
-        if err: raise err
-    return table
+def _csv_header(path) -> list[str]:
+    "The CSV file's header, its names stripped; refuses an empty file and one that is not UTF-8."
+    with open(path, 'rb') as f: first = f.readline()
+    try: text = first.decode('utf-8-sig')
+    except UnicodeDecodeError: raise _utf8_error(path) from None
+    if not text.strip():
+        raise ValueError(f"input file {str(path)!r} is empty; it needs a header of the features")
+    return [c.strip() for c in next(csv.reader([text]))]
 
-def parse_applicants(table: pd.DataFrame, # text, as `read_applicant_table` returns
+def _csv_batches(path, scm, chunk_bytes: int):
+    "The applicants as text, in chunks (RecordBatches, the SCM's column order); errors name row and cause."
+    header = _csv_header(path)
+    _check_header(path, header, scm)
+    names = list(scm.names)
+    opts = dict(read_options=pcsv.ReadOptions(block_size=chunk_bytes, column_names=header, skip_rows=1),
+                convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in header},
+                                                    include_columns=names))
+    try:
+        with pcsv.open_csv(path, **opts) as reader:
+            for batch in reader:
+                yield batch
+    except pa.ArrowInvalid as e:
+        raise (_utf8_error(path) or _row_lengths_error(path, len(header))
+               or ValueError(f"{path}: not a readable CSV file ({e})")) from None
+
+def _parquet_batches(path, scm, chunk_bytes: int):
+    "The applicants of a Parquet file, in chunks with the SCM's column order."
+    try: f = pq.ParquetFile(path, pre_buffer=False, buffer_size=chunk_bytes)  # (pre-buffering keeps all)
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"input file {str(path)!r} is not a readable Parquet file ({e})") from None
+    with f:
+        _check_header(path, f.schema_arrow.names, scm)
+        yield from f.iter_batches(batch_size=max(1, chunk_bytes // (8 * scm.n_features)),
+                                  columns=list(scm.names))
+
+def applicant_batches(path: str | Path, # a CSV or Parquet file: the SCM's features, one row per applicant
+                      scm, # the SCM (or its name)
+                      chunk_bytes: int = CHUNK_BYTES, # about this much of the file per chunk
+                     ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    ("Each chunk of applicants as read (text for CSV) and as float64 (n, D), in the SCM's feature order; "
+     "clear errors for bad files.")
+    scm, path = get_scm(scm), _check_readable(path)
+    batches = (_parquet_batches if is_parquet(path) else _csv_batches)(path, scm, chunk_bytes)
+    first = 0
+    for batch in batches:
+        if batch.num_rows == 0: continue
+        yield batch, _parse_batch(batch, path, first)
+        first += batch.num_rows
+    if first == 0: raise ValueError(f"{path}: has a header but no applicants; add one row per applicant")
+
+def _parse_batch(batch: pa.RecordBatch, path, first_row: int) -> np.ndarray:
+    "Float64 values of a chunk: arrow's fast cast, or (for what it refuses) the checks that name the cell."
+    try: x = np.column_stack([pc.cast(c, pa.float64()).to_numpy(zero_copy_only=False) for c in batch])
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError): x = None
+    if x is not None and np.isfinite(x).all(): return x
+    text = batch.to_pandas().map(str)          # the checks below are slower and name the value
+    return parse_applicants(text, path, first_row).numpy()
+
+def parse_applicants(table: pd.DataFrame, # text, one column per feature
                      path: str | Path = 'input', # named in the errors
+                     first_row: int = 0, # data rows before this table (for the row named in errors)
                     ) -> torch.Tensor:
     ("The applicants' features as float64 (n, D); refuses a value that is missing, not a number, "
      "or infinite.")
     if not isinstance(table, pd.DataFrame):
-        raise TypeError("parse_applicants needs the text table that read_applicant_table returns")
+        raise TypeError("parse_applicants needs a DataFrame of text, one column per feature")
     num = table.apply(pd.to_numeric, errors='coerce')
     bad = num.isna() | np.isinf(num)
     if bad.any().any():
         col = bad.any().idxmax(); row = int(bad[col].to_numpy().argmax())
-        v, at, what = table[col].iloc[row], f"(data row {row + 1})", f"{path}: column {col!r} has"
+        v, at, what = table[col].iloc[row], f"(data row {first_row + row + 1})", f"{path}: column {col!r} has"
         if v.strip().lower() in _NA_TEXT:
             raise ValueError(f"{what} a missing value {at}; impute or drop it first")
         if np.isinf(num[col].iloc[row]): raise ValueError(f"{what} an infinite value {v!r} {at}")
@@ -171,9 +235,9 @@ def parse_applicants(table: pd.DataFrame, # text, as `read_applicant_table` retu
     return torch.from_numpy(np.array(num.to_numpy(np.float64)))   # a writable copy
 
 def read_applicants(path: str | Path, scm) -> torch.Tensor:
-    ("A CSV of applicants with one column per feature of `scm`, as float64 (n, D); "
-     "clear errors for bad files.")
-    return parse_applicants(read_applicant_table(path, scm), path)
+    ("A (small) CSV or Parquet file of applicants with one column per feature of `scm`, as float64 "
+     "(n, D); clear errors for bad files.")
+    return torch.from_numpy(np.concatenate([x for _, x in applicant_batches(path, scm)]))
 
 
 # %% [markdown]
@@ -225,9 +289,11 @@ def serve(model: CARMA, # a trained CARMA model with its training range (train_c
 # %% [markdown]
 # **Writing.** The output path is checked before any work: it must not be the input (or the model),
 # also through a symbolic or hard link, since writing would replace the applicants' file; it must not
-# be a folder; and its folder must be writable. The file is written atomically (chapter 0), so it is
-# complete or absent, and an error names the output path, never the temporary file. `strict=True`
-# (`--strict`) turns any refused row into an error, and then nothing is written.
+# be a folder; and its folder must be writable. Its name chooses its format, as for the input. The file
+# is written atomically (chapter 0), chunk after chunk into a temporary file that replaces the output
+# only when the last row is written, so it is complete or absent, and an error names the output path,
+# never the temporary file. `strict=True` (`--strict`) turns any refused row into an error, and then
+# nothing is written.
 
 # %%
 #| export
@@ -249,45 +315,120 @@ def check_output_path(output: str | Path, # the file to write
         raise ValueError(f"output {name}: the folder {str(folder)!r} cannot be written (permission denied)")
     return out
 
-def _write_csv(df: pd.DataFrame, out: Path) -> None:
-    "Write `df` atomically; an error names the output path, not the temporary file."
-    try:
-        with atomic_write(out, 'w') as f: df.to_csv(f, index=False)
-    except OSError as e:
-        raise ValueError(f"cannot write the output {str(out)!r}: {e.strerror or e}") from None
+def output_columns(model: CARMA, # the model that served
+                   s: Served, # its answer for a chunk
+                  ) -> dict[str, pa.Array]:
+    ("The output's columns after the applicant's own: status, accepted, probabilities, and per actionable "
+     "feature the act and its target; missing values are null.")
+    missing = lambda v, gone: pa.array(v, mask=gone)
+    known = ~s.prob_before.isnan().numpy()                      # refused on input: accepted is unknown
+    cols = {'status': pa.array(s.status.astype(str)),
+            'accepted': missing(s.rec.accepted.numpy(), ~known),
+            'prob_before': missing(s.prob_before.numpy(), ~known)}
+    for j in get_scm(model.scm).actionable:
+        act = s.rec.mask[:, j].numpy()
+        cols[f'act_{model.names[j]}'] = pa.array(act)
+        cols[f'{model.names[j]}_target'] = missing(s.rec.values[:, j].numpy(), ~act)
+    cols['prob_after'] = missing(s.rec.prob.numpy(), s.rec.prob.isnan().numpy())
+    return cols
 
-def refused_summary(status: np.ndarray, # per row, as `serve` returns
-                    shown: int = 3, # reasons listed
-                   ) -> str:
-    "One line about the refused rows: how many, which data rows, the first reasons."
-    rows = np.flatnonzero(np.char.startswith(status.astype(str), 'refused'))
-    first = '; '.join(f"data row {i + 1}: {status[i].removeprefix('refused: ')}" for i in rows[:shown])
-    return f"{len(rows)} of {len(status)} applicants refused ({first}{'; …' if len(rows) > shown else ''})"
+def _csv_field(a: pa.Array) -> pa.Array:
+    "A column as CSV text: True/False, numbers in their shortest form, quoted where needed, '' for missing."
+    if pa.types.is_boolean(a.type): return pc.if_else(a, 'True', 'False').fill_null('')
+    if not pa.types.is_string(a.type): return pc.cast(a, pa.string()).fill_null('')
+    need = pc.match_substring_regex(a, '[,"\r\n]')            # text: the status (numbers never need it)
+    if not pc.any(need).as_py(): return a.fill_null('')
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(a, '"', '""'), '"', '')
+    return pc.if_else(need, quoted, a).fill_null('')
+
+class _CsvWriter:
+    "Writes chunks of columns as CSV lines, joined by pyarrow, to an open binary file."
+    def __init__(self, f): self.f, self.header = f, False
+    def write(self, cols: dict[str, pa.Array]):
+        if not self.header: self.f.write((','.join(cols) + '\n').encode()); self.header = True
+        line = pc.binary_join_element_wise(*map(_csv_field, cols.values()), ',')
+        line = pc.binary_join_element_wise(line, '', '\n').cast(pa.string())
+        offsets = np.frombuffer(line.buffers()[1], np.int32)[line.offset:line.offset + len(line) + 1]
+        self.f.write(memoryview(line.buffers()[2])[offsets[0]:offsets[-1]])
+    def close(self): pass
+
+class _ParquetWriter:
+    "Writes chunks of columns as row groups of one Parquet file."
+    def __init__(self, f): self.f, self.w = f, None
+    def write(self, cols: dict[str, pa.Array]):
+        table = pa.table(cols)
+        self.w = self.w or pq.ParquetWriter(self.f, table.schema)
+        self.w.write_table(table)
+    def close(self):
+        if self.w: self.w.close()
+
+@dataclass
+class FileReport:
+    "What `recommend_file` did: how many applicants, how many of each status, the first refused rows."
+    output: Path
+    rows: int = 0
+    counts: dict = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    first_refused: list = field(default_factory=list)    # (data row, reason) of the first few refused
+    seconds: float = 0.0
+
+    def add(self, status: np.ndarray, shown: int = 3) -> None:
+        "Count a chunk's statuses (the chunk's rows follow those already counted)."
+        refused = np.flatnonzero(np.char.startswith(status.astype(str), 'refused'))
+        for k in STATUSES[:3]: self.counts[k] += int((status == k).sum())
+        self.counts['refused'] += len(refused)
+        self.first_refused += [(self.rows + int(i) + 1, status[i].removeprefix('refused: '))
+                               for i in refused[:shown - len(self.first_refused)]]
+        self.rows += len(status)
+
+    def refused_line(self) -> str:
+        "One line about the refused rows: how many, which data rows, the first reasons."
+        first = '; '.join(f"data row {i}: {why}" for i, why in self.first_refused)
+        more = '; …' if self.counts['refused'] > len(self.first_refused) else ''
+        return f"{self.counts['refused']} of {self.rows} applicants refused ({first}{more})"
+
+STATUSES = ('served', 'already accepted', 'no valid action', 'refused')
 
 def recommend_file(model_path: str | Path, input_path: str | Path, output_path: str | Path,
                    scm: str | None = None,
                    # drop acts with a smaller latent shift (0: none); None: the model's own
                    idle_tol: float | None = None,
                    strict: bool = False, # raise (and write nothing) when any applicant is refused
-                  ) -> pd.DataFrame:
-    "A status and recommendations for every applicant of a CSV, by a saved CARMA model, written atomically."
-    out_path = check_output_path(output_path, input_path, model_path)
+                  ) -> FileReport:
+    ("A status and recommendations for every applicant of a CSV or Parquet file, by a saved CARMA model, "
+     "served chunk by chunk and written atomically.")
+    t0, out_path = time.perf_counter(), check_output_path(output_path, input_path, model_path)
     model = load_carma(model_path, scm)
     if idle_tol is not None: model.idle_tol = check_positive(idle_tol, 'idle_tol', zero=True) or None
-    table = read_applicant_table(input_path, model.scm)
-    s, names = serve(model, parse_applicants(table, input_path)), model.names
-    if strict and s.refused.any(): raise ValueError(f"--strict: {refused_summary(s.status)}; nothing written")
-    out = table.copy()                                          # the features exactly as read
-    out['status'] = s.status
-    known = ~s.prob_before.isnan().numpy()                      # refused on input: accepted is unknown
-    out['accepted'] = pd.array(np.where(known, s.rec.accepted.numpy(), None), dtype='boolean')
-    out['prob_before'] = s.prob_before.numpy()
-    for j in get_scm(model.scm).actionable:
-        out[f'act_{names[j]}'] = s.rec.mask[:, j].numpy()
-        out[f'{names[j]}_target'] = np.where(s.rec.mask[:, j].numpy(), s.rec.values[:, j].numpy(), np.nan)
-    out['prob_after'] = s.rec.prob.numpy()
-    _write_csv(out, out_path)
-    return out
+    report, to_parquet = FileReport(out_path), is_parquet(out_path)
+    bar, step = _progress_bar(input_path)
+    try:
+        with atomic_write(out_path, 'wb') as f, bar:
+            writer = (_ParquetWriter if to_parquet else _CsvWriter)(f)
+            for batch, x in applicant_batches(input_path, model.scm, CHUNK_BYTES):
+                s = serve(model, torch.from_numpy(x))
+                report.add(s.status)
+                feats = ([pa.array(x[:, j]) for j in range(x.shape[1])] if to_parquet else batch.columns)
+                writer.write(dict(zip(model.names, feats)) | output_columns(model, s))
+                bar.update(step(batch))
+            writer.close()
+            if strict and report.counts['refused']:
+                raise ValueError(f"--strict: {report.refused_line()}; nothing written")
+    except OSError as e:
+        raise ValueError(f"cannot write the output {str(out_path)!r}: {e.strerror or e}") from None
+    report.seconds = time.perf_counter() - t0
+    return report
+
+def _progress_bar(path) -> tuple:
+    "A progress bar over the input (rows of a Parquet file, bytes of a CSV file; on a terminal only)."
+    path, off = _check_readable(path), True if not sys.stderr.isatty() else None
+    if is_parquet(path):
+        try: total = pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowException, OSError): total = None       # applicant_batches names the problem
+        return progress(total=total, desc='recommend', unit='rows', disable=off), lambda b: b.num_rows
+    text_bytes = lambda b: b.num_rows * b.num_columns + sum(pc.sum(pc.binary_length(c)).as_py() or 0
+                                                            for c in b.columns)
+    return (progress(total=os.path.getsize(path), desc='recommend', unit='B', unit_scale=True, disable=off),
+            text_bytes)
 
 
 # %% [markdown]
@@ -309,12 +450,14 @@ with tempfile.TemporaryDirectory() as d:
     pd.DataFrame(ref.pools.recourse.test.x[:1000].numpy(), columns=loan.names).to_csv(d/'people.csv',
                                                                                       index=False)
     run = lambda inp, out, **kw: recommend_file(d/'carma_loan.pt', d/inp, d/out, 'loan', **kw)
-    actions = run('people.csv', 'actions.csv')
-    test_eq(len(actions), 1000); test_eq(len(pd.read_csv(d/'actions.csv')), 1000)
+    report = run('people.csv', 'actions.csv')
+    actions = pd.read_csv(d/'actions.csv')
+    test_eq(report.rows, 1000); test_eq(len(actions), 1000)
+    test_eq(report.counts, actions['status'].value_counts().reindex(STATUSES, fill_value=0).to_dict())
     acts = [c for c in actions if c.startswith('act_')]
     test_eq(actions.loc[actions['status'] != 'served', acts].to_numpy().any(), False)   # targets: served only
     assert set(actions['status']) <= {'served', 'already accepted', 'no valid action'}
-    fewer = run('people.csv', 'idle.csv', idle_tol=0.05)
+    run('people.csv', 'idle.csv', idle_tol=0.05); fewer = pd.read_csv(d/'idle.csv')
     # dropping idle acts only removes acts
     assert not (fewer[acts].to_numpy() & ~actions[acts].to_numpy()).any()
     test_fail(lambda: run('people.csv', 'x.csv', idle_tol=-1), contains='idle_tol must be')
@@ -381,13 +524,38 @@ bad_files = {   # file: (content, the message it gets)
     'header.csv': (head + '\n', 'has a header but no applicants'),
     'booleans.csv': (head + '\nTrue,30,0,1,1,1,1\n', "non-numeric value 'True' (data row 1); write 1 or 0"),
     'semicolons.csv': (head.replace(',', ';') + '\n0;30;0;1;1;1;1\n', 'the delimiter looks wrong'),
-    'latin1.csv': ((head + '\n0,30,0,1,1,1,é\n').encode('latin-1'), 'is not UTF-8 text: byte 0xe9 on line 2')}
+    'latin1.csv': ((head + '\n0,30,0,1,1,1,é\n').encode('latin-1'), 'not UTF-8 text: byte 0xe9 on line 2')}
 with tempfile.TemporaryDirectory() as d:
     for name, (content, message) in bad_files.items():
         f = Path(d)/name
         f.write_bytes(content if isinstance(content, bytes) else content.encode())
         test_fail(lambda: read_applicants(f, 'loan'), contains=message)
 
+
+# %% [markdown]
+# ## Millions of applicants
+#
+# Served chunk by chunk, a file of any length needs the memory of one chunk, and the chunks change no
+# answer: each applicant's recommendation is computed from their own row (chapter 7), whoever shares
+# their batch. Below, 1 000 applicants read in chunks of 4 KiB (about sixty rows each) are the same
+# numbers as read at once, and the same file as Parquet gets the same recommendations.
+# `benchmarks/bench_serving.py` serves ten million applicants this way and measures rows per second
+# and peak memory (its results are in `benchmarks/RESULTS.md`).
+
+# %%
+with tempfile.TemporaryDirectory() as d:
+    d = Path(d)
+    save_carma(carma, d/'carma_loan.pt')
+    people = pd.DataFrame(ref.pools.recourse.test.x[:1000].numpy(), columns=loan.names)
+    people.to_csv(d/'people.csv', index=False); people.to_parquet(d/'people.parquet')
+    chunks = [x for _, x in applicant_batches(d/'people.csv', 'loan', chunk_bytes=4096)]
+    test_eq(np.concatenate(chunks), read_applicants(d/'people.csv', 'loan').numpy())
+    assert len(chunks) > 10
+    recommend_file(d/'carma_loan.pt', d/'people.csv', d/'actions.csv', 'loan')
+    recommend_file(d/'carma_loan.pt', d/'people.parquet', d/'actions.parquet', 'loan')
+    from_csv, from_parquet = pd.read_csv(d/'actions.csv'), pd.read_parquet(d/'actions.parquet')
+pd.testing.assert_frame_equal(from_csv, from_parquet, check_dtype=False)
+len(chunks), from_parquet.dtypes.value_counts().to_dict()
 
 # %% [markdown]
 # `carma-nb recommend` (chapter 14) is this function behind a command line: it prints one line of counts,

@@ -531,7 +531,6 @@ with tempfile.TemporaryDirectory() as d:
         f.write_bytes(content if isinstance(content, bytes) else content.encode())
         test_fail(lambda: read_applicants(f, 'loan'), contains=message)
 
-
 # %% [markdown]
 # ## Millions of applicants
 #
@@ -556,6 +555,7 @@ with tempfile.TemporaryDirectory() as d:
     from_csv, from_parquet = pd.read_csv(d/'actions.csv'), pd.read_parquet(d/'actions.parquet')
 pd.testing.assert_frame_equal(from_csv, from_parquet, check_dtype=False)
 len(chunks), from_parquet.dtypes.value_counts().to_dict()
+
 
 # %% [markdown]
 # `carma-nb recommend` (chapter 14) is this function behind a command line: it prints one line of counts,

@@ -99,6 +99,7 @@ else: print('*Not yet reproduced with this version: run `carma-nb reproduce --pr
 # | 13 serving | `carma_nb.serving` | a file of applicants in, recommendations out, refusals explained |
 # | 14 experiments | `carma_nb.experiments` | the runner and the command line: reproduce, recommend, tune |
 # | 15 paper | `carma_nb.paper` | Table 1, Table 7 and the figures next to the paper's; every difference |
+# | 16 your own data | `carma_nb.world` | a table and a causal graph, no equations: a world from data |
 #
 # Investigations of our own choices (classifier optimiser, data draws, sweeps) live in `studies/`,
 # outside the course; `figures/README.md` lists every figure and table with the chapter that writes it.
@@ -113,14 +114,13 @@ else: print('*Not yet reproduced with this version: run `carma-nb reproduce --pr
 # Every output row gets a `status` — `served`, `already accepted`, `no valid action`, or `refused: …`
 # when the applicant (or the recommended counterfactual) lies outside the model's domain: what the SCM
 # allows, intersected with the training data's range widened by 10 % (chapter 5). Only `served` rows
-# carry targets; `--strict` makes any refused row an error. Chapter 13 shows the whole path, including
-# worlds of your own (`--import`).
+# carry targets; `--strict` makes any refused row an error. Files are CSV or Parquet (`*.parquet`), served
+# chunk by chunk in bounded memory. Chapter 13 shows the whole path, including SCMs of your own (`--import`).
 #
 # ## Where next
 #
 # Read the chapters in order in Jupyter (`.venv/bin/jupyter lab nbs/`) or as a website (`bash .ci/site`
-# builds it into `_site/` in under a minute: open `_site/index.html`), reproduce the paper with
-# `carma-nb reproduce --profile paper --jobs 2`, or serve your own model from chapter 13.
+# builds it into `_site/`: open `_site/index.html`), or reproduce the paper with `carma-nb reproduce`.
 #
 # The website is Sphinx 9.0 with MyST-NB 1.4 and sphinx-book-theme 1.4, pinned in the `site` extra: the
 # engine of Jupyter Book 1 without its wrapper, which holds Sphinx at 7 and MyST-Parser at 3 and adds ten

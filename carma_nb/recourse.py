@@ -21,7 +21,7 @@ from .scm import SCM, _check_mask_values, get_scm
 
 # %% auto #0
 __all__ = ['RANGES_FROM', 'DOMAIN_MARGIN', 'SERVED', 'ALREADY_ACCEPTED', 'NO_VALID_ACTION', 'as_weights', 'RecourseProblem',
-           'recourse_problem', 'rejected', 'Recommendation', 'make_recommendation', 'RecourseReport',
+           'recourse_problem', 'shift_limits', 'rejected', 'Recommendation', 'make_recommendation', 'RecourseReport',
            'evaluate_recourse', 'FeatureDomain', 'training_range', 'feature_domain', 'outside_domain',
            'describe_domain', 'domain_messages', 'recourse_status', 'time_per_person']
 
@@ -140,6 +140,18 @@ def recourse_problem(scm: SCM | str, # the SCM
                            ranges_from)
 
 # %% ../nbs/05_recourse.ipynb #b7c9ebc2
+def shift_limits(scm: SCM | str, z_range: tuple[float, float], latent_size: int = 1,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    ("Lower and upper limits (D·d_z,) of a latent shift: the clamp range, and 0 on the side a feature's "
+     "`direction` forbids (a causal model with one latent per feature; the flow's shift moves it one way).")
+    scm = get_scm(scm)
+    lo = torch.full((scm.n_features * latent_size,), float(z_range[0]))
+    hi = torch.full_like(lo, float(z_range[1]))
+    for j, nd in enumerate(scm.nodes if latent_size == 1 else ()):
+        if nd.direction == 'increase': lo[j] = 0.
+        if nd.direction == 'decrease': hi[j] = 0.
+    return lo, hi
+
 def rejected(clf, # a trained classifier with `predict_proba`
              x: torch.Tensor, # (n, D) raw features
              limit: int | None = None, # keep at most this many (the first ones)

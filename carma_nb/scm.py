@@ -35,6 +35,7 @@ class Node:
     domain: str = ''           # condition abduction needs, quoted in errors (e.g. 'in (-0.5, 0.5)')
     kind: str = 'continuous'   # one of KINDS: 'binary' features take only the values 0 and 1
     bounds: tuple[float, float] = (-math.inf, math.inf)   # open interval (low, high) the values must lie in
+    direction: str | None = None   # 'increase' or 'decrease': the only way a person may move it (actionable)
 
 def additive(name: str, parents: Sequence[int], mean: Callable, noise: Callable, role: str = 'actionable',
              kind: str = 'continuous', # one of KINDS
@@ -74,6 +75,9 @@ def _check_kind_bounds(nd: Node) -> None:
                          f"(math.inf for no bound), got {b!r}")
     if nd.kind == 'binary' and not (b[0] < 0 and b[1] > 1):
         raise ValueError(f"node {nd.name!r} is binary: its bounds {b} must contain 0 and 1 (leave them out)")
+    if nd.direction is not None and (nd.direction not in ('increase', 'decrease') or nd.role != 'actionable'):
+        raise ValueError(f"node {nd.name!r}: direction must be None, 'increase' or 'decrease', and only on "
+                         f"an actionable node; got {nd.direction!r} on a {nd.role} one")
 
 class SCM:
     "A structural causal model with batched, exact generation, abduction and counterfactuals."

@@ -23,7 +23,7 @@ from .classifier import Classifier
 from .core import (TRAINER_VERSION, Profile, cached_stack, check_positive,
                            check_seeds, check_whole, get_profile, one_thread, progress)
 from .data import Pool, Pools, resolve_pool, split_id
-from .recourse import as_weights, recourse_problem, rejected, training_range
+from .recourse import as_weights, recourse_problem, rejected, shift_limits, training_range
 from .scm import SCM, get_scm
 
 # %% auto #0
@@ -86,6 +86,7 @@ class LossContext:
     margin: float              # hinge margin ε
     tau: float                 # Gumbel temperature τ
     temperature: float = 1.0   # the hinge sees σ(logit / T); 1: the paper (chapter 9 changes it)
+    limits: tuple | None = None   # per-latent (low, high) of the shift (features' directions); None: z_range
 
 def stacked_outcome(ctx: LossContext, action_net, # the action networks: (S, b, ·) → (S, b, ·)
                     xb: torch.Tensor, zb: torch.Tensor, # (S, b, D) people and (S, b, D·d_z) their latents
@@ -94,7 +95,7 @@ def stacked_outcome(ctx: LossContext, action_net, # the action networks: (S, b, 
     ("Per model and person (S, b): the cost of the action the networks choose under masks a, "
      "and the classifier's logit of its counterfactual.")
     S, b, D = xb.shape
-    delta = action_net(torch.cat([zb, a], -1)).clamp(*ctx.z_range)
+    delta = action_net(torch.cat([zb, a], -1)).clamp(*(ctx.limits or ctx.z_range))
     x_cf = ctx.causal_model.latent_counterfactual(zb.flatten(0, 1), a.flatten(0, 1), delta.flatten(0, 1))
     cost = ctx.problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), ctx.weights).view(S, b)
     return cost, ctx.clf.logits(x_cf, check=False).view(S, b)
@@ -271,6 +272,8 @@ def _training_state(plan: TrainingPlan, seeds: list[int], verbose: bool) -> Trai
     problem = recourse_problem(scm, plan.pool, plan.weights)
     with torch.no_grad():
         x = rejected(clf, plan.pool.train.x)
+        if not len(x): raise ValueError("the classifier rejects nobody in the training split, so CARMA has "
+                                        "nobody to learn from: check the classifier (is it trained?)")
         z = cm.abduct(x)
         T = max(1.0, recipe.temperature * float(clf.logits(x, check=False).abs().median()))
     lo, hi = (recipe.shift_scale * v for v in (math.floor(float(z.min())), math.ceil(float(z.max()))))
@@ -280,7 +283,8 @@ def _training_state(plan: TrainingPlan, seeds: list[int], verbose: bool) -> Trai
     act = torch.zeros(D); act[scm.actionable] = 1.
     prior = mask_prior(problem.weights, plan.config['prior'])
     ctx = LossContext(cm, clf, problem, problem.weights, prior, act, (lo, hi),
-                      hp['margin'] if recipe.margin is None else recipe.margin, hp['tau'], T)
+                      hp['margin'] if recipe.margin is None else recipe.margin, hp['tau'], T,
+                      limits=shift_limits(scm, (lo, hi), dz))
     return TrainingState(ctx, StackedMLP([D * dz, *hp['mask_hidden'], 2 * D], gens),
                          StackedMLP([D * dz + D, *hp['action_hidden'], D * dz], gens), x, z, gens, hp, recipe,
                          {}, f'CARMA {scm.name}', verbose)
@@ -362,6 +366,7 @@ def _plan(scm, clf, causal_model, pool, recipe, settings: dict) -> TrainingPlan:
            'prior': 'preference' if weights is not None else 'uniform', 'weights': w.tolist(),
            'train': split_id(pool.train),
            'causal_model': getattr(causal_model, 'config', None), 'classifier': getattr(clf, 'config', None)}
+    if any(nd.direction for nd in scm.nodes): cfg['directions'] = [nd.direction for nd in scm.nodes]
     return TrainingPlan(scm, clf, causal_model, pool, hp, recipe, w, cfg)
 
 def train_carma_seeds(scm: SCM | str, # the SCM

@@ -16,12 +16,16 @@ import pandas as pd
 import torch
 import yaml
 
+from .core import project_root
 from .data import SPLITS, Pool, Pools, Split
+from .flow import CausalFlow, fit_flow
+from .recourse import Recommendation
 from .scm import ROLES, SCM, SCM_NAMES, Node, get_scm, register_scm
 
 # %% auto #0
-__all__ = ['TYPES', 'DIRECTIONS', 'SHARES', 'Feature', 'Graph', 'parse_graph', 'load_graph', 'graph_of_scm', 'world_scm',
-           'check_table', 'World', 'world_from_table']
+__all__ = ['TYPES', 'DIRECTIONS', 'SHARES', 'GERMAN_COLUMNS', 'GERMAN_CODES', 'Feature', 'Graph', 'parse_graph', 'load_graph',
+           'graph_of_scm', 'world_scm', 'dequantised', 'check_table', 'World', 'world_from_table', 'project',
+           'recommend_in_world', 'second_flow', 'world_validity', 'german_credit']
 
 # %% ../nbs/16_own_data.ipynb #f7f95d9f
 TYPES = ('continuous', 'integer', 'binary', 'ordinal')
@@ -83,6 +87,8 @@ def _feature(entry, k: int, where: str) -> Feature:
     if bounds is not None and not (isinstance(bounds, list) and len(bounds) == 2 and all(map(_number, bounds))
                                    and bounds[0] < bounds[1]):
         raise ValueError(f"{at}: bounds must be [low, high] with low < high, got {bounds!r}")
+    if bounds is not None and kind == 'integer' and not all(float(b).is_integer() for b in bounds):
+        raise ValueError(f"{at}: an integer feature's bounds must be whole numbers, got {bounds!r}")
     if bounds is not None and kind in ('binary', 'ordinal'):
         raise ValueError(f"{at}: a {kind} feature takes only its own values; leave bounds out")
     if direction is not None and (direction not in DIRECTIONS or role != 'actionable'):
@@ -170,15 +176,29 @@ def _closed(bounds) -> tuple[float, float]:
     return (math.nextafter(bounds[0], -math.inf), math.nextafter(bounds[1], math.inf))
 
 def world_scm(graph: Graph, name: str) -> SCM:
-    "An SCM of the graph's features, roles and kinds, whose equations refuse with a clear message."
+    "An SCM of the graph's features, roles, kinds and directions; its equations refuse with a clear message."
     refuse = _no_equations(name)
     index = {n: i for i, n in enumerate(graph.names)}
     nodes = [Node(f.name, tuple(index[p] for p in f.parents), refuse, refuse, refuse, f.role,
-                  kind='binary' if f.type == 'binary' else 'continuous', bounds=_closed(f.bounds))
+                  kind='binary' if f.type == 'binary' else 'continuous', bounds=_closed(f.bounds),
+                  direction=f.direction)
              for f in graph.features]
     scm = SCM(name, nodes, refuse, description=f'built from a table and {graph.source}')
     scm.graph = graph
     return scm
+
+# %% ../nbs/16_own_data.ipynb #84fb44a7
+def _half_cell(f: Feature) -> float:
+    "Half the width of the cell a discrete value is spread over (0 for a continuous feature)."
+    if f.type == 'ordinal': return 0.5 * min(b - a for a, b in zip(f.levels, f.levels[1:]))
+    return 0.5 if f.type in ('integer', 'binary') else 0.0
+
+def dequantised(split: Split, graph: Graph, seed: int) -> Split:
+    "The split with each discrete value spread uniformly over its cell (seeded)."
+    half = torch.tensor([_half_cell(f) for f in graph.features])
+    rng = torch.Generator().manual_seed(int(seed))
+    noise = (2 * torch.rand(split.x.shape, generator=rng) - 1) * half
+    return Split(split.x + noise, split.u, split.y, split.seed)
 
 # %% ../nbs/16_own_data.ipynb #69d0800e
 def _check_column(values: pd.Series, f: Feature, source: str) -> np.ndarray:
@@ -226,6 +246,17 @@ class World:
 
 SHARES = (0.7, 0.1, 0.2)   # train, validation and test shares of the table's rows
 
+def _splits(x: np.ndarray, y: np.ndarray, seed: int, shares=SHARES, tag: str = '') -> dict[str, Split]:
+    "The rows shuffled (seeded) and cut into train, validation and test at `shares`."
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = np.split(order, np.cumsum([round(s * len(x)) for s in shares[:-1]]))
+    out = {}
+    for k, (split, rows) in enumerate(zip(SPLITS, cut)):
+        xs = torch.from_numpy(x[rows]).float()
+        nan = torch.full_like(xs, math.nan)                     # no noise: there are no equations
+        out[split] = Split(xs, nan, torch.from_numpy(y[rows]), (int(seed), 0, k, tag))
+    return out
+
 def world_from_table(table: pd.DataFrame | str | Path, # the people: one column per feature, and the label
                      graph: Graph | str | Path, # a Graph, or the path of its file
                      name: str, # the world's name (as an SCM's)
@@ -240,16 +271,104 @@ def world_from_table(table: pd.DataFrame | str | Path, # the people: one column 
     x, y = check_table(table, graph, source)
     scm = world_scm(graph, name)
     register_scm(name, lambda: scm, replace=True)
-    order = np.random.default_rng(seed).permutation(len(x))
-    ends = np.cumsum([round(s * len(x)) for s in SHARES[:2]])
-    splits = {}
-    for k, (split, rows) in enumerate(zip(SPLITS, np.split(order, ends))):
-        xs = torch.from_numpy(x[rows]).float()
-        splits[split] = Split(xs, torch.full_like(xs, math.nan), torch.from_numpy(y[rows]),
-                              (int(seed), 0, k, graph.digest()))
-    pool = lambda p: Pool(p, **splits)
-    return World(scm, graph, Pools(name, int(seed), pool('classifier'), pool('causal'), pool('recourse')))
+    splits = _splits(x, y, seed, tag=graph.digest())
+    pool = Pool('recourse', **splits)
+    causal = Pool('causal', **{k: dequantised(v, graph, seed) for k, v in splits.items()})
+    return World(scm, graph, Pools(name, int(seed), Pool('classifier', **splits), causal, pool))
 
 def _registered(name: str) -> bool:
     try: get_scm(name); return True
     except ValueError: return False
+
+# %% ../nbs/16_own_data.ipynb #3ef18886
+def project(graph: Graph, # the world's graph
+            v: torch.Tensor, # (n, D) values in the graph's feature order
+            x: torch.Tensor | None = None, # (n, D) where the people start: round away from them
+           ) -> torch.Tensor:
+    ("Each value a valid value of its feature, inside its bounds: the nearest one, or (given `x`) the "
+     "nearest at or beyond the value, seen from x.")
+    out, up = v.clone(), (None if x is None else v > x)
+    for j, f in enumerate(graph.features):
+        c = out[:, j]
+        if f.type != 'continuous':
+            lv = torch.tensor(f.levels or ((0., 1.) if f.type == 'binary' else ()), dtype=v.dtype)
+            if f.type == 'integer': near, ceil, floor = c.round(), c.ceil(), c.floor()
+            else:
+                near = lv[(c[:, None] - lv).abs().argmin(1)]
+                ceil = lv[(lv[None] < c[:, None] - 1e-6).sum(1).clamp(max=len(lv) - 1)]
+                floor = lv[((lv[None] <= c[:, None] + 1e-6).sum(1) - 1).clamp(min=0)]
+            if up is not None: near = torch.where(up[:, j], ceil, torch.where(v[:, j] < x[:, j], floor, near))
+            c = near
+        if f.bounds: c = c.clamp(*f.bounds)
+        out[:, j] = c
+    return out
+
+def recommend_in_world(model, # a CARMA model trained on the world (chapter 8)
+                       graph: Graph, # the world's graph
+                       x: torch.Tensor, # (n, D) people, values as in the table
+                      ) -> tuple[Recommendation, torch.Tensor]:
+    ("Recommendations served as valid values (types, bounds, directions), with the probability of what is "
+     "served; and per person whether rounding broke a valid recommendation.")
+    rec = model.recommend(x)
+    x = torch.as_tensor(x, dtype=rec.x_cf.dtype)
+    targets = project(graph, rec.values, x)   # as far as CARMA asked, or a little further
+    sign = torch.tensor([{'increase': 1., 'decrease': -1.}.get(f.direction, 0.) for f in graph.features])
+    against = (sign * (targets - x) < 0)
+    mask = rec.mask & ~against & (targets != x) & ~rec.accepted[:, None]
+    values = torch.where(mask, targets, x)
+    with torch.no_grad():
+        x_cf = torch.where(mask.any(1, keepdim=True), project(graph, model.causal_model.counterfactual(
+            x, mask, values)), x)
+        prob = model.clf.predict_proba(x_cf)
+    broke = ~rec.accepted & (rec.prob >= 0.5) & (prob < 0.5)
+    return Recommendation(mask, values, x_cf, prob, rec.found, rec.accepted), broke
+
+# %% ../nbs/16_own_data.ipynb #8c339b7b
+def second_flow(world: World, profile=None, seed: int = 1) -> CausalFlow:
+    "A flow of the world fitted with another seed to another fold of its training and validation rows."
+    train, val = world.pools.classifier.train, world.pools.classifier.val
+    x, y = torch.cat([train.x, val.x]), torch.cat([train.y, val.y])
+    rows = torch.from_numpy(np.random.default_rng(1000 + seed).permutation(len(x)))
+    cut, fold = round(7 / 8 * len(x)), lambda r, k: dequantised(
+        Split(x[r], torch.full_like(x[r], math.nan), y[r], (1000 + seed, 1, k, world.graph.digest())),
+        world.graph, 1000 + seed)
+    pool = Pool('causal', fold(rows[:cut], 0), fold(rows[cut:], 1), fold(rows[cut:], 2))
+    return fit_flow(world.scm, pool, profile, seed=seed, verbose=False)
+
+def world_validity(model, world: World, flow2) -> dict:
+    "Coverage, cross-flow validity, acts and projection's toll on the world's rejected test rows."
+    test = world.pools.recourse.test.x
+    with torch.no_grad(): x = test[model.clf.predict_proba(test) < 0.5]
+    rec, broke = recommend_in_world(model, world.graph, x)
+    with torch.no_grad():
+        x2 = torch.where(rec.mask.any(1, keepdim=True),
+                         project(world.graph, flow2.counterfactual(x, rec.mask, rec.values)), x)
+        p2 = model.clf.predict_proba(x2)
+    share = lambda t: float(t.float().mean())
+    return {'rejected': len(x), 'coverage': share(rec.prob >= 0.5), 'cross-flow validity': share(p2 >= 0.5),
+            'mean |prob. difference|': share((p2 - rec.prob).abs()), 'lost to valid values': share(broke),
+            'acts': share(rec.mask.sum(1))}
+
+# %% ../nbs/16_own_data.ipynb #ab0b148c
+GERMAN_COLUMNS = ['checking', 'duration', 'history', 'purpose', 'amount', 'savings', 'employment',
+                  'rate', 'status_sex', 'debtors', 'residence', 'property', 'age', 'plans', 'housing',
+                  'credits', 'job', 'liable', 'telephone', 'foreign', 'risk']   # the 21 UCI attributes
+GERMAN_CODES = {   # UCI code → our ordinal level (data/README.md gives the reasons)
+    'checking': {'A14': 0, 'A11': 0, 'A12': 1, 'A13': 2},    # none or < 0 DM; 0–200 DM; ≥ 200 DM
+    'savings': {'A65': 0, 'A61': 1, 'A62': 2, 'A63': 3, 'A64': 4},   # none; < 100; < 500; < 1000; ≥ 1000
+    'housing': {'A153': 0, 'A151': 1, 'A152': 2}}            # for free; rent; own
+
+def german_credit(path: str | Path | None = None, # german.data (default: data/german.data of the checkout)
+                 ) -> pd.DataFrame:
+    "The German credit table with the graph's seven features and `approved` (1: a good credit risk)."
+    path = Path(path) if path else project_root()/'data'/'german.data'
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: German credit ships in the repository's "
+                                "data/ folder")
+    raw = pd.read_csv(path, sep=' ', header=None, names=GERMAN_COLUMNS, dtype=str)
+    table = pd.DataFrame({'sex': raw['status_sex'].isin(['A92', 'A95']).astype(int),   # 1: female
+                          'age': raw['age'].astype(int), 'amount': raw['amount'].astype(float),
+                          'duration': raw['duration'].astype(int)})
+    for col, codes in GERMAN_CODES.items(): table[col] = raw[col].map(codes)
+    table['approved'] = (raw['risk'] == '1').astype(int)
+    return table

@@ -220,6 +220,18 @@ test_fail(lambda: problem.cost(x, target, bad),
 
 # %%
 #| export
+def shift_limits(scm: SCM | str, z_range: tuple[float, float], latent_size: int = 1,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    ("Lower and upper limits (D·d_z,) of a latent shift: the clamp range, and 0 on the side a feature's "
+     "`direction` forbids (a causal model with one latent per feature; the flow's shift moves it one way).")
+    scm = get_scm(scm)
+    lo = torch.full((scm.n_features * latent_size,), float(z_range[0]))
+    hi = torch.full_like(lo, float(z_range[1]))
+    for j, nd in enumerate(scm.nodes if latent_size == 1 else ()):
+        if nd.direction == 'increase': lo[j] = 0.
+        if nd.direction == 'decrease': hi[j] = 0.
+    return lo, hi
+
 def rejected(clf, # a trained classifier with `predict_proba`
              x: torch.Tensor, # (n, D) raw features
              limit: int | None = None, # keep at most this many (the first ones)

@@ -50,7 +50,8 @@ from carma_nb.classifier import Classifier
 from carma_nb.core import (Checkpoint, as_features, check_positive, check_whole, check_widths,
                            load_checkpoint, load_weights, save_checkpoint)
 from carma_nb.data import StandardScaler
-from carma_nb.recourse import DOMAIN_MARGIN, FeatureDomain, Recommendation, feature_domain, training_range
+from carma_nb.recourse import (DOMAIN_MARGIN, FeatureDomain, Recommendation, feature_domain, shift_limits,
+                               training_range)
 from carma_nb.scm import SCM, get_scm
 
 # %%
@@ -189,6 +190,7 @@ class CARMA(nn.Module):
         act = torch.zeros(D); act[scm.actionable] = 1.
         self.register_buffer('actionable', act)
         self.register_buffer('z_range', torch.tensor(z_range, dtype=torch.float32))
+        self.register_buffer('limits', torch.stack(shift_limits(scm, z_range, dz)), persistent=False)
         # min, max (below)
         self.register_buffer('feature_range', torch.full((2, D), torch.nan, dtype=torch.float64))
         # acts with a smaller latent shift are not served (chapter 9); None: every act
@@ -205,7 +207,7 @@ class CARMA(nn.Module):
         if sample: a = binary_gumbel_st(logits[..., 1] - logits[..., 0], self.hp['tau'])
         else: a = (logits[..., 1] > logits[..., 0]).to(z.dtype)
         a = a * self.actionable
-        delta = self.action_net(torch.cat([z, a], -1)).clamp(float(self.z_range[0]), float(self.z_range[1]))
+        delta = self.action_net(torch.cat([z, a], -1)).clamp(*self.limits)
         return a, delta, logits
 
     def __repr__(self):
@@ -319,7 +321,7 @@ class ServingProgram:
     mask_net: list        # layers, the last reduced to "intervene minus keep" per feature
     action_net: list
     actionable: np.ndarray
-    z_range: tuple[float, float]
+    limits: np.ndarray    # (2, D·d_z) lower and upper limits of the shift (chapter 5's shift_limits)
     dz: int               # latents per node: 1 for the flow, 4 for VACA
 
     def prob(self, x):
@@ -330,7 +332,7 @@ class ServingProgram:
         "Deterministic mask (n, D) and clamped shift (n, D·d_z) for latents u; nothing for accepted people."
         a = (_np_relu_mlp(u, self.mask_net) > 0).astype(np.float32) * self.actionable * ~accepted[:, None]
         delta = np.minimum(np.maximum(_np_relu_mlp(np.concatenate([u, a], 1), self.action_net),
-                                      self.z_range[0]), self.z_range[1])
+                                      self.limits[0]), self.limits[1])
         return a, delta
 
 def serving_program(model: CARMA) -> ServingProgram:
@@ -343,7 +345,7 @@ def serving_program(model: CARMA) -> ServingProgram:
     mask[-1] = (w[:, 1::2] - w[:, 0::2], b[1::2] - b[0::2])
     return ServingProgram(causal, (_np_layers(model.clf.net), f32(model.clf.mean), f32(model.clf.std)), mask,
                           _np_layers(model.action_net), f32(model.actionable),
-                          tuple(float(v) for v in model.z_range), cm.latent_size)
+                          f32(model.limits), cm.latent_size)
 
 
 # %% [markdown]

@@ -16,16 +16,15 @@ import pandas as pd
 import torch
 import yaml
 
-from .core import project_root
 from .data import SPLITS, Pool, Pools, Split
 from .flow import CausalFlow, fit_flow
 from .recourse import Recommendation
 from .scm import ROLES, SCM, SCM_NAMES, Node, get_scm, register_scm
 
 # %% auto #0
-__all__ = ['TYPES', 'DIRECTIONS', 'SHARES', 'GERMAN_COLUMNS', 'GERMAN_CODES', 'Feature', 'Graph', 'parse_graph', 'load_graph',
-           'graph_of_scm', 'world_scm', 'dequantised', 'check_table', 'World', 'world_from_table', 'project',
-           'recommend_in_world', 'second_flow', 'world_validity', 'german_credit']
+__all__ = ['TYPES', 'DIRECTIONS', 'SHARES', 'Feature', 'Graph', 'parse_graph', 'load_graph', 'graph_of_scm', 'world_scm',
+           'dequantised', 'check_table', 'World', 'world_from_table', 'project', 'recommend_in_world', 'second_flow',
+           'world_validity']
 
 # %% ../nbs/16_own_data.ipynb #f7f95d9f
 TYPES = ('continuous', 'integer', 'binary', 'ordinal')
@@ -273,7 +272,8 @@ def world_from_table(table: pd.DataFrame | str | Path, # the people: one column 
     register_scm(name, lambda: scm, replace=True)
     splits = _splits(x, y, seed, tag=graph.digest())
     pool = Pool('recourse', **splits)
-    causal = Pool('causal', **{k: dequantised(v, graph, seed) for k, v in splits.items()})
+    causal = Pool('causal', **{k: dequantised(v, graph, 3 * seed + i)        # each split its own noise
+                               for i, (k, v) in enumerate(splits.items())})
     return World(scm, graph, Pools(name, int(seed), Pool('classifier', **splits), causal, pool))
 
 def _registered(name: str) -> bool:
@@ -292,7 +292,7 @@ def project(graph: Graph, # the world's graph
         c = out[:, j]
         if f.type != 'continuous':
             lv = torch.tensor(f.levels or ((0., 1.) if f.type == 'binary' else ()), dtype=v.dtype)
-            if f.type == 'integer': near, ceil, floor = c.round(), c.ceil(), c.floor()
+            if f.type == 'integer': near, ceil, floor = c.round(), (c - 1e-6).ceil(), (c + 1e-6).floor()
             else:
                 near = lv[(c[:, None] - lv).abs().argmin(1)]
                 ceil = lv[(lv[None] < c[:, None] - 1e-6).sum(1).clamp(max=len(lv) - 1)]
@@ -321,7 +321,8 @@ def recommend_in_world(model, # a CARMA model trained on the world (chapter 8)
             x, mask, values)), x)
         prob = model.clf.predict_proba(x_cf)
     broke = ~rec.accepted & (rec.prob >= 0.5) & (prob < 0.5)
-    return Recommendation(mask, values, x_cf, prob, rec.found, rec.accepted), broke
+    found = rec.found & (mask.any(1) | rec.accepted)                 # every act dropped: nothing found
+    return Recommendation(mask, values, x_cf, prob, found, rec.accepted), broke
 
 # %% ../nbs/16_own_data.ipynb #8c339b7b
 def second_flow(world: World, profile=None, seed: int = 1) -> CausalFlow:
@@ -331,8 +332,8 @@ def second_flow(world: World, profile=None, seed: int = 1) -> CausalFlow:
     rows = torch.from_numpy(np.random.default_rng(1000 + seed).permutation(len(x)))
     cut, fold = round(7 / 8 * len(x)), lambda r, k: dequantised(
         Split(x[r], torch.full_like(x[r], math.nan), y[r], (1000 + seed, 1, k, world.graph.digest())),
-        world.graph, 1000 + seed)
-    pool = Pool('causal', fold(rows[:cut], 0), fold(rows[cut:], 1), fold(rows[cut:], 2))
+        world.graph, 3 * (1000 + seed) + k)
+    pool = Pool('causal', fold(rows[:cut], 0), fold(rows[cut:], 1), fold(rows[cut:], 2))  # (test: unused)
     return fit_flow(world.scm, pool, profile, seed=seed, verbose=False)
 
 def world_validity(model, world: World, flow2) -> dict:
@@ -344,31 +345,7 @@ def world_validity(model, world: World, flow2) -> dict:
         x2 = torch.where(rec.mask.any(1, keepdim=True),
                          project(world.graph, flow2.counterfactual(x, rec.mask, rec.values)), x)
         p2 = model.clf.predict_proba(x2)
-    share = lambda t: float(t.float().mean())
-    return {'rejected': len(x), 'coverage': share(rec.prob >= 0.5), 'cross-flow validity': share(p2 >= 0.5),
-            'mean |prob. difference|': share((p2 - rec.prob).abs()), 'lost to valid values': share(broke),
-            'acts': share(rec.mask.sum(1))}
-
-# %% ../nbs/16_own_data.ipynb #ab0b148c
-GERMAN_COLUMNS = ['checking', 'duration', 'history', 'purpose', 'amount', 'savings', 'employment',
-                  'rate', 'status_sex', 'debtors', 'residence', 'property', 'age', 'plans', 'housing',
-                  'credits', 'job', 'liable', 'telephone', 'foreign', 'risk']   # the 21 UCI attributes
-GERMAN_CODES = {   # UCI code → our ordinal level (data/README.md gives the reasons)
-    'checking': {'A14': 0, 'A11': 0, 'A12': 1, 'A13': 2},    # none or < 0 DM; 0–200 DM; ≥ 200 DM
-    'savings': {'A65': 0, 'A61': 1, 'A62': 2, 'A63': 3, 'A64': 4},   # none; < 100; < 500; < 1000; ≥ 1000
-    'housing': {'A153': 0, 'A151': 1, 'A152': 2}}            # for free; rent; own
-
-def german_credit(path: str | Path | None = None, # german.data (default: data/german.data of the checkout)
-                 ) -> pd.DataFrame:
-    "The German credit table with the graph's seven features and `approved` (1: a good credit risk)."
-    path = Path(path) if path else project_root()/'data'/'german.data'
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: German credit ships in the repository's "
-                                "data/ folder")
-    raw = pd.read_csv(path, sep=' ', header=None, names=GERMAN_COLUMNS, dtype=str)
-    table = pd.DataFrame({'sex': raw['status_sex'].isin(['A92', 'A95']).astype(int),   # 1: female
-                          'age': raw['age'].astype(int), 'amount': raw['amount'].astype(float),
-                          'duration': raw['duration'].astype(int)})
-    for col, codes in GERMAN_CODES.items(): table[col] = raw[col].map(codes)
-    table['approved'] = (raw['risk'] == '1').astype(int)
-    return table
+    mean = lambda t: float(t.float().mean())
+    return {'rejected': len(x), 'coverage': mean(rec.prob >= 0.5), 'cross-flow validity': mean(p2 >= 0.5),
+            'mean |prob. difference|': mean((p2 - rec.prob).abs()), 'lost to valid values': mean(broke),
+            'acts': mean(rec.mask.sum(1))}

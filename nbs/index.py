@@ -100,6 +100,7 @@ else: print('*Not yet reproduced with this version: run `carma-nb reproduce --pr
 # | 14 experiments | `carma_nb.experiments` | the runner and the command line: reproduce, recommend, tune |
 # | 15 paper | `carma_nb.paper` | Table 1, Table 7 and the figures next to the paper's; every difference |
 # | 16 your own data | `carma_nb.world` | a table and a causal graph, no equations: a world from data |
+# | 17 german credit | `carma_nb.german` | a real table: recommendations, and validity without a true SCM |
 #
 # Investigations of our own choices (classifier optimiser, data draws, sweeps) live in `studies/`,
 # outside the course; `figures/README.md` lists every figure and table with the chapter that writes it.
@@ -112,10 +113,9 @@ else: print('*Not yet reproduced with this version: run `carma-nb reproduce --pr
 # ```
 #
 # Every output row gets a `status` — `served`, `already accepted`, `no valid action`, or `refused: …`
-# when the applicant (or the recommended counterfactual) lies outside the model's domain: what the SCM
-# allows, intersected with the training data's range widened by 10 % (chapter 5). Only `served` rows
-# carry targets; `--strict` makes any refused row an error. Files are CSV or Parquet (`*.parquet`), served
-# chunk by chunk in bounded memory. Chapter 13 shows the whole path, including SCMs of your own (`--import`).
+# when the applicant (or the recommended counterfactual) lies outside the model's domain (chapter 5).
+# Only `served` rows carry targets; `--strict` makes any refused row an error. Files are CSV or Parquet
+# (`*.parquet`), served chunk by chunk in bounded memory. Chapter 13 shows the whole path.
 #
 # ## Where next
 #

@@ -122,6 +122,10 @@ def _utf8_error(path) -> ValueError | None:
                 return ValueError(f"input file {str(path)!r} is not UTF-8 text: byte 0x{byte:02x} on line "
                                   f"{line} ({e.reason}); save it as UTF-8 (a spreadsheet's 'CSV UTF-8')")
             line += block.count(b'\n')
+        try: decoder.decode(b'', final=True)
+        except UnicodeDecodeError as e:
+            return ValueError(f"input file {str(path)!r} is not UTF-8 text: it ends inside a character on "
+                              f"line {line} ({e.reason}); save it as UTF-8 (a spreadsheet's 'CSV UTF-8')")
     return None
 
 def _row_lengths_error(path, width: int) -> ValueError | None:
@@ -163,7 +167,13 @@ def _csv_header(path) -> list[str]:
     except UnicodeDecodeError: raise _utf8_error(path) from None
     if not text.strip():
         raise ValueError(f"input file {str(path)!r} is empty; it needs a header of the features")
-    return [c.strip() for c in next(csv.reader([text]))]
+    try: return [c.strip() for c in next(csv.reader([text]))]
+    except csv.Error as e:
+        cr = '\r' in text.rstrip('\r\n')
+        raise ValueError(f"{path}: cannot read the header ({e})" + (
+            "; the lines end in a bare carriage return (an old Mac format): save the file with ordinary "
+            "line endings" if cr else ""))
+
 
 def _csv_batches(path, scm, chunk_bytes: int):
     "The applicants as text, in chunks (RecordBatches, the SCM's column order); errors name row and cause."
@@ -171,6 +181,7 @@ def _csv_batches(path, scm, chunk_bytes: int):
     _check_header(path, header, scm)
     names = list(scm.names)
     opts = dict(read_options=pcsv.ReadOptions(block_size=chunk_bytes, column_names=header, skip_rows=1),
+                parse_options=pcsv.ParseOptions(newlines_in_values=True),
                 convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in header},
                                                     include_columns=names))
     try:
@@ -202,17 +213,21 @@ def applicant_batches(path: str | Path, # a CSV or Parquet file: the SCM's featu
     first = 0
     for batch in batches:
         if batch.num_rows == 0: continue
-        yield batch, _parse_batch(batch, path, first)
+        x, checked = _parse_batch(batch, path, first)
+        # a chunk that needed the slow checks may hold text such as ' 1\r\n': marked, to be quoted on output
+        yield (batch.replace_schema_metadata({'carma_checked': '1'}) if checked else batch), x
         first += batch.num_rows
     if first == 0: raise ValueError(f"{path}: has a header but no applicants; add one row per applicant")
 
 def _parse_batch(batch: pa.RecordBatch, path, first_row: int) -> np.ndarray:
     "Float64 values of a chunk: arrow's fast cast, or (for what it refuses) the checks that name the cell."
+    if bools := [n for n, c in zip(batch.schema.names, batch) if pa.types.is_boolean(c.type)]:
+        raise ValueError(f"{path}: column {bools[0]!r} holds true/false values; write 1 or 0")
     try: x = np.column_stack([pc.cast(c, pa.float64()).to_numpy(zero_copy_only=False) for c in batch])
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError): x = None
-    if x is not None and np.isfinite(x).all(): return x
+    if x is not None and np.isfinite(x).all(): return x, False
     text = batch.to_pandas().map(str)          # the checks below are slower and name the value
-    return parse_applicants(text, path, first_row).numpy()
+    return parse_applicants(text, path, first_row).numpy(), True
 
 def parse_applicants(table: pd.DataFrame, # text, one column per feature
                      path: str | Path = 'input', # named in the errors
@@ -225,7 +240,7 @@ def parse_applicants(table: pd.DataFrame, # text, one column per feature
     num = table.apply(pd.to_numeric, errors='coerce')
     bad = num.isna() | np.isinf(num)
     if bad.any().any():
-        col = bad.any().idxmax(); row = int(bad[col].to_numpy().argmax())
+        row = int(bad.any(axis=1).to_numpy().argmax()); col = bad.iloc[row].idxmax()  # the first bad row
         v, at, what = table[col].iloc[row], f"(data row {first_row + row + 1})", f"{path}: column {col!r} has"
         if v.strip().lower() in _NA_TEXT:
             raise ValueError(f"{what} a missing value {at}; impute or drop it first")
@@ -332,11 +347,15 @@ def output_columns(model: CARMA, # the model that served
     cols['prob_after'] = missing(s.rec.prob.numpy(), s.rec.prob.isnan().numpy())
     return cols
 
-def _csv_field(a: pa.Array) -> pa.Array:
+def _csv_field(a: pa.Array, plain: bool = False, # known to need no quotes (numbers written as read)
+              ) -> pa.Array:
     "A column as CSV text: True/False, numbers in their shortest form, quoted where needed, '' for missing."
     if pa.types.is_boolean(a.type): return pc.if_else(a, 'True', 'False').fill_null('')
-    if not pa.types.is_string(a.type): return pc.cast(a, pa.string()).fill_null('')
-    need = pc.match_substring_regex(a, '[,"\r\n]')            # text: the status (numbers never need it)
+    text = any(f(a.type) for f in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+                                    pa.types.is_large_binary))
+    if plain or not text: return pc.cast(a, pa.string()).fill_null('')     # numbers never need quotes
+    a = pc.cast(a, pa.string())                  # text (the status, features as read) may hold anything
+    need = pc.match_substring_regex(a, '[,"\r\n]')
     if not pc.any(need).as_py(): return a.fill_null('')
     quoted = pc.binary_join_element_wise('"', pc.replace_substring(a, '"', '""'), '"', '')
     return pc.if_else(need, quoted, a).fill_null('')
@@ -344,9 +363,9 @@ def _csv_field(a: pa.Array) -> pa.Array:
 class _CsvWriter:
     "Writes chunks of columns as CSV lines, joined by pyarrow, to an open binary file."
     def __init__(self, f): self.f, self.header = f, False
-    def write(self, cols: dict[str, pa.Array]):
+    def write(self, cols: dict[str, pa.Array], plain=()):   # plain: columns known to need no quotes
         if not self.header: self.f.write((','.join(cols) + '\n').encode()); self.header = True
-        line = pc.binary_join_element_wise(*map(_csv_field, cols.values()), ',')
+        line = pc.binary_join_element_wise(*(_csv_field(a, k in plain) for k, a in cols.items()), ',')
         line = pc.binary_join_element_wise(line, '', '\n').cast(pa.string())
         offsets = np.frombuffer(line.buffers()[1], np.int32)[line.offset:line.offset + len(line) + 1]
         self.f.write(memoryview(line.buffers()[2])[offsets[0]:offsets[-1]])
@@ -355,7 +374,7 @@ class _CsvWriter:
 class _ParquetWriter:
     "Writes chunks of columns as row groups of one Parquet file."
     def __init__(self, f): self.f, self.w = f, None
-    def write(self, cols: dict[str, pa.Array]):
+    def write(self, cols: dict[str, pa.Array], plain=()):
         table = pa.table(cols)
         self.w = self.w or pq.ParquetWriter(self.f, table.schema)
         self.w.write_table(table)
@@ -408,7 +427,8 @@ def recommend_file(model_path: str | Path, input_path: str | Path, output_path: 
                 s = serve(model, torch.from_numpy(x))
                 report.add(s.status)
                 feats = ([pa.array(x[:, j]) for j in range(x.shape[1])] if to_parquet else batch.columns)
-                writer.write(dict(zip(model.names, feats)) | output_columns(model, s))
+                plain = () if batch.schema.metadata else model.names   # numbers as read, or checked text
+                writer.write(dict(zip(model.names, feats)) | output_columns(model, s), plain)
                 bar.update(step(batch))
             writer.close()
             if strict and report.counts['refused']:
@@ -535,9 +555,11 @@ with tempfile.TemporaryDirectory() as d:
 # ## Millions of applicants
 #
 # Served chunk by chunk, a file of any length needs the memory of one chunk, and the chunks change no
-# answer: each applicant's recommendation is computed from their own row (chapter 7), whoever shares
-# their batch. Below, 1 000 applicants read in chunks of 4 KiB (about sixty rows each) are the same
-# numbers as read at once, and the same file as Parquet gets the same recommendations.
+# answer beyond float32 rounding: each applicant's recommendation is computed from their own row
+# (chapter 7), whoever shares their batch, but a matrix product may group a batch's rows differently
+# (a counterfactual within rounding of the domain's edge can then fall on either side). Below, 1 000
+# applicants read in chunks of 4 KiB (about sixty rows each) are the same numbers as read at once,
+# and the same file as Parquet gets the same recommendations.
 # `benchmarks/bench_serving.py` serves ten million applicants this way and measures rows per second
 # and peak memory (its results are in `benchmarks/RESULTS.md`).
 

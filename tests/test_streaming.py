@@ -1,6 +1,7 @@
 """Serving a file chunk by chunk (chapter 13, issue 24 item 5): chunks change no answer, an error in a late
 chunk writes nothing and names the row of the whole file, Parquet is read and written like CSV."""
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -100,4 +101,74 @@ def test_a_csv_file_named_parquet(model, tmp_path):
     model_path, good, _, _ = model
     (tmp_path / 'in.parquet').write_text(good)
     with pytest.raises(ValueError, match='is not a readable Parquet file'):
+        read_applicants(tmp_path / 'in.parquet', 'loan')
+
+
+# found by an adversarial review of the streaming reader and writer
+
+
+def test_text_with_a_line_break_is_quoted_in_the_output(model, tmp_path):
+    model_path, good, _, _ = model
+    (tmp_path / 'in.csv').write_text(good)
+    df = pd.read_csv(tmp_path / 'in.csv', dtype=str).head(3)
+    df.loc[1, 'income'] += '\r\n'  # accepted as a number (whitespace), written back as read
+    df.to_parquet(tmp_path / 'in.parquet', index=False)  # text columns: large_string
+    recommend_file(model_path, tmp_path / 'in.parquet', tmp_path / 'out.csv', 'loan')
+    out = pd.read_csv(tmp_path / 'out.csv', dtype=str, keep_default_na=False)
+    assert len(out) == 3 and out.loc[1, 'income'] == df.loc[1, 'income']
+
+
+@pytest.mark.parametrize(
+    'content, message',
+    [
+        (
+            b'gender,age,education,loan_amount,duration,income,savings\r0,1,0,1,1,1,1\r',
+            'bare carriage return',
+        ),
+        (
+            b'gender,age,education,loan_amount,duration,income,savings\n0,1,0,1,1,1,1\xc3',
+            'ends inside a character',
+        ),
+    ],
+    ids=['old Mac line endings', 'a character cut at the end'],
+)
+def test_odd_files_get_a_message(tmp_path, content, message):
+    (tmp_path / 'in.csv').write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        read_applicants(tmp_path / 'in.csv', 'loan')
+
+
+def test_the_first_bad_row_is_named_whatever_the_chunks(model, tmp_path):
+    _, good, _, _ = model
+    (tmp_path / 'in.csv').write_text(set_cell(set_cell(good, 4, 'savings', '0.5x'), 29, 'gender', 'x1'))
+    for chunk in (2048, 1 << 20):
+        with pytest.raises(
+            ValueError, match=r"column 'savings' has a non-numeric value '0.5x' \(data row 5\)"
+        ):
+            read_applicants_chunked(tmp_path / 'in.csv', chunk)
+
+
+def read_applicants_chunked(path, chunk):
+    return [x for _, x in applicant_batches(path, 'loan', chunk)]
+
+
+def test_quoted_line_breaks_do_not_depend_on_the_chunks(model, tmp_path):
+    _, good, _, _ = model
+    lines = good.splitlines()
+    text = '\n'.join(
+        [lines[0]] + [line.rsplit(',', 1)[0] + ',"' + line.rsplit(',', 1)[1] + '\n"' for line in lines[1:]]
+    )
+    (tmp_path / 'in.csv').write_text(text + '\n')
+    small, big = (
+        read_applicants_chunked(tmp_path / 'in.csv', 2048),
+        read_applicants_chunked(tmp_path / 'in.csv', 1 << 20),
+    )
+    assert len(small) > 5 and (np.concatenate(small) == np.concatenate(big)).all()
+
+
+def test_booleans_in_parquet_are_refused(model, tmp_path):
+    model_path, good, _, _ = model
+    (tmp_path / 'in.csv').write_text(good)
+    pd.read_csv(tmp_path / 'in.csv').astype({'gender': bool}).to_parquet(tmp_path / 'in.parquet')
+    with pytest.raises(ValueError, match="column 'gender' holds true/false values; write 1 or 0"):
         read_applicants(tmp_path / 'in.parquet', 'loan')

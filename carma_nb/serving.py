@@ -11,11 +11,15 @@ import importlib
 import importlib.util
 import io
 import os
+import queue
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -338,15 +342,18 @@ def recommend_file(model_path: str | Path, input_path: str | Path, output_path: 
     report, to_parquet = FileReport(out_path), is_parquet(out_path)
     bar, step = _progress_bar(input_path)
     try:
-        with atomic_write(out_path, 'wb') as f, bar:
-            writer = (_ParquetWriter if to_parquet else _CsvWriter)(f)
-            for batch, x in applicant_batches(input_path, model.scm, CHUNK_BYTES):
+        with atomic_write(out_path, 'wb') as f, bar, ThreadPoolExecutor(1) as io:
+            writer, written = (_ParquetWriter if to_parquet else _CsvWriter)(f), None
+            for batch, x in _ahead(applicant_batches(input_path, model.scm, CHUNK_BYTES)):
                 s = serve(model, torch.from_numpy(x))
                 report.add(s.status)
                 feats = ([pa.array(x[:, j]) for j in range(x.shape[1])] if to_parquet else batch.columns)
                 plain = () if batch.schema.metadata else model.names   # numbers as read, or checked text
-                writer.write(dict(zip(model.names, feats)) | output_columns(model, s), plain)
+                cols = dict(zip(model.names, feats)) | output_columns(model, s)
+                if written: written.result()                           # one chunk written at a time, in order
+                written = io.submit(writer.write, cols, plain)
                 bar.update(step(batch))
+            if written: written.result()
             writer.close()
             if strict and report.counts['refused']:
                 raise ValueError(f"--strict: {report.refused_line()}; nothing written")
@@ -354,6 +361,30 @@ def recommend_file(model_path: str | Path, input_path: str | Path, output_path: 
         raise ValueError(f"cannot write the output {str(out_path)!r}: {e.strerror or e}") from None
     report.seconds = time.perf_counter() - t0
     return report
+
+class _Failed(NamedTuple): error: BaseException
+
+def _ahead(items: Iterator, depth: int = 2) -> Iterator:
+    ("The items, produced up to `depth` ahead by a thread of their own (reading the next chunk while this "
+     "one is served); its errors are raised here.")
+    q, stop, end = queue.Queue(depth), threading.Event(), object()
+    def put(it) -> bool:
+        while not stop.is_set():
+            try: q.put(it, timeout=0.1); return True
+            except queue.Full: pass
+        return False
+    def produce():
+        try:
+            for it in items:
+                if not put(it): return
+            put(end)
+        except BaseException as e: put(_Failed(e))
+    threading.Thread(target=produce, daemon=True).start()
+    try:
+        while (it := q.get()) is not end:
+            if isinstance(it, _Failed): raise it.error
+            yield it
+    finally: stop.set()
 
 def _progress_bar(path) -> tuple:
     "A progress bar over the input (rows of a Parquet file, bytes of a CSV file; on a terminal only)."

@@ -108,8 +108,7 @@ def carma_loss(ctx: LossContext, mask_net, action_net, # the networks: (S, b, ·
                # (S, b, D) fixed masks instead of sampled ones (no mask term then)
                a: torch.Tensor | None = None,
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    ("CARMA's loss per stacked model (S,) and its parts (4, S): cost, mask term, hinge, "
-     "share valid under the model.")
+    "CARMA's loss per stacked model (S,) and its parts (4, S): cost, mask term, hinge, share valid."
     kl = torch.zeros(xb.shape[0])
     if a is None:
         logits = mask_net(zb).unflatten(-1, (xb.shape[-1], 2))
@@ -231,8 +230,7 @@ RECIPES: dict[str, Callable[[str, str | None], Recipe]] = {'paper': lambda scm, 
 
 def get_recipe(recipe: Recipe | str, # a Recipe, or a registered name
                scm: str, variant: str | None = None) -> Recipe:
-    ("The `Recipe` for `scm`: itself, or the registered recipe of that name "
-     "(chapter 9's are imported on first use).")
+    "The `Recipe` for `scm`: itself, or the registered recipe of that name (chapter 9's: on first use)."
     if isinstance(recipe, Recipe): return recipe
     if recipe not in RECIPES: importlib.import_module('carma_nb.improved')   # registers chapter 9's recipes
     if recipe not in RECIPES: raise ValueError(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
@@ -255,8 +253,7 @@ class TrainingState:
     verbose: bool = True
 
 def candidate_seed(seed: int, r: int) -> int:
-    ("The random seed of candidate r of `seed`: candidate 0 is the seed itself, "
-     "so one candidate is plain training.")
+    "The random seed of candidate r of `seed`: candidate 0 is the seed itself (one: plain training)."
     return seed if r == 0 else seed + 7919 * r + 1_000_003
 
 @dataclass
@@ -272,8 +269,7 @@ def _training_state(plan: TrainingPlan, seeds: list[int], verbose: bool) -> Trai
     problem = recourse_problem(scm, plan.pool, plan.weights)
     with torch.no_grad():
         x = rejected(clf, plan.pool.train.x)
-        if not len(x): raise ValueError("the classifier rejects nobody in the training split, so CARMA has "
-                                        "nobody to learn from: check the classifier (is it trained?)")
+        if not len(x): raise ValueError("the classifier rejects nobody in the training split: check it")
         z = cm.abduct(x)
         T = max(1.0, recipe.temperature * float(clf.logits(x, check=False).abs().median()))
     lo, hi = (recipe.shift_scale * v for v in (math.floor(float(z.min())), math.ceil(float(z.max()))))
@@ -307,8 +303,7 @@ def served_masks(mask_net: StackedMLP, z: torch.Tensor, act: torch.Tensor) -> to
     return (logits[..., 1] > logits[..., 0]).to(z.dtype) * act
 
 def training_scores(st: TrainingState) -> tuple[torch.Tensor, torch.Tensor]:
-    ("Per stacked model (S,): mean cost + share invalid under the causal model (deterministic masks), "
-     "and the coverage.")
+    "Per stacked model (S,): mean cost + share invalid under the causal model, and the coverage."
     pos, keep = aligned(len(st.x))
     x, z = st.x[pos], st.z[pos]
     S = len(st.gens)

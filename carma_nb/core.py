@@ -122,10 +122,14 @@ def atomic_write(path: str | Path, # the final file
         with os.fdopen(fd, mode, **({'encoding': 'utf-8'} if mode == 'w' else {})) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
+
+def _umask() -> int:
+    old = os.umask(0o022); os.umask(old); return old
 
 # %% ../nbs/00_core.ipynb #84c2cc05
 def _check_name(name: str) -> str:

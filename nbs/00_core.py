@@ -205,7 +205,8 @@ if not os.environ.get('CARMA_FIGURE_DIR'):
 #
 # A file is either absent or complete: we write to a temporary file in the same folder and `os.replace`
 # it into place (an atomic rename on POSIX). An interrupted run, or a second process reading at the
-# wrong moment, never sees half a checkpoint or half a figure.
+# wrong moment, never sees half a checkpoint or half a figure. The file gets the permissions a plain
+# `open` would give it: those of the file it replaces, else the umask's.
 
 # %%
 #| export
@@ -222,10 +223,14 @@ def atomic_write(path: str | Path, # the final file
         with os.fdopen(fd, mode, **({'encoding': 'utf-8'} if mode == 'w' else {})) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
+
+def _umask() -> int:
+    old = os.umask(0o022); os.umask(old); return old
 
 
 # %%
@@ -237,6 +242,7 @@ with tempfile.TemporaryDirectory() as d:
     test_fail(_interrupted, contains='crash mid-write')
     test_eq(target.read_text(), 'complete')   # the old file survives the interrupted write
     test_eq(sorted(p.name for p in Path(d).iterdir()), ['out.txt'])  # and no temp file is left
+    test_eq(target.stat().st_mode & 0o777, 0o666 & ~_umask())          # a plain open's permissions
 
 
 # %% [markdown]

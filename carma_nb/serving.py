@@ -9,7 +9,6 @@ import codecs
 import csv
 import importlib
 import importlib.util
-import io
 import os
 import queue
 import sys
@@ -141,7 +140,8 @@ def _parquet_batches(path, scm, chunk_bytes: int):
     except (pa.ArrowException, OSError) as e:
         raise ValueError(f"input file {str(path)!r} is not a readable Parquet file ({e})") from None
     with f:
-        _check_header(path, f.schema_arrow.names, scm)
+        # (pandas stores a DataFrame's index as a column of its own: not a feature, so not refused)
+        _check_header(path, [n for n in f.schema_arrow.names if not n.startswith('__index_level_')], scm)
         yield from f.iter_batches(batch_size=max(1, chunk_bytes // (8 * scm.n_features)),
                                   columns=list(scm.names))
 
@@ -162,8 +162,9 @@ def applicant_batches(path: str | Path, # a CSV or Parquet file: the SCM's featu
         first += batch.num_rows
     if first == 0: raise ValueError(f"{path}: has a header but no applicants; add one row per applicant")
 
-def _parse_batch(batch: pa.RecordBatch, path, first_row: int) -> np.ndarray:
-    "Float64 values of a chunk: arrow's fast cast, or (for what it refuses) the checks that name the cell."
+def _parse_batch(batch: pa.RecordBatch, path, first_row: int) -> tuple[np.ndarray, bool]:
+    ("Float64 values of a chunk: arrow's fast cast, or (for what it refuses) the checks that name the "
+     "cell; and whether those slower checks were needed.")
     if bools := [n for n, c in zip(batch.schema.names, batch) if pa.types.is_boolean(c.type)]:
         raise ValueError(f"{path}: column {bools[0]!r} holds true/false values; write 1 or 0")
     try: x = np.column_stack([pc.cast(c, pa.float64()).to_numpy(zero_copy_only=False) for c in batch])
@@ -201,7 +202,7 @@ def read_applicants(path: str | Path, scm) -> torch.Tensor:
 @dataclass
 class Served:
     "What a service answers for a batch of applicants."
-    rec: Recommendation        # mask empty, values = x, prob NaN where neither served nor already accepted
+    rec: Recommendation        # mask empty, values = x (float32), prob NaN where not served or accepted
     prob_before: torch.Tensor  # (n,) the classifier's probability of each applicant (NaN if refused on input)
     status: np.ndarray         # (n,) str: 'served', 'already accepted', 'no valid action' or 'refused: …'
     refused: torch.Tensor      # (n,) bool
@@ -302,6 +303,8 @@ class _ParquetWriter:
     def close(self):
         if self.w: self.w.close()
 
+STATUSES = ('served', 'already accepted', 'no valid action', 'refused')
+
 @dataclass
 class FileReport:
     "What `recommend_file` did: how many applicants, how many of each status, the first refused rows."
@@ -326,8 +329,6 @@ class FileReport:
         more = '; …' if self.counts['refused'] > len(self.first_refused) else ''
         return f"{self.counts['refused']} of {self.rows} applicants refused ({first}{more})"
 
-STATUSES = ('served', 'already accepted', 'no valid action', 'refused')
-
 def recommend_file(model_path: str | Path, input_path: str | Path, output_path: str | Path,
                    scm: str | None = None,
                    # drop acts with a smaller latent shift (0: none); None: the model's own
@@ -342,23 +343,25 @@ def recommend_file(model_path: str | Path, input_path: str | Path, output_path: 
     report, to_parquet = FileReport(out_path), is_parquet(out_path)
     bar, step = _progress_bar(input_path)
     try:
-        with atomic_write(out_path, 'wb') as f, bar, ThreadPoolExecutor(1) as io:
+        with atomic_write(out_path, 'wb') as f, bar, ThreadPoolExecutor(1) as writes:
             writer, written = (_ParquetWriter if to_parquet else _CsvWriter)(f), None
             for batch, x in _ahead(applicant_batches(input_path, model.scm, CHUNK_BYTES)):
                 s = serve(model, torch.from_numpy(x))
                 report.add(s.status)
                 feats = ([pa.array(x[:, j]) for j in range(x.shape[1])] if to_parquet else batch.columns)
-                plain = () if batch.schema.metadata else model.names   # numbers as read, or checked text
+                checked = b'carma_checked' in (batch.schema.metadata or {})   # text that may need quotes
+                plain = () if checked else model.names
                 cols = dict(zip(model.names, feats)) | output_columns(model, s)
                 if written: written.result()                           # one chunk written at a time, in order
-                written = io.submit(writer.write, cols, plain)
+                written = writes.submit(writer.write, cols, plain)
                 bar.update(step(batch))
             if written: written.result()
             writer.close()
             if strict and report.counts['refused']:
                 raise ValueError(f"--strict: {report.refused_line()}; nothing written")
     except OSError as e:
-        raise ValueError(f"cannot write the output {str(out_path)!r}: {e.strerror or e}") from None
+        raise ValueError(f"cannot read the input {str(input_path)!r} or write the output {str(out_path)!r}: "
+                         f"{e.strerror or e}") from None
     report.seconds = time.perf_counter() - t0
     return report
 

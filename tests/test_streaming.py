@@ -172,3 +172,12 @@ def test_booleans_in_parquet_are_refused(model, tmp_path):
     pd.read_csv(tmp_path / 'in.csv').astype({'gender': bool}).to_parquet(tmp_path / 'in.parquet')
     with pytest.raises(ValueError, match="column 'gender' holds true/false values; write 1 or 0"):
         read_applicants(tmp_path / 'in.parquet', 'loan')
+
+
+def test_a_parquet_file_with_a_saved_index(model, tmp_path):
+    "pandas stores a filtered DataFrame's index as a column of its own: not a feature, and not refused."
+    model_path, good, _, _ = model
+    (tmp_path / 'in.csv').write_text(good)
+    df = pd.read_csv(tmp_path / 'in.csv')
+    df[df.index % 2 == 0].to_parquet(tmp_path / 'in.parquet')
+    assert len(read_applicants(tmp_path / 'in.parquet', 'loan')) == 250

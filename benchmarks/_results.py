@@ -24,6 +24,11 @@ def median_time(fn, repeat=7):
     return statistics.median(ts)
 
 
+def machine_note(claim='ratios are the claim'):
+    """Two lines for RESULTS.md: the machine, and that it is shared."""
+    return f"Machine: {machine()}.\nShared with other work: absolute times are noisy; {claim}."
+
+
 def machine():
     return (
         f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from _results import machine, median_time, write_section
+from _results import machine_note, median_time, write_section
 from carma_nb.training import train_carma, train_carma_seeds
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import oracle_reference
@@ -60,7 +60,7 @@ def main(write=False, seeds=10):
     lat_idle = latency(one.recommend, people)
     batched_idle = median_time(lambda: one.recommend(people), repeat=5) / len(people)
     lines = [
-        f"Machine: {machine()} (shared; absolute times are noisy, ratios are the claims).",
+        machine_note('ratios are the claims'),
         '',
         '| measurement | value | target |',
         '|---|---|---|',

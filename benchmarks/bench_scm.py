@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from _results import machine, median_time as best_of, write_section
+from _results import machine_note, median_time as best_of, write_section
 from carma_nb.data import make_pools
 from carma_nb.scm import get_scm
 
@@ -82,7 +82,7 @@ def main(write=False):
     assert torch.equal(batched, looped)
 
     lines = [
-        f"Machine: {machine()} (shared; absolute times are noisy, ratios are the claim).",
+        machine_note(),
         f"Loop timed on the first {loop_rows} rows and scaled to the workload.",
         '',
         '| workload | rows | batched (ms) | per-row loop, scaled (s) | speed-up | target < 50 ms |',

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from _results import machine, write_section
+from _results import machine_note, write_section
 from carma_nb.carma import save_carma
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import oracle_reference
@@ -78,7 +78,7 @@ def main(rows, write):
         'loan', ref.clf, flow, ref.pools.recourse, recipe='improved', profile='paper', verbose=False
     )
     lines = [
-        f'Machine: {machine()} (shared; absolute times are noisy).',
+        machine_note('ratios and rates vary from run to run'),
         '',
         f"{rows:,} loan applicants; `carma-nb recommend` in a process of its own; the model's recipe: "
         'improved.',

@@ -45,7 +45,7 @@ def _linearised_steps(scm: SCM, clf, x, u, mask, cinv, d: torch.Tensor, steps: i
     return d
 
 def _cheapest_on_ray(scm: SCM, clf, x, u, mask, d) -> tuple[torch.Tensor, torch.Tensor]:
-    "The smallest t (n,) with t·d accepted (bisection, from a t doubled until accepted), and whether one was."
+    "The smallest t (n,) with t·d accepted (bisection from a t doubled until accepted), and if one was."
     ok = lambda t: clf.logits(_propagate(scm, x, u, mask, x + t[:, None] * d), check=False) >= 0
     hi = torch.ones(len(x), dtype=x.dtype)
     for _ in range(20): hi = torch.where(ok(hi), hi, 2 * hi)

@@ -303,6 +303,7 @@ def project(graph: Graph, # the world's graph
         out[:, j] = c
     return out
 
+# %% ../nbs/16_own_data.ipynb #f02b7124
 def recommend_in_world(model, # a CARMA model trained on the world (chapter 8)
                        graph: Graph, # the world's graph
                        x: torch.Tensor, # (n, D) people, values as in the table

@@ -63,8 +63,7 @@ def carma_hparams(scm: SCM | str, # an SCM or its name
     if variant not in (None, 'weighted', 'vaca'):
         raise ValueError(f"variant must be None, 'weighted' or 'vaca', got {variant!r}")
     key = f'{name}-{variant}' if variant else name
-    # only loan has the rows
-    if variant and key not in CARMA_HPARAMS and name in CARMA_HPARAMS: key = f'loan-{variant}'
+    if variant and key not in CARMA_HPARAMS and name in CARMA_HPARAMS: key = f'loan-{variant}'  # loan's rows
     hp = dict(CARMA_HPARAMS.get(key, GENERIC_HPARAMS))
     unknown = set(overrides) - set(hp)
     if unknown: raise ValueError(f"unknown CARMA hyperparameters {sorted(unknown)}; known: {sorted(hp)}")
@@ -191,8 +190,7 @@ class FlowProgram:
     def counterfactual(self, x, u, a, delta, at_x=None): # factual x, latents u, mask a, shift δ → x_cf
         # start from the factual: only descendants move; the first sweep's conditioner is abduct's (at_x)
         u_cf, zc = u + a * delta, (x - self.mean) / self.std
-        acted = a.any(0)
-        # 1 + the longest path below an act
+        acted = a.any(0)                                   # (1 + the longest path below an act sweeps)
         for k in range(1 + int(self.height[acted].max()) if acted.any() else 0):
             b, s = at_x if k == 0 and at_x is not None else self._conditioner(zc)
             zc = (u_cf - b) * np.exp(-s)
@@ -213,7 +211,7 @@ class TorchProgram:
 class ServingProgram:
     "A frozen CARMA model as arrays: the one path every recommendation takes (`CARMA.recommend`)."
     causal: object        # FlowProgram or TorchProgram
-    clf: tuple            # (layers, mean, std) of the classifier's ReLU MLP
+    clf: object           # (layers, mean, std) of the classifier's ReLU MLP, or any other's probability
     mask_net: list        # layers, the last reduced to "intervene minus keep" per feature
     action_net: list
     actionable: np.ndarray
@@ -221,6 +219,7 @@ class ServingProgram:
     dz: int               # latents per node: 1 for the flow, 4 for VACA
 
     def prob(self, x):
+        if callable(self.clf): return self.clf(x)      # a classifier of your own (chapter 18), through torch
         layers, mean, std = self.clf
         return _np_sigmoid(_np_relu_mlp((x - mean) / std, layers)[:, 0])
 
@@ -239,8 +238,10 @@ def serving_program(model: CARMA) -> ServingProgram:
     mask = _np_layers(model.mask_net)
     w, b = mask[-1]                                            # only "intervene" minus "keep" matters
     mask[-1] = (w[:, 1::2] - w[:, 0::2], b[1::2] - b[0::2])
-    return ServingProgram(causal, (_np_layers(model.clf.net), f32(model.clf.mean), f32(model.clf.std)), mask,
-                          _np_layers(model.action_net), f32(model.actionable),
+    c = model.clf
+    clf = ((_np_layers(c.net), f32(c.mean), f32(c.std)) if type(c) is Classifier else
+           torch.inference_mode()(lambda x: c.predict_proba(torch.from_numpy(x), check=False).numpy()))
+    return ServingProgram(causal, clf, mask, _np_layers(model.action_net), f32(model.actionable),
                           f32(model.limits), cm.latent_size)
 
 # %% ../nbs/07_carma.ipynb #6c83e4a8
@@ -272,8 +273,7 @@ def _drop_idle(prog: ServingProgram, x, u, a, delta, x_cf, prob, tol: float):
 def _recommend(self: CARMA, x, # people: (n, D) raw features (tensor, array or list)
               ) -> Recommendation:
     "Recommendations for every person of x in one pass of the model's `ServingProgram`."
-    prog = getattr(self, 'program', None)
-    if prog is None:
+    if (prog := getattr(self, 'program', None)) is None:
         raise RuntimeError("this CARMA model is not frozen for serving: call model.freeze() first")
     x = _as_rows(self, x)
     accepted = prog.prob(x) >= 0.5
@@ -282,15 +282,13 @@ def _recommend(self: CARMA, x, # people: (n, D) raw features (tensor, array or l
     x_cf = np.where(accepted[:, None], x, prog.causal.counterfactual(x, u, a, delta, at_x)).astype(np.float32)
     prob = prog.prob(x_cf)
     if self.idle_tol: a, x_cf, prob = _drop_idle(prog, x, u, a, delta, x_cf, prob, self.idle_tol)
-    mask = a.astype(bool)
-    t = lambda v: torch.from_numpy(np.ascontiguousarray(v))
+    mask, t = a.astype(bool), lambda v: torch.from_numpy(np.ascontiguousarray(v))
     return Recommendation(t(mask), t(np.where(mask, x_cf, x)), t(x_cf), t(prob.astype(np.float32)),
                           torch.ones(len(x), dtype=torch.bool), t(accepted))
 
 def _freeze(self: CARMA) -> CARMA:
     "Evaluation mode, no gradients, and the `ServingProgram` compiled from the current weights."
-    self.eval()
-    for p in self.parameters(): p.requires_grad_(False)
+    self.eval().requires_grad_(False)
     self.program = serving_program(self)
     return self
 
@@ -338,14 +336,18 @@ def carma_from_checkpoint(ck: Checkpoint, cm, clf: Classifier, idle_tol: float |
 
 CAUSAL_MODELS = ('carma_nb.flow.CausalFlow', 'carma_nb.vaca.VACA')  # the causal models a saved CARMA may name
 
-def save_carma(model: CARMA, path) -> Path:
+def save_carma(model: CARMA, path, extra: dict | None = None, # more (JSON-able) entries for its config
+              ) -> Path:
     "Save CARMA with its causal model and classifier (weights, scalers, configs) in one checkpoint."
     model.domain()                                   # refuses a model without a training range, with the fix
+    if type(model.clf) is not Classifier:
+        raise TypeError("only a model with chapter 3's Classifier can be saved: a classifier of your own is "
+                        "your code, and a model file is loaded without running code; keep it in Python")
     cm = model.causal_model
     cfg = {'kind': 'carma-model', 'scm': model.scm, 'hp': model.hp,
            'causal_class': f'{type(cm).__module__}.{type(cm).__qualname__}', 'causal_hidden': list(cm.hidden),
            'clf_hidden': list(model.clf.hidden), 'train_config': getattr(model, 'config', None),
-           'idle_tol': model.idle_tol}
+           'idle_tol': model.idle_tol, **(extra or {})}
     return save_checkpoint(path, model.state_dict(), cfg)
 
 def _causal_class(name: str, source) -> type:
@@ -374,10 +376,8 @@ def load_carma(path, scm: str | None = None) -> CARMA:
         raise ValueError(f"model file {path} has no feature_range "
                          "(each feature's training minimum and maximum), so its domain is unknown and "
                          "applicants could not be checked: train the model again and save it with save_carma")
-    lacking = [k for k in ('scm', 'hp', 'causal_class', 'causal_hidden', 'clf_hidden') if k not in cfg]
-    if lacking:
-        raise ValueError(f"{path}: the saved configuration lacks {lacking}; "
-                         "save the model again with save_carma")
+    if lacking := [k for k in ('scm', 'hp', 'causal_class', 'causal_hidden', 'clf_hidden') if k not in cfg]:
+        raise ValueError(f"{path}: the saved configuration lacks {lacking}; save it again with save_carma")
     cm = _frozen_part(_causal_class(cfg['causal_class'], path), sd, 'causal_model.', cfg, 'causal_hidden',
                       path)
     clf = _frozen_part(Classifier, sd, 'clf.', cfg, 'clf_hidden', path)

@@ -114,8 +114,7 @@ def run_job(job: Job, profile=None) -> list[dict]:
     w = PAPER_PREFERENCE_WEIGHTS if job.method == 'carma-weighted' else None
     cm = (fit_vaca(job.scm, ref.pools.causal, p, verbose=False) if job.method == 'carma-vaca'
           else fit_flow(job.scm, ref.pools.causal, p, verbose=False))
-    # the loan studies are the paper's experiments
-    recipe = 'improved' if job.method == 'carma-improved' else 'paper'
+    recipe = 'improved' if job.method == 'carma-improved' else 'paper'   # (the loan studies: the paper's)
     models = train_carma_seeds(job.scm, ref.clf, cm, _fraction_pool(ref.pools.recourse, job.fraction), seeds,
                                recipe, profile=p, weights=w, verbose=False)
     problem = recourse_problem(job.scm, ref.pools, w)
@@ -137,15 +136,13 @@ def exit_with_parent() -> threading.Thread:
     def watch():
         parent.join()                    # waits on the parent's sentinel: returns once the parent has ended
         os._exit(1)                      # at once: the parent can no longer use anything this worker does
-    t = threading.Thread(target=watch, name='exit-with-parent', daemon=True)
-    t.start()
+    (t := threading.Thread(target=watch, name='exit-with-parent', daemon=True)).start()
     return t
 
 # %% ../nbs/14_experiments.ipynb #99a46a87
 def _worker_setup():
     "One torch thread and no progress bars, in every worker (a process, or a Ray task)."
-    torch.set_num_threads(1)
-    os.environ['CARMA_QUIET'] = '1'
+    torch.set_num_threads(1); os.environ['CARMA_QUIET'] = '1'
 
 def _worker_init():
     _worker_setup(); exit_with_parent()
@@ -160,8 +157,7 @@ def job_config(job: Job, profile=None) -> dict:
           else None)
     recipe = (get_recipe('improved' if job.method == 'carma-improved' else 'paper', job.scm, variant) if carma
               else None)
-    cfg = {'job': asdict(job), 'profile': asdict(p), 'seeds': list(range(p.seeds)),
-           'trainer': TRAINER_VERSION,
+    cfg = {'job': asdict(job), 'profile': asdict(p), 'seeds': [*range(p.seeds)], 'trainer': TRAINER_VERSION,
            'hparams': {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()} if hp else None,
            'recipe': {**recipe.config(), 'idle_tol': recipe.idle_tol} if recipe else None}
     if job.method.startswith('oracle'): cfg['search'] = ORACLE_SEARCH        # decides the time it reports
@@ -379,17 +375,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument('--seeds', type=int, default=None,
                    help="seeds per SCM and method (default: the profile's)")
     r.add_argument('--jobs', type=int, default=2, help='parallel worker processes (default: 2)')
-    r.add_argument('--out', default=None,
-                   help='output folder (default: figures/ for paper, figures/_quick/ for quick)')
+    r.add_argument('--out', default=None, help='output folder (default: figures/; figures/_quick/ if quick)')
     r.add_argument('--no-notebooks', action='store_true',
                    help='do not execute the chapters (their figures are then not refreshed)')
     r.add_argument('--update-notebooks', action='store_true',
                    help='save the executed chapters with their new outputs (for maintainers)')
     c = sub.add_parser('recommend', help='recommendations for a CSV of applicants',
                        description='Serve a CSV or Parquet file of applicants with a saved CARMA model.')
-    c.add_argument('--scm', required=True,
-                   help='the SCM the model was trained for (checked against the model)')
-    c.add_argument('--model', required=True, help='a CARMA checkpoint written by save_carma')
+    c.add_argument('--scm', help='the SCM the model was trained for (checked against the model); none for '
+                                 'a model of your own world (carma-nb fit)')
+    c.add_argument('--model', required=True, help='a CARMA checkpoint written by save_carma or carma-nb fit')
     c.add_argument('--input', required=True,
                    help='CSV or Parquet (*.parquet) file with one column per feature, named as in the SCM')
     c.add_argument('--output', required=True,
@@ -399,6 +394,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: the model's own setting, chapter 9; 0 keeps every act)")
     c.add_argument('--strict', action='store_true',
                    help="exit with an error, writing nothing, if any applicant is outside the model's domain")
+    f = sub.add_parser('fit', help='a model of your own table and causal graph (chapter 18)',
+                       description='Train a classifier, a causal flow and CARMA on a table and its graph.')
+    from carma_nb.fitting import fit_arguments   # chapter 18's (the lazy import keeps the chapters in order)
+    fit_arguments(f)
     t = sub.add_parser('tune', help='two-objective hyperparameter search (Optuna)',
                        description="Tune CARMA for one SCM (the paper's two-objective search).")
     t.add_argument('--scm', required=True,
@@ -434,6 +433,7 @@ def _run_notebook(path: str, write: bool = False) -> str:
     from execnb.nbio import read_nb, write_nb
     from execnb.shell import CaptureShell
     nb, cwd = read_nb(path), os.getcwd()
+    for c in (c for c in nb.cells if c.cell_type == 'code'): c.outputs = []   # (else a silent cell's stay)
     os.chdir(Path(path).parent)
     # parallel chapters must not rewrite the package
     skip = lambda c: c.source.strip() == '#| hide\nimport nbdev; nbdev.nbdev_' + 'export()'
@@ -479,14 +479,15 @@ def _reproduce(a) -> None:
         # last: its results table reads the Table 1 that chapter 15 writes
         if (nbs/'index.ipynb').exists():
             _run_notebook(str(nbs/'index.ipynb'), a.update_notebooks)
-            print('index.ipynb: executed'
-                  + ('; run `python tools/make_readme.py` to refresh README.md' if a.update_notebooks
-                     else ''))
+            print('index.ipynb: executed' + ('; run `python tools/make_readme.py` to refresh README.md'
+                                             if a.update_notebooks else ''))
     print(f'reproduce finished in {time.perf_counter() - t0:.0f} s; outputs in {out}')
 
 def _recommend_command(a) -> None:
     "carma-nb recommend: serve the file; print one line of counts, and one about refused rows (stderr)."
-    r = recommend_file(a.model, a.input, a.output, a.scm, a.idle_tol, a.strict)
+    from carma_nb.fitting import load_world_model        # chapter 18's: a world's model knows its world
+    r = recommend_file(a.model if a.scm else load_world_model(a.model), a.input, a.output, a.scm, a.idle_tol,
+                       a.strict)
     print(f"{r.rows} applicants: " + ', '.join(f'{v} {k}' for k, v in r.counts.items())
           + f"; {r.seconds:.2f} s ({r.rows / max(r.seconds, 1e-9):,.0f} rows/s) → {a.output}")
     if r.counts['refused']:
@@ -496,11 +497,12 @@ def _recommend_command(a) -> None:
 def main(argv: list[str] | None = None) -> int:
     "The `carma-nb` command."
     a = _parser().parse_args(argv)
+    from carma_nb.fitting import fit_command                        # chapter 18's
     try:
-        if a.command in ('recommend', 'tune'): _known_scm(a.scm, a.imports)
+        if a.command in ('recommend', 'tune') and a.scm: _known_scm(a.scm, a.imports)
         if a.command == 'reproduce': _reproduce(a)
-        elif a.command == 'recommend':
-            _recommend_command(a)
+        elif a.command == 'recommend': _recommend_command(a)
+        elif a.command == 'fit': fit_command(a)
         elif a.command == 'tune':
             best = (tune_on_ray(a.scm, a.workers, a.trials, a.storage, a.profile, a.address)
                     if a.executor == 'ray' else

@@ -16,15 +16,18 @@ import pandas as pd
 import torch
 import yaml
 
+from .carma import CARMA
+from .classifier import ClassifierFit
+from .core import get_profile
 from .data import SPLITS, Pool, Pools, Split
 from .flow import CausalFlow, fit_flow
 from .recourse import Recommendation
 from .scm import ROLES, SCM, SCM_NAMES, Node, get_scm, register_scm
 
 # %% auto #0
-__all__ = ['TYPES', 'DIRECTIONS', 'SHARES', 'Feature', 'Graph', 'parse_graph', 'load_graph', 'graph_of_scm', 'world_scm',
-           'dequantised', 'check_table', 'World', 'world_from_table', 'project', 'recommend_in_world', 'second_flow',
-           'world_validity']
+__all__ = ['TYPES', 'DIRECTIONS', 'SHARES', 'SMALL_TABLE_FIT', 'Feature', 'Graph', 'parse_graph', 'load_graph', 'graph_of_scm',
+           'world_scm', 'dequantised', 'check_table', 'World', 'world_from_table', 'register_world', 'table_fit',
+           'project', 'recommend_in_world', 'second_flow', 'world_validity']
 
 # %% ../nbs/16_own_data.ipynb #f7f95d9f
 TYPES = ('continuous', 'integer', 'binary', 'ordinal')
@@ -262,23 +265,39 @@ def world_from_table(table: pd.DataFrame | str | Path, # the people: one column 
                      seed: int = 0, # the shuffle before the split
                     ) -> World:
     "A world from a table and a causal graph: its SCM registered under `name`, the table split into pools."
-    if name in SCM_NAMES or (_registered(name) and not hasattr(get_scm(name), 'graph')):
-        raise ValueError(f"{name!r} names an SCM with equations; give the world a name of its own")
     graph = graph if isinstance(graph, Graph) else load_graph(graph)
     source = str(table) if isinstance(table, (str, Path)) else 'the table'
     if isinstance(table, (str, Path)): table = pd.read_csv(table)
     x, y = check_table(table, graph, source)
-    scm = world_scm(graph, name)
-    register_scm(name, lambda: scm, replace=True)
+    scm = register_world(graph, name)
     splits = _splits(x, y, seed, tag=graph.digest())
     pool = Pool('recourse', **splits)
     causal = Pool('causal', **{k: dequantised(v, graph, 3 * seed + i)        # each split its own noise
                                for i, (k, v) in enumerate(splits.items())})
     return World(scm, graph, Pools(name, int(seed), Pool('classifier', **splits), causal, pool))
 
+def register_world(graph: Graph, name: str) -> SCM:
+    "Register the world's SCM (`world_scm`) under `name`, replacing a world's, never an SCM with equations."
+    if not isinstance(name, str) or not name.strip(): raise ValueError("a world needs a name, such as 'bank'")
+    if name in SCM_NAMES or (_registered(name) and not hasattr(get_scm(name), 'graph')):
+        raise ValueError(f"{name!r} names an SCM with equations; give the world a name of its own")
+    scm = world_scm(graph, name)
+    register_scm(name, lambda: scm, replace=True)
+    return scm
+
 def _registered(name: str) -> bool:
     try: get_scm(name); return True
     except ValueError: return False
+
+#: How a small table's classifier is trained: on 700 rows, an epoch of chapter 3's plain SGD is three
+#: steps, too few to learn much (chapter 17)
+SMALL_TABLE_FIT = ClassifierFit(optimizer='adam', epochs=200, batch=64)
+
+def table_fit(world: World, profile=None) -> ClassifierFit:
+    "Chapter 3's plain SGD where it takes ≥ 5 000 steps on the world's training rows, else `SMALL_TABLE_FIT`."
+    sgd = ClassifierFit()
+    steps = math.ceil(len(world.pools.classifier.train) / sgd.batch) * get_profile(profile).clf_epochs
+    return sgd if steps >= 5_000 else SMALL_TABLE_FIT
 
 # %% ../nbs/16_own_data.ipynb #3ef18886
 def project(graph: Graph, # the world's graph
@@ -310,7 +329,7 @@ def recommend_in_world(model, # a CARMA model trained on the world (chapter 8)
                       ) -> tuple[Recommendation, torch.Tensor]:
     ("Recommendations served as valid values (types, bounds, directions), with the probability of what is "
      "served; and per person whether rounding broke a valid recommendation.")
-    rec = model.recommend(x)
+    rec = CARMA.recommend(model, x)           # CARMA's own answer, in continuous values
     x = torch.as_tensor(x, dtype=rec.x_cf.dtype)
     targets = project(graph, rec.values, x)   # as far as CARMA asked, or a little further
     sign = torch.tensor([{'increase': 1., 'decrease': -1.}.get(f.direction, 0.) for f in graph.features])

@@ -32,6 +32,7 @@
 from __future__ import annotations
 
 import codecs
+import copy
 import csv
 import importlib
 import importlib.util
@@ -414,17 +415,22 @@ class FileReport:
         more = '; …' if self.counts['refused'] > len(self.first_refused) else ''
         return f"{self.counts['refused']} of {self.rows} applicants refused ({first}{more})"
 
-def recommend_file(model_path: str | Path, input_path: str | Path, output_path: str | Path,
-                   scm: str | None = None,
+def recommend_file(model: str | Path | CARMA, # a saved CARMA model (save_carma), or one loaded
+                   input_path: str | Path, output_path: str | Path,
+                   scm: str | None = None, # the SCM the model must be of (None: any)
                    # drop acts with a smaller latent shift (0: none); None: the model's own
                    idle_tol: float | None = None,
                    strict: bool = False, # raise (and write nothing) when any applicant is refused
                   ) -> FileReport:
-    ("A status and recommendations for every applicant of a CSV or Parquet file, by a saved CARMA model, "
+    ("A status and recommendations for every applicant of a CSV or Parquet file, by a CARMA model, "
      "served chunk by chunk and written atomically.")
-    t0, out_path = time.perf_counter(), check_output_path(output_path, input_path, model_path)
-    model = load_carma(model_path, scm)
-    if idle_tol is not None: model.idle_tol = check_positive(idle_tol, 'idle_tol', zero=True) or None
+    files = (input_path,) if isinstance(model, CARMA) else (input_path, model)
+    t0, out_path = time.perf_counter(), check_output_path(output_path, *files)
+    if not isinstance(model, CARMA): model = load_carma(model, scm)
+    elif scm and model.scm != get_scm(scm).name:
+        raise ValueError(f"the model is of {model.scm!r}, not of {scm!r}")
+    if idle_tol is not None:                           # (on a copy: the caller's model is left as it is)
+        model = copy.copy(model); model.idle_tol = check_positive(idle_tol, 'idle_tol', zero=True) or None
     report, to_parquet = FileReport(out_path), is_parquet(out_path)
     bar, step = _progress_bar(input_path)
     try:

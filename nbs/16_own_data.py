@@ -25,7 +25,8 @@
 # query that flow. So a table of people and a graph should be enough. This chapter builds the world
 # object the chapters use from exactly that — a graph file, read and checked, and a table split into
 # pools — and runs the whole path on loan's table without its equations (and grades it with them).
-# Chapter 17 takes it to a real table, where no true SCM can grade it.
+# Chapter 17 takes it to a real table, where no true SCM can grade it; chapter 18 makes the whole path
+# one call, one command and one model file.
 
 # %%
 #| export
@@ -42,6 +43,9 @@ import pandas as pd
 import torch
 import yaml
 
+from carma_nb.carma import CARMA
+from carma_nb.classifier import ClassifierFit
+from carma_nb.core import get_profile
 from carma_nb.data import SPLITS, Pool, Pools, Split
 from carma_nb.flow import CausalFlow, fit_flow
 from carma_nb.recourse import Recommendation
@@ -403,23 +407,39 @@ def world_from_table(table: pd.DataFrame | str | Path, # the people: one column 
                      seed: int = 0, # the shuffle before the split
                     ) -> World:
     "A world from a table and a causal graph: its SCM registered under `name`, the table split into pools."
-    if name in SCM_NAMES or (_registered(name) and not hasattr(get_scm(name), 'graph')):
-        raise ValueError(f"{name!r} names an SCM with equations; give the world a name of its own")
     graph = graph if isinstance(graph, Graph) else load_graph(graph)
     source = str(table) if isinstance(table, (str, Path)) else 'the table'
     if isinstance(table, (str, Path)): table = pd.read_csv(table)
     x, y = check_table(table, graph, source)
-    scm = world_scm(graph, name)
-    register_scm(name, lambda: scm, replace=True)
+    scm = register_world(graph, name)
     splits = _splits(x, y, seed, tag=graph.digest())
     pool = Pool('recourse', **splits)
     causal = Pool('causal', **{k: dequantised(v, graph, 3 * seed + i)        # each split its own noise
                                for i, (k, v) in enumerate(splits.items())})
     return World(scm, graph, Pools(name, int(seed), Pool('classifier', **splits), causal, pool))
 
+def register_world(graph: Graph, name: str) -> SCM:
+    "Register the world's SCM (`world_scm`) under `name`, replacing a world's, never an SCM with equations."
+    if not isinstance(name, str) or not name.strip(): raise ValueError("a world needs a name, such as 'bank'")
+    if name in SCM_NAMES or (_registered(name) and not hasattr(get_scm(name), 'graph')):
+        raise ValueError(f"{name!r} names an SCM with equations; give the world a name of its own")
+    scm = world_scm(graph, name)
+    register_scm(name, lambda: scm, replace=True)
+    return scm
+
 def _registered(name: str) -> bool:
     try: get_scm(name); return True
     except ValueError: return False
+
+#: How a small table's classifier is trained: on 700 rows, an epoch of chapter 3's plain SGD is three
+#: steps, too few to learn much (chapter 17)
+SMALL_TABLE_FIT = ClassifierFit(optimizer='adam', epochs=200, batch=64)
+
+def table_fit(world: World, profile=None) -> ClassifierFit:
+    "Chapter 3's plain SGD where it takes ≥ 5 000 steps on the world's training rows, else `SMALL_TABLE_FIT`."
+    sgd = ClassifierFit()
+    steps = math.ceil(len(world.pools.classifier.train) / sgd.batch) * get_profile(profile).clf_epochs
+    return sgd if steps >= 5_000 else SMALL_TABLE_FIT
 
 
 # %% [markdown]
@@ -526,7 +546,7 @@ def recommend_in_world(model, # a CARMA model trained on the world (chapter 8)
                       ) -> tuple[Recommendation, torch.Tensor]:
     ("Recommendations served as valid values (types, bounds, directions), with the probability of what is "
      "served; and per person whether rounding broke a valid recommendation.")
-    rec = model.recommend(x)
+    rec = CARMA.recommend(model, x)           # CARMA's own answer, in continuous values
     x = torch.as_tensor(x, dtype=rec.x_cf.dtype)
     targets = project(graph, rec.values, x)   # as far as CARMA asked, or a little further
     sign = torch.tensor([{'increase': 1., 'decrease': -1.}.get(f.direction, 0.) for f in graph.features])

@@ -86,7 +86,7 @@ else: print('*Not yet reproduced with this version: run `carma-nb reproduce --pr
 # | 01 scm | `carma_nb.scm` | structural causal models, abduction–action–prediction, the seven SCMs |
 # | 02 data | `carma_nb.data` | three independent data pools per SCM, and scaling |
 # | 03 classifier | `carma_nb.classifier` | the frozen classifier whose rejections recourse overturns |
-# | 04 causal flow | `carma_nb.flow` | a causal normalizing flow *is* an SCM: counterfactuals learned from data |
+# | 04 causal flow | `carma_nb.flow` | a causal normalizing flow *is* an SCM: counterfactuals from data |
 # | 05 recourse | `carma_nb.recourse` | actions, one cost, coverage vs causal validity, one answer type |
 # | 06 oracle | `carma_nb.oracle` | the combinatorial causal oracle: loop, batched, early exit |
 # | 06b optimum | `carma_nb.optimum` | the cheapest valid action in continuous values, the yardstick |
@@ -101,6 +101,7 @@ else: print('*Not yet reproduced with this version: run `carma-nb reproduce --pr
 # | 15 paper | `carma_nb.paper` | Table 1, Table 7 and the figures next to the paper's; every difference |
 # | 16 your own data | `carma_nb.world` | a table and a causal graph, no equations: a world from data |
 # | 17 german credit | `carma_nb.german` | a real table: recommendations, and validity without a true SCM |
+# | 18 fit and serve | `carma_nb.fitting` | a table and its graph to one model file; your own classifier |
 #
 # Investigations of our own choices (classifier optimiser, data draws, sweeps) live in `studies/`,
 # outside the course; `figures/README.md` lists every figure and table with the chapter that writes it.
@@ -110,22 +111,21 @@ else: print('*Not yet reproduced with this version: run `carma-nb reproduce --pr
 #
 # ```sh
 # carma-nb recommend --scm loan --model carma_loan.pt --input applicants.csv --output actions.csv [--strict]
+# carma-nb fit --data table.csv --graph graph.yaml --out model.pt      # your own table and causal graph
+# carma-nb recommend --model model.pt --input applicants.csv --output actions.csv
 # ```
 #
 # Every output row gets a `status` — `served`, `already accepted`, `no valid action`, or `refused: …`
 # when the applicant (or the recommended counterfactual) lies outside the model's domain (chapter 5).
 # Only `served` rows carry targets; `--strict` makes any refused row an error. Files are CSV or Parquet
-# (`*.parquet`), served chunk by chunk in bounded memory. Chapter 13 shows the whole path.
+# (`*.parquet`), served chunk by chunk (chapter 13); your own table, graph and classifier: chapters 16–18.
 #
 # ## Where next
 #
 # Read the chapters in order in Jupyter (`.venv/bin/jupyter lab nbs/`) or as a website (`bash .ci/site`
 # builds it into `_site/`: open `_site/index.html`), or reproduce the paper with `carma-nb reproduce`.
 #
-# The website is Sphinx 9.0 with MyST-NB 1.4 and sphinx-book-theme 1.4, pinned in the `site` extra: the
-# engine of Jupyter Book 1 without its wrapper, which holds Sphinx at 7 and MyST-Parser at 3 and adds ten
-# extensions we do not use (nbdev's own builder needs Quarto, whose package downloads a binary). It
-# shows the committed notebooks as they are, outputs included, never re-executing them; nbdev's
-# directives and `#| hide` cells are dropped; each module's API page is Sphinx autodoc with the
-# parameter comments; MathJax 3 ships inside the site (sphinx-mathjax-offline), so it reads offline.
-# `tests/test_site.py` opens every page in headless Chromium.
+# The website is Sphinx 9.0 with MyST-NB 1.4 and sphinx-book-theme 1.4 (the `site` extra: Jupyter Book 1's
+# engine without its wrapper, which holds Sphinx at 7). It shows the committed notebooks as they are,
+# never re-executed, `#| hide` cells dropped; each module's API page is autodoc with the parameter
+# comments; MathJax ships inside, so it reads offline. `tests/test_site.py` opens every page in Chromium.

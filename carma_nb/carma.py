@@ -367,9 +367,9 @@ def _frozen_part(cls, sd: dict, prefix: str, cfg: dict, hidden_key: str, source)
     model = cls(cfg['scm'], tuple(cfg[hidden_key]), StandardScaler(part['mean'], part['std']))
     return load_weights(model, part, f'{source} ({prefix[:-1]})').freeze()
 
-def load_carma(path, scm: str | None = None) -> CARMA:
-    "Load a saved CARMA model (causal model and classifier included); with `scm`, refuse one of another SCM."
-    ck = load_checkpoint(path, expect={'kind': 'carma-model', **({'scm': get_scm(scm).name} if scm else {})})
+def load_carma(path, scm: str | None = None, kind: str = 'carma-model') -> CARMA:
+    "Load a saved CARMA (causal model and classifier included); refuse another `scm`'s, or `kind` of file."
+    ck = load_checkpoint(path, expect={'kind': kind, **({'scm': get_scm(scm).name} if scm else {})})
     cfg, sd = ck.config, ck.state_dict
     r = sd.get('feature_range')
     if not (isinstance(r, torch.Tensor) and r.ndim == 2 and torch.isfinite(r).all()):

@@ -65,8 +65,8 @@ def plan_jobs(scms=SCM_NAMES, # SCM names
              ) -> list[Job]:
     "The jobs to run, longest first."
     scms = [get_scm(s).name for s in scms]
-    bad = [m for m in (*methods, *studies) if m not in _WEIGHT]
-    if bad: raise ValueError(f"unknown methods {bad}; known: {sorted(_WEIGHT)}")
+    if bad := [m for m in (*methods, *studies) if m not in _WEIGHT]:
+        raise ValueError(f"unknown methods {bad}; known: {sorted(_WEIGHT)}")
     jobs = [Job(s, m) for s in scms for m in methods]
     if 'loan' in scms:
         for st in studies:
@@ -308,9 +308,7 @@ def tune_carma(scm: str, # the SCM
      "returns the chosen trial.")
     try: import optuna
     except ImportError: raise ImportError("tuning needs Optuna: pip install optuna") from None
-    trials = check_whole(trials, 'trials')
-    name = get_scm(scm).name
-    p = get_profile(profile)
+    trials, name, p = check_whole(trials, 'trials'), get_scm(scm).name, get_profile(profile)
     if not verbose: optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, seed = _tune_study(name, p.name, storage, study_name, seed)     # before any training
     ref = oracle_reference(name, p)
@@ -352,8 +350,7 @@ def tune_on_ray(scm: str, # the SCM (one of the paper's: a Ray worker imports no
     if own: ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
                      log_to_driver=False, runtime_env=env)
     try:
-        task = ray.remote(num_cpus=1, max_retries=0)(_tune_task)
-        p = get_profile(profile)
+        task, p = ray.remote(num_cpus=1, max_retries=0)(_tune_task), get_profile(profile)
         found = ray.get([task.remote(name, trials, storage, None, p) for _ in range(workers)])
     finally:
         if own: ray.shutdown()
@@ -382,8 +379,8 @@ def _parser() -> argparse.ArgumentParser:
                    help='save the executed chapters with their new outputs (for maintainers)')
     c = sub.add_parser('recommend', help='recommendations for a CSV of applicants',
                        description='Serve a CSV or Parquet file of applicants with a saved CARMA model.')
-    c.add_argument('--scm', help='the SCM the model was trained for (checked against the model); none for '
-                                 'a model of your own world (carma-nb fit)')
+    c.add_argument('--scm', help="the SCM the model must be of (default: the model's own); a model of your "
+                                 "own world (carma-nb fit) knows its world")
     c.add_argument('--model', required=True, help='a CARMA checkpoint written by save_carma or carma-nb fit')
     c.add_argument('--input', required=True,
                    help='CSV or Parquet (*.parquet) file with one column per feature, named as in the SCM')
@@ -437,8 +434,7 @@ def _run_notebook(path: str, write: bool = False) -> str:
     os.chdir(Path(path).parent)
     # parallel chapters must not rewrite the package
     skip = lambda c: c.source.strip() == '#| hide\nimport nbdev; nbdev.nbdev_' + 'export()'
-    # (the string is split so that nbdev_test, which skips every cell containing that call,
-    # still runs this one)
+    # (split: nbdev_test skips every cell that contains the call, and must run this one)
     try: CaptureShell().run_all(nb, exc_stop=True, preproc=skip)
     finally: os.chdir(cwd)
     if write: write_nb(nb, path)
@@ -462,19 +458,17 @@ def _reproduce(a) -> None:
     print(markdown_table(t[cols].round(2)))         # chapter 15 writes figures/table1 with every column
     nbs = project_root()/'nbs'
     if not a.no_notebooks and nbs.is_dir() and p.seeds == get_profile(a.profile).seeds:
-        heavy = ('15_paper.ipynb', '11_vaca.ipynb', '08_training.ipynb', '06_oracle.ipynb')
-        # longest first
+        heavy = ('15_paper.ipynb', '11_vaca.ipynb', '08_training.ipynb', '06_oracle.ipynb')   # first
         order = sorted(sorted(nbs.glob('[01][0-9]_*.ipynb')), key=lambda f: f.name not in heavy)
         t, failed = time.perf_counter(), []
         with ProcessPoolExecutor(a.jobs, mp_context=get_context('spawn'), initializer=_worker_init) as ex:
             futs = {ex.submit(_run_notebook, str(f), a.update_notebooks): f.name for f in order}
             for f in as_completed(futs):
-                try:
-                    f.result()
-                    print(f'{futs[f]}: executed ({time.perf_counter() - t:.0f} s since the chapters started)')
+                try: f.result()
                 except Exception as e:
                     failed.append(futs[f])
-                    print(f'{futs[f]}: FAILED: {type(e).__name__}: {e}', file=sys.stderr)
+                    print(f'{futs[f]}: FAILED: {type(e).__name__}: {e}', file=sys.stderr); continue
+                print(f'{futs[f]}: executed ({time.perf_counter() - t:.0f} s since the chapters started)')
         if failed: raise RuntimeError(f"chapters failed: {failed}; run them one by one to see the traceback")
         # last: its results table reads the Table 1 that chapter 15 writes
         if (nbs/'index.ipynb').exists():
@@ -485,9 +479,13 @@ def _reproduce(a) -> None:
 
 def _recommend_command(a) -> None:
     "carma-nb recommend: serve the file; print one line of counts, and one about refused rows (stderr)."
-    from carma_nb.fitting import load_world_model        # chapter 18's: a world's model knows its world
-    r = recommend_file(a.model if a.scm else load_world_model(a.model), a.input, a.output, a.scm, a.idle_tol,
-                       a.strict)
+    from carma_nb.fitting import is_world_model, recommend_world_file          # chapter 18's
+    if (world := is_world_model(a.model)) and a.scm:
+        raise ValueError(f"{a.model} is a model of a world from data, which knows its world: leave out --scm")
+    for m in a.imports: import_user_module(m)            # (a module registering the SCM of the model)
+    if a.scm: _known_scm(a.scm)
+    r = (recommend_world_file(a.model, a.input, a.output, a.idle_tol, a.strict) if world else
+         recommend_file(a.model, a.input, a.output, a.scm, a.idle_tol, a.strict))
     print(f"{r.rows} applicants: " + ', '.join(f'{v} {k}' for k, v in r.counts.items())
           + f"; {r.seconds:.2f} s ({r.rows / max(r.seconds, 1e-9):,.0f} rows/s) → {a.output}")
     if r.counts['refused']:
@@ -499,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     from carma_nb.fitting import fit_command                        # chapter 18's
     try:
-        if a.command in ('recommend', 'tune') and a.scm: _known_scm(a.scm, a.imports)
+        if a.command == 'tune': _known_scm(a.scm, a.imports)
         if a.command == 'reproduce': _reproduce(a)
         elif a.command == 'recommend': _recommend_command(a)
         elif a.command == 'fit': fit_command(a)

@@ -21,14 +21,15 @@ from .classifier import Classifier, accuracy, train_classifier
 from .core import as_features, load_checkpoint
 from .flow import fit_flow
 from .recourse import Recommendation
-from .serving import check_output_path
+from .serving import FileReport, check_output_path, recommend_file
 from .training import train_carma
 from .world import (Graph, World, load_graph, parse_graph, recommend_in_world, register_world,
                             second_flow, table_fit, world_from_table, world_validity)
 
 # %% auto #0
-__all__ = ['WorldCARMA', 'world_carma', 'Fitted', 'fit_world', 'graph_spec', 'save_world_model', 'load_world_model',
-           'fit_arguments', 'report_lines', 'fit_command', 'OwnClassifier', 'check_classifier']
+__all__ = ['WORLD_MODEL', 'WorldCARMA', 'world_carma', 'Fitted', 'fit_world', 'graph_spec', 'save_world_model', 'is_world_model',
+           'load_world_model', 'recommend_world_file', 'fit_arguments', 'report_lines', 'fit_command', 'OwnClassifier',
+           'check_classifier']
 
 # %% ../nbs/18_fit_and_serve.ipynb #6ee3d63d
 class WorldCARMA(CARMA):
@@ -68,7 +69,7 @@ def _report(model: CARMA, world: World, flow, profile) -> dict:
             'flow test log-likelihood': ll, **grades}
 
 def fit_world(world: World, # a world from data (`world_from_table`)
-              profile=None, # quick or paper (default: $CARMA_PROFILE, else quick)
+              profile=None, # quick or paper (default: the active one, chapter 0)
               # your own classifier (`OwnClassifier`) instead of one trained here
               classifier: nn.Module | None = None,
              ) -> Fitted:
@@ -80,8 +81,8 @@ def fit_world(world: World, # a world from data (`world_from_table`)
         raise ValueError(f"classifier must be an OwnClassifier of this world: OwnClassifier(module, world)")
     clf = classifier or train_classifier(name, world.pools, profile, seed, table_fit(world, profile))
     flow = fit_flow(name, world.pools.causal, profile, seed=seed)
-    model = world_carma(train_carma(name, clf, flow, world.pools.recourse, seed=seed, profile=profile),
-                        world.graph)
+    model = world_carma(train_carma(name, clf, flow, world.pools.recourse, seed=seed, profile=profile,
+                                    cache=classifier is None), world.graph)     # (yours: never cached)
     report = _report(model, world, flow, profile)
     return Fitted(model, world, {**report, 'seconds': time.perf_counter() - t0})
 
@@ -96,20 +97,33 @@ def save_world_model(fitted: Fitted, path: str | Path) -> Path:
     "Write a fitted world's model, graph and report in one checkpoint (atomically)."
     if not isinstance(fitted, Fitted): raise TypeError("save_world_model needs what fit_world returns")
     world = {'name': fitted.world.scm.name, 'graph': graph_spec(fitted.world.graph)}
-    return save_carma(fitted.model, path, extra={'world': world, 'report': fitted.report})
+    extra = {'kind': WORLD_MODEL, 'world': world, 'report': fitted.report}
+    return save_carma(fitted.model, path, extra=extra)
+
+WORLD_MODEL = 'carma-world-model'   # the kind of a world's model file (chapter 7's `load_carma` refuses it)
+
+def is_world_model(path: str | Path) -> bool:
+    "Whether `path` holds a world's model (`save_world_model`)."
+    return load_checkpoint(path).config.get('kind') == WORLD_MODEL
 
 def load_world_model(path: str | Path) -> WorldCARMA:
     "A world's model saved by `save_world_model`: its world registered, its recommendations valid values."
-    cfg = load_checkpoint(path, expect={'kind': 'carma-model'}).config
-    world = cfg.get('world')
-    if not isinstance(world, dict):
-        raise ValueError(f"{path} is a model of the SCM {cfg.get('scm')!r}, not of a world from data: "
-                         f"serve it with --scm {cfg.get('scm')}")
+    cfg = load_checkpoint(path).config
+    if cfg.get('kind') != WORLD_MODEL:
+        raise ValueError(f"{path} is not a model of a world from data (carma-nb fit)" + (
+            f": it is a model of the SCM {cfg.get('scm')!r}, served with --scm" if 'scm' in cfg else ''))
+    world = cfg.get('world') or {}
     graph = parse_graph(world.get('graph'), f'{path} (its graph)')
     name = register_world(graph, world.get('name')).name
-    model = world_carma(load_carma(path, name), graph)           # (chapter 7's: every tensor checked)
+    model = world_carma(load_carma(path, name, WORLD_MODEL), graph)   # (chapter 7's: every tensor checked)
     model.report = cfg.get('report') or {}
     return model
+
+def recommend_world_file(model_path: str | Path, input_path: str | Path, output_path: str | Path,
+                         idle_tol: float | None = None, strict: bool = False) -> FileReport:
+    "Chapter 13's `recommend_file` for a world's model file (what `carma-nb recommend` runs without --scm)."
+    check_output_path(output_path, input_path, model_path)             # never over the model file
+    return recommend_file(load_world_model(model_path), input_path, output_path, None, idle_tol, strict)
 
 # %% ../nbs/18_fit_and_serve.ipynb #f9a43243
 def fit_arguments(p: argparse.ArgumentParser) -> None:
@@ -191,14 +205,23 @@ class OwnClassifier(nn.Module):
 def check_classifier(clf: OwnClassifier, x: torch.Tensor) -> None:
     "Check the contract on rows x: one finite answer per row, a probability in [0, 1], a gradient, no noise."
     x = x.float().clone().requires_grad_(True)
-    out = clf.module(x[:, clf.order])
-    fix = {'probability': "does it end in a sigmoid? If it returns a logit, pass output='logit'",
-           'logit': "a logit is any finite number"}[clf.output]
-    if not isinstance(out, torch.Tensor) or out.shape not in ((len(x),), (len(x), 1)):
-        raise ValueError(f"your classifier must return a value per row, shape ({len(x)},) or ({len(x)}, 1); "
-                         f"got {getattr(out, 'shape', type(out).__name__)}")
-    if not torch.isfinite(out).all() or (clf.output == 'probability' and ((out < 0) | (out > 1)).any()):
-        raise ValueError(f"your classifier returned values that are not {clf.output}s: {fix}")
+    try: out = clf.module(x[:, clf.order])
+    except Exception as e:
+        raise ValueError(f"your classifier failed on a float32 ({len(x)}, {x.shape[1]}) tensor of raw "
+                         f"features ({type(e).__name__}: {e}); it must take one") from None
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"your classifier must return a torch tensor, got {type(out).__name__}")
+    if out.shape not in ((len(x),), (len(x), 1)):
+        raise ValueError(f"your classifier must return a value per row, shape ({len(x)},) or ({len(x)}, 1), "
+                         f"got {tuple(out.shape)}: for two classes, return the favourable one's column")
+    inside = bool(((out >= 0) & (out <= 1)).all())
+    if not torch.isfinite(out).all() or (clf.output == 'probability') > inside:
+        raise ValueError(f"your classifier returned values that are not {clf.output}s: " + (
+            "does it end in a sigmoid? If it returns a logit, pass output='logit'"
+            if clf.output == 'probability' else "a logit is any finite number"))
+    if clf.output == 'logit' and inside:
+        raise ValueError("your classifier's every answer lies in [0, 1], as probabilities do: if they are, "
+                         "pass output='probability'")
     g = torch.autograd.grad(out.sum(), x, allow_unused=True)[0] if out.requires_grad else None
     if g is None or not torch.isfinite(g).all() or not g.any():
         raise ValueError("your classifier is not differentiable in its input (no gradient reached the "

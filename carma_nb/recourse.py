@@ -277,6 +277,8 @@ class FeatureDomain:
     high_open: torch.Tensor  # (D,) bool: `high` is the SCM's open bound, itself outside
     binary: torch.Tensor     # (D,) bool: only 0 and 1 (within low..high)
     margin: float            # share of the training range added on each side
+    whole: torch.Tensor      # (D,) bool: only whole numbers
+    levels: tuple            # per feature, the only values it takes (an ordinal's levels), or None
 
 def training_range(x: torch.Tensor, # (n, D) the training people, raw features
                   ) -> torch.Tensor:
@@ -306,7 +308,9 @@ def feature_domain(scm: SCM | str, # the SCM: its kinds and hard bounds
     wide = torch.where(binary, 0., margin * (r[1] - r[0]))        # a binary feature is not widened
     hard = scm.bounds
     low, high = torch.maximum(r[0] - wide, hard[0]), torch.minimum(r[1] + wide, hard[1])
-    return FeatureDomain(scm.name, low, high, low == hard[0], high == hard[1], binary, float(margin))
+    whole = torch.tensor([nd.kind == 'integer' for nd in scm.nodes])
+    return FeatureDomain(scm.name, low, high, low == hard[0], high == hard[1], binary, float(margin), whole,
+                         tuple(nd.levels for nd in scm.nodes))
 
 def outside_domain(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw features
                   ) -> torch.Tensor:
@@ -316,7 +320,10 @@ def outside_domain(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw features
         raise ValueError(f"x must be (n, {len(domain.low)}), features of {domain.scm}; got {tuple(x.shape)}")
     below = torch.where(domain.low_open, x <= domain.low, x < domain.low)
     above = torch.where(domain.high_open, x >= domain.high, x > domain.high)
-    return below | above | ~torch.isfinite(x) | (domain.binary & (x != 0) & (x != 1))
+    off = (domain.binary & (x != 0) & (x != 1)) | (domain.whole & (x != x.round()))
+    for j, lv in enumerate(domain.levels):
+        if lv is not None: off[:, j] |= ~torch.isin(x[:, j], torch.tensor(lv, dtype=x.dtype))
+    return below | above | ~torch.isfinite(x) | off
 
 # %% ../nbs/05_recourse.ipynb #b158f78f
 def describe_domain(domain: FeatureDomain, j: int) -> str:
@@ -324,13 +331,17 @@ def describe_domain(domain: FeatureDomain, j: int) -> str:
     if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < len(domain.low):
         raise ValueError(f"j must be a feature index 0 … {len(domain.low) - 1} of {domain.scm}, got {j!r}")
     lo, hi = float(domain.low[j]), float(domain.high[j])
-    if domain.binary[j]: return '{' + ', '.join(str(v) for v in (0, 1) if lo <= v <= hi) + '}'
-    return f"{'(' if domain.low_open[j] else '['}{lo:.4g}, {hi:.4g}{')' if domain.high_open[j] else ']'}"
+    levels = (0, 1) if domain.binary[j] else domain.levels[j]
+    if levels: return '{' + ', '.join(f'{v:g}' for v in levels if lo <= v <= hi) + '}'
+    span = f"{'(' if domain.low_open[j] else '['}{lo:.4g}, {hi:.4g}{')' if domain.high_open[j] else ']'}"
+    return f'whole numbers in {span}' if domain.whole[j] else span
 
 def _why_outside(domain: FeatureDomain, scm: SCM, j: int, v: float) -> str:
     name, (lo, hi) = scm.names[j], scm.nodes[j].bounds
     if not math.isfinite(v): return 'not a finite number'
     if domain.binary[j] and v not in (0, 1): return 'a binary feature: 0 or 1'
+    if domain.levels[j] and v not in domain.levels[j]: return 'an ordinal feature: one of its levels'
+    if domain.whole[j] and v != round(v): return 'an integer feature: a whole number'
     if not lo < v < hi: return f"the SCM defines {name} only in ({lo:g}, {hi:g})"
     if domain.binary[j]: return 'a value not seen in training'
     return f"the training data's range widened by {100 * domain.margin:g} %"
@@ -351,10 +362,9 @@ def domain_messages(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw feature
     for i in bad.any(1).nonzero().flatten().tolist():                  # the refused rows only
         cols = bad[i].nonzero().flatten().tolist()
         j, v = cols[0], float(x[i, cols[0]])
-        text = _shortest(v, x.dtype)
         more = f"; also outside: {', '.join(scm.names[k] for k in cols[1:])}" if len(cols) > 1 else ''
-        why = _why_outside(domain, scm, j, v)
-        out.append(f"{what}{scm.names[j]} {text} outside {describe_domain(domain, j)} ({why}){more}")
+        out.append(f"{what}{scm.names[j]} {_shortest(v, x.dtype)} outside {describe_domain(domain, j)} "
+                   f"({_why_outside(domain, scm, j, v)}){more}")
     return out
 
 # %% ../nbs/05_recourse.ipynb #24db323d

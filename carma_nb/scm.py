@@ -21,7 +21,7 @@ __all__ = ['ROLES', 'KINDS', 'sigmoid', 'SCM_NAMES', 'ROLE_COLORS', 'Node', 'add
 
 # %% ../nbs/01_scm.ipynb #28f57789
 ROLES = ('immutable', 'mutable', 'actionable')
-KINDS = ('continuous', 'binary')   # what values a feature takes: any number, or 0 and 1
+KINDS = ('continuous', 'binary', 'integer', 'ordinal')   # any number, 0 and 1, whole numbers, its levels
 
 @dataclass(frozen=True)
 class Node:
@@ -36,6 +36,7 @@ class Node:
     kind: str = 'continuous'   # one of KINDS: 'binary' features take only the values 0 and 1
     bounds: tuple[float, float] = (-math.inf, math.inf)   # open interval (low, high) the values must lie in
     direction: str | None = None   # 'increase' or 'decrease': the only way a person may move it (actionable)
+    levels: tuple[float, ...] | None = None   # an 'ordinal' feature's values, increasing
 
 def additive(name: str, parents: Sequence[int], mean: Callable, noise: Callable, role: str = 'actionable',
              kind: str = 'continuous', # one of KINDS
@@ -68,6 +69,8 @@ def _check_kind_bounds(nd: Node) -> None:
     "Refuse a node whose kind or bounds make no sense, naming the node and the fix."
     if nd.kind not in KINDS:
         raise ValueError(f"node {nd.name!r}: kind must be one of {KINDS}, got {nd.kind!r}")
+    if (nd.kind == 'ordinal') != (nd.levels is not None):
+        raise ValueError(f"node {nd.name!r}: an ordinal node needs its levels, and only an ordinal has them")
     b = nd.bounds
     number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
     if not (isinstance(b, tuple) and len(b) == 2 and all(map(number, b)) and b[0] < b[1]):

@@ -60,13 +60,14 @@ from carma_nb.core import save_figure
 # Equations receive `x` as a list of columns indexed by node (only parents are read), so one equation
 # evaluates a whole batch of people at once. A node also declares the values its feature can take at
 # all, which the feature domains of chapter 5 read: its **kind** (`continuous`, or `binary` for 0 or 1,
-# such as gender) and its hard **bounds**, an open interval outside which the equations are undefined
+# such as gender; a world built from data, chapter 16, also has `integer` and `ordinal` ones, the latter
+# with its `levels`) and its hard **bounds**, an open interval outside which the equations are undefined
 # (loan's education lives in $(-0.5, 0.5)$). By default a feature is continuous and unbounded.
 
 # %%
 #| export
 ROLES = ('immutable', 'mutable', 'actionable')
-KINDS = ('continuous', 'binary')   # what values a feature takes: any number, or 0 and 1
+KINDS = ('continuous', 'binary', 'integer', 'ordinal')   # any number, 0 and 1, whole numbers, its levels
 
 @dataclass(frozen=True)
 class Node:
@@ -81,6 +82,7 @@ class Node:
     kind: str = 'continuous'   # one of KINDS: 'binary' features take only the values 0 and 1
     bounds: tuple[float, float] = (-math.inf, math.inf)   # open interval (low, high) the values must lie in
     direction: str | None = None   # 'increase' or 'decrease': the only way a person may move it (actionable)
+    levels: tuple[float, ...] | None = None   # an 'ordinal' feature's values, increasing
 
 def additive(name: str, parents: Sequence[int], mean: Callable, noise: Callable, role: str = 'actionable',
              kind: str = 'continuous', # one of KINDS
@@ -132,6 +134,8 @@ def _check_kind_bounds(nd: Node) -> None:
     "Refuse a node whose kind or bounds make no sense, naming the node and the fix."
     if nd.kind not in KINDS:
         raise ValueError(f"node {nd.name!r}: kind must be one of {KINDS}, got {nd.kind!r}")
+    if (nd.kind == 'ordinal') != (nd.levels is not None):
+        raise ValueError(f"node {nd.name!r}: an ordinal node needs its levels, and only an ordinal has them")
     b = nd.bounds
     number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
     if not (isinstance(b, tuple) and len(b) == 2 and all(map(number, b)) and b[0] < b[1]):

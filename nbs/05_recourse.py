@@ -430,8 +430,8 @@ rep.per_feature
 # −1000, a gender of 7) they still return numbers, meaningless ones. A service must know, per feature, where
 # its answers can be trusted, and say so instead of answering: the feature's **domain**, the intersection of:
 #
-# - what the SCM declares possible at all (chapter 1): `binary` features are 0 or 1; a feature with
-#   hard bounds lies in that open interval (loan's education in $(-0.5, 0.5)$);
+# - what the SCM declares possible at all (chapter 1): `binary` features are 0 or 1 (a world's `integer`
+#   ones whole, chapter 16); a feature with hard bounds lies in that open interval (education in (−½, ½));
 # - what the training data covered: each feature's minimum and maximum over the unfiltered recourse training
 #   split (the people the method learnt from), widened on each side by `DOMAIN_MARGIN` = 10 % of that range (a
 #   binary feature is not widened). Without the margin, a person just beyond the most extreme training example
@@ -455,6 +455,8 @@ class FeatureDomain:
     high_open: torch.Tensor  # (D,) bool: `high` is the SCM's open bound, itself outside
     binary: torch.Tensor     # (D,) bool: only 0 and 1 (within low..high)
     margin: float            # share of the training range added on each side
+    whole: torch.Tensor      # (D,) bool: only whole numbers
+    levels: tuple            # per feature, the only values it takes (an ordinal's levels), or None
 
 def training_range(x: torch.Tensor, # (n, D) the training people, raw features
                   ) -> torch.Tensor:
@@ -484,7 +486,9 @@ def feature_domain(scm: SCM | str, # the SCM: its kinds and hard bounds
     wide = torch.where(binary, 0., margin * (r[1] - r[0]))        # a binary feature is not widened
     hard = scm.bounds
     low, high = torch.maximum(r[0] - wide, hard[0]), torch.minimum(r[1] + wide, hard[1])
-    return FeatureDomain(scm.name, low, high, low == hard[0], high == hard[1], binary, float(margin))
+    whole = torch.tensor([nd.kind == 'integer' for nd in scm.nodes])
+    return FeatureDomain(scm.name, low, high, low == hard[0], high == hard[1], binary, float(margin), whole,
+                         tuple(nd.levels for nd in scm.nodes))
 
 def outside_domain(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw features
                   ) -> torch.Tensor:
@@ -494,14 +498,17 @@ def outside_domain(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw features
         raise ValueError(f"x must be (n, {len(domain.low)}), features of {domain.scm}; got {tuple(x.shape)}")
     below = torch.where(domain.low_open, x <= domain.low, x < domain.low)
     above = torch.where(domain.high_open, x >= domain.high, x > domain.high)
-    return below | above | ~torch.isfinite(x) | (domain.binary & (x != 0) & (x != 1))
+    off = (domain.binary & (x != 0) & (x != 1)) | (domain.whole & (x != x.round()))
+    for j, lv in enumerate(domain.levels):
+        if lv is not None: off[:, j] |= ~torch.isin(x[:, j], torch.tensor(lv, dtype=x.dtype))
+    return below | above | ~torch.isfinite(x) | off
 
 
 # %% [markdown]
-# For the refused rows only, a message names the first feature outside, its value, the domain and
-# why, such as `age -1000 outside [-37.43, 73.74] (the training data's range widened by 10 %)`.
-# Brackets say whether a bound is itself inside: `[` yes, `(` no (an open bound of the SCM: education's
-# lowest training value, widened, would pass −0.5).
+# For the refused rows only, a message names the first feature outside, its value, the domain and why,
+# such as `age -1000 outside [-37.43, 73.74] (the training data's range widened by 10 %)`. Brackets say
+# if a bound is itself inside: `[` yes, `(` no (an open bound of the SCM: education's lowest training
+# value, widened, would pass −0.5).
 
 # %%
 #| export
@@ -510,13 +517,17 @@ def describe_domain(domain: FeatureDomain, j: int) -> str:
     if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < len(domain.low):
         raise ValueError(f"j must be a feature index 0 … {len(domain.low) - 1} of {domain.scm}, got {j!r}")
     lo, hi = float(domain.low[j]), float(domain.high[j])
-    if domain.binary[j]: return '{' + ', '.join(str(v) for v in (0, 1) if lo <= v <= hi) + '}'
-    return f"{'(' if domain.low_open[j] else '['}{lo:.4g}, {hi:.4g}{')' if domain.high_open[j] else ']'}"
+    levels = (0, 1) if domain.binary[j] else domain.levels[j]
+    if levels: return '{' + ', '.join(f'{v:g}' for v in levels if lo <= v <= hi) + '}'
+    span = f"{'(' if domain.low_open[j] else '['}{lo:.4g}, {hi:.4g}{')' if domain.high_open[j] else ']'}"
+    return f'whole numbers in {span}' if domain.whole[j] else span
 
 def _why_outside(domain: FeatureDomain, scm: SCM, j: int, v: float) -> str:
     name, (lo, hi) = scm.names[j], scm.nodes[j].bounds
     if not math.isfinite(v): return 'not a finite number'
     if domain.binary[j] and v not in (0, 1): return 'a binary feature: 0 or 1'
+    if domain.levels[j] and v not in domain.levels[j]: return 'an ordinal feature: one of its levels'
+    if domain.whole[j] and v != round(v): return 'an integer feature: a whole number'
     if not lo < v < hi: return f"the SCM defines {name} only in ({lo:g}, {hi:g})"
     if domain.binary[j]: return 'a value not seen in training'
     return f"the training data's range widened by {100 * domain.margin:g} %"
@@ -537,18 +548,16 @@ def domain_messages(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw feature
     for i in bad.any(1).nonzero().flatten().tolist():                  # the refused rows only
         cols = bad[i].nonzero().flatten().tolist()
         j, v = cols[0], float(x[i, cols[0]])
-        text = _shortest(v, x.dtype)
         more = f"; also outside: {', '.join(scm.names[k] for k in cols[1:])}" if len(cols) > 1 else ''
-        why = _why_outside(domain, scm, j, v)
-        out.append(f"{what}{scm.names[j]} {text} outside {describe_domain(domain, j)} ({why}){more}")
+        out.append(f"{what}{scm.names[j]} {_shortest(v, x.dtype)} outside {describe_domain(domain, j)} "
+                   f"({_why_outside(domain, scm, j, v)}){more}")
     return out
 
 
 # %% [markdown]
-# Loan's domain from its recourse training split: gender is binary and not widened; education's
-# training range, widened, stays inside the SCM's open interval; the other features are the training
-# range ± 10 %. The examples of a bad applicants' file are all outside, the test people all inside
-# (`tests/test_recourse.py` checks every message, the SCM's open bounds and every bad argument).
+# Loan's domain from its recourse training split: gender is binary and not widened; education's training
+# range, widened, stays inside the SCM's open interval; the others are the training range ± 10 %. A bad
+# applicants' file is all outside, the test people all inside (`tests/test_recourse.py` checks the rest).
 
 # %%
 dom = feature_domain('loan', training_range(pools.recourse.train.x))

@@ -108,8 +108,8 @@ def plan_jobs(scms=SCM_NAMES, # SCM names
              ) -> list[Job]:
     "The jobs to run, longest first."
     scms = [get_scm(s).name for s in scms]
-    bad = [m for m in (*methods, *studies) if m not in _WEIGHT]
-    if bad: raise ValueError(f"unknown methods {bad}; known: {sorted(_WEIGHT)}")
+    if bad := [m for m in (*methods, *studies) if m not in _WEIGHT]:
+        raise ValueError(f"unknown methods {bad}; known: {sorted(_WEIGHT)}")
     jobs = [Job(s, m) for s in scms for m in methods]
     if 'loan' in scms:
         for st in studies:
@@ -363,20 +363,19 @@ def run_experiments(profile=None, # quick or paper
 
 # %%
 with tempfile.TemporaryDirectory() as d:
-    res = run_experiments('quick', ['chain-lin'], methods=('oracle', 'carma'), studies=(), out=d,
-                          verbose=False)
+    run = lambda p='quick', methods=('oracle', 'carma'): run_experiments(p, ['chain-lin'], methods=methods,
+                                                                         studies=(), out=d, verbose=False)
+    res = run()
     test_eq(sorted(res['method'].unique()), ['carma', 'oracle'])
     test_eq(len(res), 1 + get_profile('quick').seeds)
     t0 = time.perf_counter()
-    again = run_experiments('quick', ['chain-lin'], methods=('oracle', 'carma'), studies=(), out=d,
-                            verbose=False)
+    again = run()
     assert time.perf_counter() - t0 < 5
     test_eq(again[['cost x100']].to_numpy(), res[['cost x100']].to_numpy())
     assert results_path(d, 'quick').exists()
     one_seed = dataclasses.replace(get_profile('quick'), seeds=1)          # what `--seeds 1` makes
     test_ne(job_path(d, Job('chain-lin', 'carma'), one_seed), job_path(d, Job('chain-lin', 'carma'), 'quick'))
-    test_eq(len(run_experiments(one_seed, ['chain-lin'], methods=('carma',), studies=(), out=d,
-                                verbose=False)), 1)
+    test_eq(len(run(one_seed, ('carma',))), 1)
 res[['scm', 'method', 'seed', 'cost x100', 'validity %', 'acts', 'ms per person (batch size 1)']].round(3)
 
 
@@ -400,6 +399,8 @@ res[['scm', 'method', 'seed', 'cost x100', 'validity %', 'acts', 'ms per person 
 # - `carma-nb recommend --scm loan --model PATH --input people.csv --output actions.csv [--strict]` serves
 #   a file of applicants (CSV, or Parquet when named `*.parquet`) with a saved CARMA model (`save_carma`,
 #   chapter 7), chunk by chunk, each row with a status (`recommend_file`, chapter 13);
+# - `carma-nb fit --data table.csv --graph graph.yaml --out model.pt` trains a model of your own table and
+#   causal graph, which `carma-nb recommend --model model.pt …` serves without `--scm` (chapter 18);
 # - `carma-nb tune --scm NAME --trials N [--storage URL] [--seed N]` runs the two-objective hyperparameter
 #   search of the paper's Appendix B with Optuna; workers on several machines share one study through a
 #   database URL (`--storage postgresql://…`): start one `carma-nb tune` per machine, or let Ray start
@@ -484,9 +485,7 @@ def tune_carma(scm: str, # the SCM
      "returns the chosen trial.")
     try: import optuna
     except ImportError: raise ImportError("tuning needs Optuna: pip install optuna") from None
-    trials = check_whole(trials, 'trials')
-    name = get_scm(scm).name
-    p = get_profile(profile)
+    trials, name, p = check_whole(trials, 'trials'), get_scm(scm).name, get_profile(profile)
     if not verbose: optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, seed = _tune_study(name, p.name, storage, study_name, seed)     # before any training
     ref = oracle_reference(name, p)
@@ -528,8 +527,7 @@ def tune_on_ray(scm: str, # the SCM (one of the paper's: a Ray worker imports no
     if own: ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
                      log_to_driver=False, runtime_env=env)
     try:
-        task = ray.remote(num_cpus=1, max_retries=0)(_tune_task)
-        p = get_profile(profile)
+        task, p = ray.remote(num_cpus=1, max_retries=0)(_tune_task), get_profile(profile)
         found = ray.get([task.remote(name, trials, storage, None, p) for _ in range(workers)])
     finally:
         if own: ray.shutdown()
@@ -563,8 +561,8 @@ def _parser() -> argparse.ArgumentParser:
                    help='save the executed chapters with their new outputs (for maintainers)')
     c = sub.add_parser('recommend', help='recommendations for a CSV of applicants',
                        description='Serve a CSV or Parquet file of applicants with a saved CARMA model.')
-    c.add_argument('--scm', help='the SCM the model was trained for (checked against the model); none for '
-                                 'a model of your own world (carma-nb fit)')
+    c.add_argument('--scm', help="the SCM the model must be of (default: the model's own); a model of your "
+                                 "own world (carma-nb fit) knows its world")
     c.add_argument('--model', required=True, help='a CARMA checkpoint written by save_carma or carma-nb fit')
     c.add_argument('--input', required=True,
                    help='CSV or Parquet (*.parquet) file with one column per feature, named as in the SCM')
@@ -618,8 +616,7 @@ def _run_notebook(path: str, write: bool = False) -> str:
     os.chdir(Path(path).parent)
     # parallel chapters must not rewrite the package
     skip = lambda c: c.source.strip() == '#| hide\nimport nbdev; nbdev.nbdev_' + 'export()'
-    # (the string is split so that nbdev_test, which skips every cell containing that call,
-    # still runs this one)
+    # (split: nbdev_test skips every cell that contains the call, and must run this one)
     try: CaptureShell().run_all(nb, exc_stop=True, preproc=skip)
     finally: os.chdir(cwd)
     if write: write_nb(nb, path)
@@ -643,19 +640,17 @@ def _reproduce(a) -> None:
     print(markdown_table(t[cols].round(2)))         # chapter 15 writes figures/table1 with every column
     nbs = project_root()/'nbs'
     if not a.no_notebooks and nbs.is_dir() and p.seeds == get_profile(a.profile).seeds:
-        heavy = ('15_paper.ipynb', '11_vaca.ipynb', '08_training.ipynb', '06_oracle.ipynb')
-        # longest first
+        heavy = ('15_paper.ipynb', '11_vaca.ipynb', '08_training.ipynb', '06_oracle.ipynb')   # first
         order = sorted(sorted(nbs.glob('[01][0-9]_*.ipynb')), key=lambda f: f.name not in heavy)
         t, failed = time.perf_counter(), []
         with ProcessPoolExecutor(a.jobs, mp_context=get_context('spawn'), initializer=_worker_init) as ex:
             futs = {ex.submit(_run_notebook, str(f), a.update_notebooks): f.name for f in order}
             for f in as_completed(futs):
-                try:
-                    f.result()
-                    print(f'{futs[f]}: executed ({time.perf_counter() - t:.0f} s since the chapters started)')
+                try: f.result()
                 except Exception as e:
                     failed.append(futs[f])
-                    print(f'{futs[f]}: FAILED: {type(e).__name__}: {e}', file=sys.stderr)
+                    print(f'{futs[f]}: FAILED: {type(e).__name__}: {e}', file=sys.stderr); continue
+                print(f'{futs[f]}: executed ({time.perf_counter() - t:.0f} s since the chapters started)')
         if failed: raise RuntimeError(f"chapters failed: {failed}; run them one by one to see the traceback")
         # last: its results table reads the Table 1 that chapter 15 writes
         if (nbs/'index.ipynb').exists():
@@ -666,9 +661,13 @@ def _reproduce(a) -> None:
 
 def _recommend_command(a) -> None:
     "carma-nb recommend: serve the file; print one line of counts, and one about refused rows (stderr)."
-    from carma_nb.fitting import load_world_model        # chapter 18's: a world's model knows its world
-    r = recommend_file(a.model if a.scm else load_world_model(a.model), a.input, a.output, a.scm, a.idle_tol,
-                       a.strict)
+    from carma_nb.fitting import is_world_model, recommend_world_file          # chapter 18's
+    if (world := is_world_model(a.model)) and a.scm:
+        raise ValueError(f"{a.model} is a model of a world from data, which knows its world: leave out --scm")
+    for m in a.imports: import_user_module(m)            # (a module registering the SCM of the model)
+    if a.scm: _known_scm(a.scm)
+    r = (recommend_world_file(a.model, a.input, a.output, a.idle_tol, a.strict) if world else
+         recommend_file(a.model, a.input, a.output, a.scm, a.idle_tol, a.strict))
     print(f"{r.rows} applicants: " + ', '.join(f'{v} {k}' for k, v in r.counts.items())
           + f"; {r.seconds:.2f} s ({r.rows / max(r.seconds, 1e-9):,.0f} rows/s) → {a.output}")
     if r.counts['refused']:
@@ -680,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     from carma_nb.fitting import fit_command                        # chapter 18's
     try:
-        if a.command in ('recommend', 'tune') and a.scm: _known_scm(a.scm, a.imports)
+        if a.command == 'tune': _known_scm(a.scm, a.imports)
         if a.command == 'reproduce': _reproduce(a)
         elif a.command == 'recommend': _recommend_command(a)
         elif a.command == 'fit': fit_command(a)

@@ -45,7 +45,7 @@ import yaml
 
 from carma_nb.carma import CARMA
 from carma_nb.classifier import ClassifierFit
-from carma_nb.core import get_profile
+from carma_nb.core import check_seed, get_profile
 from carma_nb.data import SPLITS, Pool, Pools, Split
 from carma_nb.flow import CausalFlow, fit_flow
 from carma_nb.recourse import Recommendation
@@ -301,8 +301,7 @@ def world_scm(graph: Graph, name: str) -> SCM:
     refuse = _no_equations(name)
     index = {n: i for i, n in enumerate(graph.names)}
     nodes = [Node(f.name, tuple(index[p] for p in f.parents), refuse, refuse, refuse, f.role,
-                  kind='binary' if f.type == 'binary' else 'continuous', bounds=_closed(f.bounds),
-                  direction=f.direction)
+                  kind=f.type, bounds=_closed(f.bounds), direction=f.direction, levels=f.levels)
              for f in graph.features]
     scm = SCM(name, nodes, refuse, description=f'built from a table and {graph.source}')
     scm.graph = graph
@@ -368,8 +367,10 @@ def check_table(table: pd.DataFrame, # one column per feature, and the label
     y = pd.to_numeric(table[graph.label], errors='coerce').to_numpy(np.float64)
     if (bad := ~np.isin(y, (0.0, 1.0))).any():
         row = int(np.flatnonzero(bad)[0]) + 1
-        raise ValueError(f"{source}: label column {graph.label!r}, data row {row}: labels must be "
-                         "1 (favourable) or 0")
+        raise ValueError(f"{source}: label column {graph.label!r}, data row {row}: "
+                         f"{table[graph.label].iloc[row - 1]!r}; labels must be 1 (favourable) or 0")
+    if len(set(y)) < 2:
+        raise ValueError(f"{source}: every label is {int(y[0])}; a classifier needs both outcomes, 1 and 0")
     x = np.column_stack([_check_column(table[f.name], f, source) for f in graph.features])
     return x, y.astype(bool)
 
@@ -407,9 +408,10 @@ def world_from_table(table: pd.DataFrame | str | Path, # the people: one column 
                      seed: int = 0, # the shuffle before the split
                     ) -> World:
     "A world from a table and a causal graph: its SCM registered under `name`, the table split into pools."
+    _world_name(name); seed = check_seed(seed)          # before reading a table that may be large
     graph = graph if isinstance(graph, Graph) else load_graph(graph)
     source = str(table) if isinstance(table, (str, Path)) else 'the table'
-    if isinstance(table, (str, Path)): table = pd.read_csv(table)
+    if isinstance(table, (str, Path)): table = read_table(table)
     x, y = check_table(table, graph, source)
     scm = register_world(graph, name)
     splits = _splits(x, y, seed, tag=graph.digest())
@@ -418,14 +420,25 @@ def world_from_table(table: pd.DataFrame | str | Path, # the people: one column 
                                for i, (k, v) in enumerate(splits.items())})
     return World(scm, graph, Pools(name, int(seed), Pool('classifier', **splits), causal, pool))
 
-def register_world(graph: Graph, name: str) -> SCM:
-    "Register the world's SCM (`world_scm`) under `name`, replacing a world's, never an SCM with equations."
+def _world_name(name) -> str:
+    "`name` if a world may take it: a name of its own, or a world's (which it replaces)."
     if not isinstance(name, str) or not name.strip(): raise ValueError("a world needs a name, such as 'bank'")
     if name in SCM_NAMES or (_registered(name) and not hasattr(get_scm(name), 'graph')):
-        raise ValueError(f"{name!r} names an SCM with equations; give the world a name of its own")
-    scm = world_scm(graph, name)
+        raise ValueError(f"{name!r} names an SCM with equations; give the world a name of its own "
+                         "(carma-nb fit: --name)")
+    return name
+
+def register_world(graph: Graph, name: str) -> SCM:
+    "Register the world's SCM (`world_scm`) under `name`, replacing a world's, never an SCM with equations."
+    scm = world_scm(graph, _world_name(name))
     register_scm(name, lambda: scm, replace=True)
     return scm
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    "A CSV file, or a Parquet one (`*.parquet`, `*.pq`), as a DataFrame; a clear error if it is neither."
+    try: return pd.read_parquet(path) if Path(path).suffix in ('.parquet', '.pq') else pd.read_csv(path)
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a readable CSV or Parquet file ({type(e).__name__}: {e})") from None
 
 def _registered(name: str) -> bool:
     try: get_scm(name); return True

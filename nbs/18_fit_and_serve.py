@@ -52,7 +52,7 @@ from carma_nb.classifier import Classifier, accuracy, train_classifier
 from carma_nb.core import as_features, load_checkpoint
 from carma_nb.flow import fit_flow
 from carma_nb.recourse import Recommendation
-from carma_nb.serving import check_output_path
+from carma_nb.serving import FileReport, check_output_path, recommend_file
 from carma_nb.training import train_carma
 from carma_nb.world import (Graph, World, load_graph, parse_graph, recommend_in_world, register_world,
                             second_flow, table_fit, world_from_table, world_validity)
@@ -66,7 +66,7 @@ import io
 from carma_nb.core import get_profile, project_root
 from carma_nb.experiments import main
 from carma_nb.german import german_credit
-from carma_nb.serving import recommend_file
+from carma_nb.serving import serve
 from carma_nb.world import project
 
 
@@ -74,9 +74,11 @@ from carma_nb.world import project
 # ## A model that serves valid values
 #
 # Chapter 16's `recommend_in_world` turns CARMA's continuous answers into valid values of each feature.
-# A model file for a world must do the same wherever it is served — by `recommend`, by chapter 13's
-# `serve` and by `carma-nb recommend` — so a world's model is a CARMA whose `recommend` *is* that
-# function: `WorldCARMA`, the trained model with its world's graph.
+# A world's model must do the same however it is served — by `recommend`, by chapter 13's `serve` and
+# `recommend_file`, by `carma-nb recommend` — so it is a CARMA whose `recommend` *is* that function:
+# `WorldCARMA`, the trained model with its world's graph. Its domain (chapter 5) knows the world's types
+# too: an applicant whose savings level is 2.5, or whose age is not a whole number, is refused with that
+# reason, as one outside the training range is.
 
 # %%
 #| export
@@ -131,7 +133,7 @@ def _report(model: CARMA, world: World, flow, profile) -> dict:
             'flow test log-likelihood': ll, **grades}
 
 def fit_world(world: World, # a world from data (`world_from_table`)
-              profile=None, # quick or paper (default: $CARMA_PROFILE, else quick)
+              profile=None, # quick or paper (default: the active one, chapter 0)
               # your own classifier (`OwnClassifier`) instead of one trained here
               classifier: nn.Module | None = None,
              ) -> Fitted:
@@ -143,8 +145,8 @@ def fit_world(world: World, # a world from data (`world_from_table`)
         raise ValueError(f"classifier must be an OwnClassifier of this world: OwnClassifier(module, world)")
     clf = classifier or train_classifier(name, world.pools, profile, seed, table_fit(world, profile))
     flow = fit_flow(name, world.pools.causal, profile, seed=seed)
-    model = world_carma(train_carma(name, clf, flow, world.pools.recourse, seed=seed, profile=profile),
-                        world.graph)
+    model = world_carma(train_carma(name, clf, flow, world.pools.recourse, seed=seed, profile=profile,
+                                    cache=classifier is None), world.graph)     # (yours: never cached)
     report = _report(model, world, flow, profile)
     return Fitted(model, world, {**report, 'seconds': time.perf_counter() - t0})
 
@@ -186,20 +188,33 @@ def save_world_model(fitted: Fitted, path: str | Path) -> Path:
     "Write a fitted world's model, graph and report in one checkpoint (atomically)."
     if not isinstance(fitted, Fitted): raise TypeError("save_world_model needs what fit_world returns")
     world = {'name': fitted.world.scm.name, 'graph': graph_spec(fitted.world.graph)}
-    return save_carma(fitted.model, path, extra={'world': world, 'report': fitted.report})
+    extra = {'kind': WORLD_MODEL, 'world': world, 'report': fitted.report}
+    return save_carma(fitted.model, path, extra=extra)
+
+WORLD_MODEL = 'carma-world-model'   # the kind of a world's model file (chapter 7's `load_carma` refuses it)
+
+def is_world_model(path: str | Path) -> bool:
+    "Whether `path` holds a world's model (`save_world_model`)."
+    return load_checkpoint(path).config.get('kind') == WORLD_MODEL
 
 def load_world_model(path: str | Path) -> WorldCARMA:
     "A world's model saved by `save_world_model`: its world registered, its recommendations valid values."
-    cfg = load_checkpoint(path, expect={'kind': 'carma-model'}).config
-    world = cfg.get('world')
-    if not isinstance(world, dict):
-        raise ValueError(f"{path} is a model of the SCM {cfg.get('scm')!r}, not of a world from data: "
-                         f"serve it with --scm {cfg.get('scm')}")
+    cfg = load_checkpoint(path).config
+    if cfg.get('kind') != WORLD_MODEL:
+        raise ValueError(f"{path} is not a model of a world from data (carma-nb fit)" + (
+            f": it is a model of the SCM {cfg.get('scm')!r}, served with --scm" if 'scm' in cfg else ''))
+    world = cfg.get('world') or {}
     graph = parse_graph(world.get('graph'), f'{path} (its graph)')
     name = register_world(graph, world.get('name')).name
-    model = world_carma(load_carma(path, name), graph)           # (chapter 7's: every tensor checked)
+    model = world_carma(load_carma(path, name, WORLD_MODEL), graph)   # (chapter 7's: every tensor checked)
     model.report = cfg.get('report') or {}
     return model
+
+def recommend_world_file(model_path: str | Path, input_path: str | Path, output_path: str | Path,
+                         idle_tol: float | None = None, strict: bool = False) -> FileReport:
+    "Chapter 13's `recommend_file` for a world's model file (what `carma-nb recommend` runs without --scm)."
+    check_output_path(output_path, input_path, model_path)             # never over the model file
+    return recommend_file(load_world_model(model_path), input_path, output_path, None, idle_tol, strict)
 
 
 # %%
@@ -209,8 +224,13 @@ with tempfile.TemporaryDirectory() as d:
     test_eq(parse_graph(graph_spec(german_graph)).digest(), german_graph.digest())     # the same graph
     test_eq(again.recommend(test).values, rec.values)
     test_eq(again.report['coverage'], fitted.report['coverage'])
-    save_carma(load_carma(path, 'german'), Path(d)/'plain.pt', extra={'world': None})
-    test_fail(lambda: load_world_model(Path(d)/'plain.pt'), contains='not of a world from data')
+    save_carma(load_carma(path, 'german', WORLD_MODEL), Path(d)/'plain.pt')
+    test_fail(lambda: load_world_model(Path(d)/'plain.pt'), contains='not a model of a world from data')
+    test_fail(lambda: load_carma(path), contains="kind='carma-world-model' but kind='carma-model'")
+    off = torch.tensor([[1., 30.5, 2000., 1., 12., 2., 1.], [1., 30., 2000., 1., 12., 2.5, 1.]])
+    status = serve(again, off).status
+    assert status[0].startswith('refused: age 30.5 outside whole numbers in ['), status[0]
+    test_eq(status[1], 'refused: savings 2.5 outside {0, 1, 2, 3, 4} (an ordinal feature: one of its levels)')
 
 
 # %% [markdown]
@@ -255,8 +275,8 @@ def fit_command(a: argparse.Namespace) -> None:
 
 # %% [markdown]
 # Both commands on German credit, in this process, as a user would type them (at this run's profile, so
-# the fit above is found in the model cache). The output file has the applicants' columns, a status and, for
-# the rejected, the acts and their targets (chapter 13):
+# the fit above is found in the model cache). The output file has the applicants' columns (in the
+# graph's order), a status and, for the rejected, the acts and their targets (chapter 13):
 
 # %%
 with tempfile.TemporaryDirectory() as d:
@@ -292,15 +312,20 @@ served[['amount', 'amount_target', 'duration', 'duration_target', 'savings', 'sa
 #   `world.graph.names`, which is the graph's topological order, not necessarily the table's);
 # - it is differentiable in its input: CARMA trains through it, so no `.detach()`, NumPy or thresholds
 #   inside;
-# - it is frozen: evaluation mode, and its weights are not trained further.
+# - it is deterministic once in evaluation mode (no sampling in its forward pass).
 #
-# Each point is checked on the world's training rows when the wrapper is made, and the error says which
-# fails. A probability is turned into the logit CARMA's hinge needs as log p − log(1 − p) (clamped to
-# 10⁻⁷ from 0 and 1, where a float32 probability carries no more); a module that can return its logit
-# should, so that people far below the boundary still give CARMA a gradient. A model with your own
-# classifier is your code, so it cannot go into a model file, which is loaded without running any
-# code (`save_carma` refuses it): serve it from Python, with `recommend` or chapter 13's
-# `recommend_file`, which also takes a loaded model.
+# The wrapper freezes your module in place — evaluation mode, no gradients for its weights — and then
+# checks it on (up to 256 of) the world's training rows: one finite answer per row of the declared kind, a
+# gradient that reaches the features, the same answer twice. Each error says what to change. The order of
+# the columns and whether the module wants raw features it cannot check: a module that reads its columns
+# in another order still returns probabilities, only worse ones. So read the classifier's test accuracy in
+# `fit_world`'s report: it is your module's, on the world's held-out rows. A probability is turned into
+# the logit CARMA's hinge needs as log p − log(1 − p) (clamped to 10⁻⁷ from 0 and 1, where a float32
+# probability carries no more); a module that can return its logit should, so that people far below the
+# boundary still give CARMA a gradient. A model with your own classifier is your code, so it cannot go
+# into a model file, which is loaded without running any code (`save_carma` refuses it): serve it from
+# Python, with `recommend` or chapter 13's `recommend_file`, which also takes a loaded model. CARMA
+# trained on it is never cached either: the model cache cannot know your module's code.
 
 # %%
 #| export
@@ -353,14 +378,23 @@ class OwnClassifier(nn.Module):
 def check_classifier(clf: OwnClassifier, x: torch.Tensor) -> None:
     "Check the contract on rows x: one finite answer per row, a probability in [0, 1], a gradient, no noise."
     x = x.float().clone().requires_grad_(True)
-    out = clf.module(x[:, clf.order])
-    fix = {'probability': "does it end in a sigmoid? If it returns a logit, pass output='logit'",
-           'logit': "a logit is any finite number"}[clf.output]
-    if not isinstance(out, torch.Tensor) or out.shape not in ((len(x),), (len(x), 1)):
-        raise ValueError(f"your classifier must return a value per row, shape ({len(x)},) or ({len(x)}, 1); "
-                         f"got {getattr(out, 'shape', type(out).__name__)}")
-    if not torch.isfinite(out).all() or (clf.output == 'probability' and ((out < 0) | (out > 1)).any()):
-        raise ValueError(f"your classifier returned values that are not {clf.output}s: {fix}")
+    try: out = clf.module(x[:, clf.order])
+    except Exception as e:
+        raise ValueError(f"your classifier failed on a float32 ({len(x)}, {x.shape[1]}) tensor of raw "
+                         f"features ({type(e).__name__}: {e}); it must take one") from None
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"your classifier must return a torch tensor, got {type(out).__name__}")
+    if out.shape not in ((len(x),), (len(x), 1)):
+        raise ValueError(f"your classifier must return a value per row, shape ({len(x)},) or ({len(x)}, 1), "
+                         f"got {tuple(out.shape)}: for two classes, return the favourable one's column")
+    inside = bool(((out >= 0) & (out <= 1)).all())
+    if not torch.isfinite(out).all() or (clf.output == 'probability') > inside:
+        raise ValueError(f"your classifier returned values that are not {clf.output}s: " + (
+            "does it end in a sigmoid? If it returns a logit, pass output='logit'"
+            if clf.output == 'probability' else "a logit is any finite number"))
+    if clf.output == 'logit' and inside:
+        raise ValueError("your classifier's every answer lies in [0, 1], as probabilities do: if they are, "
+                         "pass output='probability'")
     g = torch.autograd.grad(out.sum(), x, allow_unused=True)[0] if out.requires_grad else None
     if g is None or not torch.isfinite(g).all() or not g.any():
         raise ValueError("your classifier is not differentiable in its input (no gradient reached the "
@@ -414,6 +448,7 @@ for module, message in [(Detached(xs), 'not differentiable'), (Logit(xs), "pass 
                         (Noisy(xs), 'must be deterministic'), (nn.Linear(7, 2), 'a value per row')]:
     test_fail(lambda: OwnClassifier(module, world, columns=cols), contains=message)
 test_fail(lambda: OwnClassifier(bank, world, columns=cols[:-1]), contains="once each")
+test_fail(lambda: OwnClassifier(bank, world, columns=cols, output='logit'), contains='as probabilities do')
 test_eq(OwnClassifier(Logit(xs), world, columns=cols, output='logit').output, 'logit')   # accepted as one
 
 # %%

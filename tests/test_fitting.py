@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from carma_nb.carma import load_carma
 from carma_nb.core import load_checkpoint, save_checkpoint
 from carma_nb.experiments import main
 from carma_nb.fitting import load_world_model
@@ -109,22 +110,40 @@ def test_recommend_serves_valid_values_without_scm(fitted, capsys):
     assert set(out.columns) >= {'act_checking', 'act_amount'} and 'act_age' not in out.columns
 
 
-def test_a_paper_model_still_needs_its_scm(fitted, capsys):
+def test_a_world_model_is_served_as_one(fitted, capsys):
     d, _ = fitted
-    ck = load_checkpoint(d / 'model.pt')
-    save_checkpoint(d / 'plain.pt', ck.state_dict, {**ck.config, 'world': None})
-    rc = main(
-        [
-            'recommend',
-            '--model',
-            str(d / 'plain.pt'),
-            '--input',
-            str(d / 'applicants.csv'),
-            '--output',
-            str(d / 'x.csv'),
-        ]
+    args = ['recommend', '--model', str(d / 'model.pt'), '--input', str(d / 'applicants.csv')]
+    assert main([*args, '--output', str(d / 'x.csv'), '--scm', 'bank']) == 2
+    assert 'leave out --scm' in capsys.readouterr().err
+    assert main([*args, '--output', str(d / 'model.pt')]) == 2  # never over the model file
+    assert 'is the file' in capsys.readouterr().err and load_world_model(d / 'model.pt')
+    with pytest.raises(ValueError, match="kind='carma-world-model' but kind='carma-model'"):
+        load_carma(d / 'model.pt')  # a plain load would serve continuous values: refused
+
+
+def test_off_type_applicants_are_refused(fitted, capsys):
+    d, _ = fitted
+    people(5, 3).drop(columns='approved').assign(
+        checking=[0.5, 1, 2, 3, 1], duration=[10, 10.5, 10, 10, 10]
+    ).to_csv(d / 'odd.csv', index=False)
+    assert (
+        main(
+            [
+                'recommend',
+                '--model',
+                str(d / 'model.pt'),
+                '--input',
+                str(d / 'odd.csv'),
+                '--output',
+                str(d / 'o.csv'),
+            ]
+        )
+        == 0
     )
-    assert rc == 2 and 'not of a world from data: serve it with --scm bank' in capsys.readouterr().err
+    status = pd.read_csv(d / 'o.csv').status
+    assert status[0].startswith('refused: checking 0.5') and 'one of its levels' in status[0]
+    assert status[1].startswith('refused: duration 10.5') and 'a whole number' in status[1]
+    assert not status[2:].str.startswith('refused').any()
 
 
 def test_a_damaged_graph_in_the_model_file_is_refused(fitted):
@@ -145,6 +164,8 @@ def test_a_damaged_graph_in_the_model_file_is_refused(fitted):
         (['--name', 'loan'], "'loan' names an SCM with equations"),
         (['--out', '.'], 'is a folder'),
         (['--data', 'graph.yaml'], 'columns'),
+        (['--data', 'model.pt'], 'not a readable CSV or Parquet file'),
+        (['--seed', '-1'], 'seed must be'),
     ],
 )
 def test_fit_errors_are_one_line(fitted, capsys, monkeypatch, args, message):

@@ -195,7 +195,9 @@ def test_kinds_and_bounds():
     assert not torch.isfinite(torch.stack([get_scm(n).bounds for n in SCM_NAMES if n != 'loan'])).any()
     one = lambda **kw: SCM('w', [additive('a', (), lambda x: 0.0, normal(0, 1), **kw)], lambda x, u: x[0] > 0)
     with pytest.raises(ValueError, match='kind must be one of'):
-        one(kind='integer')
+        one(kind='real')
+    with pytest.raises(ValueError, match='an ordinal node needs its levels'):
+        one(kind='ordinal')
     with pytest.raises(ValueError, match='low < high'):
         one(bounds=(1, 0))
     with pytest.raises(ValueError, match='must contain 0 and 1'):

@@ -133,8 +133,9 @@ TABLE_CASES = {
     ),
     'text': (set_value('age', 2, 'old'), "'age', data row 3: 'old' is not a finite number"),
     'a missing value': (set_value('amount', 4, math.nan), "'amount', data row 5: nan is not a finite number"),
-    'a label of 2': (set_value('approved', 1, 2), "label column 'approved', data row 2: labels must be 1"),
+    'a label of 2': (set_value('approved', 1, 2), "label column 'approved', data row 2: 2; labels must be 1"),
     'too few rows': (lambda df: df.head(10), '10 rows; a world needs at least 50'),
+    'one outcome only': (lambda df: df.assign(approved=1), 'every label is 1; a classifier needs both'),
 }
 
 

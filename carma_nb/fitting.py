@@ -48,6 +48,8 @@ def world_carma(model: CARMA, # a trained CARMA of the world
         raise ValueError(f"the model must be a CARMA of the graph's features {list(graph.names)}")
     m = WorldCARMA(model.causal_model, model.clf, model.hp, tuple(model.z_range.tolist()))
     m.load_state_dict(model.state_dict())
+    if m.actionable.tolist() != [float(f.role == 'actionable') for f in graph.features]:
+        raise ValueError("the model acts on other features than the graph's actionable ones: not its graph")
     m.idle_tol, m.graph = model.idle_tol, graph
     m.history, m.config = getattr(model, 'history', {}), getattr(model, 'config', None)
     return m.freeze()
@@ -63,6 +65,9 @@ class Fitted:
 def _report(model: CARMA, world: World, flow, profile) -> dict:
     "Held-out grades of a world's classifier, flow and CARMA (chapter 16's `world_validity`)."
     with torch.no_grad(): ll = float(flow.log_prob(world.pools.causal.test.x).mean())
+    if not (model.clf.predict_proba(world.pools.recourse.test.x) < 0.5).any():
+        raise ValueError(f"the classifier rejects none of the world's {len(world.pools.recourse.test)} test "
+                         "rows, so CARMA cannot be graded: the table needs more people with label 0")
     grades = world_validity(model, world, second_flow(world, profile, world.pools.seed + 1))
     return {'test rows': len(world.pools.recourse.test),
             'classifier test accuracy': accuracy(model.clf, world.pools.classifier.test),
@@ -77,8 +82,9 @@ def fit_world(world: World, # a world from data (`world_from_table`)
     if not isinstance(world, World):
         raise TypeError("fit_world needs a World: build it with world_from_table(table, graph, name)")
     t0, name, seed = time.perf_counter(), world.scm.name, world.pools.seed
-    if classifier is not None and getattr(classifier, 'scm', None) != name:
-        raise ValueError(f"classifier must be an OwnClassifier of this world: OwnClassifier(module, world)")
+    if classifier is not None and (getattr(classifier, 'scm', None) != name
+                                   or tuple(getattr(classifier, 'feature_names', ())) != world.graph.names):
+        raise ValueError("classifier must be an OwnClassifier of this world: OwnClassifier(module, world)")
     clf = classifier or train_classifier(name, world.pools, profile, seed, table_fit(world, profile))
     flow = fit_flow(name, world.pools.causal, profile, seed=seed)
     model = world_carma(train_carma(name, clf, flow, world.pools.recourse, seed=seed, profile=profile,
@@ -112,7 +118,7 @@ def load_world_model(path: str | Path) -> WorldCARMA:
     if cfg.get('kind') != WORLD_MODEL:
         raise ValueError(f"{path} is not a model of a world from data (carma-nb fit)" + (
             f": it is a model of the SCM {cfg.get('scm')!r}, served with --scm" if 'scm' in cfg else ''))
-    world = cfg.get('world') or {}
+    world = cfg['world'] if isinstance(cfg.get('world'), dict) else {}
     graph = parse_graph(world.get('graph'), f'{path} (its graph)')
     name = register_world(graph, world.get('name')).name
     model = world_carma(load_carma(path, name, WORLD_MODEL), graph)   # (chapter 7's: every tensor checked)

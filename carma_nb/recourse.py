@@ -321,8 +321,8 @@ def outside_domain(domain: FeatureDomain, x: torch.Tensor, # (n, D) raw features
     below = torch.where(domain.low_open, x <= domain.low, x < domain.low)
     above = torch.where(domain.high_open, x >= domain.high, x > domain.high)
     off = (domain.binary & (x != 0) & (x != 1)) | (domain.whole & (x != x.round()))
-    for j, lv in enumerate(domain.levels):
-        if lv is not None: off[:, j] |= ~torch.isin(x[:, j], torch.tensor(lv, dtype=x.dtype))
+    for j, lv in enumerate(domain.levels):          # (each level as float64, and as a model's float32)
+        if lv is not None: off[:, j] |= ~torch.from_numpy(np.isin(x[:, j], [*lv, *np.float32(lv)]))
     return below | above | ~torch.isfinite(x) | off
 
 # %% ../nbs/05_recourse.ipynb #b158f78f

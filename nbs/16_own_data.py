@@ -292,9 +292,10 @@ def _no_equations(world: str):
     return refuse
 
 def _closed(bounds) -> tuple[float, float]:
-    "An SCM's open interval holding exactly the float64 values of the inclusive [low, high]."
+    "An SCM's open interval holding the inclusive [low, high], in float64 and in float32 (a model's values)."
     if bounds is None: return (-math.inf, math.inf)
-    return (math.nextafter(bounds[0], -math.inf), math.nextafter(bounds[1], math.inf))
+    lo, hi = min(bounds[0], float(np.float32(bounds[0]))), max(bounds[1], float(np.float32(bounds[1])))
+    return (math.nextafter(lo, -math.inf), math.nextafter(hi, math.inf))
 
 def world_scm(graph: Graph, name: str) -> SCM:
     "An SCM of the graph's features, roles, kinds and directions; its equations refuse with a clear message."
@@ -408,8 +409,8 @@ def world_from_table(table: pd.DataFrame | str | Path, # the people: one column 
                      seed: int = 0, # the shuffle before the split
                     ) -> World:
     "A world from a table and a causal graph: its SCM registered under `name`, the table split into pools."
-    _world_name(name); seed = check_seed(seed)          # before reading a table that may be large
     graph = graph if isinstance(graph, Graph) else load_graph(graph)
+    _world_name(name, graph); seed = check_seed(seed)        # before reading a table that may be large
     source = str(table) if isinstance(table, (str, Path)) else 'the table'
     if isinstance(table, (str, Path)): table = read_table(table)
     x, y = check_table(table, graph, source)
@@ -420,23 +421,28 @@ def world_from_table(table: pd.DataFrame | str | Path, # the people: one column 
                                for i, (k, v) in enumerate(splits.items())})
     return World(scm, graph, Pools(name, int(seed), Pool('classifier', **splits), causal, pool))
 
-def _world_name(name) -> str:
-    "`name` if a world may take it: a name of its own, or a world's (which it replaces)."
+def _world_name(name, graph: Graph) -> str:
+    "`name` if a world of `graph` may take it: a name of its own, or that of a world of the same graph."
     if not isinstance(name, str) or not name.strip(): raise ValueError("a world needs a name, such as 'bank'")
-    if name in SCM_NAMES or (_registered(name) and not hasattr(get_scm(name), 'graph')):
+    old = get_scm(name) if _registered(name) else None
+    if name in SCM_NAMES or (old and not hasattr(old, 'graph')):
         raise ValueError(f"{name!r} names an SCM with equations; give the world a name of its own "
                          "(carma-nb fit: --name)")
+    if old and old.graph.digest() != graph.digest():      # its models would read the new graph's features
+        raise ValueError(f"a world {name!r} of another graph is registered in this process; give this one "
+                         "a name of its own")
     return name
 
 def register_world(graph: Graph, name: str) -> SCM:
     "Register the world's SCM (`world_scm`) under `name`, replacing a world's, never an SCM with equations."
-    scm = world_scm(graph, _world_name(name))
+    scm = world_scm(graph, _world_name(name, graph))
     register_scm(name, lambda: scm, replace=True)
     return scm
 
 def read_table(path: str | Path) -> pd.DataFrame:
     "A CSV file, or a Parquet one (`*.parquet`, `*.pq`), as a DataFrame; a clear error if it is neither."
-    try: return pd.read_parquet(path) if Path(path).suffix in ('.parquet', '.pq') else pd.read_csv(path)
+    parquet = Path(path).suffix.lower() in ('.parquet', '.pq')
+    try: return pd.read_parquet(path) if parquet else pd.read_csv(path)
     except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as e:
         raise ValueError(f"{path}: not a readable CSV or Parquet file ({type(e).__name__}: {e})") from None
 

@@ -195,3 +195,13 @@ def test_own_classifier_columns_in_any_order():
     order = [world.graph.names.index(c) for c in cols]
     torch.testing.assert_close(clf.predict_proba(x), module(x[:, order])[:, 0].detach(), rtol=1e-5, atol=1e-6)
     assert not any(p.requires_grad for p in module.parameters())  # frozen
+
+
+def test_a_test_split_without_rejected_people_is_one_clear_error(fitted, capsys, monkeypatch):
+    d, _ = fitted
+    monkeypatch.chdir(d)
+    t = people(300, 3)
+    t.loc[np.random.default_rng(0).permutation(300)[240:], 'amount'] = 1.0  # the test rows (seed 0's split)
+    t.assign(approved=(t.amount < 6).astype(int)).to_csv('tiny.csv', index=False)
+    assert main(['fit', '--data', 'tiny.csv', '--graph', 'graph.yaml', '--out', 'tiny.pt']) == 2
+    assert 'rejects none of the' in capsys.readouterr().err and not (d / 'tiny.pt').exists()

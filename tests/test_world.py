@@ -163,3 +163,29 @@ def test_a_world_from_a_good_table():
     assert get_scm('test-world') is again.scm
     with pytest.raises(ValueError, match='names an SCM with equations'):
         world_from_table(table(), parse_graph(graph_of_scm('loan', 'approved')), 'loan')
+
+
+def test_float32_values_of_levels_and_bounds_are_inside():
+    "A model serves float32: its 0.7 is not float64's 0.7, yet it is that level (and 0.1 that bound)."
+    from carma_nb.recourse import feature_domain, outside_domain
+    from carma_nb.world import register_world
+
+    spec = {
+        'label': 'y',
+        'features': [
+            {'name': 's', 'parents': [], 'type': 'ordinal', 'levels': [0, 0.1, 0.7], 'role': 'actionable'},
+            {'name': 'r', 'parents': [], 'type': 'continuous', 'role': 'actionable', 'bounds': [0, 0.1]},
+        ],
+    }
+    scm = register_world(parse_graph(spec), 'levels-world')
+    dom = feature_domain(scm, torch.tensor([[0.0, 0.0], [0.7, 0.1]]))
+    x32 = torch.tensor([[0.7, 0.1], [0.1, 0.0]], dtype=torch.float32)
+    assert not outside_domain(dom, x32).any() and not outside_domain(dom, x32.double()).any()
+    assert outside_domain(dom, torch.tensor([[0.5, 0.05]])).tolist() == [[True, False]]
+
+
+def test_a_name_holds_one_graph_per_process():
+    world_from_table(table(), parse_graph(GOOD), 'one-graph')
+    other = edit(amount={'direction': None})
+    with pytest.raises(ValueError, match="a world 'one-graph' of another graph is registered"):
+        world_from_table(table(), parse_graph(other), 'one-graph')

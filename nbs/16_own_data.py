@@ -466,9 +466,10 @@ def table_fit(world: World, profile=None) -> ClassifierFit:
 #
 # A test we can grade: 20 000 people of the loan SCM written to a CSV file with their labels, and the
 # loan graph. The world built from them knows nothing of loan's equations, yet the classifier, the
-# causal flow and CARMA train on it with the functions of chapters 3, 4 and 8, unchanged (the quick
-# profile). The recommendations for the rejected test rows are then replayed through the *true* loan
-# SCM — used here only to grade — and the true counterfactual must be accepted by the classifier.
+# causal flow and CARMA train on it with the functions of chapters 3, 4 and 8, unchanged. The
+# recommendations for the rejected test rows are then replayed through the *true* loan SCM — used here
+# only to grade — and the true counterfactual must be accepted by the classifier: for at least 95 % of
+# them at the quick profile (CI), 99 % at the paper profile (the committed outputs).
 
 # %%
 torch.manual_seed(0)
@@ -484,15 +485,16 @@ test_fail(lambda: world.scm.sample(2), contains='no structural equations')
 world.scm
 
 # %%
-clf = train_classifier('loan-from-data', world.pools, profile='quick', verbose=False)
-flow = fit_flow('loan-from-data', world.pools.causal, 'quick', verbose=False)
-carma = train_carma('loan-from-data', clf, flow, world.pools.recourse, profile='quick', verbose=False)
+profile = get_profile()                                        # this run's: quick in CI
+clf = train_classifier('loan-from-data', world.pools, profile=profile, verbose=False)
+flow = fit_flow('loan-from-data', world.pools.causal, profile, verbose=False)
+carma = train_carma('loan-from-data', clf, flow, world.pools.recourse, profile=profile, verbose=False)
 test = world.pools.recourse.test.x
 rejected = test[clf.predict_proba(test) < 0.5]
 rec = carma.recommend(rejected)
 with torch.no_grad(): true_prob = clf.predict_proba(loan.counterfactual(rejected, rec.mask, rec.values))
 valid = float((true_prob >= 0.5).float().mean())
-assert valid >= 0.95, valid
+assert valid >= (0.99 if profile.name == 'paper' else 0.95), valid
 print(f"{len(rejected)} rejected test rows; valid under the true loan SCM: {valid:.1%}; "
       f"valid under the flow CARMA trained with: {float((rec.prob >= 0.5).float().mean()):.1%}")
 
@@ -632,7 +634,7 @@ def world_validity(model, world: World, flow2) -> dict:
 # true-SCM validity of the same recommendations). A second flow, fitted to another fold, agrees:
 
 # %%
-loan_check = world_validity(carma, world, second_flow(world, 'quick'))
+loan_check = world_validity(carma, world, second_flow(world, profile))
 test_eq(loan_check['rejected'], len(rejected))
 assert loan_check['cross-flow validity'] >= 0.95 and loan_check['lost to valid values'] == 0, loan_check
 pd.Series(loan_check).round(3)

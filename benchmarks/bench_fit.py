@@ -19,26 +19,15 @@ import time
 from pathlib import Path
 
 from _results import machine_note, write_section
-from carma_nb.core import project_root
+from carma_nb.core import load_checkpoint, project_root
 from carma_nb.german import german_credit
 
 
 def fit(d, seed):
-    """Wall time and printed report of `carma-nb fit` at the paper profile, empty cache."""
-    graph = project_root() / 'data' / 'german_credit.yaml'
-    args = [
-        'fit',
-        '--data',
-        str(d / 'german.csv'),
-        '--graph',
-        str(graph),
-        '--out',
-        str(d / f'model{seed}.pt'),
-        '--profile',
-        'paper',
-        '--seed',
-        str(seed),
-    ]
+    """Wall time of `carma-nb fit` at the paper profile, empty cache, and the report its model file holds."""
+    graph, out = project_root() / 'data' / 'german_credit.yaml', d / f'model{seed}.pt'
+    args = ['fit', '--data', str(d / 'german.csv'), '--graph', str(graph), '--out', str(out)]
+    args += ['--profile', 'paper', '--seed', str(seed)]
     env = {**os.environ, 'CARMA_CACHE': str(d / f'cache{seed}'), 'CARMA_QUIET': '1'}
     t0 = time.perf_counter()
     cmd = 'import sys; from carma_nb.experiments import main; sys.exit(main())'
@@ -46,29 +35,39 @@ def fit(d, seed):
     seconds = time.perf_counter() - t0
     if r.returncode:
         raise RuntimeError(r.stderr)
-    return seconds, r.stdout.strip()
+    print(f'seed {seed}: {seconds:.0f} s\n{r.stdout.strip()}', flush=True)
+    return seconds, load_checkpoint(out).config['report']
+
+
+COLUMNS = {  # report key: column title (shares in %)
+    'classifier test accuracy': 'accuracy %',
+    'majority-label accuracy': 'majority label %',
+    'coverage': 'coverage %',
+    'cross-flow validity': 'cross-flow %',
+    'lost to valid values': 'lost %',
+}
 
 
 def main(seeds, write):
-    lines = ['| seed | wall time, s | `carma-nb fit` report |', '|---|---|---|']
+    lines = ['| seed | wall time, s | ' + ' | '.join(COLUMNS.values()) + ' | acts |']
+    lines.append('|---' * (len(COLUMNS) + 3) + '|')
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         german_credit().to_csv(d / 'german.csv', index=False)
         for seed in seeds:
-            seconds, report = fit(d, seed)
-            print(f'seed {seed}: {seconds:.0f} s\n{report}', flush=True)
-            report = report.rpartition(' → ')[0]  # (the temporary model path)
-            lines.append(f"| {seed} | {seconds:.0f} | {report.replace(chr(10), '<br>')} |")
+            seconds, rep = fit(d, seed)
+            cells = [f'{100 * rep[k]:.1f}' for k in COLUMNS] + [f"{rep['acts']:.2f}"]
+            lines.append(f'| {seed} | {seconds:.0f} | ' + ' | '.join(cells) + ' |')
     text = '\n'.join(
         [
             'German credit (1 000 rows, chapter 17) from a CSV file and its graph file to a model file,',
             'at the paper profile, in a process of its own with an empty model cache: the classifier,',
-            'the causal flow, CARMA and the second flow of the report are all trained.',
-            'Target: under 5 minutes.',
+            'the causal flow, CARMA and the second flow of the report are all trained. The grades',
+            'are the report the command writes into the model file. Target: under 5 minutes.',
             '',
             *lines,
             '',
-            machine_note('the target is an absolute time, so it was measured with nothing else running'),
+            machine_note('this target is absolute: nothing else ran'),
         ]
     )
     print(text)

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 from torch import nn
 
@@ -23,7 +21,7 @@ from .flow import fit_flow
 from .recourse import Recommendation
 from .serving import FileReport, check_output_path, recommend_file
 from .training import train_carma
-from .world import (Graph, World, load_graph, parse_graph, recommend_in_world, register_world,
+from .world import (Graph, World, parse_graph, recommend_in_world, register_world,
                             second_flow, table_fit, world_from_table, world_validity)
 
 # %% auto #0
@@ -201,15 +199,9 @@ class OwnClassifier(nn.Module):
         out = out.squeeze(-1) if out.ndim == 2 and out.shape[1] == 1 else out
         return out if self.output == 'logit' else torch.logit(out, eps=1e-7)
 
-    def predict_proba(self, x: torch.Tensor, check: bool = True) -> torch.Tensor:
-        "Probability of the favourable outcome, shape (n,)."
-        return torch.sigmoid(self.logits(x, check))
-
-    def decide(self, x: torch.Tensor) -> torch.Tensor: return self.predict_proba(x) >= 0.5
+    # the rest as chapter 3's classifier has them: σ(logit), p ≥ 0.5, frozen
+    predict_proba, decide, freeze = Classifier.predict_proba, Classifier.decide, Classifier.freeze
     forward = predict_proba
-
-    def freeze(self) -> 'OwnClassifier':
-        self.eval().requires_grad_(False); return self
 
 def check_classifier(clf: OwnClassifier, x: torch.Tensor) -> None:
     "Check the contract on rows x: one finite answer per row, a probability in [0, 1], a gradient, no noise."

@@ -23,6 +23,7 @@ from .data import SPLITS, Pool, Pools, Split
 from .flow import CausalFlow, fit_flow
 from .recourse import Recommendation
 from .scm import ROLES, SCM, SCM_NAMES, Node, get_scm, register_scm
+from .serving import is_parquet
 
 # %% auto #0
 __all__ = ['TYPES', 'DIRECTIONS', 'SHARES', 'SMALL_TABLE_FIT', 'Feature', 'Graph', 'parse_graph', 'load_graph', 'graph_of_scm',
@@ -299,8 +300,7 @@ def register_world(graph: Graph, name: str) -> SCM:
 
 def read_table(path: str | Path) -> pd.DataFrame:
     "A CSV file, or a Parquet one (`*.parquet`, `*.pq`), as a DataFrame; a clear error if it is neither."
-    parquet = Path(path).suffix.lower() in ('.parquet', '.pq')
-    try: return pd.read_parquet(path) if parquet else pd.read_csv(path)
+    try: return pd.read_parquet(path) if is_parquet(path) else pd.read_csv(path)      # (chapter 13's test)
     except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as e:
         raise ValueError(f"{path}: not a readable CSV or Parquet file ({type(e).__name__}: {e})") from None
 
@@ -313,7 +313,7 @@ def _registered(name: str) -> bool:
 SMALL_TABLE_FIT = ClassifierFit(optimizer='adam', epochs=200, batch=64)
 
 def table_fit(world: World, profile=None) -> ClassifierFit:
-    "Chapter 3's plain SGD where it takes ≥ 5 000 steps on the world's training rows, else `SMALL_TABLE_FIT`."
+    "Plain SGD (chapter 3) where it takes 5 000 steps or more on the world's training rows, else Adam."
     sgd = ClassifierFit()
     steps = math.ceil(len(world.pools.classifier.train) / sgd.batch) * get_profile(profile).clf_epochs
     return sgd if steps >= 5_000 else SMALL_TABLE_FIT

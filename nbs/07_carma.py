@@ -71,8 +71,8 @@ from carma_nb.recourse import outside_domain, rejected
 # Gumbel temperature τ; training (chapter 8) uses the learning rate, epochs, batch size and the margin ε
 # of its validity hinge. Loan has two more rows, for preference weights (chapter 10) and for VACA
 # (chapter 11). A world of one's own (`register_scm`, chapter 1) has no row: it gets `GENERIC_HPARAMS`,
-# a middle-of-the-table setting that trained valid models on two worlds posing as new (≥ 99.9 %, at 0.5–1.3×
-# their own row's cost: `studies/generic_hparams.ipynb`), unless it passes its own (`carma-nb tune`).
+# a middle-of-the-table setting that trained valid models on two worlds posing as new (≥ 99.9 %, at
+# 0.5–1.3× their own row's cost: `studies/generic_hparams.ipynb`), unless it has its own (`carma-nb tune`).
 
 # %%
 #| export

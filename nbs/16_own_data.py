@@ -50,6 +50,7 @@ from carma_nb.data import SPLITS, Pool, Pools, Split
 from carma_nb.flow import CausalFlow, fit_flow
 from carma_nb.recourse import Recommendation
 from carma_nb.scm import ROLES, SCM, SCM_NAMES, Node, get_scm, register_scm
+from carma_nb.serving import is_parquet
 
 # %%
 #| hide
@@ -441,8 +442,7 @@ def register_world(graph: Graph, name: str) -> SCM:
 
 def read_table(path: str | Path) -> pd.DataFrame:
     "A CSV file, or a Parquet one (`*.parquet`, `*.pq`), as a DataFrame; a clear error if it is neither."
-    parquet = Path(path).suffix.lower() in ('.parquet', '.pq')
-    try: return pd.read_parquet(path) if parquet else pd.read_csv(path)
+    try: return pd.read_parquet(path) if is_parquet(path) else pd.read_csv(path)      # (chapter 13's test)
     except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as e:
         raise ValueError(f"{path}: not a readable CSV or Parquet file ({type(e).__name__}: {e})") from None
 
@@ -455,7 +455,7 @@ def _registered(name: str) -> bool:
 SMALL_TABLE_FIT = ClassifierFit(optimizer='adam', epochs=200, batch=64)
 
 def table_fit(world: World, profile=None) -> ClassifierFit:
-    "Chapter 3's plain SGD where it takes ≥ 5 000 steps on the world's training rows, else `SMALL_TABLE_FIT`."
+    "Plain SGD (chapter 3) where it takes 5 000 steps or more on the world's training rows, else Adam."
     sgd = ClassifierFit()
     steps = math.ceil(len(world.pools.classifier.train) / sgd.batch) * get_profile(profile).clf_epochs
     return sgd if steps >= 5_000 else SMALL_TABLE_FIT
@@ -481,6 +481,7 @@ with tempfile.TemporaryDirectory() as d:
     (d/'loan.yaml').write_text(yaml.safe_dump(graph_of_scm('loan', 'approved'), sort_keys=False))
     world = world_from_table(d/'loan_people.csv', d/'loan.yaml', 'loan-from-data')
 test_eq([len(getattr(world.pools.recourse, s)) for s in SPLITS], [14_000, 2_000, 4_000])
+test_eq(table_fit(world, 'quick'), ClassifierFit())      # 14 000 rows: plain SGD takes enough steps
 test_fail(lambda: world.scm.sample(2), contains='no structural equations')
 world.scm
 

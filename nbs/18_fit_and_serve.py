@@ -39,12 +39,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 from torch import nn
 
@@ -55,7 +53,7 @@ from carma_nb.flow import fit_flow
 from carma_nb.recourse import Recommendation
 from carma_nb.serving import FileReport, check_output_path, recommend_file
 from carma_nb.training import train_carma
-from carma_nb.world import (Graph, World, load_graph, parse_graph, recommend_in_world, register_world,
+from carma_nb.world import (Graph, World, parse_graph, recommend_in_world, register_world,
                             second_flow, table_fit, world_from_table, world_validity)
 
 # %%
@@ -68,7 +66,8 @@ from carma_nb.core import get_profile, project_root
 from carma_nb.experiments import main
 from carma_nb.german import german_credit
 from carma_nb.serving import serve
-from carma_nb.world import project
+from carma_nb.world import load_graph, project
+import pandas as pd
 
 
 # %% [markdown]
@@ -249,7 +248,9 @@ with tempfile.TemporaryDirectory() as d:
     test_eq(parse_graph(graph_spec(german_graph)).digest(), german_graph.digest())     # the same graph
     test_eq(again.recommend(test).values, rec.values)
     test_eq(again.report['coverage'], fitted.report['coverage'])
+    test_eq(is_world_model(path), True)
     save_carma(load_carma(path, 'german', WORLD_MODEL), Path(d)/'plain.pt')
+    test_eq(is_world_model(Path(d)/'plain.pt'), False)
     test_fail(lambda: load_world_model(Path(d)/'plain.pt'), contains='not a model of a world from data')
     test_fail(lambda: load_carma(path), contains="kind='carma-world-model' but kind='carma-model'")
     # in the graph's order: sex, age, amount, checking, duration, savings, housing
@@ -362,7 +363,7 @@ served[['amount', 'amount_target', 'duration', 'duration_target', 'savings', 'sa
 # the columns and whether the module wants raw features it cannot check: a module that reads its columns
 # in another order still returns probabilities, only worse ones. So compare the classifier's test accuracy
 # in `fit_world`'s report — your module's, on the world's held-out rows — with the majority label's next
-# to it. A probability is turned into the logit CARMA's hinge needs as log p − log(1 − p) (clamped to 10⁻⁷
+# to it. A probability is turned into the logit CARMA's hinge needs as log p − log(1 − p) (clamped to 1e-7
 # from 0 and 1, where a float32 probability carries no more); a module that can return its logit should,
 # so that people far below the boundary still give CARMA a gradient. A model with your own classifier is
 # your code, so it cannot go into a model file, which is loaded without running any code (`save_carma`
@@ -408,15 +409,9 @@ class OwnClassifier(nn.Module):
         out = out.squeeze(-1) if out.ndim == 2 and out.shape[1] == 1 else out
         return out if self.output == 'logit' else torch.logit(out, eps=1e-7)
 
-    def predict_proba(self, x: torch.Tensor, check: bool = True) -> torch.Tensor:
-        "Probability of the favourable outcome, shape (n,)."
-        return torch.sigmoid(self.logits(x, check))
-
-    def decide(self, x: torch.Tensor) -> torch.Tensor: return self.predict_proba(x) >= 0.5
+    # the rest as chapter 3's classifier has them: σ(logit), p ≥ 0.5, frozen
+    predict_proba, decide, freeze = Classifier.predict_proba, Classifier.decide, Classifier.freeze
     forward = predict_proba
-
-    def freeze(self) -> 'OwnClassifier':
-        self.eval().requires_grad_(False); return self
 
 def check_classifier(clf: OwnClassifier, x: torch.Tensor) -> None:
     "Check the contract on rows x: one finite answer per row, a probability in [0, 1], a gradient, no noise."

@@ -20,7 +20,7 @@ import time
 import torch
 
 from _results import machine_note, median_time, write_section
-from carma_nb.training import train_carma, train_carma_seeds
+from carma_nb.training import CarmaOptions, train_carma, train_carma_seeds
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import oracle_reference
 
@@ -49,9 +49,8 @@ def main(write=False, seeds=10):
     fit('improved')
     improved_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    train_carma_seeds(
-        'loan', ref.clf, flow, ref.pools.recourse, range(seeds), profile='paper', cache=False, verbose=False
-    )
+    options = CarmaOptions(profile='paper', cache=False, verbose=False)
+    train_carma_seeds('loan', ref.clf, flow, ref.pools.recourse, range(seeds), options)
     many_s = (time.perf_counter() - t0) / seeds
     people = ref.people
     lat = latency(one.recommend, people)

@@ -255,18 +255,18 @@ def _as_rows(model: CARMA, x) -> np.ndarray:
         x = as_features(x, model.n_features, 'x', model.names, dtype=torch.float32).numpy()
     return x
 
-def _drop_idle(prog: ServingProgram, x, u, a, delta, x_cf, prob, tol: float):
-    ("Mask, counterfactual and probability without the acts whose latent shift is below `tol`, "
+def _drop_idle(prog: ServingProgram, x, u, delta, answer: tuple, tol: float) -> tuple:
+    ("The answer (mask, counterfactual, probability) without the acts whose latent shift is below `tol`, "
      "where that keeps people accepted (others: where it does not lower their probability).")
+    a, x_cf, prob = answer
     idle = a.astype(bool) & (np.linalg.norm(delta.reshape(len(x), -1, prog.dz), axis=-1) < tol)
     rows = idle.any(1)
-    if not rows.any(): return a, x_cf, prob
+    if not rows.any(): return answer
     kept = a[rows] * ~idle[rows]
     x_kept = prog.causal.counterfactual(x[rows], u[rows], kept, delta[rows])
     p_kept = prog.prob(x_kept)
     use = (p_kept >= 0.5) | ((prob[rows] < 0.5) & (p_kept >= prob[rows] - 1e-6))   # (float noise: no loss)
-    a, x_cf, prob = a.copy(), x_cf.copy(), prob.copy()
-    r = np.flatnonzero(rows)[use]
+    a, x_cf, prob = (v.copy() for v in answer); r = np.flatnonzero(rows)[use]
     a[r], x_cf[r], prob[r] = kept[use], x_kept[use], p_kept[use]
     return a, x_cf, prob
 
@@ -281,7 +281,7 @@ def _recommend(self: CARMA, x, # people: (n, D) raw features (tensor, array or l
     a, delta = prog.act(u, accepted)
     x_cf = np.where(accepted[:, None], x, prog.causal.counterfactual(x, u, a, delta, at_x)).astype(np.float32)
     prob = prog.prob(x_cf)
-    if self.idle_tol: a, x_cf, prob = _drop_idle(prog, x, u, a, delta, x_cf, prob, self.idle_tol)
+    if self.idle_tol: a, x_cf, prob = _drop_idle(prog, x, u, delta, (a, x_cf, prob), self.idle_tol)
     mask, t = a.astype(bool), lambda v: torch.from_numpy(np.ascontiguousarray(v))
     return Recommendation(t(mask), t(np.where(mask, x_cf, x)), t(x_cf), t(prob.astype(np.float32)),
                           torch.ones(len(x), dtype=torch.bool), t(accepted))

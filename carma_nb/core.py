@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 __all__ = ['PROFILES', 'CKPT_FORMAT', 'TRAINER_VERSION', 'Profile', 'get_profile', 'seed_everything', 'one_thread', 'progress',
            'project_root', 'figure_dir', 'cache_dir', 'atomic_write', 'save_figure', 'markdown_table', 'save_table',
            'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'config_key', 'file_lock', 'file_locks',
-           'remove_orphaned_temps', 'cached_checkpoints', 'cached_checkpoint', 'cached_stack', 'as_features',
-           'check_whole', 'check_positive', 'check_seed', 'check_seeds', 'check_widths']
+           'remove_orphaned_temps', 'cached_checkpoints', 'cached_checkpoint', 'cached_stack', 'TrainOptions',
+           'as_options', 'as_features', 'check_whole', 'check_positive', 'check_seed', 'check_seeds', 'check_widths']
 
 # %% ../nbs/00_core.ipynb #4df50436
 @dataclass(frozen=True)
@@ -347,6 +347,22 @@ def cached_stack(kind: str, # model-cache folder
      "(`cached_checkpoints`).")
     if cache: return cached_checkpoints(kind, cfgs, fit_missing)
     return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
+
+@dataclass(frozen=True)
+class TrainOptions:
+    "How a recourse model is trained and kept (the trainers of chapters 8 and 12 take one)."
+    hparams: dict | None = None            # overrides of the method's hyperparameters
+    profile: str | Profile | None = None   # scales the epochs (`get_profile`)
+    cache: bool = True                     # load and store the models in the model cache
+    verbose: bool = True                   # progress bars
+
+def as_options(options, kind: type = TrainOptions):
+    "`options` checked to be a `kind` whose hparams is a dict or None (None: the defaults)."
+    if options is None: return kind()
+    if not isinstance(options, kind) or not isinstance(options.hparams, (dict, type(None))):
+        raise TypeError(f"options must be a {kind.__name__} whose hparams is a dict, e.g. {kind.__name__}"
+                        f"(hparams={{'epochs': 3}}, verbose=False); got {options!r}")
+    return options
 
 # %% ../nbs/00_core.ipynb #3546d161
 def as_features(x, # people's features: (n, D) or a single row (D,); tensor, array or nested list

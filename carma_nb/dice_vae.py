@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from .carma import mlp
-from .training import (METHOD_COLORS, StackedMLP, masked_mean, stacked_training,
+from .training import (METHOD_COLORS, CarmaOptions, StackedMLP, masked_mean, stacked_training,
                                train_carma_seeds, validity_penalty)
 from .classifier import Classifier
-from .core import (TRAINER_VERSION, as_features, cached_stack, check_positive, check_seed,
-                           check_seeds, check_whole, get_profile, load_weights, one_thread)
+from .core import (TRAINER_VERSION, TrainOptions, as_features, as_options, cached_stack, check_positive,
+                           check_seed, check_seeds, check_whole, get_profile, load_weights, one_thread)
 from .data import Pool, Pools, resolve_pool, split_id
 from .flow import fit_flow
 from .oracle import oracle_reference
@@ -145,7 +145,7 @@ def _fit_dice_seeds(problem: RecourseProblem, clf: Classifier, pool: Pool, hp: d
         noise = torch.stack([torch.randn(idx.shape[1], D, generator=g) for g in gens])
         return dice_loss(problem, clf, xb, dice_edit(enc, dec, problem, xb, noise), hp['margin'], lam, keep)
     curves = stacked_training(step, [*enc.parameters(), *dec.parameters()], len(x), gens, hp,
-                              f'DiCE-VAE {problem.scm.name}', verbose)
+                              f'DiCE-VAE {problem.scm.name}' if verbose else None)
     seconds = torch.tensor((time.perf_counter() - t0) / len(seeds))
     act = actionable_mask(problem.scm)
     return [({**enc.member(s, 'encoder'), **dec.member(s, 'decoder'), 'actionable': act}, None,
@@ -166,28 +166,28 @@ def train_dice_vae_seeds(scm: SCM | str, # the SCM
                          clf: Classifier, # its frozen classifier
                          pool: Pool | Pools | None = None, # recourse pool (default: make_pools(scm).recourse)
                          seeds=(0,), # one model per seed; the missing ones are trained together
-                         hparams: dict | None = None, # overrides of dice_hparams
-                         profile=None, # scales the epochs (paper: Table 4)
-                         cache: bool = True, verbose: bool = True) -> list[DiceVAE]:
+                         # overrides of dice_hparams, the profile (it scales Table 4's epochs), cache, progress
+                         options: TrainOptions | None = None,
+                        ) -> list[DiceVAE]:
     "DiCE-VAE baselines for several seeds, trained on the rejected recourse-training people (paper Table 4)."
-    scm = get_scm(scm)
+    scm, o = get_scm(scm), as_options(options)
     if clf.scm != scm.name: raise ValueError(f"the classifier was trained for {clf.scm!r}, not {scm.name!r}")
     seeds = check_seeds(seeds)
     pool = resolve_pool(scm, pool, 'recourse')
-    hp = dice_hparams(scm, **(hparams or {}))
-    if 'epochs' not in (hparams or {}):                            # the profile scales the paper's epochs
-        hp['epochs'] = max(1, round(hp['epochs'] * get_profile(profile).carma_epoch_frac))
+    hp = dice_hparams(scm, **(o.hparams or {}))
+    if 'epochs' not in (o.hparams or {}):                          # the profile scales the paper's epochs
+        hp['epochs'] = max(1, round(hp['epochs'] * get_profile(o.profile).carma_epoch_frac))
     problem = recourse_problem(scm, pool)
     cfgs = [{'kind': 'dice-vae', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hp': hp, 'seed': s,
              'train': split_id(pool.train), 'classifier': getattr(clf, 'config', None)} for s in seeds]
-    fit = lambda todo: _fit_dice_seeds(problem, clf, pool, hp, [seeds[i] for i in todo], verbose)
-    return [_dice_from_checkpoint(ck, problem, clf) for ck in cached_stack('dice-vae', cfgs, fit, cache)]
+    fit = lambda todo: _fit_dice_seeds(problem, clf, pool, hp, [seeds[i] for i in todo], o.verbose)
+    return [_dice_from_checkpoint(ck, problem, clf) for ck in cached_stack('dice-vae', cfgs, fit, o.cache)]
 
-def train_dice_vae(scm: SCM | str, clf: Classifier, pool: Pool | Pools | None = None,
-                   hparams: dict | None = None, profile=None, seed: int = 0,
-                   cache: bool = True, verbose: bool = True) -> DiceVAE:
-    "Train (or fetch from the cache) one DiCE-VAE (see `train_dice_vae_seeds`; same arguments, one seed)."
-    return train_dice_vae_seeds(scm, clf, pool, [check_seed(seed)], hparams, profile, cache, verbose)[0]
+def train_dice_vae(scm: SCM | str, clf: Classifier, pool: Pool | Pools | None = None, seed: int = 0,
+                   **options, # any field of chapter 0's `TrainOptions`: hparams, profile, cache, verbose
+                  ) -> DiceVAE:
+    "Train (or fetch from the cache) one DiCE-VAE (see `train_dice_vae_seeds`)."
+    return train_dice_vae_seeds(scm, clf, pool, [check_seed(seed)], TrainOptions(**options))[0]
 
 # %% ../nbs/12_dice_vae.ipynb #02249872
 PAPER_DICE_COST = {'triangle-lin': 33.57, 'collider-lin': 23.98, 'chain-lin': 25.98, 'triangle-nlin': 24.91,
@@ -204,8 +204,9 @@ def _scm_row(name: str, p, seeds: range, verbose: bool) -> tuple[dict, dict]:
     ref = oracle_reference(name, p)
     flow = fit_flow(name, ref.pools.causal, p, verbose=False)
     pool = ref.pools.recourse
-    methods = {'DiCE-VAE': train_dice_vae_seeds(name, ref.clf, pool, seeds, profile=p, verbose=verbose),
-               'CARMA': train_carma_seeds(name, ref.clf, flow, pool, seeds, profile=p, verbose=verbose)}
+    o = TrainOptions(profile=p, verbose=verbose)
+    methods = {'DiCE-VAE': train_dice_vae_seeds(name, ref.clf, pool, seeds, o),
+               'CARMA': train_carma_seeds(name, ref.clf, flow, pool, seeds, CarmaOptions(**vars(o)))}
     first = {'oracle': evaluate_recourse(ref.problem, ref.clf, ref.people, ref.result)}
     row = {'scm': name, 'seeds': len(seeds), 'people': len(ref.people),
            'oracle cost x100': ref.metrics['cost x100']}

@@ -12,8 +12,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .training import (PHASES, RECIPES, Recipe, StackedMLP, TrainingState, carma_loss, served_masks,
-                               stacked_outcome, stacked_training, aligned, masked_mean, train_carma_seeds)
+from .training import (PHASES, RECIPES, Batch, CarmaOptions, Recipe, StackedMLP, TrainingState,
+                               carma_loss, served_masks, stacked_outcome, stacked_training, aligned, masked_mean,
+                               train_carma_seeds)
 from .core import get_profile, check_positive
 from .data import make_pools
 from .flow import fit_flow
@@ -75,10 +76,10 @@ def refine_phase(st: TrainingState, epochs: int) -> dict:
     hp = {'lr': st.hp['lr'], 'epochs': epochs, 'batch': st.hp['batch']}
     def every_mask(idx, _, keep):
         a = cands[torch.stack([torch.randint(len(cands), (idx.shape[1],), generator=g) for g in st.gens])]
-        loss, parts = carma_loss(st.ctx, None, st.action_net, st.x[idx], st.z[idx], lam, keep, a=a)
+        loss, parts = carma_loss(st.ctx, None, st.action_net, Batch(st.x[idx], st.z[idx], keep), lam, a=a)
         return loss, parts
     more = stacked_training(every_mask, list(st.action_net.parameters()), len(st.x), st.gens, hp,
-                            f'{st.desc} every mask', st.verbose, lam0=lam)
+                            st.desc and f'{st.desc} every mask', lam0=lam)
     labels = cheapest_valid_masks(st, cands, served_masks(st.mask_net, st.z, act),
                                   mask_penalty(cands, st.ctx.prior, act))
     rows, zero = torch.arange(S)[:, None], torch.zeros(S)
@@ -88,7 +89,7 @@ def refine_phase(st: TrainingState, epochs: int) -> dict:
                           .sum(-1), keep)
         return bce, torch.stack([bce, zero, zero, zero]).detach()
     stacked_training(learn_labels, list(st.mask_net.parameters()), len(st.x), st.gens, hp,
-                     f'{st.desc} mask labels', st.verbose, lam0=lam)
+                     st.desc and f'{st.desc} mask labels', lam0=lam)
     return more
 
 PHASES['refine'] = refine_phase
@@ -101,10 +102,11 @@ def polish_phase(st: TrainingState, epochs: int) -> dict:
     with torch.no_grad(): a_det = served_masks(st.mask_net, st.z, st.ctx.act)       # (S, N, D)
     rows = torch.arange(len(st.gens))[:, None]
     def step(idx, lam, keep):
-        return carma_loss(st.ctx, None, st.action_net, st.x[idx], st.z[idx], lam, keep, a=a_det[rows, idx])
+        batch = Batch(st.x[idx], st.z[idx], keep)
+        return carma_loss(st.ctx, None, st.action_net, batch, lam, a=a_det[rows, idx])
     return stacked_training(step, list(st.action_net.parameters()), len(st.x), st.gens,
-                            {'lr': POLISH_LR, 'epochs': epochs, 'batch': st.hp['batch']}, f'{st.desc} polish',
-                            st.verbose, lam0=st.curves['lambda'][-1])
+                            {'lr': POLISH_LR, 'epochs': epochs, 'batch': st.hp['batch']},
+                            st.desc and f'{st.desc} polish', lam0=st.curves['lambda'][-1])
 
 PHASES['polish'] = polish_phase
 
@@ -182,8 +184,8 @@ def ablation_table(profile=None, scms=SCM_NAMES, verbose: bool = False) -> pd.Da
         ref = oracle_reference(name, p)
         flow = fit_flow(name, ref.pools.causal, p, verbose=False)
         for label, recipe in ablation_recipes(name).items():
-            models = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, range(p.seeds), recipe,
-                                       profile=p, verbose=verbose)
+            models = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, range(p.seeds),
+                                       CarmaOptions(recipe=recipe, profile=p, verbose=verbose))
             m = pd.DataFrame([evaluate_recourse(ref.problem, ref.clf, ref.people,
                                                 mo.recommend(ref.people)).metrics for mo in models])
             rows.append({'scm': name, 'recipe': label, 'seeds': len(models),

@@ -33,20 +33,21 @@ def subset_masks(scm: SCM | str) -> torch.Tensor:
     masks = torch.zeros(len(subs), scm.n_features, dtype=torch.bool); masks[:, scm.actionable] = subs
     return masks
 
-def _linearised_steps(scm: SCM, clf, x, u, mask, cinv, d: torch.Tensor, steps: int) -> torch.Tensor:
-    "The change d (n, D) after `steps` half-steps from `d` to the cheapest point of the linearised boundary."
+def _linearised_steps(logit, x, cinv, d: torch.Tensor, steps: int) -> torch.Tensor:
+    ("The change d (n, D) after `steps` half-steps from `d` to the cheapest point of the linearised "
+     "boundary; `logit(values)` is the classifier's logit of the people acting on those values.")
     for _ in range(steps):
         d = d.detach().requires_grad_(True)
-        g = clf.logits(_propagate(scm, x, u, mask, x + d), check=False)
+        g = logit(x + d)
         grad, = torch.autograd.grad(g.sum(), d)
         d, g = d.detach(), g.detach()
         lam = ((grad * d).sum(1) - g).clamp(min=0) / (grad * cinv * grad).sum(1).clamp(min=1e-30)
         d = 0.5 * d + 0.5 * lam[:, None] * cinv * grad
     return d
 
-def _cheapest_on_ray(scm: SCM, clf, x, u, mask, d) -> tuple[torch.Tensor, torch.Tensor]:
+def _cheapest_on_ray(logit, x, d) -> tuple[torch.Tensor, torch.Tensor]:
     "The smallest t (n,) with t·d accepted (bisection from a t doubled until accepted), and if one was."
-    ok = lambda t: clf.logits(_propagate(scm, x, u, mask, x + t[:, None] * d), check=False) >= 0
+    ok = lambda t: logit(x + t[:, None] * d) >= 0
     hi = torch.ones(len(x), dtype=x.dtype)
     for _ in range(20): hi = torch.where(ok(hi), hi, 2 * hi)
     lo, feasible = torch.zeros_like(hi), ok(hi)
@@ -73,9 +74,10 @@ def optimal_recourse(problem: RecourseProblem | SCM | str, # the recourse proble
         d0 = torch.cat([d0, torch.where(grid.mask, grid.values - x, 0.)])
     c = (problem.weights / problem.std ** 2 / problem.ranges / len(scm.actionable)).to(x.dtype)
     with torch.no_grad(): u = scm.abduct(xr)
-    d = _linearised_steps(scm, clf, xr, u, mask, torch.where(mask, 1 / c, 0.), d0, steps)
+    logit = lambda v: clf.logits(_propagate(scm, xr, u, mask, v), check=False)    # acting on the values v
+    d = _linearised_steps(logit, xr, torch.where(mask, 1 / c, 0.), d0, steps)
     with torch.no_grad():
-        t, feasible = _cheapest_on_ray(scm, clf, xr, u, mask, d)
+        t, feasible = _cheapest_on_ray(logit, xr, d)
         vals = xr + t[:, None] * d
         cost = torch.where(feasible, (c * (t[:, None] * d) ** 2 * mask).sum(1), math.inf)
         if grid is not None:                                                     # the grid's own point

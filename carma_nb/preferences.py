@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .training import train_carma_seeds
+from .training import CarmaOptions, train_carma_seeds
 from .core import check_seed, get_profile
 from .flow import fit_flow
 from .oracle import cached_oracle, oracle_reference
@@ -73,9 +73,9 @@ def preference_study(name: str = 'loan', # the SCM
         reps = score(rec)
         reports[method] = reps[0]; rows.append(_method_row(method, None, *reps, scm))
     seeds = range(seed0, seed0 + p.seeds)
-    for method, kw in (('CARMA', {}), ('CARMA (weighted)', {'weights': w})):
-        models = train_carma_seeds(scm, ref.clf, flow, ref.pools.recourse, seeds, profile=p, verbose=verbose,
-                                   **kw)
+    for method, weights in (('CARMA', None), ('CARMA (weighted)', w)):
+        models = train_carma_seeds(scm, ref.clf, flow, ref.pools.recourse, seeds,
+                                   CarmaOptions(profile=p, verbose=verbose, weights=weights))
         for s, model in zip(seeds, models):
             reps = score(model.recommend(ref.people))
             if s == seed0: reports[method] = reps[0]

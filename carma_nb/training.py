@@ -10,7 +10,7 @@ import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ from torch import nn
 
 from .carma import CARMA, binary_gumbel_st, carma_from_checkpoint, carma_hparams
 from .classifier import Classifier
-from .core import (TRAINER_VERSION, Profile, cached_stack, check_positive,
+from .core import (TRAINER_VERSION, TrainOptions, as_options, cached_stack, check_positive,
                            check_seeds, check_whole, get_profile, one_thread, progress)
 from .data import Pool, Pools, resolve_pool, split_id
 from .recourse import as_weights, recourse_problem, rejected, shift_limits, training_range
@@ -28,10 +28,10 @@ from .scm import SCM, get_scm
 
 # %% auto #0
 __all__ = ['DAMPING', 'WEIGHT_DECAY', 'ALIGN', 'PHASES', 'RECIPES', 'COLLAPSED', 'METHOD_COLORS', 'mask_kl', 'mask_prior',
-           'masked_mean', 'validity_penalty', 'LossContext', 'stacked_outcome', 'carma_loss', 'StackedMLP', 'aligned',
-           'stacked_training', 'Recipe', 'get_recipe', 'TrainingState', 'candidate_seed', 'TrainingPlan', 'main_phase',
-           'served_masks', 'training_scores', 'TrainingCollapsed', 'train_carma_seeds', 'train_carma', 'plot_shifts',
-           'plot_feature_use']
+           'masked_mean', 'validity_penalty', 'LossContext', 'stacked_outcome', 'Batch', 'carma_loss', 'StackedMLP',
+           'aligned', 'stacked_training', 'Recipe', 'get_recipe', 'TrainingState', 'candidate_seed', 'TrainingPlan',
+           'main_phase', 'served_masks', 'training_scores', 'TrainingCollapsed', 'CarmaOptions', 'train_carma_seeds',
+           'train_carma', 'plot_shifts', 'plot_feature_use']
 
 # %% ../nbs/08_training.ipynb #86c05edc
 DAMPING = 10.0       # c of the modified differential method of multipliers
@@ -100,15 +100,21 @@ def stacked_outcome(ctx: LossContext, action_net, # the action networks: (S, b, 
     cost = ctx.problem.cost(xb.flatten(0, 1), x_cf, a.flatten(0, 1), ctx.weights).view(S, b)
     return cost, ctx.clf.logits(x_cf, check=False).view(S, b)
 
+class Batch(NamedTuple):
+    "One stacked batch of people for `carma_loss`."
+    x: torch.Tensor                    # (S, b, D) people
+    z: torch.Tensor                    # (S, b, D·d_z) their latents
+    keep: torch.Tensor | None = None   # (b,) 1 on real people, 0 on padding
+    u: torch.Tensor | None = None      # (S, b, D) uniform draws for the Gumbel sample (default: fresh)
+
 def carma_loss(ctx: LossContext, mask_net, action_net, # the networks: (S, b, ·) → (S, b, ·)
-               xb: torch.Tensor, zb: torch.Tensor, # (S, b, D) people and (S, b, D·d_z) their latents
+               batch: Batch, # the people
                lam: torch.Tensor, # (S,) multipliers
-               keep: torch.Tensor | None = None, # (b,) 1 on real people, 0 on padding
-               u: torch.Tensor | None = None, # (S, b, D) uniform draws for the Gumbel sample (default: fresh)
                # (S, b, D) fixed masks instead of sampled ones (no mask term then)
                a: torch.Tensor | None = None,
               ) -> tuple[torch.Tensor, torch.Tensor]:
     "CARMA's loss per stacked model (S,) and its parts (4, S): cost, mask term, hinge, share valid."
+    xb, zb, keep, u = batch
     kl = torch.zeros(xb.shape[0])
     if a is None:
         logits = mask_net(zb).unflatten(-1, (xb.shape[-1], 2))
@@ -163,7 +169,7 @@ def stacked_training(
                      n_people: int, # people in the training set
                      gens: list[torch.Generator], # one generator per model: its batch order
                      hp: dict, # lr, epochs, batch
-                     desc: str, verbose: bool = True,
+                     desc: str | None = None, # the progress bar's label (None: no bar)
                      lam0: torch.Tensor | None = None, # starting multipliers (S,); default zeros
                     ) -> dict:
     ("The loop every stacked trainer shares: per-model batch orders, Adam, one multiplier λ per model; "
@@ -173,7 +179,7 @@ def stacked_training(
     opt = torch.optim.Adam(params, lr=hp['lr'], weight_decay=WEIGHT_DECAY, foreach=False, fused=False)
     lam = torch.zeros(S) if lam0 is None else lam0.clone()
     curves = {k: [] for k in ('cost', 'kl', 'hinge', 'lambda', 'valid')}
-    for _ in progress(range(hp['epochs']), desc=f'{desc} ×{S}', disable=None if verbose else True):
+    for _ in progress(range(hp['epochs']), desc=f'{desc} ×{S}', disable=None if desc else True):
         sums = torch.zeros(4, S)
         perms = torch.stack([torch.randperm(n_people, generator=g) for g in gens])
         for k in range(0, n_people, hp['batch']):
@@ -249,8 +255,7 @@ class TrainingState:
     hp: dict                    # the hyperparameters
     recipe: Recipe
     curves: dict                # per-epoch curves (epochs, S), extended by every phase
-    desc: str = 'CARMA'
-    verbose: bool = True
+    desc: str | None = 'CARMA'  # the progress bars' label (None: no bars)
 
 def candidate_seed(seed: int, r: int) -> int:
     "The random seed of candidate r of `seed`: candidate 0 is the seed itself (one: plain training)."
@@ -283,7 +288,7 @@ def _training_state(plan: TrainingPlan, seeds: list[int], verbose: bool) -> Trai
                       limits=shift_limits(scm, (lo, hi), dz))
     return TrainingState(ctx, StackedMLP([D * dz, *hp['mask_hidden'], 2 * D], gens),
                          StackedMLP([D * dz + D, *hp['action_hidden'], D * dz], gens), x, z, gens, hp, recipe,
-                         {}, f'CARMA {scm.name}', verbose)
+                         {}, f'CARMA {scm.name}' if verbose else None)
 
 def main_phase(st: TrainingState) -> dict:
     ("The paper's training loop over the stacked models: Gumbel masks, the loss of this chapter, Adam; "
@@ -291,9 +296,9 @@ def main_phase(st: TrainingState) -> dict:
     D = st.x.shape[1]
     def step(idx, lam, keep):
         u = torch.stack([torch.rand(idx.shape[1], D, generator=g) for g in st.gens])
-        return carma_loss(st.ctx, st.mask_net, st.action_net, st.x[idx], st.z[idx], lam, keep, u=u)
+        return carma_loss(st.ctx, st.mask_net, st.action_net, Batch(st.x[idx], st.z[idx], keep, u), lam)
     params = [*st.mask_net.parameters(), *st.action_net.parameters()]
-    return stacked_training(step, params, len(st.x), st.gens, st.hp, st.desc, st.verbose)
+    return stacked_training(step, params, len(st.x), st.gens, st.hp, st.desc)
 
 # %% ../nbs/08_training.ipynb #5515094f
 def served_masks(mask_net: StackedMLP, z: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -309,8 +314,8 @@ def training_scores(st: TrainingState) -> tuple[torch.Tensor, torch.Tensor]:
     S = len(st.gens)
     with torch.no_grad():
         a = served_masks(st.mask_net, z, st.ctx.act)
-        _, parts = carma_loss(st.ctx, None, st.action_net, x.expand(S, *x.shape), z.expand(S, *z.shape),
-                              torch.zeros(S), keep, a=a)
+        _, parts = carma_loss(st.ctx, None, st.action_net, Batch(x.expand(S, *x.shape), z.expand(S, *z.shape),
+                              keep), torch.zeros(S), a=a)
     return parts[0] + 1 - parts[3], parts[3]
 
 @one_thread()   # models must not depend on the caller's thread count (chapter 0)
@@ -345,17 +350,23 @@ COLLAPSED = 0.5
 class TrainingCollapsed(UserWarning):
     "A trained model that helps too few of its own training people (see `COLLAPSED`)."
 
-def _plan(scm, clf, causal_model, pool, recipe, settings: dict) -> TrainingPlan:
-    "The checked `TrainingPlan` of a trainer call; `settings`: its hparams, profile and weights."
-    scm, hparams, weights = get_scm(scm), settings['hparams'] or {}, settings['weights']
+@dataclass(frozen=True)
+class CarmaOptions(TrainOptions):
+    "`TrainOptions` for CARMA: also its recipe and the population's preference weights."
+    recipe: Recipe | str = 'paper'   # the paper's procedure, or chapter 9's 'improved'
+    weights: object = None           # preference weights (chapter 10): the weighted Table-5 row and prior
+
+def _plan(scm, clf, causal_model, pool, o: CarmaOptions) -> TrainingPlan:
+    "The checked `TrainingPlan` of a trainer call."
+    scm, hparams, weights = get_scm(scm), o.hparams or {}, o.weights
     for what, m in (('classifier', clf), ('causal model', causal_model)):
         if getattr(m, 'scm', None) != scm.name:
             raise ValueError(f"the {what} was trained for {getattr(m, 'scm', None)!r}, not {scm.name!r}")
     pool = resolve_pool(scm, pool, 'recourse')
     variant = 'vaca' if type(causal_model).__name__ == 'VACA' else 'weighted' if weights is not None else None
-    hp, frac = carma_hparams(scm, variant, **hparams), get_profile(settings['profile']).carma_epoch_frac
+    hp, frac = carma_hparams(scm, variant, **hparams), get_profile(o.profile).carma_epoch_frac
     if 'epochs' not in hparams: hp['epochs'] = max(1, round(hp['epochs'] * frac))
-    recipe = _check_phases(get_recipe(recipe, scm.name, variant).scaled(frac))
+    recipe = _check_phases(get_recipe(o.recipe, scm.name, variant).scaled(frac))
     w = as_weights(scm, weights)
     cfg = {'kind': 'carma', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hp': hp, 'recipe': recipe.config(),
            'prior': 'preference' if weights is not None else 'uniform', 'weights': w.tolist(),
@@ -370,32 +381,26 @@ def train_carma_seeds(scm: SCM | str, # the SCM
                       # the recourse pool (default: make_pools(scm).recourse)
                       pool: Pool | Pools | None = None,
                       seeds=(0,), # one model per seed; the missing ones are trained together
-                      # how to train: the paper's procedure, or chapter 9's 'improved'
-                      recipe: Recipe | str = 'paper',
-                      hparams: dict | None = None, # overrides of the Table-5 hyperparameters (carma_hparams)
-                      profile: str | Profile | None = None, # scales the epochs (paper: Table 5's)
-                      # preference weights (chapter 10): the weighted Table-5 row and the preference prior
-                      weights=None,
-                      cache: bool = True, verbose: bool = True) -> list[CARMA]:
+                      # recipe, hyperparameters (overrides of Table 5's), profile, weights, cache, progress
+                      options: CarmaOptions | None = None,
+                     ) -> list[CARMA]:
     "CARMA models for several seeds: cached ones are loaded, the others trained at once as a stack."
-    seeds = check_seeds(seeds)
-    plan = _plan(scm, clf, causal_model, pool, recipe,
-                 {'hparams': hparams, 'profile': profile, 'weights': weights})
+    seeds, o = check_seeds(seeds), as_options(options, CarmaOptions)
+    plan = _plan(scm, clf, causal_model, pool, o)
     def fit(todo):
-        return _fit_carma_seeds(_training_state(plan, [seeds[i] for i in todo], verbose),
+        return _fit_carma_seeds(_training_state(plan, [seeds[i] for i in todo], o.verbose),
                                 [seeds[i] for i in todo], plan.pool)
-    cks = cached_stack('carma', [{**plan.config, 'seed': s} for s in seeds], fit, cache)
+    cks = cached_stack('carma', [{**plan.config, 'seed': s} for s in seeds], fit, o.cache)
     models = [carma_from_checkpoint(ck, causal_model, clf, plan.recipe.idle_tol) for ck in cks]
     for s, m in zip(seeds, models): _warn_collapse(m, s)
     return models
 
 def train_carma(scm: SCM | str, clf: Classifier, causal_model, pool: Pool | Pools | None = None,
                 seed: int = 0,
-                **kwargs,
-                # any keyword of `train_carma_seeds`: recipe, hparams, profile, weights, cache, verbose
+                **options, # any field of `CarmaOptions`: recipe, hparams, profile, weights, cache, verbose
                ) -> CARMA:
     "Train (or fetch from the cache) CARMA for `scm` and one seed (see `train_carma_seeds`)."
-    return train_carma_seeds(scm, clf, causal_model, pool, [seed], **kwargs)[0]
+    return train_carma_seeds(scm, clf, causal_model, pool, [seed], CarmaOptions(**options))[0]
 
 def _warn_collapse(model: CARMA, seed: int):
     ("Warn, naming the seed and what to try, when a model's coverage on its own training people is below "

@@ -7,12 +7,11 @@
 # > The plumbing every chapter shares, so that no chapter writes it twice.
 #
 # A reproduction is only as trustworthy as its bookkeeping. Before we touch a causal model we settle,
-# once for every chapter: how much work a run does (**profiles**: one switch, the same code path, only
-# the numbers change), where randomness comes from (**seeds**, one thread), where results go (**figures
-# and tables**, written **atomically**, and never over a committed figure by a test run), how a trained
-# model travels (**checkpoints** read with `weights_only=True`, so loading never runs code), how it is
-# trained only once (a **model cache** keyed by the full configuration, safe when two notebooks want the
-# same model at once), and how bad input is refused (**feature matrices** and **hyperparameters**).
+# once for every chapter: how much work a run does (**profiles**: one switch, the same code path), where
+# randomness comes from (**seeds**, one thread), where results go (**figures and tables**, written
+# **atomically**), how a trained model travels (**checkpoints** read with `weights_only=True`, so loading
+# never runs code), how it is trained only once (a **model cache** keyed by the full configuration, safe
+# when two notebooks want the same model at once), and how bad input is refused.
 
 # %%
 #| export
@@ -46,10 +45,9 @@ from fastcore.test import test_eq, test_fail, test_close, test_ne
 # A `Profile` is a frozen record of the knobs that make a run expensive. `paper` holds the paper's
 # settings (classifier 500 epochs, chapter 3; flow 1000, chapter 4; VACA 300, chapter 11; CARMA's
 # per-SCM epochs of the paper's Table 5, chapter 7; 10 seeds). `quick` shrinks what is slow so the
-# course runs in minutes under test, but keeps the classifier's 500 epochs: it trains in seconds, and
-# at 60 epochs plain SGD leaves loan's at 78 % accuracy instead of 90 % (chapter 3), a different
-# decision-maker for every later chapter. The active profile is the argument, else `$CARMA_PROFILE`,
-# else `quick` under `nbdev_test` (which sets `IN_TEST`) and `paper` when a person runs the chapter.
+# course runs in minutes under test, but keeps the classifier's 500 epochs (in seconds; at 60, loan's
+# is 78 % accurate instead of 90 %, chapter 3: another decision-maker). The active profile is the
+# argument, else `$CARMA_PROFILE`, else `quick` under `nbdev_test` (it sets `IN_TEST`), else `paper`.
 
 # %%
 #| export
@@ -118,12 +116,11 @@ test_fail(lambda: seed_everything(-1), contains='non-negative integer')
 
 # %% [markdown]
 # A seed is not the whole story. The number of threads torch splits a computation over changes the
-# order of its floating-point sums, and so the last digits of every gradient step: the same loan
-# classifier trained on one thread and on two drifts apart until, after hundreds of epochs, a few people
-# sit on different sides of its decision boundary. So every trainer runs on **one thread**, whatever the
-# caller set, and a model depends only on its configuration. The flow, the one trainer with large
-# batches, pays for it: about 10 s for loan's at the paper's settings (`benchmarks/RESULTS.md`).
-# `one_thread` also works as a decorator, and restores the count after an error (`tests/test_core.py`).
+# order of its floating-point sums, and so the last digits of every gradient step: the same classifier
+# trained on one thread and on two drifts apart until a few people sit on different sides of its
+# decision boundary. So every trainer runs on **one thread**, and a model depends only on its
+# configuration (the flow, with large batches, pays about 10 s at the paper's settings:
+# `benchmarks/RESULTS.md`). `one_thread` is also a decorator, and restores the count after an error.
 
 # %%
 #| export
@@ -145,8 +142,7 @@ test_eq(torch.get_num_threads(), n0)                      # the caller's count i
 # %% [markdown]
 # ## Progress bars
 #
-# Long loops (training epochs, the oracle's chunks) show a `tqdm` bar. `CARMA_QUIET=1` silences every
-# bar at once, and each call can be silenced with `disable=True`.
+# Long loops (training epochs, the oracle's chunks) show a `tqdm` bar; `CARMA_QUIET=1` silences all.
 
 # %%
 #| export
@@ -167,11 +163,10 @@ test_eq(sum(progress(range(5), disable=True)), 10)
 # %% [markdown]
 # ## Where things go
 #
-# Figures, tables and the model cache are found relative to the project: the `CARMA_HOME` environment
-# variable if set, else the nearest folder above the working directory that holds the project's
-# `settings.ini` (so a chapter run from `nbs/` writes to the repository's `figures/`), else the working
-# directory (a user who `pip install`ed the library). `CARMA_FIGURE_DIR` and `CARMA_CACHE` redirect the
-# figures and the cache (`carma-nb reproduce --out DIR` sets the first); `tests/test_core.py` checks them.
+# Figures, tables and the model cache are found relative to the project: `$CARMA_HOME` if set, else the
+# nearest folder above the working directory that holds the project's `settings.ini` (a chapter run from
+# `nbs/` writes to the repository's `figures/`), else the working directory (a `pip install`ed library).
+# `CARMA_FIGURE_DIR` and `CARMA_CACHE` redirect the figures and the cache (`tests/test_core.py`).
 
 # %%
 #| export
@@ -344,9 +339,8 @@ def save_checkpoint(path: str | Path, # destination file (parents are created)
 
 
 # %% [markdown]
-# Loading checks what it can: that the file exists, that it is one of ours, and that it matches what
-# the caller expects. Passing `expect={'scm': 'loan'}` turns "I loaded the triangle model by mistake"
-# into an error that says so, instead of silently wrong recommendations.
+# Loading checks that the file exists, that it is one of ours, and that it matches what the caller
+# expects: `expect={'scm': 'loan'}` turns "I loaded the triangle model by mistake" into an error.
 
 # %%
 #| export
@@ -381,12 +375,10 @@ with tempfile.TemporaryDirectory() as d:
 
 
 # %% [markdown]
-# A checkpoint that loads is not yet a model that works. A file missing one weight, or holding a NaN,
-# would give a network that runs and answers — wrongly: PyTorch's `load_state_dict(strict=False)` keeps
-# the random initial value of a missing layer, and a NaN weight silently makes every output NaN. So
-# every model of the package is filled by `load_weights`, which refuses the file unless each tensor the
-# model needs is there, with its shape and dtype, with finite values, and nothing unknown is left over.
-# `tests/test_core.py` tries each kind of damage; here, a missing tensor.
+# A checkpoint that loads is not yet a model that works: `load_state_dict(strict=False)` keeps the random
+# initial value of a missing layer, and a NaN weight makes every output NaN. So every model of the
+# package is filled by `load_weights`, which refuses the file unless each tensor the model needs is there,
+# with its shape, dtype and finite values, and nothing unknown is left over (here: a missing tensor).
 
 # %%
 #| export
@@ -433,10 +425,9 @@ test_fail(lambda: load_weights(lin, {'weight': good['weight']}, 'm.pt'),
 # the model up by a hash of its **full** configuration (SCM, hyperparameters, seed, profile numbers):
 # change anything and it is a different model.
 #
-# Two notebooks run in parallel under `nbdev_test` may ask for the same model at once. An exclusive
-# `fcntl.flock` on a per-model lock file makes the second wait while the first trains, then read the
-# finished file. The order matters: "is the model there?" must be asked again *after* taking the lock;
-# asked only before, both processes see it missing, queue at the lock, and train it one after the other.
+# Two notebooks run in parallel may ask for the same model at once. An exclusive `fcntl.flock` on a
+# per-model lock file makes the second wait while the first trains, then read the finished file. "Is the
+# model there?" must be asked again *after* taking the lock; else both train it, one after the other.
 
 # %%
 #| export
@@ -473,13 +464,11 @@ test_ne(config_key({'a': 1}), config_key({'a': 2}))
 # ### Orphaned temporary files
 #
 # `atomic_write` deletes its temporary file when the block fails, but a process killed outright
-# (`kill -9`, a worker dying with its parent, chapter 14) leaves its `.<name>.XXXXXXXX.tmp` behind for
-# good. Whoever merely sees such a file may not delete it: its writer may still be writing. But every
-# writer of a cached model holds that model's lock, so whoever holds the lock knows that every temporary
-# file of the model is an orphan, and the cache removes them right after taking it. The match is exact
-# (`.<name>.`, mkstemp's 8 random characters, `.tmp`): another file's temporary file, whose writer may be
-# alive, is never touched. `tests/test_core.py` kills a writer mid-write and checks that the next run
-# removes its file, and only its file.
+# (`kill -9`, a worker dying with its parent, chapter 14) leaves its `.<name>.XXXXXXXX.tmp` behind. Whoever
+# merely sees such a file may not delete it: its writer may still be writing. But every writer of a cached
+# model holds that model's lock, so whoever holds the lock knows every temporary file of the model is an
+# orphan, and removes them. The match is exact (`.<name>.`, mkstemp's 8 random characters, `.tmp`):
+# another file's temporary file is never touched (`tests/test_core.py` kills a writer mid-write).
 
 # %%
 #| export
@@ -555,14 +544,30 @@ def cached_stack(kind: str, # model-cache folder
     if cache: return cached_checkpoints(kind, cfgs, fit_missing)
     return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
 
+@dataclass(frozen=True)
+class TrainOptions:
+    "How a recourse model is trained and kept (the trainers of chapters 8 and 12 take one)."
+    hparams: dict | None = None            # overrides of the method's hyperparameters
+    profile: str | Profile | None = None   # scales the epochs (`get_profile`)
+    cache: bool = True                     # load and store the models in the model cache
+    verbose: bool = True                   # progress bars
+
+def as_options(options, kind: type = TrainOptions):
+    "`options` checked to be a `kind` whose hparams is a dict or None (None: the defaults)."
+    if options is None: return kind()
+    if not isinstance(options, kind) or not isinstance(options.hparams, (dict, type(None))):
+        raise TypeError(f"options must be a {kind.__name__} whose hparams is a dict, e.g. {kind.__name__}"
+                        f"(hparams={{'epochs': 3}}, verbose=False); got {options!r}")
+    return options
+
 
 # %% [markdown]
 # A *stack* of models trained together (chapter 8 trains all the seeds of CARMA in one go) takes the
 # locks of all its missing models before asking again which are missing. Two stacks that share models
-# would deadlock if each took its locks in its own order (A holds seed 0 and waits for seed 1, B the
-# reverse); `file_locks` takes them sorted by path, so the stack that gets the first shared lock gets
-# them all. Below, two threads ask at once for overlapping stacks listed in different orders: every
-# model is trained once, and both get the same weights (`tests/test_core.py` does it with processes).
+# would deadlock if each took its locks in its own order; `file_locks` takes them sorted by path, so the
+# stack that gets the first shared lock gets them all. Below, two threads ask at once for overlapping
+# stacks in different orders: every model is trained once, and both get the same weights. A recourse
+# model's trainer (chapters 8 and 12) is told how to train and keep its models by one `TrainOptions`.
 
 # %%
 import threading, time
@@ -578,6 +583,7 @@ with tempfile.TemporaryDirectory() as d:
     for t in threads: t.join()
     test_eq(sorted(trained), [0, 1, 2])                      # each model trained once, nobody deadlocked
     test_eq(got[0, 1][1].state_dict['weight'], got[2, 1, 0][1].state_dict['weight'])   # seed 1, shared
+test_fail(lambda: as_options({'epochs': 3}), contains='options must be a TrainOptions')
 
 
 # %% [markdown]
@@ -629,12 +635,11 @@ test_fail(lambda: as_features(torch.tensor([[0., float('nan')]]), 2),
 # %% [markdown]
 # ## Checking hyperparameters
 #
-# A trainer should refuse a bad setting before it trains, not fail a minute later or — worse — train
-# something else than what was asked (`epochs=2.5` run as 2, `hidden=[0]` a network with an empty
-# layer). Every trainer checks each argument with one of these, so one rule holds everywhere: counts are
-# **whole numbers** (an int, or a float without a fraction, as Optuna or JSON may give), rates and scales
-# **finite positive numbers**, seeds whole numbers **≥ 0**, layer widths whole numbers ≥ 1; strings and
-# booleans are never numbers here. `tests/test_core.py` tries each rule on a list of bad values.
+# A trainer should refuse a bad setting before it trains, not fail a minute later or train something
+# else than what was asked (`epochs=2.5` run as 2, `hidden=[0]` an empty layer). Every trainer checks each
+# argument with one of these: counts are **whole numbers** (an int, or a float without a fraction, as
+# Optuna or JSON may give), rates and scales **finite positive numbers**, seeds whole numbers **≥ 0**,
+# layer widths whole numbers ≥ 1; strings and booleans are never numbers (`tests/test_core.py`).
 
 # %%
 #| export

@@ -379,14 +379,14 @@ def evaluate_recourse(problem: RecourseProblem, # the shared problem (cost, acti
         cost = torch.where(found, problem.cost(x, values, mask, weights), torch.nan)
     covered, valid = (p_model >= 0.5) & found, (p_true >= 0.5) & found
     shift = (x_cf - x) * mask
-    return RecourseReport(_metrics(x, mask, found, cost, covered, valid, p_model, p_true),
+    return RecourseReport(_metrics(mask, found, cost, (covered, valid), (p_model, p_true)),
                           _per_feature(scm, mask, found, shift), valid, covered, cost, shift, mask)
 
-def _metrics(x, mask, found, cost, covered, valid, p_model, p_true) -> dict:
+def _metrics(mask, found, cost, reached: tuple, probs: tuple) -> dict:
     "The Table-1 row: means over the people with an action (shares over everybody)."
-    n, any_ = max(len(x), 1), bool(found.any())
+    (covered, valid), (p_model, p_true), n, any_ = reached, probs, max(len(mask), 1), bool(found.any())
     mean = lambda v: float(v[found].float().mean()) if any_ else float('nan')
-    return {'people': len(x), 'found': int(found.sum()), 'cost x100': mean(cost) * 100,
+    return {'people': len(mask), 'found': int(found.sum()), 'cost x100': mean(cost) * 100,
             'coverage %': float(covered.sum() / n * 100), 'validity %': float(valid.sum() / n * 100),
             'acts': mean(mask.sum(1)), 'prob': mean(p_model), 'prob (true SCM)': mean(p_true)}
 

@@ -54,7 +54,7 @@ import torch
 from carma_nb.classifier import train_classifier
 from carma_nb.core import as_features, cached_checkpoint, check_whole, get_profile, progress
 from carma_nb.data import Pools, make_pools
-from carma_nb.recourse import (Recommendation, RecourseProblem, as_weights, evaluate_recourse,
+from carma_nb.recourse import (Recommendation, RecourseProblem, evaluate_recourse,
                                recourse_problem, rejected)
 from carma_nb.scm import SCM, SCM_NAMES, _propagate, get_scm
 
@@ -234,12 +234,12 @@ def _candidates(scm: SCM, bins: int) -> _Candidates:
     mask = torch.zeros(len(levels), scm.n_features, dtype=torch.bool); mask[:, scm.actionable] = on
     return _Candidates(levels, on, (levels - 1).clamp(min=0), mask, on.sum(1))
 
-def _cost_terms(problem: RecourseProblem, x: torch.Tensor, grids: torch.Tensor, w: torch.Tensor):
+def _cost_terms(problem: RecourseProblem, x: torch.Tensor, grids: torch.Tensor):
     "(P, K, bins): the cost term of each (person, actionable feature, grid level); a candidate sums its own."
     act, K = problem.scm.actionable, len(problem.scm.actionable)
     zx = problem.standardise(x)[:, act]
     zg = (grids - problem.mean[act, None]) / problem.std[act, None]
-    return w[act, None] * (zx[..., None] - zg) ** 2 / problem.ranges[act, None] / K
+    return problem.weights[act, None] * (zx[..., None] - zg) ** 2 / problem.ranges[act, None] / K
 
 def _better(cost, nfeat, idx, best_cost, best_nfeat, best_idx):
     "Lexicographic (cost, number of features, index) comparison, elementwise on tensors."
@@ -312,7 +312,7 @@ def _row_bytes(scm: SCM, clf) -> int:
     hidden = sum(getattr(clf, 'hidden', ()) or (0,))
     return 4 * (6 * scm.n_features + 2 * hidden + 10)
 
-def _oracle_answer(problem: RecourseProblem, clf, x, grids, cands: _Candidates, best: _Best, w):
+def _oracle_answer(problem: RecourseProblem, clf, x, grids, cands: _Candidates, best: _Best):
     "The chosen actions as an `OracleResult`: masks, values, counterfactuals, probabilities, costs."
     scm, P, kidx = problem.scm, len(x), torch.arange(len(problem.scm.actionable))
     act, found = scm.actionable, torch.isfinite(best.cost)
@@ -322,7 +322,7 @@ def _oracle_answer(problem: RecourseProblem, clf, x, grids, cands: _Candidates, 
     picked = grids[torch.arange(P)[:, None], kidx[None, :], (sel - 1).clamp(min=0)]
     values[:, act] = torch.where(mask[:, act], picked, x[:, act])
     x_cf = scm.counterfactual(x, mask, values)
-    cost = problem.cost(x, values, mask, w)                                     # the shared definition
+    cost = problem.cost(x, values, mask)                                        # the shared definition
     return OracleResult(mask, values, x_cf, clf.predict_proba(x_cf), found, clf.predict_proba(x) >= 0.5,
                         torch.where(found, cost, math.nan), torch.where(found, best.index, -1))
 
@@ -330,17 +330,16 @@ def oracle_recourse(problem: RecourseProblem | SCM | str, # the recourse problem
                     clf, # the frozen classifier (predict_proba on raw features)
                     x: torch.Tensor, # (P, D) raw features of the people to serve
                     bins: int | None = None, # grid size per feature (default: 15 for loan, 25 otherwise)
-                    weights=None, # preference weights (default: the problem's)
                     max_memory: float = 1e8, # bytes of working memory per block (also the fastest size here)
                     # True: each person's cheapest candidates first, in rounds, until the answer is sure
                     early_exit: bool = True,
                     verbose: bool = True) -> OracleResult:
-    "The combinatorial causal oracle, batched over people and candidates."
+    ("The combinatorial causal oracle, batched over people and candidates; costs weigh features by the "
+     "problem's preference weights (a weighted problem: `recourse_problem(scm, pools, weights)`).")
     problem = problem if isinstance(problem, RecourseProblem) else recourse_problem(problem)
     scm = problem.scm
     x = as_features(x, scm.n_features, 'x', scm.names)
     bins = oracle_bins(scm) if bins is None else _check_bins(bins)
-    w = problem.weights if weights is None else as_weights(scm, weights)
     if not max_memory > 0:
         raise ValueError(f"max_memory must be a positive number of bytes, e.g. 1e8; got {max_memory}")
     cands, P = _candidates(scm, bins), len(x)
@@ -356,11 +355,11 @@ def oracle_recourse(problem: RecourseProblem | SCM | str, # the recourse problem
         u = scm.abduct(x)                                                       # each person's noise, once
         for p0, c0 in progress(blocks, desc=f'oracle {scm.name}', disable=None if verbose else True):
             ps, cs = slice(p0, p0 + people_block), slice(c0, c0 + cand_block)
-            people = (x[ps], u[ps], grids[ps], _all_costs(_cost_terms(problem, x[ps], grids[ps], w))[:, cs])
+            people = (x[ps], u[ps], grids[ps], _all_costs(_cost_terms(problem, x[ps], grids[ps]))[:, cs])
             found = (_early_exit(scm, clf, people, cands, rows) if early_exit
                      else _Best(*_search_block(scm, clf, people, cands, torch.arange(C)[cs])))
             best.merge(ps, found.cost, found.nfeat, found.index)
-        return _oracle_answer(problem, clf, x, grids, cands, best, w)
+        return _oracle_answer(problem, clf, x, grids, cands, best)
 
 
 # %% [markdown]

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from carma_nb.training import train_carma_seeds
+from carma_nb.training import CarmaOptions, train_carma_seeds
 from carma_nb.core import (TRAINER_VERSION, as_features, check_seed,
                            check_widths, get_profile, one_thread, progress)
 from carma_nb.data import Pool, Pools, StandardScaler, make_pools, resolve_pool, split_id
@@ -428,7 +428,8 @@ def causal_model_comparison(profile=None, # seeds, epochs and people from the pr
     flow, vaca = (fit('loan', ref.pools.causal, p, verbose=False) for fit in (fit_flow, fit_vaca))
     rows, seeds = [], range(seed0, seed0 + p.seeds)
     for name, cm in (('flow', flow), ('VACA', vaca)):
-        carmas = train_carma_seeds('loan', ref.clf, cm, ref.pools.recourse, seeds, profile=p, verbose=verbose)
+        carmas = train_carma_seeds('loan', ref.clf, cm, ref.pools.recourse, seeds,
+                                   CarmaOptions(profile=p, verbose=verbose))
         for s, m in zip(seeds, carmas):
             met = evaluate_recourse(ref.problem, ref.clf, ref.people, m.recommend(ref.people)).metrics
             t = time_per_person(m.recommend, ref.people, single=50)

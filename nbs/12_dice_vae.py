@@ -50,11 +50,11 @@ import torch
 from torch import nn
 
 from carma_nb.carma import mlp
-from carma_nb.training import (METHOD_COLORS, StackedMLP, masked_mean, stacked_training,
+from carma_nb.training import (METHOD_COLORS, CarmaOptions, StackedMLP, masked_mean, stacked_training,
                                train_carma_seeds, validity_penalty)
 from carma_nb.classifier import Classifier
-from carma_nb.core import (TRAINER_VERSION, as_features, cached_stack, check_positive, check_seed,
-                           check_seeds, check_whole, get_profile, load_weights, one_thread)
+from carma_nb.core import (TRAINER_VERSION, TrainOptions, as_features, as_options, cached_stack, check_positive,
+                           check_seed, check_seeds, check_whole, get_profile, load_weights, one_thread)
 from carma_nb.data import Pool, Pools, resolve_pool, split_id
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import oracle_reference
@@ -274,7 +274,7 @@ def _fit_dice_seeds(problem: RecourseProblem, clf: Classifier, pool: Pool, hp: d
         noise = torch.stack([torch.randn(idx.shape[1], D, generator=g) for g in gens])
         return dice_loss(problem, clf, xb, dice_edit(enc, dec, problem, xb, noise), hp['margin'], lam, keep)
     curves = stacked_training(step, [*enc.parameters(), *dec.parameters()], len(x), gens, hp,
-                              f'DiCE-VAE {problem.scm.name}', verbose)
+                              f'DiCE-VAE {problem.scm.name}' if verbose else None)
     seconds = torch.tensor((time.perf_counter() - t0) / len(seeds))
     act = actionable_mask(problem.scm)
     return [({**enc.member(s, 'encoder'), **dec.member(s, 'decoder'), 'actionable': act}, None,
@@ -295,28 +295,28 @@ def train_dice_vae_seeds(scm: SCM | str, # the SCM
                          clf: Classifier, # its frozen classifier
                          pool: Pool | Pools | None = None, # recourse pool (default: make_pools(scm).recourse)
                          seeds=(0,), # one model per seed; the missing ones are trained together
-                         hparams: dict | None = None, # overrides of dice_hparams
-                         profile=None, # scales the epochs (paper: Table 4)
-                         cache: bool = True, verbose: bool = True) -> list[DiceVAE]:
+                         # overrides of dice_hparams, the profile (it scales Table 4's epochs), cache, progress
+                         options: TrainOptions | None = None,
+                        ) -> list[DiceVAE]:
     "DiCE-VAE baselines for several seeds, trained on the rejected recourse-training people (paper Table 4)."
-    scm = get_scm(scm)
+    scm, o = get_scm(scm), as_options(options)
     if clf.scm != scm.name: raise ValueError(f"the classifier was trained for {clf.scm!r}, not {scm.name!r}")
     seeds = check_seeds(seeds)
     pool = resolve_pool(scm, pool, 'recourse')
-    hp = dice_hparams(scm, **(hparams or {}))
-    if 'epochs' not in (hparams or {}):                            # the profile scales the paper's epochs
-        hp['epochs'] = max(1, round(hp['epochs'] * get_profile(profile).carma_epoch_frac))
+    hp = dice_hparams(scm, **(o.hparams or {}))
+    if 'epochs' not in (o.hparams or {}):                          # the profile scales the paper's epochs
+        hp['epochs'] = max(1, round(hp['epochs'] * get_profile(o.profile).carma_epoch_frac))
     problem = recourse_problem(scm, pool)
     cfgs = [{'kind': 'dice-vae', 'trainer': TRAINER_VERSION, 'scm': scm.name, 'hp': hp, 'seed': s,
              'train': split_id(pool.train), 'classifier': getattr(clf, 'config', None)} for s in seeds]
-    fit = lambda todo: _fit_dice_seeds(problem, clf, pool, hp, [seeds[i] for i in todo], verbose)
-    return [_dice_from_checkpoint(ck, problem, clf) for ck in cached_stack('dice-vae', cfgs, fit, cache)]
+    fit = lambda todo: _fit_dice_seeds(problem, clf, pool, hp, [seeds[i] for i in todo], o.verbose)
+    return [_dice_from_checkpoint(ck, problem, clf) for ck in cached_stack('dice-vae', cfgs, fit, o.cache)]
 
-def train_dice_vae(scm: SCM | str, clf: Classifier, pool: Pool | Pools | None = None,
-                   hparams: dict | None = None, profile=None, seed: int = 0,
-                   cache: bool = True, verbose: bool = True) -> DiceVAE:
-    "Train (or fetch from the cache) one DiCE-VAE (see `train_dice_vae_seeds`; same arguments, one seed)."
-    return train_dice_vae_seeds(scm, clf, pool, [check_seed(seed)], hparams, profile, cache, verbose)[0]
+def train_dice_vae(scm: SCM | str, clf: Classifier, pool: Pool | Pools | None = None, seed: int = 0,
+                   **options, # any field of chapter 0's `TrainOptions`: hparams, profile, cache, verbose
+                  ) -> DiceVAE:
+    "Train (or fetch from the cache) one DiCE-VAE (see `train_dice_vae_seeds`)."
+    return train_dice_vae_seeds(scm, clf, pool, [check_seed(seed)], TrainOptions(**options))[0]
 
 
 # %% [markdown]
@@ -345,9 +345,9 @@ test_eq((rec.values != ref.people)[:, loan.immutable + [loan.index('duration')]]
 test_eq(dice.recommend(ref.people[:20]).values, dice.recommend(ref.people[:20]).values)
 ok = ref.pools.recourse.test.x[ref.clf.predict_proba(ref.pools.recourse.test.x) >= 0.5][:3]
 test_eq(dice.recommend(ok).values, ok); test_eq(dice.recommend(ok).mask.any(), torch.tensor(False))
-quiet = dict(cache=False, verbose=False)
-alone = train_dice_vae('loan', ref.clf, ref.pools.recourse, {'epochs': 2}, seed=1, **quiet)
-both = train_dice_vae_seeds('loan', ref.clf, ref.pools.recourse, [0, 1], {'epochs': 2}, **quiet)
+few = TrainOptions(hparams={'epochs': 2}, cache=False, verbose=False)
+alone = train_dice_vae('loan', ref.clf, ref.pools.recourse, seed=1, **vars(few))     # its keywords
+both = train_dice_vae_seeds('loan', ref.clf, ref.pools.recourse, [0, 1], few)
 for k, v in alone.state_dict().items():
     if k.startswith(('encoder', 'decoder')): test_close(both[1].state_dict()[k], v, eps=1e-5)
 test_fail(lambda: dice.recommend(torch.zeros(2, 3)), contains='3 columns but 7 features')
@@ -393,8 +393,9 @@ def _scm_row(name: str, p, seeds: range, verbose: bool) -> tuple[dict, dict]:
     ref = oracle_reference(name, p)
     flow = fit_flow(name, ref.pools.causal, p, verbose=False)
     pool = ref.pools.recourse
-    methods = {'DiCE-VAE': train_dice_vae_seeds(name, ref.clf, pool, seeds, profile=p, verbose=verbose),
-               'CARMA': train_carma_seeds(name, ref.clf, flow, pool, seeds, profile=p, verbose=verbose)}
+    o = TrainOptions(profile=p, verbose=verbose)
+    methods = {'DiCE-VAE': train_dice_vae_seeds(name, ref.clf, pool, seeds, o),
+               'CARMA': train_carma_seeds(name, ref.clf, flow, pool, seeds, CarmaOptions(**vars(o)))}
     first = {'oracle': evaluate_recourse(ref.problem, ref.clf, ref.people, ref.result)}
     row = {'scm': name, 'seeds': len(seeds), 'people': len(ref.people),
            'oracle cost x100': ref.metrics['cost x100']}

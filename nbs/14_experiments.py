@@ -57,9 +57,9 @@ import pandas as pd
 import torch
 
 from carma_nb.carma import carma_hparams
-from carma_nb.training import get_recipe, train_carma_seeds
-from carma_nb.core import (TRAINER_VERSION, Profile, atomic_write, cache_dir, check_whole, config_key,
-                           figure_dir, get_profile, markdown_table, progress, project_root)
+from carma_nb.training import CarmaOptions, get_recipe, train_carma, train_carma_seeds
+from carma_nb.core import (TRAINER_VERSION, Profile, TrainOptions, atomic_write, cache_dir, check_whole,
+                           config_key, figure_dir, get_profile, markdown_table, progress, project_root)
 from carma_nb.data import Pool, Split
 from carma_nb.dice_vae import dice_hparams, train_dice_vae_seeds
 from carma_nb.flow import fit_flow
@@ -169,7 +169,8 @@ def run_job(job: Job, profile=None) -> list[dict]:
         return [{**base, 'seed': None, **met, **orig,
                  'ms per person (batched)': r.seconds / len(ref.people) * 1e3}]
     if job.method == 'dice-vae':
-        models = train_dice_vae_seeds(job.scm, ref.clf, ref.pools.recourse, seeds, profile=p, verbose=False)
+        models = train_dice_vae_seeds(job.scm, ref.clf, ref.pools.recourse, seeds,
+                                      TrainOptions(profile=p, verbose=False))
         return [_score(ref, ref.problem, m.recommend,
                        {**base, 'seed': s, 'train s per model': float(m.history['train_seconds'])})
                 for s, m in zip(seeds, models)]
@@ -178,7 +179,7 @@ def run_job(job: Job, profile=None) -> list[dict]:
           else fit_flow(job.scm, ref.pools.causal, p, verbose=False))
     recipe = 'improved' if job.method == 'carma-improved' else 'paper'   # (the loan studies: the paper's)
     models = train_carma_seeds(job.scm, ref.clf, cm, _fraction_pool(ref.pools.recourse, job.fraction), seeds,
-                               recipe, profile=p, weights=w, verbose=False)
+                               CarmaOptions(recipe=recipe, profile=p, weights=w, verbose=False))
     problem = recourse_problem(job.scm, ref.pools, w)
     rows = []
     for s, m in zip(seeds, models):
@@ -494,8 +495,7 @@ def tune_carma(scm: str, # the SCM
     def objective(trial):
         hp = _suggest(trial)
         if p.name != 'paper': hp['epochs'] = max(1, round(hp['epochs'] * p.carma_epoch_frac))
-        m = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds=[0], hparams=hp, profile=p,
-                              verbose=False)[0]
+        m = train_carma(name, ref.clf, flow, ref.pools.recourse, 0, hparams=hp, profile=p, verbose=False)
         r = m.recommend(val)
         met = evaluate_recourse(ref.problem, ref.clf, val, r).metrics
         return met['cost x100'], met['validity %']

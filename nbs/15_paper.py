@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from carma_nb.training import train_carma_seeds
+from carma_nb.training import CarmaOptions, train_carma_seeds
 from carma_nb.core import get_profile
 from carma_nb.dice_vae import PAPER_DICE_COST
 from carma_nb.experiments import run_experiments
@@ -346,8 +346,8 @@ def scaling_times(name: str = 'loan', sizes=(1, 10, 100, 1000, 10_000, 100_000),
     p = get_profile(profile)
     ref = oracle_reference(name, p)
     flow = fit_flow(name, ref.pools.causal, p, verbose=False)
-    carma = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, seeds=range(p.seeds), profile=p,
-                              verbose=False)[0]
+    carma = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, range(p.seeds),
+                              CarmaOptions(profile=p, verbose=False))[0]
     loop = loop_seconds_per_person(ref.problem, ref.clf, ref.people[0])
     rows = []
     for n in sizes:

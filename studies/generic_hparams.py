@@ -24,7 +24,7 @@ from carma_nb.core import project_root, save_table
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import oracle_reference
 from carma_nb.recourse import evaluate_recourse
-from carma_nb.training import train_carma_seeds
+from carma_nb.training import CarmaOptions, train_carma_seeds
 
 os.environ['CARMA_FIGURE_DIR'] = str(project_root()/'figures'/'studies')   # this study's outputs
 torch.set_num_threads(1)
@@ -51,8 +51,8 @@ def setting_rows(name: str) -> list[dict]:
     flow = fit_flow(name, ref.pools.causal, PROFILE, verbose=False)
     rows = []
     for label, hp in (('Table 5', None), ('generic', dict(GENERIC_HPARAMS))):
-        models = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, SEEDS, hparams=hp,
-                                   profile=PROFILE, verbose=False)
+        models = train_carma_seeds(name, ref.clf, flow, ref.pools.recourse, SEEDS,
+                                   CarmaOptions(hparams=hp, profile=PROFILE, verbose=False))
         m = pd.DataFrame([evaluate_recourse(ref.problem, ref.clf, ref.people, mo.recommend(ref.people))
                           .metrics for mo in models])
         rows.append({'scm': name, 'hyperparameters': label, 'seeds': len(models),

@@ -66,8 +66,11 @@ def test_bad_inputs_and_hparams(model):
     with pytest.raises(ValueError, match='unknown CARMA hyperparameters'):
         carma_hparams('loan', learning_rate=1)
     other = train_classifier(
-        'chain-lin', make_pools('chain-lin', 0, SMALL).classifier,
-        fit=ClassifierFit(epochs=2), cache=False, verbose=False
+        'chain-lin',
+        make_pools('chain-lin', 0, SMALL).classifier,
+        fit=ClassifierFit(epochs=2),
+        cache=False,
+        verbose=False,
     )
     with pytest.raises(ValueError, match="trained for 'chain-lin', not 'loan'"):
         train_carma('loan', other, flow, pools.recourse)
@@ -163,14 +166,14 @@ def _carma_stack_in_process(args):
 
     carma._fit_carma_seeds = logged
     pools = make_pools('chain-lin', 0, TINY)
-    clf = train_classifier('chain-lin', pools.classifier, fit=ClassifierFit(epochs=2),
-                           cache=False, verbose=False)
+    clf = train_classifier(
+        'chain-lin', pools.classifier, fit=ClassifierFit(epochs=2), cache=False, verbose=False
+    )
     flow = fit_flow('chain-lin', pools.causal, fit=FlowFit(epochs=2, batch=1000), cache=False, verbose=False)
     recipe = carma.Recipe('two-phase', phases=(('polish', 1),))
     barrier.wait()  # both ask for the stack at the same moment
-    ms = carma.train_carma_seeds(
-        'chain-lin', clf, flow, pools.recourse, seeds, recipe, {'epochs': 2}, verbose=False
-    )
+    options = carma.CarmaOptions(recipe=recipe, hparams={'epochs': 2}, verbose=False)
+    ms = carma.train_carma_seeds('chain-lin', clf, flow, pools.recourse, seeds, options)
     return {s: m.action_net[0].weight.sum().item() for s, m in zip(seeds, ms)}
 
 

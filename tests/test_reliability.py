@@ -1,6 +1,7 @@
 """Nothing silently wrong: stacking never changes a model, damaged model files and bad settings are refused,
 a collapsed training says so (issue 20, items 2, 3, 10, 11)."""
 
+import os
 import time
 import warnings
 
@@ -8,9 +9,9 @@ import pytest
 import torch
 
 from carma_nb.carma import carma_hparams, load_carma, save_carma
-from carma_nb.training import COLLAPSED, TrainingCollapsed, train_carma, train_carma_seeds
+from carma_nb.training import COLLAPSED, CarmaOptions, TrainingCollapsed, train_carma, train_carma_seeds
 from carma_nb.classifier import ClassifierFit, train_classifier
-from carma_nb.core import load_checkpoint, save_checkpoint
+from carma_nb.core import TrainOptions, load_checkpoint, save_checkpoint
 from carma_nb.data import make_pools
 from carma_nb.dice_vae import train_dice_vae, train_dice_vae_seeds
 from carma_nb.flow import FlowFit, fit_flow
@@ -41,10 +42,9 @@ def test_a_seed_is_the_same_model_alone_or_stacked_at_the_papers_epochs(scm):
     # the paper's algorithm (the default recipe) at the paper's full epochs for this SCM (Table 5)
     pools, clf, flow = quick_models(scm)
     hp = {'epochs': carma_hparams(scm)['epochs']}
-    alone = train_carma_seeds(scm, clf, flow, pools.recourse, [2], hparams=hp, cache=False, verbose=False)[0]
-    stacked = train_carma_seeds(
-        scm, clf, flow, pools.recourse, [7, 2, 0], hparams=hp, cache=False, verbose=False
-    )[1]
+    options = CarmaOptions(hparams=hp, cache=False, verbose=False)
+    alone = train_carma_seeds(scm, clf, flow, pools.recourse, [2], options)[0]
+    stacked = train_carma_seeds(scm, clf, flow, pools.recourse, [7, 2, 0], options)[1]
     assert alone.hp['epochs'] == carma_hparams(scm)['epochs'] >= 150
     assert_same(alone, stacked)
 
@@ -52,11 +52,10 @@ def test_a_seed_is_the_same_model_alone_or_stacked_at_the_papers_epochs(scm):
 def test_dice_vae_seed_is_the_same_model_alone_or_stacked():
     pools, clf, _ = quick_models('chain-lin')
     alone = train_dice_vae(
-        'chain-lin', clf, pools.recourse, {'epochs': 20}, seed=3, cache=False, verbose=False
+        'chain-lin', clf, pools.recourse, 3, hparams={'epochs': 20}, cache=False, verbose=False
     )
-    stacked = train_dice_vae_seeds(
-        'chain-lin', clf, pools.recourse, [1, 3], {'epochs': 20}, cache=False, verbose=False
-    )[1]
+    options = TrainOptions(hparams={'epochs': 20}, cache=False, verbose=False)
+    stacked = train_dice_vae_seeds('chain-lin', clf, pools.recourse, [1, 3], options)[1]
     assert_same(alone, stacked)
 
 
@@ -147,8 +146,9 @@ BAD_SETTINGS = [
         'epochs must be a whole number',
     ),
     (
-        lambda p, c, f: train_classifier('loan', p.classifier,
-                                         fit=ClassifierFit(lr=float('nan')), cache=False),
+        lambda p, c, f: train_classifier(
+            'loan', p.classifier, fit=ClassifierFit(lr=float('nan')), cache=False
+        ),
         'lr must be a finite number > 0',
     ),
     (
@@ -159,17 +159,21 @@ BAD_SETTINGS = [
         lambda p, c, f: fit_flow('loan', p.causal, fit=FlowFit(hidden=[0]), cache=False),
         'hidden must be a whole number ≥ 1',
     ),
-    (lambda p, c, f: fit_flow('loan', p.causal, fit=FlowFit(batch='4000'),
-                              cache=False), 'batch must be a whole number'),
-    (lambda p, c, f: fit_vaca('loan', p.causal, seed=-1, cache=False), 'seed must be a whole number ≥ 0'),
-    (lambda p, c, f: fit_vaca('loan', p.causal, fit=VacaFit(epochs=0.5),
-                              cache=False), 'epochs must be a whole number'),
     (
-        lambda p, c, f: train_dice_vae('loan', c, p.recourse, {'lr': float('inf')}, cache=False),
+        lambda p, c, f: fit_flow('loan', p.causal, fit=FlowFit(batch='4000'), cache=False),
+        'batch must be a whole number',
+    ),
+    (lambda p, c, f: fit_vaca('loan', p.causal, seed=-1, cache=False), 'seed must be a whole number ≥ 0'),
+    (
+        lambda p, c, f: fit_vaca('loan', p.causal, fit=VacaFit(epochs=0.5), cache=False),
+        'epochs must be a whole number',
+    ),
+    (
+        lambda p, c, f: train_dice_vae('loan', c, p.recourse, hparams={'lr': float('inf')}, cache=False),
         'lr must be a finite number > 0',
     ),
     (
-        lambda p, c, f: train_dice_vae('loan', c, p.recourse, {'hidden': 2.5}, cache=False),
+        lambda p, c, f: train_dice_vae('loan', c, p.recourse, hparams={'hidden': 2.5}, cache=False),
         'hidden must be a whole number',
     ),
     (
@@ -221,10 +225,13 @@ def test_a_collapsed_training_says_so():
     ]
 
 
-def test_reproduce_seeds_reach_the_workers_and_key_the_results(tmp_path):
+def test_reproduce_seeds_reach_the_workers_and_key_the_results(tmp_path, monkeypatch):
     # two worker processes, as `carma-nb reproduce` runs by default; the workers used to reload the stock profile
     from carma_nb.experiments import main
     import pandas as pd
+
+    for name in ('CARMA_FIGURE_DIR', 'CARMA_PROFILE'):  # the command sets them for its process: undone after
+        monkeypatch.setenv(name, os.environ.get(name, ''))
 
     args = [
         'reproduce',

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from carma_nb.training import train_carma_seeds
+from carma_nb.training import CarmaOptions, train_carma_seeds
 from carma_nb.classifier import train_classifier
 from carma_nb.core import get_profile
 from carma_nb.data import make_pools
@@ -29,14 +29,11 @@ def compare(scm: str, profile, recipe: str, seeds: list[int]) -> dict:
     clf = train_classifier(scm, pools.classifier, p, verbose=False)
     flow = fit_flow(scm, pools.causal, p, verbose=False)
     t = time.perf_counter()
-    alone = train_carma_seeds(
-        scm, clf, flow, pools.recourse, seeds[-1:], recipe, profile=p, cache=False, verbose=False
-    )[0]
+    options = CarmaOptions(recipe=recipe, profile=p, cache=False, verbose=False)
+    alone = train_carma_seeds(scm, clf, flow, pools.recourse, seeds[-1:], options)[0]
     t_alone = time.perf_counter() - t
     t = time.perf_counter()
-    stacked = train_carma_seeds(
-        scm, clf, flow, pools.recourse, seeds, recipe, profile=p, cache=False, verbose=False
-    )[-1]
+    stacked = train_carma_seeds(scm, clf, flow, pools.recourse, seeds, options)[-1]
     t_stack = time.perf_counter() - t
     a, b = alone.state_dict(), stacked.state_dict()
     diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from carma_nb.training import train_carma_seeds
+from carma_nb.training import CarmaOptions, train_carma_seeds
 from carma_nb.core import markdown_table
 from carma_nb.flow import fit_flow
 from carma_nb.scm import get_scm
@@ -76,11 +76,8 @@ def main(name, seeds, fixed=None):
             ref.clf,
             cm,
             ref.pools.recourse,
-            seeds=range(seeds),
-            hparams=fixed or None,
-            profile='paper',
-            cache=label == 'flow',
-            verbose=False,
+            range(seeds),
+            CarmaOptions(hparams=fixed or None, profile='paper', cache=label == 'flow', verbose=False),
         )
         df = score_models(trained, problem, ref.clf, people)
         rows.append(

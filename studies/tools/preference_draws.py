@@ -18,7 +18,7 @@ import time
 
 import pandas as pd
 
-from carma_nb.training import train_carma_seeds
+from carma_nb.training import CarmaOptions, train_carma_seeds
 from carma_nb.classifier import ClassifierFit, CLASSIFIER_OPTIMIZERS, train_classifier
 from carma_nb.data import make_pools
 from carma_nb.flow import fit_flow
@@ -41,14 +41,22 @@ COLUMNS = [
 def one_draw(scm, w, draw: int, seeds, clf_optimizer: str) -> pd.DataFrame:
     "The COLUMNS of both CARMA variants (means over the seeds) and the people served, on one draw of data."
     pools = make_pools(scm, draw)
-    clf = train_classifier(scm, pools.classifier, 'paper', fit=ClassifierFit(optimizer=clf_optimizer),
-                           verbose=False)
+    clf = train_classifier(
+        scm, pools.classifier, 'paper', fit=ClassifierFit(optimizer=clf_optimizer), verbose=False
+    )
     flow = fit_flow(scm, pools.causal, 'paper', verbose=False)
     people = rejected(clf, pools.recourse.test.x)
-    variants = {'CARMA': {}, 'CARMA (weighted)': {'weights': w, 'prior': 'preference'}}
+    variants = {'CARMA': None, 'CARMA (weighted)': w}
     models = {
-        v: train_carma_seeds(scm, clf, flow, pools.recourse, seeds, profile='paper', verbose=False, **kw)
-        for v, kw in variants.items()
+        v: train_carma_seeds(
+            scm,
+            clf,
+            flow,
+            pools.recourse,
+            seeds,
+            CarmaOptions(profile='paper', verbose=False, weights=weights),
+        )
+        for v, weights in variants.items()
     }
     d = idle_summary(models, people)[COLUMNS].rename_axis('variant')
     d.insert(0, 'people', len(people))

@@ -26,7 +26,7 @@ import time
 import pandas as pd
 import torch
 
-from carma_nb.training import train_carma_seeds
+from carma_nb.training import CarmaOptions, train_carma_seeds
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import cached_oracle, oracle_reference
 from carma_nb.preferences import PAPER_PREFERENCE_WEIGHTS
@@ -49,8 +49,7 @@ def hparam_value(key: str, text: str):
 
 
 def validation_setup(name, weights=None):
-    ("The paper-profile reference of `name`, its recourse problem, its rejected validation people and the "
-     "oracle's cost on them.")
+    "The paper-profile reference of `name`, its recourse problem, its rejected validation people and the oracle's cost on them."
     ref = oracle_reference(name, 'paper')
     problem = recourse_problem(name, ref.pools, weights)
     people = rejected(ref.clf, ref.pools.recourse.val.x)
@@ -60,8 +59,7 @@ def validation_setup(name, weights=None):
 
 
 def score_models(models, problem, clf, people) -> pd.DataFrame:
-    ("One row of recourse metrics per trained CARMA model, on `people`, with the % of people acting on each "
-     "feature.")
+    "One row of recourse metrics per trained CARMA model, on `people`, with the % of people acting on each feature."
     rows = []
     for r in (m.recommend(people) for m in models):
         rep = evaluate_recourse(problem, clf, people, r)
@@ -74,7 +72,6 @@ def main(name, param, values, seeds, fixed=None, variant=None):
     w = PAPER_PREFERENCE_WEIGHTS if variant == 'weighted' else None
     ref, problem, people, ocost = validation_setup(name, w)
     cm = (fit_vaca if variant == 'vaca' else fit_flow)(name, ref.pools.causal, 'paper', verbose=False)
-    kw = {'weights': w, 'prior': 'preference'} if w else {'variant': variant}
     name_v = f'{name} ({variant})' if variant else name
     for k in values:
         t0 = time.perf_counter()
@@ -83,11 +80,8 @@ def main(name, param, values, seeds, fixed=None, variant=None):
             ref.clf,
             cm,
             ref.pools.recourse,
-            seeds=range(seeds),
-            hparams={**(fixed or {}), param: k},
-            profile='paper',
-            verbose=False,
-            **kw,
+            range(seeds),
+            CarmaOptions(hparams={**(fixed or {}), param: k}, profile='paper', verbose=False, weights=w),
         )
         df = score_models(models, problem, ref.clf, people)
         score = (df['cost x100'] / 100 + 1 - df['validity %'] / 100).mean()

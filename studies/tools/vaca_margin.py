@@ -16,7 +16,7 @@ import time
 
 import pandas as pd
 
-from carma_nb.training import train_carma_seeds
+from carma_nb.training import CarmaOptions, train_carma_seeds
 from carma_nb.oracle import oracle_reference
 from carma_nb.recourse import evaluate_recourse
 from carma_nb.vaca import fit_vaca
@@ -38,9 +38,7 @@ def main(margins: list[float], seeds: int):
             vaca,
             ref.pools.recourse,
             range(seeds),
-            hparams={'margin': margin},
-            profile='paper',
-            verbose=False,
+            CarmaOptions(hparams={'margin': margin}, profile='paper', verbose=False),
         )
         for s, m in enumerate(models):
             rec = m.recommend(ref.people)

@@ -379,18 +379,7 @@ def _parser() -> argparse.ArgumentParser:
                    help='save the executed chapters with their new outputs (for maintainers)')
     c = sub.add_parser('recommend', help='recommendations for a CSV of applicants',
                        description='Serve a CSV or Parquet file of applicants with a saved CARMA model.')
-    c.add_argument('--scm', help="the SCM the model must be of (default: the model's own); a model of your "
-                                 "own world (carma-nb fit) knows its world")
-    c.add_argument('--model', required=True, help='a CARMA checkpoint written by save_carma or carma-nb fit')
-    c.add_argument('--input', required=True,
-                   help='CSV or Parquet (*.parquet) file with one column per feature, named as in the SCM')
-    c.add_argument('--output', required=True,
-                   help='CSV or Parquet (*.parquet) file to write, chunk by chunk and atomically')
-    c.add_argument('--idle-tol', type=float, default=None, metavar='TOL',
-                   help="drop acts whose latent shift is below TOL, where the applicant stays accepted "
-                        "(default: the model's own setting, chapter 9; 0 keeps every act)")
-    c.add_argument('--strict', action='store_true',
-                   help="exit with an error, writing nothing, if any applicant is outside the model's domain")
+    _recommend_arguments(c)
     f = sub.add_parser('fit', help='a model of your own table and causal graph (chapter 18)',
                        description='Train a classifier, a causal flow and CARMA on a table and its graph.')
     from carma_nb.fitting import fit_arguments   # chapter 18's (the lazy import keeps the chapters in order)
@@ -409,6 +398,21 @@ def _parser() -> argparse.ArgumentParser:
                         "explore different trials; two workers given the same seed propose the same trials)")
     _shared_arguments(r, c, t)
     return ap
+
+def _recommend_arguments(c) -> None:
+    "The arguments of `carma-nb recommend`."
+    c.add_argument('--scm', help="the SCM the model must be of (default: the model's own); a model of your "
+                                 "own world (carma-nb fit) knows its world")
+    c.add_argument('--model', required=True, help='a CARMA checkpoint written by save_carma or carma-nb fit')
+    c.add_argument('--input', required=True,
+                   help='CSV or Parquet (*.parquet) file with one column per feature, named as in the SCM')
+    c.add_argument('--output', required=True,
+                   help='CSV or Parquet (*.parquet) file to write, chunk by chunk and atomically')
+    c.add_argument('--idle-tol', type=float, default=None, metavar='TOL',
+                   help="drop acts whose latent shift is below TOL, where the applicant stays accepted "
+                        "(default: the model's own setting, chapter 9; 0 keeps every act)")
+    c.add_argument('--strict', action='store_true',
+                   help="exit with an error, writing nothing, if any applicant is outside the model's domain")
 
 def _shared_arguments(reproduce, recommend, tune) -> None:
     "--import on recommend and tune (your own SCM); --executor and --address on reproduce and tune (Ray)."

@@ -384,9 +384,8 @@ res[['scm', 'method', 'seed', 'cost x100', 'validity %', 'acts', 'ms per person 
 # **More machines.** Jobs are independent, so a sweep outgrows one machine only in time.
 # `Workers(executor='ray')` runs each job as a Ray task (`pip install -e '.[cluster]'`) on the cluster at
 # `address`, or on a local instance with `jobs` CPUs. Workers return their rows and this process writes
-# the job files; each worker trains into its machine's model cache (point `CARMA_CACHE` at shared storage).
-# `tests/test_ray.py` checks that a local Ray run gives the process pool's rows; `tune_on_ray` (below)
-# starts tuning workers as Ray tasks on one shared study.
+# the job files; each worker trains into its machine's model cache (point `CARMA_CACHE` at shared storage;
+# `tests/test_ray.py`). `tune_on_ray` (below) starts tuning workers as Ray tasks on one shared study.
 
 # %% [markdown]
 # ## The command line
@@ -407,8 +406,7 @@ res[['scm', 'method', 'seed', 'cost x100', 'validity %', 'acts', 'ms per person 
 #   database URL (`--storage postgresql://…`): start one `carma-nb tune` per machine, or let Ray start
 #   them (`--executor ray --address ADDRESS --workers N`).
 #
-# `tests/test_cli.py` runs each command in-process and as the installed program, and checks that two
-# tuning workers on one study propose different trials unless given the same seed.
+# `tests/test_cli.py` runs each command in-process and as the installed program.
 #
 # `recommend` and `tune` also serve SCMs of one's own. A new process knows only the seven SCMs of the
 # paper, and an SCM's equations are code, which no checkpoint carries (checkpoints hold tensors and
@@ -425,11 +423,10 @@ res[['scm', 'method', 'seed', 'cost x100', 'validity %', 'acts', 'ms per person 
 #
 # Workers sharing a study must not propose the same trials. TPE starts with random trials and then
 # samples from what the study has seen, all from its seeded generator: two workers with one seed propose
-# the same first trial, and train the same model twice. So each worker draws its sampler seed from the
-# operating system, and reports it (`sampler seed`); `--seed N` makes one worker's proposals repeatable
-# (two workers given the same seed get the same proposals, as asked). Every trial trains CARMA with
+# the same trials. So each worker draws its sampler seed from the operating system, and reports it
+# (`sampler seed`); `--seed N` makes one worker's proposals repeatable. Every trial trains CARMA with
 # seed 0, so that trials differ by their hyperparameters only. The storage URL is opened first, so that
-# a typo in it fails at once, before the classifier and the flow are trained, not after.
+# a typo in it fails before the classifier and the flow are trained.
 
 # %%
 #| export
@@ -561,18 +558,7 @@ def _parser() -> argparse.ArgumentParser:
                    help='save the executed chapters with their new outputs (for maintainers)')
     c = sub.add_parser('recommend', help='recommendations for a CSV of applicants',
                        description='Serve a CSV or Parquet file of applicants with a saved CARMA model.')
-    c.add_argument('--scm', help="the SCM the model must be of (default: the model's own); a model of your "
-                                 "own world (carma-nb fit) knows its world")
-    c.add_argument('--model', required=True, help='a CARMA checkpoint written by save_carma or carma-nb fit')
-    c.add_argument('--input', required=True,
-                   help='CSV or Parquet (*.parquet) file with one column per feature, named as in the SCM')
-    c.add_argument('--output', required=True,
-                   help='CSV or Parquet (*.parquet) file to write, chunk by chunk and atomically')
-    c.add_argument('--idle-tol', type=float, default=None, metavar='TOL',
-                   help="drop acts whose latent shift is below TOL, where the applicant stays accepted "
-                        "(default: the model's own setting, chapter 9; 0 keeps every act)")
-    c.add_argument('--strict', action='store_true',
-                   help="exit with an error, writing nothing, if any applicant is outside the model's domain")
+    _recommend_arguments(c)
     f = sub.add_parser('fit', help='a model of your own table and causal graph (chapter 18)',
                        description='Train a classifier, a causal flow and CARMA on a table and its graph.')
     from carma_nb.fitting import fit_arguments   # chapter 18's (the lazy import keeps the chapters in order)
@@ -591,6 +577,21 @@ def _parser() -> argparse.ArgumentParser:
                         "explore different trials; two workers given the same seed propose the same trials)")
     _shared_arguments(r, c, t)
     return ap
+
+def _recommend_arguments(c) -> None:
+    "The arguments of `carma-nb recommend`."
+    c.add_argument('--scm', help="the SCM the model must be of (default: the model's own); a model of your "
+                                 "own world (carma-nb fit) knows its world")
+    c.add_argument('--model', required=True, help='a CARMA checkpoint written by save_carma or carma-nb fit')
+    c.add_argument('--input', required=True,
+                   help='CSV or Parquet (*.parquet) file with one column per feature, named as in the SCM')
+    c.add_argument('--output', required=True,
+                   help='CSV or Parquet (*.parquet) file to write, chunk by chunk and atomically')
+    c.add_argument('--idle-tol', type=float, default=None, metavar='TOL',
+                   help="drop acts whose latent shift is below TOL, where the applicant stays accepted "
+                        "(default: the model's own setting, chapter 9; 0 keeps every act)")
+    c.add_argument('--strict', action='store_true',
+                   help="exit with an error, writing nothing, if any applicant is outside the model's domain")
 
 def _shared_arguments(reproduce, recommend, tune) -> None:
     "--import on recommend and tune (your own SCM); --executor and --address on reproduce and tune (Ray)."

@@ -285,7 +285,7 @@ def test_tune_workers_draw_their_own_sampler_seeds(tmp_path, monkeypatch):
         'oracle_reference': lambda *a, **k: ref,
         'fit_flow': lambda *a, **k: None,  # no training:
         'rejected': lambda *a, **k: None,
-        'train_carma_seeds': lambda *a, **k: [model],  # only what the
+        'train_carma': lambda *a, **k: model,  # only what the
         'evaluate_recourse': lambda *a, **k: metrics,
     }  # sampler proposes
     for name, fake in fakes.items():

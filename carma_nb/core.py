@@ -14,7 +14,7 @@ import os
 import random
 import re
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 __all__ = ['PROFILES', 'CKPT_FORMAT', 'TRAINER_VERSION', 'Profile', 'get_profile', 'seed_everything', 'one_thread', 'progress',
            'project_root', 'figure_dir', 'cache_dir', 'atomic_write', 'save_figure', 'markdown_table', 'save_table',
            'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'config_key', 'file_lock', 'file_locks',
-           'remove_orphaned_temps', 'cached_checkpoints', 'cached_checkpoint', 'cached_stack', 'TrainOptions',
-           'as_options', 'as_features', 'check_whole', 'check_positive', 'check_seed', 'check_seeds', 'check_widths']
+           'remove_orphaned_temps', 'cached_checkpoints', 'cached_checkpoint', 'cached_stack', 'as_features',
+           'check_whole', 'check_positive', 'check_seed', 'check_seeds', 'check_widths', 'TrainOptions', 'as_options']
 
 # %% ../nbs/00_core.ipynb #4df50436
 @dataclass(frozen=True)
@@ -348,22 +348,6 @@ def cached_stack(kind: str, # model-cache folder
     if cache: return cached_checkpoints(kind, cfgs, fit_missing)
     return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
 
-@dataclass(frozen=True)
-class TrainOptions:
-    "How a recourse model is trained and kept (the trainers of chapters 8 and 12 take one)."
-    hparams: dict | None = None            # overrides of the method's hyperparameters
-    profile: str | Profile | None = None   # scales the epochs (`get_profile`)
-    cache: bool = True                     # load and store the models in the model cache
-    verbose: bool = True                   # progress bars
-
-def as_options(options, kind: type = TrainOptions):
-    "`options` checked to be a `kind` whose hparams is a dict or None (None: the defaults)."
-    if options is None: return kind()
-    if not isinstance(options, kind) or not isinstance(options.hparams, (dict, type(None))):
-        raise TypeError(f"options must be a {kind.__name__} whose hparams is a dict, e.g. {kind.__name__}"
-                        f"(hparams={{'epochs': 3}}, verbose=False); got {options!r}")
-    return options
-
 # %% ../nbs/00_core.ipynb #3546d161
 def as_features(x, # people's features: (n, D) or a single row (D,); tensor, array or nested list
                 n_features: int, # D, the number of features expected
@@ -395,19 +379,13 @@ def as_features(x, # people's features: (n, D) or a single row (D,); tensor, arr
 # %% ../nbs/00_core.ipynb #a9a188cf
 def _real(v) -> bool: return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
 
-def check_whole(value, # the argument
-                name: str, # its name, quoted in the error
-                minimum: int = 1, # the smallest allowed value
-               ) -> int:
+def check_whole(value, name: str, minimum: int = 1) -> int:
     "`value` as an int if it is a whole number ≥ `minimum` (an int, or a float without a fraction)."
     if not (_real(value) and math.isfinite(value) and float(value) == int(value) and value >= minimum):
         raise ValueError(f"{name} must be a whole number ≥ {minimum}, got {value!r}")
     return int(value)
 
-def check_positive(value, # the argument
-                   name: str, # its name, quoted in the error
-                   zero: bool = False, # allow 0 as well
-                  ) -> float:
+def check_positive(value, name: str, zero: bool = False) -> float:
     "`value` as a float if it is finite and > 0 (≥ 0 with `zero`); else a ValueError."
     if not (_real(value) and math.isfinite(value) and (value >= 0 if zero else value > 0)):
         raise ValueError(f"{name} must be a finite number {'≥' if zero else '>'} 0, got {value!r}")
@@ -426,13 +404,33 @@ def check_seeds(value, name: str = 'seeds') -> list[int]:
         raise ValueError(f"{name} must be distinct and non-empty, got {seeds}")
     return seeds
 
-def check_widths(value, # a sequence of layer widths
-                 name: str, # its name, quoted in the error
-                 empty: bool = False, # allow no hidden layer at all
-                ) -> tuple[int, ...]:
+def check_widths(value, name: str, empty: bool = False) -> tuple[int, ...]:
     "Layer widths as a tuple of whole numbers ≥ 1 (possibly empty with `empty`); else a ValueError."
     if isinstance(value, (str, bytes)) or not hasattr(value, '__iter__'):
         raise ValueError(f"{name} must be a list of layer widths such as [32, 32], got {value!r}")
     widths = tuple(check_whole(w, f'every width in {name}') for w in value)
     if not widths and not empty: raise ValueError(f"{name} needs at least one layer width, got {value!r}")
     return widths
+
+@dataclass(frozen=True)
+class TrainOptions:
+    "How a recourse model is trained and kept."
+    hparams: dict | None = None            # overrides of the method's hyperparameters
+    profile: str | Profile | None = None   # scales the epochs (`get_profile`)
+    cache: bool = True                     # load and store the models in the model cache
+    verbose: bool = True                   # progress bars
+
+def as_options(options, kind: type = TrainOptions):
+    "`options` as a `kind`: itself, a dict of its fields (a trainer's keywords), or None (the defaults)."
+    if options is None or isinstance(options, dict):
+        known = [f.name for f in fields(kind)]
+        if unknown := sorted(set(options or {}) - set(known)):
+            raise TypeError(f"unknown option(s) {unknown}; the options are {known} (hyperparameters go in "
+                            "hparams, e.g. hparams={'lr': 1e-3})")
+        options = kind(**(options or {}))
+    if type(options) is not kind:
+        raise TypeError(f"options must be a {kind.__name__}, e.g. {kind.__name__}(profile='quick'), or a "
+                        f"dict of its fields; got {type(options).__name__}")
+    if not isinstance(options.hparams, (dict, type(None))):
+        raise TypeError(f"hparams must be a dict of overrides, e.g. {{'epochs': 3}}; got {options.hparams!r}")
+    return options

@@ -16,8 +16,9 @@ from .carma import mlp
 from .training import (METHOD_COLORS, CarmaOptions, StackedMLP, masked_mean, stacked_training,
                                train_carma_seeds, validity_penalty)
 from .classifier import Classifier
-from .core import (TRAINER_VERSION, TrainOptions, as_features, as_options, cached_stack, check_positive,
-                           check_seed, check_seeds, check_whole, get_profile, load_weights, one_thread)
+from .core import (TRAINER_VERSION, TrainOptions, as_features, as_options, cached_stack,
+                           check_positive, check_seed, check_seeds, check_whole, get_profile, load_weights,
+                           one_thread)
 from .data import Pool, Pools, resolve_pool, split_id
 from .flow import fit_flow
 from .oracle import oracle_reference
@@ -166,8 +167,8 @@ def train_dice_vae_seeds(scm: SCM | str, # the SCM
                          clf: Classifier, # its frozen classifier
                          pool: Pool | Pools | None = None, # recourse pool (default: make_pools(scm).recourse)
                          seeds=(0,), # one model per seed; the missing ones are trained together
-                         # overrides of dice_hparams, the profile (it scales Table 4's epochs), cache, progress
-                         options: TrainOptions | None = None,
+                         # overrides of dice_hparams, profile (it scales Table 4's epochs), cache, progress
+                         options: TrainOptions | dict | None = None,
                         ) -> list[DiceVAE]:
     "DiCE-VAE baselines for several seeds, trained on the rejected recourse-training people (paper Table 4)."
     scm, o = get_scm(scm), as_options(options)
@@ -187,7 +188,8 @@ def train_dice_vae(scm: SCM | str, clf: Classifier, pool: Pool | Pools | None = 
                    **options, # any field of chapter 0's `TrainOptions`: hparams, profile, cache, verbose
                   ) -> DiceVAE:
     "Train (or fetch from the cache) one DiCE-VAE (see `train_dice_vae_seeds`)."
-    return train_dice_vae_seeds(scm, clf, pool, [check_seed(seed)], TrainOptions(**options))[0]
+    if isinstance(seed, dict): raise TypeError("the 4th argument is the seed; hyperparameters go in hparams=")
+    return train_dice_vae_seeds(scm, clf, pool, [check_seed(seed)], options)[0]
 
 # %% ../nbs/12_dice_vae.ipynb #02249872
 PAPER_DICE_COST = {'triangle-lin': 33.57, 'collider-lin': 23.98, 'chain-lin': 25.98, 'triangle-nlin': 24.91,

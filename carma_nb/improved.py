@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from .training import (PHASES, RECIPES, Batch, CarmaOptions, Recipe, StackedMLP, TrainingState,
-                               carma_loss, served_masks, stacked_outcome, stacked_training, aligned, masked_mean,
-                               train_carma_seeds)
+                               carma_loss, served_masks, stacked_outcome, stacked_training, aligned,
+                               masked_mean, train_carma_seeds)
 from .core import get_profile, check_positive
 from .data import make_pools
 from .flow import fit_flow

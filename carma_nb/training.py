@@ -314,8 +314,8 @@ def training_scores(st: TrainingState) -> tuple[torch.Tensor, torch.Tensor]:
     S = len(st.gens)
     with torch.no_grad():
         a = served_masks(st.mask_net, z, st.ctx.act)
-        _, parts = carma_loss(st.ctx, None, st.action_net, Batch(x.expand(S, *x.shape), z.expand(S, *z.shape),
-                              keep), torch.zeros(S), a=a)
+        batch = Batch(x.expand(S, *x.shape), z.expand(S, *z.shape), keep)
+        _, parts = carma_loss(st.ctx, None, st.action_net, batch, torch.zeros(S), a=a)
     return parts[0] + 1 - parts[3], parts[3]
 
 @one_thread()   # models must not depend on the caller's thread count (chapter 0)
@@ -382,7 +382,7 @@ def train_carma_seeds(scm: SCM | str, # the SCM
                       pool: Pool | Pools | None = None,
                       seeds=(0,), # one model per seed; the missing ones are trained together
                       # recipe, hyperparameters (overrides of Table 5's), profile, weights, cache, progress
-                      options: CarmaOptions | None = None,
+                      options: CarmaOptions | dict | None = None,
                      ) -> list[CARMA]:
     "CARMA models for several seeds: cached ones are loaded, the others trained at once as a stack."
     seeds, o = check_seeds(seeds), as_options(options, CarmaOptions)
@@ -400,7 +400,7 @@ def train_carma(scm: SCM | str, clf: Classifier, causal_model, pool: Pool | Pool
                 **options, # any field of `CarmaOptions`: recipe, hparams, profile, weights, cache, verbose
                ) -> CARMA:
     "Train (or fetch from the cache) CARMA for `scm` and one seed (see `train_carma_seeds`)."
-    return train_carma_seeds(scm, clf, causal_model, pool, [seed], CarmaOptions(**options))[0]
+    return train_carma_seeds(scm, clf, causal_model, pool, [seed], options)[0]
 
 def _warn_collapse(model: CARMA, seed: int):
     ("Warn, naming the seed and what to try, when a model's coverage on its own training people is below "

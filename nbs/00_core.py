@@ -26,7 +26,7 @@ import os
 import random
 import re
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -199,9 +199,8 @@ if not os.environ.get('CARMA_FIGURE_DIR'):
 # ## Atomic writes
 #
 # A file is either absent or complete: we write to a temporary file in the same folder and `os.replace`
-# it into place (an atomic rename on POSIX). An interrupted run, or a second process reading at the
-# wrong moment, never sees half a checkpoint or half a figure. The file gets the permissions a plain
-# `open` would give it: those of the file it replaces, else the umask's.
+# it into place (atomic on POSIX). An interrupted run, or a second process reading at the wrong moment,
+# never sees half a file. It gets the permissions a plain `open` would give: the old file's, else the umask's.
 
 # %%
 #| export
@@ -243,9 +242,8 @@ with tempfile.TemporaryDirectory() as d:
 # %% [markdown]
 # ## Figures and tables
 #
-# `save_figure` and `save_table` are the only way chapters write results. Under the quick profile they
-# write to `figures/_quick/`; `save_table` writes both a CSV (for machines) and a Markdown table (for
-# people, and for the README).
+# `save_figure` and `save_table` are the only way chapters write results (quick profile: to
+# `figures/_quick/`); `save_table` writes a CSV (for machines) and a Markdown table (for people).
 
 # %%
 #| export
@@ -544,30 +542,13 @@ def cached_stack(kind: str, # model-cache folder
     if cache: return cached_checkpoints(kind, cfgs, fit_missing)
     return [Checkpoint(f[0], c, None, None, f[2]) for c, f in zip(cfgs, fit_missing(list(range(len(cfgs)))))]
 
-@dataclass(frozen=True)
-class TrainOptions:
-    "How a recourse model is trained and kept (the trainers of chapters 8 and 12 take one)."
-    hparams: dict | None = None            # overrides of the method's hyperparameters
-    profile: str | Profile | None = None   # scales the epochs (`get_profile`)
-    cache: bool = True                     # load and store the models in the model cache
-    verbose: bool = True                   # progress bars
-
-def as_options(options, kind: type = TrainOptions):
-    "`options` checked to be a `kind` whose hparams is a dict or None (None: the defaults)."
-    if options is None: return kind()
-    if not isinstance(options, kind) or not isinstance(options.hparams, (dict, type(None))):
-        raise TypeError(f"options must be a {kind.__name__} whose hparams is a dict, e.g. {kind.__name__}"
-                        f"(hparams={{'epochs': 3}}, verbose=False); got {options!r}")
-    return options
-
 
 # %% [markdown]
 # A *stack* of models trained together (chapter 8 trains all the seeds of CARMA in one go) takes the
 # locks of all its missing models before asking again which are missing. Two stacks that share models
 # would deadlock if each took its locks in its own order; `file_locks` takes them sorted by path, so the
 # stack that gets the first shared lock gets them all. Below, two threads ask at once for overlapping
-# stacks in different orders: every model is trained once, and both get the same weights. A recourse
-# model's trainer (chapters 8 and 12) is told how to train and keep its models by one `TrainOptions`.
+# stacks in different orders: every model is trained once, and both get the same weights.
 
 # %%
 import threading, time
@@ -583,7 +564,6 @@ with tempfile.TemporaryDirectory() as d:
     for t in threads: t.join()
     test_eq(sorted(trained), [0, 1, 2])                      # each model trained once, nobody deadlocked
     test_eq(got[0, 1][1].state_dict['weight'], got[2, 1, 0][1].state_dict['weight'])   # seed 1, shared
-test_fail(lambda: as_options({'epochs': 3}), contains='options must be a TrainOptions')
 
 
 # %% [markdown]
@@ -639,25 +619,21 @@ test_fail(lambda: as_features(torch.tensor([[0., float('nan')]]), 2),
 # else than what was asked (`epochs=2.5` run as 2, `hidden=[0]` an empty layer). Every trainer checks each
 # argument with one of these: counts are **whole numbers** (an int, or a float without a fraction, as
 # Optuna or JSON may give), rates and scales **finite positive numbers**, seeds whole numbers **≥ 0**,
-# layer widths whole numbers ≥ 1; strings and booleans are never numbers (`tests/test_core.py`).
+# layer widths whole numbers ≥ 1; strings and booleans are never numbers (`tests/test_core.py`). A recourse
+# model's trainer (chapters 8 and 12) takes its settings as one `TrainOptions` (or a dict of its fields),
+# checked by `as_options`: an unknown setting is named, with the known ones.
 
 # %%
 #| export
 def _real(v) -> bool: return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
 
-def check_whole(value, # the argument
-                name: str, # its name, quoted in the error
-                minimum: int = 1, # the smallest allowed value
-               ) -> int:
+def check_whole(value, name: str, minimum: int = 1) -> int:
     "`value` as an int if it is a whole number ≥ `minimum` (an int, or a float without a fraction)."
     if not (_real(value) and math.isfinite(value) and float(value) == int(value) and value >= minimum):
         raise ValueError(f"{name} must be a whole number ≥ {minimum}, got {value!r}")
     return int(value)
 
-def check_positive(value, # the argument
-                   name: str, # its name, quoted in the error
-                   zero: bool = False, # allow 0 as well
-                  ) -> float:
+def check_positive(value, name: str, zero: bool = False) -> float:
     "`value` as a float if it is finite and > 0 (≥ 0 with `zero`); else a ValueError."
     if not (_real(value) and math.isfinite(value) and (value >= 0 if zero else value > 0)):
         raise ValueError(f"{name} must be a finite number {'≥' if zero else '>'} 0, got {value!r}")
@@ -676,16 +652,36 @@ def check_seeds(value, name: str = 'seeds') -> list[int]:
         raise ValueError(f"{name} must be distinct and non-empty, got {seeds}")
     return seeds
 
-def check_widths(value, # a sequence of layer widths
-                 name: str, # its name, quoted in the error
-                 empty: bool = False, # allow no hidden layer at all
-                ) -> tuple[int, ...]:
+def check_widths(value, name: str, empty: bool = False) -> tuple[int, ...]:
     "Layer widths as a tuple of whole numbers ≥ 1 (possibly empty with `empty`); else a ValueError."
     if isinstance(value, (str, bytes)) or not hasattr(value, '__iter__'):
         raise ValueError(f"{name} must be a list of layer widths such as [32, 32], got {value!r}")
     widths = tuple(check_whole(w, f'every width in {name}') for w in value)
     if not widths and not empty: raise ValueError(f"{name} needs at least one layer width, got {value!r}")
     return widths
+
+@dataclass(frozen=True)
+class TrainOptions:
+    "How a recourse model is trained and kept."
+    hparams: dict | None = None            # overrides of the method's hyperparameters
+    profile: str | Profile | None = None   # scales the epochs (`get_profile`)
+    cache: bool = True                     # load and store the models in the model cache
+    verbose: bool = True                   # progress bars
+
+def as_options(options, kind: type = TrainOptions):
+    "`options` as a `kind`: itself, a dict of its fields (a trainer's keywords), or None (the defaults)."
+    if options is None or isinstance(options, dict):
+        known = [f.name for f in fields(kind)]
+        if unknown := sorted(set(options or {}) - set(known)):
+            raise TypeError(f"unknown option(s) {unknown}; the options are {known} (hyperparameters go in "
+                            "hparams, e.g. hparams={'lr': 1e-3})")
+        options = kind(**(options or {}))
+    if type(options) is not kind:
+        raise TypeError(f"options must be a {kind.__name__}, e.g. {kind.__name__}(profile='quick'), or a "
+                        f"dict of its fields; got {type(options).__name__}")
+    if not isinstance(options.hparams, (dict, type(None))):
+        raise TypeError(f"hparams must be a dict of overrides, e.g. {{'epochs': 3}}; got {options.hparams!r}")
+    return options
 
 
 # %%
@@ -694,6 +690,10 @@ test_fail(lambda: check_whole(2.5, 'epochs'), contains='epochs must be a whole n
 test_fail(lambda: check_positive('1e-3', 'lr'), contains='lr must be a finite number > 0')
 test_fail(lambda: check_widths([0], 'mask_hidden'),
           contains='every width in mask_hidden must be a whole number ≥ 1')
+test_eq(as_options({'profile': 'quick'}), TrainOptions(profile='quick'))
+test_fail(lambda: as_options({'epochs': 3}), contains="unknown option(s) ['epochs']")
+test_fail(lambda: as_options('improved'), contains='options must be a TrainOptions')
+test_fail(lambda: as_options(TrainOptions(hparams=3)), contains='hparams must be a dict')
 
 # %%
 #| hide

@@ -330,6 +330,7 @@ def oracle_recourse(problem: RecourseProblem | SCM | str, # the recourse problem
                     clf, # the frozen classifier (predict_proba on raw features)
                     x: torch.Tensor, # (P, D) raw features of the people to serve
                     bins: int | None = None, # grid size per feature (default: 15 for loan, 25 otherwise)
+                    *,
                     max_memory: float = 1e8, # bytes of working memory per block (also the fastest size here)
                     # True: each person's cheapest candidates first, in rounds, until the answer is sure
                     early_exit: bool = True,

@@ -277,9 +277,9 @@ test_eq((len(pos), int(keep.sum()), int(pos.max())), (128, 70, 69))
 
 
 # %% [markdown]
-# **The recipe.** So that one trainer serves both this chapter and chapter 9's proposed changes, it
-# takes a `Recipe`: the default, `recipe='paper'`, is exactly the procedure above (every field neutral);
-# chapter 9 explains the fields. A recipe's settings enter the cache configuration.
+# **The recipe.** So that one trainer serves both this chapter and chapter 9's proposed changes, its
+# options name a `Recipe`: the default, `recipe='paper'`, is exactly the procedure above (every field
+# neutral); chapter 9 explains the fields. A recipe's settings enter the cache configuration.
 
 # %%
 #| export
@@ -423,8 +423,8 @@ def training_scores(st: TrainingState) -> tuple[torch.Tensor, torch.Tensor]:
     S = len(st.gens)
     with torch.no_grad():
         a = served_masks(st.mask_net, z, st.ctx.act)
-        _, parts = carma_loss(st.ctx, None, st.action_net, Batch(x.expand(S, *x.shape), z.expand(S, *z.shape),
-                              keep), torch.zeros(S), a=a)
+        batch = Batch(x.expand(S, *x.shape), z.expand(S, *z.shape), keep)
+        _, parts = carma_loss(st.ctx, None, st.action_net, batch, torch.zeros(S), a=a)
     return parts[0] + 1 - parts[3], parts[3]
 
 @one_thread()   # models must not depend on the caller's thread count (chapter 0)
@@ -500,7 +500,7 @@ def train_carma_seeds(scm: SCM | str, # the SCM
                       pool: Pool | Pools | None = None,
                       seeds=(0,), # one model per seed; the missing ones are trained together
                       # recipe, hyperparameters (overrides of Table 5's), profile, weights, cache, progress
-                      options: CarmaOptions | None = None,
+                      options: CarmaOptions | dict | None = None,
                      ) -> list[CARMA]:
     "CARMA models for several seeds: cached ones are loaded, the others trained at once as a stack."
     seeds, o = check_seeds(seeds), as_options(options, CarmaOptions)
@@ -518,7 +518,7 @@ def train_carma(scm: SCM | str, clf: Classifier, causal_model, pool: Pool | Pool
                 **options, # any field of `CarmaOptions`: recipe, hparams, profile, weights, cache, verbose
                ) -> CARMA:
     "Train (or fetch from the cache) CARMA for `scm` and one seed (see `train_carma_seeds`)."
-    return train_carma_seeds(scm, clf, causal_model, pool, [seed], CarmaOptions(**options))[0]
+    return train_carma_seeds(scm, clf, causal_model, pool, [seed], options)[0]
 
 def _warn_collapse(model: CARMA, seed: int):
     ("Warn, naming the seed and what to try, when a model's coverage on its own training people is below "
@@ -685,7 +685,7 @@ plt.show()
 # %% [markdown]
 # **Reading the comparison.** Both rows above are in one cost unit (chapter 5). CARMA's recommendations
 # are as valid in the true SCM as the exhaustive search's, for every person at once; it pays in acts and
-# cost (Fig. 7). The paper's loan row of its Table 1 shows the same pattern: 2.89 acts, the oracle 1.88.
+# cost (Fig. 7). The paper's loan row of its Table 1 shows the same pattern: CARMA 2.89 acts, oracle 1.88.
 
 # %%
 assert rep.metrics['acts'] > orep.metrics['acts']

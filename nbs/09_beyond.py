@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from carma_nb.training import (PHASES, RECIPES, Batch, CarmaOptions, Recipe, StackedMLP, TrainingState,
-                               carma_loss, served_masks, stacked_outcome, stacked_training, aligned, masked_mean,
-                               train_carma_seeds)
+                               carma_loss, served_masks, stacked_outcome, stacked_training, aligned,
+                               masked_mean, train_carma_seeds)
 from carma_nb.core import get_profile, check_positive
 from carma_nb.data import make_pools
 from carma_nb.flow import fit_flow

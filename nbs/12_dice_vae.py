@@ -53,8 +53,9 @@ from carma_nb.carma import mlp
 from carma_nb.training import (METHOD_COLORS, CarmaOptions, StackedMLP, masked_mean, stacked_training,
                                train_carma_seeds, validity_penalty)
 from carma_nb.classifier import Classifier
-from carma_nb.core import (TRAINER_VERSION, TrainOptions, as_features, as_options, cached_stack, check_positive,
-                           check_seed, check_seeds, check_whole, get_profile, load_weights, one_thread)
+from carma_nb.core import (TRAINER_VERSION, TrainOptions, as_features, as_options, cached_stack,
+                           check_positive, check_seed, check_seeds, check_whole, get_profile, load_weights,
+                           one_thread)
 from carma_nb.data import Pool, Pools, resolve_pool, split_id
 from carma_nb.flow import fit_flow
 from carma_nb.oracle import oracle_reference
@@ -295,8 +296,8 @@ def train_dice_vae_seeds(scm: SCM | str, # the SCM
                          clf: Classifier, # its frozen classifier
                          pool: Pool | Pools | None = None, # recourse pool (default: make_pools(scm).recourse)
                          seeds=(0,), # one model per seed; the missing ones are trained together
-                         # overrides of dice_hparams, the profile (it scales Table 4's epochs), cache, progress
-                         options: TrainOptions | None = None,
+                         # overrides of dice_hparams, profile (it scales Table 4's epochs), cache, progress
+                         options: TrainOptions | dict | None = None,
                         ) -> list[DiceVAE]:
     "DiCE-VAE baselines for several seeds, trained on the rejected recourse-training people (paper Table 4)."
     scm, o = get_scm(scm), as_options(options)
@@ -316,7 +317,8 @@ def train_dice_vae(scm: SCM | str, clf: Classifier, pool: Pool | Pools | None = 
                    **options, # any field of chapter 0's `TrainOptions`: hparams, profile, cache, verbose
                   ) -> DiceVAE:
     "Train (or fetch from the cache) one DiCE-VAE (see `train_dice_vae_seeds`)."
-    return train_dice_vae_seeds(scm, clf, pool, [check_seed(seed)], TrainOptions(**options))[0]
+    if isinstance(seed, dict): raise TypeError("the 4th argument is the seed; hyperparameters go in hparams=")
+    return train_dice_vae_seeds(scm, clf, pool, [check_seed(seed)], options)[0]
 
 
 # %% [markdown]
@@ -354,6 +356,9 @@ test_fail(lambda: dice.recommend(torch.zeros(2, 3)), contains='3 columns but 7 f
 chain_clf = train_classifier('chain-lin', verbose=False)
 test_fail(lambda: train_dice_vae('loan', chain_clf), contains="trained for 'chain-lin'")
 test_fail(lambda: train_dice_vae('loan', ref.clf, seed=-1), contains='seed must be a whole number ≥ 0')
+test_fail(lambda: train_dice_vae('loan', ref.clf, None, {'epochs': 2}), contains='go in hparams=')
+test_fail(lambda: train_dice_vae_seeds('loan', ref.clf, None, [0], CarmaOptions()),     # it has no recipe
+          contains='options must be a TrainOptions')
 
 # %% [markdown]
 # What "ignores the causal graph" means for one person: the DiCE-VAE's counterfactual is the edited row,

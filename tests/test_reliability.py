@@ -256,3 +256,17 @@ def test_reproduce_seeds_reach_the_workers_and_key_the_results(tmp_path, monkeyp
     c1, c3 = (df[(df['method'] == 'carma') & (df['seed'] == 0)].iloc[0] for df in (one, three))
     assert c1['cost x100'] == c3['cost x100'] and c1['acts'] == c3['acts']
     assert len(list((tmp_path / 'jobs' / 'quick').glob('chain-lin__carma__*.json'))) == 2
+
+
+def test_carma_options_are_checked_before_anything_is_trained():
+    # no classifier or flow is needed: the options are refused first, each with what to do instead
+    for options, msg in [
+        ({'epochs': 3}, r"unknown option\(s\) \['epochs'\].*hyperparameters go in hparams"),
+        ('improved', 'options must be a CarmaOptions'),
+        (TrainOptions(profile='quick'), 'options must be a CarmaOptions'),
+        (CarmaOptions(hparams=[3]), 'hparams must be a dict'),
+    ]:
+        with pytest.raises(TypeError, match=msg):
+            train_carma_seeds('loan', None, None, None, [0], options)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['lr'\]"):
+        train_carma('loan', None, None, lr=1e-3)

@@ -1,7 +1,7 @@
 """Archived with the study `studies/carma_additions.ipynb`: written for the CARMA API before chapter 9's
 recipes (hyperparameter keys temperature, shift_scale, restarts, refine_epochs, polish_epochs), it is
 the record of how chapter 9's settings were chosen. To re-run a sweep, express each setting as a
-chapter-8 `Recipe` and pass it as `recipe=`.
+chapter-8 `Recipe` and pass it as `CarmaOptions(recipe=...)`.
 
 Diagnostic: CARMA trained with the TRUE SCM as its causal model, vs with the learned flow (validation people).
 

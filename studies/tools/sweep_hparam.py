@@ -1,7 +1,7 @@
 """Archived with the study `studies/carma_additions.ipynb`: written for the CARMA API before chapter 9's
 recipes (hyperparameter keys temperature, shift_scale, restarts, refine_epochs, polish_epochs), it is
 the record of how chapter 9's settings were chosen. To re-run a sweep, express each setting as a
-chapter-8 `Recipe` and pass it as `recipe=`.
+chapter-8 `Recipe` and pass it as `CarmaOptions(recipe=...)`.
 
 Choose one of CARMA's hyperparameters per SCM on the VALIDATION people (never the test people).
 
@@ -49,7 +49,8 @@ def hparam_value(key: str, text: str):
 
 
 def validation_setup(name, weights=None):
-    "The paper-profile reference of `name`, its recourse problem, its rejected validation people and the oracle's cost on them."
+    ("The paper-profile reference of `name`, its recourse problem, its rejected validation people and the "
+     "oracle's cost on them.")
     ref = oracle_reference(name, 'paper')
     problem = recourse_problem(name, ref.pools, weights)
     people = rejected(ref.clf, ref.pools.recourse.val.x)
@@ -59,7 +60,8 @@ def validation_setup(name, weights=None):
 
 
 def score_models(models, problem, clf, people) -> pd.DataFrame:
-    "One row of recourse metrics per trained CARMA model, on `people`, with the % of people acting on each feature."
+    ("One row of recourse metrics per trained CARMA model, on `people`, with the % of people acting on each "
+     "feature.")
     rows = []
     for r in (m.recommend(people) for m in models):
         rep = evaluate_recourse(problem, clf, people, r)

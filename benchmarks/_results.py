@@ -43,4 +43,4 @@ def write_section(key, title, text):
     tail = rest.partition(f'<!-- {key} end -->')[2] if sep else ''
     section = f"<!-- {key} start -->\n## {title}\n\n{text}\n<!-- {key} end -->"
     with atomic_write(RESULTS, 'w') as f:
-        f.write(head.rstrip('\n') + '\n\n' + section + ('\n' + tail.lstrip('\n') if tail.strip() else '\n'))
+        f.write(head.rstrip('\n') + '\n\n' + section + ('\n\n' + tail.lstrip('\n') if tail.strip() else '\n'))
